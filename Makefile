@@ -1,0 +1,66 @@
+# The one entry point for building, serving and testing. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PROTOS := $(wildcard proto/mms/v1/*.proto)
+GEN := engine/_gen
+RUST_SOURCES := $(shell find rust_core -name '*.rs' -o -name Cargo.toml) Cargo.toml $(PROTOS)
+EXT_STAMP := $(VENV)/.ext-release
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.deps: requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.deps  ## create .venv with every Python dependency
+
+$(GEN)/.stamp: $(PROTOS) $(VENV)/.deps
+	rm -rf $(GEN) && mkdir -p $(GEN)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=$(GEN) --pyi_out=$(GEN) \
+		--grpc_python_out=$(GEN) $(PROTOS)
+	touch $@
+
+.PHONY: proto
+proto: $(GEN)/.stamp  ## regenerate the Python protobuf stubs from proto/
+
+# Release build of the extension into .venv (stale .so files removed first).
+$(EXT_STAMP): $(RUST_SOURCES) $(VENV)/.deps
+	rm -f engine/_core*.so
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
+		$(VENV)/bin/maturin develop --release
+	$(PY) -c 'import engine._core'
+	touch $@
+
+.PHONY: build
+build: $(GEN)/.stamp $(EXT_STAMP)  ## build the Rust extension (release) and the stubs
+
+.PHONY: serve
+serve: build  ## run the server on ./data (gRPC 127.0.0.1:50051, metrics :9464)
+	$(VENV)/bin/mms serve --data ./data
+
+.PHONY: test
+test: build  ## cargo test + pytest (sets everything up first)
+	cargo test --release -q --workspace --exclude mms_binding
+	$(PY) -m pytest -q
+
+.PHONY: lint
+lint: $(VENV)/.deps  ## clippy and rustfmt
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+.PHONY: bench
+bench: build  ## benchmarks: see bench/README.md
+	$(PY) -m pytest bench -q --benchmark-only
+
+.PHONY: clean
+clean:  ## remove build outputs (keeps ./data)
+	rm -rf $(GEN) $(VENV) target engine/_core*.so

@@ -1,0 +1,174 @@
+"""Prometheus metrics: gRPC server metrics under the names community dashboards read
+(grpc_server_*), and the core's writer and LMDB map statistics.
+
+Labels are low-cardinality only: service, method, type, code. Never a member, card or phone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from engine._core import Core
+
+# Latency buckets in seconds: a checkout waits for one group commit (an fsync).
+HANDLING_SECONDS_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+class GrpcMetrics:
+    """The grpc_server_* family, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ["grpc_type", "grpc_service", "grpc_method"]
+        self.started = Counter(
+            "grpc_server_started_total", "RPCs started on the server.", labels, registry=registry
+        )
+        self.handled = Counter(
+            "grpc_server_handled_total",
+            "RPCs completed on the server, regardless of success or failure.",
+            [*labels, "grpc_code"],
+            registry=registry,
+        )
+        self.handling_seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Response latency of RPCs handled by the server, in seconds.",
+            labels,
+            buckets=HANDLING_SECONDS_BUCKETS,
+            registry=registry,
+        )
+
+
+def _code_name(context: grpc.ServicerContext, failed: bool) -> str:
+    code = context.code()
+    if code is None:
+        return "UNKNOWN" if failed else "OK"
+    return code.name if isinstance(code, grpc.StatusCode) else str(code)
+
+
+class MetricsInterceptor(grpc.ServerInterceptor):
+    """Counts and times every RPC of a known method. Install it first (outermost), so
+    calls refused by later interceptors are counted too."""
+
+    def __init__(self, metrics: GrpcMetrics) -> None:
+        self.metrics = metrics
+
+    def intercept_service(
+        self, continuation: Callable[[Any], Any], handler_call_details: grpc.HandlerCallDetails
+    ) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            # Unknown methods are answered UNIMPLEMENTED by grpc; their names come from
+            # clients, so they never become label values.
+            return None
+        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        if handler.unary_unary is not None:
+            labels = ("unary", service, method)
+            return handler._replace(unary_unary=self._wrap_unary(handler.unary_unary, labels))
+        if handler.unary_stream is not None:
+            labels = ("server_stream", service, method)
+            return handler._replace(unary_stream=self._wrap_stream(handler.unary_stream, labels))
+        if handler.stream_unary is not None:
+            labels = ("client_stream", service, method)
+            return handler._replace(stream_unary=self._wrap_unary(handler.stream_unary, labels))
+        labels = ("bidi_stream", service, method)
+        return handler._replace(stream_stream=self._wrap_stream(handler.stream_stream, labels))
+
+    def _finish(self, labels: tuple[str, str, str], started: float, code: str) -> None:
+        self.metrics.handling_seconds.labels(*labels).observe(time.perf_counter() - started)
+        self.metrics.handled.labels(*labels, code).inc()
+
+    def _wrap_unary(self, behavior: Callable[..., Any], labels: tuple[str, str, str]):
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+            self.metrics.started.labels(*labels).inc()
+            started = time.perf_counter()
+            try:
+                response = behavior(request, context)
+            except BaseException:
+                self._finish(labels, started, _code_name(context, failed=True))
+                raise
+            self._finish(labels, started, _code_name(context, failed=False))
+            return response
+
+        return wrapped
+
+    def _wrap_stream(self, behavior: Callable[..., Any], labels: tuple[str, str, str]):
+        # The call that creates the iterator is not the RPC: the RPC ends when the
+        # iterator does, so the iterator itself is wrapped.
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            self.metrics.started.labels(*labels).inc()
+            started = time.perf_counter()
+            try:
+                yield from behavior(request, context)
+            except BaseException:
+                self._finish(labels, started, _code_name(context, failed=True))
+                raise
+            self._finish(labels, started, _code_name(context, failed=False))
+
+        return wrapped
+
+
+def _histogram(
+    name: str, documentation: str, bounds: list[int], buckets: list[int], total: float, scale: float
+) -> HistogramMetricFamily:
+    """A histogram from the core's per-bucket (non-cumulative) counts."""
+    family = HistogramMetricFamily(name, documentation)
+    cumulative = 0
+    points = []
+    for bound, count in zip(bounds, buckets, strict=False):
+        cumulative += count
+        points.append((repr(bound * scale) if scale != 1 else str(bound), cumulative))
+    cumulative += buckets[-1]
+    points.append(("+Inf", cumulative))
+    family.add_metric([], points, sum_value=total)
+    return family
+
+
+class CoreCollector(Collector):
+    """Reads the core's writer and map statistics at scrape time."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            stats = self.core.stats()
+        except Exception:  # the core is closing: a scrape during shutdown shows nothing
+            return
+        yield _histogram(
+            "mms_writer_batch_size",
+            "Requests committed together in one LMDB write transaction.",
+            stats["batch_size_bounds"],
+            stats["batch_size_buckets"],
+            stats["batch_size_sum"],
+            1,
+        )
+        yield _histogram(
+            "mms_writer_commit_seconds",
+            "Time to run and commit one batch (including the fsync), in seconds.",
+            stats["commit_micros_bounds"],
+            stats["commit_micros_buckets"],
+            stats["commit_micros_sum"] / 1_000_000,
+            1e-6,
+        )
+        batches = CounterMetricFamily("mms_writer_batches", "Batches committed by the writer.")
+        batches.add_metric([], stats["batches"])
+        yield batches
+        growths = CounterMetricFamily("mms_lmdb_map_growths", "Times the LMDB map was grown.")
+        growths.add_metric([], stats["map_growths"])
+        yield growths
+        yield GaugeMetricFamily(
+            "mms_lmdb_map_size_bytes", "Size of the LMDB memory map.", value=stats["map_size_bytes"]
+        )
+        yield GaugeMetricFamily(
+            "mms_lmdb_map_used_bytes",
+            "Bytes of the LMDB map in use (pages up to the last used one).",
+            value=stats["map_used_bytes"],
+        )

@@ -1,0 +1,188 @@
+"""The gRPC server: hands request bytes to the Rust core and its answer bytes back.
+
+No protobuf parsing and no arithmetic on money happen here on the hot path; the handlers
+take raw bytes (no deserializer) and return raw bytes (no serializer).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+from prometheus_client import CollectorRegistry, start_http_server
+
+from engine._core import Core, CoreError
+from engine.metrics import CoreCollector, GrpcMetrics, MetricsInterceptor
+from engine.proto import admin_pb2, config_pb2, member_pb2, transaction_pb2
+
+ERROR_DOMAIN = "mms.v1"
+MERCHANT_METADATA_KEY = "mms-merchant"
+DEFAULT_MERCHANT = "default"
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_METRICS_PORT = 9464
+WORKERS_DEFAULT = 64
+# A config of 10,000 stores is well under this; anything larger is refused by grpc.
+MESSAGE_BYTES_MAX = 8 * 1024 * 1024
+SHUTDOWN_GRACE_SECONDS = 15.0
+
+# Services whose every method the core serves, request bytes in, response bytes out.
+CORE_SERVICES = (
+    config_pb2.DESCRIPTOR.services_by_name["ConfigService"],
+    member_pb2.DESCRIPTOR.services_by_name["MemberService"],
+    transaction_pb2.DESCRIPTOR.services_by_name["TransactionService"],
+)
+ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"]
+
+_STATUS_CODES = {code.name: code for code in grpc.StatusCode}
+
+
+def abort_with_core_error(context: grpc.ServicerContext, error: CoreError) -> None:
+    """Ends the RPC with the error's status, its reason as a google.rpc.ErrorInfo."""
+    code = _STATUS_CODES.get(error.status, grpc.StatusCode.INTERNAL)
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=code.value[0], message=error.message, details=[detail])
+    context.abort_with_status(rpc_status.to_status(status))
+
+
+def _merchant(context: grpc.ServicerContext, default_merchant: str) -> str:
+    # Until staff tokens exist, the merchant is named in metadata (see README: Security).
+    for key, value in context.invocation_metadata():
+        if key == MERCHANT_METADATA_KEY:
+            return value
+    return default_merchant
+
+
+def _core_handler(core: Core, full_name: str, default_merchant: str) -> grpc.RpcMethodHandler:
+    def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            return core.submit(full_name, _merchant(context, default_merchant), request)
+        except CoreError as error:
+            abort_with_core_error(context, error)
+            raise AssertionError("abort returns only by raising") from error
+
+    return grpc.unary_unary_rpc_method_handler(handle)
+
+
+def _backup_handler(core: Core) -> grpc.RpcMethodHandler:
+    def backup(request: admin_pb2.BackupRequest, context: grpc.ServicerContext) -> Any:
+        if not request.destination_dir:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "destination_dir is required")
+        try:
+            path, size = core.backup(os.path.abspath(request.destination_dir))
+        except CoreError as error:
+            abort_with_core_error(context, error)
+            raise AssertionError("abort returns only by raising") from error
+        return admin_pb2.BackupResponse(path=path, size_bytes=size)
+
+    return grpc.unary_unary_rpc_method_handler(
+        backup,
+        request_deserializer=admin_pb2.BackupRequest.FromString,
+        response_serializer=admin_pb2.BackupResponse.SerializeToString,
+    )
+
+
+def _generic_handlers(core: Core, default_merchant: str) -> list[grpc.GenericRpcHandler]:
+    handlers = []
+    for service in CORE_SERVICES:
+        methods = {
+            method.name: _core_handler(core, f"/{service.full_name}/{method.name}", default_merchant)
+            for method in service.methods
+        }
+        handlers.append(grpc.method_handlers_generic_handler(service.full_name, methods))
+    admin = {"Backup": _backup_handler(core)}
+    handlers.append(grpc.method_handlers_generic_handler(ADMIN_SERVICE.full_name, admin))
+    return handlers
+
+
+def create_server(
+    core: Core,
+    address: str,
+    *,
+    registry: CollectorRegistry,
+    default_merchant: str = DEFAULT_MERCHANT,
+    workers: int = WORKERS_DEFAULT,
+) -> tuple[grpc.Server, int, health.HealthServicer]:
+    """Builds the server (not started). Returns it, the bound port and its health servicer."""
+    options = [
+        ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
+        ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mms-grpc"),
+        interceptors=[MetricsInterceptor(GrpcMetrics(registry))],
+        options=options,
+    )
+    server.add_generic_rpc_handlers(_generic_handlers(core, default_merchant))
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [service.full_name for service in (*CORE_SERVICES, ADMIN_SERVICE)]
+    for name in [*names, ""]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    return server, port, health_servicer
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    handler: Callable[[int, Any], None] = lambda signum, frame: stop.set()  # noqa: E731
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    while not stop.wait(3600):
+        pass
+
+
+def serve(
+    *,
+    data_dir: str = "./data",
+    listen: str = DEFAULT_LISTEN,
+    metrics_port: int = DEFAULT_METRICS_PORT,
+    default_merchant: str = DEFAULT_MERCHANT,
+    durable: bool = True,
+    workers: int = WORKERS_DEFAULT,
+) -> int:
+    """Runs the server until SIGTERM or SIGINT, then shuts down without losing anything
+    acknowledged: health goes NOT_SERVING, in-flight calls finish, the writer drains."""
+    core = Core(data_dir, durable=durable)
+    registry = CollectorRegistry()
+    registry.register(CoreCollector(core))
+    server, port, health_servicer = create_server(
+        core, listen, registry=registry, default_merchant=default_merchant, workers=workers
+    )
+    host = listen.rpartition(":")[0] or "127.0.0.1"
+    metrics_server, _ = start_http_server(metrics_port, addr=host.strip("[]"), registry=registry)
+    server.start()
+    mode = "durable" if durable else "NO-SYNC (benchmarks only: a crash may lose commits)"
+    print(f"mms: data in {os.path.abspath(data_dir)} ({mode})", flush=True)
+    print(f"mms: serving gRPC on {host}:{port}", flush=True)
+    print(f"mms: metrics on http://{host}:{metrics_server.server_port}/metrics", flush=True)
+    try:
+        _wait_for_signal()
+    finally:
+        print("mms: shutting down", flush=True)
+        health_servicer.enter_graceful_shutdown()
+        server.stop(SHUTDOWN_GRACE_SECONDS).wait()
+        core.close()
+        metrics_server.shutdown()
+        print("mms: stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - `mms serve` is the entry point
+    sys.exit(serve())

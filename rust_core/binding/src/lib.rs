@@ -1,0 +1,147 @@
+//! The one module that knows Python exists: `engine._core`, a thin PyO3 wrapper of
+//! `mms_core::Core`. Requests and answers cross as protobuf bytes; every call that may
+//! block releases the GIL.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use mms_core::core::{BATCH_SIZE_BOUNDS, COMMIT_MICROS_BOUNDS};
+use mms_core::{CoreError as DomainError, Options, Status};
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+create_exception!(
+    _core,
+    CoreError,
+    PyException,
+    "An engine error: `.status` (a gRPC status name such as \"NOT_FOUND\"), `.reason` (a stable machine-readable code such as \"MEMBER_NOT_FOUND\") and `.message` (for a human)."
+);
+
+/// The gRPC status name of each status; a new variant without a line here does not compile.
+fn status_name(status: Status) -> &'static str {
+    match status {
+        Status::InvalidArgument => "INVALID_ARGUMENT",
+        Status::NotFound => "NOT_FOUND",
+        Status::FailedPrecondition => "FAILED_PRECONDITION",
+        Status::AlreadyExists => "ALREADY_EXISTS",
+        Status::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Status::Unavailable => "UNAVAILABLE",
+        Status::Internal => "INTERNAL",
+    }
+}
+
+fn to_python(py: Python<'_>, error: DomainError) -> PyErr {
+    let status = status_name(error.status());
+    let reason = error.reason();
+    let exception = CoreError::new_err((status, reason, error.message.clone()));
+    let value = exception.value(py);
+    let attributes = [("status", status), ("reason", reason), ("message", error.message.as_str())];
+    for (name, text) in attributes {
+        if let Err(failure) = value.setattr(name, text) {
+            return failure;
+        }
+    }
+    exception
+}
+
+/// The engine on one LMDB folder. Open it once per process.
+#[pyclass(frozen, name = "Core", module = "engine._core")]
+struct PyCore {
+    inner: mms_core::Core,
+}
+
+#[pymethods]
+impl PyCore {
+    #[new]
+    #[pyo3(signature = (path, *, durable = true, map_size_bytes = None, queue_capacity = None, batch_requests_max = None))]
+    fn new(
+        py: Python<'_>,
+        path: &str,
+        durable: bool,
+        map_size_bytes: Option<usize>,
+        queue_capacity: Option<usize>,
+        batch_requests_max: Option<usize>,
+    ) -> PyResult<PyCore> {
+        let mut options = Options::new(path);
+        options.durable = durable;
+        if let Some(size) = map_size_bytes {
+            options.map_size_bytes = size;
+        }
+        if let Some(capacity) = queue_capacity {
+            options.queue_capacity = capacity.max(1);
+        }
+        if let Some(batch) = batch_requests_max {
+            options.batch_requests_max = batch.max(1);
+        }
+        let opened = py.detach(|| mms_core::Core::open(options));
+        opened.map(|inner| PyCore { inner }).map_err(|e| to_python(py, e))
+    }
+
+    /// Runs a mutating request (full gRPC method name, merchant id, request bytes) and
+    /// returns the response bytes once its batch is durable.
+    fn submit<'py>(&self, py: Python<'py>, method: &str, merchant: &str, request: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        let answer = py.detach(|| self.inner.submit(method, merchant, request));
+        answer.map(|bytes| PyBytes::new(py, &bytes)).map_err(|e| to_python(py, e))
+    }
+
+    /// Runs a read on the calling thread without waiting for the writer.
+    fn query<'py>(&self, py: Python<'py>, method: &str, merchant: &str, request: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        let answer = py.detach(|| self.inner.query(method, merchant, request));
+        answer.map(|bytes| PyBytes::new(py, &bytes)).map_err(|e| to_python(py, e))
+    }
+
+    /// Hot, compacting copy into `destination_dir/data.mdb`. Returns (path, size in bytes).
+    fn backup(&self, py: Python<'_>, destination_dir: &str) -> PyResult<(String, u64)> {
+        let copied = py.detach(|| self.inner.backup(Path::new(destination_dir)));
+        copied.map(|(path, size)| (path.display().to_string(), size)).map_err(|e| to_python(py, e))
+    }
+
+    /// Writer and map statistics for /metrics.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let load = |buckets: &[std::sync::atomic::AtomicU64]| -> Vec<u64> {
+            buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect()
+        };
+        let snapshot = self
+            .inner
+            .with_stats(|s| {
+                (
+                    load(&s.batch_size_buckets),
+                    s.batch_size_sum.load(Ordering::Relaxed),
+                    load(&s.commit_micros_buckets),
+                    s.commit_micros_sum.load(Ordering::Relaxed),
+                    s.batches.load(Ordering::Relaxed),
+                    s.requests.load(Ordering::Relaxed),
+                    s.map_growths.load(Ordering::Relaxed),
+                )
+            })
+            .map_err(|e| to_python(py, e))?;
+        let usage = self.inner.map_usage().map_err(|e| to_python(py, e))?;
+        let dict = PyDict::new(py);
+        dict.set_item("batch_size_bounds", BATCH_SIZE_BOUNDS.to_vec())?;
+        dict.set_item("batch_size_buckets", snapshot.0)?;
+        dict.set_item("batch_size_sum", snapshot.1)?;
+        dict.set_item("commit_micros_bounds", COMMIT_MICROS_BOUNDS.to_vec())?;
+        dict.set_item("commit_micros_buckets", snapshot.2)?;
+        dict.set_item("commit_micros_sum", snapshot.3)?;
+        dict.set_item("batches", snapshot.4)?;
+        dict.set_item("requests", snapshot.5)?;
+        dict.set_item("map_growths", snapshot.6)?;
+        dict.set_item("map_size_bytes", usage.map_size_bytes)?;
+        dict.set_item("map_used_bytes", usage.used_bytes)?;
+        Ok(dict)
+    }
+
+    /// Finishes every queued request, then closes the environment.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.inner.close());
+    }
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyCore>()?;
+    m.add("CoreError", m.py().get_type::<CoreError>())?;
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! Generates the Rust types of `proto/mms/v1/` with prost: the same files the Python stubs
+//! come from, so the wire and the stored records have one source.
+
+use std::path::PathBuf;
+
+fn main() -> std::io::Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("proto");
+    let files: Vec<PathBuf> = ["common", "config", "member", "transaction", "admin", "records"]
+        .iter()
+        .map(|name| root.join("mms").join("v1").join(format!("{name}.proto")))
+        .collect();
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+    let protoc = protoc_bin_vendored::protoc_bin_path().map_err(std::io::Error::other)?;
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc);
+    config.compile_protos(&files, &[root])
+}

@@ -1,0 +1,376 @@
+//! The engine: one writer thread with group commit, reads on the caller's thread.
+//!
+//! Callers hand in a request; the writer takes a batch from a bounded queue, runs each
+//! request in its own nested transaction (a failing one rolls back alone), commits the
+//! batch once (one fsync) and only then answers every caller. A full map aborts the batch,
+//! grows the map and runs the batch again, so nothing is half-written.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use heed::{CompactionOption, Env, WithoutTls};
+
+use crate::config::Cache;
+use crate::dispatch::{self, Decoded, Method};
+use crate::error::{fail, CoreError, Kind, Result};
+use crate::store::{self, Dbs};
+use crate::validate;
+
+/// Requests waiting for the writer; past this, callers are told to back off.
+pub const QUEUE_CAPACITY_DEFAULT: usize = 8192;
+/// Requests committed together at most.
+pub const BATCH_REQUESTS_MAX_DEFAULT: usize = 512;
+pub const MAP_SIZE_BYTES_DEFAULT: usize = 1 << 30;
+pub const MAP_SIZE_BYTES_MAX_DEFAULT: usize = 1 << 40;
+/// Times one batch may be re-run after growing the map.
+const MAP_GROWTHS_PER_BATCH_MAX: usize = 8;
+
+/// Where the engine's time comes from: the system, or a test's hand.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> i64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970");
+        i64::try_from(since_epoch.as_millis()).expect("time fits i64")
+    }
+}
+
+/// A clock that moves only when told to.
+pub struct ManualClock(pub AtomicI64);
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+pub struct Options {
+    pub path: PathBuf,
+    pub map_size_bytes: usize,
+    pub map_size_bytes_max: usize,
+    /// fsync every commit. Only benchmarks turn this off.
+    pub durable: bool,
+    pub queue_capacity: usize,
+    pub batch_requests_max: usize,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Options {
+    pub fn new(path: impl AsRef<Path>) -> Options {
+        Options {
+            path: path.as_ref().to_path_buf(),
+            map_size_bytes: MAP_SIZE_BYTES_DEFAULT,
+            map_size_bytes_max: MAP_SIZE_BYTES_MAX_DEFAULT,
+            durable: true,
+            queue_capacity: QUEUE_CAPACITY_DEFAULT,
+            batch_requests_max: BATCH_REQUESTS_MAX_DEFAULT,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Upper bounds of the batch-size histogram buckets (requests).
+pub const BATCH_SIZE_BOUNDS: [u64; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
+/// Upper bounds of the commit-latency histogram buckets (microseconds).
+pub const COMMIT_MICROS_BOUNDS: [u64; 12] = [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000];
+
+/// Counters the writer keeps for /metrics. Buckets are not cumulative; the last one of
+/// each histogram counts what is above every bound.
+#[derive(Default)]
+pub struct Stats {
+    pub batch_size_buckets: [AtomicU64; 11],
+    pub batch_size_sum: AtomicU64,
+    pub commit_micros_buckets: [AtomicU64; 13],
+    pub commit_micros_sum: AtomicU64,
+    pub batches: AtomicU64,
+    pub requests: AtomicU64,
+    pub map_growths: AtomicU64,
+}
+
+fn observe(buckets: &[AtomicU64], bounds: &[u64], sum: &AtomicU64, value: u64) {
+    let index = bounds.iter().position(|bound| value <= *bound).unwrap_or(bounds.len());
+    buckets[index].fetch_add(1, Ordering::Relaxed);
+    sum.fetch_add(value, Ordering::Relaxed);
+}
+
+/// What /metrics shows about the map.
+pub struct MapUsage {
+    pub map_size_bytes: u64,
+    pub used_bytes: u64,
+}
+
+struct Shared {
+    env: Env<WithoutTls>,
+    dbs: Dbs,
+    /// Reads and backups hold it shared; growing the map holds it alone, because LMDB
+    /// resizes only while no transaction is open in the process.
+    resize_lock: RwLock<()>,
+    map_size_bytes: AtomicU64,
+    map_size_bytes_max: usize,
+    stats: Stats,
+    clock: Arc<dyn Clock>,
+}
+
+struct Job {
+    merchant: String,
+    decoded: Decoded,
+    reply: SyncSender<Result<Vec<u8>>>,
+}
+
+pub struct Core {
+    shared: RwLock<Option<Arc<Shared>>>,
+    sender: Mutex<Option<SyncSender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Core {
+    pub fn open(options: Options) -> Result<Core> {
+        assert!(options.batch_requests_max > 0 && options.queue_capacity > 0);
+        let (env, dbs) = store::open(&options.path, options.map_size_bytes, options.durable)?;
+        let map_size = env.info().map_size as u64;
+        let shared = Arc::new(Shared {
+            env,
+            dbs,
+            resize_lock: RwLock::new(()),
+            map_size_bytes: AtomicU64::new(map_size),
+            map_size_bytes_max: options.map_size_bytes_max.max(options.map_size_bytes),
+            stats: Stats::default(),
+            clock: options.clock,
+        });
+        let (sender, receiver) = mpsc::sync_channel(options.queue_capacity);
+        let writer_shared = shared.clone();
+        let batch_max = options.batch_requests_max;
+        let writer = std::thread::Builder::new()
+            .name("mms-writer".into())
+            .spawn(move || run_writer(&writer_shared, &receiver, batch_max))
+            .map_err(|e| CoreError::new(Kind::Storage, format!("cannot start the writer: {e}")))?;
+        Ok(Core { shared: RwLock::new(Some(shared)), sender: Mutex::new(Some(sender)), writer: Mutex::new(Some(writer)) })
+    }
+
+    fn shared(&self) -> Result<Arc<Shared>> {
+        match &*self.shared.read().expect("lock") {
+            Some(shared) => Ok(shared.clone()),
+            None => fail(Kind::ShuttingDown, "the engine is closed"),
+        }
+    }
+
+    /// Runs a mutating request through the writer; answers after its batch is durable.
+    pub fn submit(&self, method_name: &str, merchant: &str, request: &[u8]) -> Result<Vec<u8>> {
+        let method = Method::from_name(method_name)?;
+        if !method.is_mutation() {
+            return self.query(method_name, merchant, request);
+        }
+        validate::merchant_id(merchant)?;
+        let decoded = dispatch::decode(method, request)?;
+        let sender = match &*self.sender.lock().expect("lock") {
+            Some(sender) => sender.clone(),
+            None => return fail(Kind::ShuttingDown, "the engine is shutting down"),
+        };
+        let (reply, answer) = mpsc::sync_channel(1);
+        let job = Job { merchant: merchant.to_owned(), decoded, reply };
+        match sender.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return fail(Kind::QueueFull, "the writer queue is full; retry with the same request_id"),
+            Err(TrySendError::Disconnected(_)) => return fail(Kind::ShuttingDown, "the engine is shutting down"),
+        }
+        answer.recv().unwrap_or_else(|_| fail(Kind::ShuttingDown, "the writer stopped before answering"))
+    }
+
+    /// Runs a read on this thread, without waiting for the writer.
+    pub fn query(&self, method_name: &str, merchant: &str, request: &[u8]) -> Result<Vec<u8>> {
+        let method = Method::from_name(method_name)?;
+        validate::merchant_id(merchant)?;
+        let shared = self.shared()?;
+        let _no_resize = shared.resize_lock.read().expect("lock");
+        let txn = shared.env.read_txn()?;
+        dispatch::query(&shared.dbs, &txn, merchant, method, request)
+    }
+
+    /// A compacting copy of the environment into `destination_dir/data.mdb`, taken in a
+    /// read transaction while the writer goes on. Returns the file and its size.
+    pub fn backup(&self, destination_dir: &Path) -> Result<(PathBuf, u64)> {
+        let shared = self.shared()?;
+        prepare_backup_dir(destination_dir)?;
+        let path = destination_dir.join("data.mdb");
+        let _no_resize = shared.resize_lock.read().expect("lock");
+        let file = shared
+            .env
+            .copy_to_path(&path, CompactionOption::Enabled)
+            .map_err(|e| CoreError::new(Kind::BackupFailed, format!("copy to {} failed: {e}", path.display())))?;
+        file.sync_all().map_err(|e| CoreError::new(Kind::BackupFailed, format!("sync of {} failed: {e}", path.display())))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok((path, size))
+    }
+
+    /// Recomputes every balance from the ledger (see `ledger::verify`).
+    pub fn verify_ledger(&self) -> Result<crate::ledger::Verification> {
+        let shared = self.shared()?;
+        let _no_resize = shared.resize_lock.read().expect("lock");
+        let txn = shared.env.read_txn()?;
+        crate::ledger::verify(&shared.dbs, &txn)
+    }
+
+    pub fn with_stats<T>(&self, read: impl FnOnce(&Stats) -> T) -> Result<T> {
+        Ok(read(&self.shared()?.stats))
+    }
+
+    pub fn map_usage(&self) -> Result<MapUsage> {
+        let shared = self.shared()?;
+        let info = shared.env.info();
+        let page_size = u64::from(shared.env.unnamed_database_stat().page_size);
+        Ok(MapUsage { map_size_bytes: info.map_size as u64, used_bytes: (info.last_page_number as u64 + 1) * page_size })
+    }
+
+    /// Stops taking requests, lets the writer finish every queued one, and closes the
+    /// environment. Safe to call twice.
+    pub fn close(&self) {
+        drop(self.sender.lock().expect("lock").take());
+        if let Some(writer) = self.writer.lock().expect("lock").take() {
+            writer.join().expect("the writer thread panicked");
+        }
+        let Some(shared) = self.shared.write().expect("lock").take() else {
+            return;
+        };
+        // Readers that cloned the Arc finish their short transaction; wait for them so
+        // the environment really closes and can be opened again in this process.
+        let mut shared = shared;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let owned = loop {
+            match Arc::try_unwrap(shared) {
+                Ok(owned) => break Some(owned),
+                Err(still_shared) if Instant::now() < deadline => {
+                    shared = still_shared;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => break None,
+            }
+        };
+        if let Some(owned) = owned {
+            let _ = owned.env.force_sync();
+            owned.env.prepare_for_closing().wait();
+        }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn prepare_backup_dir(destination_dir: &Path) -> Result<()> {
+    let backup_error = |e: std::io::Error| CoreError::new(Kind::BackupFailed, format!("{}: {e}", destination_dir.display()));
+    if destination_dir.exists() {
+        let mut entries = std::fs::read_dir(destination_dir).map_err(backup_error)?;
+        if entries.next().is_some() {
+            return fail(Kind::BackupFailed, format!("{} is not empty", destination_dir.display()));
+        }
+    } else {
+        std::fs::create_dir_all(destination_dir).map_err(backup_error)?;
+    }
+    Ok(())
+}
+
+fn run_writer(shared: &Shared, receiver: &Receiver<Job>, batch_max: usize) {
+    let mut cache = Cache::default();
+    while let Ok(first) = receiver.recv() {
+        let mut batch = Vec::with_capacity(batch_max.min(64));
+        batch.push(first);
+        while batch.len() < batch_max {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let answers = commit_batch(shared, &mut cache, &batch);
+        for (job, answer) in batch.into_iter().zip(answers) {
+            // A caller that gave up is no reason to stop.
+            let _ = job.reply.send(answer);
+        }
+    }
+}
+
+/// Runs and commits a batch, growing the map and running it again when it is full.
+fn commit_batch(shared: &Shared, cache: &mut Cache, batch: &[Job]) -> Vec<Result<Vec<u8>>> {
+    for _ in 0..=MAP_GROWTHS_PER_BATCH_MAX {
+        let started = Instant::now();
+        match run_batch(shared, cache, batch) {
+            Ok(answers) => {
+                cache.commit();
+                let stats = &shared.stats;
+                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                observe(&stats.commit_micros_buckets, &COMMIT_MICROS_BOUNDS, &stats.commit_micros_sum, micros);
+                observe(&stats.batch_size_buckets, &BATCH_SIZE_BOUNDS, &stats.batch_size_sum, batch.len() as u64);
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                stats.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                return answers;
+            }
+            Err(error) => {
+                cache.abort();
+                if error.kind != Kind::StorageFull || grow_map(shared).is_err() {
+                    return batch.iter().map(|_| Err(error.clone())).collect();
+                }
+            }
+        }
+    }
+    batch.iter().map(|_| fail(Kind::StorageFull, "the map could not grow enough for this batch")).collect()
+}
+
+/// One write transaction for the whole batch; Err only for what must abort all of it.
+fn run_batch(shared: &Shared, cache: &mut Cache, batch: &[Job]) -> Result<Vec<Result<Vec<u8>>>> {
+    let dbs = &shared.dbs;
+    let mut txn = shared.env.write_txn()?;
+    let mut answers = Vec::with_capacity(batch.len());
+    for job in batch {
+        let now_ms = shared.clock.now_ms();
+        let answer = match dispatch::replay(dbs, &txn, &job.merchant, &job.decoded) {
+            Ok(Some(first_answer)) => first_answer,
+            Err(error) => Err(error),
+            Ok(None) => {
+                let mut nested = shared.env.nested_write_txn(&mut txn)?;
+                match dispatch::execute(dbs, &mut nested, cache, &job.merchant, now_ms, &job.decoded) {
+                    Ok(response) => {
+                        nested.commit()?;
+                        Ok(response)
+                    }
+                    Err(error) => {
+                        nested.abort();
+                        if !error.kind.is_deterministic() {
+                            return Err(error);
+                        }
+                        dispatch::record_failure(dbs, &mut txn, &job.merchant, now_ms, &job.decoded, &error)?;
+                        Err(error)
+                    }
+                }
+            }
+        };
+        answers.push(answer);
+    }
+    txn.commit()?;
+    Ok(answers)
+}
+
+fn grow_map(shared: &Shared) -> Result<()> {
+    let current = shared.map_size_bytes.load(Ordering::SeqCst) as usize;
+    if current >= shared.map_size_bytes_max {
+        return fail(Kind::StorageFull, "the map is at its maximum size");
+    }
+    let page = 4096 * 16;
+    let target = current.saturating_mul(2).min(shared.map_size_bytes_max);
+    let target = target.div_ceil(page) * page;
+    let _alone = shared.resize_lock.write().expect("lock");
+    // SAFETY: the writer is this thread and has no transaction open; readers and backups
+    // hold the resize lock shared for the whole life of their transactions, so none is open.
+    unsafe { shared.env.resize(target) }?;
+    shared.map_size_bytes.store(target as u64, Ordering::SeqCst);
+    shared.stats.map_growths.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}

@@ -1,0 +1,283 @@
+//! Domain errors: a stable reason code per variant, each mapped to one status class.
+//!
+//! The reason string is part of the API (clients match on it, request records store it),
+//! so a variant's reason never changes. `Status` mirrors the gRPC codes the Python front
+//! turns them into.
+
+use std::fmt;
+
+/// The class of an error, one per gRPC status code the engine answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    InvalidArgument,
+    NotFound,
+    FailedPrecondition,
+    AlreadyExists,
+    ResourceExhausted,
+    Unavailable,
+    Internal,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::InvalidArgument => "INVALID_ARGUMENT",
+            Status::NotFound => "NOT_FOUND",
+            Status::FailedPrecondition => "FAILED_PRECONDITION",
+            Status::AlreadyExists => "ALREADY_EXISTS",
+            Status::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Status::Unavailable => "UNAVAILABLE",
+            Status::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// What went wrong. Add a variant with its own reason; never reuse a reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    MalformedRequest,
+    UnknownMethod,
+    RequestIdInvalid,
+    MerchantInvalid,
+    AmountNotPositive,
+    AmountTooLarge,
+    PhoneMalformed,
+    NameInvalid,
+    CardNumberInvalid,
+    MemberRefMissing,
+    PaymentMethodInvalid,
+    PaymentsMismatch,
+    CashReceivedTooLow,
+    PointsInvalid,
+    PointsOverCap,
+    PointsRedemptionDisabled,
+    StoredValueNeedsMember,
+    ConfigInvalid,
+    MemberNotFound,
+    StoreNotFound,
+    MerchantNotConfigured,
+    InsufficientBalance,
+    InsufficientPoints,
+    LevelInUse,
+    BalanceLimit,
+    PhoneTaken,
+    CardTaken,
+    RequestIdReused,
+    StorageFull,
+    QueueFull,
+    ShuttingDown,
+    BackupFailed,
+    Storage,
+    CorruptRecord,
+}
+
+/// Every kind, for reverse lookup of stored reasons and for exhaustive tests.
+pub const ALL_KINDS: [Kind; 34] = [
+    Kind::MalformedRequest,
+    Kind::UnknownMethod,
+    Kind::RequestIdInvalid,
+    Kind::MerchantInvalid,
+    Kind::AmountNotPositive,
+    Kind::AmountTooLarge,
+    Kind::PhoneMalformed,
+    Kind::NameInvalid,
+    Kind::CardNumberInvalid,
+    Kind::MemberRefMissing,
+    Kind::PaymentMethodInvalid,
+    Kind::PaymentsMismatch,
+    Kind::CashReceivedTooLow,
+    Kind::PointsInvalid,
+    Kind::PointsOverCap,
+    Kind::PointsRedemptionDisabled,
+    Kind::StoredValueNeedsMember,
+    Kind::ConfigInvalid,
+    Kind::MemberNotFound,
+    Kind::StoreNotFound,
+    Kind::MerchantNotConfigured,
+    Kind::InsufficientBalance,
+    Kind::InsufficientPoints,
+    Kind::LevelInUse,
+    Kind::BalanceLimit,
+    Kind::PhoneTaken,
+    Kind::CardTaken,
+    Kind::RequestIdReused,
+    Kind::StorageFull,
+    Kind::QueueFull,
+    Kind::ShuttingDown,
+    Kind::BackupFailed,
+    Kind::Storage,
+    Kind::CorruptRecord,
+];
+
+impl Kind {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Kind::MalformedRequest => "MALFORMED_REQUEST",
+            Kind::UnknownMethod => "UNKNOWN_METHOD",
+            Kind::RequestIdInvalid => "REQUEST_ID_INVALID",
+            Kind::MerchantInvalid => "MERCHANT_INVALID",
+            Kind::AmountNotPositive => "AMOUNT_NOT_POSITIVE",
+            Kind::AmountTooLarge => "AMOUNT_TOO_LARGE",
+            Kind::PhoneMalformed => "PHONE_MALFORMED",
+            Kind::NameInvalid => "NAME_INVALID",
+            Kind::CardNumberInvalid => "CARD_NUMBER_INVALID",
+            Kind::MemberRefMissing => "MEMBER_REF_MISSING",
+            Kind::PaymentMethodInvalid => "PAYMENT_METHOD_INVALID",
+            Kind::PaymentsMismatch => "PAYMENTS_MISMATCH",
+            Kind::CashReceivedTooLow => "CASH_RECEIVED_TOO_LOW",
+            Kind::PointsInvalid => "POINTS_INVALID",
+            Kind::PointsOverCap => "POINTS_OVER_CAP",
+            Kind::PointsRedemptionDisabled => "POINTS_REDEMPTION_DISABLED",
+            Kind::StoredValueNeedsMember => "STORED_VALUE_NEEDS_MEMBER",
+            Kind::ConfigInvalid => "CONFIG_INVALID",
+            Kind::MemberNotFound => "MEMBER_NOT_FOUND",
+            Kind::StoreNotFound => "STORE_NOT_FOUND",
+            Kind::MerchantNotConfigured => "MERCHANT_NOT_CONFIGURED",
+            Kind::InsufficientBalance => "INSUFFICIENT_BALANCE",
+            Kind::InsufficientPoints => "INSUFFICIENT_POINTS",
+            Kind::LevelInUse => "LEVEL_IN_USE",
+            Kind::BalanceLimit => "BALANCE_LIMIT",
+            Kind::PhoneTaken => "PHONE_TAKEN",
+            Kind::CardTaken => "CARD_TAKEN",
+            Kind::RequestIdReused => "REQUEST_ID_REUSED",
+            Kind::StorageFull => "STORAGE_FULL",
+            Kind::QueueFull => "QUEUE_FULL",
+            Kind::ShuttingDown => "SHUTTING_DOWN",
+            Kind::BackupFailed => "BACKUP_FAILED",
+            Kind::Storage => "STORAGE_ERROR",
+            Kind::CorruptRecord => "CORRUPT_RECORD",
+        }
+    }
+
+    pub fn status(self) -> Status {
+        match self {
+            Kind::MalformedRequest => Status::InvalidArgument,
+            Kind::UnknownMethod => Status::InvalidArgument,
+            Kind::RequestIdInvalid => Status::InvalidArgument,
+            Kind::MerchantInvalid => Status::InvalidArgument,
+            Kind::AmountNotPositive => Status::InvalidArgument,
+            Kind::AmountTooLarge => Status::InvalidArgument,
+            Kind::PhoneMalformed => Status::InvalidArgument,
+            Kind::NameInvalid => Status::InvalidArgument,
+            Kind::CardNumberInvalid => Status::InvalidArgument,
+            Kind::MemberRefMissing => Status::InvalidArgument,
+            Kind::PaymentMethodInvalid => Status::InvalidArgument,
+            Kind::PaymentsMismatch => Status::InvalidArgument,
+            Kind::CashReceivedTooLow => Status::InvalidArgument,
+            Kind::PointsInvalid => Status::InvalidArgument,
+            Kind::PointsOverCap => Status::InvalidArgument,
+            Kind::PointsRedemptionDisabled => Status::FailedPrecondition,
+            Kind::StoredValueNeedsMember => Status::InvalidArgument,
+            Kind::ConfigInvalid => Status::InvalidArgument,
+            Kind::MemberNotFound => Status::NotFound,
+            Kind::StoreNotFound => Status::NotFound,
+            Kind::MerchantNotConfigured => Status::FailedPrecondition,
+            Kind::InsufficientBalance => Status::FailedPrecondition,
+            Kind::InsufficientPoints => Status::FailedPrecondition,
+            Kind::LevelInUse => Status::FailedPrecondition,
+            Kind::BalanceLimit => Status::FailedPrecondition,
+            Kind::PhoneTaken => Status::AlreadyExists,
+            Kind::CardTaken => Status::AlreadyExists,
+            Kind::RequestIdReused => Status::AlreadyExists,
+            Kind::StorageFull => Status::ResourceExhausted,
+            Kind::QueueFull => Status::ResourceExhausted,
+            Kind::ShuttingDown => Status::Unavailable,
+            Kind::BackupFailed => Status::FailedPrecondition,
+            Kind::Storage => Status::Internal,
+            Kind::CorruptRecord => Status::Internal,
+        }
+    }
+
+    /// Whether the same request would fail the same way again. Only such outcomes are
+    /// kept as a request's first answer; a full map or a shutdown is worth a retry.
+    pub fn is_deterministic(self) -> bool {
+        match self.status() {
+            Status::InvalidArgument
+            | Status::NotFound
+            | Status::FailedPrecondition
+            | Status::AlreadyExists => self != Kind::RequestIdReused,
+            Status::ResourceExhausted | Status::Unavailable | Status::Internal => false,
+        }
+    }
+
+    pub fn from_reason(reason: &str) -> Option<Kind> {
+        ALL_KINDS.iter().copied().find(|kind| kind.reason() == reason)
+    }
+}
+
+/// An error with its kind and a message for a human.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoreError {
+    pub kind: Kind,
+    pub message: String,
+}
+
+impl CoreError {
+    pub fn new(kind: Kind, message: impl Into<String>) -> CoreError {
+        CoreError { kind, message: message.into() }
+    }
+
+    pub fn status(&self) -> Status {
+        self.kind.status()
+    }
+
+    pub fn reason(&self) -> &'static str {
+        self.kind.reason()
+    }
+}
+
+impl fmt::Display for CoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.status().name(), self.reason(), self.message)
+    }
+}
+
+impl std::error::Error for CoreError {}
+
+impl From<heed::Error> for CoreError {
+    fn from(error: heed::Error) -> CoreError {
+        match error {
+            heed::Error::Mdb(heed::MdbError::MapFull) => {
+                CoreError::new(Kind::StorageFull, "the LMDB map is full")
+            }
+            other => CoreError::new(Kind::Storage, format!("LMDB: {other}")),
+        }
+    }
+}
+
+impl From<prost::DecodeError> for CoreError {
+    fn from(error: prost::DecodeError) -> CoreError {
+        CoreError::new(Kind::CorruptRecord, format!("stored record does not decode: {error}"))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, CoreError>;
+
+/// Shorthand for returning a domain error.
+pub fn fail<T>(kind: Kind, message: impl Into<String>) -> Result<T> {
+    Err(CoreError::new(kind, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_unique_and_round_trip() {
+        for (index, kind) in ALL_KINDS.iter().enumerate() {
+            assert_eq!(Kind::from_reason(kind.reason()), Some(*kind));
+            for other in &ALL_KINDS[index + 1..] {
+                assert_ne!(kind.reason(), other.reason());
+            }
+        }
+    }
+
+    #[test]
+    fn transient_errors_are_not_kept_as_answers() {
+        assert!(Kind::InsufficientBalance.is_deterministic());
+        assert!(Kind::PhoneMalformed.is_deterministic());
+        assert!(!Kind::StorageFull.is_deterministic());
+        assert!(!Kind::ShuttingDown.is_deterministic());
+        assert!(!Kind::RequestIdReused.is_deterministic());
+    }
+}

@@ -1,0 +1,168 @@
+//! The double-entry ledger. A `Journal` collects the postings of one operation; `write`
+//! checks they sum to zero per unit, appends the entry and moves every account balance in
+//! the same transaction, so a balance always equals the sum of its postings.
+
+use heed::{RoTxn, RwTxn};
+
+use crate::error::Result;
+use crate::proto::{AccountRecord, LedgerEntry, Posting, Unit};
+use crate::store::{self, Dbs};
+
+/// One entry touches few accounts; more is a programming error.
+pub const POSTINGS_PER_ENTRY_MAX: usize = 32;
+
+pub fn member_principal(member_id: u64) -> String {
+    format!("member/{member_id}/principal")
+}
+pub fn member_bonus(member_id: u64) -> String {
+    format!("member/{member_id}/bonus")
+}
+pub fn member_points(member_id: u64) -> String {
+    format!("member/{member_id}/points")
+}
+pub fn store_account(store_code: &str, what: &str) -> String {
+    format!("store/{store_code}/{what}")
+}
+pub const RECHARGE_BONUS: &str = "merchant/recharge_bonus";
+pub const POINTS_REDEMPTION: &str = "merchant/points_redemption";
+pub const POINTS_ISSUED: &str = "merchant/points_issued";
+
+#[derive(Default)]
+pub struct Journal {
+    postings: Vec<Posting>,
+}
+
+impl Journal {
+    /// Adds a posting; a zero amount is not a movement and is left out.
+    pub fn post(&mut self, account: String, amount: i64, unit: Unit) {
+        if amount != 0 {
+            self.postings.push(Posting { account, amount, unit: unit as i32 });
+        }
+    }
+
+    pub fn fen(&mut self, account: String, amount_fen: i64) {
+        self.post(account, amount_fen, Unit::Fen);
+    }
+
+    pub fn points(&mut self, account: String, points: i64) {
+        self.post(account, points, Unit::Points);
+    }
+
+    /// The sum per unit, which must be zero for a balanced entry.
+    fn sums(&self) -> (i128, i128) {
+        let mut fen = 0i128;
+        let mut points = 0i128;
+        for posting in &self.postings {
+            match Unit::try_from(posting.unit) {
+                Ok(Unit::Fen) => fen += i128::from(posting.amount),
+                Ok(Unit::Points) => points += i128::from(posting.amount),
+                Ok(Unit::Unspecified) | Err(_) => panic!("posting without a unit"),
+            }
+        }
+        (fen, points)
+    }
+
+    /// Appends the entry and applies it to the accounts. Returns its sequence number.
+    pub fn write(self, dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, mut entry: LedgerEntry) -> Result<u64> {
+        assert_eq!(self.sums(), (0, 0), "ledger entry does not balance: {:?}", self.postings);
+        assert!(self.postings.len() <= POSTINGS_PER_ENTRY_MAX);
+        assert!(entry.postings.is_empty() && entry.seq == 0);
+        let seq = store::next_counter(dbs, txn, merchant, store::COUNTER_LEDGER_SEQ)?;
+        for posting in &self.postings {
+            apply_posting(dbs, txn, merchant, posting, seq)?;
+        }
+        entry.seq = seq;
+        entry.postings = self.postings;
+        store::put_record(&dbs.ledger, txn, &store::key_u64(merchant, seq), &entry)?;
+        Ok(seq)
+    }
+}
+
+fn apply_posting(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, posting: &Posting, seq: u64) -> Result<()> {
+    let key = store::key(merchant, posting.account.as_bytes());
+    let mut account = store::get_record::<AccountRecord>(&dbs.accounts, txn, &key)?.unwrap_or_else(|| {
+        AccountRecord { account: posting.account.clone(), unit: posting.unit, ..Default::default() }
+    });
+    assert_eq!(account.unit, posting.unit, "account {} used with two units", posting.account);
+    account.balance = account.balance.checked_add(posting.amount).expect("balances are bounded far below i64");
+    assert!(
+        account.balance >= 0 || !posting.account.starts_with("member/"),
+        "member account {} would go negative",
+        posting.account
+    );
+    account.posting_count += 1;
+    account.last_seq = seq;
+    store::put_record(&dbs.accounts, txn, &key, &account)
+}
+
+pub fn balance(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, account: &str) -> Result<i64> {
+    let key = store::key(merchant, account.as_bytes());
+    Ok(store::get_record::<AccountRecord>(&dbs.accounts, txn, &key)?.map_or(0, |a| a.balance))
+}
+
+/// What `verify` found: totals, and every disagreement between the ledger and the
+/// accounts. The independent auditor (`mms db audit`) checks the same from Python.
+#[derive(Debug, Default)]
+pub struct Verification {
+    pub entries: u64,
+    pub postings: u64,
+    pub accounts: u64,
+    pub problems: Vec<String>,
+}
+
+/// Recomputes every account of every merchant from the ledger and compares.
+pub fn verify(dbs: &Dbs, txn: &RoTxn<'_>) -> crate::error::Result<Verification> {
+    use std::collections::BTreeMap;
+    let mut result = Verification::default();
+    let mut sums: BTreeMap<Vec<u8>, (i64, u64)> = BTreeMap::new();
+    let mut previous: Option<(Vec<u8>, u64)> = None;
+    for item in dbs.ledger.iter(txn)? {
+        let (key, bytes) = item?;
+        let entry = <LedgerEntry as prost::Message>::decode(bytes)?;
+        let split = key.iter().position(|b| *b == 0).expect("keys carry the merchant");
+        let merchant = key[..split].to_vec();
+        let expected = match &previous {
+            Some((last_merchant, seq)) if *last_merchant == merchant => seq + 1,
+            _ => 1,
+        };
+        if entry.seq != expected {
+            result.problems.push(format!("ledger seq {} where {expected} was expected", entry.seq));
+        }
+        let (mut fen, mut points) = (0i128, 0i128);
+        for posting in &entry.postings {
+            if posting.unit == Unit::Points as i32 {
+                points += i128::from(posting.amount);
+            } else {
+                fen += i128::from(posting.amount);
+            }
+            let mut account_key = merchant.clone();
+            account_key.push(0);
+            account_key.extend_from_slice(posting.account.as_bytes());
+            let sum = sums.entry(account_key).or_default();
+            sum.0 += posting.amount;
+            sum.1 += 1;
+            result.postings += 1;
+        }
+        if (fen, points) != (0, 0) {
+            result.problems.push(format!("entry {} does not sum to zero", entry.seq));
+        }
+        result.entries += 1;
+        previous = Some((merchant, entry.seq));
+    }
+    for item in dbs.accounts.iter(txn)? {
+        let (key, bytes) = item?;
+        let account = <AccountRecord as prost::Message>::decode(bytes)?;
+        result.accounts += 1;
+        let (sum, count) = sums.remove(key).unwrap_or((0, 0));
+        if sum != account.balance || count != account.posting_count {
+            result.problems.push(format!(
+                "account {} holds {} in {} postings; the ledger says {sum} in {count}",
+                account.account, account.balance, account.posting_count
+            ));
+        }
+    }
+    for key in sums.keys() {
+        result.problems.push(format!("postings to a missing account {}", String::from_utf8_lossy(key)));
+    }
+    Ok(result)
+}

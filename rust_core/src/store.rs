@@ -1,0 +1,132 @@
+//! The LMDB environment, its named databases, key encoding and typed record access.
+//! docs/STORAGE.md is the layout; the auditor (engine/audit.py) decodes it independently.
+
+use std::path::Path;
+
+use heed::types::Bytes;
+use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
+use prost::Message;
+
+use crate::error::{CoreError, Kind, Result};
+
+pub type Db = Database<'static, Bytes, Bytes>;
+
+/// Named databases; keep in step with docs/STORAGE.md.
+pub const DATABASE_NAMES: [&str; 8] =
+    ["config", "members", "phones", "cards", "accounts", "ledger", "requests", "counters"];
+/// Room for the databases above plus those later versions add.
+pub const DATABASES_MAX: u32 = 32;
+/// Reader slots: gRPC worker threads plus backups, with room to spare.
+pub const READERS_MAX: u32 = 1024;
+/// A record larger than this is refused before it is written (a config of 10,000 stores
+/// fits well within it).
+pub const RECORD_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+pub const COUNTER_MEMBER_ID: &str = "member_id";
+pub const COUNTER_LEDGER_SEQ: &str = "ledger_seq";
+
+#[derive(Clone, Copy)]
+pub struct Dbs {
+    pub config: Db,
+    pub members: Db,
+    pub phones: Db,
+    pub cards: Db,
+    pub accounts: Db,
+    pub ledger: Db,
+    pub requests: Db,
+    pub counters: Db,
+}
+
+/// Opens (creating if needed) the environment in `path` and its databases.
+pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<WithoutTls>, Dbs)> {
+    std::fs::create_dir_all(path)
+        .map_err(|e| CoreError::new(Kind::Storage, format!("cannot create {}: {e}", path.display())))?;
+    let mut options = EnvOpenOptions::new().read_txn_without_tls();
+    options.map_size(map_size_bytes).max_dbs(DATABASES_MAX).max_readers(READERS_MAX);
+    if !durable {
+        // SAFETY: NO_SYNC only delays fsync; a crash may lose the latest commits, which is
+        // the documented trade of the benchmark-only no-sync mode.
+        unsafe { options.flags(EnvFlags::NO_SYNC) };
+    }
+    // SAFETY: the core is the only opener of this environment in the process (heed refuses
+    // a second open with EnvAlreadyOpened) and never touches it after a fork.
+    let env = unsafe { options.open(path) }?;
+    env.clear_stale_readers()?;
+    let wtxn = env.write_txn()?;
+    let dbs = env
+        .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_> {
+            let mut created = Vec::with_capacity(DATABASE_NAMES.len());
+            for name in DATABASE_NAMES {
+                created.push(opener.create_database::<Bytes, Bytes>(wtxn, Some(name))?);
+            }
+            let array: [Database<'_, Bytes, Bytes>; 8] =
+                created.try_into().expect("one database per name");
+            Ok(CommitOrAbort::<_, ()>::Commit(array))
+        })?
+        .commit()
+        .expect("never aborted");
+    let [config, members, phones, cards, accounts, ledger, requests, counters] = dbs;
+    Ok((env, Dbs { config, members, phones, cards, accounts, ledger, requests, counters }))
+}
+
+/// `merchant 0x00 rest`: every key starts with the merchant id.
+pub fn key(merchant: &str, rest: &[u8]) -> Vec<u8> {
+    debug_assert!(!merchant.as_bytes().contains(&0));
+    let mut key = Vec::with_capacity(merchant.len() + 1 + rest.len());
+    key.extend_from_slice(merchant.as_bytes());
+    key.push(0);
+    key.extend_from_slice(rest);
+    key
+}
+
+pub fn key_u64(merchant: &str, number: u64) -> Vec<u8> {
+    key(merchant, &number.to_be_bytes())
+}
+
+pub fn get_record<M: Message + Default>(db: &Db, txn: &RoTxn<'_>, key: &[u8]) -> Result<Option<M>> {
+    match db.get(txn, key)? {
+        Some(bytes) => Ok(Some(M::decode(bytes)?)),
+        None => Ok(None),
+    }
+}
+
+pub fn put_record<M: Message>(db: &Db, txn: &mut RwTxn<'_>, key: &[u8], record: &M) -> Result<()> {
+    let bytes = record.encode_to_vec();
+    if bytes.len() > RECORD_BYTES_MAX {
+        return Err(CoreError::new(
+            Kind::ConfigInvalid,
+            format!("record of {} bytes is above the limit of {RECORD_BYTES_MAX}", bytes.len()),
+        ));
+    }
+    db.put(txn, key, &bytes)?;
+    Ok(())
+}
+
+pub fn get_u64(db: &Db, txn: &RoTxn<'_>, key: &[u8]) -> Result<Option<u64>> {
+    match db.get(txn, key)? {
+        Some(bytes) => {
+            let array: [u8; 8] = bytes
+                .try_into()
+                .map_err(|_| CoreError::new(Kind::CorruptRecord, "u64 value is not 8 bytes"))?;
+            Ok(Some(u64::from_be_bytes(array)))
+        }
+        None => Ok(None),
+    }
+}
+
+pub fn put_u64(db: &Db, txn: &mut RwTxn<'_>, key: &[u8], value: u64) -> Result<()> {
+    db.put(txn, key, &value.to_be_bytes())?;
+    Ok(())
+}
+
+/// Takes the next value of a per-merchant counter: 1, 2, 3 ... without gaps.
+pub fn next_counter(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, name: &str) -> Result<u64> {
+    let counter_key = key(merchant, name.as_bytes());
+    let next = get_u64(&dbs.counters, txn, &counter_key)?.unwrap_or(0) + 1;
+    put_u64(&dbs.counters, txn, &counter_key, next)?;
+    Ok(next)
+}
+
+pub fn counter(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, name: &str) -> Result<u64> {
+    Ok(get_u64(&dbs.counters, txn, &key(merchant, name.as_bytes()))?.unwrap_or(0))
+}

@@ -1,0 +1,381 @@
+//! Recharge (充值) and quick checkout (快速消费): every effect in one transaction.
+
+use heed::RwTxn;
+
+use crate::config::Loaded;
+use crate::error::{fail, Kind, Result};
+use crate::ledger::{self, Journal};
+use crate::money::{self, BALANCE_FEN_MAX, POINTS_MAX};
+use crate::proto::{Balances, CheckoutRequest, CheckoutResponse, EntryKind, LedgerEntry, Member, Payment, PaymentMethod, RechargeRequest, RechargeResponse, Tender};
+use crate::rules::{self, Progress};
+use crate::store::{self, Dbs};
+use crate::{members, validate};
+
+/// A bill is paid in a handful of ways at most.
+pub const TENDERS_MAX: usize = 8;
+
+/// What every operation needs besides its request.
+pub struct Context<'a> {
+    pub dbs: &'a Dbs,
+    pub merchant: &'a str,
+    pub config: &'a Loaded,
+    pub now_ms: i64,
+}
+
+/// Where a store's takings of a method are posted.
+fn takings_account(store_code: &str, method: PaymentMethod) -> String {
+    let what = match method {
+        PaymentMethod::Cash => "cash",
+        PaymentMethod::BankCard => "bank_card",
+        PaymentMethod::ScanPay => "scan_pay",
+        PaymentMethod::StoredValue | PaymentMethod::Unspecified => unreachable!("not a takings method"),
+    };
+    ledger::store_account(store_code, what)
+}
+
+fn external_method(raw: i32, default: PaymentMethod) -> Result<PaymentMethod> {
+    match PaymentMethod::try_from(raw) {
+        Ok(PaymentMethod::Unspecified) => Ok(default),
+        Ok(method @ (PaymentMethod::Cash | PaymentMethod::BankCard | PaymentMethod::ScanPay)) => Ok(method),
+        Ok(PaymentMethod::StoredValue) => fail(Kind::PaymentMethodInvalid, "stored value cannot pay for a recharge"),
+        Err(_) => fail(Kind::PaymentMethodInvalid, format!("unknown payment method {raw}")),
+    }
+}
+
+pub fn recharge(context: &Context<'_>, txn: &mut RwTxn<'_>, request: RechargeRequest) -> Result<(RechargeResponse, u64)> {
+    let amount_fen = money::check_amount(request.amount_fen, "recharge amount")?;
+    let method = external_method(request.method, PaymentMethod::Cash)?;
+    validate::external_ref(&request.external_ref)?;
+    let store_code = context.config.store_code(&request.store_code)?.to_owned();
+    let (dbs, merchant) = (context.dbs, context.merchant);
+    let mut member = members::find(dbs, txn, merchant, request.member.as_ref())?;
+    let before = members::balances(dbs, txn, merchant, member.member_id)?;
+    let bonus_fen = rules::recharge_bonus(&context.config.config.recharge_bonus_rules, amount_fen);
+    money::add_within(before.principal_fen, amount_fen, BALANCE_FEN_MAX, "principal balance")?;
+    money::add_within(before.bonus_fen, bonus_fen, BALANCE_FEN_MAX, "bonus balance")?;
+
+    let id = member.member_id;
+    let mut journal = Journal::default();
+    journal.fen(ledger::member_principal(id), amount_fen);
+    journal.fen(takings_account(&store_code, method), -amount_fen);
+    journal.fen(ledger::member_bonus(id), bonus_fen);
+    journal.fen(ledger::RECHARGE_BONUS.to_owned(), -bonus_fen);
+
+    member.cumulative_recharge_fen = money::add_within(member.cumulative_recharge_fen, amount_fen, i64::MAX, "cumulative recharge")?;
+    let progress = Progress {
+        cumulative_spend_fen: member.cumulative_spend_fen,
+        cumulative_recharge_fen: member.cumulative_recharge_fen,
+        single_recharge_fen: amount_fen,
+    };
+    let (level_before, level_after) = upgrade(context.config, &mut member, progress)?;
+    store::put_record(&dbs.members, txn, &store::key_u64(merchant, id), &member)?;
+    let entry = LedgerEntry {
+        at_ms: context.now_ms,
+        kind: EntryKind::Recharge as i32,
+        request_id: request.request_id.clone(),
+        member_id: id,
+        store_code: store_code.clone(),
+        amount_fen,
+        ..Default::default()
+    };
+    let seq = journal.write(dbs, txn, merchant, entry)?;
+    let balances = members::balances(dbs, txn, merchant, id)?;
+    assert_eq!(balances.principal_fen, before.principal_fen + amount_fen);
+    let response = RechargeResponse {
+        member_id: id,
+        amount_fen,
+        bonus_fen,
+        balances: Some(balances),
+        level_upgraded: level_before != level_after,
+        level_before,
+        level_after,
+        ledger_seq: seq,
+        at_ms: context.now_ms,
+        store_code,
+    };
+    Ok((response, seq))
+}
+
+/// Moves the member up if the transaction reached a threshold. Returns (before, after).
+fn upgrade(config: &Loaded, member: &mut Member, progress: Progress) -> Result<(String, String)> {
+    let current = config.level_position(&member.level_code)?;
+    let after = rules::level_after(config.levels(), current, progress);
+    let before = std::mem::replace(&mut member.level_code, config.levels()[after].code.clone());
+    Ok((before, member.level_code.clone()))
+}
+
+/// The member side of a checkout, absent for a walk-in customer (散客).
+struct Buyer {
+    member: Member,
+    balances: Balances,
+    level_position: usize,
+}
+
+pub fn checkout(context: &Context<'_>, txn: &mut RwTxn<'_>, request: CheckoutRequest) -> Result<(CheckoutResponse, u64)> {
+    let list_fen = money::check_amount(request.list_amount_fen, "list amount")?;
+    let store_code = context.config.store_code(&request.store_code)?.to_owned();
+    let (dbs, merchant) = (context.dbs, context.merchant);
+    let buyer = match &request.member {
+        Some(reference) => {
+            let member = members::find(dbs, txn, merchant, Some(reference))?;
+            let balances = members::balances(dbs, txn, merchant, member.member_id)?;
+            let level_position = context.config.level_position(&member.level_code)?;
+            Some(Buyer { member, balances, level_position })
+        }
+        None => None,
+    };
+    let level = buyer.as_ref().map(|b| &context.config.levels()[b.level_position]);
+    let discount_bp = level.map_or(0, |l| l.discount_bp);
+    let (due_fen, discount_fen) = money::apply_discount(list_fen, discount_bp);
+    let (points_redeemed, points_value_fen) = redeem_points(context.config, buyer.as_ref(), request.points_to_redeem, due_fen)?;
+    let to_pay_fen = due_fen - points_value_fen;
+    let stored_value_fen = buyer.as_ref().map(|b| b.balances.principal_fen + b.balances.bonus_fen);
+    let mut payments = resolve_tenders(&request.tenders, to_pay_fen, stored_value_fen)?;
+    let points_earned = level.map_or(0, |l| money::points_earned(to_pay_fen, l.milli_points_per_yuan));
+
+    let mut journal = Journal::default();
+    journal.fen(ledger::store_account(&store_code, "sales"), list_fen);
+    journal.fen(ledger::store_account(&store_code, "discount"), -discount_fen);
+    journal.fen(ledger::POINTS_REDEMPTION.to_owned(), -points_value_fen);
+    for payment in payments.iter_mut() {
+        post_payment(context.config, &mut journal, buyer.as_ref(), &store_code, payment)?;
+    }
+    let mut response = CheckoutResponse {
+        list_amount_fen: list_fen,
+        discount_bp,
+        discount_fen,
+        amount_due_fen: due_fen,
+        points_redeemed,
+        points_value_fen,
+        points_earned,
+        at_ms: context.now_ms,
+        store_code: store_code.clone(),
+        ..Default::default()
+    };
+    let mut entry = LedgerEntry {
+        at_ms: context.now_ms,
+        kind: EntryKind::Checkout as i32,
+        request_id: request.request_id.clone(),
+        store_code,
+        amount_fen: due_fen,
+        ..Default::default()
+    };
+    if let Some(mut buyer) = buyer {
+        let id = buyer.member.member_id;
+        journal.points(ledger::member_points(id), points_earned - points_redeemed);
+        journal.points(ledger::POINTS_ISSUED.to_owned(), points_redeemed - points_earned);
+        money::add_within(buyer.balances.points - points_redeemed, points_earned, POINTS_MAX, "points balance")?;
+        buyer.member.cumulative_spend_fen = money::add_within(buyer.member.cumulative_spend_fen, due_fen, i64::MAX, "cumulative spend")?;
+        let progress = Progress {
+            cumulative_spend_fen: buyer.member.cumulative_spend_fen,
+            cumulative_recharge_fen: buyer.member.cumulative_recharge_fen,
+            single_recharge_fen: 0,
+        };
+        let (before, after) = upgrade(context.config, &mut buyer.member, progress)?;
+        store::put_record(&dbs.members, txn, &store::key_u64(merchant, id), &buyer.member)?;
+        entry.member_id = id;
+        response.member_id = id;
+        response.level_upgraded = before != after;
+        response.level_before = before;
+        response.level_after = after;
+    }
+    response.payments = payments;
+    let seq = journal.write(dbs, txn, merchant, entry)?;
+    if response.member_id != 0 {
+        response.balances = Some(members::balances(dbs, txn, merchant, response.member_id)?);
+    }
+    response.ledger_seq = seq;
+    Ok((response, seq))
+}
+
+/// Points deduction (积分抵现): returns (points, their value in fen).
+fn redeem_points(config: &Loaded, buyer: Option<&Buyer>, points: i64, due_fen: i64) -> Result<(i64, i64)> {
+    if points == 0 {
+        return Ok((0, 0));
+    }
+    if !(1..=POINTS_MAX).contains(&points) {
+        return fail(Kind::PointsInvalid, format!("points_to_redeem must be 0-{POINTS_MAX}, got {points}"));
+    }
+    let Some(buyer) = buyer else {
+        return fail(Kind::PointsInvalid, "a walk-in customer has no points to redeem");
+    };
+    let redemption = config.config.points_redemption.unwrap_or_default();
+    if redemption.points_per_yuan == 0 {
+        return fail(Kind::PointsRedemptionDisabled, "this merchant does not take points at checkout");
+    }
+    let value_fen = money::points_value_fen(points, redemption.points_per_yuan)?;
+    let cap_fen = money::points_cap_fen(due_fen, redemption.max_share_bp);
+    if value_fen > cap_fen {
+        return fail(
+            Kind::PointsOverCap,
+            format!("{points} points are worth {value_fen} fen; points may pay at most {cap_fen} fen of this bill"),
+        );
+    }
+    if points > buyer.balances.points {
+        return fail(Kind::InsufficientPoints, format!("member has {} points, {points} asked", buyer.balances.points));
+    }
+    Ok((points, value_fen))
+}
+
+/// Turns the tenders into payments that add up to `to_pay_fen` exactly.
+/// `stored_value_fen` is the member's principal + bonus, None for a walk-in.
+pub fn resolve_tenders(tenders: &[Tender], to_pay_fen: i64, stored_value_fen: Option<i64>) -> Result<Vec<Payment>> {
+    if tenders.len() > TENDERS_MAX {
+        return fail(Kind::PaymentsMismatch, format!("at most {TENDERS_MAX} tenders per bill"));
+    }
+    let mut remaining = to_pay_fen;
+    let mut payments = Vec::with_capacity(tenders.len());
+    for (position, tender) in tenders.iter().enumerate() {
+        let is_last = position + 1 == tenders.len();
+        let payment = resolve_tender(tender, remaining, is_last, stored_value_fen, &payments)?;
+        remaining -= payment.amount_fen;
+        if payment.amount_fen > 0 {
+            payments.push(payment);
+        }
+    }
+    if remaining != 0 {
+        return fail(
+            Kind::PaymentsMismatch,
+            format!("tenders add up to {} fen but {to_pay_fen} fen is to be paid", to_pay_fen - remaining),
+        );
+    }
+    Ok(payments)
+}
+
+fn resolve_tender(tender: &Tender, remaining: i64, is_last: bool, stored_value_fen: Option<i64>, earlier: &[Payment]) -> Result<Payment> {
+    let method = match PaymentMethod::try_from(tender.method) {
+        Ok(PaymentMethod::Unspecified) | Err(_) => return fail(Kind::PaymentMethodInvalid, format!("tender has no valid method ({})", tender.method)),
+        Ok(method) => method,
+    };
+    validate::external_ref(&tender.external_ref)?;
+    let stored_value = method == PaymentMethod::StoredValue;
+    if stored_value && stored_value_fen.is_none() {
+        return fail(Kind::StoredValueNeedsMember, "a walk-in customer cannot pay with stored value");
+    }
+    if stored_value && earlier.iter().any(|p| p.method == PaymentMethod::StoredValue as i32) {
+        return fail(Kind::PaymentMethodInvalid, "stored value appears twice among the tenders");
+    }
+    let amount_fen = if tender.take_rest {
+        if tender.amount_fen != 0 {
+            return fail(Kind::PaymentsMismatch, "a tender has either an amount or take_rest, not both");
+        }
+        match stored_value_fen {
+            Some(available) if stored_value && !is_last => remaining.min(available),
+            _ => remaining,
+        }
+    } else {
+        money::check_amount(tender.amount_fen, "tender amount")?
+    };
+    if amount_fen > remaining {
+        return fail(Kind::PaymentsMismatch, format!("tenders exceed the amount to pay by {} fen", amount_fen - remaining));
+    }
+    if let (true, Some(available)) = (stored_value, stored_value_fen) {
+        if amount_fen > available {
+            return fail(Kind::InsufficientBalance, format!("stored value is {available} fen, {amount_fen} fen needed"));
+        }
+    }
+    let (cash_received_fen, change_fen) = cash_change(tender, method, amount_fen)?;
+    Ok(Payment {
+        method: method as i32,
+        amount_fen,
+        cash_received_fen,
+        change_fen,
+        external_ref: tender.external_ref.clone(),
+        principal_fen: 0,
+        bonus_fen: 0,
+    })
+}
+
+/// Cash handed over and the change given back (找零).
+fn cash_change(tender: &Tender, method: PaymentMethod, amount_fen: i64) -> Result<(i64, i64)> {
+    if tender.cash_received_fen == 0 {
+        return Ok((0, 0));
+    }
+    if method != PaymentMethod::Cash {
+        return fail(Kind::PaymentMethodInvalid, "cash_received_fen is for cash tenders only");
+    }
+    let received = money::check_amount(tender.cash_received_fen, "cash received")?;
+    if received < amount_fen {
+        return fail(Kind::CashReceivedTooLow, format!("cash received {received} fen is less than {amount_fen} fen due"));
+    }
+    Ok((received, received - amount_fen))
+}
+
+fn post_payment(config: &Loaded, journal: &mut Journal, buyer: Option<&Buyer>, store_code: &str, payment: &mut Payment) -> Result<()> {
+    let method = PaymentMethod::try_from(payment.method).expect("resolved tenders have valid methods");
+    if method != PaymentMethod::StoredValue {
+        journal.fen(takings_account(store_code, method), -payment.amount_fen);
+        return Ok(());
+    }
+    let buyer = buyer.expect("stored value was checked to have a member");
+    let (principal_fen, bonus_fen) =
+        rules::split_stored_value(payment.amount_fen, buyer.balances.principal_fen, buyer.balances.bonus_fen, config.spend_order())?;
+    payment.principal_fen = principal_fen;
+    payment.bonus_fen = bonus_fen;
+    journal.fen(ledger::member_principal(buyer.member.member_id), -principal_fen);
+    journal.fen(ledger::member_bonus(buyer.member.member_id), -bonus_fen);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tender(method: PaymentMethod, amount_fen: i64, take_rest: bool) -> Tender {
+        Tender { method: method as i32, amount_fen, take_rest, ..Default::default() }
+    }
+
+    #[test]
+    fn balance_then_cash_takes_what_the_balance_allows() {
+        let tenders = [tender(PaymentMethod::StoredValue, 0, true), tender(PaymentMethod::Cash, 0, true)];
+        let payments = resolve_tenders(&tenders, 5000, Some(3000)).unwrap();
+        assert_eq!(payments.iter().map(|p| p.amount_fen).collect::<Vec<_>>(), vec![3000, 2000]);
+        let payments = resolve_tenders(&tenders, 5000, Some(0)).unwrap();
+        assert_eq!(payments.len(), 1);
+        assert_eq!(payments[0].method, PaymentMethod::Cash as i32);
+        let payments = resolve_tenders(&tenders, 5000, Some(9000)).unwrap();
+        assert_eq!(payments.len(), 1);
+        assert_eq!(payments[0].method, PaymentMethod::StoredValue as i32);
+    }
+
+    #[test]
+    fn last_stored_value_tender_must_cover_the_rest() {
+        let tenders = [tender(PaymentMethod::StoredValue, 0, true)];
+        let error = resolve_tenders(&tenders, 5000, Some(4999)).unwrap_err();
+        assert_eq!(error.kind, Kind::InsufficientBalance);
+    }
+
+    #[test]
+    fn exact_amounts_must_add_up() {
+        let tenders = [tender(PaymentMethod::Cash, 3000, false), tender(PaymentMethod::BankCard, 1999, false)];
+        assert_eq!(resolve_tenders(&tenders, 5000, None).unwrap_err().kind, Kind::PaymentsMismatch);
+        let tenders = [tender(PaymentMethod::Cash, 3000, false), tender(PaymentMethod::BankCard, 2001, false)];
+        assert_eq!(resolve_tenders(&tenders, 5000, None).unwrap_err().kind, Kind::PaymentsMismatch);
+        let tenders = [tender(PaymentMethod::Cash, 3000, false), tender(PaymentMethod::BankCard, 2000, false)];
+        assert_eq!(resolve_tenders(&tenders, 5000, None).unwrap().len(), 2);
+        assert_eq!(resolve_tenders(&[], 5000, None).unwrap_err().kind, Kind::PaymentsMismatch);
+        assert!(resolve_tenders(&[], 0, None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn tender_amounts_are_checked() {
+        let negative = [tender(PaymentMethod::Cash, -1, false)];
+        assert_eq!(resolve_tenders(&negative, 5000, None).unwrap_err().kind, Kind::AmountNotPositive);
+        let both = [tender(PaymentMethod::Cash, 10, true)];
+        assert_eq!(resolve_tenders(&both, 5000, None).unwrap_err().kind, Kind::PaymentsMismatch);
+        let unspecified = [tender(PaymentMethod::Unspecified, 0, true)];
+        assert_eq!(resolve_tenders(&unspecified, 5000, None).unwrap_err().kind, Kind::PaymentMethodInvalid);
+        let walk_in_stored_value = [tender(PaymentMethod::StoredValue, 0, true)];
+        assert_eq!(resolve_tenders(&walk_in_stored_value, 5000, None).unwrap_err().kind, Kind::StoredValueNeedsMember);
+    }
+
+    #[test]
+    fn cash_change() {
+        let mut cash = tender(PaymentMethod::Cash, 0, true);
+        cash.cash_received_fen = 10_000;
+        let payments = resolve_tenders(&[cash.clone()], 5850, None).unwrap();
+        assert_eq!((payments[0].cash_received_fen, payments[0].change_fen), (10_000, 4150));
+        cash.cash_received_fen = 5849;
+        assert_eq!(resolve_tenders(&[cash], 5850, None).unwrap_err().kind, Kind::CashReceivedTooLow);
+    }
+}

@@ -1,0 +1,161 @@
+//! Checks on identifiers and text typed by people. Each limit is a named constant.
+
+use crate::error::{fail, Kind, Result};
+
+pub const MERCHANT_ID_BYTES_MAX: usize = 32;
+pub const REQUEST_ID_BYTES_MAX: usize = 64;
+pub const NAME_CHARS_MAX: usize = 64;
+pub const CODE_BYTES_MAX: usize = 16;
+pub const CARD_NUMBER_BYTES_MIN: usize = 4;
+pub const CARD_NUMBER_BYTES_MAX: usize = 32;
+pub const EXTERNAL_REF_BYTES_MAX: usize = 64;
+pub const PHONE_DIGITS: usize = 11;
+
+/// Merchant ids start every key, so they are short and cannot contain the 0x00 separator.
+pub fn merchant_id(merchant: &str) -> Result<&str> {
+    let valid = !merchant.is_empty()
+        && merchant.len() <= MERCHANT_ID_BYTES_MAX
+        && merchant.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !valid {
+        return fail(
+            Kind::MerchantInvalid,
+            format!("merchant id must be 1-{MERCHANT_ID_BYTES_MAX} of [a-z0-9_-]"),
+        );
+    }
+    Ok(merchant)
+}
+
+pub fn request_id(id: &str) -> Result<&str> {
+    let valid = !id.is_empty() && id.len() <= REQUEST_ID_BYTES_MAX && id.bytes().all(|b| b.is_ascii_graphic());
+    if !valid {
+        return fail(
+            Kind::RequestIdInvalid,
+            format!("request_id must be 1-{REQUEST_ID_BYTES_MAX} printable ASCII characters"),
+        );
+    }
+    Ok(id)
+}
+
+/// A mainland China mobile number: 11 digits, starting 13 to 19.
+pub fn phone(phone: &str) -> Result<&str> {
+    let bytes = phone.as_bytes();
+    let valid = bytes.len() == PHONE_DIGITS
+        && bytes.iter().all(u8::is_ascii_digit)
+        && bytes[0] == b'1'
+        && (b'3'..=b'9').contains(&bytes[1]);
+    if !valid {
+        return fail(
+            Kind::PhoneMalformed,
+            format!("phone {:?} is not a mobile number (11 digits starting 13-19)", truncate(phone)),
+        );
+    }
+    Ok(phone)
+}
+
+/// A person's name: trimmed, 1 to `NAME_CHARS_MAX` characters, no control characters.
+pub fn person_name(name: &str) -> Result<String> {
+    let trimmed = name.trim();
+    let count = trimmed.chars().count();
+    if count == 0 || count > NAME_CHARS_MAX {
+        return fail(
+            Kind::NameInvalid,
+            format!("name must be 1-{NAME_CHARS_MAX} characters, got {count}"),
+        );
+    }
+    if trimmed.chars().any(char::is_control) {
+        return fail(Kind::NameInvalid, "name must not contain control characters");
+    }
+    Ok(trimmed.to_owned())
+}
+
+pub fn card_number(card: &str) -> Result<&str> {
+    let valid = (CARD_NUMBER_BYTES_MIN..=CARD_NUMBER_BYTES_MAX).contains(&card.len())
+        && card.bytes().all(|b| b.is_ascii_alphanumeric());
+    if !valid {
+        return fail(
+            Kind::CardNumberInvalid,
+            format!(
+                "card number {:?} must be {CARD_NUMBER_BYTES_MIN}-{CARD_NUMBER_BYTES_MAX} letters or digits",
+                truncate(card)
+            ),
+        );
+    }
+    Ok(card)
+}
+
+/// Store and level codes: short, stable, safe inside account names.
+pub fn code(code: &str, what: &str) -> Result<()> {
+    let valid = !code.is_empty()
+        && code.len() <= CODE_BYTES_MAX
+        && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !valid {
+        return fail(Kind::ConfigInvalid, format!("{what} code {:?} must be 1-{CODE_BYTES_MAX} of [A-Za-z0-9_-]", truncate(code)));
+    }
+    Ok(())
+}
+
+pub fn external_ref(reference: &str) -> Result<()> {
+    if reference.len() > EXTERNAL_REF_BYTES_MAX || reference.chars().any(char::is_control) {
+        return fail(
+            Kind::PaymentMethodInvalid,
+            format!("external_ref must be at most {EXTERNAL_REF_BYTES_MAX} bytes without control characters"),
+        );
+    }
+    Ok(())
+}
+
+/// Echoes of user input in messages are bounded.
+pub fn truncate(text: &str) -> String {
+    const ECHO_CHARS_MAX: usize = 40;
+    let mut out: String = text.chars().take(ECHO_CHARS_MAX).collect();
+    if text.chars().count() > ECHO_CHARS_MAX {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phones() {
+        assert!(phone("13800138000").is_ok());
+        assert!(phone("19912345678").is_ok());
+        for bad in ["", "1380013800", "138001380000", "12800138000", "23800138000", "1380013800a", "+8613800138000", "１３８００１３８０００"] {
+            assert_eq!(phone(bad).unwrap_err().kind, Kind::PhoneMalformed, "{bad}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(person_name("  张三 ").unwrap(), "张三");
+        assert!(person_name(&"王".repeat(NAME_CHARS_MAX)).is_ok());
+        assert_eq!(person_name(&"王".repeat(NAME_CHARS_MAX + 1)).unwrap_err().kind, Kind::NameInvalid);
+        assert_eq!(person_name("   ").unwrap_err().kind, Kind::NameInvalid);
+        assert_eq!(person_name("a\nb").unwrap_err().kind, Kind::NameInvalid);
+    }
+
+    #[test]
+    fn ids_and_codes() {
+        assert!(merchant_id("demo-chain_1").is_ok());
+        assert!(merchant_id("Demo").is_err());
+        assert!(merchant_id("a\0b").is_err());
+        assert!(merchant_id(&"a".repeat(33)).is_err());
+        assert!(request_id("r-1").is_ok());
+        assert!(request_id("").is_err());
+        assert!(request_id("has space").is_err());
+        assert!(request_id(&"x".repeat(65)).is_err());
+        assert!(card_number("A0001").is_ok());
+        assert!(card_number("001").is_err());
+        assert!(card_number("00-01").is_err());
+        assert!(code("S001", "store").is_ok());
+        assert!(code("S/1", "store").is_err());
+        assert!(code("", "store").is_err());
+    }
+
+    #[test]
+    fn echoes_are_bounded() {
+        assert_eq!(truncate(&"x".repeat(1000)).chars().count(), 41);
+    }
+}

@@ -1,0 +1,336 @@
+//! The core end to end, without Python: config, members, recharge, checkout, the ledger,
+//! idempotency, group commit, restart and map growth.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use mms_core::proto::member_ref::Key;
+use mms_core::proto::*;
+use mms_core::{Core, Kind, Options};
+use prost::Message;
+
+const MERCHANT: &str = "demo";
+
+fn scratch_dir(name: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let unique = format!("mms-core-{}-{}-{}", name, std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+    let path = std::env::temp_dir().join(unique);
+    let _ = std::fs::remove_dir_all(&path);
+    path
+}
+
+fn level(code: &str, discount_bp: i32, milli_points: i64, spend: i64, recharge: i64) -> Level {
+    Level {
+        code: code.into(),
+        name: code.into(),
+        discount_bp,
+        milli_points_per_yuan: milli_points,
+        upgrade_cumulative_spend_fen: spend,
+        upgrade_cumulative_recharge_fen: recharge,
+        upgrade_single_recharge_fen: 0,
+    }
+}
+
+fn demo_config() -> MerchantConfig {
+    MerchantConfig {
+        name: "示例 Demo".into(),
+        stores: vec![Store { code: "S001".into(), name: "总店".into() }, Store { code: "S002".into(), name: "东区店".into() }],
+        levels: vec![
+            level("regular", 0, 1000, 0, 0),
+            level("silver", 500, 1200, 50_000, 100_000),
+            level("gold", 1000, 1500, 500_000, 0),
+        ],
+        recharge_bonus_rules: vec![
+            RechargeBonusRule { min_recharge_fen: 10_000, bonus_fen: 2_000 },
+            RechargeBonusRule { min_recharge_fen: 50_000, bonus_fen: 12_000 },
+        ],
+        points_redemption: Some(PointsRedemption { points_per_yuan: 100, max_share_bp: 5000 }),
+        spend_order: SpendOrder::PrincipalFirst as i32,
+        ..Default::default()
+    }
+}
+
+struct Harness {
+    core: Core,
+    path: PathBuf,
+    next_request: u64,
+}
+
+impl Harness {
+    fn new(name: &str) -> Harness {
+        Harness::with_config(name, demo_config())
+    }
+
+    fn with_config(name: &str, config: MerchantConfig) -> Harness {
+        let path = scratch_dir(name);
+        let core = Core::open(Options::new(&path)).expect("open");
+        let mut harness = Harness { core, path, next_request: 0 };
+        harness.call::<ApplyConfigResponse>("/mms.v1.ConfigService/ApplyConfig", ApplyConfigRequest { request_id: String::new(), config: Some(config) }).unwrap();
+        harness
+    }
+
+    fn request_id(&mut self) -> String {
+        self.next_request += 1;
+        format!("r{}", self.next_request)
+    }
+
+    /// Sends a request, filling in a fresh request_id when it has none.
+    fn call<R: Message + Default>(&mut self, method: &str, request: impl Message + Clone + WithRequestId) -> Result<R, mms_core::CoreError> {
+        let mut request = request;
+        if request.request_id().is_empty() {
+            let id = self.request_id();
+            request.set_request_id(id);
+        }
+        let bytes = self.core.submit(method, MERCHANT, &request.encode_to_vec())?;
+        Ok(R::decode(bytes.as_slice()).expect("response decodes"))
+    }
+
+    fn register(&mut self, phone: &str, card: &str) -> Member {
+        let request = RegisterMemberRequest { phone: phone.into(), name: "张三".into(), card_no: card.into(), ..Default::default() };
+        let response: RegisterMemberResponse = self.call("/mms.v1.MemberService/RegisterMember", request).unwrap();
+        response.member.unwrap()
+    }
+
+    fn recharge(&mut self, phone: &str, amount_fen: i64) -> Result<RechargeResponse, mms_core::CoreError> {
+        let request = RechargeRequest {
+            member: Some(MemberRef { key: Some(Key::Phone(phone.into())) }),
+            amount_fen,
+            method: PaymentMethod::Cash as i32,
+            ..Default::default()
+        };
+        self.call("/mms.v1.TransactionService/Recharge", request)
+    }
+
+    fn get(&self, key: Key) -> Result<GetMemberResponse, mms_core::CoreError> {
+        let request = GetMemberRequest { member: Some(MemberRef { key: Some(key) }) };
+        let bytes = self.core.query("/mms.v1.MemberService/GetMember", MERCHANT, &request.encode_to_vec())?;
+        Ok(GetMemberResponse::decode(bytes.as_slice()).unwrap())
+    }
+
+    fn assert_ledger_consistent(&self) {
+        let verification = self.core.verify_ledger().unwrap();
+        assert!(verification.problems.is_empty(), "{:?}", verification.problems);
+        assert!(verification.entries > 0);
+    }
+}
+
+trait WithRequestId {
+    fn request_id(&self) -> &str;
+    fn set_request_id(&mut self, id: String);
+}
+
+macro_rules! with_request_id {
+    ($($type:ty),*) => {$(
+        impl WithRequestId for $type {
+            fn request_id(&self) -> &str { &self.request_id }
+            fn set_request_id(&mut self, id: String) { self.request_id = id; }
+        }
+    )*};
+}
+with_request_id!(ApplyConfigRequest, RegisterMemberRequest, RechargeRequest, CheckoutRequest);
+
+fn stored_value(member: Key) -> Option<MemberRef> {
+    Some(MemberRef { key: Some(member) })
+}
+
+fn pay(method: PaymentMethod) -> Tender {
+    Tender { method: method as i32, take_rest: true, ..Default::default() }
+}
+
+fn checkout_request(member: Option<MemberRef>, list_fen: i64, points: i64, tenders: Vec<Tender>) -> CheckoutRequest {
+    CheckoutRequest { member, list_amount_fen: list_fen, points_to_redeem: points, tenders, ..Default::default() }
+}
+
+const CHECKOUT: &str = "/mms.v1.TransactionService/Checkout";
+
+#[test]
+fn recharge_then_checkout_settles_to_the_fen() {
+    let mut h = Harness::new("slice");
+    let member = h.register("13800138000", "C0001");
+    assert_eq!(member.member_id, 1);
+    assert_eq!(member.level_code, "regular");
+
+    let recharged = h.recharge("13800138000", 10_000).unwrap();
+    assert_eq!(recharged.bonus_fen, 2_000); // 充100送20
+    assert_eq!(recharged.balances, Some(Balances { principal_fen: 10_000, bonus_fen: 2_000, points: 0 }));
+
+    // ¥58.50 at the regular level (no discount), paid by stored value.
+    let request = checkout_request(stored_value(Key::CardNo("C0001".into())), 5_850, 0, vec![pay(PaymentMethod::StoredValue)]);
+    let out: CheckoutResponse = h.call(CHECKOUT, request).unwrap();
+    assert_eq!((out.discount_fen, out.amount_due_fen), (0, 5_850));
+    assert_eq!(out.payments.len(), 1);
+    assert_eq!((out.payments[0].principal_fen, out.payments[0].bonus_fen), (5_850, 0));
+    assert_eq!(out.points_earned, 58);
+    assert_eq!(out.balances, Some(Balances { principal_fen: 4_150, bonus_fen: 2_000, points: 58 }));
+    assert!(out.ledger_seq > recharged.ledger_seq);
+
+    // ¥50.00 more: principal runs out, bonus pays the rest; 50 points pay ¥0.50.
+    let request = checkout_request(stored_value(Key::MemberId(1)), 5_000, 50, vec![pay(PaymentMethod::StoredValue)]);
+    let out: CheckoutResponse = h.call(CHECKOUT, request).unwrap();
+    assert_eq!(out.points_value_fen, 50);
+    assert_eq!((out.payments[0].principal_fen, out.payments[0].bonus_fen), (4_150, 800));
+    assert_eq!(out.points_earned, 49);
+    assert_eq!(out.balances, Some(Balances { principal_fen: 0, bonus_fen: 1_200, points: 57 }));
+
+    let shown = h.get(Key::Phone("13800138000".into())).unwrap();
+    assert_eq!(shown.balances, out.balances);
+    assert_eq!(shown.member.unwrap().cumulative_spend_fen, 10_850);
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn upgrade_happens_in_the_crossing_transaction_and_discount_applies_after() {
+    let mut h = Harness::new("upgrade");
+    h.register("13900139000", "");
+    // cumulative recharge reaches silver's ¥1000 threshold in this recharge
+    let recharged = h.recharge("13900139000", 99_999).unwrap();
+    assert!(!recharged.level_upgraded);
+    let recharged = h.recharge("13900139000", 1).unwrap();
+    assert!(recharged.level_upgraded);
+    assert_eq!((recharged.level_before.as_str(), recharged.level_after.as_str()), ("regular", "silver"));
+    // silver: 5% off, rounded half up: 1,001 fen -> 950.95 -> 951
+    let request = checkout_request(stored_value(Key::Phone("13900139000".into())), 1_001, 0, vec![pay(PaymentMethod::StoredValue)]);
+    let out: CheckoutResponse = h.call(CHECKOUT, request).unwrap();
+    assert_eq!((out.discount_bp, out.amount_due_fen, out.discount_fen), (500, 951, 50));
+    assert_eq!(out.points_earned, 11); // 9.51 yuan * 1.2 = 11.412
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn a_retry_answers_the_same_and_charges_once() {
+    let mut h = Harness::new("idempotent");
+    h.register("13700137000", "");
+    h.recharge("13700137000", 10_000).unwrap();
+    let mut request = checkout_request(stored_value(Key::Phone("13700137000".into())), 1_000, 0, vec![pay(PaymentMethod::StoredValue)]);
+    request.request_id = "pos-7-0001".into();
+    let first = h.core.submit(CHECKOUT, MERCHANT, &request.encode_to_vec()).unwrap();
+    let second = h.core.submit(CHECKOUT, MERCHANT, &request.encode_to_vec()).unwrap();
+    assert_eq!(first, second);
+    let shown = h.get(Key::Phone("13700137000".into())).unwrap();
+    assert_eq!(shown.balances.unwrap().principal_fen, 9_000);
+
+    let mut different = request.clone();
+    different.list_amount_fen = 2_000;
+    let error = h.core.submit(CHECKOUT, MERCHANT, &different.encode_to_vec()).unwrap_err();
+    assert_eq!(error.kind, Kind::RequestIdReused);
+
+    // A failed request stays failed, even once it could succeed.
+    let mut too_much = checkout_request(stored_value(Key::Phone("13700137000".into())), 50_000, 0, vec![pay(PaymentMethod::StoredValue)]);
+    too_much.request_id = "pos-7-0002".into();
+    let error = h.core.submit(CHECKOUT, MERCHANT, &too_much.encode_to_vec()).unwrap_err();
+    assert_eq!(error.kind, Kind::InsufficientBalance);
+    h.recharge("13700137000", 100_000).unwrap();
+    let again = h.core.submit(CHECKOUT, MERCHANT, &too_much.encode_to_vec()).unwrap_err();
+    assert_eq!(again.kind, Kind::InsufficientBalance);
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn concurrent_checkouts_never_overdraw_and_batch_together() {
+    // One level, no bonus: every checkout is exactly ¥10 of the ¥1000.
+    let mut flat = demo_config();
+    flat.levels.truncate(1);
+    flat.recharge_bonus_rules.clear();
+    let mut h = Harness::with_config("concurrent", flat);
+    h.register("13600136000", "");
+    h.recharge("13600136000", 100_000).unwrap();
+    let core = Arc::new(h.core);
+    let threads: Vec<_> = (0..300)
+        .map(|index| {
+            let core = core.clone();
+            std::thread::spawn(move || {
+                let mut request = checkout_request(stored_value(Key::MemberId(1)), 1_000, 0, vec![pay(PaymentMethod::StoredValue)]);
+                request.request_id = format!("c{index}");
+                core.submit(CHECKOUT, MERCHANT, &request.encode_to_vec()).map_err(|e| e.kind)
+            })
+        })
+        .collect();
+    let outcomes: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let succeeded = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert!(outcomes.iter().all(|o| o.is_ok() || *o == Err(Kind::InsufficientBalance)));
+    assert_eq!(succeeded, 100);
+    let request = GetMemberRequest { member: stored_value(Key::MemberId(1)) };
+    let shown = GetMemberResponse::decode(core.query("/mms.v1.MemberService/GetMember", MERCHANT, &request.encode_to_vec()).unwrap().as_slice()).unwrap();
+    assert_eq!(shown.balances.unwrap(), Balances { principal_fen: 0, bonus_fen: 0, points: 1_000 });
+    let (batches, requests) = core.with_stats(|s| (s.batches.load(Ordering::Relaxed), s.requests.load(Ordering::Relaxed))).unwrap();
+    assert_eq!(requests, 303);
+    assert!(batches < requests, "group commit never grouped: {batches} batches");
+    let verification = core.verify_ledger().unwrap();
+    assert!(verification.problems.is_empty(), "{:?}", verification.problems);
+}
+
+#[test]
+fn everything_survives_a_restart() {
+    let mut h = Harness::new("restart");
+    h.register("13500135000", "C0009");
+    h.recharge("13500135000", 50_000).unwrap();
+    let request = checkout_request(stored_value(Key::CardNo("C0009".into())), 3_333, 0, vec![pay(PaymentMethod::StoredValue)]);
+    let _: CheckoutResponse = h.call(CHECKOUT, request).unwrap();
+    let before = h.get(Key::CardNo("C0009".into())).unwrap();
+    h.core.close();
+    let core = Core::open(Options::new(&h.path)).unwrap();
+    let h2 = Harness { core, path: h.path.clone(), next_request: 1000 };
+    let after = h2.get(Key::CardNo("C0009".into())).unwrap();
+    assert_eq!(before, after);
+    assert_eq!(after.balances.unwrap(), Balances { principal_fen: 46_667, bonus_fen: 12_000, points: 33 });
+    h2.assert_ledger_consistent();
+}
+
+#[test]
+fn a_full_map_grows_and_loses_nothing() {
+    let path = scratch_dir("growth");
+    let mut options = Options::new(&path);
+    options.map_size_bytes = 256 * 1024;
+    let core = Core::open(options).unwrap();
+    let mut h = Harness { core, path, next_request: 0 };
+    h.call::<ApplyConfigResponse>("/mms.v1.ConfigService/ApplyConfig", ApplyConfigRequest { request_id: String::new(), config: Some(demo_config()) }).unwrap();
+    for index in 0..3_000u64 {
+        h.register(&format!("138{:08}", index), "");
+    }
+    assert!(h.core.with_stats(|s| s.map_growths.load(Ordering::Relaxed)).unwrap() > 0);
+    assert_eq!(h.get(Key::Phone("13800002999".into())).unwrap().member.unwrap().member_id, 3_000);
+}
+
+#[test]
+fn bad_input_changes_nothing() {
+    let mut h = Harness::new("bad");
+    h.register("13300133000", "");
+    h.recharge("13300133000", 10_000).unwrap();
+    let member = || stored_value(Key::Phone("13300133000".into()));
+    let cases: Vec<(CheckoutRequest, Kind)> = vec![
+        (checkout_request(member(), 0, 0, vec![pay(PaymentMethod::StoredValue)]), Kind::AmountNotPositive),
+        (checkout_request(member(), -100, 0, vec![pay(PaymentMethod::StoredValue)]), Kind::AmountNotPositive),
+        (checkout_request(member(), 2_000_000_000, 0, vec![pay(PaymentMethod::StoredValue)]), Kind::AmountTooLarge),
+        (checkout_request(member(), 20_000, 0, vec![pay(PaymentMethod::StoredValue)]), Kind::InsufficientBalance),
+        (checkout_request(member(), 1_000, 10, vec![pay(PaymentMethod::StoredValue)]), Kind::InsufficientPoints),
+        (checkout_request(member(), 1_000, 600, vec![pay(PaymentMethod::StoredValue)]), Kind::PointsOverCap),
+        (checkout_request(stored_value(Key::Phone("13300133001".into())), 1_000, 0, vec![pay(PaymentMethod::Cash)]), Kind::MemberNotFound),
+        (checkout_request(stored_value(Key::Phone("1330013300".into())), 1_000, 0, vec![pay(PaymentMethod::Cash)]), Kind::PhoneMalformed),
+        (checkout_request(None, 1_000, 0, vec![pay(PaymentMethod::StoredValue)]), Kind::StoredValueNeedsMember),
+    ];
+    for (request, kind) in cases {
+        let error = h.call::<CheckoutResponse>(CHECKOUT, request).unwrap_err();
+        assert_eq!(error.kind, kind, "{error}");
+    }
+    let shown = h.get(Key::Phone("13300133000".into())).unwrap();
+    assert_eq!(shown.balances.unwrap(), Balances { principal_fen: 10_000, bonus_fen: 2_000, points: 0 });
+    let verification = h.core.verify_ledger().unwrap();
+    assert_eq!(verification.entries, 1);
+    assert!(verification.problems.is_empty());
+}
+
+#[test]
+fn levels_cannot_be_removed_or_made_worse() {
+    let mut h = Harness::new("config");
+    let mut fewer = demo_config();
+    fewer.levels.pop();
+    let error = h.call::<ApplyConfigResponse>("/mms.v1.ConfigService/ApplyConfig", ApplyConfigRequest { request_id: String::new(), config: Some(fewer) }).unwrap_err();
+    assert_eq!(error.kind, Kind::LevelInUse);
+    let mut worse = demo_config();
+    worse.levels[2].discount_bp = 100;
+    let error = h.call::<ApplyConfigResponse>("/mms.v1.ConfigService/ApplyConfig", ApplyConfigRequest { request_id: String::new(), config: Some(worse) }).unwrap_err();
+    assert_eq!(error.kind, Kind::ConfigInvalid);
+    let applied = h.call::<ApplyConfigResponse>("/mms.v1.ConfigService/ApplyConfig", ApplyConfigRequest { request_id: String::new(), config: Some(demo_config()) }).unwrap();
+    assert_eq!(applied.config.unwrap().version, 2);
+}
