@@ -1,0 +1,481 @@
+"""The merchant config file (TOML) <-> `mms.v1.MerchantConfig`.
+
+`examples/merchant.toml` documents the format. This module checks syntax, types and units
+only: every key known, every value of the right TOML type, money and rates written
+exactly (never as TOML floats, which cannot hold 0.1 exactly). Whether the levels are in a
+sensible order, codes are unique and so on is the server core's check, made when the
+config is applied, so there is one source of truth for the rules.
+
+Problems are collected, not raised one at a time, so a merchant fixes a file in one pass;
+each names where it is, e.g. `levels[2].discount` (indexes count from 0).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import tomllib
+from collections.abc import Iterator
+from typing import Any
+
+from engine.money import (
+    WHOLE_DIGITS_MAX,
+    format_fen,
+    format_fixed_point,
+    parse_fixed_point,
+)
+from engine.proto import config_pb2
+
+__all__ = [
+    "CONFIG_FILE_BYTES_MAX",
+    "ConfigFileError",
+    "dumps_config",
+    "load_config",
+    "loads_config",
+]
+
+# A chain's whole setup fits in a few kilobytes; anything near this is a wrong file.
+CONFIG_FILE_BYTES_MAX = 1024 * 1024
+# After this many problems the rest are summarised: the first ones are what to fix.
+PROBLEMS_MAX = 50
+BASIS_POINTS_FULL = 10_000
+INT64_MAX = 2**63 - 1
+MILLI_POINTS_DECIMALS = 3
+
+_FLOAT_ADVICE = {
+    "yuan": 'write amounts as strings like "58.50" or whole integers',
+    "percent": 'write percentages as strings like "5%" or "7.5%"',
+    "points": 'write points per yuan as strings like "1.2" or whole integers',
+}
+_SPEND_ORDERS = {
+    "principal_first": config_pb2.PRINCIPAL_FIRST,
+    "bonus_first": config_pb2.BONUS_FIRST,
+}
+
+
+class ConfigFileError(ValueError):
+    """A config file that cannot be read; `problems` lists each as "location: message"."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        assert problems, "an error needs at least one problem"
+        self.source = source
+        self.problems = problems
+        if len(problems) == 1:
+            text = f"{source}: {problems[0]}"
+        else:
+            text = f"{source}: {len(problems)} problems:\n" + "\n".join(
+                f"  {problem}" for problem in problems
+            )
+        super().__init__(text)
+
+
+def _toml_type(value: object) -> str:
+    """The TOML name of a parsed value's type with its article ("an integer"), for messages."""
+    names = [
+        (bool, "boolean"),
+        (int, "integer"),
+        (float, "float"),
+        (str, "string"),
+        (dict, "table"),
+        (list, "array"),
+        ((datetime.date, datetime.time), "date/time"),
+    ]
+    for python_type, name in names:
+        if isinstance(value, python_type):
+            article = "an" if name[0] in "aeiou" else "a"
+            return f"{article} {name}"
+    raise AssertionError(f"tomllib returned an unexpected {type(value).__name__}")
+
+
+class _Problems:
+    """Bounded list of the problems found so far."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self.dropped = 0
+
+    def add(self, location: str, message: str) -> None:
+        if len(self.items) < PROBLEMS_MAX:
+            self.items.append(f"{location}: {message}")
+        else:
+            self.dropped += 1
+
+    def raise_if_any(self, source: str) -> None:
+        if self.dropped:
+            self.items.append(f"... and {self.dropped} more")
+        if self.items:
+            raise ConfigFileError(source, self.items)
+
+
+class _Table:
+    """One TOML table being read: typed getters that record problems instead of raising.
+
+    A getter returns a usable default (0, "", []) after recording a problem, so reading
+    goes on and every problem in the file is reported at once.
+    """
+
+    def __init__(self, data: dict[str, Any], path: str, problems: _Problems) -> None:
+        self.data = data
+        self.path = path
+        self.problems = problems
+        self.used: set[str] = set()
+
+    def where(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def fail(self, key: str, message: str) -> None:
+        self.problems.add(self.where(key), message)
+
+    def take(self, key: str, *, required: bool) -> Any:
+        """The raw value, or None when absent (a problem if required)."""
+        self.used.add(key)
+        if key not in self.data:
+            if required:
+                self.fail(key, "is required")
+            return None
+        return self.data[key]
+
+    def wrong_type(
+        self, key: str, value: object, expected: str, unit: str = ""
+    ) -> None:
+        kind = _toml_type(value)
+        if isinstance(value, float) and unit:
+            self.fail(key, f"is a TOML float ({value!r}); {_FLOAT_ADVICE[unit]}")
+        else:
+            self.fail(key, f"must be {expected}, not {kind}")
+
+    def text(self, key: str, *, required: bool) -> str:
+        value = self.take(key, required=required)
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            self.wrong_type(key, value, "a string")
+            return ""
+        return value
+
+    def count(self, key: str, *, required: bool) -> int:
+        """A whole non-negative TOML integer (points, basis points)."""
+        value = self.take(key, required=required)
+        if value is None:
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.wrong_type(key, value, "a whole number")
+            return 0
+        if not 0 <= value <= INT64_MAX:
+            self.fail(key, f"must be between 0 and {INT64_MAX}, got {value}")
+            return 0
+        return value
+
+    def scaled(
+        self, key: str, decimals: int, unit: str, *, required: bool, what: str = "value"
+    ) -> int:
+        """A decimal string (up to `decimals` decimals) or a whole integer, scaled."""
+        value = self.take(key, required=required)
+        if value is None:
+            return 0
+        if isinstance(value, str):
+            try:
+                return parse_fixed_point(value, decimals, what=what)
+            except ValueError as error:
+                self.fail(key, str(error))
+                return 0
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.wrong_type(key, value, "a string or a whole number", unit)
+            return 0
+        if not 0 <= value < 10**WHOLE_DIGITS_MAX:
+            self.fail(
+                key, f"must be between 0 and {10**WHOLE_DIGITS_MAX - 1}, got {value}"
+            )
+            return 0
+        return value * 10**decimals
+
+    def yuan_fen(self, key: str, *, required: bool) -> int:
+        """An amount in yuan ("58.50" or 58) as fen."""
+        return self.scaled(key, 2, "yuan", required=required, what="amount")
+
+    def percent_bp(self, key: str, bp_key: str, *, required: bool) -> int:
+        """A share written as `key = "5%"` or `bp_key = 500`, in basis points."""
+        if key in self.data and bp_key in self.data:
+            self.fail(key, f"give either {key} or {bp_key}, not both")
+            self.used.update((key, bp_key))
+            return 0
+        if bp_key in self.data:
+            bp = self.count(bp_key, required=True)
+            where = bp_key
+        else:
+            bp = self._percent_text_bp(key, bp_key, required=required)
+            where = key
+        if bp > BASIS_POINTS_FULL:
+            self.fail(where, "must be at most 100%")
+            return 0
+        return bp
+
+    def _percent_text_bp(self, key: str, bp_key: str, *, required: bool) -> int:
+        value = self.take(key, required=False)
+        if value is None:
+            if required:
+                self.fail(key, f"is required (or {bp_key})")
+            return 0
+        if not isinstance(value, str):
+            self.wrong_type(key, value, 'a string like "5%"', "percent")
+            return 0
+        if not value.strip().endswith("%"):
+            self.fail(key, f'must end with "%", e.g. "5%", got {value!r}')
+            return 0
+        try:
+            # A percentage with 2 decimals, times 100, is basis points: "7.25%" -> 725.
+            return parse_fixed_point(value.strip()[:-1], 2, what="percentage")
+        except ValueError as error:
+            self.fail(key, str(error))
+            return 0
+
+    def table(self, key: str) -> _Table | None:
+        value = self.take(key, required=False)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.wrong_type(key, value, "a table")
+            return None
+        return _Table(value, self.where(key), self.problems)
+
+    def tables(self, key: str) -> Iterator[_Table]:
+        """Each table of an array of tables (`[[key]]`), absent meaning none."""
+        value = self.take(key, required=False)
+        if value is None:
+            return
+        if not isinstance(value, list):
+            self.wrong_type(key, value, f"an array of tables ([[{key}]])")
+            return
+        for index, item in enumerate(value):
+            where = f"{self.where(key)}[{index}]"
+            if isinstance(item, dict):
+                yield _Table(item, where, self.problems)
+            else:
+                self.problems.add(where, f"must be a table, not {_toml_type(item)}")
+
+    def finish(self) -> None:
+        """Reports every key no getter asked for: most likely a typo."""
+        for key in self.data:
+            if key not in self.used:
+                self.fail(key, "is not a known key (a typo?)")
+
+
+def _read_store(table: _Table) -> config_pb2.Store:
+    store = config_pb2.Store(
+        code=table.text("code", required=True),
+        name=table.text("name", required=True),
+    )
+    table.finish()
+    return store
+
+
+def _read_level(table: _Table) -> config_pb2.Level:
+    level = config_pb2.Level(
+        code=table.text("code", required=True),
+        name=table.text("name", required=True),
+        discount_bp=table.percent_bp("discount", "discount_bp", required=True),
+        milli_points_per_yuan=table.scaled(
+            "points_per_yuan",
+            MILLI_POINTS_DECIMALS,
+            "points",
+            required=True,
+            what="rate",
+        ),
+        upgrade_cumulative_spend_fen=table.yuan_fen(
+            "upgrade_cumulative_spend", required=False
+        ),
+        upgrade_cumulative_recharge_fen=table.yuan_fen(
+            "upgrade_cumulative_recharge", required=False
+        ),
+        upgrade_single_recharge_fen=table.yuan_fen(
+            "upgrade_single_recharge", required=False
+        ),
+    )
+    table.finish()
+    return level
+
+
+def _read_bonus_rule(table: _Table) -> config_pb2.RechargeBonusRule:
+    rule = config_pb2.RechargeBonusRule(
+        min_recharge_fen=table.yuan_fen("min_recharge", required=True),
+        bonus_fen=table.yuan_fen("bonus", required=True),
+    )
+    table.finish()
+    return rule
+
+
+def _read_points_redemption(table: _Table | None) -> config_pb2.PointsRedemption:
+    if table is None:
+        return config_pb2.PointsRedemption()
+    redemption = config_pb2.PointsRedemption(
+        points_per_yuan=table.count("points_per_yuan", required=True),
+        max_share_bp=table.percent_bp("max_share", "max_share_bp", required=False),
+    )
+    table.finish()
+    return redemption
+
+
+def _read_spend_order(table: _Table) -> int:
+    value = table.text("spend_order", required=False)
+    if not value:
+        return config_pb2.PRINCIPAL_FIRST
+    if value not in _SPEND_ORDERS:
+        names = " or ".join(f'"{name}"' for name in _SPEND_ORDERS)
+        table.fail("spend_order", f"must be {names}, got {value!r}")
+        return config_pb2.PRINCIPAL_FIRST
+    return _SPEND_ORDERS[value]
+
+
+def _read_config(root: _Table) -> config_pb2.MerchantConfig:
+    config = config_pb2.MerchantConfig(
+        name=root.text("name", required=True),
+        spend_order=_read_spend_order(root),
+        points_redemption=_read_points_redemption(root.table("points_redemption")),
+        stores=[_read_store(table) for table in root.tables("stores")],
+        levels=[_read_level(table) for table in root.tables("levels")],
+        recharge_bonus_rules=[
+            _read_bonus_rule(table) for table in root.tables("recharge_bonus_rules")
+        ],
+    )
+    root.finish()
+    return config
+
+
+def loads_config(text: str, source: str = "<config>") -> config_pb2.MerchantConfig:
+    """Parses config TOML text; raises ConfigFileError naming `source` and each problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigFileError(source, [f"not valid TOML: {error}"]) from None
+    problems = _Problems()
+    config = _read_config(_Table(data, "", problems))
+    problems.raise_if_any(source)
+    return config
+
+
+def load_config(path: str | os.PathLike[str]) -> config_pb2.MerchantConfig:
+    """Reads and parses a config file (UTF-8, a byte-order mark tolerated)."""
+    source = os.fspath(path)
+    try:
+        with open(path, "rb") as file:
+            raw = file.read(CONFIG_FILE_BYTES_MAX + 1)
+    except OSError as error:
+        raise ConfigFileError(
+            source, [f"cannot read: {error.strerror or error}"]
+        ) from None
+    if len(raw) > CONFIG_FILE_BYTES_MAX:
+        raise ConfigFileError(source, [f"larger than {CONFIG_FILE_BYTES_MAX} bytes"])
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigFileError(source, [f"not UTF-8 text: {error}"]) from None
+    return loads_config(text, source)
+
+
+# --- writing --------------------------------------------------------------------------
+
+_TOML_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+}
+_TOML_ESCAPES["\r"] = "\\r"
+
+
+def _toml_string(value: str) -> str:
+    """A TOML basic string; control characters escaped, everything else kept as is."""
+    out = []
+    for char in value:
+        if char in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04X}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def _yuan_text(fen: int) -> str:
+    """Whole yuan without decimals ("1000"), otherwise exactly two ("58.50")."""
+    if fen % 100 == 0:
+        return str(fen // 100)
+    return format_fen(fen)
+
+
+def _percent_text(bp: int) -> str:
+    return format_fixed_point(bp, 2, trim=True) + "%"
+
+
+def _header_lines(config: config_pb2.MerchantConfig) -> list[str]:
+    lines = [
+        "# Merchant config (mms config show --toml). Apply with: mms config apply FILE"
+    ]
+    if config.version:
+        applied = datetime.datetime.fromtimestamp(
+            config.applied_at_ms // 1000, datetime.UTC
+        )
+        lines.append(
+            f"# version {config.version}, applied {applied:%Y-%m-%d %H:%M:%S} UTC"
+        )
+    return lines
+
+
+def _level_lines(level: config_pb2.Level) -> list[str]:
+    lines = [
+        "[[levels]]",
+        f"code = {_toml_string(level.code)}",
+        f"name = {_toml_string(level.name)}",
+        f'discount = "{_percent_text(level.discount_bp)}"',
+        f'points_per_yuan = "{format_fixed_point(level.milli_points_per_yuan, 3, trim=True)}"',
+    ]
+    thresholds = [
+        ("upgrade_cumulative_spend", level.upgrade_cumulative_spend_fen),
+        ("upgrade_cumulative_recharge", level.upgrade_cumulative_recharge_fen),
+        ("upgrade_single_recharge", level.upgrade_single_recharge_fen),
+    ]
+    lines += [f'{key} = "{_yuan_text(fen)}"' for key, fen in thresholds if fen]
+    return lines
+
+
+def dumps_config(config: config_pb2.MerchantConfig) -> str:
+    """The config as TOML text that `loads_config` reads back to the same message.
+
+    `version` and `applied_at_ms` are assigned by the server, so they are written as a
+    comment only.
+    """
+    spend_order = (
+        "bonus_first"
+        if config.spend_order == config_pb2.BONUS_FIRST
+        else "principal_first"
+    )
+    redemption = config.points_redemption
+    blocks = [
+        _header_lines(config)
+        + [f"name = {_toml_string(config.name)}", f'spend_order = "{spend_order}"'],
+        [
+            "[points_redemption]",
+            f"points_per_yuan = {redemption.points_per_yuan}",
+            f'max_share = "{_percent_text(redemption.max_share_bp)}"',
+        ],
+    ]
+    for store in config.stores:
+        blocks.append(
+            [
+                "[[stores]]",
+                f"code = {_toml_string(store.code)}",
+                f"name = {_toml_string(store.name)}",
+            ]
+        )
+    blocks += [_level_lines(level) for level in config.levels]
+    for rule in config.recharge_bonus_rules:
+        blocks.append(
+            [
+                "[[recharge_bonus_rules]]",
+                f'min_recharge = "{_yuan_text(rule.min_recharge_fen)}"',
+                f'bonus = "{_yuan_text(rule.bonus_fen)}"',
+            ]
+        )
+    return "\n\n".join("\n".join(block) for block in blocks) + "\n"

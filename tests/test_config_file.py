@@ -1,0 +1,460 @@
+"""The merchant config file: engine/config_file.py and examples/merchant.toml."""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from engine.config_file import (
+    CONFIG_FILE_BYTES_MAX,
+    PROBLEMS_MAX,
+    ConfigFileError,
+    dumps_config,
+    load_config,
+    loads_config,
+)
+from engine.proto import config_pb2
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "merchant.toml"
+
+MINIMAL = """
+name = "Shop"
+[[levels]]
+code = "regular"
+name = "Regular"
+discount = "0%"
+points_per_yuan = 1
+"""
+
+
+def problems_of(text: str) -> list[str]:
+    with pytest.raises(ConfigFileError) as caught:
+        loads_config(text, "test.toml")
+    assert str(caught.value).startswith("test.toml: ")
+    return caught.value.problems
+
+
+def one_problem(text: str) -> str:
+    problems = problems_of(text)
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+def with_level(**fields: str) -> str:
+    """MINIMAL plus a second level whose keys are given as TOML source text."""
+    body = {
+        "code": '"gold"',
+        "name": '"Gold"',
+        "discount": '"10%"',
+        "points_per_yuan": '"1.5"',
+    }
+    body.update(fields)
+    lines = [f"{key} = {value}" for key, value in body.items() if value]
+    return MINIMAL + "[[levels]]\n" + "\n".join(lines) + "\n"
+
+
+# --- the example ----------------------------------------------------------------------
+
+
+def test_example_loads_to_the_documented_chain() -> None:
+    config = load_config(EXAMPLE)
+    assert config.name == "示例连锁 Demo Chain"
+    assert config.spend_order == config_pb2.PRINCIPAL_FIRST
+    assert [(s.code, s.name) for s in config.stores] == [
+        ("S001", "总店 Head Store"),
+        ("S002", "东区店 East"),
+        ("S003", "西区店 West"),
+    ]
+    assert [level.code for level in config.levels] == [
+        "regular",
+        "silver",
+        "gold",
+        "diamond",
+    ]
+    assert [level.discount_bp for level in config.levels] == [0, 500, 1000, 1500]
+    assert [level.milli_points_per_yuan for level in config.levels] == [
+        1000,
+        1200,
+        1500,
+        2000,
+    ]
+    regular, silver = config.levels[0], config.levels[1]
+    assert regular.upgrade_cumulative_spend_fen == 0
+    assert regular.upgrade_single_recharge_fen == 0
+    assert silver.upgrade_cumulative_spend_fen == 200_000
+    assert silver.upgrade_cumulative_recharge_fen == 100_000
+    assert silver.upgrade_single_recharge_fen == 50_000
+    rules = [(r.min_recharge_fen, r.bonus_fen) for r in config.recharge_bonus_rules]
+    assert rules == [(10_000, 1_000), (50_000, 8_000), (100_000, 20_000)]
+    assert config.points_redemption.points_per_yuan == 100
+    assert config.points_redemption.max_share_bp == 5000
+    assert config.version == 0  # assigned by the server, never by the file
+
+
+def test_example_levels_increase() -> None:
+    levels = load_config(EXAMPLE).levels
+    for lower, higher in itertools.pairwise(levels):
+        assert lower.discount_bp < higher.discount_bp
+        assert lower.milli_points_per_yuan < higher.milli_points_per_yuan
+        assert lower.upgrade_cumulative_spend_fen < higher.upgrade_cumulative_spend_fen
+
+
+def test_example_round_trips() -> None:
+    config = load_config(EXAMPLE)
+    text = dumps_config(config)
+    assert loads_config(text) == config
+    assert dumps_config(loads_config(text)) == text
+
+
+def test_dump_of_a_stored_config_round_trips_without_server_fields() -> None:
+    config = load_config(EXAMPLE)
+    config.version = 7
+    config.applied_at_ms = 1_700_000_000_123
+    text = dumps_config(config)
+    assert "# version 7, applied 2023-11-14 22:13:20 UTC" in text
+    reloaded = loads_config(text)
+    assert reloaded.version == 0 and reloaded.applied_at_ms == 0
+    config.version, config.applied_at_ms = 0, 0
+    assert reloaded == config
+
+
+def test_dump_writes_exact_strings() -> None:
+    config = config_pb2.MerchantConfig(
+        name='Quote " and \\ and\nnewline\tand \x01',
+        spend_order=config_pb2.BONUS_FIRST,
+        levels=[
+            config_pb2.Level(
+                code="l1",
+                name="L1",
+                discount_bp=725,
+                milli_points_per_yuan=1,
+                upgrade_cumulative_spend_fen=5850,
+                upgrade_single_recharge_fen=1,
+            )
+        ],
+        recharge_bonus_rules=[
+            config_pb2.RechargeBonusRule(min_recharge_fen=10001, bonus_fen=5)
+        ],
+        points_redemption=config_pb2.PointsRedemption(
+            points_per_yuan=10, max_share_bp=3333
+        ),
+    )
+    text = dumps_config(config)
+    assert 'discount = "7.25%"' in text
+    assert 'points_per_yuan = "0.001"' in text
+    assert 'upgrade_cumulative_spend = "58.50"' in text
+    assert 'upgrade_single_recharge = "0.01"' in text
+    assert "upgrade_cumulative_recharge" not in text  # zero means unused: left out
+    assert 'min_recharge = "100.01"' in text
+    assert 'max_share = "33.33%"' in text
+    assert 'spend_order = "bonus_first"' in text
+    assert "float" not in text
+    tomllib.loads(text)  # valid TOML
+    assert loads_config(text) == config
+
+
+def test_unspecified_spend_order_dumps_as_principal_first() -> None:
+    text = dumps_config(config_pb2.MerchantConfig(name="x"))
+    assert 'spend_order = "principal_first"' in text
+    assert loads_config(text).spend_order == config_pb2.PRINCIPAL_FIRST
+
+
+# --- accepted forms -------------------------------------------------------------------
+
+
+def test_minimal_config_defaults() -> None:
+    config = loads_config(MINIMAL)
+    assert config.spend_order == config_pb2.PRINCIPAL_FIRST
+    assert not config.stores and not config.recharge_bonus_rules
+    assert config.points_redemption.points_per_yuan == 0
+    assert config.points_redemption.max_share_bp == 0
+    assert config.levels[0].milli_points_per_yuan == 1000
+
+
+def test_alternative_forms() -> None:
+    config = loads_config(
+        """
+        name = "Shop"
+        spend_order = "bonus_first"
+        points_redemption = { points_per_yuan = 50, max_share_bp = 2500 }
+        stores = [{ code = "A", name = "A store" }]
+        [[levels]]
+        code = "a"
+        name = "A"
+        discount_bp = 850
+        points_per_yuan = "0.125"
+        upgrade_cumulative_spend = 1000
+        upgrade_cumulative_recharge = "0.01"
+        [[recharge_bonus_rules]]
+        min_recharge = 100
+        bonus = "0.5"
+        """
+    )
+    assert config.spend_order == config_pb2.BONUS_FIRST
+    assert config.points_redemption.max_share_bp == 2500
+    assert config.stores[0].code == "A"
+    level = config.levels[0]
+    assert level.discount_bp == 850
+    assert level.milli_points_per_yuan == 125
+    assert level.upgrade_cumulative_spend_fen == 100_000
+    assert level.upgrade_cumulative_recharge_fen == 1
+    assert config.recharge_bonus_rules[0].bonus_fen == 50
+
+
+def test_percent_with_decimals_and_spaces() -> None:
+    level = loads_config(with_level(discount='" 12.5% "')).levels[1]
+    assert level.discount_bp == 1250
+    assert loads_config(with_level(discount='"100%"')).levels[1].discount_bp == 10_000
+
+
+def test_load_config_tolerates_a_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
+    assert load_config(path).name == "Shop"
+
+
+# --- rejections -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "advice"),
+    [
+        ("upgrade_cumulative_spend", "1000.5", 'write amounts as strings like "58.50"'),
+        ("upgrade_single_recharge", "500.0", "or whole integers"),
+        ("discount", "0.1", 'write percentages as strings like "5%"'),
+        ("points_per_yuan", "1.2", 'write points per yuan as strings like "1.2"'),
+    ],
+)
+def test_toml_floats_are_rejected(key: str, value: str, advice: str) -> None:
+    problem = one_problem(with_level(**{key: value}))
+    assert problem.startswith(f"levels[1].{key}: is a TOML float")
+    assert advice in problem
+
+
+def test_float_money_in_rules_and_redemption() -> None:
+    text = MINIMAL + '[[recharge_bonus_rules]]\nmin_recharge = 100.0\nbonus = "10"\n'
+    assert one_problem(text).startswith(
+        "recharge_bonus_rules[0].min_recharge: is a TOML float"
+    )
+    text = MINIMAL + "[points_redemption]\npoints_per_yuan = 100\nmax_share = 0.5\n"
+    assert "points_redemption.max_share: is a TOML float" in one_problem(text)
+
+
+def test_unknown_keys_are_rejected_everywhere() -> None:
+    text = (
+        MINIMAL.replace('discount = "0%"', 'discount = "0%"\ndiscont = "5%"')
+        + 'colour = "red"\n'  # lands in the last [[levels]] table
+    )
+    assert problems_of(text) == [
+        "levels[0].discont: is not a known key (a typo?)",
+        "levels[0].colour: is not a known key (a typo?)",
+    ]
+    assert problems_of('nmae = "x"\n' + MINIMAL) == [
+        "nmae: is not a known key (a typo?)"
+    ]
+    text = MINIMAL + '[[stores]]\ncode = "A"\nname = "A"\naddress = "x"\n'
+    assert one_problem(text) == "stores[0].address: is not a known key (a typo?)"
+    text = MINIMAL + "[points_redemption]\npoints_per_yuan = 1\nmax_shares = 1\n"
+    assert (
+        one_problem(text)
+        == "points_redemption.max_shares: is not a known key (a typo?)"
+    )
+    text = "version = 3\n" + MINIMAL
+    assert one_problem(text) == "version: is not a known key (a typo?)"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (MINIMAL.replace('name = "Shop"', ""), "name: is required"),
+        (MINIMAL + "[[stores]]\ncode = 'A'\n", "stores[0].name: is required"),
+        (with_level(code=""), "levels[1].code: is required"),
+        (with_level(discount=""), "levels[1].discount: is required (or discount_bp)"),
+        (with_level(points_per_yuan=""), "levels[1].points_per_yuan: is required"),
+        (
+            MINIMAL + "[[recharge_bonus_rules]]\nbonus = '1'\n",
+            "recharge_bonus_rules[0].min_recharge: is required",
+        ),
+        (
+            MINIMAL + "[points_redemption]\nmax_share = '5%'\n",
+            "points_redemption.points_per_yuan: is required",
+        ),
+    ],
+)
+def test_missing_required_keys(text: str, problem: str) -> None:
+    assert one_problem(text) == problem
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (MINIMAL.replace('"Shop"', "42"), "name: must be a string, not an integer"),
+        (with_level(code="1"), "levels[1].code: must be a string, not an integer"),
+        (with_level(name="true"), "levels[1].name: must be a string, not a boolean"),
+        (
+            with_level(discount="10"),
+            'levels[1].discount: must be a string like "5%", not an integer',
+        ),
+        (
+            with_level(discount='"10"'),
+            'levels[1].discount: must end with "%", e.g. "5%", got \'10\'',
+        ),
+        (
+            with_level(discount="", discount_bp='"500"'),
+            "levels[1].discount_bp: must be a whole number, not a string",
+        ),
+        (
+            with_level(points_per_yuan="true"),
+            "levels[1].points_per_yuan: must be a string or a whole number, not a boolean",
+        ),
+        (
+            with_level(upgrade_cumulative_spend="[1]"),
+            "levels[1].upgrade_cumulative_spend: must be a string or a whole number, not an array",
+        ),
+        (
+            with_level(upgrade_cumulative_spend="2024-01-01"),
+            "levels[1].upgrade_cumulative_spend: must be a string or a whole number, not a date/time",
+        ),
+        (
+            MINIMAL + "points_redemption = 5\n",
+            "levels[0].points_redemption: is not a known key (a typo?)",
+        ),
+        (
+            "points_redemption = 5\n" + MINIMAL,
+            "points_redemption: must be a table, not an integer",
+        ),
+        (
+            'stores = "S001"\n' + MINIMAL,
+            "stores: must be an array of tables ([[stores]]), not a string",
+        ),
+        ('stores = ["S001"]\n' + MINIMAL, "stores[0]: must be a table, not a string"),
+        (
+            'spend_order = "newest_first"\n' + MINIMAL,
+            'spend_order: must be "principal_first" or "bonus_first", got \'newest_first\'',
+        ),
+        (
+            MINIMAL + "[points_redemption]\npoints_per_yuan = '100'\n",
+            "points_redemption.points_per_yuan: must be a whole number, not a string",
+        ),
+    ],
+)
+def test_wrong_types(text: str, problem: str) -> None:
+    assert one_problem(text) == problem
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            with_level(discount='"5.555%"'),
+            "levels[1].discount: percentage '5.555' has more than 2 decimals",
+        ),
+        (
+            with_level(discount='"-5%"'),
+            "levels[1].discount: percentage '-5' must not be negative",
+        ),
+        (with_level(discount='"101%"'), "levels[1].discount: must be at most 100%"),
+        (
+            with_level(discount="", discount_bp="10001"),
+            "levels[1].discount_bp: must be at most 100%",
+        ),
+        (
+            with_level(discount="", discount_bp="-1"),
+            "levels[1].discount_bp: must be between 0 and 9223372036854775807, got -1",
+        ),
+        (
+            with_level(discount='"5%"', discount_bp="500"),
+            "levels[1].discount: give either discount or discount_bp, not both",
+        ),
+        (
+            with_level(points_per_yuan='"1.2345"'),
+            "levels[1].points_per_yuan: rate '1.2345' has more than 3 decimals",
+        ),
+        (
+            with_level(upgrade_cumulative_spend='"58.505"'),
+            "levels[1].upgrade_cumulative_spend: amount '58.505' has more than 2 decimals",
+        ),
+        (
+            with_level(upgrade_cumulative_spend='"-1"'),
+            "levels[1].upgrade_cumulative_spend: amount '-1' must not be negative",
+        ),
+        (
+            with_level(upgrade_cumulative_spend="-1"),
+            "levels[1].upgrade_cumulative_spend: must be between 0 and 999999999999999, got -1",
+        ),
+        (
+            with_level(upgrade_cumulative_spend='"1e3"'),
+            "levels[1].upgrade_cumulative_spend: amount '1e3' is not a plain decimal number like 58.50",
+        ),
+        (
+            with_level(upgrade_cumulative_spend="1_000_000_000_000_000"),
+            "levels[1].upgrade_cumulative_spend: must be between 0 and 999999999999999, got 1000000000000000",
+        ),
+        (
+            MINIMAL + "[points_redemption]\npoints_per_yuan = -1\n",
+            "points_redemption.points_per_yuan: must be between 0 and 9223372036854775807, got -1",
+        ),
+    ],
+)
+def test_bad_units_and_ranges(text: str, problem: str) -> None:
+    assert one_problem(text) == problem
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    text = with_level(discount="0.1", upgrade_cumulative_spend="1.5", typo="1")
+    text = text.replace('name = "Shop"', "")
+    problems = problems_of(text)
+    assert problems == [
+        "name: is required",
+        'levels[1].discount: is a TOML float (0.1); write percentages as strings like "5%" or "7.5%"',
+        'levels[1].upgrade_cumulative_spend: is a TOML float (1.5); write amounts as strings like "58.50" or whole integers',
+        "levels[1].typo: is not a known key (a typo?)",
+    ]
+    with pytest.raises(
+        ConfigFileError, match=r"^test\.toml: 4 problems:\n  name: is required\n"
+    ):
+        loads_config(text, "test.toml")
+
+
+def test_problem_count_is_bounded() -> None:
+    text = MINIMAL + "".join(
+        f"[[stores]]\nx{index} = 1\n" for index in range(PROBLEMS_MAX + 10)
+    )
+    problems = problems_of(text)
+    assert len(problems) == PROBLEMS_MAX + 1
+    assert problems[-1] == f"... and {3 * (PROBLEMS_MAX + 10) - PROBLEMS_MAX} more"
+
+
+def test_invalid_toml() -> None:
+    problem = one_problem('name = "unterminated\n')
+    assert problem.startswith("not valid TOML: ")
+
+
+def test_load_config_errors_name_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.toml"
+    with pytest.raises(ConfigFileError, match=r"missing\.toml: cannot read: "):
+        load_config(missing)
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"#" * (CONFIG_FILE_BYTES_MAX + 1))
+    with pytest.raises(
+        ConfigFileError, match=f"larger than {CONFIG_FILE_BYTES_MAX} bytes"
+    ):
+        load_config(big)
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigFileError, match="not UTF-8 text"):
+        load_config(latin)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(with_level(discount="0.1"), encoding="utf-8")
+    with pytest.raises(
+        ConfigFileError, match=r"bad\.toml: levels\[1\]\.discount: is a TOML float"
+    ):
+        load_config(bad)
+
+
+def test_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        loads_config("")
