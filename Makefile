@@ -47,15 +47,27 @@ build: $(GEN)/.stamp $(EXT_STAMP)  ## build the Rust extension (release) and the
 serve: build  ## run the server on ./data (gRPC 127.0.0.1:50051, metrics :9464)
 	$(VENV)/bin/mms serve --data ./data
 
+.PHONY: tools
+tools:  ## system tools the tests use: promtool (Debian's prometheus package)
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing promtool (Debian package prometheus)"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "promtool is missing: install Debian's prometheus package" >&2; exit 1; fi; }
+
 .PHONY: test
-test: build  ## cargo test + pytest (sets everything up first)
+test: build tools  ## cargo test + pytest (sets everything up first)
 	cargo test --release -q --workspace --exclude mms_binding
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -p no:cacheprovider
 
 .PHONY: lint
-lint: $(VENV)/.deps  ## clippy and rustfmt
+lint: $(GEN)/.stamp  ## rustfmt, clippy, ruff
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+	$(PY) -m pip install -q ruff
+	$(VENV)/bin/ruff check engine tests bench
+	$(VENV)/bin/ruff format --check engine tests bench
 
 .PHONY: bench
 bench: build  ## benchmarks: see bench/README.md

@@ -100,9 +100,7 @@ COUNT_NAMES = (
 )
 
 MEMBER_ACCOUNT = re.compile(r"member/([1-9][0-9]{0,19})/(principal|bonus|points)")
-STORE_ACCOUNT = re.compile(
-    r"store/[A-Za-z0-9_-]{1,16}/(cash|bank_card|scan_pay|sales|discount)"
-)
+STORE_ACCOUNT = re.compile(r"store/[A-Za-z0-9_-]{1,16}/(cash|bank_card|scan_pay|sales|discount)")
 MERCHANT_ACCOUNT_UNITS = {
     "merchant/recharge_bonus": FEN,
     "merchant/points_redemption": FEN,
@@ -159,9 +157,7 @@ def audit(path: str) -> AuditReport:
             databases = _open_databases(environment, transaction, sink)
             return _Auditor(transaction, databases, sink).run()
     except lmdb.Error as error:
-        raise AuditError(
-            f"cannot read {_printable(path, PATH_CHARS_MAX)}: {error}"
-        ) from error
+        raise AuditError(f"cannot read {_printable(path, PATH_CHARS_MAX)}: {error}") from error
     finally:
         environment.close()
 
@@ -200,13 +196,9 @@ def _open_environment(path: str) -> lmdb.Environment:
     try:
         # lock=False: the copy is not shared with a writer, and the lock file of the
         # core's LMDB (lock format v2) cannot be used by this LMDB 0.9 anyway.
-        return lmdb.open(
-            path, readonly=True, lock=False, max_dbs=DATABASES_MAX, subdir=True
-        )
+        return lmdb.open(path, readonly=True, lock=False, max_dbs=DATABASES_MAX, subdir=True)
     except lmdb.Error as error:
-        raise AuditError(
-            f"cannot open the LMDB environment in {shown}: {error}"
-        ) from error
+        raise AuditError(f"cannot open the LMDB environment in {shown}: {error}") from error
 
 
 def _open_databases(
@@ -216,9 +208,7 @@ def _open_databases(
     databases = {}
     for name in DATABASE_NAMES:
         try:
-            databases[name] = environment.open_db(
-                name.encode(), txn=transaction, create=False
-            )
+            databases[name] = environment.open_db(name.encode(), txn=transaction, create=False)
         except lmdb.NotFoundError:
             sink.add(0, "", name, f"named database {name} is missing")
     return databases
@@ -258,9 +248,7 @@ class _Auditor:
         prefixes = sorted(self._merchant_prefixes())
         totals: dict[str, MerchantTotals] = {}
         for prefix in prefixes:
-            merchant = _MerchantAudit(
-                self.transaction, self.databases, self.sink, prefix
-            )
+            merchant = _MerchantAudit(self.transaction, self.databases, self.sink, prefix)
             # Only ids that break the merchant id rule can print alike; keep both.
             if merchant.merchant in totals:
                 merchant.merchant += f"#{len(totals)}"
@@ -329,9 +317,7 @@ class _SeqIndex:
         run_index = bisect.bisect_right(self.run_first_seqs, seq) - 1
         if run_index < 0:
             return None
-        position = (
-            self.run_first_positions[run_index] + seq - self.run_first_seqs[run_index]
-        )
+        position = self.run_first_positions[run_index] + seq - self.run_first_seqs[run_index]
         run_end = (
             self.run_first_positions[run_index + 1]
             if run_index + 1 < len(self.run_first_positions)
@@ -426,9 +412,7 @@ class _MerchantAudit:
     def check_counter(self, name: str, last: int, invariant: int, what: str) -> None:
         raw = self.get("counters", name.encode())
         if raw is not None and len(raw) != U64_BYTES:
-            self.report(
-                0, f"counters:{name}", f"value is {len(raw)} bytes, not a u64be"
-            )
+            self.report(0, f"counters:{name}", f"value is {len(raw)} bytes, not a u64be")
             return
         value = 0 if raw is None else int.from_bytes(raw, "big")
         if value != last:
@@ -477,10 +461,7 @@ class _MerchantAudit:
         if entry.seq != seq:
             self.report(1, key, f"entry's seq field is {entry.seq}")
         # Plain tuples: each field read from a protobuf message builds a new object.
-        postings = [
-            (posting.account, posting.amount, posting.unit)
-            for posting in entry.postings
-        ]
+        postings = [(posting.account, posting.amount, posting.unit) for posting in entry.postings]
         for message in _posting_problems(postings):
             self.report(2, key, message)
         for name, amount, unit in postings:
@@ -555,21 +536,15 @@ class _MerchantAudit:
             self.check_reachable(key, member_id, member)
             if member.cumulative_recharge_fen != recharged_fen:
                 message = f"cumulative_recharge_fen {member.cumulative_recharge_fen}"
-                self.report(
-                    7, key, f"{message}, RECHARGE entries sum to {recharged_fen}"
-                )
+                self.report(7, key, f"{message}, RECHARGE entries sum to {recharged_fen}")
             if member.cumulative_spend_fen != spent_fen:
                 message = f"cumulative_spend_fen {member.cumulative_spend_fen}"
                 self.report(7, key, f"{message}, CHECKOUT entries sum to {spent_fen}")
         self.check_counter(COUNTER_MEMBER_ID, previous_id, 6, "member id")
         for member_id in sorted(self.cumulative):
-            self.report(
-                7, f"members:{member_id}", "ledger entries name this missing member"
-            )
+            self.report(7, f"members:{member_id}", "ledger entries name this missing member")
 
-    def check_reachable(
-        self, key: str, member_id: int, member: member_pb2.Member
-    ) -> None:
+    def check_reachable(self, key: str, member_id: int, member: member_pb2.Member) -> None:
         if not member.phone:
             self.report(5, key, "member has no phone")
         else:
@@ -577,9 +552,7 @@ class _MerchantAudit:
         if member.card_no:
             self.check_index_entry(key, "cards", member.card_no, member_id)
 
-    def check_index_entry(
-        self, key: str, database: str, value: str, member_id: int
-    ) -> None:
+    def check_index_entry(self, key: str, database: str, value: str, member_id: int) -> None:
         found = self.get(database, value.encode())
         shown = _printable(value, QUOTE_CHARS_MAX)
         if found is None:
@@ -594,16 +567,12 @@ class _MerchantAudit:
             key = f"{database}:{_printable(rest)}"
             self.counts[database] += 1
             if len(value) != U64_BYTES:
-                self.report(
-                    5, key, f"value is {len(value)} bytes, not a u64be member id"
-                )
+                self.report(5, key, f"value is {len(value)} bytes, not a u64be member id")
                 continue
             member_id = int.from_bytes(value, "big")
             raw = self.get("members", value)
             if raw is None:
-                self.report(
-                    5, key, f"points at member {member_id}, which does not exist"
-                )
+                self.report(5, key, f"points at member {member_id}, which does not exist")
                 continue
             try:
                 member = member_pb2.Member.FromString(raw)
@@ -637,13 +606,9 @@ class _MerchantAudit:
             message = "posted to by the ledger but missing from accounts"
             self.report(3, f"accounts:{_printable(name)}", message)
 
-    def check_account_name(
-        self, key: str, name: str, record: records_pb2.AccountRecord
-    ) -> None:
+    def check_account_name(self, key: str, name: str, record: records_pb2.AccountRecord) -> None:
         if record.account != name:
-            self.report(
-                3, key, f"record's account field is {_printable(record.account)}"
-            )
+            self.report(3, key, f"record's account field is {_printable(record.account)}")
         expected_unit = _expected_unit(name)
         if expected_unit is None:
             self.report(0, key, "account name is not one docs/STORAGE.md lists")
@@ -651,14 +616,11 @@ class _MerchantAudit:
             self.report(
                 0,
                 key,
-                f"unit is {_unit_name(record.unit)}, "
-                f"the name says {_unit_name(expected_unit)}",
+                f"unit is {_unit_name(record.unit)}, the name says {_unit_name(expected_unit)}",
             )
         match = MEMBER_ACCOUNT.fullmatch(name)
         if match is not None and int(match.group(1)) not in self.member_ids:
-            self.report(
-                0, key, f"account of member {match.group(1)}, which does not exist"
-            )
+            self.report(0, key, f"account of member {match.group(1)}, which does not exist")
 
     def check_account_sums(
         self, key: str, record: records_pb2.AccountRecord, sums: _AccountSum | None
@@ -667,21 +629,15 @@ class _MerchantAudit:
             self.report(3, key, "account has no postings in the ledger")
             return
         if sums.mixed_units or sums.unit != record.unit:
-            self.report(
-                3, key, f"unit is {_unit_name(record.unit)}, its postings differ"
-            )
+            self.report(3, key, f"unit is {_unit_name(record.unit)}, its postings differ")
         if record.balance != sums.balance:
             message = f"balance {record.balance}, its postings sum to {sums.balance}"
             self.report(3, key, message)
         if record.posting_count != sums.posting_count:
-            message = (
-                f"posting_count {record.posting_count}, it has {sums.posting_count}"
-            )
+            message = f"posting_count {record.posting_count}, it has {sums.posting_count}"
             self.report(3, key, message)
         if record.last_seq != sums.last_seq:
-            message = (
-                f"last_seq {record.last_seq}, its latest posting is in {sums.last_seq}"
-            )
+            message = f"last_seq {record.last_seq}, its latest posting is in {sums.last_seq}"
             self.report(3, key, message)
 
     # --- invariant 8 ---
@@ -780,9 +736,7 @@ def _printable(data: bytes | str, limit: int = KEY_CHARS_MAX) -> str:
     if text.isprintable():
         return _clip(text, limit)  # the common case, without a loop in Python
     escaped = "".join(
-        character
-        if character.isprintable()
-        else character.encode("unicode_escape").decode()
+        character if character.isprintable() else character.encode("unicode_escape").decode()
         for character in text[: limit + 1]
     )
     return _clip(escaped, limit)
@@ -807,12 +761,8 @@ def report_text(path: str, report: AuditReport) -> str:
     for merchant in report.merchants[:MERCHANTS_PRINTED_MAX]:
         lines.append(_merchant_line(merchant, report.totals[merchant]))
     if len(report.merchants) > MERCHANTS_PRINTED_MAX:
-        lines.append(
-            f"  ... and {len(report.merchants) - MERCHANTS_PRINTED_MAX} more merchants"
-        )
-    lines.append(
-        "counts: " + ", ".join(f"{name} {report.counts[name]}" for name in COUNT_NAMES)
-    )
+        lines.append(f"  ... and {len(report.merchants) - MERCHANTS_PRINTED_MAX} more merchants")
+    lines.append("counts: " + ", ".join(f"{name} {report.counts[name]}" for name in COUNT_NAMES))
     totals = report.totals.values()
     principal_fen = sum(total.principal_fen for total in totals)
     bonus_fen = sum(total.bonus_fen for total in totals)
@@ -844,13 +794,10 @@ def _problem_lines(report: AuditReport) -> list[str]:
     lines = [f"FAILED: {total} problem{'' if total == 1 else 's'}"]
     for problem in report.problems[:PROBLEMS_PRINTED_MAX]:
         lines.append(
-            f"  [{problem.invariant}] {problem.merchant or '-'} {problem.key}: "
-            f"{problem.message}"
+            f"  [{problem.invariant}] {problem.merchant or '-'} {problem.key}: {problem.message}"
         )
     if total > PROBLEMS_PRINTED_MAX:
-        lines.append(
-            f"  ... and {total - PROBLEMS_PRINTED_MAX} more (--json lists more)"
-        )
+        lines.append(f"  ... and {total - PROBLEMS_PRINTED_MAX} more (--json lists more)")
     by_invariant = Counter(problem.invariant for problem in report.problems)
     for invariant, count in sorted(by_invariant.items()):
         lines.append(f"  invariant {invariant} ({INVARIANTS[invariant]}): {count}")
@@ -863,9 +810,7 @@ def report_json(path: str, report: AuditReport) -> str:
         "ok": report.clean,
         "merchants": report.merchants,
         "counts": report.counts,
-        "totals": {
-            merchant: asdict(totals) for merchant, totals in report.totals.items()
-        },
+        "totals": {merchant: asdict(totals) for merchant, totals in report.totals.items()},
         "problems": [asdict(problem) for problem in report.problems],
         "problems_omitted": report.problems_omitted,
     }

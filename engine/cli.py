@@ -86,9 +86,7 @@ _UNCERTAIN_CODES = frozenset(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     }
 )
-_UNREACHABLE_CODES = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
-)
+_UNREACHABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 _METHODS = {
     "cash": common_pb2.CASH,
@@ -136,9 +134,7 @@ def _whole_number(text: str, what: str, minimum: int, maximum: int) -> int:
         raise argparse.ArgumentTypeError(f"{what} {text[:40]!r} is not a whole number")
     value = int(stripped)
     if not minimum <= value <= maximum:
-        raise argparse.ArgumentTypeError(
-            f"{what} {value} is out of range {minimum}..{maximum}"
-        )
+        raise argparse.ArgumentTypeError(f"{what} {value} is out of range {minimum}..{maximum}")
     return value
 
 
@@ -159,13 +155,9 @@ def _timeout_s(text: str) -> float:
     try:
         seconds = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"timeout {text!r} is not a number of seconds"
-        ) from None
+        raise argparse.ArgumentTypeError(f"timeout {text!r} is not a number of seconds") from None
     if not 0 < seconds <= TIMEOUT_S_MAX:
-        raise argparse.ArgumentTypeError(
-            f"timeout must be above 0 and at most {TIMEOUT_S_MAX:g}"
-        )
+        raise argparse.ArgumentTypeError(f"timeout must be above 0 and at most {TIMEOUT_S_MAX:g}")
     return seconds
 
 
@@ -255,9 +247,7 @@ def _add_member_selector(parser: argparse.ArgumentParser, *, required: bool) -> 
         type=_non_empty,
         help="member card number 卡号",
     )
-    group.add_argument(
-        "--id", dest="member_id", metavar="ID", type=_member_id, help="member id"
-    )
+    group.add_argument("--id", dest="member_id", metavar="ID", type=_member_id, help="member id")
 
 
 def _add_store_option(parser: argparse.ArgumentParser) -> None:
@@ -334,12 +324,8 @@ def _add_config(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
         group.add_subparsers(dest="config_command", metavar="COMMAND", required=True),
         parents,
     )
-    apply = commands.add(
-        "apply", _config_apply, "apply a TOML config file 应用配置", mutating=True
-    )
-    apply.add_argument(
-        "file", metavar="FILE", help="config file, see examples/merchant.toml"
-    )
+    apply = commands.add("apply", _config_apply, "apply a TOML config file 应用配置", mutating=True)
+    apply.add_argument("file", metavar="FILE", help="config file, see examples/merchant.toml")
     show = commands.add("show", _config_show, "show the merchant's config 查看配置")
     show.add_argument("--toml", action="store_true", help="print as a TOML config file")
 
@@ -353,9 +339,7 @@ def _add_member(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
     register = commands.add(
         "register", _member_register, "register a member 会员注册", mutating=True
     )
-    register.add_argument(
-        "--phone", metavar="P", required=True, help="mobile number 手机号"
-    )
+    register.add_argument("--phone", metavar="P", required=True, help="mobile number 手机号")
     register.add_argument("--name", metavar="N", required=True, help="name 姓名")
     register.add_argument(
         "--card", dest="card_no", metavar="C", default="", help="card number 卡号"
@@ -366,9 +350,7 @@ def _add_member(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
 
 
 def _add_recharge(commands: _Commands) -> None:
-    parser = commands.add(
-        "recharge", _recharge, "recharge stored value 充值", mutating=True
-    )
+    parser = commands.add("recharge", _recharge, "recharge stored value 充值", mutating=True)
     _add_member_selector(parser, required=True)
     parser.add_argument(
         "--amount",
@@ -383,9 +365,7 @@ def _add_recharge(commands: _Commands) -> None:
         default="cash",
         help="how it is paid (default cash)",
     )
-    parser.add_argument(
-        "--ref", metavar="EXT", default="", help="bank / scan-pay reference"
-    )
+    parser.add_argument("--ref", metavar="EXT", default="", help="bank / scan-pay reference")
     _add_store_option(parser)
 
 
@@ -423,9 +403,7 @@ def _add_checkout(commands: _Commands) -> None:
         default=0,
         help="points to redeem 积分抵现",
     )
-    parser.add_argument(
-        "--ref", metavar="EXT", default="", help="bank / scan-pay reference"
-    )
+    parser.add_argument("--ref", metavar="EXT", default="", help="bank / scan-pay reference")
     _add_store_option(parser)
 
 
@@ -440,12 +418,8 @@ def _add_db(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         "dest", metavar="DEST", help="empty or new directory on the server's machine"
     )
     backup.set_defaults(default_timeout_s=BACKUP_TIMEOUT_S)
-    audit = commands.add(
-        "audit", _db_audit, "check every ledger invariant of a backup 对账"
-    )
-    audit.add_argument(
-        "dir", metavar="DIR", help="a folder holding data.mdb (a backup)"
-    )
+    audit = commands.add("audit", _db_audit, "check every ledger invariant of a backup 对账")
+    audit.add_argument("dir", metavar="DIR", help="a folder holding data.mdb (a backup)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -457,9 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[_client_options(top_level=True)],
     )
-    parser.set_defaults(
-        mutating=False, request_id=None, default_timeout_s=CALL_TIMEOUT_S
-    )
+    parser.set_defaults(mutating=False, request_id=None, default_timeout_s=CALL_TIMEOUT_S)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parents = [_client_options(top_level=False)]
     _add_serve(subparsers)
@@ -554,9 +526,7 @@ def build_checkout_request(args: argparse.Namespace) -> transaction_pb2.Checkout
     """The CheckoutRequest of `mms checkout`; raises UsageError for options that clash."""
     member = member_ref(args)
     pay = _checkout_pay(args, member is not None)
-    tenders = build_tenders(
-        pay, cash_received_fen=args.cash_received, external_ref=args.ref
-    )
+    tenders = build_tenders(pay, cash_received_fen=args.cash_received, external_ref=args.ref)
     return transaction_pb2.CheckoutRequest(
         request_id=args.request_id,
         member=member,
@@ -699,20 +669,13 @@ def _pad(text: str, width: int) -> str:
 def _fields_text(title: str, rows: Sequence[tuple[str, str]]) -> str:
     """A titled block of `label  value` lines, values aligned."""
     width = max((_display_width(label) for label, _ in rows), default=0)
-    return "\n".join(
-        [title] + [f"  {_pad(label, width)}  {value}" for label, value in rows]
-    )
+    return "\n".join([title] + [f"  {_pad(label, width)}  {value}" for label, value in rows])
 
 
-def _table_text(
-    title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]
-) -> str:
+def _table_text(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     if not rows:
         return f"{title}\n  (none)"
-    widths = [
-        max(_display_width(row[i]) for row in [headers, *rows])
-        for i in range(len(headers))
-    ]
+    widths = [max(_display_width(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
     lines = [
         "  ".join(_pad(cell, widths[i]) for i, cell in enumerate(row)).rstrip()
         for row in [headers, *rows]
@@ -746,9 +709,7 @@ def _level_row(before: str, after: str, upgraded: bool) -> tuple[str, str]:
     return ("Level 等级", after)
 
 
-def _member_rows(
-    member: member_pb2.Member, level_name: str = ""
-) -> list[tuple[str, str]]:
+def _member_rows(member: member_pb2.Member, level_name: str = "") -> list[tuple[str, str]]:
     level = f"{member.level_code} {level_name}".strip()
     return [
         ("Member 会员", f"#{member.member_id} {member.name}"),
@@ -807,19 +768,13 @@ def _checkout_text(response: transaction_pb2.CheckoutResponse, request_id: str) 
         rows.append(("Points earned 获得积分", str(response.points_earned)))
         rows += _balance_rows(response.balances)
         rows.append(
-            _level_row(
-                response.level_before, response.level_after, response.level_upgraded
-            )
+            _level_row(response.level_before, response.level_after, response.level_upgraded)
         )
-    rows += _entry_rows(
-        response.ledger_seq, response.store_code, response.at_ms, request_id
-    )
+    rows += _entry_rows(response.ledger_seq, response.store_code, response.at_ms, request_id)
     return _fields_text("Checkout 消费", rows)
 
 
-def _recharge_text(
-    response: transaction_pb2.RechargeResponse, method: str, request_id: str
-) -> str:
+def _recharge_text(response: transaction_pb2.RechargeResponse, method: str, request_id: str) -> str:
     rows = [
         ("Member 会员", f"#{response.member_id}"),
         (
@@ -828,12 +783,8 @@ def _recharge_text(
         ),
         ("Bonus 赠送", format_fen(response.bonus_fen)),
         *_balance_rows(response.balances),
-        _level_row(
-            response.level_before, response.level_after, response.level_upgraded
-        ),
-        *_entry_rows(
-            response.ledger_seq, response.store_code, response.at_ms, request_id
-        ),
+        _level_row(response.level_before, response.level_after, response.level_upgraded),
+        *_entry_rows(response.ledger_seq, response.store_code, response.at_ms, request_id),
     ]
     return _fields_text("Recharge 充值", rows)
 
@@ -905,9 +856,7 @@ def _rules_table(config: config_pb2.MerchantConfig) -> str:
     return _table_text("Recharge bonus 充值送", ("RECHARGE>=", "BONUS"), rows)
 
 
-def _output(
-    args: argparse.Namespace, response: Message, text: Callable[[], str]
-) -> int:
+def _output(args: argparse.Namespace, response: Message, text: Callable[[], str]) -> int:
     """Prints the response as JSON (with --json) or as the text `text` makes."""
     if args.json:
         data = message_to_json(response)
@@ -958,42 +907,28 @@ def _config_show(args: argparse.Namespace, session: Session) -> int:
 
 def _member_register(args: argparse.Namespace, session: Session) -> int:
     request = build_register_request(args)
-    response = session.call(
-        member_pb2_grpc.MemberServiceStub, "RegisterMember", request
-    )
+    response = session.call(member_pb2_grpc.MemberServiceStub, "RegisterMember", request)
     rows = _member_rows(response.member) + _balance_rows(response.balances)
     rows.append(("Request 请求号", args.request_id))
-    return _output(
-        args, response, lambda: _fields_text("Member registered 会员注册成功", rows)
-    )
+    return _output(args, response, lambda: _fields_text("Member registered 会员注册成功", rows))
 
 
 def _member_show(args: argparse.Namespace, session: Session) -> int:
     request = member_pb2.GetMemberRequest(member=member_ref(args))
     response = session.call(member_pb2_grpc.MemberServiceStub, "GetMember", request)
-    rows = _member_rows(response.member, response.level_name) + _balance_rows(
-        response.balances
-    )
-    return _output(
-        args, response, lambda: _fields_text("Member details 会员信息", rows)
-    )
+    rows = _member_rows(response.member, response.level_name) + _balance_rows(response.balances)
+    return _output(args, response, lambda: _fields_text("Member details 会员信息", rows))
 
 
 def _recharge(args: argparse.Namespace, session: Session) -> int:
     request = build_recharge_request(args)
-    response = session.call(
-        transaction_pb2_grpc.TransactionServiceStub, "Recharge", request
-    )
-    return _output(
-        args, response, lambda: _recharge_text(response, args.method, args.request_id)
-    )
+    response = session.call(transaction_pb2_grpc.TransactionServiceStub, "Recharge", request)
+    return _output(args, response, lambda: _recharge_text(response, args.method, args.request_id))
 
 
 def _checkout(args: argparse.Namespace, session: Session) -> int:
     request = build_checkout_request(args)
-    response = session.call(
-        transaction_pb2_grpc.TransactionServiceStub, "Checkout", request
-    )
+    response = session.call(transaction_pb2_grpc.TransactionServiceStub, "Checkout", request)
     return _output(args, response, lambda: _checkout_text(response, args.request_id))
 
 

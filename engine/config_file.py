@@ -135,9 +135,7 @@ class _Table:
             return None
         return self.data[key]
 
-    def wrong_type(
-        self, key: str, value: object, expected: str, unit: str = ""
-    ) -> None:
+    def wrong_type(self, key: str, value: object, expected: str, unit: str = "") -> None:
         kind = _toml_type(value)
         if isinstance(value, float) and unit:
             self.fail(key, f"is a TOML float ({value!r}); {_FLOAT_ADVICE[unit]}")
@@ -183,9 +181,7 @@ class _Table:
             self.wrong_type(key, value, "a string or a whole number", unit)
             return 0
         if not 0 <= value < 10**WHOLE_DIGITS_MAX:
-            self.fail(
-                key, f"must be between 0 and {10**WHOLE_DIGITS_MAX - 1}, got {value}"
-            )
+            self.fail(key, f"must be between 0 and {10**WHOLE_DIGITS_MAX - 1}, got {value}")
             return 0
         return value * 10**decimals
 
@@ -281,15 +277,11 @@ def _read_level(table: _Table) -> config_pb2.Level:
             required=True,
             what="rate",
         ),
-        upgrade_cumulative_spend_fen=table.yuan_fen(
-            "upgrade_cumulative_spend", required=False
-        ),
+        upgrade_cumulative_spend_fen=table.yuan_fen("upgrade_cumulative_spend", required=False),
         upgrade_cumulative_recharge_fen=table.yuan_fen(
             "upgrade_cumulative_recharge", required=False
         ),
-        upgrade_single_recharge_fen=table.yuan_fen(
-            "upgrade_single_recharge", required=False
-        ),
+        upgrade_single_recharge_fen=table.yuan_fen("upgrade_single_recharge", required=False),
     )
     table.finish()
     return level
@@ -360,9 +352,7 @@ def load_config(path: str | os.PathLike[str]) -> config_pb2.MerchantConfig:
         with open(path, "rb") as file:
             raw = file.read(CONFIG_FILE_BYTES_MAX + 1)
     except OSError as error:
-        raise ConfigFileError(
-            source, [f"cannot read: {error.strerror or error}"]
-        ) from None
+        raise ConfigFileError(source, [f"cannot read: {error.strerror or error}"]) from None
     if len(raw) > CONFIG_FILE_BYTES_MAX:
         raise ConfigFileError(source, [f"larger than {CONFIG_FILE_BYTES_MAX} bytes"])
     try:
@@ -410,16 +400,10 @@ def _percent_text(bp: int) -> str:
 
 
 def _header_lines(config: config_pb2.MerchantConfig) -> list[str]:
-    lines = [
-        "# Merchant config (mms config show --toml). Apply with: mms config apply FILE"
-    ]
+    lines = ["# Merchant config (mms config show --toml). Apply with: mms config apply FILE"]
     if config.version:
-        applied = datetime.datetime.fromtimestamp(
-            config.applied_at_ms // 1000, datetime.UTC
-        )
-        lines.append(
-            f"# version {config.version}, applied {applied:%Y-%m-%d %H:%M:%S} UTC"
-        )
+        applied = datetime.datetime.fromtimestamp(config.applied_at_ms // 1000, datetime.UTC)
+        lines.append(f"# version {config.version}, applied {applied:%Y-%m-%d %H:%M:%S} UTC")
     return lines
 
 
@@ -447,9 +431,7 @@ def dumps_config(config: config_pb2.MerchantConfig) -> str:
     comment only.
     """
     spend_order = (
-        "bonus_first"
-        if config.spend_order == config_pb2.BONUS_FIRST
-        else "principal_first"
+        "bonus_first" if config.spend_order == config_pb2.BONUS_FIRST else "principal_first"
     )
     redemption = config.points_redemption
     blocks = [

@@ -19,8 +19,21 @@ from engine._core import Core
 
 # Latency buckets in seconds: a checkout waits for one group commit (an fsync).
 HANDLING_SECONDS_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 
 class GrpcMetrics:
@@ -115,16 +128,26 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         return wrapped
 
 
+def micros_as_seconds_text(micros: int) -> str:
+    """Exact decimal seconds for a bucket bound: 100 -> "0.0001", 1_000_000 -> "1"."""
+    whole, fraction = divmod(micros, 1_000_000)
+    return f"{whole}.{fraction:06d}".rstrip("0").rstrip(".")
+
+
 def _histogram(
-    name: str, documentation: str, bounds: list[int], buckets: list[int], total: float, scale: float
+    name: str,
+    documentation: str,
+    bound_labels: list[str],
+    buckets: list[int],
+    total: float,
 ) -> HistogramMetricFamily:
     """A histogram from the core's per-bucket (non-cumulative) counts."""
     family = HistogramMetricFamily(name, documentation)
     cumulative = 0
     points = []
-    for bound, count in zip(bounds, buckets, strict=False):
+    for bound, count in zip(bound_labels, buckets, strict=False):
         cumulative += count
-        points.append((repr(bound * scale) if scale != 1 else str(bound), cumulative))
+        points.append((bound, cumulative))
     cumulative += buckets[-1]
     points.append(("+Inf", cumulative))
     family.add_metric([], points, sum_value=total)
@@ -145,18 +168,16 @@ class CoreCollector(Collector):
         yield _histogram(
             "mms_writer_batch_size",
             "Requests committed together in one LMDB write transaction.",
-            stats["batch_size_bounds"],
+            [str(bound) for bound in stats["batch_size_bounds"]],
             stats["batch_size_buckets"],
             stats["batch_size_sum"],
-            1,
         )
         yield _histogram(
             "mms_writer_commit_seconds",
             "Time to run and commit one batch (including the fsync), in seconds.",
-            stats["commit_micros_bounds"],
+            [micros_as_seconds_text(bound) for bound in stats["commit_micros_bounds"]],
             stats["commit_micros_buckets"],
             stats["commit_micros_sum"] / 1_000_000,
-            1e-6,
         )
         batches = CounterMetricFamily("mms_writer_batches", "Batches committed by the writer.")
         batches.add_metric([], stats["batches"])

@@ -54,9 +54,7 @@ def parse_fixed_point(text: str, decimals: int, *, what: str = "number") -> int:
         raise TypeError(f"{what} must be text, got {type(text).__name__}")
     assert 0 <= decimals <= 6, "decimals out of the range this module is meant for"
     if len(text) > TEXT_LENGTH_MAX:
-        raise ValueError(
-            f"{what} {_echo(text)} is too long (at most {TEXT_LENGTH_MAX} characters)"
-        )
+        raise ValueError(f"{what} {_echo(text)} is too long (at most {TEXT_LENGTH_MAX} characters)")
     stripped = text.strip()
     if not stripped:
         raise ValueError(f"{what} is empty")

@@ -19,12 +19,18 @@ if not os.path.isdir(os.path.join(_GEN_DIR, "mms", "v1")):
 if _GEN_DIR not in sys.path:
     sys.path.insert(0, _GEN_DIR)
 
-from mms.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
-from mms.v1 import common_pb2  # noqa: E402
-from mms.v1 import config_pb2, config_pb2_grpc  # noqa: E402
-from mms.v1 import member_pb2, member_pb2_grpc  # noqa: E402
-from mms.v1 import records_pb2  # noqa: E402
-from mms.v1 import transaction_pb2, transaction_pb2_grpc  # noqa: E402
+from mms.v1 import (  # noqa: E402  # noqa: E402  # noqa: E402  # noqa: E402
+    admin_pb2,
+    admin_pb2_grpc,
+    common_pb2,  # noqa: E402
+    config_pb2,
+    config_pb2_grpc,
+    member_pb2,
+    member_pb2_grpc,
+    records_pb2,  # noqa: E402
+    transaction_pb2,
+    transaction_pb2_grpc,
+)
 
 __all__ = [
     "admin_pb2",

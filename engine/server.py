@@ -98,7 +98,9 @@ def _generic_handlers(core: Core, default_merchant: str) -> list[grpc.GenericRpc
     handlers = []
     for service in CORE_SERVICES:
         methods = {
-            method.name: _core_handler(core, f"/{service.full_name}/{method.name}", default_merchant)
+            method.name: _core_handler(
+                core, f"/{service.full_name}/{method.name}", default_merchant
+            )
             for method in service.methods
         }
         handlers.append(grpc.method_handlers_generic_handler(service.full_name, methods))
@@ -132,7 +134,9 @@ def create_server(
     names = [service.full_name for service in (*CORE_SERVICES, ADMIN_SERVICE)]
     for name in [*names, ""]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    reflection.enable_server_reflection(
+        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")

@@ -96,7 +96,9 @@ class Client:
         request = member_pb2.GetMemberRequest(member=common_pb2.MemberRef(**key))
         return self.members.GetMember(request, timeout=TIMEOUT_S, metadata=self.metadata)
 
-    def recharge(self, amount_fen: int, request_id: str = "", **key) -> transaction_pb2.RechargeResponse:
+    def recharge(
+        self, amount_fen: int, request_id: str = "", **key
+    ) -> transaction_pb2.RechargeResponse:
         request = transaction_pb2.RechargeRequest(
             request_id=request_id or self.request_id(),
             member=common_pb2.MemberRef(**key),

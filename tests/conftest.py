@@ -34,12 +34,18 @@ class RunningServer:
     def start(self) -> None:
         assert self.process is None, "already running"
         command = [
-            sys.executable, "-m", "engine", "serve",
-            "--data", str(self.data_dir),
-            "--listen", "127.0.0.1:0",
-            "--metrics-port", "0",
+            sys.executable,
+            "-m",
+            "engine",
+            "serve",
+            "--data",
+            str(self.data_dir),
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-port",
+            "0",
             *self.extra_args,
-        ]  # fmt: skip
+        ]
         self.process = subprocess.Popen(
             command,
             cwd=REPO,

@@ -65,13 +65,9 @@ class World:
     members: dict[tuple[str, int], member_pb2.Member] = field(default_factory=dict)
     phones: dict[tuple[str, str], int] = field(default_factory=dict)
     cards: dict[tuple[str, str], int] = field(default_factory=dict)
-    accounts: dict[tuple[str, str], records_pb2.AccountRecord] = field(
-        default_factory=dict
-    )
+    accounts: dict[tuple[str, str], records_pb2.AccountRecord] = field(default_factory=dict)
     ledger: dict[tuple[str, int], records_pb2.LedgerEntry] = field(default_factory=dict)
-    requests: dict[tuple[str, str], records_pb2.RequestRecord] = field(
-        default_factory=dict
-    )
+    requests: dict[tuple[str, str], records_pb2.RequestRecord] = field(default_factory=dict)
     counters: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def next_counter(self, merchant: str, name: str) -> int:
@@ -80,17 +76,11 @@ class World:
         return value
 
     def configure(self, merchant: str, name: str, store_codes: list[str]) -> None:
-        config = config_pb2.MerchantConfig(
-            name=name, version=1, applied_at_ms=1_700_000_000_000
-        )
+        config = config_pb2.MerchantConfig(name=name, version=1, applied_at_ms=1_700_000_000_000)
         for code in store_codes:
             config.stores.add(code=code, name=f"store {code}")
-        config.levels.add(
-            code="normal", name="普通", discount_bp=0, milli_points_per_yuan=1000
-        )
-        config.levels.add(
-            code="gold", name="金卡", discount_bp=1000, milli_points_per_yuan=1000
-        )
+        config.levels.add(code="normal", name="普通", discount_bp=0, milli_points_per_yuan=1000)
+        config.levels.add(code="gold", name="金卡", discount_bp=1000, milli_points_per_yuan=1000)
         config.points_redemption.points_per_yuan = 100
         config.points_redemption.max_share_bp = 5000
         self.configs[merchant] = config
@@ -205,9 +195,7 @@ class World:
     ) -> int:
         due_fen = list_fen - discount_fen
         tenders_fen = tenders_fen or {}
-        paid_fen = (
-            principal_fen + bonus_fen + points_value_fen + sum(tenders_fen.values())
-        )
+        paid_fen = principal_fen + bonus_fen + points_value_fen + sum(tenders_fen.values())
         assert paid_fen == due_fen, "the test's checkout does not add up"
         postings = [
             (f"store/{store}/sales", list_fen, FEN),
@@ -218,8 +206,7 @@ class World:
             (f"member/{member}/bonus", -bonus_fen, FEN),
         ]
         postings += [
-            (f"store/{store}/{method}", -amount, FEN)
-            for method, amount in tenders_fen.items()
+            (f"store/{store}/{method}", -amount, FEN) for method, amount in tenders_fen.items()
         ]
         postings += [
             ("merchant/points_redemption", -points_value_fen, FEN),
@@ -241,27 +228,20 @@ class World:
 
     def rows(self) -> list[tuple[str, bytes, bytes]]:
         """(database, key, value) of every record, encoded as docs/STORAGE.md says."""
-        rows = [
-            ("config", key(m, b""), c.SerializeToString())
-            for m, c in self.configs.items()
-        ]
+        rows = [("config", key(m, b""), c.SerializeToString()) for m, c in self.configs.items()]
         rows += [
-            ("members", key(m, u64(i)), r.SerializeToString())
-            for (m, i), r in self.members.items()
+            ("members", key(m, u64(i)), r.SerializeToString()) for (m, i), r in self.members.items()
         ]
         rows += [("phones", key(m, p), u64(i)) for (m, p), i in self.phones.items()]
         rows += [("cards", key(m, c), u64(i)) for (m, c), i in self.cards.items()]
         rows += [
-            ("accounts", key(m, a), r.SerializeToString())
-            for (m, a), r in self.accounts.items()
+            ("accounts", key(m, a), r.SerializeToString()) for (m, a), r in self.accounts.items()
         ]
         rows += [
-            ("ledger", key(m, u64(s)), e.SerializeToString())
-            for (m, s), e in self.ledger.items()
+            ("ledger", key(m, u64(s)), e.SerializeToString()) for (m, s), e in self.ledger.items()
         ]
         rows += [
-            ("requests", key(m, r), v.SerializeToString())
-            for (m, r), v in self.requests.items()
+            ("requests", key(m, r), v.SerializeToString()) for (m, r), v in self.requests.items()
         ]
         rows += [("counters", key(m, n), u64(v)) for (m, n), v in self.counters.items()]
         return rows
@@ -276,9 +256,7 @@ def build_world() -> World:
     second = world.register(M1, "13800000002", "李四")
     world.register(M1, "13800000003", "王五", card_no="CARD0003")
     world.recharge(M1, first, "S1", "cash", 10_000, 1_000)
-    world.checkout(
-        M1, first, "S1", 5_000, discount_fen=500, principal_fen=4_500, points_earned=45
-    )
+    world.checkout(M1, first, "S1", 5_000, discount_fen=500, principal_fen=4_500, points_earned=45)
     world.recharge(M1, second, "S2", "scan_pay", 20_000, 0)
     world.checkout(
         M1, first, "S2", 3_000, discount_fen=300, principal_fen=2_000, bonus_fen=655,
@@ -302,9 +280,7 @@ def build_world() -> World:
     )
     other = world.register(M2, "13900000001", "Bob", card_no="A1234")
     world.recharge(M2, other, "S9", "bank_card", 5_000, 500)
-    world.checkout(
-        M2, other, "S9", 800, principal_fen=300, bonus_fen=500, points_earned=8
-    )
+    world.checkout(M2, other, "S9", 800, principal_fen=300, bonus_fen=500, points_earned=8)
     return world
 
 
@@ -314,8 +290,7 @@ def write_world(world: World, path: Path) -> Path:
     try:
         with environment.begin(write=True) as transaction:
             databases = {
-                name: environment.open_db(name.encode(), txn=transaction)
-                for name in DATABASE_NAMES
+                name: environment.open_db(name.encode(), txn=transaction) for name in DATABASE_NAMES
             }
             for database, record_key, value in world.rows():
                 transaction.put(record_key, value, db=databases[database])
@@ -396,26 +371,20 @@ def test_json_output_parses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert document["problems"][0]["key"] == "accounts:member/1/principal"
 
 
-def test_text_output_lists_problems(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_text_output_lists_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     world = build_world()
     world.members[(M1, 2)].cumulative_spend_fen = 7
     path = write_world(world, tmp_path / "data")
     assert main_audit(str(path), as_json=False) == 1
     out = capsys.readouterr().out
     assert "FAILED: 1 problem\n" in out
-    assert (
-        "[7] m1 members:2: cumulative_spend_fen 7, CHECKOUT entries sum to 2000" in out
-    )
+    assert "[7] m1 members:2: cumulative_spend_fen 7, CHECKOUT entries sum to 2000" in out
 
 
 # --- unreadable environments ----------------------------------------------------------
 
 
-def test_missing_directory_exits_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_missing_directory_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main_audit(str(tmp_path / "nowhere"), as_json=False) == 2
     assert "not a directory" in capsys.readouterr().err
 

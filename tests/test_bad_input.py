@@ -33,8 +33,13 @@ def expect_error(call, code: grpc.StatusCode, reason: str) -> str:
 
 def state(client: Client) -> tuple:
     shown = client.get(phone=PHONE)
-    return (shown.balances.principal_fen, shown.balances.bonus_fen, shown.balances.points,
-            shown.member.cumulative_spend_fen, shown.member.level_code)  # fmt: skip
+    return (
+        shown.balances.principal_fen,
+        shown.balances.bonus_fen,
+        shown.balances.points,
+        shown.member.cumulative_spend_fen,
+        shown.member.level_code,
+    )
 
 
 BAD_CHECKOUTS = [
@@ -42,19 +47,35 @@ BAD_CHECKOUTS = [
     ("negative", dict(list_fen=-500), SC.INVALID_ARGUMENT, "AMOUNT_NOT_POSITIVE"),
     ("absurd", dict(list_fen=10**15), SC.INVALID_ARGUMENT, "AMOUNT_TOO_LARGE"),
     ("over balance", dict(list_fen=11_001), SC.FAILED_PRECONDITION, "INSUFFICIENT_BALANCE"),
-    ("points beyond balance", dict(list_fen=1_000, points=11), SC.FAILED_PRECONDITION,
-     "INSUFFICIENT_POINTS"),
+    (
+        "points beyond balance",
+        dict(list_fen=1_000, points=11),
+        SC.FAILED_PRECONDITION,
+        "INSUFFICIENT_POINTS",
+    ),
     ("points beyond cap", dict(list_fen=10, points=6), SC.INVALID_ARGUMENT, "POINTS_OVER_CAP"),
     ("negative points", dict(list_fen=1_000, points=-1), SC.INVALID_ARGUMENT, "POINTS_INVALID"),
-    ("short payments", dict(list_fen=1_000, tenders=[exact(PM.CASH, 999)]), SC.INVALID_ARGUMENT,
-     "PAYMENTS_MISMATCH"),
-    ("over payments", dict(list_fen=1_000, tenders=[exact(PM.CASH, 600), exact(PM.BANK_CARD, 500)]),
-     SC.INVALID_ARGUMENT, "PAYMENTS_MISMATCH"),
+    (
+        "short payments",
+        dict(list_fen=1_000, tenders=[exact(PM.CASH, 999)]),
+        SC.INVALID_ARGUMENT,
+        "PAYMENTS_MISMATCH",
+    ),
+    (
+        "over payments",
+        dict(list_fen=1_000, tenders=[exact(PM.CASH, 600), exact(PM.BANK_CARD, 500)]),
+        SC.INVALID_ARGUMENT,
+        "PAYMENTS_MISMATCH",
+    ),
     ("no tenders", dict(list_fen=1_000, tenders=[]), SC.INVALID_ARGUMENT, "PAYMENTS_MISMATCH"),
-    ("cash short", dict(list_fen=1_000, tenders=[take_rest(PM.CASH, cash_received_fen=999)]),
-     SC.INVALID_ARGUMENT, "CASH_RECEIVED_TOO_LOW"),
+    (
+        "cash short",
+        dict(list_fen=1_000, tenders=[take_rest(PM.CASH, cash_received_fen=999)]),
+        SC.INVALID_ARGUMENT,
+        "CASH_RECEIVED_TOO_LOW",
+    ),
     ("unknown store", dict(list_fen=1_000, store="S999"), SC.NOT_FOUND, "STORE_NOT_FOUND"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
@@ -113,10 +134,13 @@ def test_walk_in_cannot_use_stored_value_or_points(client: Client) -> None:
         ({"phone": "13800138001", "name": "   "}, SC.INVALID_ARGUMENT, "NAME_INVALID"),
         ({"phone": "13800138001", "card_no": "a b"}, SC.INVALID_ARGUMENT, "CARD_NUMBER_INVALID"),
         ({"phone": "13800138001", "store_code": "S404"}, SC.NOT_FOUND, "STORE_NOT_FOUND"),
-        ({"phone": "13800138001", "request_id": "x" * 65}, SC.INVALID_ARGUMENT,
-         "REQUEST_ID_INVALID"),
+        (
+            {"phone": "13800138001", "request_id": "x" * 65},
+            SC.INVALID_ARGUMENT,
+            "REQUEST_ID_INVALID",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_registration_registers_nobody(client: Client, fields, code, reason) -> None:
     phone = fields.pop("phone")
     expect_error(lambda: client.register(phone, **fields), code, reason)

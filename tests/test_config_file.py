@@ -135,12 +135,8 @@ def test_dump_writes_exact_strings() -> None:
                 upgrade_single_recharge_fen=1,
             )
         ],
-        recharge_bonus_rules=[
-            config_pb2.RechargeBonusRule(min_recharge_fen=10001, bonus_fen=5)
-        ],
-        points_redemption=config_pb2.PointsRedemption(
-            points_per_yuan=10, max_share_bp=3333
-        ),
+        recharge_bonus_rules=[config_pb2.RechargeBonusRule(min_recharge_fen=10001, bonus_fen=5)],
+        points_redemption=config_pb2.PointsRedemption(points_per_yuan=10, max_share_bp=3333),
     )
     text = dumps_config(config)
     assert 'discount = "7.25%"' in text
@@ -236,9 +232,7 @@ def test_toml_floats_are_rejected(key: str, value: str, advice: str) -> None:
 
 def test_float_money_in_rules_and_redemption() -> None:
     text = MINIMAL + '[[recharge_bonus_rules]]\nmin_recharge = 100.0\nbonus = "10"\n'
-    assert one_problem(text).startswith(
-        "recharge_bonus_rules[0].min_recharge: is a TOML float"
-    )
+    assert one_problem(text).startswith("recharge_bonus_rules[0].min_recharge: is a TOML float")
     text = MINIMAL + "[points_redemption]\npoints_per_yuan = 100\nmax_share = 0.5\n"
     assert "points_redemption.max_share: is a TOML float" in one_problem(text)
 
@@ -252,16 +246,11 @@ def test_unknown_keys_are_rejected_everywhere() -> None:
         "levels[0].discont: is not a known key (a typo?)",
         "levels[0].colour: is not a known key (a typo?)",
     ]
-    assert problems_of('nmae = "x"\n' + MINIMAL) == [
-        "nmae: is not a known key (a typo?)"
-    ]
+    assert problems_of('nmae = "x"\n' + MINIMAL) == ["nmae: is not a known key (a typo?)"]
     text = MINIMAL + '[[stores]]\ncode = "A"\nname = "A"\naddress = "x"\n'
     assert one_problem(text) == "stores[0].address: is not a known key (a typo?)"
     text = MINIMAL + "[points_redemption]\npoints_per_yuan = 1\nmax_shares = 1\n"
-    assert (
-        one_problem(text)
-        == "points_redemption.max_shares: is not a known key (a typo?)"
-    )
+    assert one_problem(text) == "points_redemption.max_shares: is not a known key (a typo?)"
     text = "version = 3\n" + MINIMAL
     assert one_problem(text) == "version: is not a known key (a typo?)"
 
@@ -413,16 +402,12 @@ def test_every_problem_is_reported_at_once() -> None:
         'levels[1].upgrade_cumulative_spend: is a TOML float (1.5); write amounts as strings like "58.50" or whole integers',
         "levels[1].typo: is not a known key (a typo?)",
     ]
-    with pytest.raises(
-        ConfigFileError, match=r"^test\.toml: 4 problems:\n  name: is required\n"
-    ):
+    with pytest.raises(ConfigFileError, match=r"^test\.toml: 4 problems:\n  name: is required\n"):
         loads_config(text, "test.toml")
 
 
 def test_problem_count_is_bounded() -> None:
-    text = MINIMAL + "".join(
-        f"[[stores]]\nx{index} = 1\n" for index in range(PROBLEMS_MAX + 10)
-    )
+    text = MINIMAL + "".join(f"[[stores]]\nx{index} = 1\n" for index in range(PROBLEMS_MAX + 10))
     problems = problems_of(text)
     assert len(problems) == PROBLEMS_MAX + 1
     assert problems[-1] == f"... and {3 * (PROBLEMS_MAX + 10) - PROBLEMS_MAX} more"
@@ -439,9 +424,7 @@ def test_load_config_errors_name_the_file(tmp_path: Path) -> None:
         load_config(missing)
     big = tmp_path / "big.toml"
     big.write_bytes(b"#" * (CONFIG_FILE_BYTES_MAX + 1))
-    with pytest.raises(
-        ConfigFileError, match=f"larger than {CONFIG_FILE_BYTES_MAX} bytes"
-    ):
+    with pytest.raises(ConfigFileError, match=f"larger than {CONFIG_FILE_BYTES_MAX} bytes"):
         load_config(big)
     latin = tmp_path / "latin.toml"
     latin.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
@@ -449,9 +432,7 @@ def test_load_config_errors_name_the_file(tmp_path: Path) -> None:
         load_config(latin)
     bad = tmp_path / "bad.toml"
     bad.write_text(with_level(discount="0.1"), encoding="utf-8")
-    with pytest.raises(
-        ConfigFileError, match=r"bad\.toml: levels\[1\]\.discount: is a TOML float"
-    ):
+    with pytest.raises(ConfigFileError, match=r"bad\.toml: levels\[1\]\.discount: is a TOML float"):
         load_config(bad)
 
 

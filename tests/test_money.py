@@ -119,9 +119,7 @@ def test_parse_fixed_point(text: str, decimals: int, value: int) -> None:
 
 
 def test_parse_fixed_point_names_the_value() -> None:
-    with pytest.raises(
-        ValueError, match=r"^discount '1\.2345' has more than 3 decimals$"
-    ):
+    with pytest.raises(ValueError, match=r"^discount '1\.2345' has more than 3 decimals$"):
         parse_fixed_point("1.2345", 3, what="discount")
     with pytest.raises(ValueError, match="more than 0 decimals"):
         parse_fixed_point("1.5", 0)
@@ -147,9 +145,7 @@ def test_format_fen(fen: int, text: str) -> None:
     assert format_fen(fen) == text
 
 
-@pytest.mark.parametrize(
-    "fen", [0, 1, 9, 10, 99, 100, 101, 5850, 123456789, 10**17 - 1]
-)
+@pytest.mark.parametrize("fen", [0, 1, 9, 10, 99, 100, 101, 5850, 123456789, 10**17 - 1])
 def test_format_then_parse_round_trips(fen: int) -> None:
     assert parse_yuan(format_fen(fen)) == fen
 

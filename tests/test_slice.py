@@ -67,8 +67,9 @@ def test_recharge_with_bonus_then_discounted_checkout_with_points(client: Client
     assert first.ledger_seq == recharged.ledger_seq + 1
 
     # ¥1000 of spend reaches silver in the crossing checkout; the discount starts after it.
-    big = client.checkout(94_150, tenders=[take_rest(PM.STORED_VALUE), take_rest(PM.CASH)],
-                          member_id=1)  # fmt: skip
+    big = client.checkout(
+        94_150, tenders=[take_rest(PM.STORED_VALUE), take_rest(PM.CASH)], member_id=1
+    )
     assert big.discount_fen == 0
     assert [(p.method, p.amount_fen) for p in big.payments] == [
         (PM.STORED_VALUE, 56_150),
@@ -79,8 +80,12 @@ def test_recharge_with_bonus_then_discounted_checkout_with_points(client: Client
 
     # Silver: 5% off ¥100.01 = ¥95.0095 -> ¥95.01; 50 points pay ¥0.50; cash pays the rest.
     client.recharge(10_000, phone="13800138000")  # +¥20 bonus
-    silver = client.checkout(10_001, points=50, tenders=[exact(PM.STORED_VALUE, 9_000),
-                             take_rest(PM.CASH, cash_received_fen=1_000)], phone="13800138000")  # fmt: skip
+    silver = client.checkout(
+        10_001,
+        points=50,
+        tenders=[exact(PM.STORED_VALUE, 9_000), take_rest(PM.CASH, cash_received_fen=1_000)],
+        phone="13800138000",
+    )
     assert (silver.discount_bp, silver.discount_fen, silver.amount_due_fen) == (500, 500, 9_501)
     assert (silver.points_redeemed, silver.points_value_fen) == (50, 50)
     cash = silver.payments[1]

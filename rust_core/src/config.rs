@@ -69,7 +69,13 @@ pub fn read(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str) -> Result<MerchantConfig
 }
 
 /// Applies a new config: validated whole, never removing a level members may hold.
-pub fn apply(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, request: ApplyConfigRequest, now_ms: i64) -> Result<ApplyConfigResponse> {
+pub fn apply(
+    dbs: &Dbs,
+    txn: &mut RwTxn<'_>,
+    merchant: &str,
+    request: ApplyConfigRequest,
+    now_ms: i64,
+) -> Result<ApplyConfigResponse> {
     let Some(mut config) = request.config else {
         return fail(Kind::ConfigInvalid, "config is missing");
     };
@@ -79,7 +85,10 @@ pub fn apply(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, request: ApplyConfi
     if let Some(previous) = &previous {
         for level in &previous.levels {
             if !config.levels.iter().any(|l| l.code == level.code) {
-                return fail(Kind::LevelInUse, format!("level {:?} cannot be removed: members may hold it", level.code));
+                return fail(
+                    Kind::LevelInUse,
+                    format!("level {:?} cannot be removed: members may hold it", level.code),
+                );
             }
         }
     }
@@ -139,12 +148,16 @@ pub fn validate_levels(levels: &[Level]) -> Result<()> {
         }
         if position == 0 {
             if thresholds(level) != [0, 0, 0] {
-                return fail(Kind::ConfigInvalid, "the first level is where members start: it has no upgrade thresholds");
+                return fail(
+                    Kind::ConfigInvalid,
+                    "the first level is where members start: it has no upgrade thresholds",
+                );
             }
             continue;
         }
         let below = &levels[position - 1];
-        let not_worse = level.discount_bp >= below.discount_bp && level.milli_points_per_yuan >= below.milli_points_per_yuan;
+        let not_worse =
+            level.discount_bp >= below.discount_bp && level.milli_points_per_yuan >= below.milli_points_per_yuan;
         let better = level.discount_bp > below.discount_bp || level.milli_points_per_yuan > below.milli_points_per_yuan;
         if !(not_worse && better) {
             return fail(
@@ -155,7 +168,10 @@ pub fn validate_levels(levels: &[Level]) -> Result<()> {
         for (index, threshold) in thresholds(level).into_iter().enumerate() {
             let lower = levels[..position].iter().map(|l| thresholds(l)[index]).max().unwrap_or(0);
             if threshold != 0 && threshold <= lower {
-                return fail(Kind::ConfigInvalid, format!("level {:?} thresholds must rise above the levels below", level.code));
+                return fail(
+                    Kind::ConfigInvalid,
+                    format!("level {:?} thresholds must rise above the levels below", level.code),
+                );
             }
         }
     }
@@ -171,7 +187,10 @@ fn validate_level(level: &Level) -> Result<()> {
         return fail(Kind::ConfigInvalid, format!("level {:?} discount_bp must be 0-9999", level.code));
     }
     if !(0..=MILLI_POINTS_PER_YUAN_MAX).contains(&level.milli_points_per_yuan) {
-        return fail(Kind::ConfigInvalid, format!("level {:?} points rate must be 0-{MILLI_POINTS_PER_YUAN_MAX}", level.code));
+        return fail(
+            Kind::ConfigInvalid,
+            format!("level {:?} points rate must be 0-{MILLI_POINTS_PER_YUAN_MAX}", level.code),
+        );
     }
     if thresholds(level).iter().any(|t| !(0..=crate::money::BALANCE_FEN_MAX).contains(t)) {
         return fail(Kind::ConfigInvalid, format!("level {:?} thresholds out of range", level.code));
@@ -188,12 +207,19 @@ fn validate_bonus_rules(config: &MerchantConfig) -> Result<()> {
         return fail(Kind::ConfigInvalid, format!("at most {BONUS_RULES_MAX} recharge bonus rules"));
     }
     for (position, rule) in config.recharge_bonus_rules.iter().enumerate() {
-        let valid = (1..=AMOUNT_FEN_MAX).contains(&rule.min_recharge_fen) && (1..=AMOUNT_FEN_MAX).contains(&rule.bonus_fen);
+        let valid =
+            (1..=AMOUNT_FEN_MAX).contains(&rule.min_recharge_fen) && (1..=AMOUNT_FEN_MAX).contains(&rule.bonus_fen);
         if !valid {
-            return fail(Kind::ConfigInvalid, format!("recharge bonus rule {position}: amounts must be 1-{AMOUNT_FEN_MAX} fen"));
+            return fail(
+                Kind::ConfigInvalid,
+                format!("recharge bonus rule {position}: amounts must be 1-{AMOUNT_FEN_MAX} fen"),
+            );
         }
         if config.recharge_bonus_rules[..position].iter().any(|r| r.min_recharge_fen == rule.min_recharge_fen) {
-            return fail(Kind::ConfigInvalid, format!("two recharge bonus rules start at {} fen", rule.min_recharge_fen));
+            return fail(
+                Kind::ConfigInvalid,
+                format!("two recharge bonus rules start at {} fen", rule.min_recharge_fen),
+            );
         }
     }
     Ok(())

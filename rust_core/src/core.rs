@@ -80,7 +80,8 @@ impl Options {
 /// Upper bounds of the batch-size histogram buckets (requests).
 pub const BATCH_SIZE_BOUNDS: [u64; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
 /// Upper bounds of the commit-latency histogram buckets (microseconds).
-pub const COMMIT_MICROS_BOUNDS: [u64; 12] = [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000];
+pub const COMMIT_MICROS_BOUNDS: [u64; 12] =
+    [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000];
 
 /// Counters the writer keeps for /metrics. Buckets are not cumulative; the last one of
 /// each histogram counts what is above every bound.
@@ -152,7 +153,11 @@ impl Core {
             .name("mms-writer".into())
             .spawn(move || run_writer(&writer_shared, &receiver, batch_max))
             .map_err(|e| CoreError::new(Kind::Storage, format!("cannot start the writer: {e}")))?;
-        Ok(Core { shared: RwLock::new(Some(shared)), sender: Mutex::new(Some(sender)), writer: Mutex::new(Some(writer)) })
+        Ok(Core {
+            shared: RwLock::new(Some(shared)),
+            sender: Mutex::new(Some(sender)),
+            writer: Mutex::new(Some(writer)),
+        })
     }
 
     fn shared(&self) -> Result<Arc<Shared>> {
@@ -178,7 +183,9 @@ impl Core {
         let job = Job { merchant: merchant.to_owned(), decoded, reply };
         match sender.try_send(job) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => return fail(Kind::QueueFull, "the writer queue is full; retry with the same request_id"),
+            Err(TrySendError::Full(_)) => {
+                return fail(Kind::QueueFull, "the writer queue is full; retry with the same request_id")
+            }
             Err(TrySendError::Disconnected(_)) => return fail(Kind::ShuttingDown, "the engine is shutting down"),
         }
         answer.recv().unwrap_or_else(|_| fail(Kind::ShuttingDown, "the writer stopped before answering"))
@@ -205,7 +212,8 @@ impl Core {
             .env
             .copy_to_path(&path, CompactionOption::Enabled)
             .map_err(|e| CoreError::new(Kind::BackupFailed, format!("copy to {} failed: {e}", path.display())))?;
-        file.sync_all().map_err(|e| CoreError::new(Kind::BackupFailed, format!("sync of {} failed: {e}", path.display())))?;
+        file.sync_all()
+            .map_err(|e| CoreError::new(Kind::BackupFailed, format!("sync of {} failed: {e}", path.display())))?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         Ok((path, size))
     }
@@ -226,7 +234,10 @@ impl Core {
         let shared = self.shared()?;
         let info = shared.env.info();
         let page_size = u64::from(shared.env.unnamed_database_stat().page_size);
-        Ok(MapUsage { map_size_bytes: info.map_size as u64, used_bytes: (info.last_page_number as u64 + 1) * page_size })
+        Ok(MapUsage {
+            map_size_bytes: info.map_size as u64,
+            used_bytes: (info.last_page_number as u64 + 1) * page_size,
+        })
     }
 
     /// Stops taking requests, lets the writer finish every queued one, and closes the
@@ -267,7 +278,8 @@ impl Drop for Core {
 }
 
 fn prepare_backup_dir(destination_dir: &Path) -> Result<()> {
-    let backup_error = |e: std::io::Error| CoreError::new(Kind::BackupFailed, format!("{}: {e}", destination_dir.display()));
+    let backup_error =
+        |e: std::io::Error| CoreError::new(Kind::BackupFailed, format!("{}: {e}", destination_dir.display()));
     if destination_dir.exists() {
         let mut entries = std::fs::read_dir(destination_dir).map_err(backup_error)?;
         if entries.next().is_some() {

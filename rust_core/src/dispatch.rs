@@ -25,8 +25,14 @@ pub enum Method {
     Checkout,
 }
 
-pub const METHODS: [Method; 6] =
-    [Method::ApplyConfig, Method::GetConfig, Method::RegisterMember, Method::GetMember, Method::Recharge, Method::Checkout];
+pub const METHODS: [Method; 6] = [
+    Method::ApplyConfig,
+    Method::GetConfig,
+    Method::RegisterMember,
+    Method::GetMember,
+    Method::Recharge,
+    Method::Checkout,
+];
 
 impl Method {
     pub fn full_name(self) -> &'static str {
@@ -121,7 +127,14 @@ pub fn replay(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, decoded: &Decoded) -> 
 
 /// Runs a decoded request. On success the request record is written in the same
 /// transaction as the effects; the caller records deterministic failures itself.
-pub fn execute(dbs: &Dbs, txn: &mut RwTxn<'_>, cache: &mut Cache, merchant: &str, now_ms: i64, decoded: &Decoded) -> Result<Vec<u8>> {
+pub fn execute(
+    dbs: &Dbs,
+    txn: &mut RwTxn<'_>,
+    cache: &mut Cache,
+    merchant: &str,
+    now_ms: i64,
+    decoded: &Decoded,
+) -> Result<Vec<u8>> {
     let (response, ledger_seq) = match &decoded.body {
         Body::ApplyConfig(request) => {
             let response = config::apply(dbs, txn, merchant, request.clone(), now_ms)?;
@@ -159,7 +172,14 @@ pub fn execute(dbs: &Dbs, txn: &mut RwTxn<'_>, cache: &mut Cache, merchant: &str
 }
 
 /// Keeps a deterministic failure as the request's first answer.
-pub fn record_failure(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, now_ms: i64, decoded: &Decoded, error: &CoreError) -> Result<()> {
+pub fn record_failure(
+    dbs: &Dbs,
+    txn: &mut RwTxn<'_>,
+    merchant: &str,
+    now_ms: i64,
+    decoded: &Decoded,
+    error: &CoreError,
+) -> Result<()> {
     let record = RequestRecord {
         method: decoded.method.full_name().to_owned(),
         request: decoded.canonical.clone(),

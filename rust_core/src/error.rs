@@ -192,10 +192,9 @@ impl Kind {
     /// kept as a request's first answer; a full map or a shutdown is worth a retry.
     pub fn is_deterministic(self) -> bool {
         match self.status() {
-            Status::InvalidArgument
-            | Status::NotFound
-            | Status::FailedPrecondition
-            | Status::AlreadyExists => self != Kind::RequestIdReused,
+            Status::InvalidArgument | Status::NotFound | Status::FailedPrecondition | Status::AlreadyExists => {
+                self != Kind::RequestIdReused
+            }
             Status::ResourceExhausted | Status::Unavailable | Status::Internal => false,
         }
     }
@@ -237,9 +236,7 @@ impl std::error::Error for CoreError {}
 impl From<heed::Error> for CoreError {
     fn from(error: heed::Error) -> CoreError {
         match error {
-            heed::Error::Mdb(heed::MdbError::MapFull) => {
-                CoreError::new(Kind::StorageFull, "the LMDB map is full")
-            }
+            heed::Error::Mdb(heed::MdbError::MapFull) => CoreError::new(Kind::StorageFull, "the LMDB map is full"),
             other => CoreError::new(Kind::Storage, format!("LMDB: {other}")),
         }
     }

@@ -80,8 +80,10 @@ impl Journal {
 
 fn apply_posting(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, posting: &Posting, seq: u64) -> Result<()> {
     let key = store::key(merchant, posting.account.as_bytes());
-    let mut account = store::get_record::<AccountRecord>(&dbs.accounts, txn, &key)?.unwrap_or_else(|| {
-        AccountRecord { account: posting.account.clone(), unit: posting.unit, ..Default::default() }
+    let mut account = store::get_record::<AccountRecord>(&dbs.accounts, txn, &key)?.unwrap_or_else(|| AccountRecord {
+        account: posting.account.clone(),
+        unit: posting.unit,
+        ..Default::default()
     });
     assert_eq!(account.unit, posting.unit, "account {} used with two units", posting.account);
     account.balance = account.balance.checked_add(posting.amount).expect("balances are bounded far below i64");

@@ -6,11 +6,20 @@ use crate::config::Loaded;
 use crate::error::{fail, Kind, Result};
 use crate::ledger;
 use crate::proto::member_ref::Key as MemberKey;
-use crate::proto::{Balances, GetMemberRequest, GetMemberResponse, Member, MemberRef, RegisterMemberRequest, RegisterMemberResponse};
+use crate::proto::{
+    Balances, GetMemberRequest, GetMemberResponse, Member, MemberRef, RegisterMemberRequest, RegisterMemberResponse,
+};
 use crate::store::{self, Dbs};
 use crate::validate;
 
-pub fn register(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, config: &Loaded, request: RegisterMemberRequest, now_ms: i64) -> Result<RegisterMemberResponse> {
+pub fn register(
+    dbs: &Dbs,
+    txn: &mut RwTxn<'_>,
+    merchant: &str,
+    config: &Loaded,
+    request: RegisterMemberRequest,
+    now_ms: i64,
+) -> Result<RegisterMemberResponse> {
     let phone = validate::phone(&request.phone)?;
     let name = validate::person_name(&request.name)?;
     if !request.card_no.is_empty() {
@@ -53,12 +62,16 @@ pub fn find(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, reference: Option<&Membe
         Some(MemberKey::Phone(phone)) => {
             validate::phone(phone)?;
             let found = store::get_u64(&dbs.phones, txn, &store::key(merchant, phone.as_bytes()))?;
-            found.ok_or_else(|| crate::error::CoreError::new(Kind::MemberNotFound, format!("no member with phone {phone}")))?
+            found.ok_or_else(|| {
+                crate::error::CoreError::new(Kind::MemberNotFound, format!("no member with phone {phone}"))
+            })?
         }
         Some(MemberKey::CardNo(card)) => {
             validate::card_number(card)?;
             let found = store::get_u64(&dbs.cards, txn, &store::key(merchant, card.as_bytes()))?;
-            found.ok_or_else(|| crate::error::CoreError::new(Kind::MemberNotFound, format!("no member with card {card}")))?
+            found.ok_or_else(|| {
+                crate::error::CoreError::new(Kind::MemberNotFound, format!("no member with card {card}"))
+            })?
         }
     };
     match store::get_record::<Member>(&dbs.members, txn, &store::key_u64(merchant, member_id))? {
@@ -82,6 +95,7 @@ pub fn get(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, request: GetMemberRequest
     let member = find(dbs, txn, merchant, request.member.as_ref())?;
     let balances = balances(dbs, txn, merchant, member.member_id)?;
     let config = crate::config::read(dbs, txn, merchant)?;
-    let level_name = config.levels.iter().find(|l| l.code == member.level_code).map(|l| l.name.clone()).unwrap_or_default();
+    let level_name =
+        config.levels.iter().find(|l| l.code == member.level_code).map(|l| l.name.clone()).unwrap_or_default();
     Ok(GetMemberResponse { member: Some(member), balances: Some(balances), level_name })
 }

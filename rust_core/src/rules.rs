@@ -36,7 +36,12 @@ pub fn recharge_bonus(rules: &[RechargeBonusRule], amount_fen: i64) -> i64 {
 }
 
 /// How a stored-value payment draws on principal and bonus. Returns (principal, bonus).
-pub fn split_stored_value(amount_fen: i64, principal_fen: i64, bonus_fen: i64, order: SpendOrder) -> Result<(i64, i64)> {
+pub fn split_stored_value(
+    amount_fen: i64,
+    principal_fen: i64,
+    bonus_fen: i64,
+    order: SpendOrder,
+) -> Result<(i64, i64)> {
     assert!(amount_fen >= 0 && principal_fen >= 0 && bonus_fen >= 0);
     if amount_fen > principal_fen + bonus_fen {
         return fail(

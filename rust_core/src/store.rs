@@ -59,8 +59,7 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
             for name in DATABASE_NAMES {
                 created.push(opener.create_database::<Bytes, Bytes>(wtxn, Some(name))?);
             }
-            let array: [Database<'_, Bytes, Bytes>; 8] =
-                created.try_into().expect("one database per name");
+            let array: [Database<'_, Bytes, Bytes>; 8] = created.try_into().expect("one database per name");
             Ok(CommitOrAbort::<_, ()>::Commit(array))
         })?
         .commit()
@@ -105,9 +104,8 @@ pub fn put_record<M: Message>(db: &Db, txn: &mut RwTxn<'_>, key: &[u8], record: 
 pub fn get_u64(db: &Db, txn: &RoTxn<'_>, key: &[u8]) -> Result<Option<u64>> {
     match db.get(txn, key)? {
         Some(bytes) => {
-            let array: [u8; 8] = bytes
-                .try_into()
-                .map_err(|_| CoreError::new(Kind::CorruptRecord, "u64 value is not 8 bytes"))?;
+            let array: [u8; 8] =
+                bytes.try_into().map_err(|_| CoreError::new(Kind::CorruptRecord, "u64 value is not 8 bytes"))?;
             Ok(Some(u64::from_be_bytes(array)))
         }
         None => Ok(None),

@@ -6,7 +6,10 @@ use crate::config::Loaded;
 use crate::error::{fail, Kind, Result};
 use crate::ledger::{self, Journal};
 use crate::money::{self, BALANCE_FEN_MAX, POINTS_MAX};
-use crate::proto::{Balances, CheckoutRequest, CheckoutResponse, EntryKind, LedgerEntry, Member, Payment, PaymentMethod, RechargeRequest, RechargeResponse, Tender};
+use crate::proto::{
+    Balances, CheckoutRequest, CheckoutResponse, EntryKind, LedgerEntry, Member, Payment, PaymentMethod,
+    RechargeRequest, RechargeResponse, Tender,
+};
 use crate::rules::{self, Progress};
 use crate::store::{self, Dbs};
 use crate::{members, validate};
@@ -42,7 +45,11 @@ fn external_method(raw: i32, default: PaymentMethod) -> Result<PaymentMethod> {
     }
 }
 
-pub fn recharge(context: &Context<'_>, txn: &mut RwTxn<'_>, request: RechargeRequest) -> Result<(RechargeResponse, u64)> {
+pub fn recharge(
+    context: &Context<'_>,
+    txn: &mut RwTxn<'_>,
+    request: RechargeRequest,
+) -> Result<(RechargeResponse, u64)> {
     let amount_fen = money::check_amount(request.amount_fen, "recharge amount")?;
     let method = external_method(request.method, PaymentMethod::Cash)?;
     validate::external_ref(&request.external_ref)?;
@@ -61,7 +68,8 @@ pub fn recharge(context: &Context<'_>, txn: &mut RwTxn<'_>, request: RechargeReq
     journal.fen(ledger::member_bonus(id), bonus_fen);
     journal.fen(ledger::RECHARGE_BONUS.to_owned(), -bonus_fen);
 
-    member.cumulative_recharge_fen = money::add_within(member.cumulative_recharge_fen, amount_fen, i64::MAX, "cumulative recharge")?;
+    member.cumulative_recharge_fen =
+        money::add_within(member.cumulative_recharge_fen, amount_fen, i64::MAX, "cumulative recharge")?;
     let progress = Progress {
         cumulative_spend_fen: member.cumulative_spend_fen,
         cumulative_recharge_fen: member.cumulative_recharge_fen,
@@ -111,7 +119,11 @@ struct Buyer {
     level_position: usize,
 }
 
-pub fn checkout(context: &Context<'_>, txn: &mut RwTxn<'_>, request: CheckoutRequest) -> Result<(CheckoutResponse, u64)> {
+pub fn checkout(
+    context: &Context<'_>,
+    txn: &mut RwTxn<'_>,
+    request: CheckoutRequest,
+) -> Result<(CheckoutResponse, u64)> {
     let list_fen = money::check_amount(request.list_amount_fen, "list amount")?;
     let store_code = context.config.store_code(&request.store_code)?.to_owned();
     let (dbs, merchant) = (context.dbs, context.merchant);
@@ -127,7 +139,8 @@ pub fn checkout(context: &Context<'_>, txn: &mut RwTxn<'_>, request: CheckoutReq
     let level = buyer.as_ref().map(|b| &context.config.levels()[b.level_position]);
     let discount_bp = level.map_or(0, |l| l.discount_bp);
     let (due_fen, discount_fen) = money::apply_discount(list_fen, discount_bp);
-    let (points_redeemed, points_value_fen) = redeem_points(context.config, buyer.as_ref(), request.points_to_redeem, due_fen)?;
+    let (points_redeemed, points_value_fen) =
+        redeem_points(context.config, buyer.as_ref(), request.points_to_redeem, due_fen)?;
     let to_pay_fen = due_fen - points_value_fen;
     let stored_value_fen = buyer.as_ref().map(|b| b.balances.principal_fen + b.balances.bonus_fen);
     let mut payments = resolve_tenders(&request.tenders, to_pay_fen, stored_value_fen)?;
@@ -165,7 +178,8 @@ pub fn checkout(context: &Context<'_>, txn: &mut RwTxn<'_>, request: CheckoutReq
         journal.points(ledger::member_points(id), points_earned - points_redeemed);
         journal.points(ledger::POINTS_ISSUED.to_owned(), points_redeemed - points_earned);
         money::add_within(buyer.balances.points - points_redeemed, points_earned, POINTS_MAX, "points balance")?;
-        buyer.member.cumulative_spend_fen = money::add_within(buyer.member.cumulative_spend_fen, due_fen, i64::MAX, "cumulative spend")?;
+        buyer.member.cumulative_spend_fen =
+            money::add_within(buyer.member.cumulative_spend_fen, due_fen, i64::MAX, "cumulative spend")?;
         let progress = Progress {
             cumulative_spend_fen: buyer.member.cumulative_spend_fen,
             cumulative_recharge_fen: buyer.member.cumulative_recharge_fen,
@@ -242,9 +256,17 @@ pub fn resolve_tenders(tenders: &[Tender], to_pay_fen: i64, stored_value_fen: Op
     Ok(payments)
 }
 
-fn resolve_tender(tender: &Tender, remaining: i64, is_last: bool, stored_value_fen: Option<i64>, earlier: &[Payment]) -> Result<Payment> {
+fn resolve_tender(
+    tender: &Tender,
+    remaining: i64,
+    is_last: bool,
+    stored_value_fen: Option<i64>,
+    earlier: &[Payment],
+) -> Result<Payment> {
     let method = match PaymentMethod::try_from(tender.method) {
-        Ok(PaymentMethod::Unspecified) | Err(_) => return fail(Kind::PaymentMethodInvalid, format!("tender has no valid method ({})", tender.method)),
+        Ok(PaymentMethod::Unspecified) | Err(_) => {
+            return fail(Kind::PaymentMethodInvalid, format!("tender has no valid method ({})", tender.method))
+        }
         Ok(method) => method,
     };
     validate::external_ref(&tender.external_ref)?;
@@ -267,11 +289,17 @@ fn resolve_tender(tender: &Tender, remaining: i64, is_last: bool, stored_value_f
         money::check_amount(tender.amount_fen, "tender amount")?
     };
     if amount_fen > remaining {
-        return fail(Kind::PaymentsMismatch, format!("tenders exceed the amount to pay by {} fen", amount_fen - remaining));
+        return fail(
+            Kind::PaymentsMismatch,
+            format!("tenders exceed the amount to pay by {} fen", amount_fen - remaining),
+        );
     }
     if let (true, Some(available)) = (stored_value, stored_value_fen) {
         if amount_fen > available {
-            return fail(Kind::InsufficientBalance, format!("stored value is {available} fen, {amount_fen} fen needed"));
+            return fail(
+                Kind::InsufficientBalance,
+                format!("stored value is {available} fen, {amount_fen} fen needed"),
+            );
         }
     }
     let (cash_received_fen, change_fen) = cash_change(tender, method, amount_fen)?;
@@ -296,20 +324,33 @@ fn cash_change(tender: &Tender, method: PaymentMethod, amount_fen: i64) -> Resul
     }
     let received = money::check_amount(tender.cash_received_fen, "cash received")?;
     if received < amount_fen {
-        return fail(Kind::CashReceivedTooLow, format!("cash received {received} fen is less than {amount_fen} fen due"));
+        return fail(
+            Kind::CashReceivedTooLow,
+            format!("cash received {received} fen is less than {amount_fen} fen due"),
+        );
     }
     Ok((received, received - amount_fen))
 }
 
-fn post_payment(config: &Loaded, journal: &mut Journal, buyer: Option<&Buyer>, store_code: &str, payment: &mut Payment) -> Result<()> {
+fn post_payment(
+    config: &Loaded,
+    journal: &mut Journal,
+    buyer: Option<&Buyer>,
+    store_code: &str,
+    payment: &mut Payment,
+) -> Result<()> {
     let method = PaymentMethod::try_from(payment.method).expect("resolved tenders have valid methods");
     if method != PaymentMethod::StoredValue {
         journal.fen(takings_account(store_code, method), -payment.amount_fen);
         return Ok(());
     }
     let buyer = buyer.expect("stored value was checked to have a member");
-    let (principal_fen, bonus_fen) =
-        rules::split_stored_value(payment.amount_fen, buyer.balances.principal_fen, buyer.balances.bonus_fen, config.spend_order())?;
+    let (principal_fen, bonus_fen) = rules::split_stored_value(
+        payment.amount_fen,
+        buyer.balances.principal_fen,
+        buyer.balances.bonus_fen,
+        config.spend_order(),
+    )?;
     payment.principal_fen = principal_fen;
     payment.bonus_fen = bonus_fen;
     journal.fen(ledger::member_principal(buyer.member.member_id), -principal_fen);

@@ -17,10 +17,7 @@ pub fn merchant_id(merchant: &str) -> Result<&str> {
         && merchant.len() <= MERCHANT_ID_BYTES_MAX
         && merchant.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if !valid {
-        return fail(
-            Kind::MerchantInvalid,
-            format!("merchant id must be 1-{MERCHANT_ID_BYTES_MAX} of [a-z0-9_-]"),
-        );
+        return fail(Kind::MerchantInvalid, format!("merchant id must be 1-{MERCHANT_ID_BYTES_MAX} of [a-z0-9_-]"));
     }
     Ok(merchant)
 }
@@ -57,10 +54,7 @@ pub fn person_name(name: &str) -> Result<String> {
     let trimmed = name.trim();
     let count = trimmed.chars().count();
     if count == 0 || count > NAME_CHARS_MAX {
-        return fail(
-            Kind::NameInvalid,
-            format!("name must be 1-{NAME_CHARS_MAX} characters, got {count}"),
-        );
+        return fail(Kind::NameInvalid, format!("name must be 1-{NAME_CHARS_MAX} characters, got {count}"));
     }
     if trimmed.chars().any(char::is_control) {
         return fail(Kind::NameInvalid, "name must not contain control characters");
@@ -89,7 +83,10 @@ pub fn code(code: &str, what: &str) -> Result<()> {
         && code.len() <= CODE_BYTES_MAX
         && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if !valid {
-        return fail(Kind::ConfigInvalid, format!("{what} code {:?} must be 1-{CODE_BYTES_MAX} of [A-Za-z0-9_-]", truncate(code)));
+        return fail(
+            Kind::ConfigInvalid,
+            format!("{what} code {:?} must be 1-{CODE_BYTES_MAX} of [A-Za-z0-9_-]", truncate(code)),
+        );
     }
     Ok(())
 }
@@ -122,7 +119,16 @@ mod tests {
     fn phones() {
         assert!(phone("13800138000").is_ok());
         assert!(phone("19912345678").is_ok());
-        for bad in ["", "1380013800", "138001380000", "12800138000", "23800138000", "1380013800a", "+8613800138000", "１３８００１３８０００"] {
+        for bad in [
+            "",
+            "1380013800",
+            "138001380000",
+            "12800138000",
+            "23800138000",
+            "1380013800a",
+            "+8613800138000",
+            "１３８００１３８０００",
+        ] {
             assert_eq!(phone(bad).unwrap_err().kind, Kind::PhoneMalformed, "{bad}");
         }
     }

@@ -35,7 +35,10 @@ fn level(code: &str, discount_bp: i32, milli_points: i64, spend: i64, recharge: 
 fn demo_config() -> MerchantConfig {
     MerchantConfig {
         name: "示例 Demo".into(),
-        stores: vec![Store { code: "S001".into(), name: "总店".into() }, Store { code: "S002".into(), name: "东区店".into() }],
+        stores: vec![
+            Store { code: "S001".into(), name: "总店".into() },
+            Store { code: "S002".into(), name: "东区店".into() },
+        ],
         levels: vec![
             level("regular", 0, 1000, 0, 0),
             level("silver", 500, 1200, 50_000, 100_000),
@@ -66,7 +69,12 @@ impl Harness {
         let path = scratch_dir(name);
         let core = Core::open(Options::new(&path)).expect("open");
         let mut harness = Harness { core, path, next_request: 0 };
-        harness.call::<ApplyConfigResponse>("/mms.v1.ConfigService/ApplyConfig", ApplyConfigRequest { request_id: String::new(), config: Some(config) }).unwrap();
+        harness
+            .call::<ApplyConfigResponse>(
+                "/mms.v1.ConfigService/ApplyConfig",
+                ApplyConfigRequest { request_id: String::new(), config: Some(config) },
+            )
+            .unwrap();
         harness
     }
 
@@ -76,7 +84,11 @@ impl Harness {
     }
 
     /// Sends a request, filling in a fresh request_id when it has none.
-    fn call<R: Message + Default>(&mut self, method: &str, request: impl Message + Clone + WithRequestId) -> Result<R, mms_core::CoreError> {
+    fn call<R: Message + Default>(
+        &mut self,
+        method: &str,
+        request: impl Message + Clone + WithRequestId,
+    ) -> Result<R, mms_core::CoreError> {
         let mut request = request;
         if request.request_id().is_empty() {
             let id = self.request_id();
@@ -87,7 +99,12 @@ impl Harness {
     }
 
     fn register(&mut self, phone: &str, card: &str) -> Member {
-        let request = RegisterMemberRequest { phone: phone.into(), name: "张三".into(), card_no: card.into(), ..Default::default() };
+        let request = RegisterMemberRequest {
+            phone: phone.into(),
+            name: "张三".into(),
+            card_no: card.into(),
+            ..Default::default()
+        };
         let response: RegisterMemberResponse = self.call("/mms.v1.MemberService/RegisterMember", request).unwrap();
         response.member.unwrap()
     }
@@ -156,7 +173,8 @@ fn recharge_then_checkout_settles_to_the_fen() {
     assert_eq!(recharged.balances, Some(Balances { principal_fen: 10_000, bonus_fen: 2_000, points: 0 }));
 
     // ¥58.50 at the regular level (no discount), paid by stored value.
-    let request = checkout_request(stored_value(Key::CardNo("C0001".into())), 5_850, 0, vec![pay(PaymentMethod::StoredValue)]);
+    let request =
+        checkout_request(stored_value(Key::CardNo("C0001".into())), 5_850, 0, vec![pay(PaymentMethod::StoredValue)]);
     let out: CheckoutResponse = h.call(CHECKOUT, request).unwrap();
     assert_eq!((out.discount_fen, out.amount_due_fen), (0, 5_850));
     assert_eq!(out.payments.len(), 1);
@@ -190,7 +208,12 @@ fn upgrade_happens_in_the_crossing_transaction_and_discount_applies_after() {
     assert!(recharged.level_upgraded);
     assert_eq!((recharged.level_before.as_str(), recharged.level_after.as_str()), ("regular", "silver"));
     // silver: 5% off, rounded half up: 1,001 fen -> 950.95 -> 951
-    let request = checkout_request(stored_value(Key::Phone("13900139000".into())), 1_001, 0, vec![pay(PaymentMethod::StoredValue)]);
+    let request = checkout_request(
+        stored_value(Key::Phone("13900139000".into())),
+        1_001,
+        0,
+        vec![pay(PaymentMethod::StoredValue)],
+    );
     let out: CheckoutResponse = h.call(CHECKOUT, request).unwrap();
     assert_eq!((out.discount_bp, out.amount_due_fen, out.discount_fen), (500, 951, 50));
     assert_eq!(out.points_earned, 11); // 9.51 yuan * 1.2 = 11.412
@@ -202,7 +225,12 @@ fn a_retry_answers_the_same_and_charges_once() {
     let mut h = Harness::new("idempotent");
     h.register("13700137000", "");
     h.recharge("13700137000", 10_000).unwrap();
-    let mut request = checkout_request(stored_value(Key::Phone("13700137000".into())), 1_000, 0, vec![pay(PaymentMethod::StoredValue)]);
+    let mut request = checkout_request(
+        stored_value(Key::Phone("13700137000".into())),
+        1_000,
+        0,
+        vec![pay(PaymentMethod::StoredValue)],
+    );
     request.request_id = "pos-7-0001".into();
     let first = h.core.submit(CHECKOUT, MERCHANT, &request.encode_to_vec()).unwrap();
     let second = h.core.submit(CHECKOUT, MERCHANT, &request.encode_to_vec()).unwrap();
@@ -216,7 +244,12 @@ fn a_retry_answers_the_same_and_charges_once() {
     assert_eq!(error.kind, Kind::RequestIdReused);
 
     // A failed request stays failed, even once it could succeed.
-    let mut too_much = checkout_request(stored_value(Key::Phone("13700137000".into())), 50_000, 0, vec![pay(PaymentMethod::StoredValue)]);
+    let mut too_much = checkout_request(
+        stored_value(Key::Phone("13700137000".into())),
+        50_000,
+        0,
+        vec![pay(PaymentMethod::StoredValue)],
+    );
     too_much.request_id = "pos-7-0002".into();
     let error = h.core.submit(CHECKOUT, MERCHANT, &too_much.encode_to_vec()).unwrap_err();
     assert_eq!(error.kind, Kind::InsufficientBalance);
@@ -240,7 +273,8 @@ fn concurrent_checkouts_never_overdraw_and_batch_together() {
         .map(|index| {
             let core = core.clone();
             std::thread::spawn(move || {
-                let mut request = checkout_request(stored_value(Key::MemberId(1)), 1_000, 0, vec![pay(PaymentMethod::StoredValue)]);
+                let mut request =
+                    checkout_request(stored_value(Key::MemberId(1)), 1_000, 0, vec![pay(PaymentMethod::StoredValue)]);
                 request.request_id = format!("c{index}");
                 core.submit(CHECKOUT, MERCHANT, &request.encode_to_vec()).map_err(|e| e.kind)
             })
@@ -251,9 +285,13 @@ fn concurrent_checkouts_never_overdraw_and_batch_together() {
     assert!(outcomes.iter().all(|o| o.is_ok() || *o == Err(Kind::InsufficientBalance)));
     assert_eq!(succeeded, 100);
     let request = GetMemberRequest { member: stored_value(Key::MemberId(1)) };
-    let shown = GetMemberResponse::decode(core.query("/mms.v1.MemberService/GetMember", MERCHANT, &request.encode_to_vec()).unwrap().as_slice()).unwrap();
+    let shown = GetMemberResponse::decode(
+        core.query("/mms.v1.MemberService/GetMember", MERCHANT, &request.encode_to_vec()).unwrap().as_slice(),
+    )
+    .unwrap();
     assert_eq!(shown.balances.unwrap(), Balances { principal_fen: 0, bonus_fen: 0, points: 1_000 });
-    let (batches, requests) = core.with_stats(|s| (s.batches.load(Ordering::Relaxed), s.requests.load(Ordering::Relaxed))).unwrap();
+    let (batches, requests) =
+        core.with_stats(|s| (s.batches.load(Ordering::Relaxed), s.requests.load(Ordering::Relaxed))).unwrap();
     assert_eq!(requests, 303);
     assert!(batches < requests, "group commit never grouped: {batches} batches");
     let verification = core.verify_ledger().unwrap();
@@ -265,7 +303,8 @@ fn everything_survives_a_restart() {
     let mut h = Harness::new("restart");
     h.register("13500135000", "C0009");
     h.recharge("13500135000", 50_000).unwrap();
-    let request = checkout_request(stored_value(Key::CardNo("C0009".into())), 3_333, 0, vec![pay(PaymentMethod::StoredValue)]);
+    let request =
+        checkout_request(stored_value(Key::CardNo("C0009".into())), 3_333, 0, vec![pay(PaymentMethod::StoredValue)]);
     let _: CheckoutResponse = h.call(CHECKOUT, request).unwrap();
     let before = h.get(Key::CardNo("C0009".into())).unwrap();
     h.core.close();
@@ -284,7 +323,11 @@ fn a_full_map_grows_and_loses_nothing() {
     options.map_size_bytes = 256 * 1024;
     let core = Core::open(options).unwrap();
     let mut h = Harness { core, path, next_request: 0 };
-    h.call::<ApplyConfigResponse>("/mms.v1.ConfigService/ApplyConfig", ApplyConfigRequest { request_id: String::new(), config: Some(demo_config()) }).unwrap();
+    h.call::<ApplyConfigResponse>(
+        "/mms.v1.ConfigService/ApplyConfig",
+        ApplyConfigRequest { request_id: String::new(), config: Some(demo_config()) },
+    )
+    .unwrap();
     for index in 0..3_000u64 {
         h.register(&format!("138{:08}", index), "");
     }
@@ -305,8 +348,14 @@ fn bad_input_changes_nothing() {
         (checkout_request(member(), 20_000, 0, vec![pay(PaymentMethod::StoredValue)]), Kind::InsufficientBalance),
         (checkout_request(member(), 1_000, 10, vec![pay(PaymentMethod::StoredValue)]), Kind::InsufficientPoints),
         (checkout_request(member(), 1_000, 600, vec![pay(PaymentMethod::StoredValue)]), Kind::PointsOverCap),
-        (checkout_request(stored_value(Key::Phone("13300133001".into())), 1_000, 0, vec![pay(PaymentMethod::Cash)]), Kind::MemberNotFound),
-        (checkout_request(stored_value(Key::Phone("1330013300".into())), 1_000, 0, vec![pay(PaymentMethod::Cash)]), Kind::PhoneMalformed),
+        (
+            checkout_request(stored_value(Key::Phone("13300133001".into())), 1_000, 0, vec![pay(PaymentMethod::Cash)]),
+            Kind::MemberNotFound,
+        ),
+        (
+            checkout_request(stored_value(Key::Phone("1330013300".into())), 1_000, 0, vec![pay(PaymentMethod::Cash)]),
+            Kind::PhoneMalformed,
+        ),
         (checkout_request(None, 1_000, 0, vec![pay(PaymentMethod::StoredValue)]), Kind::StoredValueNeedsMember),
     ];
     for (request, kind) in cases {
@@ -325,12 +374,27 @@ fn levels_cannot_be_removed_or_made_worse() {
     let mut h = Harness::new("config");
     let mut fewer = demo_config();
     fewer.levels.pop();
-    let error = h.call::<ApplyConfigResponse>("/mms.v1.ConfigService/ApplyConfig", ApplyConfigRequest { request_id: String::new(), config: Some(fewer) }).unwrap_err();
+    let error = h
+        .call::<ApplyConfigResponse>(
+            "/mms.v1.ConfigService/ApplyConfig",
+            ApplyConfigRequest { request_id: String::new(), config: Some(fewer) },
+        )
+        .unwrap_err();
     assert_eq!(error.kind, Kind::LevelInUse);
     let mut worse = demo_config();
     worse.levels[2].discount_bp = 100;
-    let error = h.call::<ApplyConfigResponse>("/mms.v1.ConfigService/ApplyConfig", ApplyConfigRequest { request_id: String::new(), config: Some(worse) }).unwrap_err();
+    let error = h
+        .call::<ApplyConfigResponse>(
+            "/mms.v1.ConfigService/ApplyConfig",
+            ApplyConfigRequest { request_id: String::new(), config: Some(worse) },
+        )
+        .unwrap_err();
     assert_eq!(error.kind, Kind::ConfigInvalid);
-    let applied = h.call::<ApplyConfigResponse>("/mms.v1.ConfigService/ApplyConfig", ApplyConfigRequest { request_id: String::new(), config: Some(demo_config()) }).unwrap();
+    let applied = h
+        .call::<ApplyConfigResponse>(
+            "/mms.v1.ConfigService/ApplyConfig",
+            ApplyConfigRequest { request_id: String::new(), config: Some(demo_config()) },
+        )
+        .unwrap();
     assert_eq!(applied.config.unwrap().version, 2);
 }

@@ -81,13 +81,25 @@ impl PyCore {
 
     /// Runs a mutating request (full gRPC method name, merchant id, request bytes) and
     /// returns the response bytes once its batch is durable.
-    fn submit<'py>(&self, py: Python<'py>, method: &str, merchant: &str, request: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    fn submit<'py>(
+        &self,
+        py: Python<'py>,
+        method: &str,
+        merchant: &str,
+        request: &[u8],
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let answer = py.detach(|| self.inner.submit(method, merchant, request));
         answer.map(|bytes| PyBytes::new(py, &bytes)).map_err(|e| to_python(py, e))
     }
 
     /// Runs a read on the calling thread without waiting for the writer.
-    fn query<'py>(&self, py: Python<'py>, method: &str, merchant: &str, request: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    fn query<'py>(
+        &self,
+        py: Python<'py>,
+        method: &str,
+        merchant: &str,
+        request: &[u8],
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let answer = py.detach(|| self.inner.query(method, merchant, request));
         answer.map(|bytes| PyBytes::new(py, &bytes)).map_err(|e| to_python(py, e))
     }

@@ -1,0 +1,144 @@
+"""What an operator sees: metrics, health, reflection, graceful shutdown, backups."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from client import Client, error_reason
+from conftest import RunningServer
+from engine.proto import admin_pb2, admin_pb2_grpc
+
+
+def scrape(server: RunningServer) -> dict[str, dict]:
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def sample(families: dict, family: str, name: str, **labels) -> float:
+    for metric in families[family].samples:
+        if metric.name == name and all(metric.labels.get(k) == v for k, v in labels.items()):
+            return metric.value
+    raise AssertionError(f"no sample {name} {labels}")
+
+
+def test_metrics_count_rpcs_by_method_and_code(
+    server: RunningServer, channel: grpc.Channel
+) -> None:
+    client = Client(channel)
+    client.apply()
+    client.register("13800138000")
+    client.recharge(10_000, phone="13800138000")
+    for _ in range(3):
+        client.checkout(1_000, phone="13800138000")
+    with pytest.raises(grpc.RpcError):
+        client.checkout(1_000_000, phone="13800138000")
+    with pytest.raises(grpc.RpcError):
+        client.get(phone="13900000000")
+
+    families = scrape(server)
+    checkout = dict(
+        grpc_type="unary", grpc_service="mms.v1.TransactionService", grpc_method="Checkout"
+    )
+    handled = "grpc_server_handled"
+    assert sample(families, handled, "grpc_server_handled_total", grpc_code="OK", **checkout) == 3
+    failed = sample(
+        families, handled, "grpc_server_handled_total", grpc_code="FAILED_PRECONDITION", **checkout
+    )
+    assert failed == 1
+    get = dict(grpc_service="mms.v1.MemberService", grpc_method="GetMember")
+    assert sample(families, handled, "grpc_server_handled_total", grpc_code="NOT_FOUND", **get) == 1
+    assert sample(families, "grpc_server_started", "grpc_server_started_total", **checkout) == 4
+    seconds = "grpc_server_handling_seconds"
+    assert sample(families, seconds, seconds + "_count", **checkout) == 4
+
+    # writer: 6 mutating requests committed, in at most 6 batches
+    assert sample(families, "mms_writer_batch_size", "mms_writer_batch_size_sum") == 7
+    batches = sample(families, "mms_writer_batch_size", "mms_writer_batch_size_count")
+    assert 1 <= batches <= 7
+    assert (
+        sample(families, "mms_writer_commit_seconds", "mms_writer_commit_seconds_count") == batches
+    )
+    used = sample(families, "mms_lmdb_map_used_bytes", "mms_lmdb_map_used_bytes")
+    size = sample(families, "mms_lmdb_map_size_bytes", "mms_lmdb_map_size_bytes")
+    assert 0 < used < size
+    labels = {k for f in families.values() for s in f.samples for k in s.labels}
+    assert labels <= {"grpc_type", "grpc_service", "grpc_method", "grpc_code", "le"}
+
+
+def test_health_and_reflection(server: RunningServer, channel: grpc.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "mms.v1.TransactionService", "mms.v1.MemberService"):
+        answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    (answer,) = list(reflection.ServerReflectionInfo(iter([request]), timeout=10))
+    names = {service.name for service in answer.list_services_response.service}
+    assert {
+        "mms.v1.ConfigService",
+        "mms.v1.MemberService",
+        "mms.v1.TransactionService",
+        "mms.v1.AdminService",
+        "grpc.health.v1.Health",
+    } <= names
+    request = reflection_pb2.ServerReflectionRequest(
+        file_containing_symbol="mms.v1.CheckoutRequest"
+    )
+    (answer,) = list(reflection.ServerReflectionInfo(iter([request]), timeout=10))
+    assert answer.file_descriptor_response.file_descriptor_proto
+
+
+def test_sigterm_exits_cleanly_and_says_so(server: RunningServer) -> None:
+    assert server.stop() == 0
+    output = "".join(server.output)
+    assert "shutting down" in output and "stopped" in output
+
+
+def test_backup_refuses_a_non_empty_destination(server: RunningServer, tmp_path) -> None:
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("x")
+    with server.channel() as channel:
+        stub = admin_pb2_grpc.AdminServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Backup(admin_pb2.BackupRequest(destination_dir=str(tmp_path / "busy")), timeout=30)
+        assert error_reason(caught.value) == "BACKUP_FAILED"
+        answer = stub.Backup(
+            admin_pb2.BackupRequest(destination_dir=str(tmp_path / "b")), timeout=30
+        )
+        assert answer.size_bytes > 0 and answer.path.endswith("data.mdb")
+
+
+def test_promtool_finds_nothing_to_complain_about(
+    server: RunningServer, channel: grpc.Channel
+) -> None:
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: `make test` installs Debian's prometheus package"
+    client = Client(channel)
+    client.apply()
+    client.register("13800138000")
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+        text = response.read()
+    checked = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout + checked.stderr == b""
+
+
+def test_commit_bucket_bounds_are_exact_decimals() -> None:
+    from engine.metrics import micros_as_seconds_text
+
+    assert micros_as_seconds_text(100) == "0.0001"
+    assert micros_as_seconds_text(2_500) == "0.0025"
+    assert micros_as_seconds_text(1_000_000) == "1"
+    assert micros_as_seconds_text(2_500_000) == "2.5"
