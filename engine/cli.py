@@ -494,11 +494,11 @@ def build_recharge_request(args: argparse.Namespace) -> transaction_pb2.Recharge
 
 def build_tenders(
     pay: str, *, cash_received_fen: int | None = None, external_ref: str = ""
-) -> list[transaction_pb2.Tender]:
+) -> list[common_pb2.Tender]:
     """The tenders of a --pay choice; each takes the rest the ones before it left."""
     tenders = []
     for method in _PAY_TENDERS[pay]:
-        tender = transaction_pb2.Tender(method=method, take_rest=True)
+        tender = common_pb2.Tender(method=method, take_rest=True)
         if method == common_pb2.CASH and cash_received_fen is not None:
             tender.cash_received_fen = cash_received_fen
         if method in (common_pb2.BANK_CARD, common_pb2.SCAN_PAY):
@@ -734,7 +734,7 @@ def _entry_rows(
     ]
 
 
-def _payment_row(payment: transaction_pb2.Payment) -> tuple[str, str]:
+def _payment_row(payment: common_pb2.Payment) -> tuple[str, str]:
     label = f"Paid 支付 {_METHOD_LABELS.get(payment.method, str(payment.method))}"
     notes = []
     if payment.method == common_pb2.STORED_VALUE:

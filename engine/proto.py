@@ -19,15 +19,17 @@ if not os.path.isdir(os.path.join(_GEN_DIR, "mms", "v1")):
 if _GEN_DIR not in sys.path:
     sys.path.insert(0, _GEN_DIR)
 
-from mms.v1 import (  # noqa: E402  # noqa: E402  # noqa: E402  # noqa: E402
+from mms.v1 import (  # noqa: E402 (the path above must come first)
     admin_pb2,
     admin_pb2_grpc,
-    common_pb2,  # noqa: E402
+    card_pb2,
+    card_pb2_grpc,
+    common_pb2,
     config_pb2,
     config_pb2_grpc,
     member_pb2,
     member_pb2_grpc,
-    records_pb2,  # noqa: E402
+    records_pb2,
     transaction_pb2,
     transaction_pb2_grpc,
 )
@@ -35,6 +37,8 @@ from mms.v1 import (  # noqa: E402  # noqa: E402  # noqa: E402  # noqa: E402
 __all__ = [
     "admin_pb2",
     "admin_pb2_grpc",
+    "card_pb2",
+    "card_pb2_grpc",
     "common_pb2",
     "config_pb2",
     "config_pb2_grpc",

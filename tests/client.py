@@ -110,7 +110,7 @@ class Client:
     def checkout(
         self,
         list_fen: int,
-        tenders: list[transaction_pb2.Tender] | None = None,
+        tenders: list[common_pb2.Tender] | None = None,
         points: int = 0,
         request_id: str = "",
         store: str = "",
@@ -130,11 +130,11 @@ class Client:
         return self.transactions.Checkout(request, timeout=TIMEOUT_S, metadata=self.metadata)
 
 
-def take_rest(method: int, cash_received_fen: int = 0) -> transaction_pb2.Tender:
-    return transaction_pb2.Tender(
+def take_rest(method: int, cash_received_fen: int = 0) -> common_pb2.Tender:
+    return common_pb2.Tender(
         method=method, take_rest=True, cash_received_fen=cash_received_fen
     )
 
 
-def exact(method: int, amount_fen: int) -> transaction_pb2.Tender:
-    return transaction_pb2.Tender(method=method, amount_fen=amount_fen)
+def exact(method: int, amount_fen: int) -> common_pb2.Tender:
+    return common_pb2.Tender(method=method, amount_fen=amount_fen)

@@ -91,7 +91,7 @@ def test_bad_checkout_changes_nothing(client: Client, kwargs, code, reason) -> N
     "key,code,reason",
     [
         ({"phone": "13900000000"}, SC.NOT_FOUND, "MEMBER_NOT_FOUND"),
-        ({"card_no": "NOPE0000"}, SC.NOT_FOUND, "MEMBER_NOT_FOUND"),
+        ({"card_no": "NOPE0000"}, SC.NOT_FOUND, "CARD_NOT_FOUND"),
         ({"member_id": 999}, SC.NOT_FOUND, "MEMBER_NOT_FOUND"),
         ({"phone": "138001380"}, SC.INVALID_ARGUMENT, "PHONE_MALFORMED"),
         ({"phone": "23800138000"}, SC.INVALID_ARGUMENT, "PHONE_MALFORMED"),

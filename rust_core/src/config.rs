@@ -55,6 +55,21 @@ impl Loaded {
         &self.config.levels
     }
 
+    pub fn utc_offset_minutes(&self) -> i32 {
+        self.config.utc_offset_minutes.unwrap_or(crate::dates::UTC_OFFSET_MINUTES_DEFAULT)
+    }
+
+    pub fn today(&self, now_ms: i64) -> crate::dates::Date {
+        crate::dates::Date::at(now_ms, self.utc_offset_minutes())
+    }
+
+    pub fn pin_attempts_max(&self) -> i32 {
+        match self.config.pin_attempts_max {
+            0 => crate::pin::PIN_ATTEMPTS_MAX_DEFAULT,
+            configured => configured,
+        }
+    }
+
     pub fn spend_order(&self) -> SpendOrder {
         SpendOrder::try_from(self.config.spend_order).unwrap_or(SpendOrder::PrincipalFirst)
     }
@@ -115,6 +130,9 @@ pub fn validate_config(config: &MerchantConfig) -> Result<()> {
     if SpendOrder::try_from(config.spend_order).is_err() {
         return fail(Kind::ConfigInvalid, "unknown spend_order");
     }
+    crate::lifecycle::validate_card_types(config)?;
+    crate::packages::validate_packages(config)?;
+    crate::profiles::validate_attributes(config)?;
     Ok(())
 }
 

@@ -12,11 +12,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use heed::{CompactionOption, Env, WithoutTls};
+use heed::{CompactionOption, Env, RwTxn, WithoutTls};
 
 use crate::config::Cache;
-use crate::dispatch::{self, Decoded, Method};
+use crate::dispatch::{self, Body, Decoded, Method};
 use crate::error::{fail, CoreError, Kind, Result};
+use crate::pin::PinCheck;
+use crate::proto::MemberRef;
 use crate::store::{self, Dbs};
 use crate::validate;
 
@@ -120,6 +122,11 @@ struct Shared {
     clock: Arc<dyn Clock>,
 }
 
+enum CardRef<'a> {
+    Member(Option<&'a MemberRef>),
+    Number(&'a str),
+}
+
 struct Job {
     merchant: String,
     decoded: Decoded,
@@ -174,7 +181,8 @@ impl Core {
             return self.query(method_name, merchant, request);
         }
         validate::merchant_id(merchant)?;
-        let decoded = dispatch::decode(method, request)?;
+        let mut decoded = dispatch::decode(method, request)?;
+        decoded.pin = self.check_pin(merchant, &decoded)?;
         let sender = match &*self.sender.lock().expect("lock") {
             Some(sender) => sender.clone(),
             None => return fail(Kind::ShuttingDown, "the engine is shutting down"),
@@ -189,6 +197,33 @@ impl Core {
             Err(TrySendError::Disconnected(_)) => return fail(Kind::ShuttingDown, "the engine is shutting down"),
         }
         answer.recv().unwrap_or_else(|_| fail(Kind::ShuttingDown, "the writer stopped before answering"))
+    }
+
+    /// Checks a PIN the request carries against the card's stored hash, here on the
+    /// caller's thread: the slow hash never holds up the writer. The writer applies the
+    /// outcome, and refuses it if the PIN changed in between.
+    fn check_pin(&self, merchant: &str, decoded: &Decoded) -> Result<Option<PinCheck>> {
+        let (pin, card_ref) = match &decoded.body {
+            Body::Checkout(r) if !r.pin.is_empty() => (&r.pin, CardRef::Member(r.member.as_ref())),
+            Body::BuyPackage(r) if !r.pin.is_empty() => (&r.pin, CardRef::Number(&r.card_no)),
+            Body::ChangePin(r) if !r.old_pin.is_empty() => (&r.old_pin, CardRef::Number(&r.card_no)),
+            _ => return Ok(None),
+        };
+        crate::pin::check_format(pin)?;
+        let shared = self.shared()?;
+        let card = {
+            let _no_resize = shared.resize_lock.read().expect("lock");
+            let txn = shared.env.read_txn()?;
+            match card_ref {
+                CardRef::Member(reference) => crate::cards::resolve(&shared.dbs, &txn, merchant, reference)?.1,
+                CardRef::Number(card_no) => crate::cards::find_by_number(&shared.dbs, &txn, merchant, card_no)?,
+            }
+        };
+        if card.pin_hash.is_empty() {
+            return Ok(None);
+        }
+        let correct = crate::pin::matches(pin, &card.pin_salt, card.pin_iterations, &card.pin_hash);
+        Ok(Some(PinCheck { card_id: card.card_id, hash_seen: card.pin_hash, correct }))
     }
 
     /// Runs a read on this thread, without waiting for the writer.
@@ -346,28 +381,40 @@ fn run_batch(shared: &Shared, cache: &mut Cache, batch: &[Job]) -> Result<Vec<Re
         let answer = match dispatch::replay(dbs, &txn, &job.merchant, &job.decoded) {
             Ok(Some(first_answer)) => first_answer,
             Err(error) => Err(error),
-            Ok(None) => {
-                let mut nested = shared.env.nested_write_txn(&mut txn)?;
-                match dispatch::execute(dbs, &mut nested, cache, &job.merchant, now_ms, &job.decoded) {
-                    Ok(response) => {
-                        nested.commit()?;
-                        Ok(response)
-                    }
-                    Err(error) => {
-                        nested.abort();
-                        if !error.kind.is_deterministic() {
-                            return Err(error);
-                        }
-                        dispatch::record_failure(dbs, &mut txn, &job.merchant, now_ms, &job.decoded, &error)?;
-                        Err(error)
-                    }
-                }
-            }
+            Ok(None) => run_one(shared, cache, &mut txn, job, now_ms)?,
         };
         answers.push(answer);
     }
     txn.commit()?;
     Ok(answers)
+}
+
+/// Runs one request in its own nested transaction. The outer Err aborts the batch.
+fn run_one(shared: &Shared, cache: &mut Cache, txn: &mut RwTxn<'_>, job: &Job, now_ms: i64) -> Result<Result<Vec<u8>>> {
+    let dbs = &shared.dbs;
+    let mut nested = shared.env.nested_write_txn(txn)?;
+    let mut writer = dispatch::Writer { env: &shared.env, dbs, cache, merchant: &job.merchant, now_ms };
+    let error = match dispatch::execute(&mut writer, &mut nested, &job.decoded) {
+        Ok(response) => {
+            nested.commit()?;
+            return Ok(Ok(response));
+        }
+        Err(error) => error,
+    };
+    nested.abort();
+    if !error.kind.is_deterministic() {
+        return Err(error);
+    }
+    let error = match (&job.decoded.pin, error.kind) {
+        (Some(check), Kind::WrongPin) => {
+            let config = cache.get(dbs, txn, &job.merchant)?;
+            let request_id = &job.decoded.request_id;
+            crate::lifecycle::record_wrong_pin(dbs, txn, &job.merchant, &config, check.card_id, request_id, now_ms)?
+        }
+        _ => error,
+    };
+    dispatch::record_failure(dbs, txn, &job.merchant, now_ms, &job.decoded, &error)?;
+    Ok(Err(error))
 }
 
 fn grow_map(shared: &Shared) -> Result<()> {

@@ -1,58 +1,93 @@
 //! Methods by their gRPC names, and the execution of one request inside the writer:
 //! decode, idempotency by request_id, run, record the first answer.
 
-use heed::{RoTxn, RwTxn};
+use heed::{Env, RoTxn, RwTxn, WithoutTls};
 use prost::Message;
 
 use crate::config::{self, Cache};
 use crate::error::{fail, CoreError, Kind, Result};
-use crate::proto::{
-    ApplyConfigRequest, CheckoutRequest, GetConfigRequest, GetConfigResponse, GetMemberRequest, RechargeRequest,
-    RegisterMemberRequest, RequestRecord,
-};
+use crate::pin::PinCheck;
+use crate::proto::*;
 use crate::store::{self, Dbs};
 use crate::transactions::{self, Context};
-use crate::{members, validate};
+use crate::{lifecycle, members, packages, profiles, validate};
 
-/// Every method the core serves, by full gRPC name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    ApplyConfig,
-    GetConfig,
-    RegisterMember,
-    GetMember,
-    Recharge,
-    Checkout,
+/// Rows in one ImportMembers request at most.
+pub const IMPORT_ROWS_MAX: usize = 1000;
+
+macro_rules! methods {
+    (
+        mutations { $($mutation:ident : $request:ty => $path:literal),* $(,)? }
+        reads { $($read:ident => $read_path:literal),* $(,)? }
+    ) => {
+        /// Every method the core serves, by full gRPC name.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Method { $($mutation,)* $($read,)* }
+
+        pub const METHODS: &[Method] = &[$(Method::$mutation,)* $(Method::$read,)*];
+
+        impl Method {
+            pub fn full_name(self) -> &'static str {
+                match self {
+                    $(Method::$mutation => $path,)*
+                    $(Method::$read => $read_path,)*
+                }
+            }
+
+            pub fn is_mutation(self) -> bool {
+                match self {
+                    $(Method::$mutation => true,)*
+                    $(Method::$read => false,)*
+                }
+            }
+        }
+
+        /// A mutating request, decoded.
+        pub enum Body { $($mutation($request),)* }
+
+        fn decode_body(method: Method, bytes: &[u8]) -> Result<(String, Vec<u8>, Body)> {
+            match method {
+                $(Method::$mutation => {
+                    let request: $request = decode_as(bytes)?;
+                    Ok((request.request_id.clone(), request.encode_to_vec(), Body::$mutation(request)))
+                })*
+                $(Method::$read => unreachable!("reads are not decoded for the writer"),)*
+            }
+        }
+    };
 }
 
-pub const METHODS: [Method; 6] = [
-    Method::ApplyConfig,
-    Method::GetConfig,
-    Method::RegisterMember,
-    Method::GetMember,
-    Method::Recharge,
-    Method::Checkout,
-];
+methods! {
+    mutations {
+        ApplyConfig: ApplyConfigRequest => "/mms.v1.ConfigService/ApplyConfig",
+        RegisterMember: RegisterMemberRequest => "/mms.v1.MemberService/RegisterMember",
+        UpdateMember: UpdateMemberRequest => "/mms.v1.MemberService/UpdateMember",
+        AddFollowUp: AddFollowUpRequest => "/mms.v1.MemberService/AddFollowUp",
+        ImportMembers: ImportMembersRequest => "/mms.v1.MemberService/ImportMembers",
+        Recharge: RechargeRequest => "/mms.v1.TransactionService/Recharge",
+        Checkout: CheckoutRequest => "/mms.v1.TransactionService/Checkout",
+        IssueCard: IssueCardRequest => "/mms.v1.CardService/IssueCard",
+        ApplyCardAction: CardActionRequest => "/mms.v1.CardService/ApplyCardAction",
+        ChangePin: ChangePinRequest => "/mms.v1.CardService/ChangePin",
+        ReplaceCard: ReplaceCardRequest => "/mms.v1.CardService/ReplaceCard",
+        ReturnCard: ReturnCardRequest => "/mms.v1.CardService/ReturnCard",
+        RenewCard: RenewCardRequest => "/mms.v1.CardService/RenewCard",
+        ChargeAnnualFee: ChargeAnnualFeeRequest => "/mms.v1.CardService/ChargeAnnualFee",
+        BuyPackage: BuyPackageRequest => "/mms.v1.CardService/BuyPackage",
+        RefundPackage: RefundPackageRequest => "/mms.v1.CardService/RefundPackage",
+    }
+    reads {
+        GetConfig => "/mms.v1.ConfigService/GetConfig",
+        GetMember => "/mms.v1.MemberService/GetMember",
+        SearchMembers => "/mms.v1.MemberService/SearchMembers",
+        ListHistory => "/mms.v1.MemberService/ListHistory",
+        ListFollowUps => "/mms.v1.MemberService/ListFollowUps",
+        GetCard => "/mms.v1.CardService/GetCard",
+        ListCardEvents => "/mms.v1.CardService/ListCardEvents",
+    }
+}
 
 impl Method {
-    pub fn full_name(self) -> &'static str {
-        match self {
-            Method::ApplyConfig => "/mms.v1.ConfigService/ApplyConfig",
-            Method::GetConfig => "/mms.v1.ConfigService/GetConfig",
-            Method::RegisterMember => "/mms.v1.MemberService/RegisterMember",
-            Method::GetMember => "/mms.v1.MemberService/GetMember",
-            Method::Recharge => "/mms.v1.TransactionService/Recharge",
-            Method::Checkout => "/mms.v1.TransactionService/Checkout",
-        }
-    }
-
-    pub fn is_mutation(self) -> bool {
-        match self {
-            Method::ApplyConfig | Method::RegisterMember | Method::Recharge | Method::Checkout => true,
-            Method::GetConfig | Method::GetMember => false,
-        }
-    }
-
     pub fn from_name(name: &str) -> Result<Method> {
         match METHODS.iter().find(|m| m.full_name() == name) {
             Some(method) => Ok(*method),
@@ -61,19 +96,13 @@ impl Method {
     }
 }
 
-/// A mutating request decoded, with its id and canonical encoding.
+/// A mutating request decoded, with its id, canonical encoding and PIN check.
 pub struct Decoded {
-    method: Method,
-    request_id: String,
+    pub method: Method,
+    pub request_id: String,
     canonical: Vec<u8>,
-    body: Body,
-}
-
-enum Body {
-    ApplyConfig(ApplyConfigRequest),
-    RegisterMember(RegisterMemberRequest),
-    Recharge(RechargeRequest),
-    Checkout(CheckoutRequest),
+    pub body: Body,
+    pub pin: Option<PinCheck>,
 }
 
 fn decode_as<M: Message + Default>(bytes: &[u8]) -> Result<M> {
@@ -82,27 +111,9 @@ fn decode_as<M: Message + Default>(bytes: &[u8]) -> Result<M> {
 
 /// Decodes a mutating request. Runs on the caller's thread, before the writer queue.
 pub fn decode(method: Method, bytes: &[u8]) -> Result<Decoded> {
-    let (request_id, canonical, body) = match method {
-        Method::ApplyConfig => {
-            let r: ApplyConfigRequest = decode_as(bytes)?;
-            (r.request_id.clone(), r.encode_to_vec(), Body::ApplyConfig(r))
-        }
-        Method::RegisterMember => {
-            let r: RegisterMemberRequest = decode_as(bytes)?;
-            (r.request_id.clone(), r.encode_to_vec(), Body::RegisterMember(r))
-        }
-        Method::Recharge => {
-            let r: RechargeRequest = decode_as(bytes)?;
-            (r.request_id.clone(), r.encode_to_vec(), Body::Recharge(r))
-        }
-        Method::Checkout => {
-            let r: CheckoutRequest = decode_as(bytes)?;
-            (r.request_id.clone(), r.encode_to_vec(), Body::Checkout(r))
-        }
-        Method::GetConfig | Method::GetMember => unreachable!("reads are not decoded for the writer"),
-    };
+    let (request_id, canonical, body) = decode_body(method, bytes)?;
     validate::request_id(&request_id)?;
-    Ok(Decoded { method, request_id, canonical, body })
+    Ok(Decoded { method, request_id, canonical, body, pin: None })
 }
 
 /// The first answer to this request id, if there was one; an error if the id was used for
@@ -125,40 +136,60 @@ pub fn replay(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, decoded: &Decoded) -> 
     Ok(Some(Err(CoreError::new(kind, record.error_message))))
 }
 
+/// What the writer hands to one request.
+pub struct Writer<'a> {
+    pub env: &'a Env<WithoutTls>,
+    pub dbs: &'a Dbs,
+    pub cache: &'a mut Cache,
+    pub merchant: &'a str,
+    pub now_ms: i64,
+}
+
 /// Runs a decoded request. On success the request record is written in the same
 /// transaction as the effects; the caller records deterministic failures itself.
-pub fn execute(
+pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) -> Result<Vec<u8>> {
+    let (dbs, merchant, now_ms) = (writer.dbs, writer.merchant, writer.now_ms);
+    if let Body::ApplyConfig(request) = &decoded.body {
+        let response = config::apply(dbs, txn, merchant, request.clone(), now_ms)?;
+        writer.cache.stage(merchant, response.config.clone().expect("apply returns the config"));
+        return finish(dbs, txn, merchant, now_ms, decoded, response.encode_to_vec(), 0);
+    }
+    let loaded = writer.cache.get(dbs, txn, merchant)?;
+    let context = Context { dbs, merchant, config: &loaded, now_ms, pin: decoded.pin.as_ref() };
+    let (response, seq) = match &decoded.body {
+        Body::ApplyConfig(_) => unreachable!("handled above"),
+        Body::RegisterMember(r) => (members::register(dbs, txn, merchant, &loaded, r, now_ms)?.encode_to_vec(), 0),
+        Body::ImportMembers(r) => (import(writer.env, &context, txn, r)?.encode_to_vec(), 0),
+        Body::UpdateMember(r) => encoded(profiles::update(&context, txn, r.clone())?),
+        Body::AddFollowUp(r) => encoded(profiles::add_follow_up(&context, txn, r.clone())?),
+        Body::Recharge(r) => encoded(transactions::recharge(&context, txn, r.clone())?),
+        Body::Checkout(r) => encoded(transactions::checkout(&context, txn, r.clone())?),
+        Body::IssueCard(r) => encoded(lifecycle::issue(&context, txn, r.clone())?),
+        Body::ApplyCardAction(r) => encoded(lifecycle::apply_action(&context, txn, r.clone())?),
+        Body::ChangePin(r) => encoded(lifecycle::change_pin(&context, txn, r.clone())?),
+        Body::ReplaceCard(r) => encoded(lifecycle::replace(&context, txn, r.clone())?),
+        Body::ReturnCard(r) => encoded(lifecycle::return_card(&context, txn, r.clone())?),
+        Body::RenewCard(r) => encoded(lifecycle::renew(&context, txn, r.clone())?),
+        Body::ChargeAnnualFee(r) => encoded(lifecycle::charge_annual_fee(&context, txn, r.clone())?),
+        Body::BuyPackage(r) => encoded(packages::buy(&context, txn, r.clone())?),
+        Body::RefundPackage(r) => encoded(packages::refund(&context, txn, r.clone())?),
+    };
+    finish(dbs, txn, merchant, now_ms, decoded, response, seq)
+}
+
+fn encoded<M: Message>((response, seq): (M, u64)) -> (Vec<u8>, u64) {
+    (response.encode_to_vec(), seq)
+}
+
+fn finish(
     dbs: &Dbs,
     txn: &mut RwTxn<'_>,
-    cache: &mut Cache,
     merchant: &str,
     now_ms: i64,
     decoded: &Decoded,
+    response: Vec<u8>,
+    ledger_seq: u64,
 ) -> Result<Vec<u8>> {
-    let (response, ledger_seq) = match &decoded.body {
-        Body::ApplyConfig(request) => {
-            let response = config::apply(dbs, txn, merchant, request.clone(), now_ms)?;
-            cache.stage(merchant, response.config.clone().expect("apply returns the config"));
-            (response.encode_to_vec(), 0)
-        }
-        Body::RegisterMember(request) => {
-            let loaded = cache.get(dbs, txn, merchant)?;
-            let response = members::register(dbs, txn, merchant, &loaded, request.clone(), now_ms)?;
-            (response.encode_to_vec(), 0)
-        }
-        Body::Recharge(request) => {
-            let loaded = cache.get(dbs, txn, merchant)?;
-            let context = Context { dbs, merchant, config: &loaded, now_ms };
-            let (response, seq) = transactions::recharge(&context, txn, request.clone())?;
-            (response.encode_to_vec(), seq)
-        }
-        Body::Checkout(request) => {
-            let loaded = cache.get(dbs, txn, merchant)?;
-            let context = Context { dbs, merchant, config: &loaded, now_ms };
-            let (response, seq) = transactions::checkout(&context, txn, request.clone())?;
-            (response.encode_to_vec(), seq)
-        }
-    };
     let record = RequestRecord {
         method: decoded.method.full_name().to_owned(),
         request: decoded.canonical.clone(),
@@ -168,6 +199,42 @@ pub fn execute(
         ..Default::default()
     };
     store::put_record(&dbs.requests, txn, &store::key(merchant, decoded.request_id.as_bytes()), &record)?;
+    Ok(response)
+}
+
+/// Bulk import: each row in its own nested transaction, so a bad row changes nothing
+/// and the good ones land.
+fn import(
+    env: &Env<WithoutTls>,
+    context: &Context<'_>,
+    txn: &mut RwTxn<'_>,
+    request: &ImportMembersRequest,
+) -> Result<ImportMembersResponse> {
+    if request.rows.len() > IMPORT_ROWS_MAX {
+        return fail(Kind::ImportTooLarge, format!("at most {IMPORT_ROWS_MAX} rows per request"));
+    }
+    let mut response = ImportMembersResponse::default();
+    for (index, row) in request.rows.iter().enumerate() {
+        let mut nested = env.nested_write_txn(txn)?;
+        let outcome =
+            members::register(context.dbs, &mut nested, context.merchant, context.config, row, context.now_ms);
+        let mut result = ImportRowResult { index: index as i32, ..Default::default() };
+        match outcome {
+            Ok(registered) => {
+                nested.commit()?;
+                result.member_id = registered.member.map_or(0, |m| m.member_id);
+                response.imported += 1;
+            }
+            Err(error) if error.kind.is_deterministic() => {
+                nested.abort();
+                result.error_reason = error.reason().to_owned();
+                result.error_message = error.message;
+                response.failed += 1;
+            }
+            Err(error) => return Err(error),
+        }
+        response.results.push(result);
+    }
     Ok(response)
 }
 
@@ -193,18 +260,18 @@ pub fn record_failure(
 
 /// Serves a read on the caller's thread.
 pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, method: Method, bytes: &[u8]) -> Result<Vec<u8>> {
-    match method {
+    Ok(match method {
         Method::GetConfig => {
             let _: GetConfigRequest = decode_as(bytes)?;
             let config = config::read(dbs, txn, merchant)?;
-            Ok(GetConfigResponse { config: Some(config) }.encode_to_vec())
+            GetConfigResponse { config: Some(config) }.encode_to_vec()
         }
-        Method::GetMember => {
-            let request: GetMemberRequest = decode_as(bytes)?;
-            Ok(members::get(dbs, txn, merchant, request)?.encode_to_vec())
-        }
-        Method::ApplyConfig | Method::RegisterMember | Method::Recharge | Method::Checkout => {
-            fail(Kind::UnknownMethod, format!("{} is not a read", method.full_name()))
-        }
-    }
+        Method::GetMember => members::get(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        Method::SearchMembers => profiles::search(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        Method::ListHistory => profiles::history(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        Method::ListFollowUps => profiles::follow_ups(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        Method::GetCard => lifecycle::get_card(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        Method::ListCardEvents => lifecycle::card_events(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        _ => return fail(Kind::UnknownMethod, format!("{} is not a read", method.full_name())),
+    })
 }

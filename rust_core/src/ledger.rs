@@ -11,12 +11,23 @@ use crate::store::{self, Dbs};
 /// One entry touches few accounts; more is a programming error.
 pub const POSTINGS_PER_ENTRY_MAX: usize = 32;
 
-pub fn member_principal(member_id: u64) -> String {
-    format!("member/{member_id}/principal")
+/// 本金 on a card, owed to its holder.
+pub fn card_principal(card_id: u64) -> String {
+    format!("card/{card_id}/principal")
 }
-pub fn member_bonus(member_id: u64) -> String {
-    format!("member/{member_id}/bonus")
+/// 赠送金 on a card.
+pub fn card_bonus(card_id: u64) -> String {
+    format!("card/{card_id}/bonus")
 }
+/// The unused value of a count-package lot (deferred revenue), in fen.
+pub fn lot_value(lot_id: u64) -> String {
+    format!("lot/{lot_id}/value")
+}
+/// Uses left of one item of a lot, in USES.
+pub fn lot_uses(lot_id: u64, item_code: &str) -> String {
+    format!("lot/{lot_id}/uses/{item_code}")
+}
+/// 积分: points belong to the member, whatever card earned them.
 pub fn member_points(member_id: u64) -> String {
     format!("member/{member_id}/points")
 }
@@ -24,6 +35,10 @@ pub fn store_account(store_code: &str, what: &str) -> String {
     format!("store/{store_code}/{what}")
 }
 pub const RECHARGE_BONUS: &str = "merchant/recharge_bonus";
+/// Counterpart of every lot's uses.
+pub const USES_ISSUED: &str = "merchant/uses_issued";
+/// Bonus forfeited when a card is returned.
+pub const FORFEITED_BONUS: &str = "merchant/forfeited_bonus";
 pub const POINTS_REDEMPTION: &str = "merchant/points_redemption";
 pub const POINTS_ISSUED: &str = "merchant/points_issued";
 
@@ -48,28 +63,40 @@ impl Journal {
         self.post(account, points, Unit::Points);
     }
 
-    /// The sum per unit, which must be zero for a balanced entry.
-    fn sums(&self) -> (i128, i128) {
-        let mut fen = 0i128;
-        let mut points = 0i128;
+    pub fn uses(&mut self, account: String, uses: i64) {
+        self.post(account, uses, Unit::Uses);
+    }
+
+    /// The sum per unit (fen, points, uses), which must be zero for a balanced entry.
+    fn sums(&self) -> [i128; 3] {
+        let mut sums = [0i128; 3];
         for posting in &self.postings {
-            match Unit::try_from(posting.unit) {
-                Ok(Unit::Fen) => fen += i128::from(posting.amount),
-                Ok(Unit::Points) => points += i128::from(posting.amount),
+            let index = match Unit::try_from(posting.unit) {
+                Ok(Unit::Fen) => 0,
+                Ok(Unit::Points) => 1,
+                Ok(Unit::Uses) => 2,
                 Ok(Unit::Unspecified) | Err(_) => panic!("posting without a unit"),
-            }
+            };
+            sums[index] += i128::from(posting.amount);
         }
-        (fen, points)
+        sums
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.postings.is_empty()
     }
 
     /// Appends the entry and applies it to the accounts. Returns its sequence number.
     pub fn write(self, dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, mut entry: LedgerEntry) -> Result<u64> {
-        assert_eq!(self.sums(), (0, 0), "ledger entry does not balance: {:?}", self.postings);
+        assert_eq!(self.sums(), [0, 0, 0], "ledger entry does not balance: {:?}", self.postings);
         assert!(self.postings.len() <= POSTINGS_PER_ENTRY_MAX);
         assert!(entry.postings.is_empty() && entry.seq == 0);
         let seq = store::next_counter(dbs, txn, merchant, store::COUNTER_LEDGER_SEQ)?;
         for posting in &self.postings {
             apply_posting(dbs, txn, merchant, posting, seq)?;
+        }
+        if entry.member_id != 0 {
+            dbs.member_ledger.put(txn, &store::key_u64_pair(merchant, entry.member_id, seq), &[])?;
         }
         entry.seq = seq;
         entry.postings = self.postings;
@@ -87,11 +114,8 @@ fn apply_posting(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, posting: &Posti
     });
     assert_eq!(account.unit, posting.unit, "account {} used with two units", posting.account);
     account.balance = account.balance.checked_add(posting.amount).expect("balances are bounded far below i64");
-    assert!(
-        account.balance >= 0 || !posting.account.starts_with("member/"),
-        "member account {} would go negative",
-        posting.account
-    );
+    let held_for_someone = ["member/", "card/", "lot/"].iter().any(|p| posting.account.starts_with(p));
+    assert!(account.balance >= 0 || !held_for_someone, "account {} would go negative", posting.account);
     account.posting_count += 1;
     account.last_seq = seq;
     store::put_record(&dbs.accounts, txn, &key, &account)
@@ -130,13 +154,10 @@ pub fn verify(dbs: &Dbs, txn: &RoTxn<'_>) -> crate::error::Result<Verification> 
         if entry.seq != expected {
             result.problems.push(format!("ledger seq {} where {expected} was expected", entry.seq));
         }
-        let (mut fen, mut points) = (0i128, 0i128);
+        let mut sums_per_unit = [0i128; 4];
         for posting in &entry.postings {
-            if posting.unit == Unit::Points as i32 {
-                points += i128::from(posting.amount);
-            } else {
-                fen += i128::from(posting.amount);
-            }
+            let unit = usize::try_from(posting.unit).unwrap_or(0).min(3);
+            sums_per_unit[unit] += i128::from(posting.amount);
             let mut account_key = merchant.clone();
             account_key.push(0);
             account_key.extend_from_slice(posting.account.as_bytes());
@@ -145,7 +166,7 @@ pub fn verify(dbs: &Dbs, txn: &RoTxn<'_>) -> crate::error::Result<Verification> 
             sum.1 += 1;
             result.postings += 1;
         }
-        if (fen, points) != (0, 0) {
+        if sums_per_unit != [0; 4] {
             result.problems.push(format!("entry {} does not sum to zero", entry.seq));
         }
         result.entries += 1;

@@ -2,13 +2,19 @@
 //! the double-entry ledger, on LMDB. No Python here: `rust_core/binding` is the one place
 //! that knows Python exists, and `cargo test` runs everything below without it.
 
+pub mod cards;
 pub mod config;
 pub mod core;
+pub mod dates;
 pub mod dispatch;
 pub mod error;
 pub mod ledger;
+pub mod lifecycle;
 pub mod members;
 pub mod money;
+pub mod packages;
+pub mod pin;
+pub mod profiles;
 pub mod rules;
 pub mod store;
 pub mod transactions;

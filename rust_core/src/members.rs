@@ -1,79 +1,77 @@
-//! Member registration and lookup.
+//! Member registration and lookup. Profiles, search, history and follow-ups are in
+//! `profiles`; cards in `cards`.
 
 use heed::{RoTxn, RwTxn};
 
+use crate::cards;
 use crate::config::Loaded;
-use crate::error::{fail, Kind, Result};
+use crate::error::{fail, CoreError, Kind, Result};
 use crate::ledger;
 use crate::proto::member_ref::Key as MemberKey;
 use crate::proto::{
-    Balances, GetMemberRequest, GetMemberResponse, Member, MemberRef, RegisterMemberRequest, RegisterMemberResponse,
+    Balances, Card, CardStatus, GetMemberRequest, GetMemberResponse, Member, MemberRef, RegisterMemberRequest,
+    RegisterMemberResponse,
 };
 use crate::store::{self, Dbs};
 use crate::validate;
 
+/// Registers a member and issues their first card: the number given, or an e-card
+/// number made from the member id. The card is active at once and is the default card.
 pub fn register(
     dbs: &Dbs,
     txn: &mut RwTxn<'_>,
     merchant: &str,
     config: &Loaded,
-    request: RegisterMemberRequest,
+    request: &RegisterMemberRequest,
     now_ms: i64,
 ) -> Result<RegisterMemberResponse> {
     let phone = validate::phone(&request.phone)?;
     let name = validate::person_name(&request.name)?;
     if !request.card_no.is_empty() {
-        validate::card_number(&request.card_no)?;
+        cards::check_chosen_number(&request.card_no)?;
     }
+    let card_type = match request.card_type.as_str() {
+        "" => cards::default_card_type(config),
+        code => cards::card_type(config, code)?,
+    };
     let store_code = config.store_code(&request.store_code)?.to_owned();
     let phone_key = store::key(merchant, phone.as_bytes());
     if dbs.phones.get(txn, &phone_key)?.is_some() {
         return fail(Kind::PhoneTaken, format!("phone {phone} is already registered"));
     }
-    let card_key = store::key(merchant, request.card_no.as_bytes());
-    if !request.card_no.is_empty() && dbs.cards.get(txn, &card_key)?.is_some() {
-        return fail(Kind::CardTaken, format!("card {} is already issued", request.card_no));
-    }
     let member_id = store::next_counter(dbs, txn, merchant, store::COUNTER_MEMBER_ID)?;
-    let member = Member {
+    let card_no = if request.card_no.is_empty() { cards::ecard_number(member_id) } else { request.card_no.clone() };
+    let mut member = Member {
         member_id,
         phone: phone.to_owned(),
         name,
-        card_no: request.card_no.clone(),
+        card_no: card_no.clone(),
         level_code: config.levels()[0].code.clone(),
-        store_code,
+        store_code: store_code.clone(),
         registered_at_ms: now_ms,
-        cumulative_spend_fen: 0,
-        cumulative_recharge_fen: 0,
+        updated_at_ms: now_ms,
+        ..Default::default()
     };
+    crate::profiles::apply_to_new_member(dbs, txn, merchant, config, request, &mut member)?;
+    let card = Card {
+        card_no,
+        member_id,
+        card_type: card_type.code.clone(),
+        status: CardStatus::Active as i32,
+        issued_at_ms: now_ms,
+        activated_at_ms: now_ms,
+        store_code,
+        ..Default::default()
+    };
+    let card = cards::create(dbs, txn, merchant, card)?;
+    member.default_card_id = card.card_id;
     store::put_record(&dbs.members, txn, &store::key_u64(merchant, member_id), &member)?;
     store::put_u64(&dbs.phones, txn, &phone_key, member_id)?;
-    if !request.card_no.is_empty() {
-        store::put_u64(&dbs.cards, txn, &card_key, member_id)?;
-    }
-    Ok(RegisterMemberResponse { member: Some(member), balances: Some(Balances::default()) })
+    let view = cards::view(dbs, txn, merchant, &card)?;
+    Ok(RegisterMemberResponse { member: Some(member), balances: Some(Balances::default()), card: Some(view) })
 }
 
-/// Finds the member a reference names.
-pub fn find(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, reference: Option<&MemberRef>) -> Result<Member> {
-    let member_id = match reference.and_then(|r| r.key.as_ref()) {
-        None => return fail(Kind::MemberRefMissing, "name the member by member_id, phone or card_no"),
-        Some(MemberKey::MemberId(id)) => *id,
-        Some(MemberKey::Phone(phone)) => {
-            validate::phone(phone)?;
-            let found = store::get_u64(&dbs.phones, txn, &store::key(merchant, phone.as_bytes()))?;
-            found.ok_or_else(|| {
-                crate::error::CoreError::new(Kind::MemberNotFound, format!("no member with phone {phone}"))
-            })?
-        }
-        Some(MemberKey::CardNo(card)) => {
-            validate::card_number(card)?;
-            let found = store::get_u64(&dbs.cards, txn, &store::key(merchant, card.as_bytes()))?;
-            found.ok_or_else(|| {
-                crate::error::CoreError::new(Kind::MemberNotFound, format!("no member with card {card}"))
-            })?
-        }
-    };
+pub fn by_id(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, member_id: u64) -> Result<Member> {
     match store::get_record::<Member>(&dbs.members, txn, &store::key_u64(merchant, member_id))? {
         Some(member) => {
             assert_eq!(member.member_id, member_id, "member record under the wrong key");
@@ -83,19 +81,47 @@ pub fn find(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, reference: Option<&Membe
     }
 }
 
-pub fn balances(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, member_id: u64) -> Result<Balances> {
-    Ok(Balances {
-        principal_fen: ledger::balance(dbs, txn, merchant, &ledger::member_principal(member_id))?,
-        bonus_fen: ledger::balance(dbs, txn, merchant, &ledger::member_bonus(member_id))?,
-        points: ledger::balance(dbs, txn, merchant, &ledger::member_points(member_id))?,
-    })
+/// Finds the member a reference names (a card or QR names its holder).
+pub fn find(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, reference: Option<&MemberRef>) -> Result<Member> {
+    let member_id = match reference.and_then(|r| r.key.as_ref()) {
+        None => return fail(Kind::MemberRefMissing, "name the member by member_id, phone, card_no or qr"),
+        Some(MemberKey::MemberId(id)) => *id,
+        Some(MemberKey::Phone(phone)) => {
+            validate::phone(phone)?;
+            let found = store::get_u64(&dbs.phones, txn, &store::key(merchant, phone.as_bytes()))?;
+            found.ok_or_else(|| CoreError::new(Kind::MemberNotFound, format!("no member with phone {phone}")))?
+        }
+        Some(MemberKey::CardNo(card_no)) => cards::find_by_number(dbs, txn, merchant, card_no)?.member_id,
+        Some(MemberKey::Qr(payload)) => {
+            cards::find_by_number(dbs, txn, merchant, cards::number_from_qr(payload)?)?.member_id
+        }
+    };
+    by_id(dbs, txn, merchant, member_id)
+}
+
+/// Principal and bonus over the member's own cards, and the member's points.
+pub fn balances(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, member: &Member) -> Result<Balances> {
+    let mut balances = Balances {
+        points: ledger::balance(dbs, txn, merchant, &ledger::member_points(member.member_id))?,
+        ..Default::default()
+    };
+    for card in cards::of_member(dbs, txn, merchant, member.member_id)? {
+        let (principal, bonus) = cards::stored_value(dbs, txn, merchant, card.card_id)?;
+        balances.principal_fen += principal;
+        balances.bonus_fen += bonus;
+    }
+    Ok(balances)
 }
 
 pub fn get(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, request: GetMemberRequest) -> Result<GetMemberResponse> {
     let member = find(dbs, txn, merchant, request.member.as_ref())?;
-    let balances = balances(dbs, txn, merchant, member.member_id)?;
+    let balances = balances(dbs, txn, merchant, &member)?;
     let config = crate::config::read(dbs, txn, merchant)?;
     let level_name =
         config.levels.iter().find(|l| l.code == member.level_code).map(|l| l.name.clone()).unwrap_or_default();
-    Ok(GetMemberResponse { member: Some(member), balances: Some(balances), level_name })
+    let mut views = Vec::new();
+    for card in cards::of_member(dbs, txn, merchant, member.member_id)? {
+        views.push(cards::view(dbs, txn, merchant, &card)?);
+    }
+    Ok(GetMemberResponse { member: Some(member), balances: Some(balances), level_name, cards: views })
 }

@@ -12,8 +12,24 @@ use crate::error::{CoreError, Kind, Result};
 pub type Db = Database<'static, Bytes, Bytes>;
 
 /// Named databases; keep in step with docs/STORAGE.md.
-pub const DATABASE_NAMES: [&str; 8] =
-    ["config", "members", "phones", "cards", "accounts", "ledger", "requests", "counters"];
+pub const DATABASE_NAMES: [&str; 16] = [
+    "config",
+    "members",
+    "phones",
+    "card_numbers",
+    "accounts",
+    "ledger",
+    "requests",
+    "counters",
+    "cards",
+    "member_cards",
+    "card_events",
+    "lots",
+    "member_ledger",
+    "names",
+    "member_changes",
+    "follow_ups",
+];
 /// Room for the databases above plus those later versions add.
 pub const DATABASES_MAX: u32 = 32;
 /// Reader slots: gRPC worker threads plus backups, with room to spare.
@@ -24,17 +40,46 @@ pub const RECORD_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 pub const COUNTER_MEMBER_ID: &str = "member_id";
 pub const COUNTER_LEDGER_SEQ: &str = "ledger_seq";
+pub const COUNTER_CARD_ID: &str = "card_id";
+pub const COUNTER_LOT_ID: &str = "lot_id";
+pub const COUNTER_CARD_EVENT_SEQ: &str = "card_event_seq";
+pub const COUNTER_MEMBER_CHANGE_SEQ: &str = "member_change_seq";
+pub const COUNTER_FOLLOW_UP_SEQ: &str = "follow_up_seq";
 
 #[derive(Clone, Copy)]
 pub struct Dbs {
+    /// `M` → MerchantConfig
     pub config: Db,
+    /// `M + u64be(member_id)` → Member
     pub members: Db,
+    /// `M + phone` → u64be(member_id)
     pub phones: Db,
-    pub cards: Db,
+    /// `M + card_no` → u64be(card_id); a replaced card's number keeps pointing at it
+    pub card_numbers: Db,
+    /// `M + account name` → AccountRecord
     pub accounts: Db,
+    /// `M + u64be(seq)` → LedgerEntry
     pub ledger: Db,
+    /// `M + request_id` → RequestRecord
     pub requests: Db,
+    /// `M + counter name` → u64be(last value)
     pub counters: Db,
+    /// `M + u64be(card_id)` → Card
+    pub cards: Db,
+    /// `M + u64be(member_id) + u64be(card_id)` → empty
+    pub member_cards: Db,
+    /// `M + u64be(card_id) + u64be(event seq)` → CardEvent
+    pub card_events: Db,
+    /// `M + u64be(card_id) + u64be(lot_id)` → CountLot
+    pub lots: Db,
+    /// `M + u64be(member_id) + u64be(ledger seq)` → empty: a member's history
+    pub member_ledger: Db,
+    /// `M + name + 0x00 + u64be(member_id)` → empty: search by name
+    pub names: Db,
+    /// `M + u64be(member_id) + u64be(change seq)` → MemberChange
+    pub member_changes: Db,
+    /// `M + u64be(member_id) + u64be(follow-up seq)` → FollowUp
+    pub follow_ups: Db,
 }
 
 /// Opens (creating if needed) the environment in `path` and its databases.
@@ -59,13 +104,33 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
             for name in DATABASE_NAMES {
                 created.push(opener.create_database::<Bytes, Bytes>(wtxn, Some(name))?);
             }
-            let array: [Database<'_, Bytes, Bytes>; 8] = created.try_into().expect("one database per name");
+            let array: [Database<'_, Bytes, Bytes>; DATABASE_NAMES.len()] =
+                created.try_into().expect("one database per name");
             Ok(CommitOrAbort::<_, ()>::Commit(array))
         })?
         .commit()
         .expect("never aborted");
-    let [config, members, phones, cards, accounts, ledger, requests, counters] = dbs;
-    Ok((env, Dbs { config, members, phones, cards, accounts, ledger, requests, counters }))
+    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups] =
+        dbs;
+    let dbs = Dbs {
+        config,
+        members,
+        phones,
+        card_numbers,
+        accounts,
+        ledger,
+        requests,
+        counters,
+        cards,
+        member_cards,
+        card_events,
+        lots,
+        member_ledger,
+        names,
+        member_changes,
+        follow_ups,
+    };
+    Ok((env, dbs))
 }
 
 /// `merchant 0x00 rest`: every key starts with the merchant id.
@@ -80,6 +145,14 @@ pub fn key(merchant: &str, rest: &[u8]) -> Vec<u8> {
 
 pub fn key_u64(merchant: &str, number: u64) -> Vec<u8> {
     key(merchant, &number.to_be_bytes())
+}
+
+/// `merchant 0x00 u64be(first) u64be(second)`: a child record under a parent id.
+pub fn key_u64_pair(merchant: &str, first: u64, second: u64) -> Vec<u8> {
+    let mut rest = [0u8; 16];
+    rest[..8].copy_from_slice(&first.to_be_bytes());
+    rest[8..].copy_from_slice(&second.to_be_bytes());
+    key(merchant, &rest)
 }
 
 pub fn get_record<M: Message + Default>(db: &Db, txn: &RoTxn<'_>, key: &[u8]) -> Result<Option<M>> {

@@ -6,13 +6,14 @@ use crate::config::Loaded;
 use crate::error::{fail, Kind, Result};
 use crate::ledger::{self, Journal};
 use crate::money::{self, BALANCE_FEN_MAX, POINTS_MAX};
+use crate::pin::PinCheck;
 use crate::proto::{
-    Balances, CheckoutRequest, CheckoutResponse, EntryKind, LedgerEntry, Member, Payment, PaymentMethod,
-    RechargeRequest, RechargeResponse, Tender,
+    Card, CardType, CheckoutRequest, CheckoutResponse, EntryKind, LedgerEntry, Member, MemberRef, Payment,
+    PaymentMethod, RechargeRequest, RechargeResponse, Tender,
 };
 use crate::rules::{self, Progress};
 use crate::store::{self, Dbs};
-use crate::{members, validate};
+use crate::{cards, members, validate};
 
 /// A bill is paid in a handful of ways at most.
 pub const TENDERS_MAX: usize = 8;
@@ -23,10 +24,18 @@ pub struct Context<'a> {
     pub merchant: &'a str,
     pub config: &'a Loaded,
     pub now_ms: i64,
+    /// The PIN check made before the writer, when the request carried a PIN.
+    pub pin: Option<&'a PinCheck>,
+}
+
+impl Context<'_> {
+    pub fn today(&self) -> crate::dates::Date {
+        self.config.today(self.now_ms)
+    }
 }
 
 /// Where a store's takings of a method are posted.
-fn takings_account(store_code: &str, method: PaymentMethod) -> String {
+pub fn takings_account(store_code: &str, method: PaymentMethod) -> String {
     let what = match method {
         PaymentMethod::Cash => "cash",
         PaymentMethod::BankCard => "bank_card",
@@ -36,7 +45,7 @@ fn takings_account(store_code: &str, method: PaymentMethod) -> String {
     ledger::store_account(store_code, what)
 }
 
-fn external_method(raw: i32, default: PaymentMethod) -> Result<PaymentMethod> {
+pub fn external_method(raw: i32, default: PaymentMethod) -> Result<PaymentMethod> {
     match PaymentMethod::try_from(raw) {
         Ok(PaymentMethod::Unspecified) => Ok(default),
         Ok(method @ (PaymentMethod::Cash | PaymentMethod::BankCard | PaymentMethod::ScanPay)) => Ok(method),
@@ -55,17 +64,31 @@ pub fn recharge(
     validate::external_ref(&request.external_ref)?;
     let store_code = context.config.store_code(&request.store_code)?.to_owned();
     let (dbs, merchant) = (context.dbs, context.merchant);
-    let mut member = members::find(dbs, txn, merchant, request.member.as_ref())?;
-    let before = members::balances(dbs, txn, merchant, member.member_id)?;
+    let (mut member, card) = cards::resolve(dbs, txn, merchant, request.member.as_ref())?;
+    cards::check_usable(&card, context.today())?;
+    let card_type = cards::card_type(context.config, &card.card_type)?;
+    if !cards::holds_stored_value(&card_type) {
+        return fail(
+            Kind::CardKindMismatch,
+            format!("card {} ({}) holds no stored value", card.card_no, card_type.name),
+        );
+    }
+    if card.primary_card_id != 0 {
+        return fail(
+            Kind::CardKindMismatch,
+            format!("card {} is a subsidiary card: recharge its primary card", card.card_no),
+        );
+    }
+    let (principal_before, bonus_before) = cards::stored_value(dbs, txn, merchant, card.card_id)?;
     let bonus_fen = rules::recharge_bonus(&context.config.config.recharge_bonus_rules, amount_fen);
-    money::add_within(before.principal_fen, amount_fen, BALANCE_FEN_MAX, "principal balance")?;
-    money::add_within(before.bonus_fen, bonus_fen, BALANCE_FEN_MAX, "bonus balance")?;
+    money::add_within(principal_before, amount_fen, BALANCE_FEN_MAX, "principal balance")?;
+    money::add_within(bonus_before, bonus_fen, BALANCE_FEN_MAX, "bonus balance")?;
 
     let id = member.member_id;
     let mut journal = Journal::default();
-    journal.fen(ledger::member_principal(id), amount_fen);
+    journal.fen(ledger::card_principal(card.card_id), amount_fen);
     journal.fen(takings_account(&store_code, method), -amount_fen);
-    journal.fen(ledger::member_bonus(id), bonus_fen);
+    journal.fen(ledger::card_bonus(card.card_id), bonus_fen);
     journal.fen(ledger::RECHARGE_BONUS.to_owned(), -bonus_fen);
 
     member.cumulative_recharge_fen =
@@ -84,11 +107,12 @@ pub fn recharge(
         member_id: id,
         store_code: store_code.clone(),
         amount_fen,
+        card_id: card.card_id,
         ..Default::default()
     };
     let seq = journal.write(dbs, txn, merchant, entry)?;
-    let balances = members::balances(dbs, txn, merchant, id)?;
-    assert_eq!(balances.principal_fen, before.principal_fen + amount_fen);
+    assert_eq!(cards::stored_value(dbs, txn, merchant, card.card_id)?.0, principal_before + amount_fen);
+    let balances = members::balances(dbs, txn, merchant, &member)?;
     let response = RechargeResponse {
         member_id: id,
         amount_fen,
@@ -100,6 +124,7 @@ pub fn recharge(
         ledger_seq: seq,
         at_ms: context.now_ms,
         store_code,
+        card_no: card.card_no.clone(),
     };
     Ok((response, seq))
 }
@@ -115,8 +140,41 @@ fn upgrade(config: &Loaded, member: &mut Member, progress: Progress) -> Result<(
 /// The member side of a checkout, absent for a walk-in customer (散客).
 struct Buyer {
     member: Member,
-    balances: Balances,
+    /// The card presented.
+    card: Card,
+    card_type: CardType,
+    /// The card whose stored value pays: the primary card of a subsidiary.
+    payer: Card,
+    principal_fen: i64,
+    bonus_fen: i64,
+    points: i64,
     level_position: usize,
+}
+
+fn buyer(context: &Context<'_>, txn: &RwTxn<'_>, reference: &MemberRef) -> Result<Buyer> {
+    let (dbs, merchant) = (context.dbs, context.merchant);
+    let (member, card) = cards::resolve(dbs, txn, merchant, Some(reference))?;
+    let today = context.today();
+    cards::check_usable(&card, today)?;
+    let payer = cards::payer(dbs, txn, merchant, &card)?;
+    if payer.card_id != card.card_id {
+        cards::check_usable(&payer, today)?;
+    }
+    let card_type = cards::card_type(context.config, &card.card_type)?;
+    let (principal_fen, bonus_fen) = cards::stored_value(dbs, txn, merchant, payer.card_id)?;
+    let points = ledger::balance(dbs, txn, merchant, &ledger::member_points(member.member_id))?;
+    let level_position = context.config.level_position(&member.level_code)?;
+    Ok(Buyer { member, card, card_type, payer, principal_fen, bonus_fen, points, level_position })
+}
+
+/// A bill of 0 is allowed only for what was paid before: count-card uses or a timed card.
+fn check_list_amount(list_fen: i64, request: &CheckoutRequest, buyer: Option<&Buyer>) -> Result<i64> {
+    let prepaid = !request.uses.is_empty()
+        || buyer.is_some_and(|b| cards::kind_of(&b.card_type) == crate::proto::CardKind::TimedCard);
+    if list_fen == 0 && prepaid {
+        return Ok(0);
+    }
+    money::check_amount(list_fen, "list amount")
 }
 
 pub fn checkout(
@@ -124,25 +182,24 @@ pub fn checkout(
     txn: &mut RwTxn<'_>,
     request: CheckoutRequest,
 ) -> Result<(CheckoutResponse, u64)> {
-    let list_fen = money::check_amount(request.list_amount_fen, "list amount")?;
     let store_code = context.config.store_code(&request.store_code)?.to_owned();
     let (dbs, merchant) = (context.dbs, context.merchant);
-    let buyer = match &request.member {
-        Some(reference) => {
-            let member = members::find(dbs, txn, merchant, Some(reference))?;
-            let balances = members::balances(dbs, txn, merchant, member.member_id)?;
-            let level_position = context.config.level_position(&member.level_code)?;
-            Some(Buyer { member, balances, level_position })
-        }
+    let mut buyer = match &request.member {
+        Some(reference) => Some(buyer(context, txn, reference)?),
+        None if !request.uses.is_empty() => return fail(Kind::MemberRefMissing, "count-card uses need the card"),
         None => None,
     };
+    let list_fen = check_list_amount(request.list_amount_fen, &request, buyer.as_ref())?;
     let level = buyer.as_ref().map(|b| &context.config.levels()[b.level_position]);
-    let discount_bp = level.map_or(0, |l| l.discount_bp);
+    let discount_bp = match &buyer {
+        Some(b) => level.map_or(0, |l| l.discount_bp).max(b.card_type.discount_bp),
+        None => 0,
+    };
     let (due_fen, discount_fen) = money::apply_discount(list_fen, discount_bp);
     let (points_redeemed, points_value_fen) =
         redeem_points(context.config, buyer.as_ref(), request.points_to_redeem, due_fen)?;
     let to_pay_fen = due_fen - points_value_fen;
-    let stored_value_fen = buyer.as_ref().map(|b| b.balances.principal_fen + b.balances.bonus_fen);
+    let stored_value_fen = buyer.as_ref().map(|b| b.principal_fen + b.bonus_fen);
     let mut payments = resolve_tenders(&request.tenders, to_pay_fen, stored_value_fen)?;
     let points_earned = level.map_or(0, |l| money::points_earned(to_pay_fen, l.milli_points_per_yuan));
 
@@ -151,7 +208,7 @@ pub fn checkout(
     journal.fen(ledger::store_account(&store_code, "discount"), -discount_fen);
     journal.fen(ledger::POINTS_REDEMPTION.to_owned(), -points_value_fen);
     for payment in payments.iter_mut() {
-        post_payment(context.config, &mut journal, buyer.as_ref(), &store_code, payment)?;
+        post_payment(context, txn, &mut journal, buyer.as_mut(), &store_code, payment)?;
     }
     let mut response = CheckoutResponse {
         list_amount_fen: list_fen,
@@ -169,15 +226,18 @@ pub fn checkout(
         at_ms: context.now_ms,
         kind: EntryKind::Checkout as i32,
         request_id: request.request_id.clone(),
-        store_code,
+        store_code: store_code.clone(),
         amount_fen: due_fen,
         ..Default::default()
     };
     if let Some(mut buyer) = buyer {
+        response.lot_uses =
+            crate::packages::consume(context, txn, &mut journal, &buyer.card, &request.uses, &store_code)?;
+        use_trial(&mut buyer.card, &buyer.card_type)?;
         let id = buyer.member.member_id;
         journal.points(ledger::member_points(id), points_earned - points_redeemed);
         journal.points(ledger::POINTS_ISSUED.to_owned(), points_redeemed - points_earned);
-        money::add_within(buyer.balances.points - points_redeemed, points_earned, POINTS_MAX, "points balance")?;
+        money::add_within(buyer.points - points_redeemed, points_earned, POINTS_MAX, "points balance")?;
         buyer.member.cumulative_spend_fen =
             money::add_within(buyer.member.cumulative_spend_fen, due_fen, i64::MAX, "cumulative spend")?;
         let progress = Progress {
@@ -187,8 +247,11 @@ pub fn checkout(
         };
         let (before, after) = upgrade(context.config, &mut buyer.member, progress)?;
         store::put_record(&dbs.members, txn, &store::key_u64(merchant, id), &buyer.member)?;
+        cards::put(dbs, txn, merchant, &buyer.card)?;
         entry.member_id = id;
+        entry.card_id = buyer.payer.card_id;
         response.member_id = id;
+        response.card_no = buyer.card.card_no.clone();
         response.level_upgraded = before != after;
         response.level_before = before;
         response.level_after = after;
@@ -196,10 +259,46 @@ pub fn checkout(
     response.payments = payments;
     let seq = journal.write(dbs, txn, merchant, entry)?;
     if response.member_id != 0 {
-        response.balances = Some(members::balances(dbs, txn, merchant, response.member_id)?);
+        let member = members::by_id(dbs, txn, merchant, response.member_id)?;
+        response.balances = Some(members::balances(dbs, txn, merchant, &member)?);
     }
     response.ledger_seq = seq;
     Ok((response, seq))
+}
+
+/// A trial card (体验卡) with limited uses loses one per checkout.
+fn use_trial(card: &mut Card, card_type: &CardType) -> Result<()> {
+    if cards::kind_of(card_type) != crate::proto::CardKind::TrialCard || card_type.trial_uses == 0 {
+        return Ok(());
+    }
+    if card.trial_uses_left <= 0 {
+        return fail(Kind::TrialUsedUp, format!("trial card {} has no uses left (体验次数已用完)", card.card_no));
+    }
+    card.trial_uses_left -= 1;
+    Ok(())
+}
+
+/// The PIN gate of a stored-value payment: checked before the writer; here only its
+/// outcome is applied. A wrong PIN is counted by the dispatcher outside this request's
+/// transaction, so the count survives the refusal.
+pub fn check_pin(context: &Context<'_>, card: &mut Card, card_type: &CardType) -> Result<()> {
+    if !card_type.pin_required {
+        return Ok(());
+    }
+    if card.pin_hash.is_empty() {
+        return fail(Kind::PinRequired, format!("card {} needs a PIN for stored value: set one first", card.card_no));
+    }
+    let Some(check) = context.pin.filter(|c| c.card_id == card.card_id) else {
+        return fail(Kind::PinRequired, format!("card {} asks for its PIN (请输入会员密码)", card.card_no));
+    };
+    if check.hash_seen != card.pin_hash {
+        return fail(Kind::PinChanged, "the PIN changed while this request was checked; send it again");
+    }
+    if !check.correct {
+        return fail(Kind::WrongPin, format!("wrong PIN for card {} (密码错误)", card.card_no));
+    }
+    card.pin_failures = 0;
+    Ok(())
 }
 
 /// Points deduction (积分抵现): returns (points, their value in fen).
@@ -225,8 +324,8 @@ fn redeem_points(config: &Loaded, buyer: Option<&Buyer>, points: i64, due_fen: i
             format!("{points} points are worth {value_fen} fen; points may pay at most {cap_fen} fen of this bill"),
         );
     }
-    if points > buyer.balances.points {
-        return fail(Kind::InsufficientPoints, format!("member has {} points, {points} asked", buyer.balances.points));
+    if points > buyer.points {
+        return fail(Kind::InsufficientPoints, format!("member has {} points, {points} asked", buyer.points));
     }
     Ok((points, value_fen))
 }
@@ -333,9 +432,10 @@ fn cash_change(tender: &Tender, method: PaymentMethod, amount_fen: i64) -> Resul
 }
 
 fn post_payment(
-    config: &Loaded,
+    context: &Context<'_>,
+    txn: &RwTxn<'_>,
     journal: &mut Journal,
-    buyer: Option<&Buyer>,
+    buyer: Option<&mut Buyer>,
     store_code: &str,
     payment: &mut Payment,
 ) -> Result<()> {
@@ -345,16 +445,33 @@ fn post_payment(
         return Ok(());
     }
     let buyer = buyer.expect("stored value was checked to have a member");
+    let _ = txn;
+    check_pin(context, &mut buyer.card, &buyer.card_type)?;
+    if buyer.card.primary_card_id != 0 {
+        let spent = money::add_within(buyer.card.spent_fen, payment.amount_fen, i64::MAX, "subsidiary spending")?;
+        if buyer.card.spending_limit_fen > 0 && spent > buyer.card.spending_limit_fen {
+            return fail(
+                Kind::SpendingLimit,
+                format!(
+                    "subsidiary card {} may spend {} fen more, {} fen asked",
+                    buyer.card.card_no,
+                    buyer.card.spending_limit_fen - buyer.card.spent_fen,
+                    payment.amount_fen
+                ),
+            );
+        }
+        buyer.card.spent_fen = spent;
+    }
     let (principal_fen, bonus_fen) = rules::split_stored_value(
         payment.amount_fen,
-        buyer.balances.principal_fen,
-        buyer.balances.bonus_fen,
-        config.spend_order(),
+        buyer.principal_fen,
+        buyer.bonus_fen,
+        context.config.spend_order(),
     )?;
     payment.principal_fen = principal_fen;
     payment.bonus_fen = bonus_fen;
-    journal.fen(ledger::member_principal(buyer.member.member_id), -principal_fen);
-    journal.fen(ledger::member_bonus(buyer.member.member_id), -bonus_fen);
+    journal.fen(ledger::card_principal(buyer.payer.card_id), -principal_fen);
+    journal.fen(ledger::card_bonus(buyer.payer.card_id), -bonus_fen);
     Ok(())
 }
 
