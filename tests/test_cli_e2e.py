@@ -4,20 +4,33 @@ Every amount is asserted to the fen. Expected values follow examples/merchant.to
 普通 Regular 0% off and 1 point per yuan, 银卡 Silver 5% off and 1.2 points per yuan
 (reached by one recharge of ¥500), bonus 充100送10 / 充500送80 / 充1000送200, principal
 spent first, points rounded down.
+
+Most tests get a server of their own. The output tests share one server for the module,
+each on a merchant of its own (`--merchant`), so their merchants start empty and their
+member ids and ledger sequences start at 1.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import RunningServer
+from engine import cli
 from engine.config_file import load_config, loads_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,12 +40,14 @@ PHONE = "13800138000"
 CARD = "C0001"
 
 
-def mms(address: str, *argv: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+def mms(
+    address: str, *argv: str, expect: int = 0, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
     """Runs `python -m engine ARGV --server ADDRESS` and checks its exit code."""
     result = subprocess.run(
         [sys.executable, "-m", "engine", *argv, "--server", address],
         check=False,
-        cwd=REPO,
+        cwd=cwd,
         capture_output=True,
         text=True,
         encoding="utf-8",
@@ -53,6 +68,24 @@ def refused(address: str, *argv: str, status: str, reason: str) -> str:
     assert result.stdout == ""
     assert result.stderr.startswith(f"error: {status} {reason}: "), result.stderr
     return result.stderr
+
+
+_ROW = re.compile(r"  (\S.*?)  +(\S.*)")
+
+
+def _columns(text: str) -> int:
+    """Terminal columns: CJK characters take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def fields(text: str) -> tuple[str, dict[str, str]]:
+    """The title and `label  value` rows of a text block; checks the values line up."""
+    title, *lines = text.rstrip("\n").split("\n")
+    matches = [_ROW.fullmatch(line) for line in lines]
+    assert all(matches), text
+    starts = {_columns(line[: m.start(2)]) for line, m in zip(lines, matches, strict=True) if m}
+    assert len(starts) == 1, text
+    return title, {m.group(1): m.group(2) for m in matches if m}
 
 
 @pytest.fixture
@@ -82,9 +115,7 @@ def member_id(address: str) -> int:
 
 
 def test_config_apply_and_show(server: Any) -> None:
-    data = mms_json(
-        server.address, "config", "apply", str(EXAMPLE), "--request-id", "cfg-1"
-    )
+    data = mms_json(server.address, "config", "apply", str(EXAMPLE), "--request-id", "cfg-1")
     assert data["request_id"] == "cfg-1"
     config = data["config"]
     assert config["version"] == 1
@@ -114,9 +145,7 @@ def test_config_apply_and_show(server: Any) -> None:
 
 def test_config_apply_refusals(server: Any, tmp_path: Path) -> None:
     typo = tmp_path / "typo.toml"
-    typo.write_text(
-        EXAMPLE.read_text(encoding="utf-8").replace("discount =", "discont =", 1)
-    )
+    typo.write_text(EXAMPLE.read_text(encoding="utf-8").replace("discount =", "discont =", 1))
     result = mms(server.address, "config", "apply", str(typo), expect=2)
     assert "levels[0].discont: is not a known key" in result.stderr
     assert "levels[0].discount: is required" in result.stderr
@@ -186,9 +215,7 @@ def test_register_refusals(address: str, member_id: int) -> None:
         address, "member", "register", "--phone", "13900139000", "--name", "李四", "--card", CARD,
         status="ALREADY_EXISTS", reason="CARD_TAKEN",
     )  # fmt: skip
-    mms(
-        address, "member", "register", "--phone", "13900139000", expect=2
-    )  # --name missing
+    mms(address, "member", "register", "--phone", "13900139000", expect=2)  # --name missing
 
 
 def test_show_refusals(address: str) -> None:
@@ -244,9 +271,7 @@ def test_recharge_then_checkout_with_balance(address: str, member_id: int) -> No
         5850,
         0,
     )
-    assert (
-        checkout["points_earned"] == 58
-    )  # 58.50 yuan at 1 point per yuan, rounded down
+    assert checkout["points_earned"] == 58  # 58.50 yuan at 1 point per yuan, rounded down
     assert checkout["balances"] == {
         "principal_fen": 4150,
         "principal": "41.50",
@@ -261,9 +286,7 @@ def test_recharge_then_checkout_with_balance(address: str, member_id: int) -> No
     assert member["cumulative_spend_fen"] == 5850
 
 
-def test_recharge_upgrades_and_the_discount_applies(
-    address: str, member_id: int
-) -> None:
+def test_recharge_upgrades_and_the_discount_applies(address: str, member_id: int) -> None:
     recharge = mms_json(
         address,
         "recharge",
@@ -310,11 +333,10 @@ def test_walk_in_cash_checkout_with_change(address: str) -> None:
     assert checkout["store_code"] == "S002"
     text = mms(address, "checkout", "--amount", "10", "--cash-received", "20").stdout
     assert "walk-in 散客" in text and "change 找零 10.00" in text
+    assert "Balance" not in text and "Points earned" not in text
 
 
-def test_retry_with_the_same_request_id_applies_once(
-    address: str, member_id: int
-) -> None:
+def test_retry_with_the_same_request_id_applies_once(address: str, member_id: int) -> None:
     argv = (
         "recharge",
         "--id",
@@ -351,21 +373,20 @@ def test_recharge_refusals(address: str, member_id: int) -> None:
         status="INVALID_ARGUMENT", reason="AMOUNT_TOO_LARGE",
     )  # fmt: skip
     for amount in ("-5", "1.234", "abc", "0"):
-        result = mms(
-            address, "recharge", "--id", str(member_id), "--amount", amount, expect=2
-        )
+        result = mms(address, "recharge", "--id", str(member_id), "--amount", amount, expect=2)
         assert "argument --amount:" in result.stderr
 
 
 def test_checkout_refusals(address: str, member_id: int) -> None:
-    mms(
-        address, "recharge", "--id", str(member_id), "--amount", "10"
-    )  # below every bonus rule
+    mms(address, "recharge", "--id", str(member_id), "--amount", "10")  # below every bonus rule
     stderr = refused(
         address, "checkout", "--id", str(member_id), "--amount", "58.50",
         status="FAILED_PRECONDITION", reason="INSUFFICIENT_BALANCE",
     )  # fmt: skip
-    assert "retry" not in stderr  # a definite answer: nothing to retry
+    assert stderr == (  # a definite answer: no note, nothing to retry
+        "error: FAILED_PRECONDITION INSUFFICIENT_BALANCE: "
+        "stored value is 1000 fen, 5850 fen needed\n"
+    )
     refused(
         address, "checkout", "--amount", "37.20", "--cash-received", "20",
         status="INVALID_ARGUMENT", reason="CASH_RECEIVED_TOO_LOW",
@@ -386,9 +407,45 @@ def test_backup_then_audit(address: str, member_id: int, tmp_path: Path) -> None
     mms(address, "recharge", "--id", str(member_id), "--amount", "100")
     destination = tmp_path / "backup"
     data = mms_json(address, "db", "backup", str(destination))
-    assert data["path"] == str(destination / "data.mdb")
-    assert data["size_bytes"] == (destination / "data.mdb").stat().st_size > 0
-    mms(address, "db", "audit", str(destination))
+    assert data == {
+        "path": str(destination / "data.mdb"),
+        "size_bytes": (destination / "data.mdb").stat().st_size,
+    }
+    assert data["size_bytes"] > 0
+    # a relative destination is the command's folder, not the server's (REPO)
+    text = mms(address, "db", "backup", "relative/dir", cwd=tmp_path).stdout
+    copy = tmp_path / "relative" / "dir" / "data.mdb"
+    size = copy.stat().st_size
+    tenths_mib = size * 10 // 2**20
+    assert fields(text) == (
+        "Backup 备份",
+        {
+            "Path 路径": str(copy),
+            "Size 大小": f"{size} bytes ({tenths_mib // 10}.{tenths_mib % 10} MiB)",
+        },
+    )
+    report = mms(address, "db", "audit", str(destination)).stdout.splitlines()
+    assert report[0] == f"mms db audit {destination}"
+    assert report[1] == (
+        "  default (config v1 '示例连锁 Demo Chain'): 1 members, 1 ledger entries; "
+        "principal ¥100.00, bonus ¥10.00, points 0"
+    )
+    assert "owed to members: principal ¥100.00, bonus ¥10.00, points 0" in report
+    assert report[-1] == "OK: every invariant of docs/STORAGE.md holds"
+    audited = mms_json(address, "db", "audit", str(copy.parent))
+    assert audited["ok"] is True and audited["problems"] == []
+    assert audited["merchants"] == ["default"]
+    totals = audited["totals"]["default"]
+    assert (totals["principal_fen"], totals["bonus_fen"], totals["points"]) == (
+        10_000,
+        1_000,
+        0,
+    )
+    assert (totals["members"], totals["ledger_entries"]) == (1, 1)
+    missing = tmp_path / "no-such-dir"
+    result = mms(address, "db", "audit", str(missing), expect=2)
+    assert result.stdout == ""
+    assert result.stderr == f"mms db audit: {missing} is not a directory\n"
     refused(
         address,
         "db",
@@ -405,3 +462,330 @@ def test_unreachable_server_exits_3() -> None:
         address = f"127.0.0.1:{probe.getsockname()[1]}"
     result = mms(address, "member", "show", "--id", "1", "--timeout", "5", expect=3)
     assert result.stderr.startswith("error: UNAVAILABLE")
+
+
+# --- errors a real server gives without a reason --------------------------------------
+
+
+def test_a_hung_server_times_out_and_the_retry_applies_once(
+    server: RunningServer, address: str, member_id: int
+) -> None:
+    assert server.process is not None
+    recharge = ("recharge", "--id", str(member_id), "--amount", "100")
+    server.process.send_signal(signal.SIGSTOP)  # accepts connections, answers nothing
+    try:
+        started = time.monotonic()
+        timed_out = mms(address, *recharge, "--request-id", "till-9", "--timeout", "1", expect=3)
+        elapsed_s = time.monotonic() - started
+        shown = mms(
+            address, "member", "show", "--id", str(member_id), "--timeout", "0.5",
+            expect=3,
+        )  # fmt: skip
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    # --timeout, not the default deadline of 10 s, ended the wait
+    assert 1 <= elapsed_s < cli.CALL_TIMEOUT_S
+    assert timed_out.stdout == ""
+    error, *notes = timed_out.stderr.splitlines()
+    assert error.startswith("error: DEADLINE_EXCEEDED: ")  # no reason: no server said
+    assert notes == [
+        "note: the request may not have been applied; "
+        "retry with --request-id till-9 to be sure it is applied once",
+        f"note: is the server running at {address}? (--server, $MMS_SERVER)",
+    ]
+    error, *notes = shown.stderr.splitlines()  # a query: nothing to retry
+    assert error.startswith("error: DEADLINE_EXCEEDED: ")
+    assert notes == [f"note: is the server running at {address}? (--server, $MMS_SERVER)"]
+    # the retry the note asks for: applied once, whether or not the first one was
+    retried = mms_json(address, *recharge, "--request-id", "till-9")
+    assert retried["request_id"] == "till-9"
+    assert retried["balances"]["principal_fen"] == 10_000
+    assert retried["balances"]["bonus_fen"] == 1_000
+    member = mms_json(address, "member", "show", "--id", str(member_id))
+    assert member["balances"]["principal_fen"] == 10_000
+    assert member["member"]["cumulative_recharge_fen"] == 10_000
+
+
+# --- output, on one server with a merchant per test -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = RunningServer(tmp_path_factory.mktemp("shared") / "data")
+    running.start()
+    try:
+        yield running
+    finally:
+        if running.process is not None:
+            code = running.stop()
+            assert code == 0, "server did not shut down cleanly:\n" + "".join(running.output)
+
+
+@dataclass(frozen=True)
+class Merchant:
+    """One merchant on a server. Runs `mms` in-process (cli.main, what the command runs,
+    without a Python start per call), naming the merchant with --merchant."""
+
+    address: str
+    merchant_id: str
+    capsys: pytest.CaptureFixture[str]
+
+    def mms(self, *argv: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+        full = [*argv, "--server", self.address, "--merchant", self.merchant_id]
+        self.capsys.readouterr()
+        code = cli.main(full)
+        out, err = self.capsys.readouterr()
+        assert code == expect, (argv, out, err)
+        return subprocess.CompletedProcess(full, code, out, err)
+
+    def json(self, *argv: str) -> dict[str, Any]:
+        return json.loads(self.mms(*argv, "--json").stdout)
+
+
+_MERCHANT_NUMBERS = itertools.count(1)
+
+
+@pytest.fixture
+def merchant(shared_server: RunningServer, capsys: pytest.CaptureFixture[str]) -> Merchant:
+    """A merchant of its own on the shared server, examples/merchant.toml applied."""
+    chain = Merchant(shared_server.address, f"chain-{next(_MERCHANT_NUMBERS)}", capsys)
+    chain.mms("config", "apply", str(EXAMPLE))
+    return chain
+
+
+def test_merchant_option_picks_the_merchant(merchant: Merchant) -> None:
+    register = ("member", "register", "--phone", PHONE, "--name", "张三", "--card", CARD)
+    assert merchant.json(*register)["member"]["member_id"] == 1
+    other = Merchant(merchant.address, merchant.merchant_id + "-b", merchant.capsys)
+    refused(
+        other.address, "member", "show", "--phone", PHONE, "--merchant", other.merchant_id,
+        status="NOT_FOUND", reason="MEMBER_NOT_FOUND",
+    )  # fmt: skip
+    refused(
+        other.address, "config", "show", "--merchant", other.merchant_id,
+        status="FAILED_PRECONDITION", reason="MERCHANT_NOT_CONFIGURED",
+    )  # fmt: skip
+    assert other.json("config", "apply", str(EXAMPLE))["config"]["version"] == 1
+    assert merchant.json("config", "show")["config"]["version"] == 1
+    assert other.json(*register)["member"]["member_id"] == 1  # phone and card free
+    merchant.mms("recharge", "--phone", PHONE, "--amount", "100")
+    other.mms("recharge", "--phone", PHONE, "--amount", "500")
+    mine = merchant.json("member", "show", "--card", CARD)
+    assert mine["member"]["level_code"] == "regular"
+    assert (mine["balances"]["principal_fen"], mine["balances"]["bonus_fen"]) == (
+        10_000,
+        1_000,
+    )
+    # --merchant before the command works the same
+    theirs = mms_json(
+        other.address, "--merchant", other.merchant_id, "member", "show", "--card", CARD
+    )
+    assert theirs["member"]["level_code"] == "silver"
+    assert (theirs["balances"]["principal_fen"], theirs["balances"]["bonus_fen"]) == (
+        50_000,
+        8_000,
+    )
+
+
+def test_member_and_recharge_output(merchant: Merchant) -> None:
+    text = merchant.mms(
+        "member", "register", "--phone", PHONE, "--name", "张三", "--card", CARD
+    ).stdout
+    title, rows = fields(text)
+    assert title == "Member registered 会员注册成功"
+    assert rows["Member 会员"] == "#1 张三"
+    assert (rows["Phone 手机"], rows["Card 卡号"]) == (PHONE, CARD)
+    assert (rows["Level 等级"], rows["Store 门店"]) == ("regular", "S001")
+    assert rows["Balance 余额"] == "0.00 (principal 本金 0.00 + bonus 赠送金 0.00)"
+    assert re.fullmatch(r"[0-9a-f]{32}", rows["Request 请求号"])
+    title, rows = fields(merchant.mms("recharge", "--phone", PHONE, "--amount", "100").stdout)
+    assert title == "Recharge 充值"
+    assert rows["Recharged 充值"] == "100.00 (cash 现金)"
+    assert rows["Bonus 赠送"] == "10.00"
+    assert rows["Balance 余额"] == "110.00 (principal 本金 100.00 + bonus 赠送金 10.00)"
+    assert (rows["Level 等级"], rows["Ledger seq 流水号"]) == ("regular", "1")
+    first_request_id = rows["Request 请求号"]
+    assert re.fullmatch(r"[0-9a-f]{32}", first_request_id)
+    # the same command again, without --request-id: a fresh id, applied again
+    again = merchant.json("recharge", "--phone", PHONE, "--amount", "100")
+    assert re.fullmatch(r"[0-9a-f]{32}", again["request_id"])
+    assert again["request_id"] != first_request_id
+    assert again["ledger_seq"] == 2
+    assert again["balances"]["principal_fen"] == 20_000
+    assert again["balances"]["bonus_fen"] == 2_000
+    title, rows = fields(
+        merchant.mms(
+            "recharge", "--card", CARD, "--amount", "500", "--method", "bank_card",
+            "--ref", "POS-77",
+        ).stdout
+    )  # fmt: skip
+    assert rows["Recharged 充值"] == "500.00 (bank card 银行卡)"
+    assert rows["Bonus 赠送"] == "80.00"
+    assert rows["Level 等级"] == "regular → silver  ▲ upgraded 升级"
+    merchant.mms("checkout", "--phone", PHONE, "--amount", "100")  # 5% off: 95.00
+    title, rows = fields(merchant.mms("member", "show", "--card", CARD).stdout)
+    assert title == "Member details 会员信息"
+    assert rows["Member 会员"] == "#1 张三"
+    assert rows["Level 等级"] == "silver 银卡 Silver"
+    assert rows["Balance 余额"] == "705.00 (principal 本金 605.00 + bonus 赠送金 100.00)"
+    assert rows["Points 积分"] == "114"  # 95 yuan at 1.2 points per yuan
+    assert rows["Total spent 累计消费"] == "95.00"
+    assert rows["Total recharged 累计充值"] == "700.00"
+    shown = merchant.json("member", "show", "--id", "1")
+    assert "request_id" not in shown  # a query has none
+    assert shown["level_name"] == "银卡 Silver"
+    member = shown["member"]
+    assert (member["cumulative_spend_fen"], member["cumulative_spend"]) == (9_500, "95.00")
+    assert member["cumulative_recharge_fen"] == 70_000
+    assert shown["balances"] == {
+        "principal_fen": 60_500,
+        "principal": "605.00",
+        "bonus_fen": 10_000,
+        "bonus": "100.00",
+        "points": 114,
+    }
+
+
+def test_checkout_output_with_points_balance_and_cash(merchant: Merchant) -> None:
+    merchant.mms("member", "register", "--phone", PHONE, "--name", "张三", "--card", CARD)
+    merchant.mms("recharge", "--card", CARD, "--amount", "500")  # silver, 500.00 + 80.00
+    merchant.mms("checkout", "--card", CARD, "--amount", "100")  # 95.00, 114 points
+    # 11000.00 less 5% is 10450.00; 114 points pay 1.14; the stored value 405.00 +
+    # 80.00 pays 485.00; cash pays the other 9963.86 of 10000.00 handed over.
+    checkout = (
+        "checkout", "--phone", PHONE, "--amount", "11000", "--points", "114",
+        "--pay", "balance+cash", "--cash-received", "10000", "--request-id", "till-7-0001",
+    )  # fmt: skip
+    data = merchant.json(*checkout)
+    assert data["request_id"] == "till-7-0001"
+    assert data["member_id"] == 1
+    assert (data["list_amount_fen"], data["list_amount"]) == (1_100_000, "11000.00")
+    assert (data["discount_bp"], data["discount_fen"], data["discount"]) == (
+        500,
+        55_000,
+        "550.00",
+    )
+    assert (data["amount_due_fen"], data["amount_due"]) == (1_045_000, "10450.00")
+    assert (data["points_redeemed"], data["points_value_fen"]) == (114, 114)
+    assert data["payments"] == [
+        {
+            "method": "STORED_VALUE",
+            "amount_fen": 48_500,
+            "amount": "485.00",
+            "cash_received_fen": 0,
+            "cash_received": "0.00",
+            "change_fen": 0,
+            "change": "0.00",
+            "external_ref": "",
+            "principal_fen": 40_500,
+            "principal": "405.00",
+            "bonus_fen": 8_000,
+            "bonus": "80.00",
+        },
+        {
+            "method": "CASH",
+            "amount_fen": 996_386,
+            "amount": "9963.86",
+            "cash_received_fen": 1_000_000,
+            "cash_received": "10000.00",
+            "change_fen": 3_614,
+            "change": "36.14",
+            "external_ref": "",
+            "principal_fen": 0,
+            "principal": "0.00",
+            "bonus_fen": 0,
+            "bonus": "0.00",
+        },
+    ]
+    assert data["points_earned"] == 12_538  # 10448.86 yuan at silver's 1.2, rounded down
+    assert data["balances"] == {
+        "principal_fen": 0,
+        "principal": "0.00",
+        "bonus_fen": 0,
+        "bonus": "0.00",
+        "points": 12_538,
+    }
+    # spent 95.00 + 10450.00 reaches gold's 10000.00
+    assert (data["level_before"], data["level_after"]) == ("silver", "gold")
+    assert data["level_upgraded"] is True
+    assert (data["ledger_seq"], data["store_code"]) == (3, "S001")
+    # the same request id again: the first answer, now as text
+    title, rows = fields(merchant.mms(*checkout).stdout)
+    assert title == "Checkout 消费"
+    del rows["Time 时间"]
+    assert rows == {
+        "Member 会员": "#1",
+        "List price 原价": "11000.00",
+        "Discount 折扣": "550.00 (5%)",
+        "Amount due 应付": "10450.00",
+        "Points used 积分抵现": "114 = 1.14",
+        "Paid 支付 stored value 储值": "485.00 (principal 本金 405.00, bonus 赠送金 80.00)",
+        "Paid 支付 cash 现金": "9963.86 (received 实收 10000.00, change 找零 36.14)",
+        "Points earned 获得积分": "12538",
+        "Balance 余额": "0.00 (principal 本金 0.00 + bonus 赠送金 0.00)",
+        "Points 积分": "12538",
+        "Level 等级": "silver → gold  ▲ upgraded 升级",
+        "Ledger seq 流水号": "3",
+        "Store 门店": "S001",
+        "Request 请求号": "till-7-0001",
+    }
+    shown = merchant.json("member", "show", "--card", CARD)
+    assert shown["member"]["level_code"] == "gold"
+    assert shown["member"]["cumulative_spend_fen"] == 9_500 + 1_045_000  # once
+    assert shown["balances"]["points"] == 12_538
+
+
+def test_config_output(merchant: Merchant) -> None:
+    text = merchant.mms("config", "apply", str(EXAMPLE)).stdout
+    assert text.startswith("Config applied 配置已生效\n\nConfig 配置 version 2\n")
+    data = merchant.json("config", "apply", str(EXAMPLE))
+    assert re.fullmatch(r"[0-9a-f]{32}", data["request_id"])
+    config = data["config"]
+    assert config["version"] == 3
+    assert config["spend_order"] == "PRINCIPAL_FIRST"
+    assert config["points_redemption"] == {"points_per_yuan": 100, "max_share_bp": 5000}
+    assert config["recharge_bonus_rules"][0] == {
+        "min_recharge_fen": 10_000,
+        "min_recharge": "100.00",
+        "bonus_fen": 1_000,
+        "bonus": "10.00",
+    }
+    summary, stores, levels, rules = merchant.mms("config", "show").stdout.split("\n\n")
+    title, rows = fields(summary)
+    assert title == "Config 配置 version 3"
+    assert rows["Name 名称"] == "示例连锁 Demo Chain"
+    assert rows["Spend order 扣款顺序"] == "principal first 本金优先"
+    assert rows["Points 积分抵现"] == "100 points = ¥1, at most 50% of the amount due"
+
+    def table(text: str) -> list[list[str]]:
+        return [re.split(r"\s{2,}", line.strip()) for line in text.splitlines()[1:]]
+
+    assert table(stores)[1:] == [
+        ["S001", "总店 Head Store"],
+        ["S002", "东区店 East"],
+        ["S003", "西区店 West"],
+    ]
+    assert table(levels)[2] == [
+        "silver", "银卡 Silver", "5%", "1.2", "2000.00", "1000.00", "500.00"
+    ]  # fmt: skip
+    assert table(levels)[1][4:] == ["-", "-", "-"]  # regular: no thresholds
+    assert table(rules) == [
+        ["RECHARGE>=", "BONUS"],
+        ["100.00", "10.00"],
+        ["500.00", "80.00"],
+        ["1000.00", "200.00"],
+    ]
+    shown = merchant.json("config", "show")
+    assert "request_id" not in shown
+    assert shown["config"] == config
+
+
+def test_a_request_too_big_to_send(merchant: Merchant) -> None:
+    """An error with no reason and a code that is not about reaching the server: exit 1,
+    one line, no note (a query has nothing to retry)."""
+    phone = "1" * (cli.MESSAGE_BYTES_MAX + 1)  # more than an argv takes: in-process only
+    result = merchant.mms("member", "show", "--phone", phone, expect=1)
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: RESOURCE_EXHAUSTED: ")
+    assert "larger than max" in line

@@ -1,43 +1,21 @@
-"""`mms` without the real server: parsing, request building, output, error mapping.
+"""`mms` without a server: parsing, request building, JSON conversion, help and usage.
 
-Calls go to an in-process fake gRPC server that records each request and answers with a
-canned response or a rich error status, so the whole client path runs for real.
+Nothing here makes a call. A usage error is run with `--server` at a loopback port
+nobody listens on: a call there would exit 3, so exit 2 proves none was made. Every
+command's output against the real server is in test_cli_e2e.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
-import sys
-import types
-from collections.abc import Iterator
-from concurrent import futures
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import grpc
 import pytest
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
-import engine
 from engine import cli
-from engine.config_file import dumps_config, load_config
-from engine.proto import (
-    admin_pb2,
-    admin_pb2_grpc,
-    common_pb2,
-    config_pb2,
-    config_pb2_grpc,
-    member_pb2,
-    member_pb2_grpc,
-    transaction_pb2,
-    transaction_pb2_grpc,
-)
+from engine.proto import common_pb2, member_pb2, transaction_pb2
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "merchant.toml"
 PHONE = "13800138000"
@@ -45,159 +23,18 @@ SV = common_pb2.STORED_VALUE
 CASH = common_pb2.CASH
 
 
-# --- a fake server --------------------------------------------------------------------
-
-
-@dataclass
-class Call:
-    method: str
-    request: Any
-    metadata: dict[str, str]
-    time_remaining_s: float | None
-
-
-@dataclass
-class Backend:
-    """What the fake services answer, and what they were asked."""
-
-    address: str = ""
-    responses: dict[str, Any] = field(default_factory=dict)
-    errors: dict[str, tuple[grpc.StatusCode, str, str]] = field(default_factory=dict)
-    calls: list[Call] = field(default_factory=list)
-
-    def handle(self, method: str, request: Any, context: grpc.ServicerContext) -> Any:
-        metadata = {item.key: item.value for item in context.invocation_metadata()}
-        self.calls.append(Call(method, request, metadata, context.time_remaining()))
-        if method in self.errors:
-            code, message, reason = self.errors[method]
-            if not reason:
-                context.abort(code, message)
-            info = any_pb2.Any()
-            info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain="mms.v1"))
-            status = status_pb2.Status(
-                code=code.value[0], message=message, details=[info]
-            )
-            context.abort_with_status(rpc_status.to_status(status))
-        return self.responses[method]
-
-
-class FakeConfig(config_pb2_grpc.ConfigServiceServicer):
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
-
-    def ApplyConfig(self, request: Any, context: Any) -> Any:
-        return self.backend.handle("ApplyConfig", request, context)
-
-    def GetConfig(self, request: Any, context: Any) -> Any:
-        return self.backend.handle("GetConfig", request, context)
-
-
-class FakeMember(member_pb2_grpc.MemberServiceServicer):
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
-
-    def RegisterMember(self, request: Any, context: Any) -> Any:
-        return self.backend.handle("RegisterMember", request, context)
-
-    def GetMember(self, request: Any, context: Any) -> Any:
-        return self.backend.handle("GetMember", request, context)
-
-
-class FakeTransaction(transaction_pb2_grpc.TransactionServiceServicer):
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
-
-    def Recharge(self, request: Any, context: Any) -> Any:
-        return self.backend.handle("Recharge", request, context)
-
-    def Checkout(self, request: Any, context: Any) -> Any:
-        return self.backend.handle("Checkout", request, context)
-
-
-class FakeAdmin(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
-
-    def Backup(self, request: Any, context: Any) -> Any:
-        return self.backend.handle("Backup", request, context)
-
-
 @pytest.fixture
-def backend() -> Iterator[Backend]:
-    state = Backend()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    config_pb2_grpc.add_ConfigServiceServicer_to_server(FakeConfig(state), server)
-    member_pb2_grpc.add_MemberServiceServicer_to_server(FakeMember(state), server)
-    transaction_pb2_grpc.add_TransactionServiceServicer_to_server(
-        FakeTransaction(state), server
-    )
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(FakeAdmin(state), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    state.address = f"127.0.0.1:{port}"
-    try:
-        yield state
-    finally:
-        server.stop(None)
+def nobody_listens() -> str:
+    """A loopback address with nothing listening: a call to it exits 3, never 2."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = cli.main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def run_against(
-    backend: Backend, capsys: pytest.CaptureFixture[str], *argv: str
-) -> tuple[int, str, str]:
-    return run(capsys, *argv, "--server", backend.address)
-
-
-def member(member_id: int = 7) -> member_pb2.Member:
-    return member_pb2.Member(
-        member_id=member_id,
-        phone=PHONE,
-        name="张三",
-        card_no="C0001",
-        level_code="silver",
-        store_code="S001",
-        registered_at_ms=1_700_000_000_000,
-        cumulative_spend_fen=123_456,
-        cumulative_recharge_fen=50_000,
-    )
-
-
-def balances(principal_fen: int, bonus_fen: int, points: int) -> common_pb2.Balances:
-    return common_pb2.Balances(
-        principal_fen=principal_fen, bonus_fen=bonus_fen, points=points
-    )
-
-
-CHECKOUT_RESPONSE = transaction_pb2.CheckoutResponse(
-    member_id=7,
-    list_amount_fen=5850,
-    discount_bp=1000,
-    discount_fen=585,
-    amount_due_fen=5265,
-    points_redeemed=200,
-    points_value_fen=200,
-    payments=[
-        transaction_pb2.Payment(
-            method=SV, amount_fen=3000, principal_fen=2500, bonus_fen=500
-        ),
-        transaction_pb2.Payment(
-            method=CASH, amount_fen=2065, cash_received_fen=5000, change_fen=2935
-        ),
-    ],
-    points_earned=50,
-    balances=balances(0, 0, 1850),
-    level_before="silver",
-    level_after="gold",
-    level_upgraded=True,
-    ledger_seq=42,
-    at_ms=1_700_000_000_000,
-    store_code="S002",
-)
 
 
 # --- help and usage -------------------------------------------------------------------
@@ -219,9 +56,7 @@ COMMAND_PATHS = [
 ]
 
 
-@pytest.mark.parametrize(
-    "path", COMMAND_PATHS, ids=lambda path: " ".join(path) or "mms"
-)
+@pytest.mark.parametrize("path", COMMAND_PATHS, ids=lambda path: " ".join(path) or "mms")
 def test_help(path: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, *path, "--help")
     assert code == 0, err
@@ -276,9 +111,10 @@ def test_mutating_commands_take_a_request_id(
     ],
 )
 def test_usage_errors_exit_2(
-    argv: list[str], capsys: pytest.CaptureFixture[str]
+    argv: list[str], nobody_listens: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = run(capsys, *argv)
+    server = [] if argv[:1] == ["serve"] else ["--server", nobody_listens]
+    code, out, err = run(capsys, *argv, *server)
     assert code == 2
     assert out == ""
     assert "error:" in err
@@ -312,15 +148,14 @@ def test_bad_amounts_are_refused_before_any_call(
     argv: list[str],
     amount: str,
     message: str,
-    backend: Backend,
+    nobody_listens: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code, out, err = run_against(backend, capsys, *argv, amount)
-    assert code == 2
+    code, out, err = run(capsys, *argv, amount, "--server", nobody_listens)
+    assert code == 2  # a call would have exited 3
     assert out == ""
     assert message in err
     assert f"argument {argv[-1]}:" in err
-    assert backend.calls == []
 
 
 # --- requests -------------------------------------------------------------------------
@@ -328,10 +163,7 @@ def test_bad_amounts_are_refused_before_any_call(
 
 def tenders(*argv: str) -> list[tuple[int, bool, int, str]]:
     request = cli.build_checkout_request(cli.parse_args(["checkout", *argv]))
-    return [
-        (t.method, t.take_rest, t.cash_received_fen, t.external_ref)
-        for t in request.tenders
-    ]
+    return [(t.method, t.take_rest, t.cash_received_fen, t.external_ref) for t in request.tenders]
 
 
 @pytest.mark.parametrize(
@@ -358,9 +190,7 @@ def tenders(*argv: str) -> list[tuple[int, bool, int, str]]:
         ),
     ],
 )
-def test_checkout_tenders(
-    argv: list[str], expected: list[tuple[int, bool, int, str]]
-) -> None:
+def test_checkout_tenders(argv: list[str], expected: list[tuple[int, bool, int, str]]) -> None:
     assert tenders("--amount", "58.5", *argv) == expected
 
 
@@ -389,9 +219,7 @@ def test_checkout_request_fields() -> None:
 
 
 def test_walk_in_checkout_has_no_member() -> None:
-    request = cli.build_checkout_request(
-        cli.parse_args(["checkout", "--amount", "0.01"])
-    )
+    request = cli.build_checkout_request(cli.parse_args(["checkout", "--amount", "0.01"]))
     assert not request.HasField("member")
     assert request.list_amount_fen == 1
     assert request.points_to_redeem == 0
@@ -413,16 +241,18 @@ def test_walk_in_checkout_has_no_member() -> None:
     ],
 )
 def test_checkout_option_clashes(
-    argv: list[str], message: str, backend: Backend, capsys: pytest.CaptureFixture[str]
+    argv: list[str],
+    message: str,
+    nobody_listens: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     with pytest.raises(cli.UsageError, match=re.escape(message)):
         cli.build_checkout_request(cli.parse_args(["checkout", "--amount", "5", *argv]))
-    code, out, err = run_against(backend, capsys, "checkout", "--amount", "5", *argv)
-    assert code == 2
+    code, out, err = run(capsys, "checkout", "--amount", "5", *argv, "--server", nobody_listens)
+    assert code == 2  # a call would have exited 3
     assert out == ""
     assert f"mms checkout: error: {message}" in err
     assert err.startswith("usage: mms checkout")
-    assert backend.calls == []
 
 
 @pytest.mark.parametrize(
@@ -437,9 +267,7 @@ def test_checkout_option_clashes(
 def test_member_selector(argv: list[str], ref: common_pb2.MemberRef) -> None:
     args = cli.parse_args(["member", "show", *argv])
     assert cli.member_ref(args) == ref
-    recharge = cli.build_recharge_request(
-        cli.parse_args(["recharge", "--amount", "1", *argv])
-    )
+    recharge = cli.build_recharge_request(cli.parse_args(["recharge", "--amount", "1", *argv]))
     assert recharge.member == ref
 
 
@@ -467,9 +295,7 @@ def test_recharge_request() -> None:
 
 
 def test_recharge_defaults_to_cash() -> None:
-    request = cli.build_recharge_request(
-        cli.parse_args(["recharge", "--id", "1", "--amount", "5"])
-    )
+    request = cli.build_recharge_request(cli.parse_args(["recharge", "--id", "1", "--amount", "5"]))
     assert request.method == CASH
     assert request.external_ref == ""
 
@@ -544,7 +370,71 @@ def test_server_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert args.server == "other:1"
 
 
+def test_deadlines() -> None:
+    def deadline_s(*argv: str) -> float:
+        return cli._session(cli.parse_args(list(argv))).timeout_s
+
+    assert deadline_s("member", "show", "--id", "1") == cli.CALL_TIMEOUT_S == 10
+    assert deadline_s("checkout", "--amount", "1") == cli.CALL_TIMEOUT_S
+    assert deadline_s("db", "backup", "d") == cli.BACKUP_TIMEOUT_S == 600
+    assert deadline_s("db", "backup", "d", "--timeout", "2.5") == 2.5
+    assert deadline_s("--timeout", "30", "recharge", "--id", "1", "--amount", "1") == 30
+
+
+def test_serve_options() -> None:
+    plain = cli.parse_args(["serve"])
+    assert (plain.data, plain.listen, plain.metrics_port, plain.no_sync) == (
+        "./data",
+        "127.0.0.1:50051",
+        9464,
+        False,
+    )
+    assert plain.merchant == "default"
+    args = cli.parse_args(
+        [
+            "serve", "--data", "/d", "--listen", "0.0.0.0:7", "--metrics-port", "0",
+            "--merchant", "m2", "--no-sync",
+        ]
+    )  # fmt: skip
+    assert (args.data, args.listen, args.metrics_port, args.no_sync) == (
+        "/d",
+        "0.0.0.0:7",
+        0,
+        True,
+    )
+    assert args.merchant == "m2"
+    assert cli.parse_args(["--merchant", "m3", "serve"]).merchant == "m3"
+
+
+def test_db_audit_options() -> None:
+    args = cli.parse_args(["db", "audit", "/backups/x"])
+    assert (args.dir, args.json) == ("/backups/x", False)
+    assert cli.parse_args(["db", "audit", "/backups/y", "--json"]).json is True
+
+
 # --- JSON conversion ------------------------------------------------------------------
+
+CHECKOUT_RESPONSE = transaction_pb2.CheckoutResponse(
+    member_id=7,
+    list_amount_fen=5850,
+    discount_bp=1000,
+    discount_fen=585,
+    amount_due_fen=5265,
+    points_redeemed=200,
+    points_value_fen=200,
+    payments=[
+        common_pb2.Payment(method=SV, amount_fen=3000, principal_fen=2500, bonus_fen=500),
+        common_pb2.Payment(method=CASH, amount_fen=2065, cash_received_fen=5000, change_fen=2935),
+    ],
+    points_earned=50,
+    balances=common_pb2.Balances(principal_fen=0, bonus_fen=0, points=1850),
+    level_before="silver",
+    level_after="gold",
+    level_upgraded=True,
+    ledger_seq=42,
+    at_ms=1_700_000_000_000,
+    store_code="S002",
+)
 
 
 def test_message_to_json_doubles_money_fields() -> None:
@@ -588,294 +478,47 @@ def test_message_to_json_presence() -> None:
 
 
 def test_message_to_json_keeps_big_integers_exact() -> None:
-    data = cli.message_to_json(
-        common_pb2.Balances(principal_fen=2**63 - 1, points=-(2**63))
-    )
+    data = cli.message_to_json(common_pb2.Balances(principal_fen=2**63 - 1, points=-(2**63)))
     assert data["principal_fen"] == 2**63 - 1
     assert data["principal"] == "92233720368547758.07"
     assert json.loads(json.dumps(data))["points"] == -(2**63)
 
 
-# --- against the fake server ----------------------------------------------------------
-
-
-def test_checkout_json(backend: Backend, capsys: pytest.CaptureFixture[str]) -> None:
-    backend.responses["Checkout"] = CHECKOUT_RESPONSE
-    code, out, err = run_against(
-        backend, capsys,
-        "checkout", "--phone", PHONE, "--amount", "58.50", "--pay", "balance+cash",
-        "--cash-received", "50", "--points", "200", "--merchant", "chain-1",
-        "--request-id", "req-1", "--json",
-    )  # fmt: skip
-    assert (code, err) == (0, "")
-    data = json.loads(out)
-    assert data["request_id"] == "req-1"
-    assert data["amount_due_fen"] == 5265
-    assert data["amount_due"] == "52.65"
-    assert data["points_value_fen"] == 200
-    assert [p["amount_fen"] for p in data["payments"]] == [3000, 2065]
-    (call,) = backend.calls
-    assert call.method == "Checkout"
-    assert call.metadata["mms-merchant"] == "chain-1"
-    assert (
-        call.time_remaining_s is not None
-        and 0 < call.time_remaining_s <= cli.CALL_TIMEOUT_S
-    )
-    assert call.request.request_id == "req-1"
-    assert [t.method for t in call.request.tenders] == [SV, CASH]
-    assert call.request.tenders[1].cash_received_fen == 5000
-
-
-def test_checkout_text(backend: Backend, capsys: pytest.CaptureFixture[str]) -> None:
-    backend.responses["Checkout"] = CHECKOUT_RESPONSE
-    code, out, _ = run_against(
-        backend, capsys, "checkout", "--id", "7", "--amount", "58.5"
-    )
-    assert code == 0
-    lines = out.splitlines()
-    assert lines[0] == "Checkout 消费"
-    expected = [
-        ("List price 原价", "58.50"),
-        ("Discount 折扣", "5.85 (10%)"),
-        ("Amount due 应付", "52.65"),
-        ("Points used 积分抵现", "200 = 2.00"),
-        (
-            "Paid 支付 stored value 储值",
-            "30.00 (principal 本金 25.00, bonus 赠送金 5.00)",
-        ),
-        ("Paid 支付 cash 现金", "20.65 (received 实收 50.00, change 找零 29.35)"),
-        ("Points earned 获得积分", "50"),
-        ("Balance 余额", "0.00 (principal 本金 0.00 + bonus 赠送金 0.00)"),
-        ("Points 积分", "1850"),
-        ("Level 等级", "silver → gold  ▲ upgraded 升级"),
-        ("Ledger seq 流水号", "42"),
-        ("Store 门店", "S002"),
-    ]
-    for label, value in expected:
-        assert any(
-            line.split(label, 1)[-1].strip() == value for line in lines if label in line
-        ), (
-            label,
-            out,
-        )
-    # values line up in one column, CJK labels counted two columns a character
-    rows = [re.fullmatch(r"  (.+?)  +(\S.*)", line) for line in lines[1:]]
-    columns = {cli._display_width(row.string[: row.start(2)]) for row in rows if row}
-    assert len(columns) == 1 and len(rows) == len(lines) - 1, out
-
-
-def test_walk_in_checkout_text(
-    backend: Backend, capsys: pytest.CaptureFixture[str]
-) -> None:
-    backend.responses["Checkout"] = transaction_pb2.CheckoutResponse(
-        list_amount_fen=3720,
-        amount_due_fen=3720,
-        payments=[
-            transaction_pb2.Payment(
-                method=CASH, amount_fen=3720, cash_received_fen=5000, change_fen=1280
-            )
-        ],
-        ledger_seq=3,
-        store_code="S001",
-    )
-    code, out, _ = run_against(
-        backend, capsys, "checkout", "--amount", "37.2", "--cash-received", "50"
-    )
-    assert code == 0
-    assert "walk-in 散客" in out
-    assert "change 找零 12.80" in out
-    assert "Balance" not in out and "Points earned" not in out
-
-
-def test_recharge(backend: Backend, capsys: pytest.CaptureFixture[str]) -> None:
-    backend.responses["Recharge"] = transaction_pb2.RechargeResponse(
-        member_id=7,
-        amount_fen=10000,
-        bonus_fen=1000,
-        balances=balances(10000, 1000, 0),
-        level_before="regular",
-        level_after="regular",
-        ledger_seq=1,
-        store_code="S001",
-    )
-    code, out, _ = run_against(
-        backend, capsys, "recharge", "--phone", PHONE, "--amount", "100"
-    )
-    assert code == 0
-    assert "100.00 (cash 现金)" in out
-    assert "Bonus 赠送" in out and "10.00" in out
-    assert "110.00 (principal 本金 100.00 + bonus 赠送金 10.00)" in out
-    assert "upgraded" not in out
-    code, out, _ = run_against(
-        backend, capsys, "recharge", "--phone", PHONE, "--amount", "100", "--json"
-    )
-    data = json.loads(out)
-    assert data["balances"]["principal"] == "100.00"
-    assert data["bonus_fen"] == 1000
-    assert len(data["request_id"]) == 32
-    assert backend.calls[0].request.amount_fen == 10000
-    assert backend.calls[0].request.request_id != backend.calls[1].request.request_id
-
-
-def test_member_register_and_show(
-    backend: Backend, capsys: pytest.CaptureFixture[str]
-) -> None:
-    backend.responses["RegisterMember"] = member_pb2.RegisterMemberResponse(
-        member=member(), balances=balances(0, 0, 0)
-    )
-    backend.responses["GetMember"] = member_pb2.GetMemberResponse(
-        member=member(), balances=balances(4150, 1000, 58), level_name="银卡 Silver"
-    )
-    code, out, _ = run_against(
-        backend, capsys, "member", "register", "--phone", PHONE, "--name", "张三"
-    )
-    assert code == 0
-    assert out.startswith("Member registered 会员注册成功")
-    assert "#7 张三" in out
-    code, out, _ = run_against(backend, capsys, "member", "show", "--card", "C0001")
-    assert code == 0
-    assert "silver 银卡 Silver" in out
-    assert "51.50 (principal 本金 41.50 + bonus 赠送金 10.00)" in out
-    assert "1234.56" in out  # cumulative spend
-    assert backend.calls[1].request.member == common_pb2.MemberRef(card_no="C0001")
-    code, out, _ = run_against(backend, capsys, "member", "show", "--id", "7", "--json")
-    data = json.loads(out)
-    assert data["member"]["cumulative_spend_fen"] == 123_456
-    assert data["member"]["cumulative_spend"] == "1234.56"
-    assert data["level_name"] == "银卡 Silver"
-    assert "request_id" not in data
-
-
-def test_config_apply_sends_the_file(
-    backend: Backend, capsys: pytest.CaptureFixture[str]
-) -> None:
-    stored = load_config(EXAMPLE)
-    stored.version = 1
-    stored.applied_at_ms = 1_700_000_000_000
-    backend.responses["ApplyConfig"] = config_pb2.ApplyConfigResponse(config=stored)
-    code, out, err = run_against(backend, capsys, "config", "apply", str(EXAMPLE))
-    assert (code, err) == (0, "")
-    assert backend.calls[0].request.config == load_config(EXAMPLE)
-    assert "Config applied" in out
-    assert "钻石 Diamond" in out and "15%" in out
-    code, out, _ = run_against(
-        backend, capsys, "config", "apply", str(EXAMPLE), "--json"
-    )
-    data = json.loads(out)
-    assert data["config"]["version"] == 1
-    assert data["config"]["spend_order"] == "PRINCIPAL_FIRST"
-    assert data["config"]["recharge_bonus_rules"][0]["bonus"] == "10.00"
+# --- usage errors found after parsing, before any call --------------------------------
 
 
 def test_config_apply_refuses_a_bad_file(
-    tmp_path: Path, backend: Backend, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, nobody_listens: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "x"\n[[levels]]\ncode = "a"\nname = "A"\ndiscount = 0.1\n')
-    code, out, err = run_against(backend, capsys, "config", "apply", str(bad))
-    assert code == 2
+    code, out, err = run(capsys, "config", "apply", str(bad), "--server", nobody_listens)
+    assert code == 2  # a call would have exited 3
     assert out == ""
     assert "levels[0].discount: is a TOML float" in err
     assert "levels[0].points_per_yuan: is required" in err
-    code, _, err = run_against(
-        backend, capsys, "config", "apply", str(tmp_path / "none.toml")
-    )
+    missing = str(tmp_path / "none.toml")
+    code, _, err = run(capsys, "config", "apply", missing, "--server", nobody_listens)
     assert code == 2
     assert "cannot read" in err
-    assert backend.calls == []
 
 
-def test_config_show(backend: Backend, capsys: pytest.CaptureFixture[str]) -> None:
-    config = load_config(EXAMPLE)
-    config.version = 3
-    backend.responses["GetConfig"] = config_pb2.GetConfigResponse(config=config)
-    code, out, _ = run_against(backend, capsys, "config", "show", "--toml")
-    assert code == 0
-    assert out == dumps_config(config)
-    code, out, _ = run_against(backend, capsys, "config", "show")
-    assert code == 0
-    assert "Config 配置 version 3" in out
-    assert "100 points = ¥1, at most 50% of the amount due" in out
-    code, out, err = run_against(backend, capsys, "config", "show", "--toml", "--json")
-    assert code == 2
-    assert "choose one of --toml and --json" in err
-
-
-def test_db_backup(backend: Backend, capsys: pytest.CaptureFixture[str]) -> None:
-    backend.responses["Backup"] = admin_pb2.BackupResponse(
-        path="/srv/backup/data.mdb", size_bytes=3 * 1024 * 1024 + 1
-    )
-    code, out, _ = run_against(backend, capsys, "db", "backup", "relative/dir")
-    assert code == 0
-    assert "/srv/backup/data.mdb" in out
-    assert "3145729 bytes (3.0 MiB)" in out
-    (call,) = backend.calls
-    assert call.request.destination_dir == os.path.abspath("relative/dir")
-    assert (
-        call.time_remaining_s is not None and call.time_remaining_s > cli.CALL_TIMEOUT_S
-    )
-    code, out, _ = run_against(backend, capsys, "db", "backup", "d", "--json")
-    assert json.loads(out) == {"path": "/srv/backup/data.mdb", "size_bytes": 3145729}
-
-
-# --- errors ---------------------------------------------------------------------------
-
-
-def test_domain_error_with_reason(
-    backend: Backend, capsys: pytest.CaptureFixture[str]
+def test_config_show_takes_one_format(
+    nobody_listens: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    backend.errors["Checkout"] = (
-        grpc.StatusCode.FAILED_PRECONDITION,
-        "balance 10.00 is less than 52.65",
-        "INSUFFICIENT_BALANCE",
-    )
-    code, out, err = run_against(
-        backend, capsys, "checkout", "--id", "7", "--amount", "58.5"
-    )
-    assert code == 1
+    code, out, err = run(capsys, "config", "show", "--toml", "--json", "--server", nobody_listens)
+    assert code == 2  # a call would have exited 3
     assert out == ""
-    assert (
-        err
-        == "error: FAILED_PRECONDITION INSUFFICIENT_BALANCE: balance 10.00 is less than 52.65\n"
-    )
+    assert "mms config show: error: choose one of --toml and --json" in err
 
 
-def test_error_without_details(
-    backend: Backend, capsys: pytest.CaptureFixture[str]
+# --- no server ------------------------------------------------------------------------
+
+
+def test_unreachable_server_exits_3(
+    nobody_listens: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    backend.errors["GetMember"] = (
-        grpc.StatusCode.NOT_FOUND,
-        "no member 13800138000",
-        "",
-    )
-    code, _, err = run_against(
-        backend, capsys, "member", "show", "--phone", PHONE, "--json"
-    )
-    assert code == 1
-    assert err == "error: NOT_FOUND: no member 13800138000\n"
-
-
-def test_uncertain_outcome_suggests_a_retry(
-    backend: Backend, capsys: pytest.CaptureFixture[str]
-) -> None:
-    backend.errors["Recharge"] = (
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        "queue full",
-        "QUEUE_FULL",
-    )
-    code, _, err = run_against(
-        backend, capsys, "recharge", "--id", "1", "--amount", "5", "--request-id", "r-9"
-    )
-    assert code == 1
-    assert err.startswith("error: RESOURCE_EXHAUSTED QUEUE_FULL: queue full\n")
-    assert "retry with --request-id r-9" in err
-
-
-def test_unreachable_server_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    address = f"127.0.0.1:{port}"
+    address = nobody_listens
     code, out, err = run(
         capsys, "member", "show", "--id", "1", "--server", address, "--timeout", "5"
     )
@@ -888,61 +531,3 @@ def test_unreachable_server_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert code == 3
     assert "retry with --request-id r-2" in err
-
-
-# --- commands that run locally --------------------------------------------------------
-
-
-def fake_module(monkeypatch: pytest.MonkeyPatch, name: str, **functions: Any) -> None:
-    module = types.ModuleType(f"engine.{name}")
-    for function_name, function in functions.items():
-        setattr(module, function_name, function)
-    monkeypatch.setitem(sys.modules, f"engine.{name}", module)
-    monkeypatch.setattr(engine, name, module, raising=False)
-
-
-def test_serve_calls_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    received: dict[str, Any] = {}
-
-    def serve(**kwargs: Any) -> int:
-        received.update(kwargs)
-        return 0
-
-    fake_module(monkeypatch, "server", serve=serve)
-    assert cli.main(["serve"]) == 0
-    assert received == {
-        "data_dir": "./data",
-        "listen": "127.0.0.1:50051",
-        "metrics_port": 9464,
-        "default_merchant": "default",
-        "durable": True,
-    }
-    argv = ["serve", "--data", "/d", "--listen", "0.0.0.0:7", "--metrics-port", "0"]
-    assert cli.main([*argv, "--merchant", "m2", "--no-sync"]) == 0
-    assert received == {
-        "data_dir": "/d",
-        "listen": "0.0.0.0:7",
-        "metrics_port": 0,
-        "default_merchant": "m2",
-        "durable": False,
-    }
-    assert cli.main(["--merchant", "m3", "serve"]) == 0
-    assert received["default_merchant"] == "m3"
-
-
-def test_serve_returns_the_server_exit_code(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_module(monkeypatch, "server", serve=lambda **kwargs: 4)
-    assert cli.main(["serve"]) == 4
-
-
-def test_db_audit_delegates(monkeypatch: pytest.MonkeyPatch) -> None:
-    received: list[tuple[str, bool]] = []
-
-    def main_audit(path: str, as_json: bool) -> int:
-        received.append((path, as_json))
-        return 1
-
-    fake_module(monkeypatch, "audit", main_audit=main_audit)
-    assert cli.main(["db", "audit", "/backups/x"]) == 1
-    assert cli.main(["db", "audit", "/backups/y", "--json"]) == 1
-    assert received == [("/backups/x", False), ("/backups/y", True)]
