@@ -47,6 +47,22 @@ _FLOAT_ADVICE = {
     "percent": 'write percentages as strings like "5%" or "7.5%"',
     "points": 'write points per yuan as strings like "1.2" or whole integers',
 }
+CARD_KINDS = {
+    "stored_value": config_pb2.STORED_VALUE_CARD,
+    "points": config_pb2.POINTS_CARD,
+    "discount": config_pb2.DISCOUNT_CARD,
+    "count": config_pb2.COUNT_CARD,
+    "timed": config_pb2.TIMED_CARD,
+    "trial": config_pb2.TRIAL_CARD,
+}
+ATTRIBUTE_TYPES = {
+    "text": config_pb2.TEXT,
+    "number": config_pb2.NUMBER,
+    "date": config_pb2.DATE,
+    "choice": config_pb2.CHOICE,
+}
+# A UTC offset as written in the file: "+08:00", "-05:30".
+UTC_OFFSET_MINUTES_MAX = 14 * 60
 _SPEND_ORDERS = {
     "principal_first": config_pb2.PRINCIPAL_FIRST,
     "bonus_first": config_pb2.BONUS_FIRST,
@@ -225,6 +241,37 @@ class _Table:
             self.fail(key, str(error))
             return 0
 
+    def flag(self, key: str) -> bool:
+        """An optional TOML boolean, false when absent."""
+        value = self.take(key, required=False)
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            self.wrong_type(key, value, "true or false")
+            return False
+        return value
+
+    def texts(self, key: str) -> list[str]:
+        """An optional array of strings, empty when absent."""
+        value = self.take(key, required=False)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            self.wrong_type(key, value, "an array of strings")
+            return []
+        return list(value)
+
+    def choice(self, key: str, choices: dict[str, int], *, required: bool) -> int:
+        """A string naming one of `choices`; the enum value."""
+        value = self.text(key, required=required)
+        if not value:
+            return 0
+        if value not in choices:
+            names = ", ".join(f'"{name}"' for name in choices)
+            self.fail(key, f"must be one of {names}, got {value!r}")
+            return 0
+        return choices[value]
+
     def table(self, key: str) -> _Table | None:
         value = self.take(key, required=False)
         if value is None:
@@ -307,6 +354,86 @@ def _read_points_redemption(table: _Table | None) -> config_pb2.PointsRedemption
     return redemption
 
 
+def _read_card_type(table: _Table) -> config_pb2.CardType:
+    card_type = config_pb2.CardType(
+        code=table.text("code", required=True),
+        name=table.text("name", required=True),
+        kind=table.choice("kind", CARD_KINDS, required=True),
+        issue_fee_fen=table.yuan_fen("issue_fee", required=False),
+        annual_fee_fen=table.yuan_fen("annual_fee", required=False),
+        replacement_fee_fen=table.yuan_fen("replacement_fee", required=False),
+        return_fee_fen=table.yuan_fen("return_fee", required=False),
+        pin_required=table.flag("pin_required"),
+        discount_bp=table.percent_bp("discount", "discount_bp", required=False),
+        sell_store_codes=table.texts("sell_stores"),
+        valid_months=table.count("valid_months", required=False),
+        trial_days=table.count("trial_days", required=False),
+        trial_uses=table.count("trial_uses", required=False),
+    )
+    table.finish()
+    return card_type
+
+
+def _read_package(table: _Table) -> config_pb2.CountPackage:
+    package = config_pb2.CountPackage(
+        code=table.text("code", required=True),
+        name=table.text("name", required=True),
+        price_fen=table.yuan_fen("price", required=True),
+        valid_days=table.count("valid_days", required=False),
+    )
+    for item_table in table.tables("items"):
+        package.items.append(
+            config_pb2.PackageItem(
+                item_code=item_table.text("code", required=True),
+                item_name=item_table.text("name", required=True),
+                uses=item_table.count("uses", required=True),
+            )
+        )
+        item_table.finish()
+    table.finish()
+    return package
+
+
+def _read_attribute(table: _Table) -> config_pb2.AttributeDefinition:
+    attribute = config_pb2.AttributeDefinition(
+        code=table.text("code", required=True),
+        name=table.text("name", required=True),
+        type=table.choice("type", ATTRIBUTE_TYPES, required=True),
+        choices=table.texts("choices"),
+        required=table.flag("required"),
+    )
+    table.finish()
+    return attribute
+
+
+def parse_utc_offset(text: str) -> int:
+    """Minutes east of UTC from "+08:00" / "-05:30"; ValueError otherwise."""
+    sign = {"+": 1, "-": -1}.get(text[:1])
+    hours, colon, minutes = text[1:].partition(":")
+    shaped = sign and colon and len(hours) == 2 and len(minutes) == 2
+    if not shaped or not (hours + minutes).isascii() or not (hours + minutes).isdigit():
+        raise ValueError(f'a UTC offset is written like "+08:00", got {text!r}')
+    total = sign * (int(hours) * 60 + int(minutes))
+    if int(minutes) >= 60 or abs(total) > UTC_OFFSET_MINUTES_MAX:
+        raise ValueError(f"UTC offset {text!r} is out of range")
+    return total
+
+
+def format_utc_offset(minutes: int) -> str:
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _read_utc_offset(root: _Table, config: config_pb2.MerchantConfig) -> None:
+    text = root.text("utc_offset", required=False)
+    if not text:
+        return
+    try:
+        config.utc_offset_minutes = parse_utc_offset(text)
+    except ValueError as error:
+        root.fail("utc_offset", str(error))
+
+
 def _read_spend_order(table: _Table) -> int:
     value = table.text("spend_order", required=False)
     if not value:
@@ -328,7 +455,13 @@ def _read_config(root: _Table) -> config_pb2.MerchantConfig:
         recharge_bonus_rules=[
             _read_bonus_rule(table) for table in root.tables("recharge_bonus_rules")
         ],
+        card_types=[_read_card_type(table) for table in root.tables("card_types")],
+        packages=[_read_package(table) for table in root.tables("packages")],
+        attributes=[_read_attribute(table) for table in root.tables("attributes")],
+        default_card_type=root.text("default_card_type", required=False),
+        pin_attempts_max=root.count("pin_attempts_max", required=False),
     )
+    _read_utc_offset(root, config)
     root.finish()
     return config
 
@@ -424,6 +557,88 @@ def _level_lines(level: config_pb2.Level) -> list[str]:
     return lines
 
 
+def _name_of(choices: dict[str, int], value: int) -> str:
+    return next((name for name, number in choices.items() if number == value), "")
+
+
+def _strings(values: list[str]) -> str:
+    return "[" + ", ".join(_toml_string(value) for value in values) + "]"
+
+
+def _card_type_lines(card_type: config_pb2.CardType) -> list[str]:
+    lines = [
+        "[[card_types]]",
+        f"code = {_toml_string(card_type.code)}",
+        f"name = {_toml_string(card_type.name)}",
+        f'kind = "{_name_of(CARD_KINDS, card_type.kind)}"',
+    ]
+    fees = [
+        ("issue_fee", card_type.issue_fee_fen),
+        ("annual_fee", card_type.annual_fee_fen),
+        ("replacement_fee", card_type.replacement_fee_fen),
+        ("return_fee", card_type.return_fee_fen),
+    ]
+    lines += [f'{key} = "{_yuan_text(fen)}"' for key, fen in fees if fen]
+    if card_type.pin_required:
+        lines.append("pin_required = true")
+    if card_type.discount_bp:
+        lines.append(f'discount = "{_percent_text(card_type.discount_bp)}"')
+    if card_type.sell_store_codes:
+        lines.append(f"sell_stores = {_strings(list(card_type.sell_store_codes))}")
+    counts = [
+        ("valid_months", card_type.valid_months),
+        ("trial_days", card_type.trial_days),
+        ("trial_uses", card_type.trial_uses),
+    ]
+    lines += [f"{key} = {value}" for key, value in counts if value]
+    return lines
+
+
+def _package_lines(package: config_pb2.CountPackage) -> list[str]:
+    lines = [
+        "[[packages]]",
+        f"code = {_toml_string(package.code)}",
+        f"name = {_toml_string(package.name)}",
+        f'price = "{_yuan_text(package.price_fen)}"',
+    ]
+    if package.valid_days:
+        lines.append(f"valid_days = {package.valid_days}")
+    for item in package.items:
+        lines += [
+            "",
+            "[[packages.items]]",
+            f"code = {_toml_string(item.item_code)}",
+            f"name = {_toml_string(item.item_name)}",
+            f"uses = {item.uses}",
+        ]
+    return lines
+
+
+def _attribute_lines(attribute: config_pb2.AttributeDefinition) -> list[str]:
+    lines = [
+        "[[attributes]]",
+        f"code = {_toml_string(attribute.code)}",
+        f"name = {_toml_string(attribute.name)}",
+        f'type = "{_name_of(ATTRIBUTE_TYPES, attribute.type)}"',
+    ]
+    if attribute.choices:
+        lines.append(f"choices = {_strings(list(attribute.choices))}")
+    if attribute.required:
+        lines.append("required = true")
+    return lines
+
+
+def _root_extra_lines(config: config_pb2.MerchantConfig) -> list[str]:
+    lines = []
+    if config.default_card_type:
+        lines.append(f"default_card_type = {_toml_string(config.default_card_type)}")
+    if config.pin_attempts_max:
+        lines.append(f"pin_attempts_max = {config.pin_attempts_max}")
+    if config.HasField("utc_offset_minutes"):
+        lines.append(f'utc_offset = "{format_utc_offset(config.utc_offset_minutes)}"')
+    return lines
+
+
 def dumps_config(config: config_pb2.MerchantConfig) -> str:
     """The config as TOML text that `loads_config` reads back to the same message.
 
@@ -436,7 +651,8 @@ def dumps_config(config: config_pb2.MerchantConfig) -> str:
     redemption = config.points_redemption
     blocks = [
         _header_lines(config)
-        + [f"name = {_toml_string(config.name)}", f'spend_order = "{spend_order}"'],
+        + [f"name = {_toml_string(config.name)}", f'spend_order = "{spend_order}"']
+        + _root_extra_lines(config),
         [
             "[points_redemption]",
             f"points_per_yuan = {redemption.points_per_yuan}",
@@ -460,4 +676,7 @@ def dumps_config(config: config_pb2.MerchantConfig) -> str:
                 f'bonus = "{_yuan_text(rule.bonus_fen)}"',
             ]
         )
+    blocks += [_card_type_lines(card_type) for card_type in config.card_types]
+    blocks += [_package_lines(package) for package in config.packages]
+    blocks += [_attribute_lines(attribute) for attribute in config.attributes]
     return "\n\n".join("\n".join(block) for block in blocks) + "\n"

@@ -439,3 +439,85 @@ def test_load_config_errors_name_the_file(tmp_path: Path) -> None:
 def test_error_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         loads_config("")
+
+
+def test_card_types_packages_and_attributes() -> None:
+    text = (
+        'default_card_type = "member"\npin_attempts_max = 3\nutc_offset = "-05:30"\n'
+        + MINIMAL
+        + """
+[[card_types]]
+code = "member"
+name = "储值卡"
+kind = "stored_value"
+issue_fee = "10.50"
+pin_required = true
+discount = "2.5%"
+sell_stores = ["S1", "S2"]
+
+[[card_types]]
+code = "month"
+name = "月卡"
+kind = "timed"
+valid_months = 1
+
+[[packages]]
+code = "care"
+name = "Care"
+price = "880"
+valid_days = 90
+
+[[packages.items]]
+code = "wash"
+name = "Wash"
+uses = 5
+
+[[attributes]]
+code = "skin"
+name = "Skin"
+type = "choice"
+choices = ["dry", "oily"]
+required = true
+"""
+    )
+    config = loads_config(text)
+    member, month = config.card_types
+    assert (member.kind, member.issue_fee_fen, member.pin_required) == (
+        config_pb2.STORED_VALUE_CARD,
+        1050,
+        True,
+    )
+    assert (member.discount_bp, list(member.sell_store_codes)) == (250, ["S1", "S2"])
+    assert (month.kind, month.valid_months) == (config_pb2.TIMED_CARD, 1)
+    (package,) = config.packages
+    assert (package.price_fen, package.valid_days) == (88000, 90)
+    assert [(i.item_code, i.uses) for i in package.items] == [("wash", 5)]
+    (attribute,) = config.attributes
+    assert (attribute.type, list(attribute.choices), attribute.required) == (
+        config_pb2.CHOICE,
+        ["dry", "oily"],
+        True,
+    )
+    assert (config.default_card_type, config.pin_attempts_max) == ("member", 3)
+    assert config.utc_offset_minutes == -330
+    assert loads_config(dumps_config(config)) == config
+
+
+def test_card_section_refusals() -> None:
+    base = MINIMAL + '[[card_types]]\ncode = "c"\nname = "C"\n'
+    assert one_problem(base + 'kind = "gold"\n').startswith("card_types[0].kind: must be one of")
+    assert one_problem(base + 'kind = "timed"\nissue_fee = 9.5\n').startswith(
+        "card_types[0].issue_fee: is a TOML float"
+    )
+    assert one_problem(base + 'kind = "timed"\npin_required = "yes"\n') == (
+        "card_types[0].pin_required: must be true or false, not a string"
+    )
+    assert one_problem(base + 'kind = "timed"\nsell_stores = "S1"\n') == (
+        "card_types[0].sell_stores: must be an array of strings, not a string"
+    )
+    assert one_problem('utc_offset = "8"\n' + MINIMAL).startswith("utc_offset: a UTC offset")
+    assert one_problem('utc_offset = "+15:00"\n' + MINIMAL).startswith("utc_offset: UTC offset")
+    package = MINIMAL + '[[packages]]\ncode = "p"\nname = "P"\nprice = "1"\n'
+    assert one_problem(package + '[[packages.items]]\ncode = "x"\nname = "X"\n') == (
+        "packages[0].items[0].uses: is required"
+    )
