@@ -15,5 +15,9 @@ fn main() -> std::io::Result<()> {
     let protoc = protoc_bin_vendored::protoc_bin_path().map_err(std::io::Error::other)?;
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc);
+    // Maps as BTreeMap: their encoding is then in key order, so the canonical encoding of a
+    // request (kept to recognise a retry by request_id) is the same every time. A HashMap
+    // encodes in a random order per instance, which made a retry look like a new request.
+    config.btree_map(["."]);
     config.compile_protos(&files, &[root])
 }

@@ -82,6 +82,7 @@ methods! {
         SearchMembers => "/mms.v1.MemberService/SearchMembers",
         ListHistory => "/mms.v1.MemberService/ListHistory",
         ListFollowUps => "/mms.v1.MemberService/ListFollowUps",
+        ListMemberChanges => "/mms.v1.MemberService/ListMemberChanges",
         GetCard => "/mms.v1.CardService/GetCard",
         ListCardEvents => "/mms.v1.CardService/ListCardEvents",
     }
@@ -270,6 +271,7 @@ pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, method: Method, bytes: 
         Method::SearchMembers => profiles::search(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
         Method::ListHistory => profiles::history(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
         Method::ListFollowUps => profiles::follow_ups(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        Method::ListMemberChanges => profiles::changes(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
         Method::GetCard => lifecycle::get_card(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
         Method::ListCardEvents => lifecycle::card_events(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
         _ => return fail(Kind::UnknownMethod, format!("{} is not a read", method.full_name())),

@@ -82,6 +82,7 @@ pub enum Kind {
     SpendingLimit,
     TrialUsedUp,
     InsufficientUses,
+    UsesInvalid,
     PackageNotFound,
     LotNotFound,
     AnnualFeeNotDue,
@@ -90,6 +91,7 @@ pub enum Kind {
     TextInvalid,
     FieldUnknown,
     PageTokenInvalid,
+    PageSizeInvalid,
     SearchInvalid,
     ImportTooLarge,
     ReferrerNotFound,
@@ -102,7 +104,7 @@ pub enum Kind {
 }
 
 /// Every kind, for reverse lookup of stored reasons and for exhaustive tests.
-pub const ALL_KINDS: [Kind; 64] = [
+pub const ALL_KINDS: [Kind; 66] = [
     Kind::MalformedRequest,
     Kind::UnknownMethod,
     Kind::RequestIdInvalid,
@@ -150,6 +152,7 @@ pub const ALL_KINDS: [Kind; 64] = [
     Kind::SpendingLimit,
     Kind::TrialUsedUp,
     Kind::InsufficientUses,
+    Kind::UsesInvalid,
     Kind::PackageNotFound,
     Kind::LotNotFound,
     Kind::AnnualFeeNotDue,
@@ -158,6 +161,7 @@ pub const ALL_KINDS: [Kind; 64] = [
     Kind::TextInvalid,
     Kind::FieldUnknown,
     Kind::PageTokenInvalid,
+    Kind::PageSizeInvalid,
     Kind::SearchInvalid,
     Kind::ImportTooLarge,
     Kind::ReferrerNotFound,
@@ -219,6 +223,7 @@ impl Kind {
             Kind::SpendingLimit => "SPENDING_LIMIT",
             Kind::TrialUsedUp => "TRIAL_USED_UP",
             Kind::InsufficientUses => "INSUFFICIENT_USES",
+            Kind::UsesInvalid => "USES_INVALID",
             Kind::PackageNotFound => "PACKAGE_NOT_FOUND",
             Kind::LotNotFound => "LOT_NOT_FOUND",
             Kind::AnnualFeeNotDue => "ANNUAL_FEE_NOT_DUE",
@@ -227,6 +232,7 @@ impl Kind {
             Kind::TextInvalid => "TEXT_INVALID",
             Kind::FieldUnknown => "FIELD_UNKNOWN",
             Kind::PageTokenInvalid => "PAGE_TOKEN_INVALID",
+            Kind::PageSizeInvalid => "PAGE_SIZE_INVALID",
             Kind::SearchInvalid => "SEARCH_INVALID",
             Kind::ImportTooLarge => "IMPORT_TOO_LARGE",
             Kind::ReferrerNotFound => "REFERRER_NOT_FOUND",
@@ -288,6 +294,7 @@ impl Kind {
             Kind::SpendingLimit => Status::FailedPrecondition,
             Kind::TrialUsedUp => Status::FailedPrecondition,
             Kind::InsufficientUses => Status::FailedPrecondition,
+            Kind::UsesInvalid => Status::InvalidArgument,
             Kind::PackageNotFound => Status::NotFound,
             Kind::LotNotFound => Status::NotFound,
             Kind::AnnualFeeNotDue => Status::FailedPrecondition,
@@ -296,6 +303,7 @@ impl Kind {
             Kind::TextInvalid => Status::InvalidArgument,
             Kind::FieldUnknown => Status::InvalidArgument,
             Kind::PageTokenInvalid => Status::InvalidArgument,
+            Kind::PageSizeInvalid => Status::InvalidArgument,
             Kind::SearchInvalid => Status::InvalidArgument,
             Kind::ImportTooLarge => Status::InvalidArgument,
             Kind::ReferrerNotFound => Status::NotFound,
