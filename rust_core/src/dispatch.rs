@@ -49,7 +49,9 @@ macro_rules! methods {
             match method {
                 $(Method::$mutation => {
                     let request: $request = decode_as(bytes)?;
-                    Ok((request.request_id.clone(), request.encode_to_vec(), Body::$mutation(request)))
+                    let mut canonical = request.clone();
+                    canonical.scrub_secrets();
+                    Ok((request.request_id.clone(), canonical.encode_to_vec(), Body::$mutation(request)))
                 })*
                 $(Method::$read => unreachable!("reads are not decoded for the writer"),)*
             }
@@ -88,6 +90,51 @@ methods! {
     }
 }
 
+/// Request records keep a request's canonical form to recognise retries; PINs never go
+/// into them (nor into backups): they are cleared first. A retry that differs only in its
+/// PIN is taken as the same request and answered the same.
+trait ScrubSecrets {
+    fn scrub_secrets(&mut self) {}
+}
+
+impl ScrubSecrets for ApplyConfigRequest {}
+impl ScrubSecrets for RegisterMemberRequest {}
+impl ScrubSecrets for UpdateMemberRequest {}
+impl ScrubSecrets for AddFollowUpRequest {}
+impl ScrubSecrets for ImportMembersRequest {}
+impl ScrubSecrets for RechargeRequest {}
+impl ScrubSecrets for CardActionRequest {}
+impl ScrubSecrets for ReplaceCardRequest {}
+impl ScrubSecrets for ReturnCardRequest {}
+impl ScrubSecrets for RenewCardRequest {}
+impl ScrubSecrets for ChargeAnnualFeeRequest {}
+impl ScrubSecrets for RefundPackageRequest {}
+
+impl ScrubSecrets for CheckoutRequest {
+    fn scrub_secrets(&mut self) {
+        self.pin.clear();
+    }
+}
+
+impl ScrubSecrets for IssueCardRequest {
+    fn scrub_secrets(&mut self) {
+        self.pin.clear();
+    }
+}
+
+impl ScrubSecrets for ChangePinRequest {
+    fn scrub_secrets(&mut self) {
+        self.old_pin.clear();
+        self.new_pin.clear();
+    }
+}
+
+impl ScrubSecrets for BuyPackageRequest {
+    fn scrub_secrets(&mut self) {
+        self.pin.clear();
+    }
+}
+
 impl Method {
     pub fn from_name(name: &str) -> Result<Method> {
         match METHODS.iter().find(|m| m.full_name() == name) {
@@ -104,6 +151,7 @@ pub struct Decoded {
     canonical: Vec<u8>,
     pub body: Body,
     pub pin: Option<PinCheck>,
+    pub new_pin: Option<crate::pin::NewPin>,
 }
 
 fn decode_as<M: Message + Default>(bytes: &[u8]) -> Result<M> {
@@ -114,7 +162,7 @@ fn decode_as<M: Message + Default>(bytes: &[u8]) -> Result<M> {
 pub fn decode(method: Method, bytes: &[u8]) -> Result<Decoded> {
     let (request_id, canonical, body) = decode_body(method, bytes)?;
     validate::request_id(&request_id)?;
-    Ok(Decoded { method, request_id, canonical, body, pin: None })
+    Ok(Decoded { method, request_id, canonical, body, pin: None, new_pin: None })
 }
 
 /// The first answer to this request id, if there was one; an error if the id was used for
@@ -156,7 +204,14 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
         return finish(dbs, txn, merchant, now_ms, decoded, response.encode_to_vec(), 0);
     }
     let loaded = writer.cache.get(dbs, txn, merchant)?;
-    let context = Context { dbs, merchant, config: &loaded, now_ms, pin: decoded.pin.as_ref() };
+    let context = Context {
+        dbs,
+        merchant,
+        config: &loaded,
+        now_ms,
+        pin: decoded.pin.as_ref(),
+        new_pin: decoded.new_pin.as_ref(),
+    };
     let (response, seq) = match &decoded.body {
         Body::ApplyConfig(_) => unreachable!("handled above"),
         Body::RegisterMember(r) => (members::register(dbs, txn, merchant, &loaded, r, now_ms)?.encode_to_vec(), 0),

@@ -2,76 +2,790 @@
 //! unfreeze, lock and unlock, change PIN, replace, return, renew, annual fee, expire.
 //! Each is atomic, idempotent by request_id, and leaves a CardEvent; money moves through
 //! the ledger.
+//!
+//! Rules the issue left open, decided here:
+//! - Card fees (issue, replacement, renewal) are paid in cash, by bank card or scan pay;
+//!   a STORED_VALUE tender is refused, so a fee never silently draws on some other card.
+//!   The annual fee is the exception: it is charged from principal by definition.
+//! - A replacement carries the old card's restrictions: a frozen or locked card is
+//!   replaced by a frozen or locked one (a lost one by what it was before the loss), so
+//!   replacing never lifts what only a manager may lift.
+//! - A returned card's subsidiaries are closed with it; a card with count packages that
+//!   still have uses is refused until they are refunded; a frozen card is refused.
+//! - When the member's default card is returned, another usable card of the member becomes
+//!   the default; with none, the closed card stays the default (STORAGE.md invariant 5: the
+//!   default is always one of the member's cards), so a checkout by phone says CARD_CLOSED.
+//! - `Member.card_no` follows the default card.
+
+use std::ops::Bound;
 
 use heed::{RoTxn, RwTxn};
 
 use crate::cards::{self, EventFacts};
-use crate::config::Loaded;
+use crate::config::{Loaded, CONFIG_NAME_CHARS_MAX};
+use crate::dates::Date;
 use crate::error::{fail, CoreError, Kind, Result};
+use crate::ledger::{self, Journal};
+use crate::money::{AMOUNT_FEN_MAX, BALANCE_FEN_MAX, BASIS_POINTS_FULL};
 use crate::proto::*;
-use crate::store::Dbs;
-use crate::transactions::Context;
+use crate::store::{self, Dbs};
+use crate::transactions::{self, Context};
+use crate::{members, pin, validate};
 
-pub fn issue(_context: &Context<'_>, _txn: &mut RwTxn<'_>, _request: IssueCardRequest) -> Result<(CardResponse, u64)> {
-    fail(Kind::UnknownMethod, "IssueCard is not built yet")
+/// Card types one merchant may define.
+pub const CARD_TYPES_MAX: usize = 256;
+/// The longest timed card: ten years.
+pub const VALID_MONTHS_MAX: i32 = 120;
+pub const TRIAL_DAYS_MAX: i32 = 3_660;
+pub const TRIAL_USES_MAX: i32 = 10_000;
+/// The most wrong PINs in a row a merchant may allow before a card locks.
+pub const PIN_ATTEMPTS_CONFIG_MAX: i32 = 20;
+/// Local time zones run from UTC-12:00 to UTC+14:00.
+pub const UTC_OFFSET_MINUTES_MIN: i32 = -720;
+pub const UTC_OFFSET_MINUTES_MAX: i32 = 840;
+pub const EVENTS_PAGE_SIZE_DEFAULT: usize = 20;
+pub const EVENTS_PAGE_SIZE_MAX: usize = 100;
+pub const NOTE_CHARS_MAX: usize = 256;
+pub const STAFF_CODE_BYTES_MAX: usize = 32;
+/// Annual fee years searched for the next anniversary; a card is not a century old.
+const ANNUAL_FEE_YEARS_MAX: i32 = 100;
+const MONTHS_PER_YEAR: i32 = 12;
+/// A page token is a decimal u64.
+const PAGE_TOKEN_DIGITS_MAX: usize = 20;
+
+/// Who does an operation and under which request: what its events and entry record.
+struct Op<'a> {
+    context: &'a Context<'a>,
+    request_id: &'a str,
+    staff_code: &'a str,
 }
+
+impl<'a> Op<'a> {
+    fn new(context: &'a Context<'a>, request_id: &'a str, staff_code: &'a str) -> Result<Op<'a>> {
+        check_staff_code(staff_code)?;
+        Ok(Op { context, request_id, staff_code })
+    }
+
+    fn event(
+        &self,
+        txn: &mut RwTxn<'_>,
+        card: &Card,
+        action: &str,
+        status_before: CardStatus,
+        note: &str,
+        ledger_seq: u64,
+    ) -> Result<CardEvent> {
+        let facts = EventFacts {
+            action,
+            status_before,
+            request_id: self.request_id,
+            staff_code: self.staff_code,
+            note,
+            ledger_seq,
+            now_ms: self.context.now_ms,
+        };
+        cards::record_event(self.context.dbs, txn, self.context.merchant, card, facts)
+    }
+
+    /// Writes the entry when the journal moved anything; returns its seq, or 0.
+    fn entry(
+        &self,
+        txn: &mut RwTxn<'_>,
+        journal: Journal,
+        kind: EntryKind,
+        card: &Card,
+        store_code: &str,
+        amount_fen: i64,
+    ) -> Result<u64> {
+        if journal.is_empty() {
+            return Ok(0);
+        }
+        let entry = LedgerEntry {
+            at_ms: self.context.now_ms,
+            kind: kind as i32,
+            request_id: self.request_id.to_owned(),
+            member_id: card.member_id,
+            store_code: store_code.to_owned(),
+            amount_fen,
+            card_id: card.card_id,
+            ..Default::default()
+        };
+        journal.write(self.context.dbs, txn, self.context.merchant, entry)
+    }
+
+    fn respond(&self, txn: &RoTxn<'_>, card: &Card, event: CardEvent, ledger_seq: u64) -> Result<CardResponse> {
+        Ok(CardResponse {
+            card: Some(cards::view(self.context.dbs, txn, self.context.merchant, card)?),
+            event: Some(event),
+            ledger_seq,
+            ..Default::default()
+        })
+    }
+}
+
+fn check_staff_code(staff_code: &str) -> Result<()> {
+    if staff_code.len() > STAFF_CODE_BYTES_MAX || !staff_code.bytes().all(|b| b.is_ascii_graphic()) {
+        return fail(
+            Kind::TextInvalid,
+            format!("staff_code must be at most {STAFF_CODE_BYTES_MAX} printable ASCII characters"),
+        );
+    }
+    Ok(())
+}
+
+fn check_note(note: &str) -> Result<()> {
+    if note.chars().count() > NOTE_CHARS_MAX || note.chars().any(char::is_control) {
+        return fail(
+            Kind::TextInvalid,
+            format!("note must be at most {NOTE_CHARS_MAX} characters, no control characters"),
+        );
+    }
+    Ok(())
+}
+
+fn wrong_state(card: &Card, what: &str) -> CoreError {
+    let status = cards::status_of(card).as_str_name();
+    CoreError::new(Kind::CardStateInvalid, format!("card {} is {status}: cannot {what}", card.card_no))
+}
+
+/// Lets a card through when its status is one of `allowed`; otherwise refuses with the
+/// reason of its status (CARD_LOST, CARD_FROZEN ...), as a checkout would.
+fn require_status(card: &Card, allowed: &[CardStatus], today: Date, what: &str) -> Result<()> {
+    if allowed.contains(&cards::status_of(card)) {
+        return Ok(());
+    }
+    cards::check_usable(card, today)?;
+    Err(wrong_state(card, what))
+}
+
+/// The tenders that pay a card fee: cash, bank card or scan pay.
+fn fee_payments(tenders: &[Tender], fee_fen: i64) -> Result<Vec<Payment>> {
+    if tenders.iter().any(|t| t.method == PaymentMethod::StoredValue as i32) {
+        return fail(
+            Kind::PaymentMethodInvalid,
+            "card fees are paid in cash, by bank card or scan pay, not from stored value",
+        );
+    }
+    transactions::resolve_tenders(tenders, fee_fen, None)
+}
+
+fn post_fee(journal: &mut Journal, store_code: &str, fee_fen: i64, payments: &[Payment]) {
+    for payment in payments {
+        let method = PaymentMethod::try_from(payment.method).expect("resolved tenders have valid methods");
+        journal.fen(transactions::takings_account(store_code, method), -payment.amount_fen);
+    }
+    journal.fen(ledger::store_account(store_code, "card_fees"), fee_fen);
+}
+
+/// Starts a card's life today; a timed or trial card's days start counting now.
+fn activate(card: &mut Card, card_type: &CardType, today: Date, now_ms: i64) {
+    card.status = CardStatus::Active as i32;
+    card.activated_at_ms = now_ms;
+    match cards::kind_of(card_type) {
+        CardKind::TimedCard if card_type.valid_months > 0 => {
+            card.expires_on = today.valid_through(card_type.valid_months).format();
+        }
+        CardKind::TrialCard if card_type.trial_days > 0 => {
+            card.expires_on = today.add_days(i64::from(card_type.trial_days) - 1).format();
+        }
+        _ => {}
+    }
+}
+
+/// Sets a new PIN, hashed before the writer (see `Core::submit`): the writer only stores it.
+fn set_pin(context: &Context<'_>, card: &mut Card, new_pin: &str) -> Result<()> {
+    pin::check_format(new_pin)?;
+    let Some(hashed) = context.new_pin else {
+        return fail(Kind::PinMalformed, "the new PIN was not hashed before the writer");
+    };
+    card.pin_hash = hashed.hash.clone();
+    card.pin_salt = hashed.salt.clone();
+    card.pin_iterations = hashed.iterations;
+    card.pin_failures = 0;
+    Ok(())
+}
+
+/// Makes `card` its member's default card (and the number shown on the member).
+fn make_default(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, card: &Card) -> Result<()> {
+    let mut member = members::by_id(dbs, txn, merchant, card.member_id)?;
+    member.default_card_id = card.card_id;
+    member.card_no = card.card_no.clone();
+    store::put_record(&dbs.members, txn, &store::key_u64(merchant, member.member_id), &member)
+}
+
+/// Cards drawing on `primary_card_id`. There is no index of subsidiaries, so this reads
+/// every card of the merchant; only replace and return, both rare, call it.
+fn subsidiaries_of(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, primary_card_id: u64) -> Result<Vec<Card>> {
+    let prefix = store::key(merchant, b"");
+    let mut found = Vec::new();
+    for item in dbs.cards.prefix_iter(txn, &prefix)? {
+        let (_, bytes) = item?;
+        let card = <Card as prost::Message>::decode(bytes)?;
+        if card.primary_card_id == primary_card_id {
+            found.push(card);
+        }
+    }
+    Ok(found)
+}
+
+// ---- 售卡 ----
+
+pub fn issue(context: &Context<'_>, txn: &mut RwTxn<'_>, request: IssueCardRequest) -> Result<(CardResponse, u64)> {
+    let op = Op::new(context, &request.request_id, &request.staff_code)?;
+    let (dbs, merchant, config) = (context.dbs, context.merchant, context.config);
+    cards::check_chosen_number(&request.card_no)?;
+    if !request.pin.is_empty() {
+        pin::check_format(&request.pin)?;
+    }
+    let card_type = match request.card_type.as_str() {
+        "" => cards::default_card_type(config),
+        code => cards::card_type(config, code)?,
+    };
+    let store_code = config.store_code(&request.store_code)?.to_owned();
+    if !card_type.sell_store_codes.is_empty() && !card_type.sell_store_codes.contains(&store_code) {
+        return fail(
+            Kind::CardNotSoldHere,
+            format!("card type {:?} is not sold at store {store_code}", card_type.code),
+        );
+    }
+    let member = members::find(dbs, txn, merchant, request.member.as_ref())?;
+    let primary_card_id = subsidiary_link(context, txn, &request)?;
+    let fee_fen = card_type.issue_fee_fen;
+    let payments = fee_payments(&request.tenders, fee_fen)?;
+    let trial = cards::kind_of(&card_type) == CardKind::TrialCard;
+    let mut card = Card {
+        card_no: request.card_no.clone(),
+        member_id: member.member_id,
+        card_type: card_type.code.clone(),
+        status: CardStatus::Inactive as i32,
+        issued_at_ms: context.now_ms,
+        primary_card_id,
+        spending_limit_fen: request.spending_limit_fen,
+        store_code: store_code.clone(),
+        trial_uses_left: if trial { card_type.trial_uses } else { 0 },
+        ..Default::default()
+    };
+    if request.activate {
+        activate(&mut card, &card_type, context.today(), context.now_ms);
+    }
+    if !request.pin.is_empty() {
+        set_pin(context, &mut card, &request.pin)?;
+    }
+    let card = cards::create(dbs, txn, merchant, card)?;
+    let mut journal = Journal::default();
+    post_fee(&mut journal, &store_code, fee_fen, &payments);
+    let seq = op.entry(txn, journal, EntryKind::CardIssue, &card, &store_code, fee_fen)?;
+    let event = op.event(txn, &card, "ISSUE", CardStatus::Unspecified, "", seq)?;
+    let response = CardResponse { fee_fen, payments, ..op.respond(txn, &card, event, seq)? };
+    Ok((response, seq))
+}
+
+/// The primary card a subsidiary (附属卡) draws on, or 0 for a card of its own. The
+/// primary may belong to any member (family cards), must be usable, hold stored value and
+/// not be a subsidiary itself.
+fn subsidiary_link(context: &Context<'_>, txn: &RoTxn<'_>, request: &IssueCardRequest) -> Result<u64> {
+    let limit_fen = request.spending_limit_fen;
+    if request.primary_card_no.is_empty() {
+        if limit_fen != 0 {
+            return fail(Kind::MalformedRequest, "spending_limit_fen is for subsidiary cards: name primary_card_no");
+        }
+        return Ok(0);
+    }
+    if limit_fen < 0 {
+        return fail(Kind::AmountNotPositive, format!("spending_limit_fen must not be negative, got {limit_fen}"));
+    }
+    if limit_fen > BALANCE_FEN_MAX {
+        return fail(Kind::AmountTooLarge, format!("spending_limit_fen must be at most {BALANCE_FEN_MAX}"));
+    }
+    let primary = cards::find_by_number(context.dbs, txn, context.merchant, &request.primary_card_no)?;
+    cards::check_usable(&primary, context.today())?;
+    if primary.primary_card_id != 0 {
+        return fail(
+            Kind::CardKindMismatch,
+            format!("card {} is itself a subsidiary card: attach to its primary", primary.card_no),
+        );
+    }
+    let primary_type = cards::card_type(context.config, &primary.card_type)?;
+    if !cards::holds_stored_value(&primary_type) {
+        return fail(
+            Kind::CardKindMismatch,
+            format!("card {} ({}) holds no stored value to draw on", primary.card_no, primary_type.name),
+        );
+    }
+    Ok(primary.card_id)
+}
+
+// ---- 激活, 挂失, 解挂, 冻结, 解冻, 解锁, 过期, 默认卡 ----
 
 pub fn apply_action(
-    _context: &Context<'_>,
-    _txn: &mut RwTxn<'_>,
-    _request: CardActionRequest,
+    context: &Context<'_>,
+    txn: &mut RwTxn<'_>,
+    request: CardActionRequest,
 ) -> Result<(CardResponse, u64)> {
-    fail(Kind::UnknownMethod, "ApplyCardAction is not built yet")
+    let op = Op::new(context, &request.request_id, &request.staff_code)?;
+    check_note(&request.note)?;
+    let action = match CardAction::try_from(request.action) {
+        Ok(CardAction::Unspecified) | Err(_) => {
+            return fail(Kind::MalformedRequest, format!("action {} is not a card action", request.action))
+        }
+        Ok(action) => action,
+    };
+    let mut card = cards::find_by_number(context.dbs, txn, context.merchant, &request.card_no)?;
+    let before = cards::status_of(&card);
+    transition(context, txn, &mut card, action)?;
+    cards::put(context.dbs, txn, context.merchant, &card)?;
+    let event = op.event(txn, &card, action.as_str_name(), before, &request.note, 0)?;
+    Ok((op.respond(txn, &card, event, 0)?, 0))
 }
+
+fn transition(context: &Context<'_>, txn: &mut RwTxn<'_>, card: &mut Card, action: CardAction) -> Result<()> {
+    use CardStatus::{Active, Closed, Frozen, Inactive, Locked, Lost, Replaced};
+    let status = cards::status_of(card);
+    match (action, status) {
+        (CardAction::Activate, Inactive) => {
+            let card_type = cards::card_type(context.config, &card.card_type)?;
+            activate(card, &card_type, context.today(), context.now_ms);
+        }
+        (CardAction::ReportLoss, Active | Frozen | Locked) => {
+            card.status_before = status as i32;
+            card.status = Lost as i32;
+        }
+        (CardAction::CancelLoss, Lost) => {
+            let back = match CardStatus::try_from(card.status_before) {
+                Ok(held @ (Frozen | Locked)) => held,
+                _ => Active,
+            };
+            card.status = back as i32;
+            card.status_before = if back == Active { CardStatus::Unspecified } else { Active } as i32;
+        }
+        (CardAction::Freeze, Active) => {
+            card.status_before = Active as i32;
+            card.status = Frozen as i32;
+        }
+        (CardAction::Unfreeze, Frozen) => {
+            card.status = Active as i32;
+            card.status_before = CardStatus::Unspecified as i32;
+        }
+        (CardAction::Unlock, Locked) => {
+            card.status = Active as i32;
+            card.status_before = CardStatus::Unspecified as i32;
+            card.pin_failures = 0;
+        }
+        (CardAction::Expire, Active | Inactive) => expire(context, card)?,
+        (CardAction::SetDefault, current) if current != Closed && current != Replaced => {
+            make_default(context.dbs, txn, context.merchant, card)?;
+        }
+        _ => return Err(wrong_state(card, &action.as_str_name().to_lowercase().replace('_', " "))),
+    }
+    Ok(())
+}
+
+/// A timed or trial card past its last day, or a trial card with its uses used up, is
+/// marked EXPIRED. Anything else has not expired.
+fn expire(context: &Context<'_>, card: &mut Card) -> Result<()> {
+    let past_date = !card.expires_on.is_empty() && context.today() > Date::parse(&card.expires_on)?;
+    let card_type = cards::card_type(context.config, &card.card_type)?;
+    let used_up = cards::kind_of(&card_type) == CardKind::TrialCard
+        && card_type.trial_uses > 0
+        && card.trial_uses_left <= 0
+        && card.activated_at_ms != 0;
+    if !(past_date || used_up) {
+        let until = if card.expires_on.is_empty() {
+            "never expires".to_owned()
+        } else {
+            format!("is valid through {}", card.expires_on)
+        };
+        return fail(Kind::CardStateInvalid, format!("card {} {until}: it has not expired", card.card_no));
+    }
+    card.status_before = card.status;
+    card.status = CardStatus::Expired as i32;
+    Ok(())
+}
+
+// ---- 改密码 ----
 
 pub fn change_pin(
-    _context: &Context<'_>,
-    _txn: &mut RwTxn<'_>,
-    _request: ChangePinRequest,
+    context: &Context<'_>,
+    txn: &mut RwTxn<'_>,
+    request: ChangePinRequest,
 ) -> Result<(CardResponse, u64)> {
-    fail(Kind::UnknownMethod, "ChangePin is not built yet")
+    let op = Op::new(context, &request.request_id, &request.staff_code)?;
+    pin::check_format(&request.new_pin)?;
+    let mut card = cards::find_by_number(context.dbs, txn, context.merchant, &request.card_no)?;
+    let before = cards::status_of(&card);
+    // A locked card is unlocked by a manager first: changing its PIN must not get round the lock.
+    require_status(&card, &[CardStatus::Active, CardStatus::Inactive], context.today(), "change its PIN")?;
+    if !card.pin_hash.is_empty() {
+        check_old_pin(context, &card, &request.old_pin)?;
+    }
+    set_pin(context, &mut card, &request.new_pin)?;
+    cards::put(context.dbs, txn, context.merchant, &card)?;
+    let event = op.event(txn, &card, "CHANGE_PIN", before, "", 0)?;
+    Ok((op.respond(txn, &card, event, 0)?, 0))
 }
 
-pub fn replace(
-    _context: &Context<'_>,
-    _txn: &mut RwTxn<'_>,
-    _request: ReplaceCardRequest,
-) -> Result<(CardResponse, u64)> {
-    fail(Kind::UnknownMethod, "ReplaceCard is not built yet")
+/// Applies the old-PIN check made before the writer (`Core::check_pin`). A wrong PIN is
+/// counted by the dispatcher (`record_wrong_pin`) outside this request's transaction.
+fn check_old_pin(context: &Context<'_>, card: &Card, old_pin: &str) -> Result<()> {
+    if old_pin.is_empty() {
+        return fail(Kind::PinRequired, format!("card {} has a PIN: give the old one to change it", card.card_no));
+    }
+    let Some(check) = context.pin.filter(|c| c.card_id == card.card_id) else {
+        return fail(Kind::PinChanged, "the PIN changed while this request was checked; send it again");
+    };
+    if check.hash_seen != card.pin_hash {
+        return fail(Kind::PinChanged, "the PIN changed while this request was checked; send it again");
+    }
+    if !check.correct {
+        return fail(Kind::WrongPin, format!("wrong PIN for card {} (密码错误)", card.card_no));
+    }
+    Ok(())
 }
+
+// ---- 换卡 / 补卡 ----
+
+pub fn replace(context: &Context<'_>, txn: &mut RwTxn<'_>, request: ReplaceCardRequest) -> Result<(CardResponse, u64)> {
+    let op = Op::new(context, &request.request_id, &request.staff_code)?;
+    let (dbs, merchant) = (context.dbs, context.merchant);
+    cards::check_chosen_number(&request.new_card_no)?;
+    let store_code = context.config.store_code(&request.store_code)?.to_owned();
+    let mut old = cards::find_by_number(dbs, txn, merchant, &request.card_no)?;
+    let replaceable =
+        [CardStatus::Active, CardStatus::Lost, CardStatus::Frozen, CardStatus::Locked, CardStatus::Inactive];
+    require_status(&old, &replaceable, context.today(), "replace it")?;
+    let card_type = cards::card_type(context.config, &old.card_type)?;
+    let fee_fen = card_type.replacement_fee_fen;
+    let payments = fee_payments(&request.tenders, fee_fen)?;
+    let new = cards::create(dbs, txn, merchant, successor(&old, &request.new_card_no, context.now_ms))?;
+
+    let mut journal = Journal::default();
+    post_fee(&mut journal, &store_code, fee_fen, &payments);
+    let (principal_fen, bonus_fen) = cards::stored_value(dbs, txn, merchant, old.card_id)?;
+    journal.fen(ledger::card_principal(old.card_id), -principal_fen);
+    journal.fen(ledger::card_principal(new.card_id), principal_fen);
+    journal.fen(ledger::card_bonus(old.card_id), -bonus_fen);
+    journal.fen(ledger::card_bonus(new.card_id), bonus_fen);
+    move_lots(dbs, txn, merchant, old.card_id, new.card_id)?;
+
+    let before = cards::status_of(&old);
+    old.status_before = old.status;
+    old.status = CardStatus::Replaced as i32;
+    old.replaced_by_card_id = new.card_id;
+    cards::put(dbs, txn, merchant, &old)?;
+    if members::by_id(dbs, txn, merchant, old.member_id)?.default_card_id == old.card_id {
+        make_default(dbs, txn, merchant, &new)?;
+    }
+    let seq = op.entry(txn, journal, EntryKind::CardReplace, &new, &store_code, fee_fen)?;
+    relink_subsidiaries(&op, txn, &old, &new)?;
+    op.event(txn, &old, "REPLACE", before, &format!("replaced by {}", new.card_no), seq)?;
+    let event = op.event(txn, &new, "REPLACE", CardStatus::Unspecified, &format!("replaces {}", old.card_no), seq)?;
+    let response = CardResponse {
+        fee_fen,
+        payments,
+        old_card: Some(cards::view(dbs, txn, merchant, &old)?),
+        ..op.respond(txn, &new, event, seq)?
+    };
+    Ok((response, seq))
+}
+
+/// The card that replaces `old`: the same holder, type, dates, link, limit, PIN and trial
+/// uses under a new number, with the old card's restrictions (see the module notes).
+fn successor(old: &Card, card_no: &str, now_ms: i64) -> Card {
+    let (status, status_before) = match cards::status_of(old) {
+        CardStatus::Lost => match CardStatus::try_from(old.status_before) {
+            Ok(held @ (CardStatus::Frozen | CardStatus::Locked)) => (held, CardStatus::Active),
+            _ => (CardStatus::Active, CardStatus::Unspecified),
+        },
+        carried => (carried, CardStatus::try_from(old.status_before).unwrap_or_default()),
+    };
+    Card {
+        card_id: 0,
+        card_no: card_no.to_owned(),
+        status: status as i32,
+        status_before: status_before as i32,
+        issued_at_ms: now_ms,
+        replaced_by_card_id: 0,
+        replaces_card_id: old.card_id,
+        ..old.clone()
+    }
+}
+
+/// Re-keys every count lot of a card to another card. Lot accounts are named by lot id,
+/// so the ledger needs nothing.
+fn move_lots(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, from_card_id: u64, to_card_id: u64) -> Result<usize> {
+    let lots = cards::lots(dbs, txn, merchant, from_card_id)?;
+    for mut lot in lots.iter().cloned() {
+        assert_eq!(lot.card_id, from_card_id, "lot {} filed under the wrong card", lot.lot_id);
+        let deleted = dbs.lots.delete(txn, &store::key_u64_pair(merchant, from_card_id, lot.lot_id))?;
+        assert!(deleted);
+        lot.card_id = to_card_id;
+        store::put_record(&dbs.lots, txn, &store::key_u64_pair(merchant, to_card_id, lot.lot_id), &lot)?;
+    }
+    Ok(lots.len())
+}
+
+fn relink_subsidiaries(op: &Op<'_>, txn: &mut RwTxn<'_>, old: &Card, new: &Card) -> Result<()> {
+    let (dbs, merchant) = (op.context.dbs, op.context.merchant);
+    for mut subsidiary in subsidiaries_of(dbs, txn, merchant, old.card_id)? {
+        subsidiary.primary_card_id = new.card_id;
+        cards::put(dbs, txn, merchant, &subsidiary)?;
+        let note = format!("primary card {} replaced by {}", old.card_no, new.card_no);
+        op.event(txn, &subsidiary, "RELINK", cards::status_of(&subsidiary), &note, 0)?;
+    }
+    Ok(())
+}
+
+// ---- 退卡 ----
 
 pub fn return_card(
-    _context: &Context<'_>,
-    _txn: &mut RwTxn<'_>,
-    _request: ReturnCardRequest,
+    context: &Context<'_>,
+    txn: &mut RwTxn<'_>,
+    request: ReturnCardRequest,
 ) -> Result<(CardResponse, u64)> {
-    fail(Kind::UnknownMethod, "ReturnCard is not built yet")
+    let op = Op::new(context, &request.request_id, &request.staff_code)?;
+    let (dbs, merchant) = (context.dbs, context.merchant);
+    if request.refund_method == PaymentMethod::StoredValue as i32 {
+        return fail(Kind::PaymentMethodInvalid, "a returned card is refunded in cash, by bank card or scan pay");
+    }
+    let method = transactions::external_method(request.refund_method, PaymentMethod::Cash)?;
+    let store_code = context.config.store_code(&request.store_code)?.to_owned();
+    let mut card = cards::find_by_number(dbs, txn, merchant, &request.card_no)?;
+    check_returnable(context, txn, &card)?;
+    let card_type = cards::card_type(context.config, &card.card_type)?;
+    let (principal_fen, bonus_fen) = cards::stored_value(dbs, txn, merchant, card.card_id)?;
+    let fee_fen = card_type.return_fee_fen.min(principal_fen);
+    let refund_fen = principal_fen - fee_fen;
+
+    let mut journal = Journal::default();
+    journal.fen(ledger::card_principal(card.card_id), -principal_fen);
+    journal.fen(ledger::store_account(&store_code, "card_fees"), fee_fen);
+    journal.fen(transactions::takings_account(&store_code, method), refund_fen);
+    journal.fen(ledger::card_bonus(card.card_id), -bonus_fen);
+    journal.fen(ledger::FORFEITED_BONUS.to_owned(), bonus_fen);
+    let seq = op.entry(txn, journal, EntryKind::CardReturn, &card, &store_code, refund_fen)?;
+    let note = format!("refund {refund_fen} fen, fee {fee_fen} fen, bonus forfeited {bonus_fen} fen");
+    let event = close(&op, txn, &mut card, &note, seq)?;
+    for mut subsidiary in subsidiaries_of(dbs, txn, merchant, card.card_id)? {
+        if !matches!(cards::status_of(&subsidiary), CardStatus::Closed | CardStatus::Replaced) {
+            close(&op, txn, &mut subsidiary, &format!("primary card {} returned", card.card_no), 0)?;
+        }
+    }
+    let payments = if refund_fen > 0 {
+        vec![Payment { method: method as i32, amount_fen: refund_fen, ..Default::default() }]
+    } else {
+        Vec::new()
+    };
+    let response = CardResponse {
+        fee_fen,
+        refund_fen,
+        forfeited_bonus_fen: bonus_fen,
+        payments,
+        ..op.respond(txn, &card, event, seq)?
+    };
+    Ok((response, seq))
 }
 
-pub fn renew(_context: &Context<'_>, _txn: &mut RwTxn<'_>, _request: RenewCardRequest) -> Result<(CardResponse, u64)> {
-    fail(Kind::UnknownMethod, "RenewCard is not built yet")
+/// A card may be returned unless it is a subsidiary (it holds nothing), frozen (a freeze
+/// holds its value), already closed or replaced, or holds count packages with uses left.
+fn check_returnable(context: &Context<'_>, txn: &RoTxn<'_>, card: &Card) -> Result<()> {
+    if card.primary_card_id != 0 {
+        return fail(
+            Kind::CardKindMismatch,
+            format!("card {} is a subsidiary card: it holds no value to return", card.card_no),
+        );
+    }
+    let returnable =
+        [CardStatus::Active, CardStatus::Inactive, CardStatus::Lost, CardStatus::Locked, CardStatus::Expired];
+    require_status(card, &returnable, context.today(), "return it")?;
+    let lots = cards::lots(context.dbs, txn, context.merchant, card.card_id)?;
+    if let Some(open) = lots.iter().find(|lot| !lot.refunded && lot.items.iter().any(|i| i.uses_left > 0)) {
+        return fail(
+            Kind::CardStateInvalid,
+            format!("card {} holds count package lot {} with uses left: refund it first", card.card_no, open.lot_id),
+        );
+    }
+    Ok(())
 }
+
+/// Closes a card (退卡). If it was its member's default, another usable card takes over.
+fn close(op: &Op<'_>, txn: &mut RwTxn<'_>, card: &mut Card, note: &str, ledger_seq: u64) -> Result<CardEvent> {
+    let (dbs, merchant) = (op.context.dbs, op.context.merchant);
+    let before = cards::status_of(card);
+    card.status_before = card.status;
+    card.status = CardStatus::Closed as i32;
+    cards::put(dbs, txn, merchant, card)?;
+    if members::by_id(dbs, txn, merchant, card.member_id)?.default_card_id == card.card_id {
+        let today = op.context.today();
+        let held = cards::of_member(dbs, txn, merchant, card.member_id)?;
+        if let Some(next) = held.iter().find(|c| cards::check_usable(c, today).is_ok()) {
+            make_default(dbs, txn, merchant, next)?;
+        }
+    }
+    op.event(txn, card, "RETURN", before, note, ledger_seq)
+}
+
+// ---- 续卡 ----
+
+pub fn renew(context: &Context<'_>, txn: &mut RwTxn<'_>, request: RenewCardRequest) -> Result<(CardResponse, u64)> {
+    let op = Op::new(context, &request.request_id, &request.staff_code)?;
+    let (dbs, merchant) = (context.dbs, context.merchant);
+    let price_fen = request.price_fen;
+    if price_fen < 0 {
+        return fail(Kind::AmountNotPositive, format!("price_fen must not be negative, got {price_fen}"));
+    }
+    if price_fen > AMOUNT_FEN_MAX {
+        return fail(Kind::AmountTooLarge, format!("price_fen must be at most {AMOUNT_FEN_MAX}"));
+    }
+    let store_code = context.config.store_code(&request.store_code)?.to_owned();
+    let mut card = cards::find_by_number(dbs, txn, merchant, &request.card_no)?;
+    let card_type = cards::card_type(context.config, &card.card_type)?;
+    if cards::kind_of(&card_type) != CardKind::TimedCard {
+        return fail(Kind::CardKindMismatch, format!("card {} ({}) is not a timed card", card.card_no, card_type.name));
+    }
+    let today = context.today();
+    require_status(&card, &[CardStatus::Active, CardStatus::Expired], today, "renew it")?;
+    let payments = fee_payments(&request.tenders, price_fen)?;
+    let start = match card.expires_on.as_str() {
+        "" => today,
+        last_day => today.max(Date::parse(last_day)?.add_days(1)),
+    };
+    card.expires_on = start.valid_through(card_type.valid_months).format();
+    let before = cards::status_of(&card);
+    card.status = CardStatus::Active as i32;
+    card.status_before = CardStatus::Unspecified as i32;
+    cards::put(dbs, txn, merchant, &card)?;
+    let mut journal = Journal::default();
+    post_fee(&mut journal, &store_code, price_fen, &payments);
+    let seq = op.entry(txn, journal, EntryKind::CardRenew, &card, &store_code, price_fen)?;
+    let event = op.event(txn, &card, "RENEW", before, &format!("valid through {}", card.expires_on), seq)?;
+    let response = CardResponse { fee_fen: price_fen, payments, ..op.respond(txn, &card, event, seq)? };
+    Ok((response, seq))
+}
+
+// ---- 年费 ----
 
 pub fn charge_annual_fee(
-    _context: &Context<'_>,
-    _txn: &mut RwTxn<'_>,
-    _request: ChargeAnnualFeeRequest,
+    context: &Context<'_>,
+    txn: &mut RwTxn<'_>,
+    request: ChargeAnnualFeeRequest,
 ) -> Result<(CardResponse, u64)> {
-    fail(Kind::UnknownMethod, "ChargeAnnualFee is not built yet")
+    let op = Op::new(context, &request.request_id, "")?;
+    let (dbs, merchant) = (context.dbs, context.merchant);
+    let mut card = cards::find_by_number(dbs, txn, merchant, &request.card_no)?;
+    let card_type = cards::card_type(context.config, &card.card_type)?;
+    let fee_fen = card_type.annual_fee_fen;
+    if fee_fen == 0 {
+        return fail(Kind::AnnualFeeNotDue, format!("card type {:?} has no annual fee", card_type.code));
+    }
+    let today = context.today();
+    cards::check_usable(&card, today)?;
+    let activated = Date::at(card.activated_at_ms, context.config.utc_offset_minutes());
+    let (covered_through, next_through) = annual_fee_cover(activated, &card.annual_fee_paid_until)?;
+    if today <= covered_through {
+        let due_on = covered_through.add_days(1).format();
+        return fail(
+            Kind::AnnualFeeNotDue,
+            format!("card {} is paid through {}; due on {due_on}", card.card_no, covered_through.format()),
+        );
+    }
+    // A subsidiary's fee is paid from the primary card it draws on.
+    let payer = cards::payer(dbs, txn, merchant, &card)?;
+    if payer.card_id != card.card_id {
+        cards::check_usable(&payer, today)?;
+    }
+    let (principal_fen, _) = cards::stored_value(dbs, txn, merchant, payer.card_id)?;
+    if principal_fen < fee_fen {
+        return fail(
+            Kind::InsufficientBalance,
+            format!("annual fee is {fee_fen} fen; card {} holds {principal_fen} fen of principal", payer.card_no),
+        );
+    }
+    let store_code = context.config.store_code(&card.store_code)?.to_owned();
+    let mut journal = Journal::default();
+    journal.fen(ledger::card_principal(payer.card_id), -fee_fen);
+    journal.fen(ledger::store_account(&store_code, "card_fees"), fee_fen);
+    let seq = op.entry(txn, journal, EntryKind::AnnualFee, &payer, &store_code, fee_fen)?;
+    let before = cards::status_of(&card);
+    card.annual_fee_paid_until = next_through.format();
+    cards::put(dbs, txn, merchant, &card)?;
+    let note = format!("paid through {}", card.annual_fee_paid_until);
+    let event = op.event(txn, &card, "ANNUAL_FEE", before, &note, seq)?;
+    Ok((CardResponse { fee_fen, ..op.respond(txn, &card, event, seq)? }, seq))
 }
+
+/// Annual fee years (年费年度): the first year from activation comes with the card; each
+/// later year runs from an anniversary of activation through the day before the next.
+/// Anniversaries are counted from the activation date every time, so a Feb 29 card does
+/// not drift a day a year. Returns (last day covered now, last day the next fee covers).
+pub fn annual_fee_cover(activated: Date, paid_until: &str) -> Result<(Date, Date)> {
+    let covered_through = match paid_until {
+        "" => activated.valid_through(MONTHS_PER_YEAR),
+        paid => Date::parse(paid)?,
+    };
+    for years in 1..=ANNUAL_FEE_YEARS_MAX {
+        let through = activated.valid_through(MONTHS_PER_YEAR * years);
+        if through > covered_through {
+            return Ok((covered_through, through));
+        }
+    }
+    fail(Kind::AnnualFeeNotDue, format!("annual fee is paid through {paid_until}"))
+}
+
+// ---- reads ----
 
 pub fn get_card(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, request: GetCardRequest) -> Result<CardResponse> {
     let card = cards::find_by_number(dbs, txn, merchant, &request.card_no)?;
     Ok(CardResponse { card: Some(cards::view(dbs, txn, merchant, &card)?), ..Default::default() })
 }
 
+/// A card's events, newest first. The page token is the seq to continue below.
 pub fn card_events(
-    _dbs: &Dbs,
-    _txn: &RoTxn<'_>,
-    _merchant: &str,
-    _request: ListCardEventsRequest,
+    dbs: &Dbs,
+    txn: &RoTxn<'_>,
+    merchant: &str,
+    request: ListCardEventsRequest,
 ) -> Result<ListCardEventsResponse> {
-    fail(Kind::UnknownMethod, "ListCardEvents is not built yet")
+    let page_size = match usize::try_from(request.page_size) {
+        Ok(0) => EVENTS_PAGE_SIZE_DEFAULT,
+        Ok(size) => size.min(EVENTS_PAGE_SIZE_MAX),
+        Err(_) => {
+            return fail(Kind::MalformedRequest, format!("page_size must not be negative, got {}", request.page_size))
+        }
+    };
+    let below_seq = parse_page_token(&request.page_token)?;
+    let card = cards::find_by_number(dbs, txn, merchant, &request.card_no)?;
+    let first = store::key_u64_pair(merchant, card.card_id, 0);
+    let end = store::key_u64_pair(merchant, card.card_id, below_seq);
+    let range = (Bound::Included(first.as_slice()), Bound::Excluded(end.as_slice()));
+    let mut events = Vec::with_capacity(page_size + 1);
+    for item in dbs.card_events.rev_range(txn, &range)?.take(page_size + 1) {
+        let (_, bytes) = item?;
+        events.push(<CardEvent as prost::Message>::decode(bytes)?);
+    }
+    let mut next_page_token = String::new();
+    if events.len() > page_size {
+        events.truncate(page_size);
+        next_page_token = events.last().expect("a full page").seq.to_string();
+    }
+    Ok(ListCardEventsResponse { events, next_page_token })
+}
+
+/// Empty: from the newest; otherwise the decimal seq of the last event seen.
+fn parse_page_token(token: &str) -> Result<u64> {
+    if token.is_empty() {
+        return Ok(u64::MAX);
+    }
+    let parsed = if token.len() <= PAGE_TOKEN_DIGITS_MAX && token.bytes().all(|b| b.is_ascii_digit()) {
+        token.parse::<u64>().ok().filter(|seq| *seq > 0)
+    } else {
+        None
+    };
+    parsed.ok_or_else(|| {
+        CoreError::new(
+            Kind::PageTokenInvalid,
+            format!("page_token {:?} is not one this server gave", validate::truncate(token)),
+        )
+    })
 }
 
 /// Counts a wrong PIN against the card, outside the refused request's own transaction,
@@ -116,7 +830,240 @@ pub fn record_wrong_pin(
     ))
 }
 
+// ---- config ----
+
 /// Checks the card types, the default card type, PIN attempts and the UTC offset of a config being applied.
-pub fn validate_card_types(_config: &MerchantConfig) -> Result<()> {
+pub fn validate_card_types(config: &MerchantConfig) -> Result<()> {
+    if config.card_types.len() > CARD_TYPES_MAX {
+        return fail(Kind::ConfigInvalid, format!("card_types: at most {CARD_TYPES_MAX} card types"));
+    }
+    for (position, card_type) in config.card_types.iter().enumerate() {
+        validate_card_type(config, card_type)?;
+        if config.card_types[..position].iter().any(|t| t.code == card_type.code) {
+            return fail(Kind::ConfigInvalid, format!("card type {:?} is listed twice", card_type.code));
+        }
+    }
+    let default = &config.default_card_type;
+    let defined = config.card_types.iter().any(|t| &t.code == default);
+    if !default.is_empty() && !defined && default != cards::ECARD_TYPE {
+        return fail(
+            Kind::ConfigInvalid,
+            format!("default_card_type {:?} names no card type", validate::truncate(default)),
+        );
+    }
+    if !(0..=PIN_ATTEMPTS_CONFIG_MAX).contains(&config.pin_attempts_max) {
+        return fail(Kind::ConfigInvalid, format!("pin_attempts_max must be 0-{PIN_ATTEMPTS_CONFIG_MAX} (0 = 5)"));
+    }
+    if let Some(offset) = config.utc_offset_minutes {
+        if !(UTC_OFFSET_MINUTES_MIN..=UTC_OFFSET_MINUTES_MAX).contains(&offset) {
+            return fail(
+                Kind::ConfigInvalid,
+                format!(
+                    "utc_offset_minutes must be {UTC_OFFSET_MINUTES_MIN} to {UTC_OFFSET_MINUTES_MAX}, got {offset}"
+                ),
+            );
+        }
+    }
     Ok(())
+}
+
+fn validate_card_type(config: &MerchantConfig, card_type: &CardType) -> Result<()> {
+    validate::code(&card_type.code, "card type")?;
+    let invalid = |message: String| fail(Kind::ConfigInvalid, format!("card type {:?}: {message}", card_type.code));
+    if card_type.name.chars().count() > CONFIG_NAME_CHARS_MAX {
+        return invalid(format!("name is longer than {CONFIG_NAME_CHARS_MAX} characters"));
+    }
+    let kind = match CardKind::try_from(card_type.kind) {
+        Ok(CardKind::Unspecified) | Err(_) => return invalid("kind must be specified".into()),
+        Ok(kind) => kind,
+    };
+    let fees = [
+        ("issue_fee_fen", card_type.issue_fee_fen),
+        ("annual_fee_fen", card_type.annual_fee_fen),
+        ("replacement_fee_fen", card_type.replacement_fee_fen),
+        ("return_fee_fen", card_type.return_fee_fen),
+    ];
+    for (field, fee_fen) in fees {
+        if !(0..=AMOUNT_FEN_MAX).contains(&fee_fen) {
+            return invalid(format!("{field} must be 0-{AMOUNT_FEN_MAX}, got {fee_fen}"));
+        }
+    }
+    if card_type.annual_fee_fen > 0 && !cards::holds_stored_value(card_type) {
+        return invalid(
+            "annual_fee_fen is charged from principal: only stored-value and discount cards have one".into(),
+        );
+    }
+    if !(0..BASIS_POINTS_FULL as i32).contains(&card_type.discount_bp) {
+        return invalid(format!("discount_bp must be 0-9999, got {}", card_type.discount_bp));
+    }
+    if let Some(unknown) =
+        card_type.sell_store_codes.iter().find(|code| !config.stores.iter().any(|s| &s.code == *code))
+    {
+        return invalid(format!("sell_store_codes names no store {:?}", validate::truncate(unknown)));
+    }
+    validate_card_type_terms(card_type, kind).or_else(invalid)
+}
+
+/// Timed and trial terms: only on the kind they belong to, and within bounds.
+fn validate_card_type_terms(card_type: &CardType, kind: CardKind) -> std::result::Result<(), String> {
+    let (months, days, uses) = (card_type.valid_months, card_type.trial_days, card_type.trial_uses);
+    if !(0..=VALID_MONTHS_MAX).contains(&months) {
+        return Err(format!("valid_months must be 0-{VALID_MONTHS_MAX}, got {months}"));
+    }
+    if kind == CardKind::TimedCard && months == 0 {
+        return Err("valid_months must be above 0 for a timed card".into());
+    }
+    if kind != CardKind::TimedCard && months != 0 {
+        return Err("valid_months is for timed cards only".into());
+    }
+    if !(0..=TRIAL_DAYS_MAX).contains(&days) || !(0..=TRIAL_USES_MAX).contains(&uses) {
+        return Err(format!("trial_days must be 0-{TRIAL_DAYS_MAX} and trial_uses 0-{TRIAL_USES_MAX}"));
+    }
+    if kind == CardKind::TrialCard && days == 0 && uses == 0 {
+        return Err("a trial card needs trial_days or trial_uses".into());
+    }
+    if kind != CardKind::TrialCard && (days != 0 || uses != 0) {
+        return Err("trial_days and trial_uses are for trial cards only".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(text: &str) -> Date {
+        Date::parse(text).unwrap()
+    }
+
+    fn config_with(card_type: CardType) -> MerchantConfig {
+        MerchantConfig {
+            stores: vec![Store { code: "S001".into(), name: "总店".into() }],
+            card_types: vec![card_type],
+            ..Default::default()
+        }
+    }
+
+    fn stored_value_type() -> CardType {
+        CardType {
+            code: "member".into(),
+            name: "储值卡".into(),
+            kind: CardKind::StoredValueCard as i32,
+            ..Default::default()
+        }
+    }
+
+    /// Breaks one thing in a valid config.
+    type Spoil = fn(&mut MerchantConfig);
+
+    fn refusal(config: &MerchantConfig) -> String {
+        let error = validate_card_types(config).unwrap_err();
+        assert_eq!(error.kind, Kind::ConfigInvalid);
+        error.message
+    }
+
+    #[test]
+    fn card_types_are_checked_field_by_field() {
+        assert!(validate_card_types(&config_with(stored_value_type())).is_ok());
+        let cases: Vec<(Spoil, &str)> = vec![
+            (|c| c.card_types[0].code = "a/b".into(), "card type code"),
+            (|c| c.card_types[0].kind = 0, "kind"),
+            (|c| c.card_types[0].kind = 99, "kind"),
+            (|c| c.card_types[0].issue_fee_fen = -1, "issue_fee_fen"),
+            (|c| c.card_types[0].replacement_fee_fen = AMOUNT_FEN_MAX + 1, "replacement_fee_fen"),
+            (|c| c.card_types[0].return_fee_fen = -5, "return_fee_fen"),
+            (|c| c.card_types[0].discount_bp = 10_000, "discount_bp"),
+            (|c| c.card_types[0].sell_store_codes = vec!["S999".into()], "sell_store_codes"),
+            (|c| c.card_types[0].valid_months = 12, "valid_months"),
+            (|c| c.card_types[0].trial_days = 7, "trial_days"),
+            (|c| c.card_types.push(c.card_types[0].clone()), "listed twice"),
+            (|c| c.default_card_type = "gold".into(), "default_card_type"),
+            (|c| c.pin_attempts_max = 21, "pin_attempts_max"),
+            (|c| c.pin_attempts_max = -1, "pin_attempts_max"),
+            (|c| c.utc_offset_minutes = Some(841), "utc_offset_minutes"),
+            (|c| c.utc_offset_minutes = Some(-721), "utc_offset_minutes"),
+        ];
+        for (spoil, field) in cases {
+            let mut config = config_with(stored_value_type());
+            spoil(&mut config);
+            let message = refusal(&config);
+            assert!(message.contains(field), "{message:?} should name {field}");
+        }
+    }
+
+    #[test]
+    fn timed_and_trial_terms_belong_to_their_kinds() {
+        let mut timed = CardType { kind: CardKind::TimedCard as i32, valid_months: 0, ..stored_value_type() };
+        assert!(refusal(&config_with(timed.clone())).contains("valid_months"));
+        timed.valid_months = VALID_MONTHS_MAX + 1;
+        assert!(refusal(&config_with(timed.clone())).contains("valid_months"));
+        timed.valid_months = 36;
+        assert!(validate_card_types(&config_with(timed.clone())).is_ok());
+        timed.annual_fee_fen = 100;
+        assert!(refusal(&config_with(timed)).contains("annual_fee_fen"));
+        let mut trial = CardType { kind: CardKind::TrialCard as i32, ..stored_value_type() };
+        assert!(refusal(&config_with(trial.clone())).contains("trial"));
+        trial.trial_uses = 3;
+        assert!(validate_card_types(&config_with(trial.clone())).is_ok());
+        trial.trial_days = TRIAL_DAYS_MAX + 1;
+        assert!(refusal(&config_with(trial)).contains("trial_days"));
+    }
+
+    #[test]
+    fn the_default_card_type_may_be_the_builtin_ecard() {
+        let mut config = config_with(stored_value_type());
+        config.default_card_type = "ecard".into();
+        assert!(validate_card_types(&config).is_ok());
+        config.default_card_type = "member".into();
+        config.pin_attempts_max = PIN_ATTEMPTS_CONFIG_MAX;
+        config.utc_offset_minutes = Some(UTC_OFFSET_MINUTES_MAX);
+        assert!(validate_card_types(&config).is_ok());
+    }
+
+    #[test]
+    fn annual_fee_years_count_from_activation() {
+        // The first year comes with the card: due on the first anniversary.
+        let (covered, next) = annual_fee_cover(date("2026-03-15"), "").unwrap();
+        assert_eq!((covered, next), (date("2027-03-14"), date("2028-03-14")));
+        let (covered, next) = annual_fee_cover(date("2026-03-15"), "2028-03-14").unwrap();
+        assert_eq!((covered, next), (date("2028-03-14"), date("2029-03-14")));
+        // Feb 29: years end Feb 27 (Feb 28 is the clamped anniversary) and come back to Feb 28
+        // in leap years, without drifting.
+        let (covered, next) = annual_fee_cover(date("2028-02-29"), "").unwrap();
+        assert_eq!((covered, next), (date("2029-02-27"), date("2030-02-27")));
+        let (_, next) = annual_fee_cover(date("2028-02-29"), "2031-02-27").unwrap();
+        assert_eq!(next, date("2032-02-28"));
+        // Month ends: Jan 31 stays anchored to Jan 31.
+        let (_, next) = annual_fee_cover(date("2026-01-31"), "2027-01-30").unwrap();
+        assert_eq!(next, date("2028-01-30"));
+    }
+
+    #[test]
+    fn page_tokens() {
+        assert_eq!(parse_page_token("").unwrap(), u64::MAX);
+        assert_eq!(parse_page_token("17").unwrap(), 17);
+        for bad in ["0", "-1", "1.5", "abc", "99999999999999999999999", " 1"] {
+            assert_eq!(parse_page_token(bad).unwrap_err().kind, Kind::PageTokenInvalid, "{bad}");
+        }
+    }
+
+    #[test]
+    fn lots_are_rekeyed_to_the_new_card() {
+        let path = std::env::temp_dir().join(format!("mms-lifecycle-lots-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        let (env, dbs) = store::open(&path, 1 << 24, false).unwrap();
+        let mut txn = env.write_txn().unwrap();
+        for (card_id, lot_id) in [(1, 7), (1, 9), (2, 8)] {
+            let lot = CountLot { lot_id, card_id, package_code: "cut10".into(), ..Default::default() };
+            store::put_record(&dbs.lots, &mut txn, &store::key_u64_pair("m", card_id, lot_id), &lot).unwrap();
+        }
+        assert_eq!(move_lots(&dbs, &mut txn, "m", 1, 3).unwrap(), 2);
+        assert!(cards::lots(&dbs, &txn, "m", 1).unwrap().is_empty());
+        let moved = cards::lots(&dbs, &txn, "m", 3).unwrap();
+        assert_eq!(moved.iter().map(|l| (l.lot_id, l.card_id)).collect::<Vec<_>>(), vec![(7, 3), (9, 3)]);
+        assert_eq!(cards::lots(&dbs, &txn, "m", 2).unwrap().len(), 1);
+        txn.abort();
+        drop(env);
+        let _ = std::fs::remove_dir_all(&path);
+    }
 }

@@ -41,6 +41,22 @@ pub fn matches(pin: &str, salt: &[u8], iterations: u32, expected: &[u8]) -> bool
     computed.len() == expected.len() && computed.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
+/// A new PIN, hashed before the writer (on the caller's thread) so the writer only stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPin {
+    pub salt: Vec<u8>,
+    pub hash: Vec<u8>,
+    pub iterations: u32,
+}
+
+impl NewPin {
+    pub fn from_plain(pin: &str) -> Result<NewPin> {
+        check_format(pin)?;
+        let salt = new_salt()?;
+        Ok(NewPin { hash: hash(pin, &salt, PIN_ITERATIONS), salt, iterations: PIN_ITERATIONS })
+    }
+}
+
 /// The outcome of a PIN check made before the writer: which card, whether the PIN was
 /// right, and the hash it was checked against (the writer refuses if it has changed).
 #[derive(Debug, Clone, PartialEq, Eq)]

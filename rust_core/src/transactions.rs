@@ -26,6 +26,8 @@ pub struct Context<'a> {
     pub now_ms: i64,
     /// The PIN check made before the writer, when the request carried a PIN.
     pub pin: Option<&'a PinCheck>,
+    /// A new PIN the request sets, hashed before the writer.
+    pub new_pin: Option<&'a crate::pin::NewPin>,
 }
 
 impl Context<'_> {

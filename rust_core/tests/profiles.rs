@@ -355,7 +355,8 @@ fn required_attributes_and_their_definitions() {
     let without = Profile { attributes: pairs(&[("note", "x")]), ..Default::default() };
     assert_kind(h.update(update_request(1, &["attributes"], without)), Kind::AttributeInvalid, "update drops size");
 
-    let broken: Vec<(&str, fn(&mut MerchantConfig))> = vec![
+    type Breakage = (&'static str, fn(&mut MerchantConfig));
+    let broken: Vec<Breakage> = vec![
         ("twice", |c| c.attributes.push(c.attributes[0].clone())),
         ("no type", |c| c.attributes[0].r#type = AttributeType::Unspecified as i32),
         ("choice without choices", |c| c.attributes[3].choices.clear()),

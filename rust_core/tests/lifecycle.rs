@@ -1,0 +1,972 @@
+//! The card lifecycle end to end, without Python: issue, actions, PIN lockout, subsidiary
+//! limits, replacement, return, renewal, annual fee and expiry, each checked to the fen,
+//! in the card's state, in the ledger's accounts and against `verify_ledger`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use mms_core::core::ManualClock;
+use mms_core::dates::Date;
+use mms_core::proto::member_ref::Key;
+use mms_core::proto::*;
+use mms_core::{Core, CoreError, Kind, Options};
+use prost::Message;
+
+const MERCHANT: &str = "demo";
+const DAY_MS: i64 = 86_400_000;
+
+const ISSUE: &str = "/mms.v1.CardService/IssueCard";
+const ACTION: &str = "/mms.v1.CardService/ApplyCardAction";
+const CHANGE_PIN: &str = "/mms.v1.CardService/ChangePin";
+const REPLACE: &str = "/mms.v1.CardService/ReplaceCard";
+const RETURN: &str = "/mms.v1.CardService/ReturnCard";
+const RENEW: &str = "/mms.v1.CardService/RenewCard";
+const ANNUAL_FEE: &str = "/mms.v1.CardService/ChargeAnnualFee";
+const CHECKOUT: &str = "/mms.v1.TransactionService/Checkout";
+const RECHARGE: &str = "/mms.v1.TransactionService/Recharge";
+const BUY_PACKAGE: &str = "/mms.v1.CardService/BuyPackage";
+const REFUND_PACKAGE: &str = "/mms.v1.CardService/RefundPackage";
+
+fn scratch_dir(name: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let unique = format!("mms-lifecycle-{}-{}-{}", name, std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+    let path = std::env::temp_dir().join(unique);
+    let _ = std::fs::remove_dir_all(&path);
+    path
+}
+
+/// Noon in China (UTC+8) on a local date.
+fn noon(date: &str) -> i64 {
+    Date::parse(date).unwrap().days_since_epoch() * DAY_MS + 4 * 3_600_000
+}
+
+fn card_type(code: &str, kind: CardKind) -> CardType {
+    CardType { code: code.into(), name: code.into(), kind: kind as i32, ..Default::default() }
+}
+
+fn lifecycle_config() -> MerchantConfig {
+    MerchantConfig {
+        name: "卡测试 Cards".into(),
+        stores: vec![
+            Store { code: "S001".into(), name: "总店".into() },
+            Store { code: "S002".into(), name: "东区店".into() },
+        ],
+        levels: vec![Level {
+            code: "regular".into(),
+            name: "普通".into(),
+            milli_points_per_yuan: 1000,
+            ..Default::default()
+        }],
+        recharge_bonus_rules: vec![RechargeBonusRule { min_recharge_fen: 10_000, bonus_fen: 2_000 }],
+        card_types: vec![
+            CardType {
+                issue_fee_fen: 1_000,
+                replacement_fee_fen: 2_000,
+                return_fee_fen: 500,
+                ..card_type("member", CardKind::StoredValueCard)
+            },
+            CardType { pin_required: true, ..card_type("secure", CardKind::StoredValueCard) },
+            CardType {
+                issue_fee_fen: 20_000,
+                annual_fee_fen: 10_000,
+                discount_bp: 1_200,
+                sell_store_codes: vec!["S001".into()],
+                ..card_type("vip", CardKind::DiscountCard)
+            },
+            CardType { issue_fee_fen: 30_000, valid_months: 1, ..card_type("month", CardKind::TimedCard) },
+            CardType { valid_months: 12, ..card_type("year", CardKind::TimedCard) },
+            CardType { trial_days: 7, trial_uses: 2, ..card_type("trial", CardKind::TrialCard) },
+        ],
+        packages: vec![CountPackage {
+            code: "cut10".into(),
+            name: "剪发10次".into(),
+            price_fen: 5_000,
+            items: vec![PackageItem { item_code: "haircut".into(), item_name: "剪发".into(), uses: 10 }],
+            valid_days: 0,
+        }],
+        ..Default::default()
+    }
+}
+
+/// What the ledger holds, read from a backup copy (the live environment is the core's).
+struct Books {
+    accounts: BTreeMap<String, i64>,
+    entries: Vec<LedgerEntry>,
+}
+
+impl Books {
+    fn balance(&self, account: &str) -> i64 {
+        self.accounts.get(account).copied().unwrap_or(0)
+    }
+
+    fn last(&self) -> &LedgerEntry {
+        self.entries.last().expect("an entry")
+    }
+}
+
+struct Harness {
+    core: Core,
+    clock: Arc<ManualClock>,
+    next_request: u64,
+}
+
+impl Harness {
+    fn new(name: &str, config: MerchantConfig, today: &str) -> Harness {
+        let clock = Arc::new(ManualClock(AtomicI64::new(noon(today))));
+        let mut options = Options::new(scratch_dir(name));
+        options.clock = clock.clone();
+        let core = Core::open(options).expect("open");
+        let mut harness = Harness { core, clock, next_request: 0 };
+        let request = ApplyConfigRequest { request_id: String::new(), config: Some(config) };
+        harness.call::<ApplyConfigResponse>("/mms.v1.ConfigService/ApplyConfig", request).unwrap();
+        harness
+    }
+
+    fn set_today(&self, date: &str) {
+        self.clock.0.store(noon(date), Ordering::SeqCst);
+    }
+
+    /// Sends a request, filling in a fresh request_id when it has none.
+    fn call<R: Message + Default>(
+        &mut self,
+        method: &str,
+        request: impl Message + WithRequestId,
+    ) -> Result<R, CoreError> {
+        let mut request = request;
+        if request.request_id().is_empty() {
+            self.next_request += 1;
+            request.set_request_id(format!("r{}", self.next_request));
+        }
+        let bytes = self.core.submit(method, MERCHANT, &request.encode_to_vec())?;
+        Ok(R::decode(bytes.as_slice()).expect("response decodes"))
+    }
+
+    fn register(&mut self, phone: &str, card_no: &str) -> Member {
+        let request = RegisterMemberRequest {
+            phone: phone.into(),
+            name: "张三".into(),
+            card_no: card_no.into(),
+            ..Default::default()
+        };
+        let response: RegisterMemberResponse = self.call("/mms.v1.MemberService/RegisterMember", request).unwrap();
+        response.member.unwrap()
+    }
+
+    fn issue(&mut self, request: IssueCardRequest) -> Result<CardResponse, CoreError> {
+        self.call(ISSUE, request)
+    }
+
+    /// Sells an active card of `card_type` to the member holding `holder_card`, paying any fee in cash.
+    fn sell(&mut self, holder_card: &str, card_no: &str, card_type: &str) -> CardView {
+        let request = IssueCardRequest {
+            member: card_ref(holder_card),
+            card_no: card_no.into(),
+            card_type: card_type.into(),
+            tenders: vec![pay(PaymentMethod::Cash)],
+            activate: true,
+            ..Default::default()
+        };
+        self.issue(request).unwrap().card.unwrap()
+    }
+
+    fn recharge(&mut self, card_no: &str, amount_fen: i64) -> Result<RechargeResponse, CoreError> {
+        let request = RechargeRequest {
+            member: card_ref(card_no),
+            amount_fen,
+            method: PaymentMethod::Cash as i32,
+            ..Default::default()
+        };
+        self.call(RECHARGE, request)
+    }
+
+    fn checkout(
+        &mut self,
+        member: Key,
+        list_fen: i64,
+        method: PaymentMethod,
+        pin: &str,
+    ) -> Result<CheckoutResponse, CoreError> {
+        let request = CheckoutRequest {
+            member: Some(MemberRef { key: Some(member) }),
+            list_amount_fen: list_fen,
+            tenders: if list_fen > 0 { vec![pay(method)] } else { Vec::new() },
+            pin: pin.into(),
+            ..Default::default()
+        };
+        self.call(CHECKOUT, request)
+    }
+
+    fn pay_from(&mut self, card_no: &str, list_fen: i64) -> Result<CheckoutResponse, CoreError> {
+        self.checkout(Key::CardNo(card_no.into()), list_fen, PaymentMethod::StoredValue, "")
+    }
+
+    /// Buys the 10-haircut package on a card, in cash; returns the lot.
+    fn buy_haircuts(&mut self, card_no: &str) -> CountLot {
+        let request = BuyPackageRequest {
+            card_no: card_no.into(),
+            package_code: "cut10".into(),
+            tenders: vec![pay(PaymentMethod::Cash)],
+            ..Default::default()
+        };
+        self.call::<CardResponse>(BUY_PACKAGE, request).unwrap().lot.unwrap()
+    }
+
+    fn haircut(&mut self, card_no: &str) -> Result<CheckoutResponse, CoreError> {
+        let request = CheckoutRequest {
+            member: card_ref(card_no),
+            uses: vec![CountUse { item_code: "haircut".into(), uses: 1 }],
+            ..Default::default()
+        };
+        self.call(CHECKOUT, request)
+    }
+
+    fn act(&mut self, card_no: &str, action: CardAction) -> Result<CardResponse, CoreError> {
+        let request = CardActionRequest {
+            card_no: card_no.into(),
+            action: action as i32,
+            staff_code: "mgr01".into(),
+            ..Default::default()
+        };
+        self.call(ACTION, request)
+    }
+
+    fn card(&self, card_no: &str) -> CardView {
+        let request = GetCardRequest { card_no: card_no.into() };
+        let bytes = self.core.query("/mms.v1.CardService/GetCard", MERCHANT, &request.encode_to_vec()).unwrap();
+        CardResponse::decode(bytes.as_slice()).unwrap().card.unwrap()
+    }
+
+    fn status(&self, card_no: &str) -> CardStatus {
+        CardStatus::try_from(self.card(card_no).status).unwrap()
+    }
+
+    fn member(&self, key: Key) -> GetMemberResponse {
+        let request = GetMemberRequest { member: Some(MemberRef { key: Some(key) }) };
+        let bytes = self.core.query("/mms.v1.MemberService/GetMember", MERCHANT, &request.encode_to_vec()).unwrap();
+        GetMemberResponse::decode(bytes.as_slice()).unwrap()
+    }
+
+    fn events(&self, card_no: &str, page_size: i32, page_token: &str) -> Result<ListCardEventsResponse, CoreError> {
+        let request = ListCardEventsRequest { card_no: card_no.into(), page_size, page_token: page_token.into() };
+        let bytes = self.core.query("/mms.v1.CardService/ListCardEvents", MERCHANT, &request.encode_to_vec())?;
+        Ok(ListCardEventsResponse::decode(bytes.as_slice()).unwrap())
+    }
+
+    fn actions(&self, card_no: &str) -> Vec<String> {
+        self.events(card_no, 100, "").unwrap().events.into_iter().map(|e| e.action).collect()
+    }
+
+    fn books(&self) -> Books {
+        let dir = scratch_dir("books");
+        self.core.backup(&dir).unwrap();
+        let (env, dbs) = mms_core::store::open(&dir, 1 << 26, false).unwrap();
+        let txn = env.read_txn().unwrap();
+        let prefix = mms_core::store::key(MERCHANT, b"");
+        let mut accounts = BTreeMap::new();
+        for item in dbs.accounts.prefix_iter(&txn, &prefix).unwrap() {
+            let record = AccountRecord::decode(item.unwrap().1).unwrap();
+            accounts.insert(record.account, record.balance);
+        }
+        let mut entries = Vec::new();
+        for item in dbs.ledger.prefix_iter(&txn, &prefix).unwrap() {
+            entries.push(LedgerEntry::decode(item.unwrap().1).unwrap());
+        }
+        drop(txn);
+        env.prepare_for_closing().wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        Books { accounts, entries }
+    }
+
+    fn assert_ledger_consistent(&self) {
+        let verification = self.core.verify_ledger().unwrap();
+        assert!(verification.problems.is_empty(), "{:?}", verification.problems);
+    }
+}
+
+trait WithRequestId {
+    fn request_id(&self) -> &str;
+    fn set_request_id(&mut self, id: String);
+}
+
+macro_rules! with_request_id {
+    ($($type:ty),*) => {$(
+        impl WithRequestId for $type {
+            fn request_id(&self) -> &str { &self.request_id }
+            fn set_request_id(&mut self, id: String) { self.request_id = id; }
+        }
+    )*};
+}
+with_request_id!(
+    ApplyConfigRequest,
+    RegisterMemberRequest,
+    RechargeRequest,
+    CheckoutRequest,
+    IssueCardRequest,
+    CardActionRequest,
+    ChangePinRequest,
+    ReplaceCardRequest,
+    ReturnCardRequest,
+    RenewCardRequest,
+    BuyPackageRequest,
+    RefundPackageRequest,
+    ChargeAnnualFeeRequest
+);
+
+fn card_ref(card_no: &str) -> Option<MemberRef> {
+    Some(MemberRef { key: Some(Key::CardNo(card_no.into())) })
+}
+
+fn pay(method: PaymentMethod) -> Tender {
+    Tender { method: method as i32, take_rest: true, ..Default::default() }
+}
+
+fn kind_of<T: std::fmt::Debug>(result: Result<T, CoreError>) -> Kind {
+    result.unwrap_err().kind
+}
+
+fn held(view: &CardView) -> (i64, i64) {
+    (view.principal_fen, view.bonus_fen)
+}
+
+#[test]
+fn issuing_a_card_charges_its_fee_and_sells_only_where_allowed() {
+    let mut h = Harness::new("issue", lifecycle_config(), "2026-03-02");
+    let member = h.register("13800000001", "M0001");
+    let vip = |store: &str, tenders: Vec<Tender>| IssueCardRequest {
+        member: Some(MemberRef { key: Some(Key::Phone("13800000001".into())) }),
+        card_no: "V0001".into(),
+        card_type: "vip".into(),
+        store_code: store.into(),
+        tenders,
+        activate: true,
+        staff_code: "cashier7".into(),
+        ..Default::default()
+    };
+    assert_eq!(kind_of(h.issue(vip("S002", vec![pay(PaymentMethod::Cash)]))), Kind::CardNotSoldHere);
+    assert_eq!(kind_of(h.issue(vip("S001", vec![pay(PaymentMethod::StoredValue)]))), Kind::PaymentMethodInvalid);
+    assert_eq!(kind_of(h.issue(vip("S001", Vec::new()))), Kind::PaymentsMismatch);
+    let split = vec![
+        Tender { method: PaymentMethod::Cash as i32, amount_fen: 15_000, ..Default::default() },
+        pay(PaymentMethod::ScanPay),
+    ];
+    let sold = h.issue(vip("S001", split)).unwrap();
+    assert_eq!(sold.fee_fen, 20_000);
+    assert_eq!(sold.payments.iter().map(|p| p.amount_fen).collect::<Vec<_>>(), vec![15_000, 5_000]);
+    let card = sold.card.unwrap();
+    assert_eq!((card.card_type.as_str(), card.status, card.member_id), ("vip", CardStatus::Active as i32, 1));
+    assert_eq!(card.activated_at_ms, noon("2026-03-02"));
+    let event = sold.event.unwrap();
+    assert_eq!(
+        (event.action.as_str(), event.staff_code.as_str(), event.ledger_seq),
+        ("ISSUE", "cashier7", sold.ledger_seq)
+    );
+
+    let books = h.books();
+    assert_eq!(books.balance("store/S001/card_fees"), 20_000);
+    assert_eq!(books.balance("store/S001/cash"), -15_000);
+    assert_eq!(books.balance("store/S001/scan_pay"), -5_000);
+    let entry = books.last();
+    assert_eq!(entry.kind, EntryKind::CardIssue as i32);
+    assert_eq!((entry.member_id, entry.card_id, entry.amount_fen), (member.member_id, card.card_id, 20_000));
+
+    // The member holds both cards; the first stays the default.
+    let shown = h.member(Key::MemberId(1));
+    assert_eq!(shown.cards.iter().map(|c| c.card_no.as_str()).collect::<Vec<_>>(), vec!["M0001", "V0001"]);
+    assert_eq!(shown.member.unwrap().default_card_id, 1);
+
+    let taken = IssueCardRequest { card_no: "M0001".into(), ..vip("S001", vec![pay(PaymentMethod::Cash)]) };
+    assert_eq!(kind_of(h.issue(taken)), Kind::CardTaken);
+    let reserved = IssueCardRequest { card_no: "E0000000009".into(), ..vip("S001", vec![pay(PaymentMethod::Cash)]) };
+    assert_eq!(kind_of(h.issue(reserved)), Kind::CardNumberInvalid);
+    let unknown = IssueCardRequest { card_no: "X0001".into(), card_type: "gold".into(), ..vip("S001", Vec::new()) };
+    assert_eq!(kind_of(h.issue(unknown)), Kind::CardTypeUnknown);
+
+    // A year card sold now, activated later: its year runs from activation.
+    let later =
+        IssueCardRequest { card_no: "Y0001".into(), card_type: "year".into(), activate: false, ..vip("", Vec::new()) };
+    let sold = h.issue(later).unwrap();
+    assert_eq!((sold.ledger_seq, sold.fee_fen), (0, 0));
+    let card = sold.card.unwrap();
+    assert_eq!((card.status, card.expires_on.as_str()), (CardStatus::Inactive as i32, ""));
+    h.set_today("2026-03-31");
+    let activated = h.act("Y0001", CardAction::Activate).unwrap().card.unwrap();
+    assert_eq!((activated.status, activated.expires_on.as_str()), (CardStatus::Active as i32, "2027-03-30"));
+    assert_eq!(kind_of(h.act("Y0001", CardAction::Activate)), Kind::CardStateInvalid);
+    assert_eq!(h.actions("Y0001"), vec!["ACTIVATE", "ISSUE"]);
+    assert_eq!(h.books().entries.len(), 1);
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn refused_cards_say_why_at_checkout_and_recharge_and_lookups_still_show_them() {
+    let mut h = Harness::new("refused", lifecycle_config(), "2026-06-01");
+    h.register("13800000002", "C0001");
+    let inactive = IssueCardRequest {
+        member: card_ref("C0001"),
+        card_no: "C0002".into(),
+        card_type: "member".into(),
+        tenders: vec![pay(PaymentMethod::Cash)],
+        ..Default::default()
+    };
+    h.issue(inactive).unwrap();
+    for card_no in ["C0003", "C0004", "C0005", "C0006"] {
+        h.sell("C0001", card_no, "member");
+    }
+    h.sell("C0001", "T0001", "month");
+    h.act("C0003", CardAction::ReportLoss).unwrap();
+    h.act("C0004", CardAction::Freeze).unwrap();
+    h.call::<CardResponse>(RETURN, ReturnCardRequest { card_no: "C0005".into(), ..Default::default() }).unwrap();
+    let replace = ReplaceCardRequest {
+        card_no: "C0006".into(),
+        new_card_no: "C0007".into(),
+        tenders: vec![pay(PaymentMethod::Cash)],
+        ..Default::default()
+    };
+    h.call::<CardResponse>(REPLACE, replace).unwrap();
+    h.set_today("2026-07-02"); // the month card ran through 2026-06-30
+
+    let cases = [
+        ("C0002", Kind::CardInactive, CardStatus::Inactive),
+        ("C0003", Kind::CardLost, CardStatus::Lost),
+        ("C0004", Kind::CardFrozen, CardStatus::Frozen),
+        ("C0005", Kind::CardClosed, CardStatus::Closed),
+        ("C0006", Kind::CardReplaced, CardStatus::Replaced),
+        ("T0001", Kind::CardExpired, CardStatus::Active),
+    ];
+    for (card_no, kind, status) in cases {
+        let error = h.checkout(Key::CardNo(card_no.into()), 1_000, PaymentMethod::Cash, "").unwrap_err();
+        assert_eq!(error.kind, kind, "checkout with {card_no}: {error}");
+        assert!(error.message.contains(card_no), "{error}");
+        assert_eq!(h.recharge(card_no, 10_000).unwrap_err().kind, kind, "recharge of {card_no}");
+        assert_eq!(h.status(card_no), status, "{card_no} is still shown");
+    }
+    h.act("T0001", CardAction::Expire).unwrap();
+    assert_eq!(h.status("T0001"), CardStatus::Expired);
+    assert_eq!(kind_of(h.checkout(Key::CardNo("T0001".into()), 0, PaymentMethod::Cash, "")), Kind::CardExpired);
+    let shown = h.member(Key::Phone("13800000002".into()));
+    assert_eq!(shown.cards.len(), 8);
+    let active: Vec<_> = shown.cards.iter().filter(|c| c.status == CardStatus::Active as i32).collect();
+    assert_eq!(active.iter().map(|c| c.card_no.as_str()).collect::<Vec<_>>(), vec!["C0001", "C0007"]);
+    // The default card still pays.
+    h.checkout(Key::Phone("13800000002".into()), 1_000, PaymentMethod::Cash, "").unwrap();
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn card_actions_move_between_states_and_leave_events() {
+    let mut h = Harness::new("actions", lifecycle_config(), "2026-06-01");
+    h.register("13800000003", "C0001");
+    h.sell("C0001", "C0002", "member");
+
+    h.act("C0001", CardAction::ReportLoss).unwrap();
+    let error = h.act("C0001", CardAction::ReportLoss).unwrap_err();
+    assert_eq!(error.kind, Kind::CardStateInvalid);
+    assert!(error.message.contains("LOST"), "{error}");
+    assert_eq!(kind_of(h.act("C0001", CardAction::Freeze)), Kind::CardStateInvalid);
+    assert_eq!(h.act("C0001", CardAction::CancelLoss).unwrap().card.unwrap().status, CardStatus::Active as i32);
+    // A frozen card reported lost comes back frozen.
+    h.act("C0001", CardAction::Freeze).unwrap();
+    h.act("C0001", CardAction::ReportLoss).unwrap();
+    assert_eq!(h.act("C0001", CardAction::CancelLoss).unwrap().card.unwrap().status, CardStatus::Frozen as i32);
+    h.act("C0001", CardAction::Unfreeze).unwrap();
+    assert_eq!(h.status("C0001"), CardStatus::Active);
+    for (action, kind) in [
+        (CardAction::Unlock, Kind::CardStateInvalid),
+        (CardAction::Unfreeze, Kind::CardStateInvalid),
+        (CardAction::CancelLoss, Kind::CardStateInvalid),
+        (CardAction::Activate, Kind::CardStateInvalid),
+        (CardAction::Expire, Kind::CardStateInvalid),
+        (CardAction::Unspecified, Kind::MalformedRequest),
+    ] {
+        assert_eq!(kind_of(h.act("C0001", action)), kind, "{action:?}");
+    }
+    assert_eq!(kind_of(h.act("C9999", CardAction::Freeze)), Kind::CardNotFound);
+
+    // Newest first, in pages; refused actions left nothing.
+    let page = h.events("C0001", 4, "").unwrap();
+    let actions: Vec<_> = page.events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, vec!["UNFREEZE", "CANCEL_LOSS", "REPORT_LOSS", "FREEZE"]);
+    let newest = &page.events[0];
+    assert_eq!((newest.status_before, newest.status_after), (CardStatus::Frozen as i32, CardStatus::Active as i32));
+    assert_eq!(newest.staff_code, "mgr01");
+    assert!(page.events.windows(2).all(|pair| pair[0].seq > pair[1].seq));
+    let rest = h.events("C0001", 4, &page.next_page_token).unwrap();
+    assert_eq!(rest.events.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), vec!["CANCEL_LOSS", "REPORT_LOSS"]);
+    assert_eq!(rest.next_page_token, "");
+    assert_eq!(h.events("C0001", 0, "").unwrap().events.len(), 6);
+    assert_eq!(kind_of(h.events("C0001", 4, "x1")), Kind::PageTokenInvalid);
+
+    // A retry answers the same and does nothing more.
+    let freeze = CardActionRequest {
+        request_id: "freeze-once".into(),
+        card_no: "C0002".into(),
+        action: CardAction::Freeze as i32,
+        ..Default::default()
+    };
+    let first = h.core.submit(ACTION, MERCHANT, &freeze.encode_to_vec()).unwrap();
+    let again = h.core.submit(ACTION, MERCHANT, &freeze.encode_to_vec()).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(h.actions("C0002"), vec!["FREEZE", "ISSUE"]);
+    h.act("C0002", CardAction::Unfreeze).unwrap();
+
+    // The default card is the one a checkout by phone uses.
+    let paid = h.checkout(Key::Phone("13800000003".into()), 500, PaymentMethod::Cash, "").unwrap();
+    assert_eq!(paid.card_no, "C0001");
+    h.act("C0002", CardAction::SetDefault).unwrap();
+    let member = h.member(Key::MemberId(1)).member.unwrap();
+    assert_eq!((member.default_card_id, member.card_no.as_str()), (2, "C0002"));
+    let paid = h.checkout(Key::Phone("13800000003".into()), 500, PaymentMethod::Cash, "").unwrap();
+    assert_eq!(paid.card_no, "C0002");
+    h.assert_ledger_consistent();
+}
+
+fn pin_config() -> MerchantConfig {
+    MerchantConfig { pin_attempts_max: 2, ..lifecycle_config() }
+}
+
+#[test]
+fn after_wrong_pins_the_card_locks_until_a_manager_unlocks_it() {
+    let mut h = Harness::new("lockout", pin_config(), "2026-06-01");
+    h.register("13800000004", "C0001");
+    let secure = IssueCardRequest {
+        member: card_ref("C0001"),
+        card_no: "P0001".into(),
+        card_type: "secure".into(),
+        activate: true,
+        pin: "246810".into(),
+        ..Default::default()
+    };
+    assert!(h.issue(secure).unwrap().card.unwrap().has_pin);
+    h.recharge("P0001", 10_000).unwrap();
+    let card = || Key::CardNo("P0001".into());
+
+    assert_eq!(kind_of(h.checkout(card(), 1_000, PaymentMethod::StoredValue, "")), Kind::PinRequired);
+    let error = h.checkout(card(), 1_000, PaymentMethod::StoredValue, "111111").unwrap_err();
+    assert_eq!(error.kind, Kind::WrongPin);
+    assert!(error.message.contains("1 tries left"), "{error}");
+    // A right PIN pays and resets the count: one more wrong PIN does not lock.
+    h.checkout(card(), 1_000, PaymentMethod::StoredValue, "246810").unwrap();
+    assert_eq!(kind_of(h.checkout(card(), 1_000, PaymentMethod::StoredValue, "111111")), Kind::WrongPin);
+    assert_eq!(h.status("P0001"), CardStatus::Active);
+    let error = h.checkout(card(), 1_000, PaymentMethod::StoredValue, "222222").unwrap_err();
+    assert!(error.message.contains("now locked"), "{error}");
+    assert_eq!(h.status("P0001"), CardStatus::Locked);
+
+    assert_eq!(kind_of(h.checkout(card(), 1_000, PaymentMethod::StoredValue, "246810")), Kind::CardLocked);
+    assert_eq!(kind_of(h.checkout(card(), 1_000, PaymentMethod::Cash, "")), Kind::CardLocked);
+    assert_eq!(kind_of(h.recharge("P0001", 10_000)), Kind::CardLocked);
+    assert_eq!(h.card("P0001").principal_fen, 9_000);
+
+    h.act("P0001", CardAction::Unlock).unwrap();
+    assert_eq!(h.actions("P0001"), vec!["UNLOCK", "LOCK", "ISSUE"]);
+    h.checkout(card(), 1_000, PaymentMethod::StoredValue, "246810").unwrap();
+    assert_eq!(held(&h.card("P0001")), (8_000, 2_000));
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn changing_a_pin_needs_the_old_one() {
+    let mut h = Harness::new("change-pin", pin_config(), "2026-06-01");
+    h.register("13800000005", "C0001");
+    h.sell("C0001", "P0001", "secure");
+    h.recharge("P0001", 5_000).unwrap();
+    let error = h.pay_from("P0001", 1_000).unwrap_err();
+    assert_eq!(error.kind, Kind::PinRequired);
+    assert!(error.message.contains("set one first"), "{error}");
+    let change = |old_pin: &str, new_pin: &str| ChangePinRequest {
+        card_no: "P0001".into(),
+        old_pin: old_pin.into(),
+        new_pin: new_pin.into(),
+        ..Default::default()
+    };
+
+    let set: CardResponse = h.call(CHANGE_PIN, change("", "123456")).unwrap();
+    assert!(set.card.unwrap().has_pin);
+    assert_eq!(kind_of(h.call::<CardResponse>(CHANGE_PIN, change("", "654321"))), Kind::PinRequired);
+    assert_eq!(kind_of(h.call::<CardResponse>(CHANGE_PIN, change("123456", "12ab56"))), Kind::PinMalformed);
+    assert_eq!(kind_of(h.call::<CardResponse>(CHANGE_PIN, change("000000", "654321"))), Kind::WrongPin);
+    let changed: CardResponse = h.call(CHANGE_PIN, change("123456", "654321")).unwrap();
+    assert_eq!(changed.event.unwrap().action, "CHANGE_PIN");
+    let paid = h.checkout(Key::CardNo("P0001".into()), 1_000, PaymentMethod::StoredValue, "654321").unwrap();
+    assert_eq!(paid.payments[0].principal_fen, 1_000);
+    assert_eq!(h.actions("P0001"), vec!["CHANGE_PIN", "CHANGE_PIN", "ISSUE"]);
+    h.assert_ledger_consistent();
+
+    // No PIN ever reaches the disk in clear: request records keep requests without them.
+    let copy = scratch_dir("change-pin-copy");
+    let (path, _) = h.core.backup(&copy).unwrap();
+    let bytes = std::fs::read(path).unwrap();
+    for pin in [b"123456", b"654321"] {
+        assert!(!bytes.windows(6).any(|window| window == pin), "a PIN is stored in clear");
+    }
+}
+
+#[test]
+fn subsidiaries_draw_on_the_primary_within_their_limits() {
+    let mut h = Harness::new("subsidiary", lifecycle_config(), "2026-06-01");
+    h.register("13800000006", "A0001");
+    h.register("13800000007", "B0001");
+    h.recharge("A0001", 10_000).unwrap(); // + 2,000 bonus
+    let subsidiary = |holder: &str, card_no: &str, primary: &str, limit_fen: i64| IssueCardRequest {
+        member: card_ref(holder),
+        card_no: card_no.into(),
+        card_type: "member".into(),
+        tenders: vec![pay(PaymentMethod::Cash)],
+        activate: true,
+        primary_card_no: primary.into(),
+        spending_limit_fen: limit_fen,
+        ..Default::default()
+    };
+    // Family cards: B's card draws on A's.
+    let family = h.issue(subsidiary("B0001", "S0001", "A0001", 3_000)).unwrap().card.unwrap();
+    assert_eq!((family.primary_card_id, family.spending_limit_fen, family.principal_fen), (1, 3_000, 0));
+    h.issue(subsidiary("A0001", "S0002", "A0001", 5_000)).unwrap();
+    assert_eq!(kind_of(h.issue(subsidiary("B0001", "S0003", "S0001", 0))), Kind::CardKindMismatch);
+    assert_eq!(kind_of(h.issue(subsidiary("B0001", "S0003", "A0001", -1))), Kind::AmountNotPositive);
+    assert_eq!(kind_of(h.issue(subsidiary("B0001", "S0003", "", 100))), Kind::MalformedRequest);
+
+    h.pay_from("S0001", 2_000).unwrap();
+    assert_eq!(held(&h.card("A0001")), (8_000, 2_000));
+    let error = h.pay_from("S0001", 1_500).unwrap_err();
+    assert_eq!(error.kind, Kind::SpendingLimit);
+    assert!(error.message.contains("1000 fen more"), "{error}");
+    assert_eq!(held(&h.card("A0001")), (8_000, 2_000));
+    assert_eq!(h.card("S0001").spent_fen, 2_000);
+
+    h.pay_from("S0002", 5_000).unwrap();
+    assert_eq!(kind_of(h.pay_from("S0002", 1)), Kind::SpendingLimit);
+    h.pay_from("S0001", 1_000).unwrap();
+    assert_eq!(held(&h.card("A0001")), (2_000, 2_000));
+    assert_eq!((h.card("S0001").spent_fen, h.card("S0002").spent_fen), (3_000, 5_000));
+    // Points go to whoever paid with the subsidiary.
+    assert_eq!(h.member(Key::CardNo("B0001".into())).balances.unwrap().points, 30);
+
+    assert_eq!(kind_of(h.recharge("S0001", 10_000)), Kind::CardKindMismatch);
+    h.act("A0001", CardAction::Freeze).unwrap();
+    assert_eq!(kind_of(h.pay_from("S0001", 100)), Kind::CardFrozen);
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn replacing_a_card_moves_every_balance_and_retires_the_old_number() {
+    let mut h = Harness::new("replace", lifecycle_config(), "2026-06-01");
+    h.register("13800000008", "A0001");
+    h.register("13800000009", "B0001");
+    h.recharge("A0001", 10_000).unwrap();
+    h.pay_from("A0001", 3_000).unwrap();
+    let family = IssueCardRequest {
+        member: card_ref("B0001"),
+        card_no: "S0001".into(),
+        card_type: "member".into(),
+        tenders: vec![pay(PaymentMethod::Cash)],
+        activate: true,
+        primary_card_no: "A0001".into(),
+        spending_limit_fen: 5_000,
+        ..Default::default()
+    };
+    h.issue(family).unwrap();
+    h.pay_from("S0001", 1_000).unwrap();
+    assert_eq!(held(&h.card("A0001")), (6_000, 2_000));
+    let lot = h.buy_haircuts("A0001");
+    h.haircut("A0001").unwrap();
+    let pin = ChangePinRequest { card_no: "A0001".into(), new_pin: "135790".into(), ..Default::default() };
+    h.call::<CardResponse>(CHANGE_PIN, pin).unwrap();
+    h.act("A0001", CardAction::ReportLoss).unwrap();
+
+    let replace = |new_card_no: &str, method: PaymentMethod| ReplaceCardRequest {
+        request_id: format!("replace-{new_card_no}-{}", method as i32),
+        card_no: "A0001".into(),
+        new_card_no: new_card_no.into(),
+        tenders: vec![pay(method)],
+        staff_code: "cashier7".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        kind_of(h.call::<CardResponse>(REPLACE, replace("A0002", PaymentMethod::StoredValue))),
+        Kind::PaymentMethodInvalid
+    );
+    assert_eq!(kind_of(h.call::<CardResponse>(REPLACE, replace("B0001", PaymentMethod::Cash))), Kind::CardTaken);
+    assert_eq!((h.status("A0001"), held(&h.card("A0001"))), (CardStatus::Lost, (6_000, 2_000)));
+    let entries_before = h.books().entries.len();
+
+    let request = replace("A0002", PaymentMethod::Cash);
+    let first = h.core.submit(REPLACE, MERCHANT, &request.encode_to_vec()).unwrap();
+    assert_eq!(h.core.submit(REPLACE, MERCHANT, &request.encode_to_vec()).unwrap(), first);
+    let replaced = CardResponse::decode(first.as_slice()).unwrap();
+    assert_eq!(replaced.fee_fen, 2_000);
+    let new = replaced.card.unwrap();
+    let old = replaced.old_card.unwrap();
+    assert_eq!((new.card_no.as_str(), new.status, held(&new)), ("A0002", CardStatus::Active as i32, (6_000, 2_000)));
+    assert!(new.has_pin);
+    assert_eq!(
+        (new.member_id, new.activated_at_ms, new.card_type.as_str()),
+        (old.member_id, old.activated_at_ms, "member")
+    );
+    assert_eq!((old.status, held(&old)), (CardStatus::Replaced as i32, (0, 0)));
+    // The count package moved with its uses; its accounts, named by lot, did not change.
+    assert!(old.lots.is_empty());
+    assert_eq!(new.lots.len(), 1);
+    assert_eq!((new.lots[0].lot_id, new.lots[0].card_id, new.lots[0].items[0].uses_left), (lot.lot_id, new.card_id, 9));
+
+    let books = h.books();
+    assert_eq!(books.entries.len(), entries_before + 1);
+    let entry = books.last();
+    assert_eq!((entry.kind, entry.card_id, entry.amount_fen), (EntryKind::CardReplace as i32, new.card_id, 2_000));
+    assert_eq!(books.balance(&format!("card/{}/principal", old.card_id)), 0);
+    assert_eq!(books.balance(&format!("card/{}/principal", new.card_id)), 6_000);
+    assert_eq!(books.balance(&format!("card/{}/bonus", new.card_id)), 2_000);
+    assert_eq!(books.balance("store/S001/card_fees"), 2_000 + 1_000);
+    assert_eq!(books.balance(&format!("lot/{}/value", lot.lot_id)), 4_500);
+    assert_eq!(books.balance(&format!("lot/{}/uses/haircut", lot.lot_id)), 9);
+
+    // The old number is refused from now on, and still shows what happened to it.
+    assert_eq!(kind_of(h.pay_from("A0001", 100)), Kind::CardReplaced);
+    assert_eq!(kind_of(h.recharge("A0001", 10_000)), Kind::CardReplaced);
+    assert_eq!(kind_of(h.call::<CardResponse>(REPLACE, replace("A0003", PaymentMethod::Cash))), Kind::CardReplaced);
+    assert_eq!(h.actions("A0001"), vec!["REPLACE", "REPORT_LOSS", "CHANGE_PIN", "BUY_PACKAGE"]);
+    assert_eq!(h.actions("A0002"), vec!["REPLACE"]);
+    assert_eq!(h.actions("S0001"), vec!["RELINK", "ISSUE"]);
+
+    // The member's default, the subsidiary and the points follow.
+    let shown = h.member(Key::Phone("13800000008".into()));
+    assert_eq!(shown.member.as_ref().unwrap().default_card_id, new.card_id);
+    assert_eq!(shown.member.unwrap().card_no, "A0002");
+    assert_eq!(shown.balances.unwrap(), Balances { principal_fen: 6_000, bonus_fen: 2_000, points: 30 });
+    assert_eq!(h.card("S0001").primary_card_id, new.card_id);
+    h.pay_from("S0001", 1_000).unwrap();
+    let paid = h.checkout(Key::Phone("13800000008".into()), 500, PaymentMethod::StoredValue, "").unwrap();
+    assert_eq!(paid.card_no, "A0002");
+    assert_eq!(held(&h.card("A0002")), (4_500, 2_000));
+    assert_eq!(kind_of(h.haircut("A0001")), Kind::CardReplaced);
+    h.haircut("A0002").unwrap();
+    assert_eq!(h.card("A0002").lots[0].items[0].uses_left, 8);
+
+    // A frozen card's replacement is frozen too: replacing does not lift a freeze.
+    h.sell("B0001", "F0001", "member");
+    h.act("F0001", CardAction::Freeze).unwrap();
+    let frozen = ReplaceCardRequest {
+        card_no: "F0001".into(),
+        new_card_no: "F0002".into(),
+        tenders: vec![pay(PaymentMethod::Cash)],
+        ..Default::default()
+    };
+    let replaced: CardResponse = h.call(REPLACE, frozen).unwrap();
+    assert_eq!(replaced.card.unwrap().status, CardStatus::Frozen as i32);
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn returning_a_card_refunds_principal_less_the_fee_and_forfeits_bonus() {
+    let mut h = Harness::new("return", lifecycle_config(), "2026-06-01");
+    h.register("13800000010", "A0001");
+    h.register("13800000011", "B0001");
+    h.sell("A0001", "A0002", "member"); // 1,000 fen card fee
+    h.recharge("A0001", 10_000).unwrap();
+    h.pay_from("A0001", 3_000).unwrap();
+    let family = IssueCardRequest {
+        member: card_ref("B0001"),
+        card_no: "S0001".into(),
+        card_type: "member".into(),
+        tenders: vec![pay(PaymentMethod::Cash)],
+        activate: true,
+        primary_card_no: "A0001".into(),
+        ..Default::default()
+    };
+    h.issue(family).unwrap();
+    let return_of = |card_no: &str, method: PaymentMethod| ReturnCardRequest {
+        card_no: card_no.into(),
+        refund_method: method as i32,
+        ..Default::default()
+    };
+
+    // Count packages with uses left are refunded first.
+    let lot = h.buy_haircuts("A0001");
+    let error = h.call::<CardResponse>(RETURN, return_of("A0001", PaymentMethod::Cash)).unwrap_err();
+    assert_eq!(error.kind, Kind::CardStateInvalid);
+    assert!(error.message.contains("refund it first"), "{error}");
+    let refund = RefundPackageRequest {
+        card_no: "A0001".into(),
+        lot_id: lot.lot_id,
+        refund_method: PaymentMethod::Cash as i32,
+        ..Default::default()
+    };
+    h.call::<CardResponse>(REFUND_PACKAGE, refund).unwrap();
+    h.act("A0001", CardAction::Freeze).unwrap();
+    assert_eq!(kind_of(h.call::<CardResponse>(RETURN, return_of("A0001", PaymentMethod::Cash))), Kind::CardFrozen);
+    h.act("A0001", CardAction::Unfreeze).unwrap();
+    let stored_value = return_of("A0001", PaymentMethod::StoredValue);
+    assert_eq!(kind_of(h.call::<CardResponse>(RETURN, stored_value)), Kind::PaymentMethodInvalid);
+    assert_eq!(
+        kind_of(h.call::<CardResponse>(RETURN, return_of("S0001", PaymentMethod::Cash))),
+        Kind::CardKindMismatch
+    );
+
+    let returned: CardResponse = h.call(RETURN, return_of("A0001", PaymentMethod::BankCard)).unwrap();
+    assert_eq!((returned.refund_fen, returned.fee_fen, returned.forfeited_bonus_fen), (6_500, 500, 2_000));
+    assert_eq!(returned.payments[0].method, PaymentMethod::BankCard as i32);
+    let card = returned.card.unwrap();
+    assert_eq!((card.status, held(&card)), (CardStatus::Closed as i32, (0, 0)));
+    assert_eq!(returned.event.unwrap().ledger_seq, returned.ledger_seq);
+
+    let books = h.books();
+    let entry = books.last();
+    assert_eq!((entry.kind, entry.amount_fen, entry.card_id), (EntryKind::CardReturn as i32, 6_500, card.card_id));
+    assert_eq!(books.balance("store/S001/bank_card"), 6_500);
+    assert_eq!(books.balance("store/S001/card_fees"), 1_000 + 1_000 + 500); // two card fees, the return fee
+    assert_eq!(books.balance("merchant/forfeited_bonus"), 2_000);
+    assert_eq!(books.balance(&format!("card/{}/bonus", card.card_id)), 0);
+
+    // Its subsidiary closed with it; the member's default moved to the other card.
+    assert_eq!(h.status("S0001"), CardStatus::Closed);
+    assert_eq!(h.actions("S0001"), vec!["RETURN", "ISSUE"]);
+    assert_eq!(kind_of(h.pay_from("A0001", 100)), Kind::CardClosed);
+    assert_eq!(kind_of(h.call::<CardResponse>(RETURN, return_of("A0001", PaymentMethod::Cash))), Kind::CardClosed);
+    let paid = h.checkout(Key::Phone("13800000010".into()), 500, PaymentMethod::Cash, "").unwrap();
+    assert_eq!(paid.card_no, "A0002");
+
+    // Principal below the fee: the fee takes it all, nothing is refunded.
+    let other_card_id = h.card("A0002").card_id;
+    h.recharge("A0002", 300).unwrap();
+    let returned: CardResponse = h.call(RETURN, return_of("A0002", PaymentMethod::Cash)).unwrap();
+    assert_eq!((returned.refund_fen, returned.fee_fen, returned.forfeited_bonus_fen), (0, 300, 0));
+    assert!(returned.payments.is_empty());
+    assert_eq!(h.books().balance("store/S001/card_fees"), 1_000 + 1_000 + 500 + 300);
+    // No usable card left: the default stays on a card of the member, which says why.
+    let member = h.member(Key::MemberId(1)).member.unwrap();
+    assert_eq!((member.default_card_id, member.card_no.as_str()), (other_card_id, "A0002"));
+    assert_eq!(kind_of(h.checkout(Key::Phone("13800000010".into()), 500, PaymentMethod::Cash, "")), Kind::CardClosed);
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn timed_cards_renew_across_month_ends_and_expire() {
+    let mut h = Harness::new("renew", lifecycle_config(), "2026-01-31");
+    h.register("13800000012", "C0001");
+    let month = h.sell("C0001", "T0001", "month");
+    assert_eq!(month.expires_on, "2026-02-27"); // 月卡 from Jan 31
+                                                // A timed card's visits are prepaid: a bill of 0.
+    h.checkout(Key::CardNo("T0001".into()), 0, PaymentMethod::Cash, "").unwrap();
+
+    let renew = |card_no: &str, price_fen: i64| RenewCardRequest {
+        card_no: card_no.into(),
+        price_fen,
+        tenders: if price_fen > 0 { vec![pay(PaymentMethod::Cash)] } else { Vec::new() },
+        ..Default::default()
+    };
+    h.set_today("2026-02-10");
+    let renewed: CardResponse = h.call(RENEW, renew("T0001", 30_000)).unwrap();
+    assert_eq!(renewed.card.unwrap().expires_on, "2026-03-27"); // from Feb 28, through the day before Mar 28
+    assert_eq!(renewed.event.unwrap().note, "valid through 2026-03-27");
+    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, renew("C0001", 30_000))), Kind::CardKindMismatch);
+    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, renew("T0001", -1))), Kind::AmountNotPositive);
+    assert_eq!(kind_of(h.act("T0001", CardAction::Expire)), Kind::CardStateInvalid);
+
+    h.set_today("2026-03-28");
+    assert_eq!(kind_of(h.checkout(Key::CardNo("T0001".into()), 0, PaymentMethod::Cash, "")), Kind::CardExpired);
+    let expired = h.act("T0001", CardAction::Expire).unwrap();
+    assert_eq!(expired.card.unwrap().status, CardStatus::Expired as i32);
+
+    h.set_today("2026-04-15");
+    let renewed: CardResponse = h.call(RENEW, renew("T0001", 0)).unwrap();
+    assert_eq!(renewed.ledger_seq, 0);
+    let card = renewed.card.unwrap();
+    assert_eq!((card.status, card.expires_on.as_str()), (CardStatus::Active as i32, "2026-05-14"));
+    h.checkout(Key::CardNo("T0001".into()), 0, PaymentMethod::Cash, "").unwrap();
+    assert_eq!(h.actions("T0001"), vec!["RENEW", "EXPIRE", "RENEW", "ISSUE"]);
+
+    // Leap day: a year card from 2028-02-29, renewed at once, runs on from its end.
+    h.set_today("2028-02-29");
+    assert_eq!(h.sell("C0001", "Y0001", "year").expires_on, "2029-02-27");
+    let renewed: CardResponse = h.call(RENEW, renew("Y0001", 100)).unwrap();
+    assert_eq!(renewed.card.unwrap().expires_on, "2030-02-27");
+
+    let books = h.books();
+    assert_eq!(books.balance("store/S001/card_fees"), 30_000 + 30_000 + 100);
+    assert_eq!(books.last().kind, EntryKind::CardRenew as i32);
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn trial_cards_run_out_of_uses_or_days() {
+    let mut h = Harness::new("trial", lifecycle_config(), "2026-05-01");
+    h.register("13800000013", "C0001");
+    let trial = h.sell("C0001", "T0001", "trial");
+    assert_eq!((trial.expires_on.as_str(), trial.trial_uses_left), ("2026-05-07", 2));
+    h.sell("C0001", "T0002", "trial");
+    let not_yet = IssueCardRequest {
+        member: card_ref("C0001"),
+        card_no: "T0003".into(),
+        card_type: "trial".into(),
+        ..Default::default()
+    };
+    h.issue(not_yet).unwrap();
+    assert_eq!(kind_of(h.act("T0001", CardAction::Expire)), Kind::CardStateInvalid);
+
+    let visit =
+        |h: &mut Harness, card_no: &str| h.checkout(Key::CardNo(card_no.into()), 1_000, PaymentMethod::Cash, "");
+    visit(&mut h, "T0001").unwrap();
+    visit(&mut h, "T0001").unwrap();
+    assert_eq!(kind_of(visit(&mut h, "T0001")), Kind::TrialUsedUp);
+    assert_eq!(h.card("T0001").trial_uses_left, 0);
+    h.act("T0001", CardAction::Expire).unwrap();
+    assert_eq!(kind_of(visit(&mut h, "T0001")), Kind::CardExpired);
+
+    h.set_today("2026-05-08");
+    assert_eq!(kind_of(visit(&mut h, "T0002")), Kind::CardExpired);
+    h.act("T0002", CardAction::Expire).unwrap();
+    assert_eq!(h.status("T0002"), CardStatus::Expired);
+    // Days count from activation, not from the sale.
+    let activated = h.act("T0003", CardAction::Activate).unwrap().card.unwrap();
+    assert_eq!(activated.expires_on, "2026-05-14");
+    visit(&mut h, "T0003").unwrap();
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn the_annual_fee_is_charged_from_principal_when_due() {
+    let mut h = Harness::new("annual", lifecycle_config(), "2026-03-15");
+    h.register("13800000014", "C0001");
+    h.sell("C0001", "V0001", "vip");
+    h.recharge("V0001", 50_000).unwrap(); // + 2,000 bonus
+    let charge = |h: &mut Harness| {
+        h.call::<CardResponse>(ANNUAL_FEE, ChargeAnnualFeeRequest { card_no: "V0001".into(), ..Default::default() })
+    };
+
+    let error = charge(&mut h).unwrap_err();
+    assert_eq!(error.kind, Kind::AnnualFeeNotDue);
+    assert!(error.message.contains("due on 2027-03-15"), "{error}");
+    h.set_today("2027-03-14");
+    assert_eq!(kind_of(charge(&mut h)), Kind::AnnualFeeNotDue);
+
+    h.set_today("2027-03-15");
+    let charged = charge(&mut h).unwrap();
+    assert_eq!(charged.fee_fen, 10_000);
+    let card = charged.card.unwrap();
+    assert_eq!((held(&card), card.annual_fee_paid_until.as_str()), ((40_000, 2_000), "2028-03-14"));
+    let books = h.books();
+    let entry = books.last();
+    assert_eq!((entry.kind, entry.amount_fen, entry.card_id), (EntryKind::AnnualFee as i32, 10_000, card.card_id));
+    assert_eq!(books.balance("store/S001/card_fees"), 20_000 + 10_000);
+    assert_eq!(kind_of(charge(&mut h)), Kind::AnnualFeeNotDue);
+
+    // Two years behind: one year per charge, each from the anniversary.
+    h.set_today("2029-06-01");
+    assert_eq!(charge(&mut h).unwrap().card.unwrap().annual_fee_paid_until, "2029-03-14");
+    assert_eq!(charge(&mut h).unwrap().card.unwrap().annual_fee_paid_until, "2030-03-14");
+    assert_eq!(kind_of(charge(&mut h)), Kind::AnnualFeeNotDue);
+    assert_eq!(held(&h.card("V0001")), (20_000, 2_000));
+
+    // Short of principal (bonus does not pay fees): refused, nothing changes.
+    h.pay_from("V0001", 15_000).unwrap(); // 12% off: 13,200 from principal
+    assert_eq!(held(&h.card("V0001")), (6_800, 2_000));
+    h.set_today("2030-03-15");
+    assert_eq!(kind_of(charge(&mut h)), Kind::InsufficientBalance);
+    assert_eq!(h.card("V0001").annual_fee_paid_until, "2030-03-14");
+
+    let no_fee = ChargeAnnualFeeRequest { card_no: "C0001".into(), ..Default::default() };
+    assert_eq!(kind_of(h.call::<CardResponse>(ANNUAL_FEE, no_fee)), Kind::AnnualFeeNotDue);
+    assert_eq!(h.actions("V0001"), vec!["ANNUAL_FEE", "ANNUAL_FEE", "ANNUAL_FEE", "ISSUE"]);
+    h.assert_ledger_consistent();
+}
