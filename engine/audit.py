@@ -10,14 +10,23 @@ Point it at a copy or a stopped server, never at a running server's folder: with
 the lock file (lock=False) the writer cannot see this reader and may reuse the pages it
 reads. Everything is read in one read transaction. Merchants are found by jumping from one key
 prefix to the next, then audited one at a time, so memory grows with the largest
-merchant: its ledger is streamed once, with sums kept per account and per member (and 8
-bytes per entry for its request id), then every other database of the merchant is
-streamed once and compared with them.
+merchant. Its ledger is streamed once, with sums kept per account and per member, and
+17 bytes per entry (a hash of its request id, its member id, a seen flag). Then every
+other database of the merchant is streamed once, in an order that lets each one be
+compared with what the earlier ones left behind: cards before members (a member's
+default card), both before the indexes that point at them, lots before the accounts
+(their uses and value). Per member and per card a few 8-byte words are kept (hashes of
+phone, name and card number, the card's member and status), in arrays indexed by id;
+per lot, card event, member change and follow-up one byte, to see their ids run 1..n.
+Checks from the side of a record (a member's phone) are point lookups; checks from the
+side of an index (a phone's member) compare hashes and read the record only when they
+differ, so only a real mismatch is reported.
 
 Problem numbers are the invariants of docs/STORAGE.md; 0 is for anything else the
 layout says that is not so (a key or value that does not decode, a missing named
 database, an account name or unit the account table does not know, an account of a
-member that does not exist, an entry kind the auditor does not know).
+member or card that does not exist, an entry kind the auditor does not know, a counter
+beyond what the auditor can hold).
 """
 
 from __future__ import annotations
@@ -36,26 +45,41 @@ from typing import Any
 import lmdb
 from google.protobuf.message import DecodeError, Message
 
-from engine.proto import config_pb2, member_pb2, records_pb2
+from engine.proto import card_pb2, config_pb2, member_pb2, records_pb2
 
 DATABASE_NAMES = (
     "config",
     "members",
     "phones",
+    "card_numbers",
     "cards",
+    "member_cards",
+    "card_events",
+    "lots",
     "accounts",
     "ledger",
+    "member_ledger",
+    "names",
+    "member_changes",
+    "follow_ups",
     "requests",
     "counters",
 )
-DATABASES_MAX = 16
+# The core opens up to 32 named databases (rust_core/src/store.rs, DATABASES_MAX).
+DATABASES_MAX = 32
 SEPARATOR = b"\x00"
 # Every key of merchant M (M 0x00 ...) sorts below M + NEXT_PREFIX_BYTE.
 NEXT_PREFIX_BYTE = b"\x01"
 U64_BYTES = 8
+U64_PAIR_BYTES = 2 * U64_BYTES
 MERCHANT_ID = re.compile(rb"[a-z0-9_-]{1,32}")
 COUNTER_MEMBER_ID = "member_id"
 COUNTER_LEDGER_SEQ = "ledger_seq"
+COUNTER_CARD_ID = "card_id"
+COUNTER_LOT_ID = "lot_id"
+COUNTER_CARD_EVENT_SEQ = "card_event_seq"
+COUNTER_MEMBER_CHANGE_SEQ = "member_change_seq"
+COUNTER_FOLLOW_UP_SEQ = "follow_up_seq"
 
 KEY_CHARS_MAX = 120
 MERCHANT_CHARS_MAX = 40
@@ -65,7 +89,17 @@ PATH_CHARS_MAX = 300
 PROBLEMS_MAX = 10_000
 PROBLEMS_PRINTED_MAX = 100
 MERCHANTS_PRINTED_MAX = 100
+# Missing id ranges reported per counter; the rest are summed up in one count.
+MISSING_RANGES_REPORTED_MAX = 10
 HASH_MASK = (1 << 64) - 1
+# Ids are kept in arrays indexed by id. An id further than this past the largest one
+# so far (a corrupt key) goes to a dict, so that it cannot make the arrays huge.
+ID_GROWTH_MAX = 1 << 20
+# Ids keyed under their parent (lots, card events, ...) are checked against a byte per
+# id up to their counter; a counter above this is reported, not allocated.
+SEQ_SET_COUNTER_MAX = 1 << 30
+# Stands for "present, but its record does not decode" among the u64s kept per id.
+UNKNOWN = (1 << 64) - 1
 
 EXIT_CLEAN = 0
 EXIT_PROBLEMS = 1
@@ -73,18 +107,25 @@ EXIT_UNREADABLE = 2
 
 FEN = records_pb2.FEN
 POINTS = records_pb2.POINTS
-UNIT_NAMES = {FEN: "fen", POINTS: "points"}
+USES = records_pb2.USES
+UNIT_NAMES = {FEN: "fen", POINTS: "points", USES: "uses"}
+# A member's default card may be 0 only when every card of theirs is gone for good.
+CARD_STATUSES_GONE = frozenset({card_pb2.CLOSED, card_pb2.REPLACED})
 
 INVARIANTS = {
     0: "layout as docs/STORAGE.md describes it",
     1: "ledger sequence runs 1..n, counter ledger_seq = n",
     2: "entries sum to zero per unit, no zero postings",
     3: "accounts equal their postings",
-    4: "member balances never negative",
-    5: "phone and card indexes",
-    6: "member ids run 1..n, counter member_id = n",
+    4: "card, points and lot balances never negative",
+    5: "phone, card number and member card indexes, default cards",
+    6: "member and card ids run 1..n, counters = n",
     7: "cumulative recharge and spend",
     8: "request records point at their entry",
+    9: "member_ledger lists exactly each member's entries",
+    10: "names point at members of that name",
+    11: "lots under their card, lot accounts as the lot says",
+    12: "card events, member changes and follow-ups under their owner, seqs run 1..n",
 }
 
 COUNT_NAMES = (
@@ -93,20 +134,41 @@ COUNT_NAMES = (
     "members",
     "phones",
     "cards",
+    "card_numbers",
+    "member_cards",
+    "lots",
+    "card_events",
     "accounts",
     "ledger_entries",
     "postings",
+    "member_ledger",
+    "names",
+    "member_changes",
+    "follow_ups",
     "requests",
 )
 
-MEMBER_ACCOUNT = re.compile(r"member/([1-9][0-9]{0,19})/(principal|bonus|points)")
-STORE_ACCOUNT = re.compile(r"store/[A-Za-z0-9_-]{1,16}/(cash|bank_card|scan_pay|sales|discount)")
+ID_PATTERN = r"([1-9][0-9]{0,19})"
+CODE_PATTERN = r"[A-Za-z0-9_-]{1,16}"
+CARD_ACCOUNT = re.compile(rf"card/{ID_PATTERN}/(principal|bonus)")
+MEMBER_ACCOUNT = re.compile(rf"member/{ID_PATTERN}/points")
+LOT_ACCOUNT = re.compile(rf"lot/{ID_PATTERN}/(?:(value)|uses/({CODE_PATTERN}))")
+STORE_ACCOUNT = re.compile(
+    rf"store/{CODE_PATTERN}/"
+    r"(cash|bank_card|scan_pay|sales|discount|card_fees|package_revenue)"
+)
 MERCHANT_ACCOUNT_UNITS = {
     "merchant/recharge_bonus": FEN,
     "merchant/points_redemption": FEN,
     "merchant/points_issued": POINTS,
+    "merchant/uses_issued": USES,
+    "merchant/forfeited_bonus": FEN,
 }
-MEMBER_ACCOUNT_UNITS = {"principal": FEN, "bonus": FEN, "points": POINTS}
+# Accounts held for someone (a card holder, a member, a lot): never below zero.
+HELD_PREFIXES = ("card/", "member/", "lot/")
+KNOWN_ENTRY_KINDS = frozenset(
+    value for value in records_pb2.EntryKind.values() if value != records_pb2.ENTRY_KIND_UNSPECIFIED
+)
 
 
 class AuditError(Exception):
@@ -132,6 +194,10 @@ class MerchantTotals:
     ledger_entries: int = 0
     config_version: int = 0
     config_name: str = ""
+    cards: int = 0
+    # Unused value of count-package lots (deferred revenue) and the uses left on them.
+    package_value_fen: int = 0
+    uses: int = 0
 
 
 @dataclass
@@ -214,7 +280,7 @@ def _open_databases(
     return databases
 
 
-# --- the audit ------------------------------------------------------------------------
+# --- bookkeeping ----------------------------------------------------------------------
 
 
 class _ProblemSink:
@@ -293,11 +359,11 @@ class _AccountSum:
 
 
 class _SeqIndex:
-    """A 64-bit hash of each entry's request_id, 8 bytes per entry, found by seq.
+    """A u64 per ledger entry (a hash of its request_id, its member id), found by seq.
 
-    Seqs normally run 1..n, so values sit in one array; each gap starts a new run. A
-    hash that matches is taken as a match (a false one has odds of 2^-64); a mismatch
-    is checked again on the entry itself before it is reported.
+    Seqs normally run 1..n, so values sit in one array; each gap starts a new run. For
+    request ids, a hash that matches is taken as a match (a false one has odds of
+    2^-64); a mismatch is checked again on the entry itself before it is reported.
     """
 
     def __init__(self) -> None:
@@ -313,7 +379,8 @@ class _SeqIndex:
         self.values.append(value)
         self.last_seq = seq
 
-    def get(self, seq: int) -> int | None:
+    def position(self, seq: int) -> int | None:
+        """Where the value of `seq` sits in `values`, None if no entry has that seq."""
         run_index = bisect.bisect_right(self.run_first_seqs, seq) - 1
         if run_index < 0:
             return None
@@ -323,7 +390,128 @@ class _SeqIndex:
             if run_index + 1 < len(self.run_first_positions)
             else len(self.values)
         )
-        return self.values[position] if position < run_end else None
+        return position if position < run_end else None
+
+    def get(self, seq: int) -> int | None:
+        position = self.position(seq)
+        return None if position is None else self.values[position]
+
+    def seq_at(self, position: int) -> int:
+        run_index = bisect.bisect_right(self.run_first_positions, position) - 1
+        return self.run_first_seqs[run_index] + position - self.run_first_positions[run_index]
+
+
+class _IdTable:
+    """A number per id, for ids that mostly arrive as 1, 2, 3 ...: one array indexed by
+    id, plus a dict for the odd id far past the others, so that one corrupt key cannot
+    make the array huge. `typecode` is the array's ("Q": u64, "B": a byte)."""
+
+    def __init__(self, typecode: str = "Q") -> None:
+        self.present = bytearray(1)  # id 0 is never assigned
+        self.values = array(typecode, [0])
+        self.far: dict[int, int] = {}
+
+    def put(self, id_: int, value: int) -> None:
+        size = len(self.present)
+        if id_ < size:
+            self.present[id_] = 1
+            self.values[id_] = value
+        elif id_ - size <= ID_GROWTH_MAX:
+            gap = id_ - size
+            if gap:
+                self.present.extend(bytes(gap))
+                self.values.frombytes(bytes(gap * self.values.itemsize))
+            self.present.append(1)
+            self.values.append(value)
+        else:
+            self.far[id_] = value
+
+    def get(self, id_: int) -> int | None:
+        if id_ < len(self.present):
+            return self.values[id_] if self.present[id_] else None
+        return self.far.get(id_)
+
+    def __contains__(self, id_: int) -> bool:
+        if id_ < len(self.present):
+            return bool(self.present[id_])
+        return id_ in self.far
+
+    def items(self) -> Iterator[tuple[int, int]]:
+        values = self.values
+        position = self.present.find(1)
+        while position >= 0:
+            yield position, values[position]
+            position = self.present.find(1, position + 1)
+        yield from sorted(self.far.items())
+
+
+class _SeqSet:
+    """Which of the ids 1..n a counter has assigned were found: one byte per id.
+
+    For records keyed under their parent (a lot under its card), whose ids do not come
+    in order: every id must be found exactly once, and none above the counter.
+    """
+
+    def __init__(self, counter: int) -> None:
+        self.counter = counter
+        self.seen = bytearray(counter + 1)
+
+    def mark(self, seq: int) -> str | None:
+        """Why `seq` is wrong, or None."""
+        if seq == 0 or seq > self.counter:
+            return f"is above the counter ({self.counter})" if seq else "is 0"
+        if self.seen[seq]:
+            return "appears twice"
+        self.seen[seq] = 1
+        return None
+
+    def missing(self) -> tuple[list[tuple[int, int]], int]:
+        """The first missing ranges (first, last) and how many ids are missing in all."""
+        missing_count = self.counter - self.seen.count(1)
+        ranges: list[tuple[int, int]] = []
+        first = self.seen.find(0, 1)
+        while first >= 0 and len(ranges) < MISSING_RANGES_REPORTED_MAX:
+            after = self.seen.find(1, first)
+            last = self.counter if after < 0 else after - 1
+            ranges.append((first, last))
+            first = -1 if after < 0 else self.seen.find(0, after)
+        return ranges, missing_count
+
+
+@dataclass(slots=True)
+class _LotSums:
+    """The ledger's balances of one lot's accounts: its value and uses per item."""
+
+    value_fen: int = 0
+    uses: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _ChildKind:
+    """Records kept under their owner (a card or a member), numbered by a counter."""
+
+    database: str
+    counter: str
+    message_class: type[Message]
+    owner: str  # "card" or "member"
+    owner_field: str
+    seq_field: str  # the record's copy of the seq in its key
+
+
+CHILD_KINDS = (
+    _ChildKind("card_events", COUNTER_CARD_EVENT_SEQ, card_pb2.CardEvent, "card", "card_id", "seq"),
+    _ChildKind(
+        "member_changes",
+        COUNTER_MEMBER_CHANGE_SEQ,
+        member_pb2.MemberChange,
+        "member",
+        "member_id",
+        "seq",
+    ),
+    _ChildKind(
+        "follow_ups", COUNTER_FOLLOW_UP_SEQ, member_pb2.FollowUp, "member", "member_id", "seq"
+    ),
+)
 
 
 class _MerchantAudit:
@@ -344,25 +532,44 @@ class _MerchantAudit:
         self.counts: Counter[str] = Counter()
         self.totals = MerchantTotals()
         self.accounts: dict[str, _AccountSum] = {}
-        # member id -> [recharged fen, spent fen] over the member's entries
+        # member id -> [recharged fen, spent fen] over the entries that name the member
         self.cumulative: dict[int, list[int]] = {}
         self.request_hashes = _SeqIndex()
+        self.entry_members = _SeqIndex()
+        self.entries_with_member = 0
         self.negative_reported: set[str] = set()
-        self.member_ids: set[int] = set()
+        # By member id: hashes of phone and name (UNKNOWN: the record does not decode).
+        self.member_phone_hashes = _IdTable()
+        self.member_name_hashes = _IdTable()
+        # By card id: its member (UNKNOWN: the record does not decode), number hash, status.
+        self.card_members = _IdTable()
+        self.card_number_hashes = _IdTable()
+        self.card_statuses = _IdTable("B")
 
     def run(self, counts: Counter[str]) -> MerchantTotals:
         if not MERCHANT_ID.fullmatch(self.prefix[:-1]):
             self.report(0, "", "merchant id is not 1-32 of [a-z0-9_-]")
         self.audit_config()
         self.audit_ledger()
-        self.add_member_totals()
+        self.add_totals()
+        self.audit_cards()
         self.audit_members()
-        self.audit_index("phones", "phone")
-        self.audit_index("cards", "card_no")
+        self.audit_card_owners()
+        self.audit_member_cards()
+        self.audit_index(
+            "card_numbers", "card", "card_no", self.card_number_hashes, self.card_number_of
+        )
+        self.audit_index("phones", "member", "phone", self.member_phone_hashes, self.phone_of)
+        self.audit_names()
+        self.audit_lots()
+        for kind in CHILD_KINDS:
+            self.audit_children(kind)
+        self.audit_member_ledger()
         self.audit_accounts()
         self.audit_requests()
         counts.update(self.counts)
         self.totals.members = self.counts["members"]
+        self.totals.cards = self.counts["cards"]
         self.totals.ledger_entries = self.counts["ledger_entries"]
         return self.totals
 
@@ -371,15 +578,17 @@ class _MerchantAudit:
     def report(self, invariant: int, key: str, message: str) -> None:
         self.sink.add(invariant, self.merchant, key, message)
 
-    def segment(self, database: str) -> Iterator[tuple[bytes, bytes]]:
-        """(key after `M 0x00`, value) of each record of this merchant, in key order."""
+    def segment(self, database: str, under: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """(key after `M 0x00`, value) of each record of this merchant whose key goes on
+        with `under`, in key order."""
         if database not in self.databases:
             return
+        prefix = self.prefix + under
         cursor = self.transaction.cursor(self.databases[database])
-        if not cursor.set_range(self.prefix):
+        if not cursor.set_range(prefix):
             return
         for key, value in cursor.iternext():
-            if not key.startswith(self.prefix):
+            if not key.startswith(prefix):
                 return
             yield key[len(self.prefix) :], value
 
@@ -396,11 +605,28 @@ class _MerchantAudit:
             self.report(0, key, f"value does not decode as {name}")
             return None
 
+    def read(self, database: str, id_: int, message_class: type[Message]) -> Any:
+        """The record under `M + u64be(id_)`, None if absent or undecodable (reported
+        when its database was streamed)."""
+        raw = self.get(database, _u64(id_))
+        if raw is None:
+            return None
+        try:
+            return message_class.FromString(raw)
+        except DecodeError:
+            return None
+
     def u64_key(self, database: str, rest: bytes) -> int | None:
         if len(rest) != U64_BYTES:
             self.report(0, f"{database}:{_printable(rest)}", "key is not M + u64be")
             return None
         return int.from_bytes(rest, "big")
+
+    def u64_pair_key(self, database: str, rest: bytes) -> tuple[int, int] | None:
+        if len(rest) != U64_PAIR_BYTES:
+            self.report(0, f"{database}:{_printable(rest)}", "key is not M + u64be + u64be")
+            return None
+        return int.from_bytes(rest[:U64_BYTES], "big"), int.from_bytes(rest[U64_BYTES:], "big")
 
     def text_key(self, database: str, rest: bytes) -> str | None:
         try:
@@ -409,18 +635,58 @@ class _MerchantAudit:
             self.report(0, f"{database}:{_printable(rest)}", "key is not UTF-8")
             return None
 
-    def check_counter(self, name: str, last: int, invariant: int, what: str) -> None:
+    def check_empty(self, key: str, value: bytes) -> None:
+        if value:
+            self.report(0, key, f"value is {len(value)} bytes, the layout says empty")
+
+    def read_counter(self, name: str) -> int | None:
+        """The counter's value (0 when absent); None, reported, if it is not a u64be."""
         raw = self.get("counters", name.encode())
         if raw is not None and len(raw) != U64_BYTES:
             self.report(0, f"counters:{name}", f"value is {len(raw)} bytes, not a u64be")
-            return
-        value = 0 if raw is None else int.from_bytes(raw, "big")
-        if value != last:
+            return None
+        return 0 if raw is None else int.from_bytes(raw, "big")
+
+    def check_counter(self, name: str, last: int, invariant: int, what: str) -> None:
+        value = self.read_counter(name)
+        if value is not None and value != last:
             self.report(
                 invariant,
                 f"counters:{name}",
                 f"counter is {value}, last {what} is {last}",
             )
+
+    def seq_set(self, counter_name: str) -> _SeqSet | None:
+        counter = self.read_counter(counter_name)
+        if counter is None:
+            return None
+        if counter > SEQ_SET_COUNTER_MAX:
+            message = f"counter is {counter}, above the {SEQ_SET_COUNTER_MAX} the auditor checks"
+            self.report(0, f"counters:{counter_name}", message)
+            return None
+        return _SeqSet(counter)
+
+    def report_missing(self, seqs: _SeqSet | None, invariant: int, what: str, name: str) -> None:
+        if seqs is None:
+            return
+        ranges, missing_count = seqs.missing()
+        if missing_count == 0:
+            return
+        shown = ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in ranges)
+        if len(ranges) == MISSING_RANGES_REPORTED_MAX:
+            shown += ", …"
+        message = (
+            f"counter is {seqs.counter}, {missing_count} {what} below it have no record: {shown}"
+        )
+        self.report(invariant, f"counters:{name}", message)
+
+    def check_index_entry(self, key: str, database: str, value: str, id_: int, what: str) -> None:
+        found = self.get(database, value.encode())
+        shown = _printable(value, QUOTE_CHARS_MAX)
+        if found is None:
+            self.report(5, key, f"{shown} is missing from {database}")
+        elif found != _u64(id_):
+            self.report(5, key, f"{database} maps {shown} to {_u64_text(found, what)}")
 
     # --- config ---
 
@@ -436,7 +702,7 @@ class _MerchantAudit:
                 self.totals.config_version = config.version
                 self.totals.config_name = _printable(config.name, QUOTE_CHARS_MAX)
 
-    # --- invariants 1, 2, and what 3, 4, 7 and 8 need from the ledger ---
+    # --- invariants 1, 2, and what 3, 4, 7, 8, 9 and 11 need from the ledger ---
 
     def audit_ledger(self) -> None:
         previous_seq = 0
@@ -452,8 +718,12 @@ class _MerchantAudit:
             entry = self.decode(key, value, records_pb2.LedgerEntry)
             if entry is None:
                 self.request_hashes.append(seq, 0)
+                self.entry_members.append(seq, UNKNOWN)
                 continue
             self.request_hashes.append(seq, _text_hash(entry.request_id))
+            self.entry_members.append(seq, entry.member_id)
+            if entry.member_id not in (0, UNKNOWN):
+                self.entries_with_member += 1
             self.apply_entry(key, seq, entry)
         self.check_counter(COUNTER_LEDGER_SEQ, previous_seq, 1, "ledger entry")
 
@@ -477,7 +747,7 @@ class _MerchantAudit:
         # Checked after the whole entry: the order of postings inside one entry is no
         # moment in time, but the state after each entry is.
         for name, _, _ in postings:
-            if name.startswith("member/") and name not in self.negative_reported:
+            if name.startswith(HELD_PREFIXES) and name not in self.negative_reported:
                 balance = self.accounts[name].balance
                 if balance < 0:
                     self.negative_reported.add(name)
@@ -486,32 +756,102 @@ class _MerchantAudit:
         self.add_cumulative(key, entry)
 
     def add_cumulative(self, key: str, entry: records_pb2.LedgerEntry) -> None:
-        if entry.kind == records_pb2.RECHARGE:
-            column = 0
-        elif entry.kind == records_pb2.CHECKOUT:
-            column = 1
-        else:
-            self.report(0, key, f"entry kind {entry.kind} is not RECHARGE or CHECKOUT")
+        if entry.kind not in KNOWN_ENTRY_KINDS:
+            self.report(0, key, f"entry kind {entry.kind} is not one docs/STORAGE.md lists")
             return
         if entry.member_id == 0:
             if entry.kind == records_pb2.RECHARGE:
                 self.report(7, key, "RECHARGE entry names no member")
             return
+        # Every member an entry names is kept, so that a missing one is reported.
         sums = self.cumulative.setdefault(entry.member_id, [0, 0])
-        sums[column] += entry.amount_fen
+        if entry.kind == records_pb2.RECHARGE:
+            sums[0] += entry.amount_fen
+        elif entry.kind == records_pb2.CHECKOUT:
+            sums[1] += entry.amount_fen
 
-    def add_member_totals(self) -> None:
+    def add_totals(self) -> None:
+        totals = self.totals
         for name, account in self.accounts.items():
-            match = MEMBER_ACCOUNT.fullmatch(name)
-            if match is None:
+            if name.startswith("card/"):
+                match = CARD_ACCOUNT.fullmatch(name)
+                if match is None:
+                    continue
+                if match.group(2) == "principal":
+                    totals.principal_fen += account.balance
+                else:
+                    totals.bonus_fen += account.balance
+            elif name.startswith("member/"):
+                if MEMBER_ACCOUNT.fullmatch(name):
+                    totals.points += account.balance
+            elif name.startswith("lot/"):
+                match = LOT_ACCOUNT.fullmatch(name)
+                if match is None:
+                    continue
+                if match.group(2):
+                    totals.package_value_fen += account.balance
+                else:
+                    totals.uses += account.balance
+
+    # --- invariants 5 and 6, from the cards' side ---
+
+    def audit_cards(self) -> None:
+        previous_id = 0
+        for rest, value in self.segment("cards"):
+            card_id = self.u64_key("cards", rest)
+            if card_id is None:
                 continue
-            kind = match.group(2)
-            if kind == "principal":
-                self.totals.principal_fen += account.balance
-            elif kind == "bonus":
-                self.totals.bonus_fen += account.balance
-            else:
-                self.totals.points += account.balance
+            key = f"cards:{card_id}"
+            if card_id != previous_id + 1:
+                self.report(6, key, _gap_message("card id", previous_id, card_id))
+            previous_id = card_id
+            self.counts["cards"] += 1
+            card = self.decode(key, value, card_pb2.Card)
+            if card is None:
+                self.card_members.put(card_id, UNKNOWN)
+                self.card_number_hashes.put(card_id, UNKNOWN)
+                self.card_statuses.put(card_id, 0)
+                continue
+            if card.card_id != card_id:
+                self.report(6, key, f"record's card_id is {card.card_id}")
+            self.card_members.put(card_id, card.member_id)
+            self.card_number_hashes.put(card_id, _text_hash(card.card_no))
+            self.card_statuses.put(card_id, card.status if 0 <= card.status < 256 else 255)
+            self.check_card_indexed(key, card_id, card)
+        self.check_counter(COUNTER_CARD_ID, previous_id, 6, "card id")
+
+    def check_card_indexed(self, key: str, card_id: int, card: card_pb2.Card) -> None:
+        if not card.card_no:
+            self.report(5, key, "card has no card_no")
+        else:
+            self.check_index_entry(key, "card_numbers", card.card_no, card_id, "card")
+        if card.member_id == 0:
+            self.report(5, key, "card names no member")
+        elif self.get("member_cards", _u64(card.member_id) + _u64(card_id)) is None:
+            message = f"card is not listed in member_cards under its member {card.member_id}"
+            self.report(5, key, message)
+
+    def audit_card_owners(self) -> None:
+        """Run after the members: every card's member exists."""
+        for card_id, member_id in self.card_members.items():
+            if member_id not in (0, UNKNOWN) and member_id not in self.member_phone_hashes:
+                message = f"card of member {member_id}, which does not exist"
+                self.report(5, f"cards:{card_id}", message)
+
+    def audit_member_cards(self) -> None:
+        for rest, value in self.segment("member_cards"):
+            pair = self.u64_pair_key("member_cards", rest)
+            if pair is None:
+                continue
+            member_id, card_id = pair
+            key = f"member_cards:{member_id}/{card_id}"
+            self.counts["member_cards"] += 1
+            self.check_empty(key, value)
+            owner = self.card_members.get(card_id)
+            if owner is None:
+                self.report(5, key, f"card {card_id} does not exist")
+            elif owner not in (member_id, UNKNOWN):
+                self.report(5, key, f"card {card_id} belongs to member {owner}")
 
     # --- invariants 5 (from the member's side), 6 and 7 ---
 
@@ -526,14 +866,18 @@ class _MerchantAudit:
                 self.report(6, key, _gap_message("member id", previous_id, member_id))
             previous_id = member_id
             self.counts["members"] += 1
-            self.member_ids.add(member_id)
             recharged_fen, spent_fen = self.cumulative.pop(member_id, [0, 0])
             member = self.decode(key, value, member_pb2.Member)
             if member is None:
+                self.member_phone_hashes.put(member_id, UNKNOWN)
+                self.member_name_hashes.put(member_id, UNKNOWN)
                 continue
             if member.member_id != member_id:
                 self.report(6, key, f"record's member_id is {member.member_id}")
+            self.member_phone_hashes.put(member_id, _text_hash(member.phone))
+            self.member_name_hashes.put(member_id, _text_hash(member.name))
             self.check_reachable(key, member_id, member)
+            self.check_default_card(key, member_id, member.default_card_id)
             if member.cumulative_recharge_fen != recharged_fen:
                 message = f"cumulative_recharge_fen {member.cumulative_recharge_fen}"
                 self.report(7, key, f"{message}, RECHARGE entries sum to {recharged_fen}")
@@ -548,44 +892,245 @@ class _MerchantAudit:
         if not member.phone:
             self.report(5, key, "member has no phone")
         else:
-            self.check_index_entry(key, "phones", member.phone, member_id)
-        if member.card_no:
-            self.check_index_entry(key, "cards", member.card_no, member_id)
+            self.check_index_entry(key, "phones", member.phone, member_id, "member")
+        if not member.card_no:
+            return
+        shown = _printable(member.card_no, QUOTE_CHARS_MAX)
+        found = self.get("card_numbers", member.card_no.encode())
+        if found is None or len(found) != U64_BYTES:
+            self.report(5, key, f"card_no {shown} names no card in card_numbers")
+            return
+        card_id = int.from_bytes(found, "big")
+        owner = self.card_members.get(card_id)
+        if owner not in (member_id, UNKNOWN):
+            self.report(5, key, f"card_no {shown} is card {card_id}, not one of this member's")
 
-    def check_index_entry(self, key: str, database: str, value: str, member_id: int) -> None:
-        found = self.get(database, value.encode())
-        shown = _printable(value, QUOTE_CHARS_MAX)
-        if found is None:
-            self.report(5, key, f"{shown} is missing from {database}")
-        elif found != member_id.to_bytes(U64_BYTES, "big"):
-            self.report(5, key, f"{database} maps {shown} to {_u64_text(found)}")
+    def check_default_card(self, key: str, member_id: int, default_card_id: int) -> None:
+        if default_card_id:
+            owner = self.card_members.get(default_card_id)
+            if owner is None:
+                self.report(5, key, f"default card {default_card_id} does not exist")
+            elif owner not in (member_id, UNKNOWN):
+                message = f"default card {default_card_id} belongs to member {owner}"
+                self.report(5, key, message)
+            return
+        for rest, _ in self.segment("member_cards", _u64(member_id)):
+            if len(rest) != U64_PAIR_BYTES:
+                continue  # reported when member_cards is streamed
+            card_id = int.from_bytes(rest[U64_BYTES:], "big")
+            status = self.card_statuses.get(card_id)
+            if status is not None and status not in CARD_STATUSES_GONE:
+                message = f"default_card_id is 0, yet card {card_id} is neither closed nor replaced"
+                self.report(5, key, message)
+                return
 
-    # --- invariant 5, from the index's side ---
+    # --- invariant 5, from the indexes' side ---
 
-    def audit_index(self, database: str, field_name: str) -> None:
+    def phone_of(self, member_id: int) -> str | None:
+        member = self.read("members", member_id, member_pb2.Member)
+        return None if member is None else member.phone
+
+    def card_number_of(self, card_id: int) -> str | None:
+        card = self.read("cards", card_id, card_pb2.Card)
+        return None if card is None else card.card_no
+
+    def audit_index(
+        self, database: str, what: str, field_name: str, hashes: _IdTable, field_of: Any
+    ) -> None:
+        """`phones` or `card_numbers`: each value names a record whose field is the key."""
         for rest, value in self.segment(database):
             key = f"{database}:{_printable(rest)}"
             self.counts[database] += 1
             if len(value) != U64_BYTES:
-                self.report(5, key, f"value is {len(value)} bytes, not a u64be member id")
+                self.report(5, key, f"value is {len(value)} bytes, not a u64be {what} id")
                 continue
-            member_id = int.from_bytes(value, "big")
-            raw = self.get("members", value)
-            if raw is None:
-                self.report(5, key, f"points at member {member_id}, which does not exist")
+            target_id = int.from_bytes(value, "big")
+            expected_hash = hashes.get(target_id)
+            if expected_hash is None:
+                self.report(5, key, f"points at {what} {target_id}, which does not exist")
                 continue
-            try:
-                member = member_pb2.Member.FromString(raw)
-            except DecodeError:
-                continue  # already reported when the members were read
-            actual = getattr(member, field_name)
-            if actual.encode() != rest:
+            text = self.text_key(database, rest)
+            if expected_hash == UNKNOWN or text is None or _text_hash(text) == expected_hash:
+                continue
+            actual = field_of(target_id)
+            if actual is not None and actual != text:
                 shown = _printable(actual, QUOTE_CHARS_MAX)
-                self.report(
-                    5,
-                    key,
-                    f"points at member {member_id}, whose {field_name} is {shown}",
-                )
+                message = f"points at {what} {target_id}, whose {field_name} is {shown}"
+                self.report(5, key, message)
+
+    # --- invariant 10 ---
+
+    def audit_names(self) -> None:
+        for rest, value in self.segment("names"):
+            self.counts["names"] += 1
+            if len(rest) <= U64_BYTES + 1 or rest[-U64_BYTES - 1] != 0:
+                message = "key is not M + name + 0x00 + u64be"
+                self.report(0, f"names:{_printable(rest)}", message)
+                continue
+            name_bytes, member_id = rest[: -U64_BYTES - 1], int.from_bytes(rest[-U64_BYTES:], "big")
+            key = f"names:{_printable(name_bytes)}/{member_id}"
+            self.check_empty(key, value)
+            expected_hash = self.member_name_hashes.get(member_id)
+            if expected_hash is None:
+                self.report(10, key, f"member {member_id} does not exist")
+                continue
+            name = self.text_key("names", name_bytes)
+            if expected_hash == UNKNOWN or name is None or _text_hash(name) == expected_hash:
+                continue
+            member = self.read("members", member_id, member_pb2.Member)
+            if member is not None and member.name != name:
+                shown = _printable(member.name, QUOTE_CHARS_MAX)
+                self.report(10, key, f"member {member_id} is named {shown}")
+
+    # --- invariant 11 ---
+
+    def lot_sums(self) -> dict[int, _LotSums]:
+        """The ledger's balance of every lot account, by lot."""
+        sums: dict[int, _LotSums] = {}
+        for name, account in self.accounts.items():
+            match = LOT_ACCOUNT.fullmatch(name) if name.startswith("lot/") else None
+            if match is None:
+                continue  # not a lot account, or a name audit_accounts reports
+            lot = sums.setdefault(int(match.group(1)), _LotSums())
+            if match.group(2):
+                lot.value_fen = account.balance
+            else:
+                lot.uses[match.group(3)] = account.balance
+        return sums
+
+    def audit_lots(self) -> None:
+        lot_sums = self.lot_sums()
+        lot_ids = self.seq_set(COUNTER_LOT_ID)
+        for rest, value in self.segment("lots"):
+            pair = self.u64_pair_key("lots", rest)
+            if pair is None:
+                continue
+            card_id, lot_id = pair
+            key = f"lots:{card_id}/{lot_id}"
+            self.counts["lots"] += 1
+            problem = None if lot_ids is None else lot_ids.mark(lot_id)
+            if problem is not None:
+                self.report(11, key, f"lot id {lot_id} {problem}")
+            sums = lot_sums.pop(lot_id, None) or _LotSums()
+            lot = self.decode(key, value, card_pb2.CountLot)
+            if lot is None:
+                continue
+            self.check_lot_place(key, card_id, lot_id, lot)
+            self.check_lot_record(key, lot)
+            self.check_lot_accounts(key, lot, sums)
+        self.report_missing(lot_ids, 11, "lot ids", COUNTER_LOT_ID)
+        for lot_id in sorted(lot_sums):
+            self.report(11, f"accounts:lot/{lot_id}", f"lot {lot_id} has accounts but no record")
+
+    def check_lot_place(self, key: str, card_id: int, lot_id: int, lot: card_pb2.CountLot) -> None:
+        if lot.card_id != card_id:
+            self.report(11, key, f"record's card_id is {lot.card_id}")
+        if lot.lot_id != lot_id:
+            self.report(11, key, f"record's lot_id is {lot.lot_id}")
+        status = self.card_statuses.get(card_id)
+        if status is None:
+            self.report(11, key, f"card {card_id} does not exist")
+        elif status == card_pb2.REPLACED:
+            self.report(11, key, f"card {card_id} was replaced: its lots move to the new card")
+
+    def check_lot_record(self, key: str, lot: card_pb2.CountLot) -> None:
+        """The record agrees with itself: items once each, totals that add up, nothing
+        left on a refunded lot."""
+        codes = [item.item_code for item in lot.items]
+        if len(set(codes)) != len(codes):
+            self.report(11, key, "an item appears twice among the lot's items")
+        items_total = sum(item.uses_total for item in lot.items)
+        if lot.uses_total != items_total:
+            message = (
+                f"uses_total is {lot.uses_total}, its items' uses_total add up to {items_total}"
+            )
+            self.report(11, key, message)
+        for item in lot.items:
+            shown = _printable(item.item_code, QUOTE_CHARS_MAX)
+            if item.uses_left > item.uses_total:
+                message = f"item {shown} has {item.uses_left} uses left of {item.uses_total}"
+                self.report(11, key, message)
+            if lot.refunded and item.uses_left != 0:
+                self.report(11, key, f"lot is refunded, yet item {shown} has uses left")
+
+    def check_lot_accounts(self, key: str, lot: card_pb2.CountLot, sums: _LotSums) -> None:
+        state = "refunded" if lot.refunded else "not refunded"
+        expected = {} if lot.refunded else {item.item_code: item.uses_left for item in lot.items}
+        for code in sorted(set(expected) | set(sums.uses)):
+            held, said = sums.uses.get(code, 0), expected.get(code, 0)
+            if held != said:
+                account = _printable(f"lot/{lot.lot_id}/uses/{code}", QUOTE_CHARS_MAX)
+                self.report(11, key, f"{account} holds {held}, the lot ({state}) says {said}")
+        value_fen = 0 if lot.refunded else _lot_value_left_fen(lot)
+        if sums.value_fen != value_fen:
+            account = f"lot/{lot.lot_id}/value"
+            message = f"{account} holds {sums.value_fen}, the lot ({state}) says {value_fen}"
+            self.report(11, key, message)
+
+    # --- invariant 12 ---
+
+    def audit_children(self, kind: _ChildKind) -> None:
+        seqs = self.seq_set(kind.counter)
+        owners = self.card_members if kind.owner == "card" else self.member_phone_hashes
+        for rest, value in self.segment(kind.database):
+            pair = self.u64_pair_key(kind.database, rest)
+            if pair is None:
+                continue
+            owner_id, seq = pair
+            key = f"{kind.database}:{owner_id}/{seq}"
+            self.counts[kind.database] += 1
+            problem = None if seqs is None else seqs.mark(seq)
+            if problem is not None:
+                self.report(12, key, f"seq {seq} {problem}")
+            if owner_id not in owners:
+                self.report(12, key, f"{kind.owner} {owner_id} does not exist")
+            record = self.decode(key, value, kind.message_class)
+            if record is not None:
+                self.check_child(key, kind, record, (owner_id, seq))
+        self.report_missing(seqs, 12, "seqs", kind.counter)
+
+    def check_child(self, key: str, kind: _ChildKind, record: Any, place: tuple[int, int]) -> None:
+        """The record repeats the owner id and seq of its key; its ledger entry exists."""
+        for field_name, expected in ((kind.owner_field, place[0]), (kind.seq_field, place[1])):
+            if getattr(record, field_name) != expected:
+                self.report(12, key, f"record's {field_name} is {getattr(record, field_name)}")
+        ledger_seq = getattr(record, "ledger_seq", 0)
+        if ledger_seq and self.entry_members.position(ledger_seq) is None:
+            self.report(12, key, f"ledger_seq {ledger_seq}, and there is no such entry")
+
+    # --- invariant 9 ---
+
+    def audit_member_ledger(self) -> None:
+        members = self.entry_members
+        seen = bytearray(len(members.values))
+        matched = 0
+        for rest, value in self.segment("member_ledger"):
+            pair = self.u64_pair_key("member_ledger", rest)
+            if pair is None:
+                continue
+            member_id, seq = pair
+            key = f"member_ledger:{member_id}/{seq}"
+            self.counts["member_ledger"] += 1
+            self.check_empty(key, value)
+            position = members.position(seq)
+            if position is None:
+                self.report(9, key, f"there is no ledger entry {seq}")
+                continue
+            entry_member = members.values[position]
+            if entry_member == UNKNOWN:
+                continue
+            if entry_member != member_id:
+                named = f"member {entry_member}" if entry_member else "no member"
+                self.report(9, key, f"ledger entry {seq} names {named}")
+                continue
+            seen[position] = 1
+            matched += 1
+        if matched == self.entries_with_member:
+            return  # every entry with a member was found under it: no need to look
+        for position, member_id in enumerate(members.values):
+            if member_id not in (0, UNKNOWN) and not seen[position]:
+                message = f"entry of member {member_id} is missing from member_ledger"
+                self.report(9, f"ledger:{members.seq_at(position)}", message)
 
     # --- invariants 3 and 4, from the accounts' side ---
 
@@ -599,7 +1144,7 @@ class _MerchantAudit:
                 continue
             self.check_account_name(key, name, record)
             self.check_account_sums(key, record, self.accounts.pop(name, None))
-            negative = record.balance < 0 and name.startswith("member/")
+            negative = record.balance < 0 and name.startswith(HELD_PREFIXES)
             if negative and name not in self.negative_reported:
                 self.report(4, key, f"stored balance is {record.balance}")
         for name in sorted(self.accounts):
@@ -618,9 +1163,22 @@ class _MerchantAudit:
                 key,
                 f"unit is {_unit_name(record.unit)}, the name says {_unit_name(expected_unit)}",
             )
-        match = MEMBER_ACCOUNT.fullmatch(name)
-        if match is not None and int(match.group(1)) not in self.member_ids:
-            self.report(0, key, f"account of member {match.group(1)}, which does not exist")
+        owner = self.missing_owner(name)
+        if owner is not None:
+            self.report(0, key, f"account of {owner}, which does not exist")
+
+    def missing_owner(self, name: str) -> str | None:
+        """The card or member an account is named after, if it does not exist. (Lot
+        accounts are checked with the lots.)"""
+        if name.startswith("card/"):
+            match = CARD_ACCOUNT.fullmatch(name)
+            if match is not None and int(match.group(1)) not in self.card_members:
+                return f"card {match.group(1)}"
+        elif name.startswith("member/"):
+            match = MEMBER_ACCOUNT.fullmatch(name)
+            if match is not None and int(match.group(1)) not in self.member_phone_hashes:
+                return f"member {match.group(1)}"
+        return None
 
     def check_account_sums(
         self, key: str, record: records_pb2.AccountRecord, sums: _AccountSum | None
@@ -660,7 +1218,7 @@ class _MerchantAudit:
 
     def request_mismatch(self, seq: int, request_id: str) -> str | None:
         """Reads the entry itself, so that only a real mismatch is reported."""
-        raw = self.get("ledger", seq.to_bytes(U64_BYTES, "big"))
+        raw = self.get("ledger", _u64(seq))
         if raw is None:
             return f"ledger_seq {seq}, and there is no such entry"
         try:
@@ -696,12 +1254,23 @@ def _posting_problems(postings: list[tuple[str, int, int]]) -> list[str]:
 
 def _expected_unit(account: str) -> int | None:
     """The unit docs/STORAGE.md gives the account name; None if the table lacks it."""
-    match = MEMBER_ACCOUNT.fullmatch(account)
-    if match is not None:
-        return MEMBER_ACCOUNT_UNITS[match.group(2)]
-    if STORE_ACCOUNT.fullmatch(account):
+    if CARD_ACCOUNT.fullmatch(account) or STORE_ACCOUNT.fullmatch(account):
         return FEN
+    if MEMBER_ACCOUNT.fullmatch(account):
+        return POINTS
+    match = LOT_ACCOUNT.fullmatch(account)
+    if match is not None:
+        return FEN if match.group(2) else USES
     return MERCHANT_ACCOUNT_UNITS.get(account)
+
+
+def _lot_value_left_fen(lot: card_pb2.CountLot) -> int:
+    """What a lot's value account holds after `used` of its `total` uses: the price
+    less floor(price × used / total), as docs/STORAGE.md says."""
+    used = sum(item.uses_total - item.uses_left for item in lot.items)
+    if lot.uses_total <= 0:
+        return lot.price_fen
+    return lot.price_fen - lot.price_fen * used // lot.uses_total
 
 
 def _gap_message(what: str, previous: int, current: int) -> str:
@@ -720,10 +1289,14 @@ def _unit_name(unit: int) -> str:
     return UNIT_NAMES.get(unit, f"unit {unit}")
 
 
-def _u64_text(value: bytes) -> str:
+def _u64(number: int) -> bytes:
+    return number.to_bytes(U64_BYTES, "big")
+
+
+def _u64_text(value: bytes, what: str) -> str:
     if len(value) != U64_BYTES:
         return f"a {len(value)}-byte value"
-    return f"member {int.from_bytes(value, 'big')}"
+    return f"{what} {int.from_bytes(value, 'big')}"
 
 
 def _printable(data: bytes | str, limit: int = KEY_CHARS_MAX) -> str:

@@ -105,6 +105,19 @@ def server(tmp_path: Path) -> Iterator[RunningServer]:
             assert code == 0, "server did not shut down cleanly:\n" + "".join(running.output)
 
 
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One server for a whole test module; its tests keep apart by merchant."""
+    running = RunningServer(tmp_path_factory.mktemp("shared") / "data")
+    running.start()
+    try:
+        yield running
+    finally:
+        if running.process is not None:
+            code = running.stop()
+            assert code == 0, "server did not shut down cleanly:\n" + "".join(running.output)
+
+
 @pytest.fixture
 def channel(server: RunningServer) -> Iterator[grpc.Channel]:
     with server.channel() as ch:

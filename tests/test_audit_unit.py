@@ -18,33 +18,51 @@ from engine.audit import (
     PROBLEMS_MAX,
     AuditError,
     AuditReport,
+    _IdTable,
     _printable,
     _ProblemSink,
     _SeqIndex,
+    _SeqSet,
     audit,
     main_audit,
     yuan,
 )
-from engine.proto import config_pb2, member_pb2, records_pb2
+from engine.proto import card_pb2, config_pb2, member_pb2, records_pb2
 
 DATABASE_NAMES = (
     "config",
     "members",
     "phones",
+    "card_numbers",
     "cards",
+    "member_cards",
+    "card_events",
+    "lots",
     "accounts",
     "ledger",
+    "member_ledger",
+    "names",
+    "member_changes",
+    "follow_ups",
     "requests",
     "counters",
 )
 MAP_SIZE_BYTES = 16 * 1024 * 1024
 FEN = records_pb2.FEN
 POINTS = records_pb2.POINTS
+USES = records_pb2.USES
 M1 = "m1"
 M2 = "shop-2"
-RECHARGE_METHOD = "/mms.v1.TransactionService/Recharge"
-CHECKOUT_METHOD = "/mms.v1.TransactionService/Checkout"
+METHODS = {
+    records_pb2.RECHARGE: "/mms.v1.TransactionService/Recharge",
+    records_pb2.CHECKOUT: "/mms.v1.TransactionService/Checkout",
+    records_pb2.CARD_REPLACE: "/mms.v1.CardService/ReplaceCard",
+    records_pb2.PACKAGE_PURCHASE: "/mms.v1.CardService/BuyPackage",
+    records_pb2.PACKAGE_REFUND: "/mms.v1.CardService/RefundPackage",
+}
+CHECKOUT_METHOD = METHODS[records_pb2.CHECKOUT]
 REGISTER_METHOD = "/mms.v1.MemberService/RegisterMember"
+LOT_KEY = tuple[str, int, int]  # (merchant, card id, lot id)
 
 
 def key(merchant: str, rest: bytes | str) -> bytes:
@@ -57,16 +75,32 @@ def u64(number: int) -> bytes:
     return number.to_bytes(8, "big")
 
 
+def lot_value_left_fen(lot: card_pb2.CountLot) -> int:
+    """docs/STORAGE.md: a lot recognises floor(P × used / total) of its price P."""
+    used = sum(item.uses_total - item.uses_left for item in lot.items)
+    return lot.price_fen - lot.price_fen * used // lot.uses_total
+
+
 @dataclass
 class World:
-    """Records by (merchant, key rest), kept as messages until written."""
+    """Records by (merchant, key parts), kept as messages until written."""
 
     configs: dict[str, config_pb2.MerchantConfig] = field(default_factory=dict)
     members: dict[tuple[str, int], member_pb2.Member] = field(default_factory=dict)
     phones: dict[tuple[str, str], int] = field(default_factory=dict)
-    cards: dict[tuple[str, str], int] = field(default_factory=dict)
+    card_numbers: dict[tuple[str, str], int] = field(default_factory=dict)
+    cards: dict[tuple[str, int], card_pb2.Card] = field(default_factory=dict)
+    member_cards: set[tuple[str, int, int]] = field(default_factory=set)
+    card_events: dict[tuple[str, int, int], card_pb2.CardEvent] = field(default_factory=dict)
+    lots: dict[LOT_KEY, card_pb2.CountLot] = field(default_factory=dict)
     accounts: dict[tuple[str, str], records_pb2.AccountRecord] = field(default_factory=dict)
     ledger: dict[tuple[str, int], records_pb2.LedgerEntry] = field(default_factory=dict)
+    member_ledger: set[tuple[str, int, int]] = field(default_factory=set)
+    names: set[tuple[str, str, int]] = field(default_factory=set)
+    member_changes: dict[tuple[str, int, int], member_pb2.MemberChange] = field(
+        default_factory=dict
+    )
+    follow_ups: dict[tuple[str, int, int], member_pb2.FollowUp] = field(default_factory=dict)
     requests: dict[tuple[str, str], records_pb2.RequestRecord] = field(default_factory=dict)
     counters: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -74,6 +108,10 @@ class World:
         value = self.counters.get((merchant, name), 0) + 1
         self.counters[(merchant, name)] = value
         return value
+
+    def balance(self, merchant: str, account: str) -> int:
+        record = self.accounts.get((merchant, account))
+        return 0 if record is None else record.balance
 
     def configure(self, merchant: str, name: str, store_codes: list[str]) -> None:
         config = config_pb2.MerchantConfig(name=name, version=1, applied_at_ms=1_700_000_000_000)
@@ -85,22 +123,71 @@ class World:
         config.points_redemption.max_share_bp = 5000
         self.configs[merchant] = config
 
+    # --- members and cards ---
+
     def register(self, merchant: str, phone: str, name: str, card_no: str = "") -> int:
+        """A member with their first card: the number given, or the e-card number."""
         member_id = self.next_counter(merchant, "member_id")
-        self.members[(merchant, member_id)] = member_pb2.Member(
-            member_id=member_id,
-            phone=phone,
-            name=name,
-            card_no=card_no,
-            level_code="normal",
+        card_no = card_no or f"E{member_id:010d}"
+        member = member_pb2.Member(
+            member_id=member_id, phone=phone, name=name, card_no=card_no, level_code="normal"
         )
+        self.members[(merchant, member_id)] = member
         self.phones[(merchant, phone)] = member_id
-        if card_no:
-            self.cards[(merchant, card_no)] = member_id
+        self.names.add((merchant, name, member_id))
+        member.default_card_id = self.issue_card(merchant, member_id, card_no)
         self.requests[(merchant, f"register-{phone}")] = records_pb2.RequestRecord(
             method=REGISTER_METHOD, request=b"req", response=b"resp", at_ms=1
         )
         return member_id
+
+    def issue_card(self, merchant: str, member_id: int, card_no: str) -> int:
+        card_id = self.next_counter(merchant, "card_id")
+        self.cards[(merchant, card_id)] = card_pb2.Card(
+            card_id=card_id,
+            card_no=card_no,
+            member_id=member_id,
+            card_type="ecard",
+            status=card_pb2.ACTIVE,
+        )
+        self.card_numbers[(merchant, card_no)] = card_id
+        self.member_cards.add((merchant, member_id, card_id))
+        self.record_event(merchant, card_id, "ISSUE")
+        return card_id
+
+    def record_event(self, merchant: str, card_id: int, action: str, ledger_seq: int = 0) -> int:
+        seq = self.next_counter(merchant, "card_event_seq")
+        self.card_events[(merchant, card_id, seq)] = card_pb2.CardEvent(
+            card_id=card_id,
+            seq=seq,
+            action=action,
+            status_after=self.cards[(merchant, card_id)].status,
+            ledger_seq=ledger_seq,
+        )
+        return seq
+
+    def default_card(self, merchant: str, member_id: int) -> int:
+        return self.members[(merchant, member_id)].default_card_id
+
+    def add_follow_up(self, merchant: str, member_id: int, text: str) -> None:
+        seq = self.next_counter(merchant, "follow_up_seq")
+        self.follow_ups[(merchant, member_id, seq)] = member_pb2.FollowUp(
+            member_id=member_id, seq=seq, text=text
+        )
+
+    def change_occupation(self, merchant: str, member_id: int, occupation: str) -> None:
+        member = self.members[(merchant, member_id)]
+        seq = self.next_counter(merchant, "member_change_seq")
+        self.member_changes[(merchant, member_id, seq)] = member_pb2.MemberChange(
+            member_id=member_id,
+            field="occupation",
+            old_value=member.occupation,
+            new_value=occupation,
+            seq=seq,
+        )
+        member.occupation = occupation
+
+    # --- the ledger ---
 
     def post_entry(
         self,
@@ -112,6 +199,7 @@ class World:
         request_id: str,
         *,
         store_code: str = "S1",
+        card_id: int = 0,
         keep_zero: bool = False,
     ) -> int:
         """Appends an entry and moves the accounts, as the core's Journal does."""
@@ -124,6 +212,7 @@ class World:
             member_id=member_id,
             store_code=store_code,
             amount_fen=amount_fen,
+            card_id=card_id,
         )
         for account, amount, unit in postings:
             if amount == 0 and not keep_zero:
@@ -138,16 +227,23 @@ class World:
             record.last_seq = seq
         self.ledger[(merchant, seq)] = entry
         if member_id:
+            self.member_ledger.add((merchant, member_id, seq))
             member = self.members[(merchant, member_id)]
             if kind == records_pb2.RECHARGE:
                 member.cumulative_recharge_fen += amount_fen
-            else:
+            elif kind == records_pb2.CHECKOUT:
                 member.cumulative_spend_fen += amount_fen
-        method = RECHARGE_METHOD if kind == records_pb2.RECHARGE else CHECKOUT_METHOD
         self.requests[(merchant, request_id)] = records_pb2.RequestRecord(
-            method=method, request=b"req", response=b"resp", at_ms=2, ledger_seq=seq
+            method=METHODS.get(kind, CHECKOUT_METHOD),
+            request=b"req",
+            response=b"resp",
+            at_ms=2,
+            ledger_seq=seq,
         )
         return seq
+
+    def request_id(self, what: str, merchant: str) -> str:
+        return f"{what}-{merchant}-{len(self.ledger)}"
 
     def recharge(
         self,
@@ -158,24 +254,25 @@ class World:
         amount_fen: int,
         bonus_fen: int,
     ) -> int:
+        card = self.default_card(merchant, member)
         postings = [
-            (f"member/{member}/principal", amount_fen, FEN),
+            (f"card/{card}/principal", amount_fen, FEN),
             (f"store/{store}/{method}", -amount_fen, FEN),
         ]
         if bonus_fen > 0:
             postings += [
-                (f"member/{member}/bonus", bonus_fen, FEN),
+                (f"card/{card}/bonus", bonus_fen, FEN),
                 ("merchant/recharge_bonus", -bonus_fen, FEN),
             ]
-        request_id = f"recharge-{merchant}-{len(self.ledger)}"
         return self.post_entry(
             merchant,
             records_pb2.RECHARGE,
             member,
             amount_fen,
             postings,
-            request_id,
+            self.request_id("recharge", merchant),
             store_code=store,
+            card_id=card,
         )
 
     def checkout(
@@ -192,19 +289,22 @@ class World:
         points_redeemed: int = 0,
         points_value_fen: int = 0,
         points_earned: int = 0,
+        uses: tuple[tuple[int, str, int], ...] = (),
     ) -> int:
         due_fen = list_fen - discount_fen
         tenders_fen = tenders_fen or {}
         paid_fen = principal_fen + bonus_fen + points_value_fen + sum(tenders_fen.values())
         assert paid_fen == due_fen, "the test's checkout does not add up"
+        card = self.default_card(merchant, member) if member else 0
         postings = [
             (f"store/{store}/sales", list_fen, FEN),
             (f"store/{store}/discount", -discount_fen, FEN),
         ]
-        postings += [
-            (f"member/{member}/principal", -principal_fen, FEN),
-            (f"member/{member}/bonus", -bonus_fen, FEN),
-        ]
+        if card:
+            postings += [
+                (f"card/{card}/principal", -principal_fen, FEN),
+                (f"card/{card}/bonus", -bonus_fen, FEN),
+            ]
         postings += [
             (f"store/{store}/{method}", -amount, FEN) for method, amount in tenders_fen.items()
         ]
@@ -215,30 +315,188 @@ class World:
             (f"member/{member}/points", points_earned, POINTS),
             ("merchant/points_issued", -points_earned, POINTS),
         ]
-        request_id = f"checkout-{merchant}-{len(self.ledger)}"
+        for lot_id, item_code, count in uses:
+            postings += self.use_lot(merchant, store, lot_id, item_code, count)
         return self.post_entry(
             merchant,
             records_pb2.CHECKOUT,
             member,
             due_fen,
             postings,
-            request_id,
+            self.request_id("checkout", merchant),
             store_code=store,
+            card_id=card,
         )
+
+    # --- count packages ---
+
+    def find_lot(self, merchant: str, lot_id: int) -> card_pb2.CountLot:
+        (lot,) = [
+            lot for (m, _, number), lot in self.lots.items() if (m, number) == (merchant, lot_id)
+        ]
+        return lot
+
+    def use_lot(
+        self, merchant: str, store: str, lot_id: int, item_code: str, count: int
+    ) -> list[tuple[str, int, int]]:
+        """Takes uses from a lot; the postings of the uses and of the value they use up."""
+        lot = self.find_lot(merchant, lot_id)
+        value_before_fen = lot_value_left_fen(lot)
+        (item,) = [item for item in lot.items if item.item_code == item_code]
+        item.uses_left -= count
+        value_fen = value_before_fen - lot_value_left_fen(lot)
+        return [
+            (f"lot/{lot_id}/uses/{item_code}", -count, USES),
+            ("merchant/uses_issued", count, USES),
+            (f"lot/{lot_id}/value", -value_fen, FEN),
+            (f"store/{store}/package_revenue", value_fen, FEN),
+        ]
+
+    def buy_package(
+        self,
+        merchant: str,
+        member: int,
+        store: str,
+        price_fen: int,
+        uses: dict[str, int],
+        tender: str,
+    ) -> int:
+        card = self.default_card(merchant, member)
+        lot_id = self.next_counter(merchant, "lot_id")
+        lot = card_pb2.CountLot(lot_id=lot_id, card_id=card, package_code="p", price_fen=price_fen)
+        for item_code, count in uses.items():
+            lot.items.add(item_code=item_code, uses_left=count, uses_total=count)
+        lot.uses_total = sum(uses.values())
+        self.lots[(merchant, card, lot_id)] = lot
+        paying = f"card/{card}/principal" if tender == "stored_value" else f"store/{store}/{tender}"
+        postings = [(paying, -price_fen, FEN), (f"lot/{lot_id}/value", price_fen, FEN)]
+        for item_code, count in uses.items():
+            postings += [
+                (f"lot/{lot_id}/uses/{item_code}", count, USES),
+                ("merchant/uses_issued", -count, USES),
+            ]
+        seq = self.post_entry(
+            merchant,
+            records_pb2.PACKAGE_PURCHASE,
+            member,
+            price_fen,
+            postings,
+            self.request_id("package", merchant),
+            store_code=store,
+            card_id=card,
+        )
+        self.record_event(merchant, card, "BUY_PACKAGE", seq)
+        return lot_id
+
+    def refund_package(self, merchant: str, member: int, store: str, lot_id: int) -> int:
+        """The value left goes back to the card's principal."""
+        lot = self.find_lot(merchant, lot_id)
+        value_fen = lot_value_left_fen(lot)
+        postings = [
+            (f"lot/{lot_id}/value", -value_fen, FEN),
+            (f"card/{lot.card_id}/principal", value_fen, FEN),
+        ]
+        for item in lot.items:
+            postings += [
+                (f"lot/{lot_id}/uses/{item.item_code}", -item.uses_left, USES),
+                ("merchant/uses_issued", item.uses_left, USES),
+            ]
+        lot.refunded = True
+        for item in lot.items:
+            item.uses_left = 0
+        seq = self.post_entry(
+            merchant,
+            records_pb2.PACKAGE_REFUND,
+            member,
+            value_fen,
+            postings,
+            self.request_id("refund", merchant),
+            store_code=store,
+            card_id=lot.card_id,
+        )
+        self.record_event(merchant, lot.card_id, "REFUND_PACKAGE", seq)
+        return seq
+
+    def replace_card(
+        self, merchant: str, member: int, store: str, new_card_no: str, fee_fen: int
+    ) -> int:
+        """换卡: a new card takes the balances and lots; the old number stays on the old card."""
+        old = self.default_card(merchant, member)
+        new = self.issue_card(merchant, member, new_card_no)
+        self.cards[(merchant, old)].status = card_pb2.REPLACED
+        self.cards[(merchant, old)].replaced_by_card_id = new
+        self.cards[(merchant, new)].replaces_card_id = old
+        postings = [
+            (f"store/{store}/cash", -fee_fen, FEN),
+            (f"store/{store}/card_fees", fee_fen, FEN),
+        ]
+        for what in ("principal", "bonus"):
+            moved_fen = self.balance(merchant, f"card/{old}/{what}")
+            postings += [
+                (f"card/{old}/{what}", -moved_fen, FEN),
+                (f"card/{new}/{what}", moved_fen, FEN),
+            ]
+        for lot_key in [k for k in self.lots if (k[0], k[1]) == (merchant, old)]:
+            lot = self.lots.pop(lot_key)
+            lot.card_id = new
+            self.lots[(merchant, new, lot_key[2])] = lot
+        member_record = self.members[(merchant, member)]
+        member_record.default_card_id = new
+        member_record.card_no = new_card_no
+        seq = self.post_entry(
+            merchant,
+            records_pb2.CARD_REPLACE,
+            member,
+            fee_fen,
+            postings,
+            self.request_id("replace", merchant),
+            store_code=store,
+            card_id=new,
+        )
+        self.record_event(merchant, old, "REPLACE", seq)
+        return new
+
+    # --- writing ---
 
     def rows(self) -> list[tuple[str, bytes, bytes]]:
         """(database, key, value) of every record, encoded as docs/STORAGE.md says."""
+
+        def pair(first: int, second: int) -> bytes:
+            return u64(first) + u64(second)
+
         rows = [("config", key(m, b""), c.SerializeToString()) for m, c in self.configs.items()]
         rows += [
             ("members", key(m, u64(i)), r.SerializeToString()) for (m, i), r in self.members.items()
         ]
         rows += [("phones", key(m, p), u64(i)) for (m, p), i in self.phones.items()]
-        rows += [("cards", key(m, c), u64(i)) for (m, c), i in self.cards.items()]
+        rows += [("card_numbers", key(m, n), u64(i)) for (m, n), i in self.card_numbers.items()]
+        rows += [
+            ("cards", key(m, u64(i)), r.SerializeToString()) for (m, i), r in self.cards.items()
+        ]
+        rows += [("member_cards", key(m, pair(i, c)), b"") for m, i, c in self.member_cards]
+        rows += [
+            ("card_events", key(m, pair(c, s)), e.SerializeToString())
+            for (m, c, s), e in self.card_events.items()
+        ]
+        rows += [
+            ("lots", key(m, pair(c, n)), r.SerializeToString())
+            for (m, c, n), r in self.lots.items()
+        ]
         rows += [
             ("accounts", key(m, a), r.SerializeToString()) for (m, a), r in self.accounts.items()
         ]
         rows += [
             ("ledger", key(m, u64(s)), e.SerializeToString()) for (m, s), e in self.ledger.items()
+        ]
+        rows += [("member_ledger", key(m, pair(i, s)), b"") for m, i, s in self.member_ledger]
+        rows += [("names", key(m, n.encode() + b"\x00" + u64(i)), b"") for m, n, i in self.names]
+        rows += [
+            ("member_changes", key(m, pair(i, s)), r.SerializeToString())
+            for (m, i, s), r in self.member_changes.items()
+        ]
+        rows += [
+            ("follow_ups", key(m, pair(i, s)), r.SerializeToString())
+            for (m, i, s), r in self.follow_ups.items()
         ]
         rows += [
             ("requests", key(m, r), v.SerializeToString()) for (m, r), v in self.requests.items()
@@ -248,13 +506,14 @@ class World:
 
 
 def build_world() -> World:
-    """Two merchants, members with phone and card, recharges, checkouts, a walk-in."""
+    """Two merchants: members with their cards, recharges, checkouts, a walk-in, count
+    packages used, refunded and moved by a card replacement."""
     world = World()
     world.configure(M1, "一号店连锁", ["S1", "S2"])
     world.configure(M2, "Shop Two", ["S9"])
     first = world.register(M1, "13800000001", "张三", card_no="CARD0001")
-    second = world.register(M1, "13800000002", "李四")
-    world.register(M1, "13800000003", "王五", card_no="CARD0003")
+    second = world.register(M1, "13800000002", "李四")  # e-card E0000000002
+    third = world.register(M1, "13800000003", "王五", card_no="CARD0003")
     world.recharge(M1, first, "S1", "cash", 10_000, 1_000)
     world.checkout(M1, first, "S1", 5_000, discount_fen=500, principal_fen=4_500, points_earned=45)
     world.recharge(M1, second, "S2", "scan_pay", 20_000, 0)
@@ -278,6 +537,21 @@ def build_world() -> World:
         error_reason="INSUFFICIENT_BALANCE",
         at_ms=3,
     )
+    # seq 7-14: member 3 buys count packages on card 3, which card 4 replaces.
+    world.recharge(M1, third, "S1", "cash", 5_000, 0)
+    lot = world.buy_package(M1, third, "S1", 10_000, {"haircut": 10, "wash": 5}, "cash")
+    world.checkout(
+        M1, third, "S1", 1_000, tenders_fen={"cash": 1_000}, points_earned=10,
+        uses=((lot, "haircut", 2),),
+    )  # fmt: skip  # 2 of 15 uses: floor(10000 × 2 / 15) = 1333 fen of value used
+    world.replace_card(M1, third, "S1", "CARD0033", 500)
+    world.checkout(M1, third, "S2", 0, uses=((lot, "wash", 1),))  # 2000 - 1333 = 667 fen
+    refunded = world.buy_package(M1, third, "S2", 3_000, {"massage": 3}, "stored_value")
+    world.checkout(M1, third, "S2", 0, uses=((refunded, "massage", 1),))
+    world.refund_package(M1, third, "S2", refunded)  # 2000 fen back to card 4
+    world.add_follow_up(M1, first, "喜欢周末来")
+    world.change_occupation(M1, second, "teacher")
+    world.add_follow_up(M1, third, "换了新卡")
     other = world.register(M2, "13900000001", "Bob", card_no="A1234")
     world.recharge(M2, other, "S9", "bank_card", 5_000, 500)
     world.checkout(M2, other, "S9", 800, principal_fen=300, bonus_fen=500, points_earned=8)
@@ -286,7 +560,7 @@ def build_world() -> World:
 
 def write_world(world: World, path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
-    environment = lmdb.open(str(path), map_size=MAP_SIZE_BYTES, max_dbs=16, subdir=True)
+    environment = lmdb.open(str(path), map_size=MAP_SIZE_BYTES, max_dbs=32, subdir=True)
     try:
         with environment.begin(write=True) as transaction:
             databases = {
@@ -313,6 +587,20 @@ def assert_only(world: World, tmp_path: Path, invariant: int) -> AuditReport:
     return report
 
 
+def tamper(path: Path, database: str, record_key: bytes, value: bytes | None) -> None:
+    """Writes (or with None deletes) one raw record of a written world."""
+    environment = lmdb.open(str(path), max_dbs=32)
+    try:
+        with environment.begin(write=True) as transaction:
+            handle = environment.open_db(database.encode(), txn=transaction)
+            if value is None:
+                assert transaction.delete(record_key, db=handle)
+            else:
+                transaction.put(record_key, value, db=handle)
+    finally:
+        environment.close()
+
+
 # --- a consistent world ---------------------------------------------------------------
 
 
@@ -326,11 +614,19 @@ def test_consistent_world_audits_clean(tmp_path: Path) -> None:
         "configs": 2,
         "members": 4,
         "phones": 4,
-        "cards": 3,
-        "accounts": 22,
-        "ledger_entries": 8,
-        "postings": 36,
-        "requests": 13,
+        "cards": 5,  # one per member, and card 4 of m1 that replaced card 3
+        "card_numbers": 5,  # the replaced card keeps its number
+        "member_cards": 5,
+        "lots": 2,
+        "card_events": 9,  # 5 issued, 2 packages bought, 1 refunded, 1 replacement
+        "accounts": 34,
+        "ledger_entries": 16,
+        "postings": 72,
+        "member_ledger": 15,  # every entry but the walk-in's
+        "names": 4,
+        "member_changes": 1,
+        "follow_ups": 2,
+        "requests": 21,
     }
 
 
@@ -338,9 +634,13 @@ def test_totals_are_right_to_the_fen(tmp_path: Path) -> None:
     report = audit_world(build_world(), tmp_path)
     first = report.totals[M1]
     # member 1: 10000 - 4500 - 2000 principal, 1000 - 655 bonus, 45 - 45 + 26 points;
-    # member 2: 20000 - 1500 principal, 20 points; member 3 never moved value.
-    assert (first.principal_fen, first.bonus_fen, first.points) == (22_000, 345, 46)
-    assert (first.members, first.ledger_entries, first.config_version) == (3, 6, 1)
+    # member 2: 20000 - 1500 principal, 20 points; member 3: 5000 moved to card 4,
+    # - 3000 for a package + 2000 refunded, 10 points.
+    assert (first.principal_fen, first.bonus_fen, first.points) == (26_000, 345, 56)
+    # lot 1: 10000 - floor(10000 × 3 / 15) with 12 uses left; lot 2 refunded
+    assert (first.package_value_fen, first.uses) == (8_000, 12)
+    assert (first.members, first.cards, first.ledger_entries) == (3, 4, 14)
+    assert first.config_version == 1
     assert first.config_name == "一号店连锁"
     second = report.totals[M2]
     assert (second.principal_fen, second.bonus_fen, second.points) == (4_700, 0, 8)
@@ -352,23 +652,24 @@ def test_main_audit_prints_yuan_and_returns_zero(
     path = write_world(build_world(), tmp_path / "data")
     assert main_audit(str(path), as_json=False) == 0
     out = capsys.readouterr().out
-    assert "principal ¥220.00, bonus ¥3.45, points 46" in out
-    assert "principal ¥267.00, bonus ¥3.45, points 54" in out
+    assert "principal ¥260.00, bonus ¥3.45, points 56" in out
+    assert "principal ¥307.00, bonus ¥3.45, points 64" in out
     assert "OK" in out
 
 
 def test_json_output_parses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     world = build_world()
-    world.accounts[(M1, "member/1/principal")].balance += 1
+    world.accounts[(M1, "card/1/principal")].balance += 1
     path = write_world(world, tmp_path / "data")
     assert main_audit(str(path), as_json=True) == 1
     document = json.loads(capsys.readouterr().out)
     assert document["ok"] is False
     assert document["merchants"] == [M1, M2]
-    assert document["totals"][M1]["principal_fen"] == 22_000
-    assert document["counts"]["ledger_entries"] == 8
+    assert document["totals"][M1]["principal_fen"] == 26_000
+    assert document["totals"][M1]["package_value_fen"] == 8_000
+    assert document["counts"]["ledger_entries"] == 16
     assert [problem["invariant"] for problem in document["problems"]] == [3]
-    assert document["problems"][0]["key"] == "accounts:member/1/principal"
+    assert document["problems"][0]["key"] == "accounts:card/1/principal"
 
 
 def test_text_output_lists_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -379,6 +680,21 @@ def test_text_output_lists_problems(tmp_path: Path, capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     assert "FAILED: 1 problem\n" in out
     assert "[7] m1 members:2: cumulative_spend_fen 7, CHECKOUT entries sum to 2000" in out
+
+
+def test_a_member_may_lack_a_name_entry(tmp_path: Path) -> None:
+    """`names` is checked from its side only: members registered before it existed
+    are not in it."""
+    world = build_world()
+    world.names.discard((M1, "李四", 2))
+    assert audit_world(world, tmp_path).problems == []
+
+
+def test_default_card_may_be_0_when_every_card_is_gone(tmp_path: Path) -> None:
+    world = build_world()
+    world.cards[(M1, 2)].status = card_pb2.CLOSED
+    world.members[(M1, 2)].default_card_id = 0
+    assert audit_world(world, tmp_path).problems == []
 
 
 # --- unreadable environments ----------------------------------------------------------
@@ -417,7 +733,7 @@ def test_empty_environment_reports_missing_databases(tmp_path: Path) -> None:
     assert len(report.problems) == len(DATABASE_NAMES)
 
 
-# --- one tampering per invariant ------------------------------------------------------
+# --- 1: the ledger's sequence ---------------------------------------------------------
 
 
 def test_1_gap_in_ledger_seq(tmp_path: Path) -> None:
@@ -425,7 +741,7 @@ def test_1_gap_in_ledger_seq(tmp_path: Path) -> None:
     world.next_counter(M1, "ledger_seq")  # a seq taken and never written
     world.checkout(M1, 0, "S1", 100, tenders_fen={"cash": 100})
     report = assert_only(world, tmp_path, 1)
-    assert "7..7 missing" in report.problems[0].message
+    assert "15..15 missing" in report.problems[0].message
 
 
 def test_1_ledger_counter_mismatch(tmp_path: Path) -> None:
@@ -439,6 +755,9 @@ def test_1_entry_seq_field_differs_from_key(tmp_path: Path) -> None:
     world = build_world()
     world.ledger[(M2, 2)].seq = 9
     assert_only(world, tmp_path, 1)
+
+
+# --- 2: entries sum to zero -----------------------------------------------------------
 
 
 def test_2_entry_not_zero_sum(tmp_path: Path) -> None:
@@ -456,6 +775,14 @@ def test_2_points_not_zero_sum(tmp_path: Path) -> None:
     assert_only(world, tmp_path, 2)
 
 
+def test_2_uses_not_zero_sum(tmp_path: Path) -> None:
+    world = build_world()
+    postings = [("merchant/uses_issued", 1, USES)]
+    world.post_entry(M1, records_pb2.PACKAGE_PURCHASE, 0, 0, postings, "uses-unbalanced")
+    report = assert_only(world, tmp_path, 2)
+    assert report.problems[0].message == "postings in uses sum to 1, not 0"
+
+
 def test_2_zero_amount_posting(tmp_path: Path) -> None:
     world = build_world()
     postings = [
@@ -468,16 +795,19 @@ def test_2_zero_amount_posting(tmp_path: Path) -> None:
     assert "amount 0" in report.problems[0].message
 
 
+# --- 3: accounts equal their postings -------------------------------------------------
+
+
 def test_3_balance_off_by_one_fen(tmp_path: Path) -> None:
     world = build_world()
-    world.accounts[(M1, "member/1/principal")].balance += 1
+    world.accounts[(M1, "card/1/principal")].balance += 1
     report = assert_only(world, tmp_path, 3)
     assert report.problems[0].message == "balance 3501, its postings sum to 3500"
 
 
 def test_3_posting_count_wrong(tmp_path: Path) -> None:
     world = build_world()
-    world.accounts[(M1, "merchant/points_issued")].posting_count -= 1
+    world.accounts[(M1, "merchant/uses_issued")].posting_count -= 1
     assert_only(world, tmp_path, 3)
 
 
@@ -503,20 +833,39 @@ def test_3_posting_to_an_account_missing_from_accounts(tmp_path: Path) -> None:
     assert report.problems[0].key == "accounts:member/2/points"
 
 
-def test_4_negative_member_balance(tmp_path: Path) -> None:
+# --- 4: nothing held for someone goes negative ----------------------------------------
+
+
+def test_4_negative_card_balance(tmp_path: Path) -> None:
     world = build_world()
-    world.checkout(M1, 3, "S1", 100, principal_fen=100)
+    world.checkout(M1, 3, "S1", 5_000, principal_fen=5_000)  # card 4 holds 4000
     report = assert_only(world, tmp_path, 4)
     assert len(report.problems) == 1
-    assert report.problems[0].key == "accounts:member/3/principal"
+    assert report.problems[0].key == "accounts:card/4/principal"
 
 
 def test_4_balance_negative_in_the_past(tmp_path: Path) -> None:
     world = build_world()
-    world.checkout(M1, 3, "S1", 100, principal_fen=100)
-    world.recharge(M1, 3, "S1", "cash", 100, 0)
+    world.checkout(M1, 3, "S1", 5_000, principal_fen=5_000)
+    world.recharge(M1, 3, "S1", "cash", 1_000, 0)
     report = assert_only(world, tmp_path, 4)
-    assert "after ledger entry 7" in report.problems[0].message
+    assert "after ledger entry 15" in report.problems[0].message
+
+
+def test_4_negative_lot_uses(tmp_path: Path) -> None:
+    world = build_world()
+    world.checkout(M1, 3, "S1", 0, uses=((1, "haircut", 9),))  # 8 left
+    report = assert_only(world, tmp_path, 4)
+    assert [problem.key for problem in report.problems] == ["accounts:lot/1/uses/haircut"]
+
+
+def test_4_stored_negative_balance_with_no_negative_postings(tmp_path: Path) -> None:
+    world = build_world()
+    world.accounts[(M1, "member/1/points")].balance = -1
+    assert invariants_of(audit_world(world, tmp_path)) == {3, 4}
+
+
+# --- 5: indexes and default cards -----------------------------------------------------
 
 
 def test_5_phone_pointing_at_missing_member(tmp_path: Path) -> None:
@@ -541,16 +890,94 @@ def test_5_member_missing_from_phone_index(tmp_path: Path) -> None:
     assert report.problems[0].key == "members:2"
 
 
-def test_5_member_missing_from_card_index(tmp_path: Path) -> None:
+def test_5_card_number_pointing_at_missing_card(tmp_path: Path) -> None:
     world = build_world()
-    del world.cards[(M2, "A1234")]
+    world.card_numbers[(M1, "X9999")] = 99
+    report = assert_only(world, tmp_path, 5)
+    assert report.problems[0].message == "points at card 99, which does not exist"
+
+
+def test_5_card_number_pointing_at_another_card(tmp_path: Path) -> None:
+    world = build_world()
+    world.card_numbers[(M1, "CARD0001")] = 2
+    report = assert_only(world, tmp_path, 5)
+    keys = {problem.key for problem in report.problems}
+    assert keys == {"cards:1", "members:1", "card_numbers:CARD0001"}
+
+
+def test_5_card_missing_from_card_numbers(tmp_path: Path) -> None:
+    world = build_world()
+    del world.card_numbers[(M2, "A1234")]
+    report = assert_only(world, tmp_path, 5)
+    assert "cards:1" in {problem.key for problem in report.problems}
+
+
+def test_5_replaced_card_number_moved_to_the_new_card(tmp_path: Path) -> None:
+    world = build_world()
+    world.card_numbers[(M1, "CARD0003")] = 4  # it must keep naming the old card, 3
+    report = assert_only(world, tmp_path, 5)
+    keys = {problem.key for problem in report.problems}
+    assert keys == {"cards:3", "card_numbers:CARD0003"}
+
+
+def test_5_card_not_listed_under_its_member(tmp_path: Path) -> None:
+    world = build_world()
+    world.member_cards.discard((M1, 2, 2))
+    report = assert_only(world, tmp_path, 5)
+    assert [problem.key for problem in report.problems] == ["cards:2"]
+
+
+def test_5_member_cards_lists_a_missing_card(tmp_path: Path) -> None:
+    world = build_world()
+    world.member_cards.add((M1, 1, 99))
+    report = assert_only(world, tmp_path, 5)
+    assert report.problems[0].key == "member_cards:1/99"
+
+
+def test_5_member_cards_lists_another_members_card(tmp_path: Path) -> None:
+    world = build_world()
+    world.member_cards.add((M1, 1, 2))
+    report = assert_only(world, tmp_path, 5)
+    assert report.problems[0].message == "card 2 belongs to member 2"
+
+
+def test_5_default_card_of_another_member(tmp_path: Path) -> None:
+    world = build_world()
+    world.members[(M1, 1)].default_card_id = 2
+    report = assert_only(world, tmp_path, 5)
+    assert report.problems[0].message == "default card 2 belongs to member 2"
+
+
+def test_5_default_card_that_does_not_exist(tmp_path: Path) -> None:
+    world = build_world()
+    world.members[(M2, 1)].default_card_id = 5
     assert_only(world, tmp_path, 5)
 
 
-def test_5_card_of_another_member(tmp_path: Path) -> None:
+def test_5_default_card_0_while_a_card_is_left(tmp_path: Path) -> None:
     world = build_world()
-    world.cards[(M1, "CARD0002")] = 3
-    assert_only(world, tmp_path, 5)
+    world.members[(M1, 3)].default_card_id = 0  # card 3 is replaced, card 4 is not
+    report = assert_only(world, tmp_path, 5)
+    assert report.problems[0].message == (
+        "default_card_id is 0, yet card 4 is neither closed nor replaced"
+    )
+
+
+def test_5_card_of_a_member_that_does_not_exist(tmp_path: Path) -> None:
+    world = build_world()
+    world.cards[(M2, 1)].member_id = 9
+    report = assert_only(world, tmp_path, 5)
+    assert "card of member 9, which does not exist" in {p.message for p in report.problems}
+
+
+def test_5_member_card_no_names_another_members_card(tmp_path: Path) -> None:
+    world = build_world()
+    world.members[(M1, 1)].card_no = "E0000000002"
+    report = assert_only(world, tmp_path, 5)
+    assert report.problems[0].key == "members:1"
+
+
+# --- 6: member and card ids -----------------------------------------------------------
 
 
 def test_6_gap_in_member_ids(tmp_path: Path) -> None:
@@ -567,6 +994,31 @@ def test_6_member_counter_mismatch(tmp_path: Path) -> None:
     assert_only(world, tmp_path, 6)
 
 
+def test_6_gap_in_card_ids(tmp_path: Path) -> None:
+    world = build_world()
+    world.next_counter(M2, "card_id")
+    world.register(M2, "13900000003", "Carol")
+    report = assert_only(world, tmp_path, 6)
+    assert report.problems[0].key == "cards:3"
+    assert report.problems[0].message == "card id 3 follows 1: 2..2 missing"
+
+
+def test_6_card_counter_mismatch(tmp_path: Path) -> None:
+    world = build_world()
+    world.counters[(M1, "card_id")] = 3
+    report = assert_only(world, tmp_path, 6)
+    assert report.problems[0].key == "counters:card_id"
+
+
+def test_6_card_record_under_another_id(tmp_path: Path) -> None:
+    world = build_world()
+    world.cards[(M2, 1)].card_id = 7
+    assert_only(world, tmp_path, 6)
+
+
+# --- 7: cumulative recharge and spend -------------------------------------------------
+
+
 def test_7_cumulative_recharge_mismatch(tmp_path: Path) -> None:
     world = build_world()
     world.members[(M1, 1)].cumulative_recharge_fen += 1
@@ -577,7 +1029,20 @@ def test_7_cumulative_recharge_mismatch(tmp_path: Path) -> None:
 def test_7_entries_of_a_member_that_does_not_exist(tmp_path: Path) -> None:
     world = build_world()
     world.ledger[(M1, 5)].member_id = 42  # the walk-in checkout
+    world.member_ledger.add((M1, 42, 5))
     assert_only(world, tmp_path, 7)
+
+
+def test_7_only_recharges_and_checkouts_count(tmp_path: Path) -> None:
+    world = build_world()
+    world.members[(M1, 3)].cumulative_recharge_fen += 10_000  # as if the package counted
+    report = assert_only(world, tmp_path, 7)
+    assert report.problems[0].message == (
+        "cumulative_recharge_fen 15000, RECHARGE entries sum to 5000"
+    )
+
+
+# --- 8: request records ---------------------------------------------------------------
 
 
 def test_8_request_points_at_entry_of_another_request(tmp_path: Path) -> None:
@@ -593,18 +1058,242 @@ def test_8_request_points_past_the_ledger(tmp_path: Path) -> None:
     assert_only(world, tmp_path, 8)
 
 
+# --- 9: member_ledger -----------------------------------------------------------------
+
+
+def test_9_entry_missing_from_member_ledger(tmp_path: Path) -> None:
+    world = build_world()
+    world.member_ledger.discard((M1, 1, 2))
+    report = assert_only(world, tmp_path, 9)
+    assert report.problems[0].key == "ledger:2"
+    assert report.problems[0].message == "entry of member 1 is missing from member_ledger"
+
+
+def test_9_member_ledger_lists_another_members_entry(tmp_path: Path) -> None:
+    world = build_world()
+    world.member_ledger.add((M1, 2, 1))
+    report = assert_only(world, tmp_path, 9)
+    assert report.problems[0].message == "ledger entry 1 names member 1"
+
+
+def test_9_member_ledger_lists_a_walk_in_entry(tmp_path: Path) -> None:
+    world = build_world()
+    world.member_ledger.add((M1, 1, 5))
+    report = assert_only(world, tmp_path, 9)
+    assert report.problems[0].message == "ledger entry 5 names no member"
+
+
+def test_9_member_ledger_lists_an_entry_past_the_ledger(tmp_path: Path) -> None:
+    world = build_world()
+    world.member_ledger.add((M2, 1, 3))
+    report = assert_only(world, tmp_path, 9)
+    assert report.problems[0].key == "member_ledger:1/3"
+
+
+# --- 10: names ------------------------------------------------------------------------
+
+
+def test_10_name_of_a_member_that_does_not_exist(tmp_path: Path) -> None:
+    world = build_world()
+    world.names.add((M1, "赵六", 9))
+    report = assert_only(world, tmp_path, 10)
+    assert report.problems[0].key == "names:赵六/9"
+
+
+def test_10_name_that_is_not_the_members(tmp_path: Path) -> None:
+    world = build_world()
+    world.names.add((M1, "张三丰", 1))
+    report = assert_only(world, tmp_path, 10)
+    assert report.problems[0].message == "member 1 is named 张三"
+
+
+# --- 11: lots -------------------------------------------------------------------------
+
+
+def test_11_lot_record_names_another_card(tmp_path: Path) -> None:
+    world = build_world()
+    world.lots[(M1, 4, 1)].card_id = 1
+    report = assert_only(world, tmp_path, 11)
+    assert report.problems[0].message == "record's card_id is 1"
+
+
+def test_11_lot_under_a_card_that_does_not_exist(tmp_path: Path) -> None:
+    world = build_world()
+    lot = world.lots.pop((M1, 4, 1))
+    lot.card_id = 99
+    world.lots[(M1, 99, 1)] = lot
+    report = assert_only(world, tmp_path, 11)
+    assert report.problems[0].message == "card 99 does not exist"
+
+
+def test_11_lot_left_under_the_replaced_card(tmp_path: Path) -> None:
+    world = build_world()
+    lot = world.lots.pop((M1, 4, 1))
+    lot.card_id = 3
+    world.lots[(M1, 3, 1)] = lot
+    report = assert_only(world, tmp_path, 11)
+    assert "replaced" in report.problems[0].message
+
+
+def test_11_uses_account_differs_from_uses_left(tmp_path: Path) -> None:
+    world = build_world()
+    world.find_lot(M1, 1).items[0].uses_left += 1
+    report = assert_only(world, tmp_path, 11)
+    messages = [problem.message for problem in report.problems]
+    assert "lot/1/uses/haircut holds 8, the lot (not refunded) says 9" in messages
+
+
+def test_11_refunded_lot_still_holding_uses(tmp_path: Path) -> None:
+    world = build_world()
+    lot = world.find_lot(M1, 1)
+    lot.refunded = True
+    report = assert_only(world, tmp_path, 11)
+    messages = {problem.message for problem in report.problems}
+    assert messages == {
+        "lot is refunded, yet item haircut has uses left",
+        "lot is refunded, yet item wash has uses left",
+        "lot/1/uses/haircut holds 8, the lot (refunded) says 0",
+        "lot/1/uses/wash holds 4, the lot (refunded) says 0",
+        "lot/1/value holds 8000, the lot (refunded) says 0",
+    }
+
+
+def test_11_refunded_lot_record_with_its_uses_back(tmp_path: Path) -> None:
+    world = build_world()
+    lot = world.find_lot(M1, 2)
+    lot.refunded = False
+    lot.items[0].uses_left = 2  # as if the refund had not happened
+    report = assert_only(world, tmp_path, 11)
+    messages = {problem.message for problem in report.problems}
+    assert messages == {
+        "lot/2/uses/massage holds 0, the lot (not refunded) says 2",
+        "lot/2/value holds 0, the lot (not refunded) says 2000",
+    }
+
+
+def test_11_item_with_more_uses_left_than_bought(tmp_path: Path) -> None:
+    world = build_world()
+    world.find_lot(M1, 1).items[1].uses_total = 3  # wash: 4 left
+    world.find_lot(M1, 1).uses_total = 13
+    report = assert_only(world, tmp_path, 11)
+    assert "item wash has 4 uses left of 3" in {problem.message for problem in report.problems}
+
+
+def test_11_lot_value_off_by_one_fen(tmp_path: Path) -> None:
+    world = build_world()
+    world.find_lot(M1, 1).price_fen += 1  # 10001 - floor(10001 × 3 / 15) = 8001
+    report = assert_only(world, tmp_path, 11)
+    assert report.problems[0].message == "lot/1/value holds 8000, the lot (not refunded) says 8001"
+
+
+def test_11_lot_uses_total_is_not_its_items(tmp_path: Path) -> None:
+    world = build_world()
+    world.find_lot(M1, 2).uses_total = 4
+    report = assert_only(world, tmp_path, 11)
+    assert "uses_total is 4" in report.problems[0].message
+
+
+def test_11_lot_counter_past_the_lots(tmp_path: Path) -> None:
+    world = build_world()
+    world.counters[(M1, "lot_id")] = 3
+    report = assert_only(world, tmp_path, 11)
+    assert report.problems[0].key == "counters:lot_id"
+
+
+def test_11_lot_id_under_two_cards(tmp_path: Path) -> None:
+    world = build_world()
+    copy = card_pb2.CountLot()
+    copy.CopyFrom(world.find_lot(M1, 2))
+    copy.card_id = 1
+    world.lots[(M1, 1, 2)] = copy
+    report = assert_only(world, tmp_path, 11)
+    assert "lot id 2 appears twice" in {problem.message for problem in report.problems}
+
+
+def test_11_accounts_of_a_lot_without_a_record(tmp_path: Path) -> None:
+    world = build_world()
+    del world.lots[(M1, 4, 2)]
+    report = assert_only(world, tmp_path, 11)
+    keys = {problem.key for problem in report.problems}
+    assert keys == {"counters:lot_id", "accounts:lot/2"}
+
+
+# --- 12: card events, member changes, follow-ups --------------------------------------
+
+
+def test_12_card_event_of_a_card_that_does_not_exist(tmp_path: Path) -> None:
+    world = build_world()
+    event = world.card_events.pop((M2, 1, 1))
+    event.card_id = 5
+    world.card_events[(M2, 5, 1)] = event
+    report = assert_only(world, tmp_path, 12)
+    assert report.problems[0].message == "card 5 does not exist"
+
+
+def test_12_card_event_record_names_another_card(tmp_path: Path) -> None:
+    world = build_world()
+    world.card_events[(M1, 1, 1)].card_id = 2
+    assert_only(world, tmp_path, 12)
+
+
+def test_12_card_event_seq_missing(tmp_path: Path) -> None:
+    world = build_world()
+    del world.card_events[(M1, 2, 2)]
+    report = assert_only(world, tmp_path, 12)
+    assert report.problems[0].key == "counters:card_event_seq"
+    assert report.problems[0].message == "counter is 8, 1 seqs below it have no record: 2"
+
+
+def test_12_card_event_pointing_past_the_ledger(tmp_path: Path) -> None:
+    world = build_world()
+    world.card_events[(M1, 1, 1)].ledger_seq = 99
+    assert_only(world, tmp_path, 12)
+
+
+def test_12_follow_up_record_with_another_seq(tmp_path: Path) -> None:
+    world = build_world()
+    world.follow_ups[(M1, 1, 1)].seq = 2
+    report = assert_only(world, tmp_path, 12)
+    assert report.problems[0].message == "record's seq is 2"
+
+
+def test_12_follow_up_seq_used_twice(tmp_path: Path) -> None:
+    world = build_world()
+    world.follow_ups[(M1, 2, 1)] = member_pb2.FollowUp(member_id=2, seq=1, text="again")
+    report = assert_only(world, tmp_path, 12)
+    assert report.problems[0].message == "seq 1 appears twice"
+
+
+def test_12_member_change_of_a_member_that_does_not_exist(tmp_path: Path) -> None:
+    world = build_world()
+    change = world.member_changes.pop((M1, 2, 1))
+    change.member_id = 9
+    world.member_changes[(M1, 9, 1)] = change
+    report = assert_only(world, tmp_path, 12)
+    assert report.problems[0].key == "member_changes:9/1"
+
+
+def test_12_member_change_counter_behind(tmp_path: Path) -> None:
+    world = build_world()
+    world.counters[(M1, "member_change_seq")] = 0
+    report = assert_only(world, tmp_path, 12)
+    assert report.problems[0].message == "seq 1 is above the counter (0)"
+
+
 # --- the layout itself (invariant 0) --------------------------------------------------
 
 
 def test_0_undecodable_record(tmp_path: Path) -> None:
-    world = build_world()
-    path = write_world(world, tmp_path / "data")
-    environment = lmdb.open(str(path), max_dbs=16)
-    with environment.begin(write=True) as transaction:
-        config = environment.open_db(b"config", txn=transaction)
-        transaction.put(key(M1, b""), b"\xff\xff\xff", db=config)
-    environment.close()
+    path = write_world(build_world(), tmp_path / "data")
+    tamper(path, "config", key(M1, b""), b"\xff\xff\xff")
     assert invariants_of(audit(str(path))) == {0}
+
+
+def test_0_undecodable_card_reports_only_itself(tmp_path: Path) -> None:
+    path = write_world(build_world(), tmp_path / "data")
+    tamper(path, "cards", key(M1, u64(2)), b"\xff\xff\xff")
+    report = audit(str(path))
+    assert [(problem.invariant, problem.key) for problem in report.problems] == [(0, "cards:2")]
 
 
 def test_0_account_name_not_in_the_table(tmp_path: Path) -> None:
@@ -614,14 +1303,50 @@ def test_0_account_name_not_in_the_table(tmp_path: Path) -> None:
     assert_only(world, tmp_path, 0)
 
 
+def test_0_old_member_principal_account_is_not_in_the_table(tmp_path: Path) -> None:
+    world = build_world()
+    postings = [("member/1/principal", 100, FEN), ("store/S1/cash", -100, FEN)]
+    world.post_entry(M1, records_pb2.CARD_RENEW, 0, 100, postings, "old-layout")
+    report = assert_only(world, tmp_path, 0)
+    assert report.problems[0].message == "account name is not one docs/STORAGE.md lists"
+
+
+def test_0_account_of_a_card_that_does_not_exist(tmp_path: Path) -> None:
+    world = build_world()
+    postings = [("card/99/principal", 100, FEN), ("store/S1/cash", -100, FEN)]
+    world.post_entry(M1, records_pb2.CARD_RENEW, 0, 100, postings, "ghost-card")
+    report = assert_only(world, tmp_path, 0)
+    assert report.problems[0].message == "account of card 99, which does not exist"
+
+
+def test_0_account_in_the_wrong_unit(tmp_path: Path) -> None:
+    world = build_world()
+    postings = [("store/S2/card_fees", 1, USES), ("merchant/uses_issued", -1, USES)]
+    world.post_entry(M1, records_pb2.CARD_RENEW, 0, 0, postings, "fee-in-uses")
+    report = assert_only(world, tmp_path, 0)
+    assert report.problems[0].message == "unit is uses, the name says fen"
+
+
+def test_0_unknown_entry_kind(tmp_path: Path) -> None:
+    world = build_world()
+    postings = [("store/S1/sales", 100, FEN), ("store/S1/cash", -100, FEN)]
+    world.post_entry(M1, 42, 0, 100, postings, "kind-42")
+    assert_only(world, tmp_path, 0)
+
+
+def test_0_index_value_that_should_be_empty(tmp_path: Path) -> None:
+    path = write_world(build_world(), tmp_path / "data")
+    tamper(path, "member_cards", key(M1, u64(1) + u64(1)), b"x")
+    tamper(path, "names", key(M1, "abc"), b"")
+    report = audit(str(path))
+    assert invariants_of(report) == {0}
+    assert len(report.problems) == 2
+
+
 def test_0_bad_merchant_id_and_key_without_separator(tmp_path: Path) -> None:
     path = write_world(build_world(), tmp_path / "data")
-    environment = lmdb.open(str(path), max_dbs=16)
-    with environment.begin(write=True) as transaction:
-        counters = environment.open_db(b"counters", txn=transaction)
-        transaction.put(b"no-separator", u64(1), db=counters)
-        transaction.put(key("Bad Merchant", "other"), u64(1), db=counters)
-    environment.close()
+    tamper(path, "counters", b"no-separator", u64(1))
+    tamper(path, "counters", key("Bad Merchant", "other"), u64(1))
     report = audit(str(path))
     assert invariants_of(report) == {0}
     assert "Bad Merchant" in report.merchants
@@ -651,6 +1376,26 @@ def test_seq_index_with_gaps() -> None:
     assert [index.get(seq) for seq in (0, 1, 3, 4, 6, 7, 8, 9, 19, 20, 21)] == [
         None, 10, 30, None, None, 70, 80, None, None, 200, None,
     ]  # fmt: skip
+    assert [index.seq_at(position) for position in range(6)] == [1, 2, 3, 7, 8, 20]
+
+
+def test_id_table_keeps_far_ids_apart() -> None:
+    table = _IdTable()
+    for id_ in (1, 2, 5):
+        table.put(id_, id_ * 10)
+    table.put(2**63, 7)  # a corrupt key must not allocate 2^63 slots
+    assert len(table.present) == 6
+    assert [table.get(id_) for id_ in (0, 1, 3, 5, 6, 2**63)] == [None, 10, None, 50, None, 7]
+    assert list(table.items()) == [(1, 10), (2, 20), (5, 50), (2**63, 7)]
+    assert 3 not in table and 2**63 in table
+
+
+def test_seq_set_reports_missing_ranges() -> None:
+    seqs = _SeqSet(10)
+    assert [seqs.mark(seq) for seq in (1, 2, 5, 9, 5, 11, 0)] == [
+        None, None, None, None, "appears twice", "is above the counter (10)", "is 0",
+    ]  # fmt: skip
+    assert seqs.missing() == ([(3, 4), (6, 8), (10, 10)], 6)
 
 
 def test_problems_beyond_the_limit_are_counted_not_kept() -> None:

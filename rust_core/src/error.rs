@@ -95,6 +95,7 @@ pub enum Kind {
     SearchInvalid,
     ImportTooLarge,
     ReferrerNotFound,
+    RecordTooLarge,
     StorageFull,
     QueueFull,
     ShuttingDown,
@@ -104,7 +105,7 @@ pub enum Kind {
 }
 
 /// Every kind, for reverse lookup of stored reasons and for exhaustive tests.
-pub const ALL_KINDS: [Kind; 66] = [
+pub const ALL_KINDS: [Kind; 67] = [
     Kind::MalformedRequest,
     Kind::UnknownMethod,
     Kind::RequestIdInvalid,
@@ -165,6 +166,7 @@ pub const ALL_KINDS: [Kind; 66] = [
     Kind::SearchInvalid,
     Kind::ImportTooLarge,
     Kind::ReferrerNotFound,
+    Kind::RecordTooLarge,
     Kind::StorageFull,
     Kind::QueueFull,
     Kind::ShuttingDown,
@@ -236,6 +238,7 @@ impl Kind {
             Kind::SearchInvalid => "SEARCH_INVALID",
             Kind::ImportTooLarge => "IMPORT_TOO_LARGE",
             Kind::ReferrerNotFound => "REFERRER_NOT_FOUND",
+            Kind::RecordTooLarge => "RECORD_TOO_LARGE",
             Kind::StorageFull => "STORAGE_FULL",
             Kind::QueueFull => "QUEUE_FULL",
             Kind::ShuttingDown => "SHUTTING_DOWN",
@@ -307,6 +310,7 @@ impl Kind {
             Kind::SearchInvalid => Status::InvalidArgument,
             Kind::ImportTooLarge => Status::InvalidArgument,
             Kind::ReferrerNotFound => Status::NotFound,
+            Kind::RecordTooLarge => Status::InvalidArgument,
             Kind::StorageFull => Status::ResourceExhausted,
             Kind::QueueFull => Status::ResourceExhausted,
             Kind::ShuttingDown => Status::Unavailable,

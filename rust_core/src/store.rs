@@ -166,7 +166,7 @@ pub fn put_record<M: Message>(db: &Db, txn: &mut RwTxn<'_>, key: &[u8], record: 
     let bytes = record.encode_to_vec();
     if bytes.len() > RECORD_BYTES_MAX {
         return Err(CoreError::new(
-            Kind::ConfigInvalid,
+            Kind::RecordTooLarge,
             format!("record of {} bytes is above the limit of {RECORD_BYTES_MAX}", bytes.len()),
         ));
     }

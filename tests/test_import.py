@@ -1,0 +1,286 @@
+"""Bulk member import (engine/importer.py) against the real server: the good rows land,
+every bad row is reported with its spreadsheet row number and reason, and running the
+same file again changes nothing."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import time
+from pathlib import Path
+
+import grpc
+import openpyxl
+import pytest
+
+from client import DEMO_CONFIG, TIMEOUT_S, Client
+from conftest import RunningServer
+from engine import importer
+from engine.importer import ImportFileError, ImportSummary, RowError, import_members
+from engine.proto import config_pb2, member_pb2
+
+EXISTING_PHONE = "13900000000"
+HEADER = ["手机", "姓名", "卡号", "性别", "生日", "标签", "attr:skin", "attr:colour"]
+# Row 1 is the header; row 10 is blank. phone is a str here; the XLSX test writes the
+# phones as numbers and the dates as dates, as a spreadsheet would.
+ROWS = {
+    2: ["13800000001", "张三", "", "男", "1990-05-17", "vip; 老客户", "dry", ""],
+    3: ["1380000", "李四", "", "", "", "", "", ""],  # not a mobile number
+    4: ["13800000003", "王五", "CARD0003", "女", "05-17", "", "", ""],
+    5: ["13800000001", "赵六", "", "", "", "", "", ""],  # row 2's phone
+    6: [EXISTING_PHONE, "钱七", "", "", "", "", "", ""],  # already a member
+    7: ["13800000007", "孙八", "", "", "1990-02-30", "", "", ""],  # no such date
+    8: ["13800000008", "", "", "", "", "", "", ""],  # no name
+    9: ["13800000009", "周九", "", "", "", "", "", "red"],  # attribute not configured
+    11: ["13800000011", "吴十一", "", "other", "2000/1/2", "", "oily", ""],
+}
+EXPECTED_ERRORS = [
+    (3, "PHONE_MALFORMED"),
+    (5, "PHONE_DUPLICATE"),
+    (6, "PHONE_TAKEN"),
+    (7, "DATE_INVALID"),
+    (8, "FIELD_MISSING"),
+    (9, "FIELD_UNKNOWN"),
+]
+BIG_ROWS = 100_000
+FIRST_BIG_PHONE = 13_000_000_000
+
+
+def import_config() -> config_pb2.MerchantConfig:
+    config = config_pb2.MerchantConfig()
+    config.CopyFrom(DEMO_CONFIG)
+    config.attributes.add(code="skin", name="肤质", type=config_pb2.CHOICE, choices=["dry", "oily"])
+    return config
+
+
+def write_csv(path: Path) -> Path:
+    with open(path, "w", encoding="utf-8-sig", newline="") as file:  # with a BOM, as Excel
+        writer = csv.writer(file)
+        writer.writerow(HEADER)
+        for row_number in range(2, max(ROWS) + 1):
+            writer.writerow(ROWS.get(row_number, []))
+    return path
+
+
+def write_xlsx(path: Path) -> Path:
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(HEADER)
+    for row_number in range(2, max(ROWS) + 1):
+        cells: list[object] = list(ROWS.get(row_number, []))
+        if cells and cells[0].isdigit():
+            cells[0] = int(cells[0])
+        if cells and cells[4] == "1990-05-17":
+            cells[4] = datetime.date(1990, 5, 17)
+        sheet.append(cells)
+    workbook.save(path)
+    return path
+
+
+def run_import(
+    client: Client, path: Path, progress: io.StringIO | None = None
+) -> tuple[ImportSummary, str]:
+    errors_out = io.StringIO()
+    summary = import_members(
+        client.members,
+        str(path),
+        metadata=client.metadata,
+        timeout_s=TIMEOUT_S,
+        progress=progress,
+        errors_out=errors_out,
+    )
+    return summary, errors_out.getvalue()
+
+
+def member_or_none(client: Client, **key: object) -> member_pb2.Member | None:
+    try:
+        return client.get(**key).member
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.NOT_FOUND, error
+        return None
+
+
+@pytest.mark.parametrize("kind", ["csv", "xlsx"])
+def test_good_rows_land_and_bad_rows_are_reported(
+    server: RunningServer, tmp_path: Path, kind: str
+) -> None:
+    path = (write_csv if kind == "csv" else write_xlsx)(tmp_path / f"members.{kind}")
+    with server.channel() as channel:
+        client = Client(channel)
+        client.apply(import_config())
+        client.register(EXISTING_PHONE, "老会员")
+        progress = io.StringIO()
+        summary, errors_csv = run_import(client, path, progress)
+
+        assert (summary.rows, summary.imported, summary.failed) == (9, 3, 6)
+        assert [(error.row_number, error.reason) for error in summary.errors] == EXPECTED_ERRORS
+        assert summary.reason_counts()["PHONE_TAKEN"] == 1
+        assert "row 2" in summary.errors[1].message  # the duplicate names the first row
+        written = list(csv.reader(io.StringIO(errors_csv)))
+        assert written[0] == ["row", "reason", "message"]
+        assert [(int(row), reason) for row, reason, _ in written[1:]] == EXPECTED_ERRORS
+        assert progress.getvalue().splitlines()[-1].startswith("import: 9/9 rows (100%)")
+
+        first = client.get(phone="13800000001")
+        assert (first.member.member_id, first.member.name) == (2, "张三")
+        assert first.member.gender == member_pb2.MALE
+        assert first.member.birthday == "1990-05-17"
+        assert list(first.member.tags) == ["vip", "老客户"]
+        assert dict(first.member.attributes) == {"skin": "dry"}
+        assert [card.card_no for card in first.cards] == ["E0000000002"]
+        third = client.get(card_no="CARD0003").member
+        assert (third.phone, third.gender, third.birthday) == (
+            "13800000003",
+            member_pb2.FEMALE,
+            "--05-17",
+        )
+        last = client.get(phone="13800000011").member
+        assert (last.member_id, last.gender, last.birthday) == (4, member_pb2.OTHER, "2000-01-02")
+        assert client.get(phone=EXISTING_PHONE).member.name == "老会员"
+        for phone in ("13800000007", "13800000008", "13800000009"):
+            assert member_or_none(client, phone=phone) is None
+        assert member_or_none(client, member_id=5) is None
+
+        again, errors_again = run_import(client, path)
+        assert (again.rows, again.imported, again.failed) == (9, 3, 6)
+        assert again.errors == summary.errors
+        assert errors_again == errors_csv
+        assert member_or_none(client, member_id=5) is None  # nothing registered twice
+
+
+def test_a_chosen_prefix_makes_the_request_ids(server: RunningServer, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "members.csv")
+    with server.channel() as channel:
+        client = Client(channel)
+        client.apply(import_config())
+
+        def once(prefix: str) -> ImportSummary:
+            return import_members(
+                client.members,
+                str(path),
+                metadata=client.metadata,
+                timeout_s=TIMEOUT_S,
+                request_prefix=prefix,
+                progress=None,
+            )
+
+        assert once("batch-1").imported == 4  # row 6's phone is free on this server
+        assert once("batch-1").imported == 4  # the same ids: the first answers
+        rerun = once("batch-2")  # new ids: every row is tried again, and is taken
+        assert rerun.imported == 0
+        assert rerun.reason_counts()["PHONE_TAKEN"] == 4
+
+
+def test_100k_rows(server: RunningServer, tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    with open(path, "w", encoding="utf-8", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["phone", "name", "gender", "tags"])
+        for index in range(BIG_ROWS):
+            writer.writerow([FIRST_BIG_PHONE + index, f"会员{index}", "女", "导入"])
+    with server.channel() as channel:
+        client = Client(channel)
+        client.apply(import_config())
+        started = time.monotonic()
+        summary, _ = run_import(client, path)
+        seconds = time.monotonic() - started
+        print(f"imported {summary.imported:,} rows in {seconds:.1f} s")  # seen with -s
+        assert (summary.rows, summary.imported, summary.failed) == (BIG_ROWS, BIG_ROWS, 0)
+        for index in (0, 4_321, BIG_ROWS - 1):
+            member = client.get(phone=str(FIRST_BIG_PHONE + index)).member
+            assert member.name == f"会员{index}"
+        assert client.get(member_id=BIG_ROWS).member.member_id == BIG_ROWS
+        assert member_or_none(client, member_id=BIG_ROWS + 1) is None
+
+
+# --- files that cannot be imported (nothing is sent: no server needed) ---------------
+
+
+def parse_error(path: Path) -> str:
+    with pytest.raises(ImportFileError) as caught:
+        import_members(None, str(path), metadata=(), timeout_s=1, progress=None)
+    return str(caught.value)
+
+
+def test_unknown_column_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "members.csv"
+    path.write_text("phone,name,余额\n13800000001,张三,100\n", encoding="utf-8")
+    assert "unknown column(s) 余额" in parse_error(path)
+
+
+def test_missing_required_column_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "members.csv"
+    path.write_text("手机号,卡号\n13800000001,C1\n", encoding="utf-8")
+    assert parse_error(path) == "the header has no name column"
+
+
+def test_empty_and_non_utf8_files_are_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("\n\n", encoding="utf-8")
+    assert "is empty" in parse_error(empty)
+    gbk = tmp_path / "gbk.csv"
+    gbk.write_bytes("手机,姓名\n13800000001,张三\n".encode("gbk"))
+    assert "not UTF-8" in parse_error(gbk)
+
+
+def test_too_many_rows_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(importer, "ROWS_MAX", 2)
+    path = tmp_path / "members.csv"
+    path.write_text("phone,name\n" + "13800000001,a\n" * 3, encoding="utf-8")
+    assert "more than 2 rows" in parse_error(path)
+
+
+def test_rows_refused_before_sending_are_never_sent(tmp_path: Path) -> None:
+    """A file whose every row fails in Python needs no server."""
+    path = tmp_path / "members.csv"
+    path.write_text("phone,name,gender\n13800000001,,\n13800000002,b,x\n", encoding="utf-8")
+    summary = import_members(None, str(path), metadata=(), timeout_s=1, progress=None)
+    assert summary.errors == [
+        RowError(2, "FIELD_MISSING", "name is empty"),
+        RowError(3, "GENDER_INVALID", "gender 'x' is not male, female, other, 男 or 女"),
+    ]
+    assert importer.format_summary(summary).startswith("imported 0 of 2 rows in ")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_is_one_line_kept_up_to_date() -> None:
+    terminal = Terminal()
+    meter = importer._Progress(terminal, 2_000)
+    meter.advance(1_000)
+    meter.advance(1_000)
+    meter.finish()
+    updates = terminal.getvalue().split("\r")[1:]
+    assert updates[0].startswith("import: 1,000/2,000 rows (50%), ")
+    assert updates[-1].startswith("import: 2,000/2,000 rows (100%), ")
+    assert updates[-1].endswith(" rows/s\n")
+    assert all("\n" not in update for update in updates[:-1])
+
+
+def test_progress_elsewhere_is_a_line_per_tenth() -> None:
+    stream = io.StringIO()
+    meter = importer._Progress(stream, 1_000)
+    for _ in range(40):
+        meter.advance(25)
+    meter.finish()
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" rows")[0] for line in lines] == [
+        f"import: {done:,}/1,000" for done in range(100, 1_001, 100)
+    ]
+
+
+def test_big_rows_close_a_chunk_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(importer, "CHUNK_BYTES_MAX", 10_000)
+    path = tmp_path / "members.csv"
+    address = "路" * 1_000  # 3,000 bytes of UTF-8
+    rows = "".join(f"1380000{index:04d},会员,{address}\n" for index in range(10))
+    path.write_text("phone,name,address\n" + rows, encoding="utf-8")
+    parsed = importer._parse_file(str(path), "p")
+    assert [chunk.row_numbers for chunk in parsed.chunks] == [
+        [2, 3, 4, 5], [6, 7, 8, 9], [10, 11],
+    ]  # fmt: skip
+    assert all(len(chunk.request) < 13_100 for chunk in parsed.chunks)
