@@ -8,12 +8,19 @@ bad config file); 3 the server could not be reached in time.
 Amounts are typed in yuan ("58.5") and converted to fen exactly, never through a float.
 `--json` prints machine-readable output: every money field twice, as integer fen under its
 proto name (`amount_due_fen`) and as exact yuan text without the suffix (`amount_due`).
+
+A card's PIN (会员密码) is never a command-line value, which would land in the shell's
+history and in `ps`: it is typed without echo when stdin is a terminal, else read from a
+line of stdin (`--pin-stdin`, `--old-pin-stdin`, `--new-pin-stdin`) or from the environment
+(`MMS_PIN`, `MMS_OLD_PIN`, `MMS_NEW_PIN`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import getpass
 import json
 import os
 import re
@@ -32,6 +39,8 @@ from engine.money import format_fen, format_fixed_point, parse_yuan
 from engine.proto import (
     admin_pb2,
     admin_pb2_grpc,
+    card_pb2,
+    card_pb2_grpc,
     common_pb2,
     config_pb2,
     config_pb2_grpc,
@@ -44,15 +53,28 @@ from engine.proto import (
 __all__ = [
     "Session",
     "UsageError",
+    "build_buy_package_request",
+    "build_card_action_request",
+    "build_change_pin_request",
     "build_checkout_request",
+    "build_follow_up_request",
+    "build_issue_card_request",
     "build_parser",
     "build_recharge_request",
+    "build_refund_package_request",
     "build_register_request",
+    "build_renew_card_request",
+    "build_replace_card_request",
+    "build_return_card_request",
+    "build_search_request",
     "build_tenders",
+    "build_update_member_request",
     "main",
     "member_ref",
     "message_to_json",
     "parse_args",
+    "read_pin",
+    "read_pin_change",
 ]
 
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -69,6 +91,16 @@ MEMBER_ID_MAX = 2**64 - 1
 POINTS_MAX = 2**63 - 1
 # Enough for any id or count a person types; longer input is a mistake.
 INTEGER_DIGITS_MAX = 20
+LOT_ID_MAX = 2**64 - 1
+USES_MAX = 2**31 - 1  # int32 in the proto
+PAGE_SIZE_MAX = 2**31 - 1  # the server sets the real bound
+PIN_ENVIRONMENT_VARIABLE = "MMS_PIN"
+OLD_PIN_ENVIRONMENT_VARIABLE = "MMS_OLD_PIN"
+NEW_PIN_ENVIRONMENT_VARIABLE = "MMS_NEW_PIN"
+# Failed rows of an import shown at most; --errors FILE gets them all.
+ERRORS_SHOWN_MAX = 100
+# A PIN is six digits; a longer line on stdin is a mistake, not a PIN.
+PIN_LINE_CHARS_MAX = 64
 
 EXIT_OK = 0
 EXIT_DOMAIN_ERROR = 1
@@ -107,6 +139,69 @@ _METHOD_LABELS = {
     common_pb2.BANK_CARD: "bank card 银行卡",
     common_pb2.SCAN_PAY: "scan pay 扫码",
 }
+# Refunds leave the till (退卡) or go back onto the card's principal (退次 only).
+_REFUND_METHODS = {"balance": common_pb2.STORED_VALUE, **_METHODS}
+_GENDERS = {"female": member_pb2.FEMALE, "male": member_pb2.MALE, "other": member_pb2.OTHER}
+_GENDER_LABELS = {
+    member_pb2.FEMALE: "female 女",
+    member_pb2.MALE: "male 男",
+    member_pb2.OTHER: "other 其他",
+}
+_CARD_STATUS_LABELS = {
+    card_pb2.CARD_STATUS_UNSPECIFIED: "-",
+    card_pb2.INACTIVE: "inactive 未激活",
+    card_pb2.ACTIVE: "active 正常",
+    card_pb2.LOST: "lost 挂失",
+    card_pb2.FROZEN: "frozen 冻结",
+    card_pb2.LOCKED: "locked 锁定",
+    card_pb2.EXPIRED: "expired 过期",
+    card_pb2.CLOSED: "closed 已退卡",
+    card_pb2.REPLACED: "replaced 已换卡",
+}
+# `mms card ACTION CARD`: the action, the command's help and the title of its answer.
+_CARD_ACTIONS = {
+    "activate": (card_pb2.ACTIVATE, "activate a sold card 激活", "Card activated 激活"),
+    "loss": (card_pb2.REPORT_LOSS, "report a card lost 挂失", "Card reported lost 挂失"),
+    "unloss": (card_pb2.CANCEL_LOSS, "cancel a loss report 解挂", "Loss cancelled 解挂"),
+    "freeze": (card_pb2.FREEZE, "freeze a card 冻结", "Card frozen 冻结"),
+    "unfreeze": (card_pb2.UNFREEZE, "unfreeze a card 解冻", "Card unfrozen 解冻"),
+    "unlock": (card_pb2.UNLOCK, "unlock a card locked by wrong PINs 解锁", "Card unlocked 解锁"),
+    "expire": (card_pb2.EXPIRE, "expire a card past its date 过期", "Card expired 过期"),
+    "default": (
+        card_pb2.SET_DEFAULT,
+        "make it the member's default card 设为默认卡",
+        "Default card set 默认卡",
+    ),
+}
+# Card events (CardEvent.action) and history entries (HistoryItem.kind) in Chinese.
+_ACTION_LABELS = {
+    "ISSUE": "售卡",
+    "ACTIVATE": "激活",
+    "REPORT_LOSS": "挂失",
+    "CANCEL_LOSS": "解挂",
+    "FREEZE": "冻结",
+    "UNFREEZE": "解冻",
+    "LOCK": "锁定",
+    "UNLOCK": "解锁",
+    "EXPIRE": "过期",
+    "SET_DEFAULT": "默认卡",
+    "CHANGE_PIN": "修改密码",
+    "REPLACE": "换卡",
+    "RELINK": "主卡换卡",
+    "RETURN": "退卡",
+    "RENEW": "续卡",
+    "BUY_PACKAGE": "充次",
+    "REFUND_PACKAGE": "退次",
+    "RECHARGE": "充值",
+    "CHECKOUT": "消费",
+    "CARD_ISSUE": "售卡",
+    "CARD_REPLACE": "换卡",
+    "CARD_RETURN": "退卡",
+    "CARD_RENEW": "续卡",
+    "ANNUAL_FEE": "年费",
+    "PACKAGE_PURCHASE": "充次",
+    "PACKAGE_REFUND": "退次",
+}
 _DIGITS = re.compile(r"[0-9]+", re.ASCII)
 
 
@@ -117,12 +212,17 @@ class UsageError(Exception):
 # --- argument types -------------------------------------------------------------------
 
 
-def _positive_yuan(text: str) -> int:
-    """An amount typed in yuan, as fen; zero is refused."""
+def _yuan(text: str) -> int:
+    """An amount typed in yuan, as fen; zero allowed."""
     try:
-        fen = parse_yuan(text)
+        return parse_yuan(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _positive_yuan(text: str) -> int:
+    """An amount typed in yuan, as fen; zero is refused."""
+    fen = _yuan(text)
     if fen == 0:
         raise argparse.ArgumentTypeError(f"amount {text!r} must be more than zero")
     return fen
@@ -167,6 +267,40 @@ def _non_empty(text: str) -> str:
     return text.strip()
 
 
+def _lot_id(text: str) -> int:
+    return _whole_number(text, "lot id", 1, LOT_ID_MAX)
+
+
+def _page_size(text: str) -> int:
+    return _whole_number(text, "page size", 1, PAGE_SIZE_MAX)
+
+
+def _pair(text: str, shape: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not {shape}")
+    return key.strip(), value.strip()
+
+
+def _count_use(text: str) -> tuple[str, int]:
+    """`ITEM=N`: N uses of a count-card item (次卡消费)."""
+    item, uses = _pair(text, "ITEM=N")
+    return item, _whole_number(uses, "uses", 1, USES_MAX)
+
+
+def _attribute(text: str) -> tuple[str, str]:
+    """`CODE=VALUE`: a custom attribute (自定义属性); the server checks it against its type."""
+    return _pair(text, "CODE=VALUE")
+
+
+_LIST_SEPARATORS = re.compile(r"[,，]")
+
+
+def _text_list(text: str) -> list[str]:
+    """A list typed with commas (ASCII or full-width); "" is the empty list."""
+    return [item.strip() for item in _LIST_SEPARATORS.split(text) if item.strip()]
+
+
 # --- the parser -----------------------------------------------------------------------
 
 _DESCRIPTION = """\
@@ -178,7 +312,10 @@ Amounts are yuan (元) as typed at the till: 100, 58.5, 0.01."""
 _EPILOG = """\
 exit codes: 0 done; 1 refused by the server (e.g. insufficient balance 余额不足);
 2 usage error (bad option or amount); 3 server not reachable in time.
-A mutating command can be retried safely with the same --request-id."""
+A mutating command can be retried safely with the same --request-id.
+PINs 密码 are never option values: typed without echo on a terminal, else one line of
+stdin each (--pin-stdin; --old-pin-stdin then --new-pin-stdin) or $MMS_PIN,
+$MMS_OLD_PIN, $MMS_NEW_PIN."""
 
 
 def _client_options(*, top_level: bool) -> argparse.ArgumentParser:
@@ -248,6 +385,9 @@ def _add_member_selector(parser: argparse.ArgumentParser, *, required: bool) -> 
         help="member card number 卡号",
     )
     group.add_argument("--id", dest="member_id", metavar="ID", type=_member_id, help="member id")
+    group.add_argument(
+        "--qr", metavar="PAYLOAD", type=_non_empty, help="scanned member QR code 会员码 (MMS:...)"
+    )
 
 
 def _add_store_option(parser: argparse.ArgumentParser) -> None:
@@ -256,6 +396,81 @@ def _add_store_option(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         default="",
         help="store code 门店 (default: the first store)",
+    )
+
+
+def _add_staff_option(parser: argparse.ArgumentParser, help_text: str = "staff code 员工") -> None:
+    parser.add_argument("--staff", metavar="S", default="", help=help_text)
+
+
+def _add_card_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("card_no", metavar="CARD", type=_non_empty, help="card number 卡号")
+
+
+def _add_ref_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ref", metavar="EXT", default="", help="bank / scan-pay reference")
+
+
+def _add_fee_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """--pay and --ref of a card fee, and --store and --staff of who took it."""
+    parser.add_argument(
+        "--pay",
+        choices=list(_METHODS),
+        default="cash",
+        help=f"how the {what} is paid (default cash; nothing is taken when it is 0)",
+    )
+    _add_ref_option(parser)
+    _add_store_option(parser)
+    _add_staff_option(parser)
+
+
+def _add_pin_options(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help=f"{help_text}; typed without echo on a terminal, else ${PIN_ENVIRONMENT_VARIABLE}; "
+        "never an option value",
+    )
+    parser.add_argument(
+        "--pin-stdin", action="store_true", help="read the PIN from a line of stdin (implies --pin)"
+    )
+
+
+def _add_page_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--page-size", metavar="N", type=_page_size, default=0, help="rows per page (default 20)"
+    )
+    parser.add_argument(
+        "--page-token", metavar="T", default="", help="the next page, as the last page said"
+    )
+
+
+def _add_profile_options(parser: argparse.ArgumentParser) -> None:
+    """Profile fields 会员资料; an option left out is not sent."""
+    parser.add_argument("--gender", choices=list(_GENDERS), help="性别")
+    parser.add_argument(
+        "--birthday",
+        metavar="DATE",
+        help="生日 YYYY-MM-DD, or --MM-DD without the year (write --birthday=--MM-DD)",
+    )
+    parser.add_argument("--anniversary", metavar="DATE", help="纪念日 YYYY-MM-DD")
+    parser.add_argument("--address", metavar="TEXT", help="地址")
+    parser.add_argument("--occupation", metavar="TEXT", help="职业")
+    for name, label in (("interests", "兴趣"), ("groups", "分组"), ("tags", "标签")):
+        parser.add_argument(
+            f"--{name}",
+            metavar="A,B",
+            type=_text_list,
+            help=f'{label}, comma-separated; "" clears',
+        )
+    parser.add_argument(
+        "--attr",
+        dest="attributes",
+        metavar="CODE=VALUE",
+        type=_attribute,
+        action="append",
+        help="custom attribute 自定义属性, repeatable; the member's attributes become "
+        "exactly those given",
     )
 
 
@@ -280,6 +495,13 @@ class _Commands:
         )
         parser.set_defaults(handler=handler, command_parser=parser)
         return parser
+
+    def group(self, name: str, help_text: str) -> _Commands:
+        """A command with commands of its own, such as `mms card`."""
+        parser = self.subparsers.add_parser(name, help=help_text, description=help_text)
+        dest = name.replace("-", "_") + "_command"
+        subparsers = parser.add_subparsers(dest=dest, metavar="COMMAND", required=True)
+        return _Commands(subparsers, self.parents)
 
 
 def _add_serve(subparsers: Any) -> None:
@@ -318,24 +540,16 @@ def _add_serve(subparsers: Any) -> None:
     )
 
 
-def _add_config(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
-    group = subparsers.add_parser("config", help="merchant setup 商户配置")
-    commands = _Commands(
-        group.add_subparsers(dest="config_command", metavar="COMMAND", required=True),
-        parents,
-    )
+def _add_config(top: _Commands) -> None:
+    commands = top.group("config", "merchant setup 商户配置")
     apply = commands.add("apply", _config_apply, "apply a TOML config file 应用配置", mutating=True)
     apply.add_argument("file", metavar="FILE", help="config file, see examples/merchant.toml")
     show = commands.add("show", _config_show, "show the merchant's config 查看配置")
     show.add_argument("--toml", action="store_true", help="print as a TOML config file")
 
 
-def _add_member(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
-    group = subparsers.add_parser("member", help="members 会员")
-    commands = _Commands(
-        group.add_subparsers(dest="member_command", metavar="COMMAND", required=True),
-        parents,
-    )
+def _add_member(top: _Commands) -> None:
+    commands = top.group("member", "members 会员")
     register = commands.add(
         "register", _member_register, "register a member 会员注册", mutating=True
     )
@@ -344,9 +558,187 @@ def _add_member(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
     register.add_argument(
         "--card", dest="card_no", metavar="C", default="", help="card number 卡号"
     )
+    register.add_argument(
+        "--card-type", metavar="T", default="", help="card type 卡类型 (default: the config's)"
+    )
+    register.add_argument(
+        "--referrer-phone", metavar="P", type=_non_empty, help="who referred them 推荐人"
+    )
+    _add_profile_options(register)
     _add_store_option(register)
-    show = commands.add("show", _member_show, "show a member and balances 会员查询")
+    _add_staff_option(register, "registering staff code 登记员工")
+    show = commands.add("show", _member_show, "show a member, cards and balances 会员查询")
     _add_member_selector(show, required=True)
+    update = commands.add("update", _member_update, "change a profile 修改资料", mutating=True)
+    _add_member_selector(update, required=True)
+    update.add_argument("--name", metavar="N", type=_non_empty, help="new name 姓名")
+    update.add_argument("--new-phone", metavar="P", type=_non_empty, help="new mobile 手机号")
+    _add_profile_options(update)
+    _add_staff_option(update, "who made the change 操作员工")
+    _add_member_lists(commands)
+    _add_follow_up(commands)
+    imports = commands.add("import", _member_import, "register members from a file 批量导入")
+    imports.add_argument("file", metavar="FILE", help="CSV (UTF-8) or XLSX, a header row first")
+    imports.add_argument(
+        "--errors", metavar="FILE", help="write every row that failed, with why, as CSV"
+    )
+    imports.add_argument(
+        "--request-id",
+        metavar="R",
+        type=_non_empty,
+        help="prefix of the request ids of the file's chunks (default: made from the file's "
+        "contents, so importing the same file again registers nobody twice)",
+    )
+    imports.set_defaults(mutating=True, fresh_request_id=False)
+
+
+def _add_member_lists(commands: _Commands) -> None:
+    search = commands.add("search", _member_search, "find members by name or phone 会员搜索")
+    key = search.add_mutually_exclusive_group(required=True)
+    key.add_argument(
+        "--name", dest="name_prefix", metavar="PREFIX", type=_non_empty, help="start of the name"
+    )
+    key.add_argument(
+        "--phone-prefix", metavar="DIGITS", type=_non_empty, help="first 3 or more digits"
+    )
+    _add_page_options(search)
+    history = commands.add(
+        "history", _member_history, "spending and recharges, newest first 消费历史"
+    )
+    _add_member_selector(history, required=True)
+    _add_page_options(history)
+    changes = commands.add("changes", _member_changes, "profile changes, newest first 资料变更记录")
+    _add_member_selector(changes, required=True)
+    _add_page_options(changes)
+
+
+def _add_follow_up(member: _Commands) -> None:
+    commands = member.group("follow-up", "follow-up records 回访记录")
+    add = commands.add("add", _follow_up_add, "record a follow-up 添加回访", mutating=True)
+    _add_member_selector(add, required=True)
+    add.add_argument("--text", metavar="T", type=_non_empty, required=True, help="内容")
+    _add_staff_option(add)
+    listing = commands.add("list", _follow_up_list, "a member's follow-ups 回访记录")
+    _add_member_selector(listing, required=True)
+    _add_page_options(listing)
+
+
+def _add_card(top: _Commands) -> None:
+    commands = top.group("card", "member cards and their lifecycle 会员卡")
+    issue = commands.add("issue", _card_issue, "sell a card to a member 售卡", mutating=True)
+    _add_member_selector(issue, required=True)
+    issue.add_argument(
+        "--number", dest="new_card_no", metavar="NEW", type=_non_empty, required=True,
+        help="number of the card sold 卡号",
+    )  # fmt: skip
+    issue.add_argument(
+        "--type", dest="card_type", metavar="T", type=_non_empty, required=True, help="卡类型"
+    )
+    issue.add_argument("--activate", action="store_true", help="activate at once 立即激活")
+    issue.add_argument(
+        "--primary", dest="primary_card_no", metavar="CARD", type=_non_empty,
+        help="make it a subsidiary card 附属卡 paying from CARD",
+    )  # fmt: skip
+    issue.add_argument(
+        "--limit", metavar="YUAN", type=_positive_yuan, help="most a subsidiary spends 限额"
+    )
+    _add_pin_options(issue, "give the card a PIN 设置密码 (typed twice)")
+    _add_fee_options(issue, "card fee 工本费")
+    show = commands.add("show", _card_show, "a card, what it holds and its state 查询卡")
+    _add_card_argument(show)
+    events = commands.add("events", _card_events, "a card's operations 卡操作记录")
+    _add_card_argument(events)
+    _add_page_options(events)
+    for name, (_action, help_text, _title) in _CARD_ACTIONS.items():
+        parser = commands.add(name, _card_action, help_text, mutating=True)
+        _add_card_argument(parser)
+        parser.add_argument("--note", metavar="TEXT", default="", help="why 备注")
+        _add_staff_option(parser)
+        parser.set_defaults(card_action=name)
+    _add_card_pin(commands)
+    _add_card_fees(commands)
+
+
+def _add_card_pin(commands: _Commands) -> None:
+    parser = commands.add("pin", _card_pin, "change a card's PIN 修改密码", mutating=True)
+    _add_card_argument(parser)
+    parser.add_argument(
+        "--old-pin-stdin",
+        action="store_true",
+        help=f"read the current PIN from a line of stdin, else ${OLD_PIN_ENVIRONMENT_VARIABLE} "
+        "(empty: the card has none yet)",
+    )
+    parser.add_argument(
+        "--new-pin-stdin",
+        action="store_true",
+        help=f"read the new PIN from a line of stdin (after the current one), "
+        f"else ${NEW_PIN_ENVIRONMENT_VARIABLE}",
+    )
+    _add_staff_option(parser)
+
+
+def _add_card_fees(commands: _Commands) -> None:
+    replace = commands.add(
+        "replace", _card_replace, "move all of a card to a new number 换卡/补卡", mutating=True
+    )
+    _add_card_argument(replace)
+    replace.add_argument(
+        "--new-number", dest="new_card_no", metavar="N", type=_non_empty, required=True,
+        help="the new card's number 新卡号",
+    )  # fmt: skip
+    _add_fee_options(replace, "replacement fee 补卡费")
+    returned = commands.add(
+        "return", _card_return, "refund the principal less the fee, close the card 退卡",
+        mutating=True,
+    )  # fmt: skip
+    _add_card_argument(returned)
+    returned.add_argument("--refund", choices=list(_METHODS), required=True, help="paid out by")
+    _add_store_option(returned)
+    _add_staff_option(returned)
+    renew = commands.add("renew", _card_renew, "renew a timed card 续卡", mutating=True)
+    _add_card_argument(renew)
+    renew.add_argument(
+        "--price", metavar="YUAN", type=_positive_yuan, required=True, help="续卡价格"
+    )
+    _add_fee_options(renew, "renewal")
+    annual = commands.add(
+        "annual-fee", _card_annual_fee, "charge the annual fee when due 年费", mutating=True
+    )
+    _add_card_argument(annual)
+
+
+def _add_package(top: _Commands) -> None:
+    commands = top.group("package", "count-card packages 次卡套餐")
+    buy = commands.add("buy", _package_buy, "buy a package onto a card 充次", mutating=True)
+    _add_card_argument(buy)
+    buy.add_argument(
+        "--package", dest="package_code", metavar="CODE", type=_non_empty, required=True,
+        help="package code 套餐",
+    )  # fmt: skip
+    buy.add_argument(
+        "--pay",
+        choices=list(_PAY_TENDERS),
+        default="balance",
+        help="balance: the card's stored value 储值 (default); balance+cash: cash for the rest",
+    )
+    _add_pin_options(buy, "the card's PIN 会员密码, when stored value pays")
+    _add_ref_option(buy)
+    _add_store_option(buy)
+    _add_staff_option(buy)
+    refund = commands.add("refund", _package_refund, "refund unused uses 退次", mutating=True)
+    _add_card_argument(refund)
+    refund.add_argument(
+        "--lot", dest="lot_id", metavar="ID", type=_lot_id, required=True,
+        help="the package lot 套餐, as `mms card show` lists it",
+    )  # fmt: skip
+    refund.add_argument(
+        "--refund",
+        choices=list(_REFUND_METHODS),
+        required=True,
+        help="balance: back onto the card's principal 退回本金; else paid out",
+    )
+    _add_store_option(refund)
+    _add_staff_option(refund)
 
 
 def _add_recharge(commands: _Commands) -> None:
@@ -365,7 +757,7 @@ def _add_recharge(commands: _Commands) -> None:
         default="cash",
         help="how it is paid (default cash)",
     )
-    parser.add_argument("--ref", metavar="EXT", default="", help="bank / scan-pay reference")
+    _add_ref_option(parser)
     _add_store_option(parser)
 
 
@@ -380,9 +772,9 @@ def _add_checkout(commands: _Commands) -> None:
     parser.add_argument(
         "--amount",
         metavar="YUAN",
-        type=_positive_yuan,
+        type=_yuan,
         required=True,
-        help="list price 原价",
+        help="list price 原价 (0 only with --use)",
     )
     parser.add_argument(
         "--pay",
@@ -403,16 +795,22 @@ def _add_checkout(commands: _Commands) -> None:
         default=0,
         help="points to redeem 积分抵现",
     )
-    parser.add_argument("--ref", metavar="EXT", default="", help="bank / scan-pay reference")
-    _add_store_option(parser)
-
-
-def _add_db(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
-    group = subparsers.add_parser("db", help="backup and audit of the data 数据")
-    commands = _Commands(
-        group.add_subparsers(dest="db_command", metavar="COMMAND", required=True),
-        parents,
+    parser.add_argument(
+        "--use",
+        dest="uses",
+        metavar="ITEM=N",
+        type=_count_use,
+        action="append",
+        help="count-card uses 次卡消费, repeatable",
     )
+    _add_pin_options(parser, "the card's PIN 会员密码, when its type asks for one")
+    _add_ref_option(parser)
+    _add_store_option(parser)
+    _add_staff_option(parser)
+
+
+def _add_db(top: _Commands) -> None:
+    commands = top.group("db", "backup and audit of the data 数据")
     backup = commands.add("backup", _db_backup, "hot backup of the server's data 备份")
     backup.add_argument(
         "dest", metavar="DEST", help="empty or new directory on the server's machine"
@@ -431,26 +829,30 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[_client_options(top_level=True)],
     )
-    parser.set_defaults(mutating=False, request_id=None, default_timeout_s=CALL_TIMEOUT_S)
+    parser.set_defaults(
+        mutating=False, request_id=None, fresh_request_id=True, default_timeout_s=CALL_TIMEOUT_S
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    parents = [_client_options(top_level=False)]
+    commands = _Commands(subparsers, [_client_options(top_level=False)])
     _add_serve(subparsers)
-    _add_config(subparsers, parents)
-    _add_member(subparsers, parents)
-    commands = _Commands(subparsers, parents)
+    _add_config(commands)
+    _add_member(commands)
+    _add_card(commands)
+    _add_package(commands)
     _add_recharge(commands)
     _add_checkout(commands)
-    _add_db(subparsers, parents)
+    _add_db(commands)
     return parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parses a command line; a mutating command without --request-id gets a fresh one.
+    """Parses a command line; a mutating command without --request-id gets a fresh one
+    (but for `member import`, whose ids come from the file).
 
     Raises SystemExit on a usage error, as argparse does.
     """
     args = build_parser().parse_args(argv)
-    if args.mutating and args.request_id is None:
+    if args.mutating and args.request_id is None and args.fresh_request_id:
         args.request_id = uuid.uuid4().hex
     return args
 
@@ -459,25 +861,102 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def member_ref(args: argparse.Namespace) -> common_pb2.MemberRef | None:
-    """The member named by --phone, --card or --id; None when none was given."""
+    """The member named by --phone, --card, --id or --qr; None when none was given."""
     if args.member_id is not None:
         return common_pb2.MemberRef(member_id=args.member_id)
     if args.phone is not None:
         return common_pb2.MemberRef(phone=args.phone)
     if args.card_no is not None:
         return common_pb2.MemberRef(card_no=args.card_no)
+    if args.qr is not None:
+        return common_pb2.MemberRef(qr=args.qr)
     return None
+
+
+def _attributes(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    attributes: dict[str, str] = {}
+    for code, value in pairs:
+        if code in attributes:
+            raise UsageError(f"--attr {code} is given twice")
+        attributes[code] = value
+    return attributes
+
+
+def _profile(args: argparse.Namespace) -> tuple[member_pb2.Profile, list[str]]:
+    """The profile fields the options give, and their names (UpdateMemberRequest.fields)."""
+    profile = member_pb2.Profile()
+    names = []
+    if args.gender is not None:
+        profile.gender = _GENDERS[args.gender]
+        names.append("gender")
+    for name in ("birthday", "anniversary", "address", "occupation"):
+        if getattr(args, name) is not None:
+            setattr(profile, name, getattr(args, name))
+            names.append(name)
+    for name in ("interests", "groups", "tags"):
+        if getattr(args, name) is not None:
+            getattr(profile, name).extend(getattr(args, name))
+            names.append(name)
+    if args.attributes is not None:
+        profile.attributes.update(_attributes(args.attributes))
+        names.append("attributes")
+    return profile, names
 
 
 def build_register_request(
     args: argparse.Namespace,
 ) -> member_pb2.RegisterMemberRequest:
+    profile, names = _profile(args)
+    referrer = None
+    if args.referrer_phone is not None:
+        referrer = common_pb2.MemberRef(phone=args.referrer_phone)
     return member_pb2.RegisterMemberRequest(
         request_id=args.request_id,
         phone=args.phone,
         name=args.name,
         card_no=args.card_no,
         store_code=args.store,
+        profile=profile if names else None,
+        referrer=referrer,
+        staff_code=args.staff,
+        card_type=args.card_type,
+    )
+
+
+def build_update_member_request(args: argparse.Namespace) -> member_pb2.UpdateMemberRequest:
+    """Sends exactly the fields given; raises UsageError when none is."""
+    profile, names = _profile(args)
+    request = member_pb2.UpdateMemberRequest(
+        request_id=args.request_id,
+        member=member_ref(args),
+        profile=profile,
+        staff_code=args.staff,
+    )
+    identity = []
+    if args.name is not None:
+        request.name = args.name
+        identity.append("name")
+    if args.new_phone is not None:
+        request.phone = args.new_phone
+        identity.append("phone")
+    if not identity + names:
+        raise UsageError("nothing to change: give --name, --new-phone or a profile option")
+    request.fields.extend(identity + names)
+    return request
+
+
+def build_search_request(args: argparse.Namespace) -> member_pb2.SearchMembersRequest:
+    return member_pb2.SearchMembersRequest(
+        name_prefix=args.name_prefix or "",
+        phone_prefix=args.phone_prefix or "",
+        page_size=args.page_size,
+        page_token=args.page_token,
+    )
+
+
+def build_follow_up_request(args: argparse.Namespace) -> member_pb2.AddFollowUpRequest:
+    return member_pb2.AddFollowUpRequest(
+        request_id=args.request_id, member=member_ref(args), staff_code=args.staff, text=args.text
     )
 
 
@@ -507,25 +986,47 @@ def build_tenders(
     return tenders
 
 
+def _check_ref(pay: str, ref: str) -> None:
+    if ref and not {common_pb2.BANK_CARD, common_pb2.SCAN_PAY} & set(_PAY_TENDERS[pay]):
+        raise UsageError("--ref is for --pay bank_card or scan_pay")
+
+
 def _checkout_pay(args: argparse.Namespace, has_member: bool) -> str:
     """The --pay choice, defaulted and checked against the other options."""
     pay = args.pay or ("balance" if has_member else "cash")
     methods = _PAY_TENDERS[pay]
     if common_pb2.STORED_VALUE in methods and not has_member:
-        raise UsageError(f"--pay {pay} needs a member: give --phone, --card or --id")
+        raise UsageError(f"--pay {pay} needs a member: give --phone, --card, --id or --qr")
     if args.cash_received is not None and common_pb2.CASH not in methods:
         raise UsageError(f"--cash-received needs cash in --pay, not {pay!r}")
-    if args.ref and not {common_pb2.BANK_CARD, common_pb2.SCAN_PAY} & set(methods):
-        raise UsageError("--ref is for --pay bank_card or scan_pay")
+    _check_ref(pay, args.ref)
     if args.points and not has_member:
         raise UsageError("--points needs a member: a walk-in customer has no points")
     return pay
 
 
+def _checkout_uses(args: argparse.Namespace, has_member: bool) -> list[transaction_pb2.CountUse]:
+    """The --use options, checked against the amount and the member."""
+    if args.amount == 0 and not args.uses:
+        raise UsageError("argument --amount: must be more than zero, or 0 with --use")
+    if (args.uses or args.pin or args.pin_stdin) and not has_member:
+        raise UsageError(
+            "--use and --pin need the member's card: give --card, --phone, --id or --qr"
+        )
+    uses: dict[str, int] = {}
+    for item, count in args.uses or []:
+        if item in uses:
+            raise UsageError(f"--use {item} is given twice")
+        uses[item] = count
+    return [transaction_pb2.CountUse(item_code=item, uses=count) for item, count in uses.items()]
+
+
 def build_checkout_request(args: argparse.Namespace) -> transaction_pb2.CheckoutRequest:
-    """The CheckoutRequest of `mms checkout`; raises UsageError for options that clash."""
+    """The CheckoutRequest of `mms checkout` without its PIN (see `read_pin`); raises
+    UsageError for options that clash."""
     member = member_ref(args)
     pay = _checkout_pay(args, member is not None)
+    uses = _checkout_uses(args, member is not None)
     tenders = build_tenders(pay, cash_received_fen=args.cash_received, external_ref=args.ref)
     return transaction_pb2.CheckoutRequest(
         request_id=args.request_id,
@@ -534,7 +1035,178 @@ def build_checkout_request(args: argparse.Namespace) -> transaction_pb2.Checkout
         points_to_redeem=args.points,
         tenders=tenders,
         store_code=args.store,
+        uses=uses,
+        staff_code=args.staff,
     )
+
+
+def _fee_tenders(args: argparse.Namespace) -> list[common_pb2.Tender]:
+    _check_ref(args.pay, args.ref)
+    return build_tenders(args.pay, external_ref=args.ref)
+
+
+def build_issue_card_request(args: argparse.Namespace) -> card_pb2.IssueCardRequest:
+    """The IssueCardRequest of `mms card issue` without its PIN (see `read_pin`)."""
+    if args.limit is not None and args.primary_card_no is None:
+        raise UsageError("--limit is for a subsidiary card: give --primary")
+    return card_pb2.IssueCardRequest(
+        request_id=args.request_id,
+        member=member_ref(args),
+        card_no=args.new_card_no,
+        card_type=args.card_type,
+        store_code=args.store,
+        tenders=_fee_tenders(args),
+        activate=args.activate,
+        primary_card_no=args.primary_card_no or "",
+        spending_limit_fen=args.limit or 0,
+        staff_code=args.staff,
+    )
+
+
+def build_card_action_request(args: argparse.Namespace) -> card_pb2.CardActionRequest:
+    action, _help, _title = _CARD_ACTIONS[args.card_action]
+    return card_pb2.CardActionRequest(
+        request_id=args.request_id,
+        card_no=args.card_no,
+        action=action,
+        note=args.note,
+        staff_code=args.staff,
+    )
+
+
+def build_change_pin_request(
+    args: argparse.Namespace, *, old_pin: str, new_pin: str
+) -> card_pb2.ChangePinRequest:
+    return card_pb2.ChangePinRequest(
+        request_id=args.request_id,
+        card_no=args.card_no,
+        old_pin=old_pin,
+        new_pin=new_pin,
+        staff_code=args.staff,
+    )
+
+
+def build_replace_card_request(args: argparse.Namespace) -> card_pb2.ReplaceCardRequest:
+    return card_pb2.ReplaceCardRequest(
+        request_id=args.request_id,
+        card_no=args.card_no,
+        new_card_no=args.new_card_no,
+        tenders=_fee_tenders(args),
+        store_code=args.store,
+        staff_code=args.staff,
+    )
+
+
+def build_return_card_request(args: argparse.Namespace) -> card_pb2.ReturnCardRequest:
+    return card_pb2.ReturnCardRequest(
+        request_id=args.request_id,
+        card_no=args.card_no,
+        refund_method=_METHODS[args.refund],
+        store_code=args.store,
+        staff_code=args.staff,
+    )
+
+
+def build_renew_card_request(args: argparse.Namespace) -> card_pb2.RenewCardRequest:
+    return card_pb2.RenewCardRequest(
+        request_id=args.request_id,
+        card_no=args.card_no,
+        price_fen=args.price,
+        tenders=_fee_tenders(args),
+        store_code=args.store,
+        staff_code=args.staff,
+    )
+
+
+def build_buy_package_request(args: argparse.Namespace) -> card_pb2.BuyPackageRequest:
+    """The BuyPackageRequest of `mms package buy` without its PIN (see `read_pin`)."""
+    _check_ref(args.pay, args.ref)
+    return card_pb2.BuyPackageRequest(
+        request_id=args.request_id,
+        card_no=args.card_no,
+        package_code=args.package_code,
+        tenders=build_tenders(args.pay, external_ref=args.ref),
+        store_code=args.store,
+        staff_code=args.staff,
+    )
+
+
+def build_refund_package_request(args: argparse.Namespace) -> card_pb2.RefundPackageRequest:
+    return card_pb2.RefundPackageRequest(
+        request_id=args.request_id,
+        card_no=args.card_no,
+        lot_id=args.lot_id,
+        refund_method=_REFUND_METHODS[args.refund],
+        store_code=args.store,
+        staff_code=args.staff,
+    )
+
+
+# --- PINs -----------------------------------------------------------------------------
+
+
+def _stdin_line(what: str) -> str:
+    if sys.stdin.isatty():
+        raise UsageError(f"{what}: stdin is a terminal; leave out the -stdin option to be asked")
+    line = sys.stdin.readline(PIN_LINE_CHARS_MAX + 2)
+    if not line:
+        raise UsageError(f"{what}: stdin ended before its line")
+    secret = line.rstrip("\r\n")
+    if len(secret) > PIN_LINE_CHARS_MAX:
+        raise UsageError(f"{what}: the line on stdin is too long")
+    return secret
+
+
+def _secret(what: str, variable: str, stdin_option: str, *, from_stdin: bool, confirm: bool) -> str:
+    """A PIN typed without echo when stdin is a terminal, else a line of stdin when
+    `from_stdin`, else $`variable`. Never an option value: argv lands in shell history."""
+    if from_stdin:
+        return _stdin_line(what)
+    if sys.stdin.isatty():
+        try:
+            secret = getpass.getpass(f"{what}: ")
+            if confirm and getpass.getpass(f"{what} again 再输一次: ") != secret:
+                raise UsageError(f"{what}: the two typed differ")
+        except EOFError:
+            raise UsageError(f"{what}: nothing was typed") from None
+        return secret
+    if variable in os.environ:
+        return os.environ[variable]
+    raise UsageError(f"{what}: no terminal to type it on; give {stdin_option} or ${variable}")
+
+
+def read_pin(args: argparse.Namespace, *, confirm: bool = False) -> str:
+    """The PIN --pin or --pin-stdin asks for; "" without them. `confirm`: a new PIN, typed
+    twice on a terminal."""
+    if not (args.pin or args.pin_stdin):
+        return ""
+    return _secret(
+        "PIN 密码",
+        PIN_ENVIRONMENT_VARIABLE,
+        "--pin-stdin",
+        from_stdin=args.pin_stdin,
+        confirm=confirm,
+    )
+
+
+def read_pin_change(args: argparse.Namespace) -> tuple[str, str]:
+    """The current PIN ("" when the card has none) and the new one of `mms card pin`; from
+    stdin the current one's line comes first."""
+    old_pin = _secret(
+        "current PIN 原密码 (none: empty)",
+        OLD_PIN_ENVIRONMENT_VARIABLE,
+        "--old-pin-stdin",
+        from_stdin=args.old_pin_stdin,
+        confirm=False,
+    )
+    new_pin = _secret(
+        "new PIN 新密码",
+        NEW_PIN_ENVIRONMENT_VARIABLE,
+        "--new-pin-stdin",
+        from_stdin=args.new_pin_stdin,
+        confirm=True,
+    )
+    return old_pin, new_pin
 
 
 # --- the connection -------------------------------------------------------------------
@@ -549,17 +1221,25 @@ class Session:
         self.timeout_s = timeout_s
         self._channel: grpc.Channel | None = None
 
-    def call(self, stub_class: type, method: str, request: Message) -> Any:
-        """Calls `method` of the service, with the deadline and the merchant metadata."""
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """What every call sends: the merchant."""
+        return ((MERCHANT_METADATA_KEY, self.merchant),)
+
+    def stub(self, stub_class: type) -> Any:
+        """A stub of the service on the session's channel."""
         if self._channel is None:
             options = [
                 ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
                 ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
             ]
             self._channel = grpc.insecure_channel(self.server, options=options)
-        rpc = getattr(stub_class(self._channel), method)
-        metadata = ((MERCHANT_METADATA_KEY, self.merchant),)
-        return rpc(request, timeout=self.timeout_s, metadata=metadata)
+        return stub_class(self._channel)
+
+    def call(self, stub_class: type, method: str, request: Message) -> Any:
+        """Calls `method` of the service, with the deadline and the merchant metadata."""
+        rpc = getattr(self.stub(stub_class), method)
+        return rpc(request, timeout=self.timeout_s, metadata=self.metadata)
 
     def close(self) -> None:
         if self._channel is not None:
@@ -598,9 +1278,9 @@ def _report_rpc_error(error: grpc.RpcError, args: argparse.Namespace) -> int:
     head = f"{code.name} {reason}" if reason else code.name
     print(f"error: {head}: {details}", file=sys.stderr)
     if args.mutating and code in _UNCERTAIN_CODES:
+        retry = f"retry with --request-id {args.request_id}" if args.request_id else "run it again"
         print(
-            f"note: the request may not have been applied; retry with --request-id "
-            f"{args.request_id} to be sure it is applied once",
+            f"note: the request may not have been applied; {retry} to be sure it is applied once",
             file=sys.stderr,
         )
     if code in _UNREACHABLE_CODES:
@@ -621,6 +1301,10 @@ def _is_repeated(field: Any) -> bool:
     if is_repeated is not None:
         return bool(is_repeated)
     return field.label == field.LABEL_REPEATED  # protobuf < 5.28
+
+
+def _is_map(field: Any) -> bool:
+    return field.message_type is not None and field.message_type.GetOptions().map_entry
 
 
 def _json_value(field: Any, value: Any) -> Any:
@@ -646,6 +1330,10 @@ def message_to_json(message: Message) -> dict[str, Any]:
                 data[field.name] = None
             continue
         value = getattr(message, field.name)
+        if _is_map(field):
+            value_field = field.message_type.fields_by_name["value"]
+            data[field.name] = {key: _json_value(value_field, value[key]) for key in sorted(value)}
+            continue
         if _is_repeated(field):
             data[field.name] = [_json_value(field, item) for item in value]
             continue
@@ -694,11 +1382,14 @@ def _percent_text(bp: int) -> str:
     return format_fixed_point(bp, 2, trim=True) + "%"
 
 
+def _stored_value_row(principal_fen: int, bonus_fen: int) -> tuple[str, str]:
+    split = f"principal 本金 {format_fen(principal_fen)} + bonus 赠送金 {format_fen(bonus_fen)}"
+    return ("Balance 余额", f"{format_fen(principal_fen + bonus_fen)} ({split})")
+
+
 def _balance_rows(balances: common_pb2.Balances) -> list[tuple[str, str]]:
-    stored_fen = balances.principal_fen + balances.bonus_fen
-    split = f"principal 本金 {format_fen(balances.principal_fen)} + bonus 赠送金 {format_fen(balances.bonus_fen)}"
     return [
-        ("Balance 余额", f"{format_fen(stored_fen)} ({split})"),
+        _stored_value_row(balances.principal_fen, balances.bonus_fen),
         ("Points 积分", str(balances.points)),
     ]
 
@@ -734,8 +1425,8 @@ def _entry_rows(
     ]
 
 
-def _payment_row(payment: common_pb2.Payment) -> tuple[str, str]:
-    label = f"Paid 支付 {_METHOD_LABELS.get(payment.method, str(payment.method))}"
+def _payment_row(payment: common_pb2.Payment, verb: str = "Paid 支付") -> tuple[str, str]:
+    label = f"{verb} {_METHOD_LABELS.get(payment.method, str(payment.method))}"
     notes = []
     if payment.method == common_pb2.STORED_VALUE:
         notes.append(f"principal 本金 {format_fen(payment.principal_fen)}")
@@ -749,10 +1440,17 @@ def _payment_row(payment: common_pb2.Payment) -> tuple[str, str]:
     return (label, format_fen(payment.amount_fen) + suffix)
 
 
+def _lot_use_row(use: transaction_pb2.LotUse) -> tuple[str, str]:
+    where = f"package 套餐 #{use.lot_id}, {use.uses_left} left 剩余"
+    return (f"Used 次卡消费 {use.item_code}", f"{use.uses} ({where})")
+
+
 def _checkout_text(response: transaction_pb2.CheckoutResponse, request_id: str) -> str:
     member = f"#{response.member_id}" if response.member_id else "walk-in 散客"
-    rows = [
-        ("Member 会员", member),
+    rows = [("Member 会员", member)]
+    if response.card_no:
+        rows.append(("Card 卡号", response.card_no))
+    rows += [
         ("List price 原价", format_fen(response.list_amount_fen)),
         (
             "Discount 折扣",
@@ -764,6 +1462,7 @@ def _checkout_text(response: transaction_pb2.CheckoutResponse, request_id: str) 
         value = format_fen(response.points_value_fen)
         rows.append(("Points used 积分抵现", f"{response.points_redeemed} = {value}"))
     rows += [_payment_row(payment) for payment in response.payments]
+    rows += [_lot_use_row(use) for use in response.lot_uses]
     if response.member_id:
         rows.append(("Points earned 获得积分", str(response.points_earned)))
         rows += _balance_rows(response.balances)
@@ -777,6 +1476,7 @@ def _checkout_text(response: transaction_pb2.CheckoutResponse, request_id: str) 
 def _recharge_text(response: transaction_pb2.RechargeResponse, method: str, request_id: str) -> str:
     rows = [
         ("Member 会员", f"#{response.member_id}"),
+        ("Card 卡号", response.card_no or "-"),
         (
             "Recharged 充值",
             f"{format_fen(response.amount_fen)} ({_METHOD_LABELS[_METHODS[method]]})",
@@ -856,13 +1556,254 @@ def _rules_table(config: config_pb2.MerchantConfig) -> str:
     return _table_text("Recharge bonus 充值送", ("RECHARGE>=", "BONUS"), rows)
 
 
+def _status_text(status: int) -> str:
+    return _CARD_STATUS_LABELS.get(status, str(status))
+
+
+def _action_text(action: str) -> str:
+    label = _ACTION_LABELS.get(action)
+    return f"{action} {label}" if label else action
+
+
+def _lot_text(lot: card_pb2.CountLot) -> str:
+    uses = ", ".join(f"{item.item_code} {item.uses_left}/{item.uses_total}" for item in lot.items)
+    notes = [f"{uses} left 剩余"]
+    if lot.expires_on:
+        notes.append(f"until 有效期至 {lot.expires_on}")
+    if lot.refunded:
+        notes.append("refunded 已退")
+    return f"{lot.package_code} {format_fen(lot.price_fen)}: {'; '.join(notes)}"
+
+
+def _card_value_rows(card: card_pb2.CardView) -> list[tuple[str, str]]:
+    """What pays when the card is used: its own stored value, or its primary card's."""
+    if not card.primary_card_id:
+        return [_stored_value_row(card.principal_fen, card.bonus_fen)]
+    limit = format_fen(card.spending_limit_fen) if card.spending_limit_fen else "none 不限"
+    return [
+        ("Subsidiary of 主卡", f"card id {card.primary_card_id} (附属卡: pays from it)"),
+        ("Limit 限额", f"{limit} (spent 已用 {format_fen(card.spent_fen)})"),
+    ]
+
+
+def _card_rows(card: card_pb2.CardView) -> list[tuple[str, str]]:
+    rows = [
+        ("Card 卡号", card.card_no),
+        ("Member 会员", f"#{card.member_id}"),
+        ("Type 卡类型", card.card_type),
+        ("Status 状态", _status_text(card.status)),
+        *_card_value_rows(card),
+    ]
+    optional = [
+        ("Expires 有效期至", card.expires_on),
+        ("Trial uses left 体验剩余", str(card.trial_uses_left) if card.trial_uses_left else ""),
+        ("Annual fee paid until 年费至", card.annual_fee_paid_until),
+    ]
+    rows += [(label, value) for label, value in optional if value]
+    rows.append(("PIN 密码", "set 已设置" if card.has_pin else "none 未设置"))
+    rows += [(f"Package 套餐 #{lot.lot_id}", _lot_text(lot)) for lot in card.lots]
+    rows.append(("Issued 售卡", _time_text(card.issued_at_ms)))
+    rows.append(("Activated 激活", _time_text(card.activated_at_ms)))
+    return rows
+
+
+def _event_text(event: card_pb2.CardEvent) -> str:
+    change = f"{_status_text(event.status_before)} → {_status_text(event.status_after)}"
+    note = f" ({event.note})" if event.note else ""
+    return f"{_action_text(event.action)}: {change}{note}"
+
+
+def _card_money_rows(response: card_pb2.CardResponse) -> list[tuple[str, str]]:
+    rows = []
+    if response.fee_fen:
+        rows.append(("Fee 费用", format_fen(response.fee_fen)))
+    verb = "Refunded 退款" if response.refund_fen else "Paid 支付"
+    rows += [_payment_row(payment, verb) for payment in response.payments]
+    if response.refund_fen and not response.payments:
+        rows.append(("Refund 退款", format_fen(response.refund_fen)))
+    if response.forfeited_bonus_fen:
+        rows.append(("Bonus forfeited 赠送金作废", format_fen(response.forfeited_bonus_fen)))
+    return rows
+
+
+def _card_response_text(title: str, response: card_pb2.CardResponse, request_id: str | None) -> str:
+    rows = _card_rows(response.card)
+    if response.HasField("old_card"):
+        old = response.old_card
+        rows.append(("Old card 原卡", f"{old.card_no} ({_status_text(old.status)})"))
+    shown_lots = {lot.lot_id for lot in response.card.lots}
+    if response.HasField("lot") and response.lot.lot_id not in shown_lots:
+        rows.append((f"Package 套餐 #{response.lot.lot_id}", _lot_text(response.lot)))
+    if response.HasField("event"):
+        rows.append(("Event 操作", _event_text(response.event)))
+    rows += _card_money_rows(response)
+    if response.ledger_seq:
+        rows.append(("Ledger seq 流水号", str(response.ledger_seq)))
+    if response.HasField("event"):
+        rows.append(("Time 时间", _time_text(response.event.at_ms)))
+    if request_id is not None:
+        rows.append(("Request 请求号", request_id))
+    return _fields_text(title, rows)
+
+
+def _paged(text: str, next_page_token: str) -> str:
+    if not next_page_token:
+        return text
+    return f"{text}\n  next page 下一页: --page-token {next_page_token}"
+
+
+def _events_text(card_no: str, response: card_pb2.ListCardEventsResponse) -> str:
+    headers = ("SEQ", "TIME", "ACTION", "STAFF", "LEDGER", "REQUEST")
+    rows = [
+        (
+            str(event.seq),
+            _time_text(event.at_ms),
+            _event_text(event),
+            event.staff_code or "-",
+            str(event.ledger_seq or "-"),
+            event.request_id or "-",
+        )
+        for event in response.events
+    ]
+    table = _table_text(f"Card events 卡操作记录 {card_no}", headers, rows)
+    return _paged(table, response.next_page_token)
+
+
+def _profile_rows(member: member_pb2.Member) -> list[tuple[str, str]]:
+    """The profile fields that are set."""
+    attributes = ", ".join(
+        f"{code}={member.attributes[code]}" for code in sorted(member.attributes)
+    )
+    referrer = f"#{member.referrer_member_id}" if member.referrer_member_id else ""
+    rows = [
+        ("Gender 性别", _GENDER_LABELS.get(member.gender, "")),
+        ("Birthday 生日", member.birthday),
+        ("Anniversary 纪念日", member.anniversary),
+        ("Address 地址", member.address),
+        ("Occupation 职业", member.occupation),
+        ("Interests 兴趣", ", ".join(member.interests)),
+        ("Groups 分组", ", ".join(member.groups)),
+        ("Tags 标签", ", ".join(member.tags)),
+        ("Attributes 属性", attributes),
+        ("Referrer 推荐人", referrer),
+        ("Staff 员工", member.staff_code),
+    ]
+    return [(label, value) for label, value in rows if value]
+
+
+def _uses_left_text(card: card_pb2.CardView) -> str:
+    left = [f"{item.item_code} {item.uses_left}" for lot in card.lots for item in lot.items]
+    return ", ".join(left) or "-"
+
+
+def _cards_table(cards: Sequence[card_pb2.CardView], default_card_id: int) -> str:
+    headers = ("CARD", "TYPE", "STATUS", "PRINCIPAL", "BONUS", "USES LEFT")
+    rows = [
+        (
+            card.card_no + (" (default 默认)" if card.card_id == default_card_id else ""),
+            card.card_type + (" (附属卡)" if card.primary_card_id else ""),
+            _status_text(card.status),
+            format_fen(card.principal_fen),
+            format_fen(card.bonus_fen),
+            _uses_left_text(card),
+        )
+        for card in cards
+    ]
+    return _table_text("Cards 会员卡", headers, rows)
+
+
+def _member_show_text(response: member_pb2.GetMemberResponse) -> str:
+    member = response.member
+    rows = _member_rows(member, response.level_name) + _profile_rows(member)
+    details = _fields_text("Member details 会员信息", rows + _balance_rows(response.balances))
+    return details + "\n\n" + _cards_table(response.cards, member.default_card_id)
+
+
+def _changes_table(changes: Sequence[member_pb2.MemberChange]) -> str:
+    headers = ("TIME", "FIELD", "BEFORE", "AFTER", "STAFF")
+    rows = [
+        (
+            _time_text(change.at_ms),
+            change.field,
+            change.old_value or "-",
+            change.new_value or "-",
+            change.staff_code or "-",
+        )
+        for change in changes
+    ]
+    return _table_text("Changes 资料变更", headers, rows)
+
+
+def _update_text(response: member_pb2.UpdateMemberResponse, request_id: str) -> str:
+    rows = _member_rows(response.member) + _profile_rows(response.member)
+    rows.append(("Request 请求号", request_id))
+    details = _fields_text("Member updated 资料已更新", rows)
+    return details + "\n\n" + _changes_table(response.changes)
+
+
+def _members_text(response: member_pb2.SearchMembersResponse) -> str:
+    headers = ("ID", "NAME", "PHONE", "CARD", "LEVEL", "STORE", "REGISTERED")
+    rows = [
+        (
+            str(member.member_id),
+            member.name,
+            member.phone,
+            member.card_no or "-",
+            member.level_code,
+            member.store_code,
+            _time_text(member.registered_at_ms),
+        )
+        for member in response.members
+    ]
+    return _paged(_table_text("Members 会员", headers, rows), response.next_page_token)
+
+
+def _history_text(response: member_pb2.ListHistoryResponse) -> str:
+    headers = ("SEQ", "TIME", "KIND", "STORE", "CARD", "AMOUNT", "REQUEST")
+    rows = [
+        (
+            str(item.ledger_seq),
+            _time_text(item.at_ms),
+            _action_text(item.kind),
+            item.store_code,
+            item.card_no or "-",
+            format_fen(item.amount_fen),
+            item.request_id,
+        )
+        for item in response.items
+    ]
+    return _paged(_table_text("History 消费历史", headers, rows), response.next_page_token)
+
+
+def _follow_up_rows(follow_up: member_pb2.FollowUp) -> list[tuple[str, str]]:
+    return [
+        ("Member 会员", f"#{follow_up.member_id}"),
+        ("Seq 序号", str(follow_up.seq)),
+        ("Time 时间", _time_text(follow_up.at_ms)),
+        ("Staff 员工", follow_up.staff_code or "-"),
+        ("Text 内容", follow_up.text),
+    ]
+
+
+def _follow_ups_text(response: member_pb2.ListFollowUpsResponse) -> str:
+    rows = [
+        (str(item.seq), _time_text(item.at_ms), item.staff_code or "-", " ".join(item.text.split()))
+        for item in response.follow_ups
+    ]
+    table = _table_text("Follow-ups 回访记录", ("SEQ", "TIME", "STAFF", "TEXT"), rows)
+    return _paged(table, response.next_page_token)
+
+
+def _print_json(args: argparse.Namespace, data: dict[str, Any]) -> None:
+    if args.mutating:
+        data["request_id"] = args.request_id
+    print(json.dumps(data, ensure_ascii=False, indent=2))
+
+
 def _output(args: argparse.Namespace, response: Message, text: Callable[[], str]) -> int:
     """Prints the response as JSON (with --json) or as the text `text` makes."""
     if args.json:
-        data = message_to_json(response)
-        if args.mutating:
-            data["request_id"] = args.request_id
-        print(json.dumps(data, ensure_ascii=False, indent=2))
+        _print_json(args, message_to_json(response))
     else:
         print(text())
     return EXIT_OK
@@ -906,18 +1847,201 @@ def _config_show(args: argparse.Namespace, session: Session) -> int:
 
 
 def _member_register(args: argparse.Namespace, session: Session) -> int:
-    request = build_register_request(args)
-    response = session.call(member_pb2_grpc.MemberServiceStub, "RegisterMember", request)
-    rows = _member_rows(response.member) + _balance_rows(response.balances)
+    response = _member_call(session, "RegisterMember", build_register_request(args))
+    rows = _member_rows(response.member) + _profile_rows(response.member)
+    rows += _balance_rows(response.balances)
     rows.append(("Request 请求号", args.request_id))
     return _output(args, response, lambda: _fields_text("Member registered 会员注册成功", rows))
 
 
+def _member_call(session: Session, method: str, request: Message) -> Any:
+    return session.call(member_pb2_grpc.MemberServiceStub, method, request)
+
+
 def _member_show(args: argparse.Namespace, session: Session) -> int:
     request = member_pb2.GetMemberRequest(member=member_ref(args))
-    response = session.call(member_pb2_grpc.MemberServiceStub, "GetMember", request)
-    rows = _member_rows(response.member, response.level_name) + _balance_rows(response.balances)
-    return _output(args, response, lambda: _fields_text("Member details 会员信息", rows))
+    response = _member_call(session, "GetMember", request)
+    return _output(args, response, lambda: _member_show_text(response))
+
+
+def _member_update(args: argparse.Namespace, session: Session) -> int:
+    response = _member_call(session, "UpdateMember", build_update_member_request(args))
+    return _output(args, response, lambda: _update_text(response, args.request_id))
+
+
+def _member_search(args: argparse.Namespace, session: Session) -> int:
+    response = _member_call(session, "SearchMembers", build_search_request(args))
+    return _output(args, response, lambda: _members_text(response))
+
+
+def _member_history(args: argparse.Namespace, session: Session) -> int:
+    request = member_pb2.ListHistoryRequest(
+        member=member_ref(args), page_size=args.page_size, page_token=args.page_token
+    )
+    response = _member_call(session, "ListHistory", request)
+    return _output(args, response, lambda: _history_text(response))
+
+
+def _member_changes(args: argparse.Namespace, session: Session) -> int:
+    request = member_pb2.ListMemberChangesRequest(
+        member=member_ref(args), page_size=args.page_size, page_token=args.page_token
+    )
+    response = _member_call(session, "ListMemberChanges", request)
+    return _output(
+        args, response, lambda: _paged(_changes_table(response.changes), response.next_page_token)
+    )
+
+
+def _follow_up_add(args: argparse.Namespace, session: Session) -> int:
+    response = _member_call(session, "AddFollowUp", build_follow_up_request(args))
+    rows = [*_follow_up_rows(response.follow_up), ("Request 请求号", args.request_id)]
+    return _output(args, response, lambda: _fields_text("Follow-up added 回访已记录", rows))
+
+
+def _follow_up_list(args: argparse.Namespace, session: Session) -> int:
+    request = member_pb2.ListFollowUpsRequest(
+        member=member_ref(args), page_size=args.page_size, page_token=args.page_token
+    )
+    response = _member_call(session, "ListFollowUps", request)
+    return _output(args, response, lambda: _follow_ups_text(response))
+
+
+def _import_text(path: str, summary: Any) -> str:
+    rows = [
+        ("File 文件", path),
+        ("Rows 行数", str(summary.rows)),
+        ("Imported 成功", str(summary.imported)),
+        ("Failed 失败", str(summary.failed)),
+        ("Time 用时", f"{summary.seconds:.1f} s"),
+    ]
+    text = _fields_text("Import 导入", rows)
+    if not summary.errors:
+        return text
+    shown = [(str(row), reason, message) for row, reason, message in summary.errors]
+    table = _table_text(
+        "Failed rows 失败行", ("ROW", "REASON", "MESSAGE"), shown[:ERRORS_SHOWN_MAX]
+    )
+    omitted = len(shown) - ERRORS_SHOWN_MAX
+    more = f"\n  ... and {omitted} more (--errors FILE writes them all)" if omitted > 0 else ""
+    return f"{text}\n\n{table}{more}"
+
+
+def _import_json(path: str, summary: Any) -> dict[str, Any]:
+    errors = [error._asdict() for error in summary.errors[:ERRORS_SHOWN_MAX]]
+    return {
+        "file": path,
+        "rows": summary.rows,
+        "imported": summary.imported,
+        "failed": summary.failed,
+        "seconds": round(summary.seconds, 3),
+        "reasons": summary.reason_counts(),
+        "errors": errors,
+        "errors_omitted": len(summary.errors) - len(errors),
+    }
+
+
+def _errors_file(path: str | None) -> Any:
+    """The --errors file, UTF-8 with a BOM so that Excel reads its Chinese; or nothing."""
+    if path is None:
+        return contextlib.nullcontext()
+    try:
+        return open(path, "w", encoding="utf-8-sig", newline="")
+    except OSError as error:
+        raise UsageError(f"--errors: cannot write {path}: {error.strerror}") from None
+
+
+def _member_import(args: argparse.Namespace, session: Session) -> int:
+    from engine import importer  # reads spreadsheets: loaded only for this command
+
+    with _errors_file(args.errors) as errors_out:
+        try:
+            summary = importer.import_members(
+                session.stub(member_pb2_grpc.MemberServiceStub),
+                args.file,
+                metadata=session.metadata,
+                timeout_s=session.timeout_s,
+                request_prefix=args.request_id,
+                progress=sys.stderr,
+                errors_out=errors_out,
+            )
+        except ValueError as error:  # ImportFileError: nothing was sent
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_USAGE
+    if args.json:
+        _print_json(args, _import_json(args.file, summary))
+    else:
+        print(_import_text(args.file, summary))
+    return EXIT_OK if summary.failed == 0 else EXIT_DOMAIN_ERROR
+
+
+def _card_call(
+    args: argparse.Namespace, session: Session, method: str, request: Message, title: str
+) -> int:
+    """Calls a CardService method and prints the card it answers with."""
+    response = session.call(card_pb2_grpc.CardServiceStub, method, request)
+    return _output(args, response, lambda: _card_response_text(title, response, args.request_id))
+
+
+def _card_issue(args: argparse.Namespace, session: Session) -> int:
+    request = build_issue_card_request(args)
+    request.pin = read_pin(args, confirm=True)
+    return _card_call(args, session, "IssueCard", request, "Card issued 售卡")
+
+
+def _card_show(args: argparse.Namespace, session: Session) -> int:
+    request = card_pb2.GetCardRequest(card_no=args.card_no)
+    return _card_call(args, session, "GetCard", request, "Card 会员卡")
+
+
+def _card_events(args: argparse.Namespace, session: Session) -> int:
+    request = card_pb2.ListCardEventsRequest(
+        card_no=args.card_no, page_size=args.page_size, page_token=args.page_token
+    )
+    response = session.call(card_pb2_grpc.CardServiceStub, "ListCardEvents", request)
+    return _output(args, response, lambda: _events_text(args.card_no, response))
+
+
+def _card_action(args: argparse.Namespace, session: Session) -> int:
+    title = _CARD_ACTIONS[args.card_action][2]
+    request = build_card_action_request(args)
+    return _card_call(args, session, "ApplyCardAction", request, title)
+
+
+def _card_pin(args: argparse.Namespace, session: Session) -> int:
+    old_pin, new_pin = read_pin_change(args)
+    request = build_change_pin_request(args, old_pin=old_pin, new_pin=new_pin)
+    return _card_call(args, session, "ChangePin", request, "PIN changed 密码已修改")
+
+
+def _card_replace(args: argparse.Namespace, session: Session) -> int:
+    request = build_replace_card_request(args)
+    return _card_call(args, session, "ReplaceCard", request, "Card replaced 换卡")
+
+
+def _card_return(args: argparse.Namespace, session: Session) -> int:
+    request = build_return_card_request(args)
+    return _card_call(args, session, "ReturnCard", request, "Card returned 退卡")
+
+
+def _card_renew(args: argparse.Namespace, session: Session) -> int:
+    request = build_renew_card_request(args)
+    return _card_call(args, session, "RenewCard", request, "Card renewed 续卡")
+
+
+def _card_annual_fee(args: argparse.Namespace, session: Session) -> int:
+    request = card_pb2.ChargeAnnualFeeRequest(request_id=args.request_id, card_no=args.card_no)
+    return _card_call(args, session, "ChargeAnnualFee", request, "Annual fee charged 年费")
+
+
+def _package_buy(args: argparse.Namespace, session: Session) -> int:
+    request = build_buy_package_request(args)
+    request.pin = read_pin(args)
+    return _card_call(args, session, "BuyPackage", request, "Package bought 充次")
+
+
+def _package_refund(args: argparse.Namespace, session: Session) -> int:
+    request = build_refund_package_request(args)
+    return _card_call(args, session, "RefundPackage", request, "Package refunded 退次")
 
 
 def _recharge(args: argparse.Namespace, session: Session) -> int:
@@ -928,6 +2052,7 @@ def _recharge(args: argparse.Namespace, session: Session) -> int:
 
 def _checkout(args: argparse.Namespace, session: Session) -> int:
     request = build_checkout_request(args)
+    request.pin = read_pin(args)
     response = session.call(transaction_pb2_grpc.TransactionServiceStub, "Checkout", request)
     return _output(args, response, lambda: _checkout_text(response, args.request_id))
 

@@ -131,9 +131,7 @@ class Client:
 
 
 def take_rest(method: int, cash_received_fen: int = 0) -> common_pb2.Tender:
-    return common_pb2.Tender(
-        method=method, take_rest=True, cash_received_fen=cash_received_fen
-    )
+    return common_pb2.Tender(method=method, take_rest=True, cash_received_fen=cash_received_fen)
 
 
 def exact(method: int, amount_fen: int) -> common_pb2.Tender:

@@ -12,6 +12,7 @@ member ids and ledger sequences start at 1.
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
 import os
@@ -22,7 +23,6 @@ import subprocess
 import sys
 import time
 import unicodedata
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,18 +41,25 @@ CARD = "C0001"
 
 
 def mms(
-    address: str, *argv: str, expect: int = 0, cwd: Path = REPO
+    address: str,
+    *argv: str,
+    expect: int = 0,
+    cwd: Path = REPO,
+    stdin: str = "",
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Runs `python -m engine ARGV --server ADDRESS` and checks its exit code."""
+    """Runs `python -m engine ARGV --server ADDRESS` and checks its exit code. Its stdin
+    is `stdin` on a pipe, never a terminal, so nothing waits for a PIN to be typed."""
     result = subprocess.run(
         [sys.executable, "-m", "engine", *argv, "--server", address],
         check=False,
         cwd=cwd,
+        input=stdin,
         capture_output=True,
         text=True,
         encoding="utf-8",
         timeout=COMMAND_TIMEOUT_S,
-        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        env={**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})},
     )
     assert result.returncode == expect, (argv, result.stdout, result.stderr)
     return result
@@ -86,6 +93,11 @@ def fields(text: str) -> tuple[str, dict[str, str]]:
     starts = {_columns(line[: m.start(2)]) for line, m in zip(lines, matches, strict=True) if m}
     assert len(starts) == 1, text
     return title, {m.group(1): m.group(2) for m in matches if m}
+
+
+def table(text: str) -> list[list[str]]:
+    """The rows of a table block, its header first (cells are 2+ spaces apart)."""
+    return [re.split(r"\s{2,}", line.strip()) for line in text.splitlines()[1:]]
 
 
 @pytest.fixture
@@ -509,18 +521,6 @@ def test_a_hung_server_times_out_and_the_retry_applies_once(
 # --- output, on one server with a merchant per test -----------------------------------
 
 
-@pytest.fixture(scope="module")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = RunningServer(tmp_path_factory.mktemp("shared") / "data")
-    running.start()
-    try:
-        yield running
-    finally:
-        if running.process is not None:
-            code = running.stop()
-            assert code == 0, "server did not shut down cleanly:\n" + "".join(running.output)
-
-
 @dataclass(frozen=True)
 class Merchant:
     """One merchant on a server. Runs `mms` in-process (cli.main, what the command runs,
@@ -540,6 +540,13 @@ class Merchant:
 
     def json(self, *argv: str) -> dict[str, Any]:
         return json.loads(self.mms(*argv, "--json").stdout)
+
+    def refused(self, *argv: str, status: str, reason: str) -> str:
+        """Runs a command the server must refuse; returns stderr."""
+        result = self.mms(*argv, expect=1)
+        assert result.stdout == ""
+        assert result.stderr.startswith(f"error: {status} {reason}: "), result.stderr
+        return result.stderr
 
 
 _MERCHANT_NUMBERS = itertools.count(1)
@@ -623,7 +630,12 @@ def test_member_and_recharge_output(merchant: Merchant) -> None:
     assert rows["Bonus 赠送"] == "80.00"
     assert rows["Level 等级"] == "regular → silver  ▲ upgraded 升级"
     merchant.mms("checkout", "--phone", PHONE, "--amount", "100")  # 5% off: 95.00
-    title, rows = fields(merchant.mms("member", "show", "--card", CARD).stdout)
+    details, cards = merchant.mms("member", "show", "--card", CARD).stdout.split("\n\n")
+    assert table(cards) == [
+        ["CARD", "TYPE", "STATUS", "PRINCIPAL", "BONUS", "USES LEFT"],
+        [f"{CARD} (default 默认)", "member", "active 正常", "605.00", "100.00", "-"],
+    ]
+    title, rows = fields(details)
     assert title == "Member details 会员信息"
     assert rows["Member 会员"] == "#1 张三"
     assert rows["Level 等级"] == "silver 银卡 Silver"
@@ -715,6 +727,7 @@ def test_checkout_output_with_points_balance_and_cash(merchant: Merchant) -> Non
     del rows["Time 时间"]
     assert rows == {
         "Member 会员": "#1",
+        "Card 卡号": CARD,
         "List price 原价": "11000.00",
         "Discount 折扣": "550.00 (5%)",
         "Amount due 应付": "10450.00",
@@ -757,9 +770,6 @@ def test_config_output(merchant: Merchant) -> None:
     assert rows["Spend order 扣款顺序"] == "principal first 本金优先"
     assert rows["Points 积分抵现"] == "100 points = ¥1, at most 50% of the amount due"
 
-    def table(text: str) -> list[list[str]]:
-        return [re.split(r"\s{2,}", line.strip()) for line in text.splitlines()[1:]]
-
     assert table(stores)[1:] == [
         ["S001", "总店 Head Store"],
         ["S002", "东区店 East"],
@@ -789,3 +799,357 @@ def test_a_request_too_big_to_send(merchant: Merchant) -> None:
     (line,) = result.stderr.splitlines()
     assert line.startswith("error: RESOURCE_EXHAUSTED: ")
     assert "larger than max" in line
+
+
+# --- cards, packages and profiles (issue 3) --------------------------------------------
+# examples/merchant.toml: members get a "member" card (补卡 20.00, 退卡 5.00); "vip" is
+# sold at S001 for 200.00, 12% off, with a PIN; cut10 is 10 haircuts for 500.00.
+
+
+def local_date(at_ms: int) -> datetime.date:
+    """The merchant's date (China Standard Time) at a server time."""
+    moment = datetime.datetime.fromtimestamp(at_ms / 1000, datetime.UTC)
+    return (moment + datetime.timedelta(hours=8)).date()
+
+
+def test_card_issue_loss_and_unloss_output(merchant: Merchant) -> None:
+    merchant.mms("member", "register", "--phone", PHONE, "--name", "张三", "--card", CARD)
+    merchant.mms("recharge", "--card", CARD, "--amount", "100")  # 100.00 + 10.00
+    sell = (
+        "card", "issue", "--phone", PHONE, "--number", "VIP0001", "--type", "vip",
+        "--staff", "A01", "--request-id", "sell-1",
+    )  # fmt: skip
+    title, rows = fields(merchant.mms(*sell).stdout)
+    assert title == "Card issued 售卡"
+    assert rows.pop("Issued 售卡") == rows.pop("Time 时间")
+    assert rows == {
+        "Card 卡号": "VIP0001",
+        "Member 会员": "#1",
+        "Type 卡类型": "vip",
+        "Status 状态": "inactive 未激活",
+        "Balance 余额": "0.00 (principal 本金 0.00 + bonus 赠送金 0.00)",
+        "PIN 密码": "none 未设置",
+        "Activated 激活": "-",
+        "Event 操作": "ISSUE 售卡: - → inactive 未激活",
+        "Fee 费用": "200.00",
+        "Paid 支付 cash 现金": "200.00",
+        "Ledger seq 流水号": "2",
+        "Request 请求号": "sell-1",
+    }
+    data = merchant.json(*sell)  # the same request again: its first answer, as JSON
+    assert (data["request_id"], data["fee_fen"], data["fee"]) == ("sell-1", 20_000, "200.00")
+    assert (data["card"]["card_no"], data["card"]["status"]) == ("VIP0001", "INACTIVE")
+    assert [(p["method"], p["amount_fen"]) for p in data["payments"]] == [("CASH", 20_000)]
+    assert (data["event"]["action"], data["event"]["staff_code"]) == ("ISSUE", "A01")
+    shown = merchant.json("member", "show", "--phone", PHONE)
+    assert (shown["balances"]["principal_fen"], shown["balances"]["bonus_fen"]) == (10_000, 1_000)
+    assert [card["card_no"] for card in shown["cards"]] == [CARD, "VIP0001"]
+    lost = merchant.mms("card", "loss", CARD, "--note", "顾客挂失", "--staff", "A01").stdout
+    title, rows = fields(lost)
+    assert (title, rows["Status 状态"]) == ("Card reported lost 挂失", "lost 挂失")
+    assert rows["Event 操作"] == "REPORT_LOSS 挂失: active 正常 → lost 挂失 (顾客挂失)"
+    assert rows["Balance 余额"] == "110.00 (principal 本金 100.00 + bonus 赠送金 10.00)"
+    assert "Ledger seq 流水号" not in rows  # no money moved
+    lost_card = {"status": "FAILED_PRECONDITION", "reason": "CARD_LOST"}
+    merchant.refused("checkout", "--card", CARD, "--amount", "1", **lost_card)
+    merchant.refused("recharge", "--phone", PHONE, "--amount", "1", **lost_card)
+    _, cards = merchant.mms("member", "show", "--qr", f"MMS:{CARD}").stdout.split("\n\n")
+    assert table(cards)[1:] == [
+        [f"{CARD} (default 默认)", "member", "lost 挂失", "100.00", "10.00", "-"],
+        ["VIP0001", "vip", "inactive 未激活", "0.00", "0.00", "-"],
+    ]
+    title, rows = fields(merchant.mms("card", "unloss", CARD).stdout)
+    assert (title, rows["Status 状态"]) == ("Loss cancelled 解挂", "active 正常")
+    events = table(merchant.mms("card", "events", CARD).stdout)
+    assert events[0] == ["SEQ", "TIME", "ACTION", "STAFF", "LEDGER", "REQUEST"]
+    assert [(row[2], row[3]) for row in events[1:]] == [
+        ("CANCEL_LOSS 解挂: lost 挂失 → active 正常", "-"),
+        ("REPORT_LOSS 挂失: active 正常 → lost 挂失 (顾客挂失)", "A01"),
+        ("ISSUE 售卡: - → active 正常 (issued with the registration, no fee)", "-"),
+    ]
+    assert merchant.json("checkout", "--card", CARD, "--amount", "1")["card_no"] == CARD
+
+
+def test_card_replace_and_return_output(merchant: Merchant) -> None:
+    merchant.mms("member", "register", "--phone", PHONE, "--name", "张三", "--card", CARD)
+    merchant.mms("recharge", "--card", CARD, "--amount", "100")  # 100.00 + 10.00
+    merchant.mms("checkout", "--card", CARD, "--amount", "30")  # principal first: 70.00 left
+    replace = (
+        "card", "replace", CARD, "--new-number", "C0009", "--pay", "scan_pay", "--ref", "WX-9",
+    )  # fmt: skip
+    title, rows = fields(merchant.mms(*replace).stdout)
+    assert title == "Card replaced 换卡"
+    assert (rows["Card 卡号"], rows["Status 状态"]) == ("C0009", "active 正常")
+    assert rows["Balance 余额"] == "80.00 (principal 本金 70.00 + bonus 赠送金 10.00)"
+    assert rows["Old card 原卡"] == f"{CARD} (replaced 已换卡)"
+    assert rows["Event 操作"] == f"REPLACE 换卡: - → active 正常 (replaces {CARD})"
+    assert (rows["Fee 费用"], rows["Paid 支付 scan pay 扫码"]) == ("20.00", "20.00 (ref WX-9)")
+    assert rows["Ledger seq 流水号"] == "3"
+    merchant.refused(
+        "checkout", "--card", CARD, "--amount", "1",
+        status="FAILED_PRECONDITION", reason="CARD_REPLACED",
+    )  # fmt: skip
+    old = merchant.json("card", "show", CARD)["card"]
+    assert (old["status"], old["principal_fen"], old["bonus_fen"]) == ("REPLACED", 0, 0)
+    returning = ("card", "return", "C0009", "--refund", "cash", "--request-id", "ret-1")
+    data = merchant.json(*returning)
+    assert (data["fee_fen"], data["refund_fen"], data["forfeited_bonus_fen"]) == (500, 6_500, 1_000)
+    assert (data["refund"], data["forfeited_bonus"]) == ("65.00", "10.00")
+    assert [(p["method"], p["amount_fen"]) for p in data["payments"]] == [("CASH", 6_500)]
+    assert data["card"]["status"] == "CLOSED"
+    title, rows = fields(merchant.mms(*returning).stdout)  # the same request: its first answer
+    assert title == "Card returned 退卡"
+    assert rows["Status 状态"] == "closed 已退卡"
+    assert rows["Balance 余额"] == "0.00 (principal 本金 0.00 + bonus 赠送金 0.00)"
+    assert rows["Fee 费用"] == "5.00"
+    assert rows["Refunded 退款 cash 现金"] == "65.00"
+    assert rows["Bonus forfeited 赠送金作废"] == "10.00"
+    assert rows["Request 请求号"] == "ret-1"
+    merchant.refused(
+        "checkout", "--card", "C0009", "--amount", "1",
+        status="FAILED_PRECONDITION", reason="CARD_CLOSED",
+    )  # fmt: skip
+    history = table(merchant.mms("member", "history", "--phone", PHONE).stdout)
+    assert history[0] == ["SEQ", "TIME", "KIND", "STORE", "CARD", "AMOUNT", "REQUEST"]
+    assert [(row[0], row[2], row[4], row[5]) for row in history[1:]] == [
+        ("4", "CARD_RETURN 退卡", "C0009", "65.00"),
+        ("3", "CARD_REPLACE 换卡", "C0009", "20.00"),
+        ("2", "CHECKOUT 消费", CARD, "30.00"),
+        ("1", "RECHARGE 充值", CARD, "100.00"),
+    ]
+
+
+def test_package_buy_then_checkout_with_uses(merchant: Merchant) -> None:
+    merchant.mms("member", "register", "--phone", PHONE, "--name", "张三", "--card", CARD)
+    merchant.mms("recharge", "--card", CARD, "--amount", "1000")  # + 200.00; silver, 5% off
+    bought = merchant.json("package", "buy", CARD, "--package", "cut10")  # from the balance
+    (payment,) = bought["payments"]
+    assert (payment["method"], payment["principal_fen"], payment["bonus_fen"]) == (
+        "STORED_VALUE", 50_000, 0,
+    )  # fmt: skip
+    lot = bought["lot"]
+    assert (lot["lot_id"], lot["price_fen"], lot["price"], lot["uses_total"]) == (
+        1, 50_000, "500.00", 10,
+    )  # fmt: skip
+    last_day = local_date(bought["event"]["at_ms"]) + datetime.timedelta(days=364)
+    assert lot["expires_on"] == last_day.isoformat()  # valid_days = 365
+    assert (bought["card"]["principal_fen"], bought["card"]["bonus_fen"]) == (50_000, 20_000)
+    title, rows = fields(merchant.mms("card", "show", CARD).stdout)
+    assert title == "Card 会员卡"
+    assert rows["Package 套餐 #1"] == (
+        f"cut10 500.00: haircut 10/10 left 剩余; until 有效期至 {last_day.isoformat()}"
+    )
+    assert "Request 请求号" not in rows  # a query
+    visit = ("checkout", "--card", CARD, "--amount", "0", "--use", "haircut=2", "--staff", "T07")
+    title, rows = fields(merchant.mms(*visit).stdout)
+    assert title == "Checkout 消费"
+    del rows["Time 时间"], rows["Request 请求号"]
+    assert rows == {
+        "Member 会员": "#1",
+        "Card 卡号": CARD,
+        "List price 原价": "0.00",
+        "Discount 折扣": "0.00 (5%)",
+        "Amount due 应付": "0.00",
+        "Used 次卡消费 haircut": "2 (package 套餐 #1, 8 left 剩余)",
+        "Points earned 获得积分": "0",
+        "Balance 余额": "700.00 (principal 本金 500.00 + bonus 赠送金 200.00)",
+        "Points 积分": "0",
+        "Level 等级": "silver",
+        "Ledger seq 流水号": "3",
+        "Store 门店": "S001",
+    }
+    data = merchant.json("checkout", "--card", CARD, "--amount", "30", "--use", "haircut=1")
+    assert (data["amount_due_fen"], data["payments"][0]["principal_fen"]) == (2_850, 2_850)
+    assert data["lot_uses"] == [{"lot_id": 1, "item_code": "haircut", "uses": 1, "uses_left": 7}]
+    # 3 of 10 used: 500.00 - floor(500.00 × 3 / 10) = 350.00 back onto the principal
+    refund = merchant.json("package", "refund", CARD, "--lot", "1", "--refund", "balance")
+    assert (refund["refund_fen"], refund["refund"], refund["lot"]["refunded"]) == (
+        35_000, "350.00", True,
+    )  # fmt: skip
+    title, rows = fields(merchant.mms("card", "show", CARD).stdout)
+    assert not [label for label in rows if label.startswith("Package")]
+    assert rows["Balance 余额"] == "1021.50 (principal 本金 821.50 + bonus 赠送金 200.00)"
+    merchant.refused(
+        "checkout", "--card", CARD, "--amount", "0", "--use", "haircut=1",
+        status="FAILED_PRECONDITION", reason="INSUFFICIENT_USES",
+    )  # fmt: skip
+
+
+def _next_page(text: str) -> str:
+    last = text.rstrip("\n").splitlines()[-1]
+    assert last.startswith("  next page 下一页: --page-token "), text
+    return last.rsplit(" ", 1)[1]
+
+
+def test_member_update_search_history_and_follow_ups(merchant: Merchant) -> None:
+    merchant.mms(
+        "member", "register", "--phone", PHONE, "--name", "王一", "--card", CARD,
+        "--gender", "female", "--tags", "vip", "--staff", "S01",
+    )  # fmt: skip
+    merchant.mms("member", "register", "--phone", "13800138001", "--name", "王二")
+    merchant.mms("member", "register", "--phone", "13900139002", "--name", "李四")
+    update = merchant.mms(
+        "member", "update", "--phone", PHONE, "--name", "王小一", "--birthday=--05-20",
+        "--tags", "vip,新客", "--attr", "skin=干性 dry", "--staff", "S02",
+    ).stdout  # fmt: skip
+    details, changes = update.split("\n\n")
+    title, rows = fields(details)
+    assert (title, rows["Member 会员"]) == ("Member updated 资料已更新", "#1 王小一")
+    assert (rows["Gender 性别"], rows["Birthday 生日"]) == ("female 女", "--05-20")
+    assert (rows["Tags 标签"], rows["Attributes 属性"]) == ("vip, 新客", "skin=干性 dry")
+    assert rows["Staff 员工"] == "S01"  # who registered; the change is the update's
+    assert [row[1:] for row in table(changes)] == [
+        ["FIELD", "BEFORE", "AFTER", "STAFF"],
+        ["name", "王一", "王小一", "S02"],
+        ["birthday", "-", "--05-20", "S02"],
+        ["tags", "vip", "vip, 新客", "S02"],
+        ["attributes", "-", "skin=干性 dry", "S02"],
+    ]
+    data = merchant.json(
+        "member", "update", "--id", "1", "--attr", "skin=油性 oily", "--attr", "shoe_size=42"
+    )
+    assert data["member"]["attributes"] == {"shoe_size": "42", "skin": "油性 oily"}
+    assert [(c["field"], c["old_value"], c["new_value"]) for c in data["changes"]] == [
+        ("attributes", "skin=干性 dry", "shoe_size=42, skin=油性 oily")
+    ]
+    merchant.refused(
+        "member", "update", "--phone", PHONE, "--attr", "skin=greasy",
+        status="INVALID_ARGUMENT", reason="ATTRIBUTE_INVALID",
+    )  # fmt: skip
+    first = merchant.mms("member", "changes", "--phone", PHONE, "--page-size", "2").stdout
+    assert [row[1] for row in table(first)[1:-1]] == ["attributes", "attributes"]
+    rest = merchant.mms("member", "changes", "--phone", PHONE, "--page-token", _next_page(first))
+    assert [row[1] for row in table(rest.stdout)[1:]] == ["tags", "birthday", "name"]
+    # search: names in code point order, 王二 (二 U+4E8C) before 王小一 (小 U+5C0F)
+    page = merchant.mms("member", "search", "--name", "王", "--page-size", "1").stdout
+    assert [row[:3] for row in table(page)[1:-1]] == [["2", "王二", "13800138001"]]
+    page = merchant.mms("member", "search", "--name", "王", "--page-token", _next_page(page))
+    assert [row[:4] for row in table(page.stdout)[1:]] == [["1", "王小一", PHONE, CARD]]
+    found = merchant.json("member", "search", "--phone-prefix", "138001")
+    assert [m["member_id"] for m in found["members"]] == [1, 2]
+    assert found["next_page_token"] == ""
+    # history, newest first
+    merchant.mms("recharge", "--phone", PHONE, "--amount", "100")
+    merchant.mms("checkout", "--phone", PHONE, "--amount", "10")
+    page = merchant.mms("member", "history", "--phone", PHONE, "--page-size", "1").stdout
+    assert [(row[0], row[2], row[5]) for row in table(page)[1:-1]] == [
+        ("2", "CHECKOUT 消费", "10.00")
+    ]
+    page = merchant.mms("member", "history", "--phone", PHONE, "--page-token", _next_page(page))
+    assert [(row[0], row[2], row[5]) for row in table(page.stdout)[1:]] == [
+        ("1", "RECHARGE 充值", "100.00")
+    ]
+    # follow-ups (回访记录)
+    added = merchant.mms(
+        "member", "follow-up", "add", "--phone", PHONE, "--text", "回访：满意 satisfied",
+        "--staff", "S01", "--request-id", "fu-1",
+    ).stdout  # fmt: skip
+    title, rows = fields(added)
+    del rows["Time 时间"]
+    assert (title, rows) == (
+        "Follow-up added 回访已记录",
+        {
+            "Member 会员": "#1",
+            "Seq 序号": "1",
+            "Staff 员工": "S01",
+            "Text 内容": "回访：满意 satisfied",
+            "Request 请求号": "fu-1",
+        },
+    )
+    merchant.mms("member", "follow-up", "add", "--card", CARD, "--text", "second 第二次")
+    listed = table(merchant.mms("member", "follow-up", "list", "--phone", PHONE).stdout)
+    assert [(row[0], row[2], row[3]) for row in listed] == [
+        ("SEQ", "STAFF", "TEXT"),
+        ("2", "-", "second 第二次"),
+        ("1", "S01", "回访：满意 satisfied"),
+    ]
+
+
+def test_pins_come_from_stdin_or_the_environment(address: str, member_id: int) -> None:
+    issued = mms(
+        address, "card", "issue", "--phone", PHONE, "--number", "VIP0001", "--type", "vip",
+        "--activate", "--pin-stdin", stdin="135790\n",
+    ).stdout  # fmt: skip
+    assert fields(issued)[1]["PIN 密码"] == "set 已设置"
+    assert "135790" not in issued
+    mms(address, "recharge", "--card", "VIP0001", "--amount", "100")
+    checkout = ("checkout", "--card", "VIP0001", "--amount", "10")
+    refused(address, *checkout, status="FAILED_PRECONDITION", reason="PIN_REQUIRED")
+    wrong = mms(address, *checkout, "--pin-stdin", stdin="000000\n", expect=1)
+    assert wrong.stderr.startswith("error: FAILED_PRECONDITION WRONG_PIN: ")
+    paid = json.loads(mms(address, *checkout, "--pin-stdin", "--json", stdin="135790\n").stdout)
+    assert (paid["discount_fen"], paid["amount_due_fen"]) == (120, 880)  # VIP 12% off
+    assert paid["payments"][0]["principal_fen"] == 880
+    changed = mms(
+        address, "card", "pin", "VIP0001", "--old-pin-stdin", "--new-pin-stdin",
+        stdin="135790\n246802\n",
+    ).stdout  # fmt: skip
+    assert fields(changed)[1]["Event 操作"] == "CHANGE_PIN 修改密码: active 正常 → active 正常"
+    old = mms(address, *checkout, "--pin", env={"MMS_PIN": "135790"}, expect=1)
+    assert old.stderr.startswith("error: FAILED_PRECONDITION WRONG_PIN: ")
+    assert mms(address, *checkout, "--pin", env={"MMS_PIN": "246802"}).stdout.startswith(
+        "Checkout 消费"
+    )
+    nowhere = mms(address, *checkout, "--pin", expect=2)  # no terminal, no $MMS_PIN
+    assert "PIN 密码: no terminal to type it on; give --pin-stdin or $MMS_PIN" in nowhere.stderr
+    card = mms_json(address, "card", "show", "VIP0001")["card"]
+    assert card["principal_fen"] == 10_000 - 880 - 880
+
+
+IMPORT_CSV = """手机号,姓名,卡号,性别,生日,标签,attr:skin
+13800000001,王一,M0001,女,1990-05-20,vip;新客,干性 dry
+13800000002,王二,,男,05-20,,
+13800000003,,,,,,
+12345,李四,,,,,
+"""
+
+
+def test_member_import(address: str, tmp_path: Path) -> None:
+    rows = tmp_path / "members.csv"
+    rows.write_text(IMPORT_CSV, encoding="utf-8")
+    errors = tmp_path / "errors.csv"
+    result = mms(address, "member", "import", str(rows), "--errors", str(errors), expect=1)
+    summary, failed = result.stdout.split("\n\n")
+    title, shown = fields(summary)
+    del shown["Time 用时"]
+    assert (title, shown) == (
+        "Import 导入",
+        {"File 文件": str(rows), "Rows 行数": "4", "Imported 成功": "2", "Failed 失败": "2"},
+    )
+    assert [row[:2] for row in table(failed)] == [
+        ["ROW", "REASON"],
+        ["4", "FIELD_MISSING"],
+        ["5", "PHONE_MALFORMED"],
+    ]
+    assert "import: 4/4 rows (100%)" in result.stderr  # progress
+    written = errors.read_text(encoding="utf-8-sig").splitlines()
+    assert written[0] == "row,reason,message" and len(written) == 3
+    assert written[1].startswith("4,FIELD_MISSING,")
+    member = mms_json(address, "member", "show", "--phone", "13800000001")
+    assert (member["member"]["name"], member["member"]["card_no"]) == ("王一", "M0001")
+    assert member["member"]["gender"] == "FEMALE"
+    assert member["member"]["birthday"] == "1990-05-20"
+    assert member["member"]["tags"] == ["vip", "新客"]
+    assert member["member"]["attributes"] == {"skin": "干性 dry"}
+    assert (
+        mms_json(address, "member", "show", "--phone", "13800000002")["member"]["birthday"]
+        == "--05-20"
+    )
+    # the same file again: its chunks answer their first results; nobody is added twice
+    again = json.loads(mms(address, "member", "import", str(rows), "--json", expect=1).stdout)
+    assert (again["rows"], again["imported"], again["failed"]) == (4, 2, 2)
+    assert again["reasons"] == {"FIELD_MISSING": 1, "PHONE_MALFORMED": 1}
+    assert [(e["row_number"], e["reason"]) for e in again["errors"]] == [
+        (4, "FIELD_MISSING"),
+        (5, "PHONE_MALFORMED"),
+    ]
+    assert (again["errors_omitted"], again["request_id"]) == (0, None)
+    found = mms_json(address, "member", "search", "--phone-prefix", "138000000")
+    assert [m["name"] for m in found["members"]] == ["王一", "王二"]
+    good = tmp_path / "good.csv"
+    good.write_text("phone,name\n13800000009,赵九\n", encoding="utf-8")
+    mms(address, "member", "import", str(good), "--request-id", "imp-good")  # exit 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("phone,name,shoe\n13800000010,钱十,42\n", encoding="utf-8")
+    result = mms(address, "member", "import", str(bad), expect=2)
+    assert result.stdout == "" and result.stderr.startswith("error: unknown column(s) shoe")

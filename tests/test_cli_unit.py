@@ -7,15 +7,21 @@ command's output against the real server is in test_cli_e2e.py.
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import pty
 import re
+import select
 import socket
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from engine import cli
-from engine.proto import common_pb2, member_pb2, transaction_pb2
+from engine.proto import card_pb2, common_pb2, member_pb2, transaction_pb2
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "merchant.toml"
 PHONE = "13800138000"
@@ -48,6 +54,27 @@ COMMAND_PATHS = [
     ["member"],
     ["member", "register"],
     ["member", "show"],
+    ["member", "update"],
+    ["member", "search"],
+    ["member", "history"],
+    ["member", "changes"],
+    ["member", "follow-up"],
+    ["member", "follow-up", "add"],
+    ["member", "follow-up", "list"],
+    ["member", "import"],
+    ["card"],
+    ["card", "issue"],
+    ["card", "show"],
+    ["card", "events"],
+    *[["card", action] for action in cli._CARD_ACTIONS],
+    ["card", "pin"],
+    ["card", "replace"],
+    ["card", "return"],
+    ["card", "renew"],
+    ["card", "annual-fee"],
+    ["package"],
+    ["package", "buy"],
+    ["package", "refund"],
     ["recharge"],
     ["checkout"],
     ["db"],
@@ -66,7 +93,7 @@ def test_help(path: list[str], capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     _, out, _ = run(capsys, "--help")
-    for command in ("serve", "config", "member", "recharge", "checkout", "db"):
+    for command in ("serve", "config", "member", "card", "package", "recharge", "checkout", "db"):
         assert f"    {command} " in out
     assert "exit codes" in out
 
@@ -77,12 +104,34 @@ def test_mutating_commands_take_a_request_id(
     for path in (
         ["config", "apply"],
         ["member", "register"],
+        ["member", "update"],
+        ["member", "follow-up", "add"],
+        ["member", "import"],
+        ["card", "issue"],
+        *[["card", action] for action in cli._CARD_ACTIONS],
+        ["card", "pin"],
+        ["card", "replace"],
+        ["card", "return"],
+        ["card", "renew"],
+        ["card", "annual-fee"],
+        ["package", "buy"],
+        ["package", "refund"],
         ["recharge"],
         ["checkout"],
     ):
         _, out, _ = run(capsys, *path, "--help")
         assert "--request-id R" in out, path
-    for path in (["config", "show"], ["member", "show"], ["db", "backup"]):
+    for path in (
+        ["config", "show"],
+        ["member", "show"],
+        ["member", "search"],
+        ["member", "history"],
+        ["member", "changes"],
+        ["member", "follow-up", "list"],
+        ["card", "show"],
+        ["card", "events"],
+        ["db", "backup"],
+    ):
         _, out, _ = run(capsys, *path, "--help")
         assert "--request-id" not in out, path
 
@@ -108,6 +157,41 @@ def test_mutating_commands_take_a_request_id(
         ["checkout", "--amount", "1", "--timeout", "soon"],
         ["checkout", "--amount", "1", "--request-id", " "],
         ["serve", "--metrics-port", "70000"],
+        ["member", "show", "--qr", ""],
+        ["member", "update", "--phone", PHONE, "--attr", "skin"],  # not CODE=VALUE
+        ["member", "update", "--phone", PHONE, "--attr", "=dry"],
+        ["member", "update", "--phone", PHONE, "--gender", "f"],
+        ["member", "update", "--phone", PHONE, "--birthday", "--05-20"],  # needs =
+        ["member", "search"],  # one of --name and --phone-prefix
+        ["member", "search", "--name", "王", "--phone-prefix", "138"],
+        ["member", "search", "--name", "王", "--page-size", "0"],
+        ["member", "history", "--phone", PHONE, "--page-size", "-1"],
+        ["member", "follow-up", "add", "--phone", PHONE],  # --text missing
+        ["member", "follow-up", "add", "--phone", PHONE, "--text", " "],
+        ["member", "import"],  # FILE missing
+        ["card", "issue", "--phone", PHONE, "--type", "vip"],  # --number missing
+        ["card", "issue", "--phone", PHONE, "--number", "N1"],  # --type missing
+        ["card", "issue", "--number", "N1", "--type", "vip"],  # whose card?
+        ["card", "issue", "--phone", PHONE, "--number", "N1", "--type", "vip", "--pay", "balance"],
+        ["card", "issue", "--phone", PHONE, "--number", "N1", "--type", "vip", "--limit", "0"],
+        ["card", "show"],  # CARD missing
+        ["card", "loss"],
+        ["card", "freeze", "C1", "C2"],
+        ["card", "events", "C1", "--page-size", "x"],
+        ["card", "return", "C1"],  # --refund missing
+        ["card", "return", "C1", "--refund", "balance"],  # only 退次 goes back to balance
+        ["card", "renew", "C1"],  # --price missing
+        ["card", "renew", "C1", "--price", "0"],
+        ["card", "replace", "C1"],  # --new-number missing
+        ["package", "buy", "C1"],  # --package missing
+        ["package", "buy", "C1", "--package", "cut10", "--pay", "points"],
+        ["package", "refund", "C1", "--lot", "0", "--refund", "cash"],
+        ["package", "refund", "C1", "--lot", "1"],  # --refund missing
+        ["checkout", "--card", "C1", "--amount", "0", "--use", "haircut"],  # not ITEM=N
+        ["checkout", "--card", "C1", "--amount", "0", "--use", "haircut=0"],
+        ["checkout", "--card", "C1", "--amount", "0", "--use", "haircut=-1"],
+        ["checkout", "--card", "C1", "--amount", "0", "--use", "=2"],
+        ["checkout", "--card", "C1", "--amount", "0", "--use", f"haircut={2**31}"],
     ],
 )
 def test_usage_errors_exit_2(
@@ -141,8 +225,22 @@ BAD_AMOUNTS = [
         ["recharge", "--phone", PHONE, "--amount"],
         ["checkout", "--phone", PHONE, "--amount"],
         ["checkout", "--amount", "10", "--pay", "cash", "--cash-received"],
+        ["card", "renew", "M0001", "--price"],
+        [
+            "card",
+            "issue",
+            "--id",
+            "1",
+            "--number",
+            "C2",
+            "--type",
+            "t",
+            "--primary",
+            "C1",
+            "--limit",
+        ],
     ],
-    ids=["recharge", "checkout", "cash-received"],
+    ids=["recharge", "checkout", "cash-received", "renew-price", "subsidiary-limit"],
 )
 def test_bad_amounts_are_refused_before_any_call(
     argv: list[str],
@@ -531,3 +629,515 @@ def test_unreachable_server_exits_3(
     )
     assert code == 3
     assert "retry with --request-id r-2" in err
+
+
+# --- cards, packages and profiles: requests -------------------------------------------
+
+
+def request_of(build, *argv: str):  # type: ignore[no-untyped-def]
+    return build(cli.parse_args(list(argv)))
+
+
+def test_issue_card_request() -> None:
+    request = request_of(
+        cli.build_issue_card_request,
+        "card", "issue", "--phone", PHONE, "--number", "VIP0001", "--type", "vip",
+        "--pay", "scan_pay", "--ref", "WX-7", "--activate", "--store", "S002",
+        "--staff", "A01", "--request-id", "r-1",
+    )  # fmt: skip
+    assert request == card_pb2.IssueCardRequest(
+        request_id="r-1",
+        member=common_pb2.MemberRef(phone=PHONE),
+        card_no="VIP0001",
+        card_type="vip",
+        store_code="S002",
+        tenders=[
+            common_pb2.Tender(method=common_pb2.SCAN_PAY, take_rest=True, external_ref="WX-7")
+        ],
+        activate=True,
+        staff_code="A01",
+    )
+    assert request.pin == ""  # read by the command, never from argv (see read_pin)
+
+
+def test_issue_subsidiary_card_request() -> None:
+    request = request_of(
+        cli.build_issue_card_request,
+        "card", "issue", "--card", "C0001", "--number", "C0002", "--type", "member",
+        "--primary", "C0001", "--limit", "500.5",
+    )  # fmt: skip
+    assert request.member == common_pb2.MemberRef(card_no="C0001")
+    assert (request.primary_card_no, request.spending_limit_fen) == ("C0001", 50_050)
+    assert list(request.tenders) == [common_pb2.Tender(method=CASH, take_rest=True)]
+    assert not request.activate
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--limit", "50"], "--limit is for a subsidiary card: give --primary"),
+        (["--ref", "X1"], "--ref is for --pay bank_card or scan_pay"),
+    ],
+)
+def test_issue_card_option_clashes(
+    argv: list[str], message: str, nobody_listens: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    issue = ["card", "issue", "--id", "1", "--number", "N0001", "--type", "member", *argv]
+    with pytest.raises(cli.UsageError, match=re.escape(message)):
+        request_of(cli.build_issue_card_request, *issue)
+    code, out, err = run(capsys, *issue, "--server", nobody_listens)
+    assert (code, out) == (2, "")  # a call would have exited 3
+    assert f"mms card issue: error: {message}" in err
+
+
+@pytest.mark.parametrize(
+    ("command", "action"),
+    [
+        ("activate", card_pb2.ACTIVATE),
+        ("loss", card_pb2.REPORT_LOSS),
+        ("unloss", card_pb2.CANCEL_LOSS),
+        ("freeze", card_pb2.FREEZE),
+        ("unfreeze", card_pb2.UNFREEZE),
+        ("unlock", card_pb2.UNLOCK),
+        ("expire", card_pb2.EXPIRE),
+        ("default", card_pb2.SET_DEFAULT),
+    ],
+)
+def test_card_action_requests(command: str, action: int) -> None:
+    request = request_of(
+        cli.build_card_action_request,
+        "card", command, "C0001", "--note", "顾客来电 called in", "--staff", "M1",
+        "--request-id", "r-2",
+    )  # fmt: skip
+    assert request == card_pb2.CardActionRequest(
+        request_id="r-2", card_no="C0001", action=action, note="顾客来电 called in", staff_code="M1"
+    )
+
+
+def test_every_card_action_has_a_command() -> None:
+    actions = {action for action, _help, _title in cli._CARD_ACTIONS.values()}
+    assert actions == set(card_pb2.CardAction.values()) - {card_pb2.CARD_ACTION_UNSPECIFIED}
+
+
+def test_replace_return_renew_requests() -> None:
+    replace = request_of(
+        cli.build_replace_card_request,
+        "card", "replace", "C0001", "--new-number", "C0009", "--pay", "bank_card",
+        "--ref", "POS-1", "--staff", "A01",
+    )  # fmt: skip
+    assert (replace.card_no, replace.new_card_no, replace.staff_code) == ("C0001", "C0009", "A01")
+    bank = common_pb2.Tender(method=common_pb2.BANK_CARD, take_rest=True, external_ref="POS-1")
+    assert list(replace.tenders) == [bank]
+    returned = request_of(
+        cli.build_return_card_request, "card", "return", "C0001", "--refund", "scan_pay"
+    )
+    assert (returned.card_no, returned.refund_method) == ("C0001", common_pb2.SCAN_PAY)
+    assert returned.store_code == ""
+    renew = request_of(
+        cli.build_renew_card_request, "card", "renew", "M0001", "--price", "99.99", "--store", "S2"
+    )
+    assert (renew.card_no, renew.price_fen, renew.store_code) == ("M0001", 9_999, "S2")
+    assert list(renew.tenders) == [common_pb2.Tender(method=CASH, take_rest=True)]
+
+
+@pytest.mark.parametrize(
+    ("pay", "methods"),
+    [
+        ("balance", [SV]),
+        ("balance+cash", [SV, CASH]),
+        ("cash", [CASH]),
+        ("scan_pay", [common_pb2.SCAN_PAY]),
+    ],
+)
+def test_buy_package_request(pay: str, methods: list[int]) -> None:
+    request = request_of(
+        cli.build_buy_package_request,
+        "package", "buy", "C0001", "--package", "cut10", "--pay", pay, "--staff", "A01",
+    )  # fmt: skip
+    assert (request.card_no, request.package_code, request.staff_code) == ("C0001", "cut10", "A01")
+    assert [tender.method for tender in request.tenders] == methods
+    assert all(tender.take_rest for tender in request.tenders)
+    assert request.pin == ""
+
+
+def test_buy_package_defaults_to_the_balance() -> None:
+    request = request_of(cli.build_buy_package_request, "package", "buy", "C1", "--package", "p")
+    assert list(request.tenders) == [common_pb2.Tender(method=SV, take_rest=True)]
+    with pytest.raises(cli.UsageError, match="--ref is for --pay bank_card or scan_pay"):
+        request_of(
+            cli.build_buy_package_request, "package", "buy", "C1", "--package", "p", "--ref", "X"
+        )
+
+
+@pytest.mark.parametrize(
+    ("refund", "method"),
+    [("balance", SV), ("cash", CASH), ("bank_card", common_pb2.BANK_CARD)],
+)
+def test_refund_package_request(refund: str, method: int) -> None:
+    request = request_of(
+        cli.build_refund_package_request,
+        "package", "refund", "C0001", "--lot", "18446744073709551615", "--refund", refund,
+    )  # fmt: skip
+    assert (request.card_no, request.lot_id, request.refund_method) == ("C0001", 2**64 - 1, method)
+
+
+def test_checkout_with_count_card_uses() -> None:
+    args = cli.parse_args(
+        [
+            "checkout", "--card", "K0001", "--amount", "0", "--use", "haircut=2",
+            "--use", " wash = 1 ", "--staff", "T07",
+        ]
+    )  # fmt: skip
+    request = cli.build_checkout_request(args)
+    assert request.list_amount_fen == 0
+    assert list(request.uses) == [
+        transaction_pb2.CountUse(item_code="haircut", uses=2),
+        transaction_pb2.CountUse(item_code="wash", uses=1),
+    ]
+    assert request.staff_code == "T07"
+    assert list(request.tenders) == [common_pb2.Tender(method=SV, take_rest=True)]
+    assert request.pin == ""
+    with_amount = request_of(
+        cli.build_checkout_request, "checkout", "--card", "K1", "--amount", "12.5", "--use", "a=1"
+    )
+    assert (with_amount.list_amount_fen, len(with_amount.uses)) == (1250, 1)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--card", "K1", "--amount", "0"], "argument --amount: must be more than zero"),
+        (["--amount", "0", "--use", "a=1"], "--use and --pin need the member's card"),
+        (["--amount", "5", "--pin"], "--use and --pin need the member's card"),
+        (
+            ["--card", "K1", "--amount", "0", "--use", "a=1", "--use", "a=2"],
+            "--use a is given twice",
+        ),
+    ],
+)
+def test_checkout_use_clashes(
+    argv: list[str], message: str, nobody_listens: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(cli.UsageError, match=re.escape(message)):
+        request_of(cli.build_checkout_request, "checkout", *argv)
+    code, out, err = run(capsys, "checkout", *argv, "--server", nobody_listens)
+    assert (code, out) == (2, "")  # a call would have exited 3
+    assert f"mms checkout: error: {message}" in err
+
+
+def test_register_request_with_a_profile() -> None:
+    args = cli.parse_args(
+        [
+            "member", "register", "--phone", PHONE, "--name", "王五", "--gender", "male",
+            "--birthday=--05-20", "--tags", "vip，新客, ,", "--attr", "skin=干性 dry",
+            "--attr", "shoe_size= 42 ", "--referrer-phone", "13900139000", "--staff", "S01",
+            "--card-type", "vip", "--request-id", "r-3",
+        ]
+    )  # fmt: skip
+    assert cli.build_register_request(args) == member_pb2.RegisterMemberRequest(
+        request_id="r-3",
+        phone=PHONE,
+        name="王五",
+        profile=member_pb2.Profile(
+            gender=member_pb2.MALE,
+            birthday="--05-20",
+            tags=["vip", "新客"],
+            attributes={"skin": "干性 dry", "shoe_size": "42"},
+        ),
+        referrer=common_pb2.MemberRef(phone="13900139000"),
+        staff_code="S01",
+        card_type="vip",
+    )
+
+
+def test_update_sends_exactly_the_fields_given() -> None:
+    def update(*argv: str) -> member_pb2.UpdateMemberRequest:
+        return request_of(cli.build_update_member_request, "member", "update", "--id", "7", *argv)
+
+    request = update("--birthday", "1990-05-20", "--staff", "S01")
+    assert list(request.fields) == ["birthday"]
+    assert request.profile == member_pb2.Profile(birthday="1990-05-20")
+    assert (request.member, request.staff_code) == (common_pb2.MemberRef(member_id=7), "S01")
+    request = update("--name", "王小五", "--new-phone", "13900139000", "--tags", "")
+    assert list(request.fields) == ["name", "phone", "tags"]
+    assert (request.name, request.phone, list(request.profile.tags)) == (
+        "王小五",
+        "13900139000",
+        [],
+    )
+    request = update(
+        "--gender", "female", "--anniversary", "2015-10-01", "--address", "上海市 1 号",
+        "--occupation", "教师", "--interests", "yoga,跑步", "--groups", "A组",
+        "--attr", "skin=dry", "--attr", "note=",
+    )  # fmt: skip
+    assert list(request.fields) == [
+        "gender", "anniversary", "address", "occupation", "interests", "groups", "attributes",
+    ]  # fmt: skip
+    assert request.profile == member_pb2.Profile(
+        gender=member_pb2.FEMALE,
+        anniversary="2015-10-01",
+        address="上海市 1 号",
+        occupation="教师",
+        interests=["yoga", "跑步"],
+        groups=["A组"],
+        attributes={"skin": "dry", "note": ""},
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "nothing to change"),
+        (["--staff", "S01"], "nothing to change"),
+        (["--attr", "skin=dry", "--attr", "skin=oily"], "--attr skin is given twice"),
+    ],
+)
+def test_update_refusals(
+    argv: list[str], message: str, nobody_listens: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    update = ["member", "update", "--phone", PHONE, *argv]
+    with pytest.raises(cli.UsageError, match=re.escape(message)):
+        request_of(cli.build_update_member_request, *update)
+    code, out, err = run(capsys, *update, "--server", nobody_listens)
+    assert (code, out) == (2, "")
+    assert f"mms member update: error: {message}" in err
+
+
+def test_search_and_follow_up_requests() -> None:
+    by_name = request_of(cli.build_search_request, "member", "search", "--name", "王")
+    assert by_name == member_pb2.SearchMembersRequest(name_prefix="王")
+    by_phone = request_of(
+        cli.build_search_request,
+        "member", "search", "--phone-prefix", "138", "--page-size", "50", "--page-token", "ab12",
+    )  # fmt: skip
+    assert by_phone == member_pb2.SearchMembersRequest(
+        phone_prefix="138", page_size=50, page_token="ab12"
+    )
+    follow_up = request_of(
+        cli.build_follow_up_request,
+        "member", "follow-up", "add", "--qr", "MMS:C0001", "--text", "回访 满意", "--staff", "S01",
+        "--request-id", "r-4",
+    )  # fmt: skip
+    assert follow_up == member_pb2.AddFollowUpRequest(
+        request_id="r-4",
+        member=common_pb2.MemberRef(qr="MMS:C0001"),
+        staff_code="S01",
+        text="回访 满意",
+    )
+
+
+def test_member_selector_takes_a_qr_code() -> None:
+    args = cli.parse_args(["member", "show", "--qr", "MMS:C0001"])
+    assert cli.member_ref(args) == common_pb2.MemberRef(qr="MMS:C0001")
+    checkout = request_of(cli.build_checkout_request, "checkout", "--qr", "MMS:C1", "--amount", "1")
+    assert checkout.member == common_pb2.MemberRef(qr="MMS:C1")
+
+
+def test_message_to_json_shows_maps() -> None:
+    member = member_pb2.Member(member_id=1, attributes={"skin": "dry", "a": "1"}, tags=["vip"])
+    data = cli.message_to_json(member)
+    assert data["attributes"] == {"a": "1", "skin": "dry"}
+    assert data["tags"] == ["vip"]
+    lot = card_pb2.CountLot(lot_id=3, price_fen=50_000, items=[card_pb2.ItemUses(item_code="x")])
+    assert cli.message_to_json(lot)["price"] == "500.00"
+    json.dumps(data)
+
+
+# --- PINs: never from argv --------------------------------------------------------------
+
+
+def _all_parsers(parser: object) -> list[object]:
+    found = [parser]
+    for action in parser._actions:  # type: ignore[attr-defined]
+        for child in getattr(action, "choices", None) or {}:
+            if isinstance(action.choices, dict):
+                found += _all_parsers(action.choices[child])
+    return found
+
+
+def test_no_option_takes_a_pin_as_its_value() -> None:
+    """A PIN typed on the command line lands in shell history and in `ps`."""
+    checked = 0
+    for parser in _all_parsers(cli.build_parser()):
+        for action in parser._actions:  # type: ignore[attr-defined]
+            if "pin" in action.dest:
+                assert action.nargs == 0, (parser.prog, action.dest)  # type: ignore[attr-defined]
+                checked += 1
+    assert checked >= 8  # issue, package buy and checkout: 2 each; card pin: 2
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["checkout", "--card", "C1", "--amount", "1", "--pin", "123456"],
+        ["checkout", "--card", "C1", "--amount", "1", "--pin=123456"],
+        ["card", "issue", "--id", "1", "--number", "N1", "--type", "t", "--pin", "123456"],
+        ["package", "buy", "C1", "--package", "p", "--pin", "123456"],
+        ["card", "pin", "C1", "--old-pin", "111111", "--new-pin", "123456"],
+        ["card", "pin", "C1", "123456"],
+    ],
+)
+def test_a_pin_on_the_command_line_is_refused(
+    argv: list[str], nobody_listens: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, *argv, "--server", nobody_listens)
+    assert (code, out) == (2, "")  # refused before any call, and before reading any PIN
+    assert "error:" in err
+
+
+def test_read_pin_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MMS_PIN", "123456")
+    args = cli.parse_args(["checkout", "--card", "C1", "--amount", "1"])
+    assert cli.read_pin(args) == ""
+
+
+def test_read_pin_from_a_line_of_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MMS_PIN", "999999")  # --pin-stdin wins over the environment
+    monkeypatch.setattr(sys, "stdin", io.StringIO("135790\r\nrest\n"))
+    args = cli.parse_args(["checkout", "--card", "C1", "--amount", "1", "--pin-stdin"])
+    assert cli.read_pin(args) == "135790"
+    assert sys.stdin.read() == "rest\n"  # one line taken, no more
+
+
+def test_read_pin_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # not a terminal
+    monkeypatch.setenv("MMS_PIN", "246802")
+    args = cli.parse_args(["package", "buy", "C1", "--package", "p", "--pin"])
+    assert cli.read_pin(args) == "246802"
+    monkeypatch.delenv("MMS_PIN")
+    with pytest.raises(cli.UsageError, match=re.escape("give --pin-stdin or $MMS_PIN")):
+        cli.read_pin(args)
+
+
+@pytest.mark.parametrize(
+    ("stdin", "message"),
+    [("", "stdin ended before its line"), ("1" * 65 + "\n", "the line on stdin is too long")],
+)
+def test_read_pin_refuses_a_bad_stdin(
+    stdin: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    args = cli.parse_args(["checkout", "--card", "C1", "--amount", "1", "--pin-stdin"])
+    with pytest.raises(cli.UsageError, match=re.escape(message)):
+        cli.read_pin(args)
+
+
+def test_read_pin_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("111111\n222222\n"))
+    both = cli.parse_args(["card", "pin", "C1", "--old-pin-stdin", "--new-pin-stdin"])
+    assert cli.read_pin_change(both) == ("111111", "222222")  # the current PIN's line first
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n"))
+    monkeypatch.setenv("MMS_NEW_PIN", "333333")
+    first = cli.parse_args(["card", "pin", "C1", "--old-pin-stdin"])
+    assert cli.read_pin_change(first) == ("", "333333")  # an empty line: no PIN yet
+    monkeypatch.setenv("MMS_OLD_PIN", "333333")
+    monkeypatch.setenv("MMS_NEW_PIN", "444444")
+    plain = cli.parse_args(["card", "pin", "C1", "--request-id", "r-5", "--staff", "A01"])
+    old_pin, new_pin = cli.read_pin_change(plain)
+    request = cli.build_change_pin_request(plain, old_pin=old_pin, new_pin=new_pin)
+    assert request == card_pb2.ChangePinRequest(
+        request_id="r-5", card_no="C1", old_pin="333333", new_pin="444444", staff_code="A01"
+    )
+    monkeypatch.delenv("MMS_OLD_PIN")
+    with pytest.raises(cli.UsageError, match=re.escape("give --old-pin-stdin or $MMS_OLD_PIN")):
+        cli.read_pin_change(plain)
+
+
+def test_a_missing_pin_is_a_usage_error_before_any_call(
+    nobody_listens: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MMS_NEW_PIN", raising=False)
+    monkeypatch.delenv("MMS_OLD_PIN", raising=False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    code, out, err = run(capsys, "card", "pin", "C1", "--server", nobody_listens)
+    assert (code, out) == (2, "")  # a call would have exited 3
+    assert "mms card pin: error: current PIN 原密码" in err
+
+
+# The real command on a pseudo-terminal: getpass reads the typed PINs without echo.
+TERMINAL_TIMEOUT_S = 30
+
+
+def _in_terminal(argv: list[str], typed: list[str]) -> tuple[int, str]:
+    """Runs `python -m engine ARGV` on a new pseudo-terminal, typing each of `typed` after
+    the prompt before it; returns the exit code and everything the terminal showed."""
+    pid, master = pty.fork()
+    if pid == 0:  # the child: the terminal is its controlling terminal and stdin
+        os.chdir(Path(__file__).resolve().parent.parent)
+        os.execv(sys.executable, [sys.executable, "-m", "engine", *argv])
+    shown = b""
+    answered = 0  # how much of `shown` the last line typed answered
+    deadline = time.monotonic() + TERMINAL_TIMEOUT_S
+    pending = list(typed)
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            if pending and shown[answered:].rstrip().endswith(b":"):
+                os.write(master, pending.pop(0).encode() + b"\n")
+                answered = len(shown)
+    finally:
+        os.close(master)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), shown.decode("utf-8", "replace")
+
+
+def test_pins_are_typed_without_echo_on_a_terminal(nobody_listens: str) -> None:
+    code, shown = _in_terminal(
+        ["card", "pin", "C1", "--server", nobody_listens, "--request-id", "r-6", "--timeout", "5"],
+        ["864209", "531975", "531975"],
+    )
+    assert "current PIN 原密码 (none: empty):" in shown
+    assert "new PIN 新密码:" in shown and "new PIN 新密码 again 再输一次:" in shown
+    for pin in ("864209", "531975"):
+        assert pin not in shown  # not echoed
+    assert code == 3, shown  # the PINs were read and the call was made
+    assert "retry with --request-id r-6" in shown
+
+
+def test_a_new_pin_typed_differently_twice_is_refused(nobody_listens: str) -> None:
+    code, shown = _in_terminal(
+        ["card", "issue", "--id", "1", "--number", "N0001", "--type", "vip", "--pin",
+         "--server", nobody_listens],
+        ["135790", "135791"],
+    )  # fmt: skip
+    assert code == 2, shown
+    assert "PIN 密码: the two typed differ" in shown
+
+
+# --- member import: what is refused before any call -----------------------------------
+
+
+def test_import_ids_come_from_the_file_unless_given() -> None:
+    args = cli.parse_args(["member", "import", "members.csv"])
+    assert (args.mutating, args.request_id, args.errors) == (True, None, None)
+    given = cli.parse_args(["member", "import", "m.xlsx", "--request-id", "imp-1", "--errors", "e"])
+    assert (given.request_id, given.errors) == ("imp-1", "e")
+
+
+def test_an_unreadable_import_file_is_refused_before_any_call(
+    tmp_path: Path, nobody_listens: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "none.csv"
+    code, out, err = run(capsys, "member", "import", str(missing), "--server", nobody_listens)
+    assert (code, out) == (2, "")  # a call would have exited 3
+    assert err.startswith(f"error: cannot read {missing}")
+    headless = tmp_path / "headless.csv"
+    headless.write_text("13800138000,张三\n", encoding="utf-8")
+    code, out, err = run(capsys, "member", "import", str(headless), "--server", nobody_listens)
+    assert (code, out) == (2, "")
+    assert err.startswith("error: unknown column(s) 13800138000")
+    rows = tmp_path / "rows.csv"
+    rows.write_text("phone,name\n13800138000,张三\n", encoding="utf-8")
+    nowhere = tmp_path / "no-dir" / "errors.csv"
+    argv = ["member", "import", str(rows), "--errors", str(nowhere), "--server", nobody_listens]
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert f"mms member import: error: --errors: cannot write {nowhere}" in err

@@ -64,6 +64,16 @@ pub fn register(
         ..Default::default()
     };
     let card = cards::create(dbs, txn, merchant, card)?;
+    let facts = cards::EventFacts {
+        action: "ISSUE",
+        status_before: CardStatus::Unspecified,
+        request_id: &request.request_id,
+        staff_code: &request.staff_code,
+        note: "issued with the registration, no fee",
+        ledger_seq: 0,
+        now_ms,
+    };
+    cards::record_event(dbs, txn, merchant, &card, facts)?;
     member.default_card_id = card.card_id;
     store::put_record(&dbs.members, txn, &store::key_u64(merchant, member_id), &member)?;
     store::put_u64(&dbs.phones, txn, &phone_key, member_id)?;

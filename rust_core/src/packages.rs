@@ -213,7 +213,7 @@ fn post_payment(
         journal.fen(transactions::takings_account(store_code, method), -payment.amount_fen);
         return Ok(());
     }
-    transactions::check_pin(context, card, card_type)?;
+    transactions::check_pin(context, card, card_type.pin_required)?;
     let (from_principal, from_bonus) =
         rules::split_stored_value(payment.amount_fen, principal_fen, bonus_fen, context.config.spend_order())?;
     payment.principal_fen = from_principal;
@@ -471,6 +471,7 @@ pub fn refund(
         event: Some(event),
         ledger_seq: seq,
         refund_fen: paid_back_fen,
+        bonus_refund_fen: bonus_back_fen,
         lot: Some(lot),
         ..Default::default()
     };

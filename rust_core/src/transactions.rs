@@ -283,8 +283,8 @@ fn use_trial(card: &mut Card, card_type: &CardType) -> Result<()> {
 /// The PIN gate of a stored-value payment: checked before the writer; here only its
 /// outcome is applied. A wrong PIN is counted by the dispatcher outside this request's
 /// transaction, so the count survives the refusal.
-pub fn check_pin(context: &Context<'_>, card: &mut Card, card_type: &CardType) -> Result<()> {
-    if !card_type.pin_required {
+pub fn check_pin(context: &Context<'_>, card: &mut Card, pin_required: bool) -> Result<()> {
+    if !pin_required {
         return Ok(());
     }
     if card.pin_hash.is_empty() {
@@ -448,7 +448,11 @@ fn post_payment(
     }
     let buyer = buyer.expect("stored value was checked to have a member");
     let _ = txn;
-    check_pin(context, &mut buyer.card, &buyer.card_type)?;
+    // A subsidiary spending a PIN-protected primary's money needs its own PIN, even when
+    // its own type asks for none.
+    let payer_type = cards::card_type(context.config, &buyer.payer.card_type)?;
+    let pin_required = buyer.card_type.pin_required || payer_type.pin_required;
+    check_pin(context, &mut buyer.card, pin_required)?;
     if buyer.card.primary_card_id != 0 {
         let spent = money::add_within(buyer.card.spent_fen, payment.amount_fen, i64::MAX, "subsidiary spending")?;
         if buyer.card.spending_limit_fen > 0 && spent > buyer.card.spending_limit_fen {

@@ -493,9 +493,13 @@ fn card_actions_move_between_states_and_leave_events() {
     assert_eq!(newest.staff_code, "mgr01");
     assert!(page.events.windows(2).all(|pair| pair[0].seq > pair[1].seq));
     let rest = h.events("C0001", 4, &page.next_page_token).unwrap();
-    assert_eq!(rest.events.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), vec!["CANCEL_LOSS", "REPORT_LOSS"]);
+    // The card came with the registration: its ISSUE event is the oldest.
+    assert_eq!(
+        rest.events.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        vec!["CANCEL_LOSS", "REPORT_LOSS", "ISSUE"]
+    );
     assert_eq!(rest.next_page_token, "");
-    assert_eq!(h.events("C0001", 0, "").unwrap().events.len(), 6);
+    assert_eq!(h.events("C0001", 0, "").unwrap().events.len(), 7);
     assert_eq!(kind_of(h.events("C0001", 4, "x1")), Kind::PageTokenInvalid);
 
     // A retry answers the same and does nothing more.
@@ -725,7 +729,7 @@ fn replacing_a_card_moves_every_balance_and_retires_the_old_number() {
     assert_eq!(kind_of(h.pay_from("A0001", 100)), Kind::CardReplaced);
     assert_eq!(kind_of(h.recharge("A0001", 10_000)), Kind::CardReplaced);
     assert_eq!(kind_of(h.call::<CardResponse>(REPLACE, replace("A0003", PaymentMethod::Cash))), Kind::CardReplaced);
-    assert_eq!(h.actions("A0001"), vec!["REPLACE", "REPORT_LOSS", "CHANGE_PIN", "BUY_PACKAGE"]);
+    assert_eq!(h.actions("A0001"), vec!["REPLACE", "REPORT_LOSS", "CHANGE_PIN", "BUY_PACKAGE", "ISSUE"]);
     assert_eq!(h.actions("A0002"), vec!["REPLACE"]);
     assert_eq!(h.actions("S0001"), vec!["RELINK", "ISSUE"]);
 
@@ -968,5 +972,39 @@ fn the_annual_fee_is_charged_from_principal_when_due() {
     let no_fee = ChargeAnnualFeeRequest { card_no: "C0001".into(), ..Default::default() };
     assert_eq!(kind_of(h.call::<CardResponse>(ANNUAL_FEE, no_fee)), Kind::AnnualFeeNotDue);
     assert_eq!(h.actions("V0001"), vec!["ANNUAL_FEE", "ANNUAL_FEE", "ANNUAL_FEE", "ISSUE"]);
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn a_subsidiary_of_a_pin_protected_card_needs_its_own_pin() {
+    let mut h = Harness::new("subsidiary-pin", lifecycle_config(), "2026-06-01");
+    h.register("13800000016", "A0001");
+    h.sell("A0001", "P0001", "secure");
+    h.recharge("P0001", 10_000).unwrap();
+    let request = IssueCardRequest {
+        member: card_ref("A0001"),
+        card_no: "S0001".into(),
+        card_type: "member".into(),
+        tenders: vec![pay(PaymentMethod::Cash)],
+        activate: true,
+        primary_card_no: "P0001".into(),
+        ..Default::default()
+    };
+    h.issue(request).unwrap();
+    // The subsidiary's own type asks for no PIN, but the money it spends is protected.
+    assert_eq!(kind_of(h.pay_from("S0001", 1_000)), Kind::PinRequired);
+    let set = ChangePinRequest { card_no: "S0001".into(), new_pin: "271828".into(), ..Default::default() };
+    h.call::<CardResponse>(CHANGE_PIN, set).unwrap();
+    assert_eq!(
+        kind_of(h.checkout(Key::CardNo("S0001".into()), 1_000, PaymentMethod::StoredValue, "")),
+        Kind::PinRequired
+    );
+    assert_eq!(
+        kind_of(h.checkout(Key::CardNo("S0001".into()), 1_000, PaymentMethod::StoredValue, "314159")),
+        Kind::WrongPin
+    );
+    let paid = h.checkout(Key::CardNo("S0001".into()), 1_000, PaymentMethod::StoredValue, "271828").unwrap();
+    assert_eq!(paid.payments[0].principal_fen, 1_000);
+    assert_eq!(held(&h.card("P0001")), (9_000, 2_000));
     h.assert_ledger_consistent();
 }
