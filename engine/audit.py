@@ -62,6 +62,7 @@ DATABASE_NAMES = (
     "names",
     "member_changes",
     "follow_ups",
+    "subsidiaries",
     "requests",
     "counters",
 )
@@ -545,6 +546,8 @@ class _MerchantAudit:
         self.card_members = _IdTable()
         self.card_number_hashes = _IdTable()
         self.card_statuses = _IdTable("B")
+        # Subsidiary card id -> its primary, for live subsidiaries only (they are few).
+        self.live_subsidiaries: dict[int, int] = {}
 
     def run(self, counts: Counter[str]) -> MerchantTotals:
         if not MERCHANT_ID.fullmatch(self.prefix[:-1]):
@@ -556,6 +559,7 @@ class _MerchantAudit:
         self.audit_members()
         self.audit_card_owners()
         self.audit_member_cards()
+        self.audit_subsidiaries()
         self.audit_index(
             "card_numbers", "card", "card_no", self.card_number_hashes, self.card_number_of
         )
@@ -818,6 +822,8 @@ class _MerchantAudit:
             self.card_number_hashes.put(card_id, _text_hash(card.card_no))
             self.card_statuses.put(card_id, card.status if 0 <= card.status < 256 else 255)
             self.check_card_indexed(key, card_id, card)
+            if card.primary_card_id and card.status != card_pb2.REPLACED:
+                self.live_subsidiaries[card_id] = card.primary_card_id
         self.check_counter(COUNTER_CARD_ID, previous_id, 6, "card id")
 
     def check_card_indexed(self, key: str, card_id: int, card: card_pb2.Card) -> None:
@@ -852,6 +858,23 @@ class _MerchantAudit:
                 self.report(5, key, f"card {card_id} does not exist")
             elif owner not in (member_id, UNKNOWN):
                 self.report(5, key, f"card {card_id} belongs to member {owner}")
+
+    def audit_subsidiaries(self) -> None:
+        """`subsidiaries` lists exactly the live subsidiary cards under their primary."""
+        expected = dict(self.live_subsidiaries)
+        for rest, value in self.segment("subsidiaries"):
+            pair = self.u64_pair_key("subsidiaries", rest)
+            if pair is None:
+                continue
+            primary_id, card_id = pair
+            key = f"subsidiaries:{primary_id}/{card_id}"
+            self.check_empty(key, value)
+            if expected.pop(card_id, None) != primary_id:
+                message = f"card {card_id} is not a live subsidiary of card {primary_id}"
+                self.report(5, key, message)
+        for card_id, primary_id in sorted(expected.items()):
+            message = f"subsidiary of card {primary_id} is missing from subsidiaries"
+            self.report(5, f"cards:{card_id}", message)
 
     # --- invariants 5 (from the member's side), 6 and 7 ---
 

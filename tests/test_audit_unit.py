@@ -44,6 +44,7 @@ DATABASE_NAMES = (
     "names",
     "member_changes",
     "follow_ups",
+    "subsidiaries",
     "requests",
     "counters",
 )
@@ -91,6 +92,7 @@ class World:
     card_numbers: dict[tuple[str, str], int] = field(default_factory=dict)
     cards: dict[tuple[str, int], card_pb2.Card] = field(default_factory=dict)
     member_cards: set[tuple[str, int, int]] = field(default_factory=set)
+    subsidiaries: set[tuple[str, int, int]] = field(default_factory=set)
     card_events: dict[tuple[str, int, int], card_pb2.CardEvent] = field(default_factory=dict)
     lots: dict[LOT_KEY, card_pb2.CountLot] = field(default_factory=dict)
     accounts: dict[tuple[str, str], records_pb2.AccountRecord] = field(default_factory=dict)
@@ -474,6 +476,7 @@ class World:
             ("cards", key(m, u64(i)), r.SerializeToString()) for (m, i), r in self.cards.items()
         ]
         rows += [("member_cards", key(m, pair(i, c)), b"") for m, i, c in self.member_cards]
+        rows += [("subsidiaries", key(m, pair(p, c)), b"") for m, p, c in self.subsidiaries]
         rows += [
             ("card_events", key(m, pair(c, s)), e.SerializeToString())
             for (m, c, s), e in self.card_events.items()
@@ -925,6 +928,27 @@ def test_5_card_not_listed_under_its_member(tmp_path: Path) -> None:
     world.member_cards.discard((M1, 2, 2))
     report = assert_only(world, tmp_path, 5)
     assert [problem.key for problem in report.problems] == ["cards:2"]
+
+
+def test_5_subsidiary_missing_from_its_index(tmp_path: Path) -> None:
+    world = build_world()
+    world.cards[(M1, 2)].primary_card_id = 1
+    report = assert_only(world, tmp_path, 5)
+    assert [problem.key for problem in report.problems] == ["cards:2"]
+
+
+def test_5_subsidiary_index_names_a_card_of_its_own(tmp_path: Path) -> None:
+    world = build_world()
+    world.subsidiaries.add((M1, 1, 2))
+    report = assert_only(world, tmp_path, 5)
+    assert [problem.key for problem in report.problems] == ["subsidiaries:1/2"]
+
+
+def test_5_subsidiary_indexed_under_its_primary_is_clean(tmp_path: Path) -> None:
+    world = build_world()
+    world.cards[(M1, 2)].primary_card_id = 1
+    world.subsidiaries.add((M1, 1, 2))
+    assert audit_world(world, tmp_path).problems == []
 
 
 def test_5_member_cards_lists_a_missing_card(tmp_path: Path) -> None:

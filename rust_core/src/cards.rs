@@ -126,7 +126,48 @@ pub fn create(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, mut card: Card) ->
     store::put_u64(&dbs.card_numbers, txn, &number_key, card.card_id)?;
     let member_card = store::key_u64_pair(merchant, card.member_id, card.card_id);
     dbs.member_cards.put(txn, &member_card, &[])?;
+    if card.primary_card_id != 0 {
+        link_subsidiary(dbs, txn, merchant, card.primary_card_id, card.card_id)?;
+    }
     Ok(card)
+}
+
+/// Records that `subsidiary_id` draws on `primary_id` (附属卡), so a primary's subsidiaries
+/// are found without reading every card.
+pub fn link_subsidiary(
+    dbs: &Dbs,
+    txn: &mut RwTxn<'_>,
+    merchant: &str,
+    primary_id: u64,
+    subsidiary_id: u64,
+) -> Result<()> {
+    dbs.subsidiaries.put(txn, &store::key_u64_pair(merchant, primary_id, subsidiary_id), &[])?;
+    Ok(())
+}
+
+pub fn unlink_subsidiary(
+    dbs: &Dbs,
+    txn: &mut RwTxn<'_>,
+    merchant: &str,
+    primary_id: u64,
+    subsidiary_id: u64,
+) -> Result<()> {
+    dbs.subsidiaries.delete(txn, &store::key_u64_pair(merchant, primary_id, subsidiary_id))?;
+    Ok(())
+}
+
+/// The cards drawing on `primary_id`, in the order they were issued.
+pub fn subsidiaries_of(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, primary_id: u64) -> Result<Vec<Card>> {
+    let prefix = store::key_u64(merchant, primary_id);
+    let mut ids = Vec::new();
+    for item in dbs.subsidiaries.prefix_iter(txn, &prefix)? {
+        let (key, _) = item?;
+        let id_bytes: [u8; 8] = key[key.len() - 8..].try_into().expect("8 bytes");
+        ids.push(u64::from_be_bytes(id_bytes));
+    }
+    let cards: Vec<Card> = ids.into_iter().map(|id| get(dbs, txn, merchant, id)).collect::<Result<_>>()?;
+    assert!(cards.iter().all(|card| card.primary_card_id == primary_id), "subsidiary index out of step");
+    Ok(cards)
 }
 
 /// Refuses a card that cannot pay or be paid into, saying which state it is in.

@@ -213,21 +213,6 @@ fn make_default(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, card: &Card) -> 
     store::put_record(&dbs.members, txn, &store::key_u64(merchant, member.member_id), &member)
 }
 
-/// Cards drawing on `primary_card_id`. There is no index of subsidiaries, so this reads
-/// every card of the merchant; only replace and return, both rare, call it.
-fn subsidiaries_of(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, primary_card_id: u64) -> Result<Vec<Card>> {
-    let prefix = store::key(merchant, b"");
-    let mut found = Vec::new();
-    for item in dbs.cards.prefix_iter(txn, &prefix)? {
-        let (_, bytes) = item?;
-        let card = <Card as prost::Message>::decode(bytes)?;
-        if card.primary_card_id == primary_card_id {
-            found.push(card);
-        }
-    }
-    Ok(found)
-}
-
 // ---- 售卡 ----
 
 pub fn issue(context: &Context<'_>, txn: &mut RwTxn<'_>, request: IssueCardRequest) -> Result<(CardResponse, u64)> {
@@ -472,6 +457,10 @@ pub fn replace(context: &Context<'_>, txn: &mut RwTxn<'_>, request: ReplaceCardR
     old.status = CardStatus::Replaced as i32;
     old.replaced_by_card_id = new.card_id;
     cards::put(dbs, txn, merchant, &old)?;
+    if old.primary_card_id != 0 {
+        // The new card took over the old one's place under its primary.
+        cards::unlink_subsidiary(dbs, txn, merchant, old.primary_card_id, old.card_id)?;
+    }
     if members::by_id(dbs, txn, merchant, old.member_id)?.default_card_id == old.card_id {
         make_default(dbs, txn, merchant, &new)?;
     }
@@ -526,9 +515,11 @@ fn move_lots(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, from_card_id: u64, 
 
 fn relink_subsidiaries(op: &Op<'_>, txn: &mut RwTxn<'_>, old: &Card, new: &Card) -> Result<()> {
     let (dbs, merchant) = (op.context.dbs, op.context.merchant);
-    for mut subsidiary in subsidiaries_of(dbs, txn, merchant, old.card_id)? {
+    for mut subsidiary in cards::subsidiaries_of(dbs, txn, merchant, old.card_id)? {
+        cards::unlink_subsidiary(dbs, txn, merchant, old.card_id, subsidiary.card_id)?;
         subsidiary.primary_card_id = new.card_id;
         cards::put(dbs, txn, merchant, &subsidiary)?;
+        cards::link_subsidiary(dbs, txn, merchant, new.card_id, subsidiary.card_id)?;
         let note = format!("primary card {} replaced by {}", old.card_no, new.card_no);
         op.event(txn, &subsidiary, "RELINK", cards::status_of(&subsidiary), &note, 0)?;
     }
@@ -565,7 +556,7 @@ pub fn return_card(
     let seq = op.entry(txn, journal, EntryKind::CardReturn, &card, &store_code, refund_fen)?;
     let note = format!("refund {refund_fen} fen, fee {fee_fen} fen, bonus forfeited {bonus_fen} fen");
     let event = close(&op, txn, &mut card, &note, seq)?;
-    for mut subsidiary in subsidiaries_of(dbs, txn, merchant, card.card_id)? {
+    for mut subsidiary in cards::subsidiaries_of(dbs, txn, merchant, card.card_id)? {
         if !matches!(cards::status_of(&subsidiary), CardStatus::Closed | CardStatus::Replaced) {
             close(&op, txn, &mut subsidiary, &format!("primary card {} returned", card.card_no), 0)?;
         }

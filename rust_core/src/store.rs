@@ -12,7 +12,7 @@ use crate::error::{CoreError, Kind, Result};
 pub type Db = Database<'static, Bytes, Bytes>;
 
 /// Named databases; keep in step with docs/STORAGE.md.
-pub const DATABASE_NAMES: [&str; 16] = [
+pub const DATABASE_NAMES: [&str; 17] = [
     "config",
     "members",
     "phones",
@@ -29,6 +29,7 @@ pub const DATABASE_NAMES: [&str; 16] = [
     "names",
     "member_changes",
     "follow_ups",
+    "subsidiaries",
 ];
 /// Room for the databases above plus those later versions add.
 pub const DATABASES_MAX: u32 = 32;
@@ -80,6 +81,8 @@ pub struct Dbs {
     pub member_changes: Db,
     /// `M + u64be(member_id) + u64be(follow-up seq)` → FollowUp
     pub follow_ups: Db,
+    /// `M + u64be(primary card_id) + u64be(subsidiary card_id)` → empty
+    pub subsidiaries: Db,
 }
 
 /// Opens (creating if needed) the environment in `path` and its databases.
@@ -110,7 +113,7 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         })?
         .commit()
         .expect("never aborted");
-    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups] =
+    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries] =
         dbs;
     let dbs = Dbs {
         config,
@@ -129,6 +132,7 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         names,
         member_changes,
         follow_ups,
+        subsidiaries,
     };
     Ok((env, dbs))
 }
