@@ -43,10 +43,7 @@ pub const PIN_ATTEMPTS_CONFIG_MAX: i32 = 20;
 /// Local time zones run from UTC-12:00 to UTC+14:00.
 pub const UTC_OFFSET_MINUTES_MIN: i32 = -720;
 pub const UTC_OFFSET_MINUTES_MAX: i32 = 840;
-pub const EVENTS_PAGE_SIZE_DEFAULT: usize = 20;
-pub const EVENTS_PAGE_SIZE_MAX: usize = 100;
 pub const NOTE_CHARS_MAX: usize = 256;
-pub const STAFF_CODE_BYTES_MAX: usize = 32;
 /// Annual fee years searched for the next anniversary; a card is not a century old.
 const ANNUAL_FEE_YEARS_MAX: i32 = 100;
 const MONTHS_PER_YEAR: i32 = 12;
@@ -124,13 +121,7 @@ impl<'a> Op<'a> {
 }
 
 fn check_staff_code(staff_code: &str) -> Result<()> {
-    if staff_code.len() > STAFF_CODE_BYTES_MAX || !staff_code.bytes().all(|b| b.is_ascii_graphic()) {
-        return fail(
-            Kind::TextInvalid,
-            format!("staff_code must be at most {STAFF_CODE_BYTES_MAX} printable ASCII characters"),
-        );
-    }
-    Ok(())
+    validate::staff_code(staff_code)
 }
 
 fn check_note(note: &str) -> Result<()> {
@@ -736,13 +727,8 @@ pub fn card_events(
     merchant: &str,
     request: ListCardEventsRequest,
 ) -> Result<ListCardEventsResponse> {
-    let page_size = match usize::try_from(request.page_size) {
-        Ok(0) => EVENTS_PAGE_SIZE_DEFAULT,
-        Ok(size) => size.min(EVENTS_PAGE_SIZE_MAX),
-        Err(_) => {
-            return fail(Kind::MalformedRequest, format!("page_size must not be negative, got {}", request.page_size))
-        }
-    };
+    // Every list pages alike: 0 means the default, outside 1-100 is refused.
+    let page_size = crate::profiles::page_size(request.page_size)?;
     let below_seq = parse_page_token(&request.page_token)?;
     let card = cards::find_by_number(dbs, txn, merchant, &request.card_no)?;
     let first = store::key_u64_pair(merchant, card.card_id, 0);

@@ -50,8 +50,6 @@ pub const COUNT_USES_PER_CHECKOUT_MAX: usize = 8;
 /// (lot, item) draws in one checkout at most: each costs a uses posting and at most one
 /// value posting, and the checkout's entry must stay within POSTINGS_PER_ENTRY_MAX.
 pub const LOT_DRAWS_PER_CHECKOUT_MAX: usize = 8;
-/// Staff codes are recorded with card events; anything longer is not a staff code.
-pub const STAFF_CODE_BYTES_MAX: usize = 32;
 
 /// Postings a checkout makes besides count-card uses: sales, discount, points redemption,
 /// one per tender (a stored-value tender two: principal and bonus), points earned/redeemed
@@ -188,13 +186,7 @@ fn check_open_lots(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, card: &Card) -> R
 }
 
 fn check_staff_code(staff_code: &str) -> Result<()> {
-    if staff_code.len() > STAFF_CODE_BYTES_MAX || !staff_code.bytes().all(|b| b.is_ascii_graphic()) {
-        return fail(
-            Kind::TextInvalid,
-            format!("staff_code must be at most {STAFF_CODE_BYTES_MAX} printable ASCII characters"),
-        );
-    }
-    Ok(())
+    validate::staff_code(staff_code)
 }
 
 /// Posts one payment of a purchase: takings of the store, or the card's own stored value

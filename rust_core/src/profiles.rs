@@ -681,13 +681,8 @@ fn text_list(entries: &[String], what: &str) -> Result<Vec<String>> {
 
 /// Who did it: a staff code, or "" when not given.
 fn staff_code(code: &str) -> Result<String> {
-    if code.is_empty() {
-        return Ok(String::new());
-    }
-    match validate::code(code, "staff") {
-        Ok(()) => Ok(code.to_owned()),
-        Err(error) => Err(CoreError::new(Kind::TextInvalid, error.message)),
-    }
+    validate::staff_code(code)?;
+    Ok(code.to_owned())
 }
 
 /// A follow-up's text: trimmed, 1 to `FOLLOW_UP_CHARS_MAX` characters; line breaks are

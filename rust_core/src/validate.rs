@@ -91,6 +91,19 @@ pub fn code(code: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Who did it: a staff code as stores and levels have codes, or empty when not given.
+pub fn staff_code(code: &str) -> Result<()> {
+    let valid =
+        code.len() <= CODE_BYTES_MAX && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !valid {
+        return fail(
+            Kind::TextInvalid,
+            format!("staff code {:?} must be 1-{CODE_BYTES_MAX} of [A-Za-z0-9_-]", truncate(code)),
+        );
+    }
+    Ok(())
+}
+
 pub fn external_ref(reference: &str) -> Result<()> {
     if reference.len() > EXTERNAL_REF_BYTES_MAX || reference.chars().any(char::is_control) {
         return fail(

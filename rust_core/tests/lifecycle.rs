@@ -501,6 +501,7 @@ fn card_actions_move_between_states_and_leave_events() {
     assert_eq!(rest.next_page_token, "");
     assert_eq!(h.events("C0001", 0, "").unwrap().events.len(), 7);
     assert_eq!(kind_of(h.events("C0001", 4, "x1")), Kind::PageTokenInvalid);
+    assert_eq!(kind_of(h.events("C0001", 101, "")), Kind::PageSizeInvalid);
 
     // A retry answers the same and does nothing more.
     let freeze = CardActionRequest {
