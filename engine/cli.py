@@ -99,6 +99,10 @@ OLD_PIN_ENVIRONMENT_VARIABLE = "MMS_OLD_PIN"
 NEW_PIN_ENVIRONMENT_VARIABLE = "MMS_NEW_PIN"
 # Failed rows of an import shown at most; --errors FILE gets them all.
 ERRORS_SHOWN_MAX = 100
+# The daily card run: cards per request, and requests at most (10 million cards).
+DAILY_RUN_STEP_CARDS = 1000
+DAILY_RUN_STEPS_MAX = 100_000
+DAILY_RUN_SHORT_LISTED_MAX = 100
 # A PIN is six digits; a longer line on stdin is a mistake, not a PIN.
 PIN_LINE_CHARS_MAX = 64
 
@@ -705,6 +709,19 @@ def _add_card_fees(commands: _Commands) -> None:
         "annual-fee", _card_annual_fee, "charge the annual fee when due 年费", mutating=True
     )
     _add_card_argument(annual)
+    daily = commands.add(
+        "daily-run",
+        _card_daily_run,
+        "expire cards past their date, charge annual fees due 日终处理",
+        mutating=True,
+    )
+    daily.add_argument(
+        "--step",
+        metavar="N",
+        type=int,
+        default=DAILY_RUN_STEP_CARDS,
+        help=f"cards per request (default {DAILY_RUN_STEP_CARDS}, at most 10000)",
+    )
 
 
 def _add_package(top: _Commands) -> None:
@@ -2031,6 +2048,42 @@ def _card_renew(args: argparse.Namespace, session: Session) -> int:
 def _card_annual_fee(args: argparse.Namespace, session: Session) -> int:
     request = card_pb2.ChargeAnnualFeeRequest(request_id=args.request_id, card_no=args.card_no)
     return _card_call(args, session, "ChargeAnnualFee", request, "Annual fee charged 年费")
+
+
+def _card_daily_run(args: argparse.Namespace, session: Session) -> int:
+    """Walks every card in short steps; each step is its own request, retryable by id."""
+    totals = card_pb2.RunCardMaintenanceResponse()
+    after_card_id = 0
+    for step in range(DAILY_RUN_STEPS_MAX):
+        request = card_pb2.RunCardMaintenanceRequest(
+            request_id=f"{args.request_id}-{step}", after_card_id=after_card_id, limit=args.step
+        )
+        response = session.call(card_pb2_grpc.CardServiceStub, "RunCardMaintenance", request)
+        for name in ("cards_seen", "expired", "annual_fees_charged", "annual_fees_fen"):
+            setattr(totals, name, getattr(totals, name) + getattr(response, name))
+        totals.annual_fees_short += response.annual_fees_short
+        room = DAILY_RUN_SHORT_LISTED_MAX - len(totals.short_card_nos)
+        totals.short_card_nos.extend(response.short_card_nos[:room])
+        after_card_id = response.next_after_card_id
+        if after_card_id == 0:
+            break
+    totals.next_after_card_id = after_card_id
+
+    def text() -> str:
+        rows = [
+            ("Cards seen 处理卡数", str(totals.cards_seen)),
+            ("Expired 过期", str(totals.expired)),
+            (
+                "Annual fees 年费",
+                f"{totals.annual_fees_charged} ({format_fen(totals.annual_fees_fen)})",
+            ),
+            ("Short of principal 余额不足", str(totals.annual_fees_short)),
+        ]
+        if totals.short_card_nos:
+            rows.append(("Cards short 不足卡号", ", ".join(totals.short_card_nos)))
+        return _fields_text("Daily card run 日终处理", rows)
+
+    return _output(args, totals, text)
 
 
 def _package_buy(args: argparse.Namespace, session: Session) -> int:

@@ -1153,3 +1153,14 @@ def test_member_import(address: str, tmp_path: Path) -> None:
     bad.write_text("phone,name,shoe\n13800000010,钱十,42\n", encoding="utf-8")
     result = mms(address, "member", "import", str(bad), expect=2)
     assert result.stdout == "" and result.stderr.startswith("error: unknown column(s) shoe")
+
+
+def test_card_daily_run_walks_every_card_in_steps(merchant: Merchant) -> None:
+    merchant.mms("member", "register", "--phone", PHONE, "--name", "张三", "--card", CARD)
+    merchant.mms("member", "register", "--phone", "13900139000", "--name", "李四")
+    # Three steps of one card each and a last empty look: nothing is due on day one.
+    result = merchant.json("card", "daily-run", "--step", "1")
+    assert (result["cards_seen"], result["expired"], result["annual_fees_charged"]) == (2, 0, 0)
+    assert result["next_after_card_id"] == 0
+    text = merchant.mms("card", "daily-run").stdout
+    assert "Daily card run 日终处理" in text and "Cards seen 处理卡数" in text

@@ -77,6 +77,7 @@ methods! {
         ChargeAnnualFee: ChargeAnnualFeeRequest => "/mms.v1.CardService/ChargeAnnualFee",
         BuyPackage: BuyPackageRequest => "/mms.v1.CardService/BuyPackage",
         RefundPackage: RefundPackageRequest => "/mms.v1.CardService/RefundPackage",
+        RunCardMaintenance: RunCardMaintenanceRequest => "/mms.v1.CardService/RunCardMaintenance",
     }
     reads {
         GetConfig => "/mms.v1.ConfigService/GetConfig",
@@ -109,6 +110,7 @@ impl ScrubSecrets for ReturnCardRequest {}
 impl ScrubSecrets for RenewCardRequest {}
 impl ScrubSecrets for ChargeAnnualFeeRequest {}
 impl ScrubSecrets for RefundPackageRequest {}
+impl ScrubSecrets for RunCardMaintenanceRequest {}
 
 impl ScrubSecrets for CheckoutRequest {
     fn scrub_secrets(&mut self) {
@@ -229,6 +231,7 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
         Body::ChargeAnnualFee(r) => encoded(lifecycle::charge_annual_fee(&context, txn, r.clone())?),
         Body::BuyPackage(r) => encoded(packages::buy(&context, txn, r.clone())?),
         Body::RefundPackage(r) => encoded(packages::refund(&context, txn, r.clone())?),
+        Body::RunCardMaintenance(r) => (maintenance(writer.env, &context, txn, r)?.encode_to_vec(), 0),
     };
     finish(dbs, txn, merchant, now_ms, decoded, response, seq)
 }
@@ -292,6 +295,84 @@ fn import(
         response.results.push(result);
     }
     Ok(response)
+}
+
+/// Cards one maintenance request looks at, at most and by default.
+pub const MAINTENANCE_CARDS_MAX: usize = 10_000;
+pub const MAINTENANCE_CARDS_DEFAULT: usize = 1_000;
+const SHORT_CARDS_LISTED_MAX: usize = 100;
+
+/// The daily card run: each card's expiry and annual fee in its own nested transaction, as
+/// if a cashier had asked, so one card's refusal changes nothing for the others.
+fn maintenance(
+    env: &Env<WithoutTls>,
+    context: &Context<'_>,
+    txn: &mut RwTxn<'_>,
+    request: &RunCardMaintenanceRequest,
+) -> Result<RunCardMaintenanceResponse> {
+    let limit = match request.limit {
+        0 => MAINTENANCE_CARDS_DEFAULT,
+        n if (1..=MAINTENANCE_CARDS_MAX as i32).contains(&n) => n as usize,
+        n => return fail(Kind::PageSizeInvalid, format!("limit must be 1-{MAINTENANCE_CARDS_MAX}, got {n}")),
+    };
+    let found = lifecycle::cards_after(context.dbs, txn, context.merchant, request.after_card_id, limit + 1)?;
+    let mut response = RunCardMaintenanceResponse::default();
+    let today = context.today();
+    for card in found.iter().take(limit) {
+        response.cards_seen += 1;
+        let id = |what: &str| format!("{}/{what}/{}", request.request_id, card.card_id);
+        if lifecycle::is_past_expiry(card, today) {
+            let expire = CardActionRequest {
+                request_id: id("expire"),
+                card_no: card.card_no.clone(),
+                action: CardAction::Expire as i32,
+                ..Default::default()
+            };
+            if nested(env, txn, |nested| lifecycle::apply_action(context, nested, expire))?.is_ok() {
+                response.expired += 1;
+            }
+            continue;
+        }
+        let charge = ChargeAnnualFeeRequest { request_id: id("annual-fee"), card_no: card.card_no.clone() };
+        match nested(env, txn, |nested| lifecycle::charge_annual_fee(context, nested, charge))? {
+            Ok((charged, _)) => {
+                response.annual_fees_charged += 1;
+                response.annual_fees_fen += charged.fee_fen;
+            }
+            Err(error) if error.kind == Kind::InsufficientBalance => {
+                response.annual_fees_short += 1;
+                if response.short_card_nos.len() < SHORT_CARDS_LISTED_MAX {
+                    response.short_card_nos.push(card.card_no.clone());
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    if found.len() > limit {
+        response.next_after_card_id = found[limit - 1].card_id;
+    }
+    Ok(response)
+}
+
+/// Runs `operation` in a nested transaction: kept on success, rolled back on a
+/// deterministic refusal (returned as the inner Err); anything else aborts the caller.
+fn nested<T>(
+    env: &Env<WithoutTls>,
+    txn: &mut RwTxn<'_>,
+    operation: impl FnOnce(&mut RwTxn<'_>) -> Result<T>,
+) -> Result<Result<T>> {
+    let mut nested = env.nested_write_txn(txn)?;
+    match operation(&mut nested) {
+        Ok(value) => {
+            nested.commit()?;
+            Ok(Ok(value))
+        }
+        Err(error) if error.kind.is_deterministic() => {
+            nested.abort();
+            Ok(Err(error))
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Keeps a deterministic failure as the request's first answer.

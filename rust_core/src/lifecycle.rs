@@ -905,6 +905,25 @@ fn validate_card_type_terms(card_type: &CardType, kind: CardKind) -> std::result
     Ok(())
 }
 
+/// Up to `count` cards with ids above `after_card_id`, in id order.
+pub fn cards_after(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, after_card_id: u64, count: usize) -> Result<Vec<Card>> {
+    let start = store::key_u64(merchant, after_card_id.saturating_add(1));
+    let end = store::key(merchant, &[0xFF; 9]);
+    let range = (std::ops::Bound::Included(start.as_slice()), std::ops::Bound::Excluded(end.as_slice()));
+    let mut found = Vec::with_capacity(count.min(1024));
+    for item in dbs.cards.range(txn, &range)?.take(count) {
+        let (_, bytes) = item?;
+        found.push(<Card as prost::Message>::decode(bytes)?);
+    }
+    Ok(found)
+}
+
+/// A card still ACTIVE or INACTIVE after its last valid day.
+pub fn is_past_expiry(card: &Card, today: Date) -> bool {
+    let open = matches!(cards::status_of(card), CardStatus::Active | CardStatus::Inactive);
+    open && !card.expires_on.is_empty() && Date::parse(&card.expires_on).is_ok_and(|last| today > last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

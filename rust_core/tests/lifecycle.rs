@@ -300,6 +300,7 @@ macro_rules! with_request_id {
 }
 with_request_id!(
     ApplyConfigRequest,
+    RunCardMaintenanceRequest,
     RegisterMemberRequest,
     RechargeRequest,
     CheckoutRequest,
@@ -1007,5 +1008,52 @@ fn a_subsidiary_of_a_pin_protected_card_needs_its_own_pin() {
     let paid = h.checkout(Key::CardNo("S0001".into()), 1_000, PaymentMethod::StoredValue, "271828").unwrap();
     assert_eq!(paid.payments[0].principal_fen, 1_000);
     assert_eq!(held(&h.card("P0001")), (9_000, 2_000));
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn the_daily_run_expires_cards_and_charges_due_annual_fees_in_short_steps() {
+    const RUN: &str = "/mms.v1.CardService/RunCardMaintenance";
+    let mut h = Harness::new("daily-run", lifecycle_config(), "2026-03-15");
+    h.register("13800000031", "C0001"); // card 1
+    h.sell("C0001", "V0001", "vip"); // card 2: ¥100 a year
+    h.recharge("V0001", 50_000).unwrap();
+    h.register("13800000032", "C0002"); // card 3
+    h.sell("C0002", "V0002", "vip"); // card 4: no principal for its fee
+    h.sell("C0002", "M0001", "month"); // card 5: valid through 2026-04-14
+    let run = |h: &mut Harness, after_card_id: u64, limit: i32| {
+        let request = RunCardMaintenanceRequest { after_card_id, limit, ..Default::default() };
+        h.call::<RunCardMaintenanceResponse>(RUN, request).unwrap()
+    };
+
+    // Nothing is due yet.
+    let quiet = run(&mut h, 0, 0);
+    assert_eq!((quiet.cards_seen, quiet.expired, quiet.annual_fees_charged, quiet.next_after_card_id), (5, 0, 0, 0));
+
+    // A year on, in steps of two cards.
+    h.set_today("2027-03-15");
+    let first = run(&mut h, 0, 2);
+    assert_eq!((first.cards_seen, first.annual_fees_charged, first.annual_fees_fen), (2, 1, 10_000));
+    assert_eq!(first.next_after_card_id, 2);
+    let second = run(&mut h, first.next_after_card_id, 2);
+    assert_eq!((second.annual_fees_short, second.short_card_nos.clone()), (1, vec!["V0002".to_owned()]));
+    assert_eq!(second.next_after_card_id, 4);
+    let last = run(&mut h, second.next_after_card_id, 2);
+    assert_eq!((last.cards_seen, last.expired, last.next_after_card_id), (1, 1, 0));
+
+    assert_eq!(h.card("V0001").annual_fee_paid_until, "2028-03-14");
+    assert_eq!(held(&h.card("V0001")), (40_000, 2_000));
+    assert_eq!(h.card("V0002").annual_fee_paid_until, "");
+    assert_eq!(h.card("M0001").status, CardStatus::Expired as i32);
+    // Run again the same day: nothing more to do.
+    let again = run(&mut h, 0, 0);
+    assert_eq!((again.expired, again.annual_fees_charged, again.annual_fees_short), (0, 0, 1));
+    assert_eq!(
+        kind_of(h.call::<RunCardMaintenanceResponse>(
+            RUN,
+            RunCardMaintenanceRequest { limit: 10_001, ..Default::default() }
+        )),
+        Kind::PageSizeInvalid
+    );
     h.assert_ledger_consistent();
 }
