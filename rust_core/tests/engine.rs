@@ -1,24 +1,17 @@
 //! The core end to end, without Python: config, members, recharge, checkout, the ledger,
 //! idempotency, group commit, restart and map growth.
 
+mod common;
+
+use common::{scratch_dir, submit, WithRequestId, MERCHANT};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use mms_core::proto::member_ref::Key;
 use mms_core::proto::*;
 use mms_core::{Core, Kind, Options};
 use prost::Message;
-
-const MERCHANT: &str = "demo";
-
-fn scratch_dir(name: &str) -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let unique = format!("mms-core-{}-{}-{}", name, std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
-    let path = std::env::temp_dir().join(unique);
-    let _ = std::fs::remove_dir_all(&path);
-    path
-}
 
 fn level(code: &str, discount_bp: i32, milli_points: i64, spend: i64, recharge: i64) -> Level {
     Level {
@@ -78,24 +71,13 @@ impl Harness {
         harness
     }
 
-    fn request_id(&mut self) -> String {
-        self.next_request += 1;
-        format!("r{}", self.next_request)
-    }
-
     /// Sends a request, filling in a fresh request_id when it has none.
     fn call<R: Message + Default>(
         &mut self,
         method: &str,
         request: impl Message + Clone + WithRequestId,
     ) -> Result<R, mms_core::CoreError> {
-        let mut request = request;
-        if request.request_id().is_empty() {
-            let id = self.request_id();
-            request.set_request_id(id);
-        }
-        let bytes = self.core.submit(method, MERCHANT, &request.encode_to_vec())?;
-        Ok(R::decode(bytes.as_slice()).expect("response decodes"))
+        submit(&self.core, &mut self.next_request, method, request)
     }
 
     fn register(&mut self, phone: &str, card: &str) -> Member {
@@ -131,21 +113,6 @@ impl Harness {
         assert!(verification.entries > 0);
     }
 }
-
-trait WithRequestId {
-    fn request_id(&self) -> &str;
-    fn set_request_id(&mut self, id: String);
-}
-
-macro_rules! with_request_id {
-    ($($type:ty),*) => {$(
-        impl WithRequestId for $type {
-            fn request_id(&self) -> &str { &self.request_id }
-            fn set_request_id(&mut self, id: String) { self.request_id = id; }
-        }
-    )*};
-}
-with_request_id!(ApplyConfigRequest, RegisterMemberRequest, RechargeRequest, CheckoutRequest);
 
 fn stored_value(member: Key) -> Option<MemberRef> {
     Some(MemberRef { key: Some(member) })

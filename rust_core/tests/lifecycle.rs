@@ -2,9 +2,11 @@
 //! limits, replacement, return, renewal, annual fee and expiry, each checked to the fen,
 //! in the card's state, in the ledger's accounts and against `verify_ledger`.
 
+mod common;
+
+use common::{scratch_dir, submit, WithRequestId, MERCHANT};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use mms_core::core::ManualClock;
@@ -14,7 +16,6 @@ use mms_core::proto::*;
 use mms_core::{Core, CoreError, Kind, Options};
 use prost::Message;
 
-const MERCHANT: &str = "demo";
 const DAY_MS: i64 = 86_400_000;
 
 const ISSUE: &str = "/mms.v1.CardService/IssueCard";
@@ -28,14 +29,6 @@ const CHECKOUT: &str = "/mms.v1.TransactionService/Checkout";
 const RECHARGE: &str = "/mms.v1.TransactionService/Recharge";
 const BUY_PACKAGE: &str = "/mms.v1.CardService/BuyPackage";
 const REFUND_PACKAGE: &str = "/mms.v1.CardService/RefundPackage";
-
-fn scratch_dir(name: &str) -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let unique = format!("mms-lifecycle-{}-{}-{}", name, std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
-    let path = std::env::temp_dir().join(unique);
-    let _ = std::fs::remove_dir_all(&path);
-    path
-}
 
 /// Noon in China (UTC+8) on a local date.
 fn noon(date: &str) -> i64 {
@@ -134,13 +127,7 @@ impl Harness {
         method: &str,
         request: impl Message + WithRequestId,
     ) -> Result<R, CoreError> {
-        let mut request = request;
-        if request.request_id().is_empty() {
-            self.next_request += 1;
-            request.set_request_id(format!("r{}", self.next_request));
-        }
-        let bytes = self.core.submit(method, MERCHANT, &request.encode_to_vec())?;
-        Ok(R::decode(bytes.as_slice()).expect("response decodes"))
+        submit(&self.core, &mut self.next_request, method, request)
     }
 
     fn register(&mut self, phone: &str, card_no: &str) -> Member {
@@ -284,36 +271,6 @@ impl Harness {
         assert!(verification.problems.is_empty(), "{:?}", verification.problems);
     }
 }
-
-trait WithRequestId {
-    fn request_id(&self) -> &str;
-    fn set_request_id(&mut self, id: String);
-}
-
-macro_rules! with_request_id {
-    ($($type:ty),*) => {$(
-        impl WithRequestId for $type {
-            fn request_id(&self) -> &str { &self.request_id }
-            fn set_request_id(&mut self, id: String) { self.request_id = id; }
-        }
-    )*};
-}
-with_request_id!(
-    ApplyConfigRequest,
-    RunCardMaintenanceRequest,
-    RegisterMemberRequest,
-    RechargeRequest,
-    CheckoutRequest,
-    IssueCardRequest,
-    CardActionRequest,
-    ChangePinRequest,
-    ReplaceCardRequest,
-    ReturnCardRequest,
-    RenewCardRequest,
-    BuyPackageRequest,
-    RefundPackageRequest,
-    ChargeAnnualFeeRequest
-);
 
 fn card_ref(card_no: &str) -> Option<MemberRef> {
     Some(MemberRef { key: Some(Key::CardNo(card_no.into())) })

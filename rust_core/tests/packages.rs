@@ -1,9 +1,11 @@
 //! Count cards (次卡) end to end, without Python: buy a package (充次), consume uses at
 //! checkout, expiry, refund of unused uses (退次), and the lot accounts in the ledger.
 
+mod common;
+
+use common::{scratch_dir, submit, WithRequestId, MERCHANT};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use mms_core::core::ManualClock;
@@ -13,19 +15,10 @@ use mms_core::proto::*;
 use mms_core::{store, Core, CoreError, Kind, Options};
 use prost::Message;
 
-const MERCHANT: &str = "demo";
 const DAY_MS: i64 = 86_400_000;
 const BUY: &str = "/mms.v1.CardService/BuyPackage";
 const REFUND: &str = "/mms.v1.CardService/RefundPackage";
 const CHECKOUT: &str = "/mms.v1.TransactionService/Checkout";
-
-fn scratch_dir(name: &str) -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let unique = format!("mms-packages-{}-{}-{}", name, std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
-    let path = std::env::temp_dir().join(unique);
-    let _ = std::fs::remove_dir_all(&path);
-    path
-}
 
 /// 2026-01-10 12:00 in China (04:00 UTC).
 fn start_ms() -> i64 {
@@ -136,13 +129,7 @@ impl Harness {
         method: &str,
         request: impl Message + WithRequestId,
     ) -> Result<R, CoreError> {
-        let mut request = request;
-        if request.request_id().is_empty() {
-            self.next_request += 1;
-            request.set_request_id(format!("r{}", self.next_request));
-        }
-        let bytes = self.core.submit(method, MERCHANT, &request.encode_to_vec())?;
-        Ok(R::decode(bytes.as_slice()).expect("response decodes"))
+        submit(&self.core, &mut self.next_request, method, request)
     }
 
     fn register(&mut self, phone: &str, card_no: &str, card_type: &str) -> Member {
@@ -270,28 +257,6 @@ impl Harness {
         snapshot
     }
 }
-
-trait WithRequestId {
-    fn request_id(&self) -> &str;
-    fn set_request_id(&mut self, id: String);
-}
-
-macro_rules! with_request_id {
-    ($($type:ty),*) => {$(
-        impl WithRequestId for $type {
-            fn request_id(&self) -> &str { &self.request_id }
-            fn set_request_id(&mut self, id: String) { self.request_id = id; }
-        }
-    )*};
-}
-with_request_id!(
-    ApplyConfigRequest,
-    RegisterMemberRequest,
-    RechargeRequest,
-    CheckoutRequest,
-    BuyPackageRequest,
-    RefundPackageRequest
-);
 
 fn card(card_no: &str) -> Option<MemberRef> {
     Some(MemberRef { key: Some(Key::CardNo(card_no.into())) })

@@ -2,9 +2,11 @@
 //! custom attributes, updates with their history, search, consumption history and
 //! follow-up records.
 
+mod common;
+
+use common::{scratch_dir, submit, WithRequestId, MERCHANT};
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use mms_core::core::ManualClock;
@@ -13,7 +15,6 @@ use mms_core::proto::*;
 use mms_core::{Core, CoreError, Kind, Options};
 use prost::Message;
 
-const MERCHANT: &str = "demo";
 /// 2026-03-01 12:00 in China.
 const START_MS: i64 = 1_772_337_600_000;
 
@@ -27,14 +28,6 @@ const FOLLOW_UPS: &str = "/mms.v1.MemberService/ListFollowUps";
 const APPLY_CONFIG: &str = "/mms.v1.ConfigService/ApplyConfig";
 const RECHARGE: &str = "/mms.v1.TransactionService/Recharge";
 const CHECKOUT: &str = "/mms.v1.TransactionService/Checkout";
-
-fn scratch_dir(name: &str) -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let unique = format!("mms-profiles-{}-{}-{}", name, std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
-    let path = std::env::temp_dir().join(unique);
-    let _ = std::fs::remove_dir_all(&path);
-    path
-}
 
 fn attribute(code: &str, kind: AttributeType, choices: &[&str]) -> AttributeDefinition {
     AttributeDefinition {
@@ -101,13 +94,7 @@ impl Harness {
         method: &str,
         request: impl Message + WithRequestId,
     ) -> Result<R, CoreError> {
-        let mut request = request;
-        if request.request_id().is_empty() {
-            self.next_request += 1;
-            request.set_request_id(format!("r{}", self.next_request));
-        }
-        let bytes = self.core.submit(method, MERCHANT, &request.encode_to_vec())?;
-        Ok(R::decode(bytes.as_slice()).expect("response decodes"))
+        submit(&self.core, &mut self.next_request, method, request)
     }
 
     fn query<R: Message + Default>(&self, method: &str, request: impl Message) -> Result<R, CoreError> {
@@ -167,28 +154,6 @@ impl Harness {
         }
     }
 }
-
-trait WithRequestId {
-    fn request_id(&self) -> &str;
-    fn set_request_id(&mut self, id: String);
-}
-
-macro_rules! with_request_id {
-    ($($type:ty),*) => {$(
-        impl WithRequestId for $type {
-            fn request_id(&self) -> &str { &self.request_id }
-            fn set_request_id(&mut self, id: String) { self.request_id = id; }
-        }
-    )*};
-}
-with_request_id!(
-    ApplyConfigRequest,
-    RegisterMemberRequest,
-    UpdateMemberRequest,
-    AddFollowUpRequest,
-    RechargeRequest,
-    CheckoutRequest
-);
 
 fn by(key: Key) -> Option<MemberRef> {
     Some(MemberRef { key: Some(key) })
