@@ -521,3 +521,12 @@ def test_card_section_refusals() -> None:
     assert one_problem(package + '[[packages.items]]\ncode = "x"\nname = "X"\n') == (
         "packages[0].items[0].uses: is required"
     )
+
+
+def test_the_readme_excerpt_is_a_valid_config() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    (excerpt,) = [block.split("```")[0] for block in readme.split("```toml\n")[1:]]
+    config = loads_config(excerpt, "README.md")
+    assert [level.code for level in config.levels] == ["regular", "silver"]
+    assert config.card_types[0].annual_fee_fen == 10_000
+    assert config.packages[0].items[0].uses == 10
