@@ -98,19 +98,36 @@ pub fn apply(
     let key = store::key(merchant, b"");
     let previous = store::get_record::<MerchantConfig>(&dbs.config, txn, &key)?;
     if let Some(previous) = &previous {
-        for level in &previous.levels {
-            if !config.levels.iter().any(|l| l.code == level.code) {
-                return fail(
-                    Kind::LevelInUse,
-                    format!("level {:?} cannot be removed: members may hold it", level.code),
-                );
-            }
-        }
+        keep_what_is_held(previous, &config)?;
     }
     config.version = previous.map_or(1, |p| p.version + 1);
     config.applied_at_ms = now_ms;
     store::put_record(&dbs.config, txn, &key, &config)?;
     Ok(ApplyConfigResponse { config: Some(config) })
+}
+
+/// Levels and card types that members and cards may hold stay: they can change, but a
+/// level cannot be removed, nor a card type removed or turned into another kind.
+fn keep_what_is_held(previous: &MerchantConfig, config: &MerchantConfig) -> Result<()> {
+    for level in &previous.levels {
+        if !config.levels.iter().any(|l| l.code == level.code) {
+            return fail(Kind::LevelInUse, format!("level {:?} cannot be removed: members may hold it", level.code));
+        }
+    }
+    for card_type in &previous.card_types {
+        match config.card_types.iter().find(|t| t.code == card_type.code) {
+            None => {
+                let message = format!("card type {:?} cannot be removed: cards may be of it", card_type.code);
+                return fail(Kind::CardTypeInUse, message);
+            }
+            Some(kept) if kept.kind != card_type.kind => {
+                let message = format!("card type {:?} cannot change its kind: cards may be of it", card_type.code);
+                return fail(Kind::CardTypeInUse, message);
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 pub fn validate_config(config: &MerchantConfig) -> Result<()> {

@@ -59,6 +59,7 @@ pub enum Kind {
     InsufficientBalance,
     InsufficientPoints,
     LevelInUse,
+    CardTypeInUse,
     BalanceLimit,
     PhoneTaken,
     CardTaken,
@@ -105,7 +106,7 @@ pub enum Kind {
 }
 
 /// Every kind, for reverse lookup of stored reasons and for exhaustive tests.
-pub const ALL_KINDS: [Kind; 67] = [
+pub const ALL_KINDS: [Kind; 68] = [
     Kind::MalformedRequest,
     Kind::UnknownMethod,
     Kind::RequestIdInvalid,
@@ -130,6 +131,7 @@ pub const ALL_KINDS: [Kind; 67] = [
     Kind::InsufficientBalance,
     Kind::InsufficientPoints,
     Kind::LevelInUse,
+    Kind::CardTypeInUse,
     Kind::BalanceLimit,
     Kind::PhoneTaken,
     Kind::CardTaken,
@@ -202,6 +204,7 @@ impl Kind {
             Kind::InsufficientBalance => "INSUFFICIENT_BALANCE",
             Kind::InsufficientPoints => "INSUFFICIENT_POINTS",
             Kind::LevelInUse => "LEVEL_IN_USE",
+            Kind::CardTypeInUse => "CARD_TYPE_IN_USE",
             Kind::BalanceLimit => "BALANCE_LIMIT",
             Kind::PhoneTaken => "PHONE_TAKEN",
             Kind::CardTaken => "CARD_TAKEN",
@@ -274,6 +277,7 @@ impl Kind {
             Kind::InsufficientBalance => Status::FailedPrecondition,
             Kind::InsufficientPoints => Status::FailedPrecondition,
             Kind::LevelInUse => Status::FailedPrecondition,
+            Kind::CardTypeInUse => Status::FailedPrecondition,
             Kind::BalanceLimit => Status::FailedPrecondition,
             Kind::PhoneTaken => Status::AlreadyExists,
             Kind::CardTaken => Status::AlreadyExists,

@@ -1014,3 +1014,22 @@ fn the_daily_run_expires_cards_and_charges_due_annual_fees_in_short_steps() {
     );
     h.assert_ledger_consistent();
 }
+
+#[test]
+fn card_types_in_use_stay_in_the_config() {
+    let mut h = Harness::new("types-stay", lifecycle_config(), "2026-06-01");
+    let apply = |h: &mut Harness, config: MerchantConfig| {
+        let request = ApplyConfigRequest { request_id: String::new(), config: Some(config) };
+        h.call::<ApplyConfigResponse>("/mms.v1.ConfigService/ApplyConfig", request)
+    };
+    let mut fewer = lifecycle_config();
+    fewer.card_types.retain(|t| t.code != "vip");
+    assert_eq!(kind_of(apply(&mut h, fewer)), Kind::CardTypeInUse);
+    let mut changed = lifecycle_config();
+    changed.card_types.iter_mut().find(|t| t.code == "month").unwrap().kind = CardKind::StoredValueCard as i32;
+    changed.card_types.iter_mut().find(|t| t.code == "month").unwrap().valid_months = 0;
+    assert_eq!(kind_of(apply(&mut h, changed)), Kind::CardTypeInUse);
+    let mut dearer = lifecycle_config();
+    dearer.card_types.iter_mut().find(|t| t.code == "vip").unwrap().annual_fee_fen = 12_000;
+    assert_eq!(apply(&mut h, dearer).unwrap().config.unwrap().version, 2);
+}
