@@ -142,3 +142,20 @@ def test_commit_bucket_bounds_are_exact_decimals() -> None:
     assert micros_as_seconds_text(2_500) == "0.0025"
     assert micros_as_seconds_text(1_000_000) == "1"
     assert micros_as_seconds_text(2_500_000) == "2.5"
+
+
+def test_the_extension_matches_its_stub() -> None:
+    """engine/_core.pyi names what the built module offers, no more, no less."""
+    import ast
+    import inspect
+    from pathlib import Path
+
+    from engine import _core
+
+    stub = ast.parse((Path(inspect.getfile(_core)).parent / "_core.pyi").read_text())
+    classes = {node.name: node for node in stub.body if isinstance(node, ast.ClassDef)}
+    assert set(classes) == {"Core", "CoreError"}
+    stubbed = {f.name for f in classes["Core"].body if isinstance(f, ast.FunctionDef)}
+    built = {name for name in dir(_core.Core) if not name.startswith("_")}
+    assert stubbed - {"__init__"} == built
+    assert issubclass(_core.CoreError, Exception)

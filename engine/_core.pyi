@@ -1,0 +1,33 @@
+"""Type stub of the Rust extension `engine._core` (rust_core/binding/src/lib.rs)."""
+
+from typing import Any
+
+class CoreError(Exception):
+    """An engine error: a gRPC status name, a stable reason code and a message."""
+
+    status: str
+    reason: str
+    message: str
+
+class Core:
+    """The engine on one LMDB folder. Open it once per process."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        durable: bool = True,
+        map_size_bytes: int | None = None,
+        queue_capacity: int | None = None,
+        batch_requests_max: int | None = None,
+    ) -> None: ...
+    def submit(self, method: str, merchant: str, request: bytes) -> bytes:
+        """Runs a mutating request; answers after its batch is durable."""
+    def query(self, method: str, merchant: str, request: bytes) -> bytes:
+        """Runs a read on the calling thread without waiting for the writer."""
+    def backup(self, destination_dir: str) -> tuple[str, int]:
+        """Hot, compacting copy into destination_dir/data.mdb: (path, size in bytes)."""
+    def stats(self) -> dict[str, Any]:
+        """Writer and map statistics for /metrics."""
+    def close(self) -> None:
+        """Finishes every queued request, then closes the environment."""
