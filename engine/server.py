@@ -35,6 +35,8 @@ WORKERS_DEFAULT = 64
 # A config of 10,000 stores is well under this; anything larger is refused by grpc.
 MESSAGE_BYTES_MAX = 8 * 1024 * 1024
 SHUTDOWN_GRACE_SECONDS = 15.0
+# The core's reason when it cannot take requests any more.
+CORE_DOWN_REASON = "SHUTTING_DOWN"
 
 # Services whose every method the core serves, request bytes in, response bytes out.
 CORE_SERVICES = (
@@ -66,11 +68,15 @@ def _merchant(context: grpc.ServicerContext, default_merchant: str) -> str:
     return default_merchant
 
 
-def _core_handler(core: Core, full_name: str, default_merchant: str) -> grpc.RpcMethodHandler:
+def _core_handler(
+    core: Core, full_name: str, default_merchant: str, on_core_down: Callable[[], None]
+) -> grpc.RpcMethodHandler:
     def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
         try:
             return core.submit(full_name, _merchant(context, default_merchant), request)
         except CoreError as error:
+            if error.reason == CORE_DOWN_REASON:
+                on_core_down()
             abort_with_core_error(context, error)
             raise AssertionError("abort returns only by raising") from error
 
@@ -95,12 +101,14 @@ def _backup_handler(core: Core) -> grpc.RpcMethodHandler:
     )
 
 
-def _generic_handlers(core: Core, default_merchant: str) -> list[grpc.GenericRpcHandler]:
+def _generic_handlers(
+    core: Core, default_merchant: str, on_core_down: Callable[[], None]
+) -> list[grpc.GenericRpcHandler]:
     handlers = []
     for service in CORE_SERVICES:
         methods = {
             method.name: _core_handler(
-                core, f"/{service.full_name}/{method.name}", default_merchant
+                core, f"/{service.full_name}/{method.name}", default_merchant, on_core_down
             )
             for method in service.methods
         }
@@ -129,12 +137,21 @@ def create_server(
         interceptors=[MetricsInterceptor(GrpcMetrics(registry))],
         options=options,
     )
-    server.add_generic_rpc_handlers(_generic_handlers(core, default_merchant))
     health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [service.full_name for service in (*CORE_SERVICES, ADMIN_SERVICE)]
-    for name in [*names, ""]:
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def set_health(status: int) -> None:
+        for name in [*names, ""]:
+            health_servicer.set(name, status)
+
+    # The core answers SHUTTING_DOWN outside a shutdown only when its writer has stopped
+    # (a failed assertion): load balancers must stop sending work here.
+    def on_core_down() -> None:
+        set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    server.add_generic_rpc_handlers(_generic_handlers(core, default_merchant, on_core_down))
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    set_health(health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
         [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )

@@ -159,3 +159,33 @@ def test_the_extension_matches_its_stub() -> None:
     built = {name for name in dir(_core.Core) if not name.startswith("_")}
     assert stubbed - {"__init__"} == built
     assert issubclass(_core.CoreError, Exception)
+
+
+def test_health_turns_not_serving_when_the_core_stops_answering(tmp_path) -> None:
+    """A core that can no longer take requests (its writer gone) takes the server out of
+    rotation: the first refused call flips health to NOT_SERVING."""
+    from prometheus_client import CollectorRegistry
+
+    from client import DEMO_CONFIG
+    from engine import Core
+    from engine.server import create_server
+
+    core = Core(str(tmp_path / "data"))
+    server, port, _ = create_server(core, "127.0.0.1:0", registry=CollectorRegistry())
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            serving = health_pb2.HealthCheckResponse.SERVING
+            assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == serving
+            Client(channel).apply(DEMO_CONFIG)
+            core.close()  # what a stopped writer looks like from the outside
+            with pytest.raises(grpc.RpcError) as caught:
+                Client(channel).apply(DEMO_CONFIG)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert error_reason(caught.value) == "SHUTTING_DOWN"
+            status = health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
+            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        server.stop(0).wait()
+        core.close()
