@@ -408,8 +408,14 @@ fn run_one(shared: &Shared, cache: &mut Cache, txn: &mut RwTxn<'_>, job: &Job, n
         Err(error) => error,
     };
     nested.abort();
-    if !error.kind.is_deterministic() {
+    // A full map or a storage fault aborts the batch (it is run again after the map grows,
+    // or every caller hears of the fault). Any other passing refusal (a PIN that changed
+    // meanwhile) is this request's alone: answered, not kept, the batch goes on.
+    if error.kind == Kind::StorageFull || error.status() == crate::error::Status::Internal {
         return Err(error);
+    }
+    if !error.kind.is_deterministic() {
+        return Ok(Err(error));
     }
     let error = match (&job.decoded.pin, error.kind) {
         (Some(check), Kind::WrongPin) => {
