@@ -15,6 +15,7 @@ import lmdb
 import pytest
 
 from engine.audit import (
+    DATABASE_NAMES,
     PROBLEMS_MAX,
     AuditError,
     AuditReport,
@@ -29,25 +30,6 @@ from engine.audit import (
 )
 from engine.proto import card_pb2, config_pb2, member_pb2, records_pb2
 
-DATABASE_NAMES = (
-    "config",
-    "members",
-    "phones",
-    "card_numbers",
-    "cards",
-    "member_cards",
-    "card_events",
-    "lots",
-    "accounts",
-    "ledger",
-    "member_ledger",
-    "names",
-    "member_changes",
-    "follow_ups",
-    "subsidiaries",
-    "requests",
-    "counters",
-)
 MAP_SIZE_BYTES = 16 * 1024 * 1024
 FEN = records_pb2.FEN
 POINTS = records_pb2.POINTS

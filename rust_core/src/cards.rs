@@ -5,7 +5,7 @@ use heed::{RoTxn, RwTxn};
 
 use crate::config::Loaded;
 use crate::dates::Date;
-use crate::error::{fail, CoreError, Kind, Result};
+use crate::error::{fail, Kind, Result};
 use crate::ledger;
 use crate::proto::member_ref::Key as MemberKey;
 use crate::proto::{Card, CardEvent, CardKind, CardStatus, CardType, CardView, CountLot, Member, MemberRef};
@@ -325,14 +325,4 @@ pub fn record_event(
 
 pub fn status_of(card: &Card) -> CardStatus {
     CardStatus::try_from(card.status).unwrap_or(CardStatus::Unspecified)
-}
-
-impl From<&Card> for CardStatus {
-    fn from(card: &Card) -> CardStatus {
-        status_of(card)
-    }
-}
-
-pub fn not_found(card_no: &str) -> CoreError {
-    CoreError::new(Kind::CardNotFound, format!("no card {card_no}"))
 }

@@ -218,19 +218,19 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
         Body::ApplyConfig(_) => unreachable!("handled above"),
         Body::RegisterMember(r) => (members::register(dbs, txn, merchant, &loaded, r, now_ms)?.encode_to_vec(), 0),
         Body::ImportMembers(r) => (import(writer.env, &context, txn, r)?.encode_to_vec(), 0),
-        Body::UpdateMember(r) => encoded(profiles::update(&context, txn, r.clone())?),
-        Body::AddFollowUp(r) => encoded(profiles::add_follow_up(&context, txn, r.clone())?),
-        Body::Recharge(r) => encoded(transactions::recharge(&context, txn, r.clone())?),
-        Body::Checkout(r) => encoded(transactions::checkout(&context, txn, r.clone())?),
-        Body::IssueCard(r) => encoded(lifecycle::issue(&context, txn, r.clone())?),
-        Body::ApplyCardAction(r) => encoded(lifecycle::apply_action(&context, txn, r.clone())?),
-        Body::ChangePin(r) => encoded(lifecycle::change_pin(&context, txn, r.clone())?),
-        Body::ReplaceCard(r) => encoded(lifecycle::replace(&context, txn, r.clone())?),
-        Body::ReturnCard(r) => encoded(lifecycle::return_card(&context, txn, r.clone())?),
-        Body::RenewCard(r) => encoded(lifecycle::renew(&context, txn, r.clone())?),
-        Body::ChargeAnnualFee(r) => encoded(lifecycle::charge_annual_fee(&context, txn, r.clone())?),
-        Body::BuyPackage(r) => encoded(packages::buy(&context, txn, r.clone())?),
-        Body::RefundPackage(r) => encoded(packages::refund(&context, txn, r.clone())?),
+        Body::UpdateMember(r) => encoded(profiles::update(&context, txn, r)?),
+        Body::AddFollowUp(r) => encoded(profiles::add_follow_up(&context, txn, r)?),
+        Body::Recharge(r) => encoded(transactions::recharge(&context, txn, r)?),
+        Body::Checkout(r) => encoded(transactions::checkout(&context, txn, r)?),
+        Body::IssueCard(r) => encoded(lifecycle::issue(&context, txn, r)?),
+        Body::ApplyCardAction(r) => encoded(lifecycle::apply_action(&context, txn, r)?),
+        Body::ChangePin(r) => encoded(lifecycle::change_pin(&context, txn, r)?),
+        Body::ReplaceCard(r) => encoded(lifecycle::replace(&context, txn, r)?),
+        Body::ReturnCard(r) => encoded(lifecycle::return_card(&context, txn, r)?),
+        Body::RenewCard(r) => encoded(lifecycle::renew(&context, txn, r)?),
+        Body::ChargeAnnualFee(r) => encoded(lifecycle::charge_annual_fee(&context, txn, r)?),
+        Body::BuyPackage(r) => encoded(packages::buy(&context, txn, r)?),
+        Body::RefundPackage(r) => encoded(packages::refund(&context, txn, r)?),
         Body::RunCardMaintenance(r) => (maintenance(writer.env, &context, txn, r)?.encode_to_vec(), 0),
     };
     finish(dbs, txn, merchant, now_ms, decoded, response, seq)
@@ -274,23 +274,19 @@ fn import(
     }
     let mut response = ImportMembersResponse::default();
     for (index, row) in request.rows.iter().enumerate() {
-        let mut nested = env.nested_write_txn(txn)?;
-        let outcome =
-            members::register(context.dbs, &mut nested, context.merchant, context.config, row, context.now_ms);
+        let (dbs, merchant, config, now_ms) = (context.dbs, context.merchant, context.config, context.now_ms);
+        let outcome = nested(env, txn, |nested| members::register(dbs, nested, merchant, config, row, now_ms))?;
         let mut result = ImportRowResult { index: index as i32, ..Default::default() };
         match outcome {
             Ok(registered) => {
-                nested.commit()?;
                 result.member_id = registered.member.map_or(0, |m| m.member_id);
                 response.imported += 1;
             }
-            Err(error) if error.kind.is_deterministic() => {
-                nested.abort();
+            Err(error) => {
                 result.error_reason = error.reason().to_owned();
                 result.error_message = error.message;
                 response.failed += 1;
             }
-            Err(error) => return Err(error),
         }
         response.results.push(result);
     }
@@ -328,13 +324,13 @@ fn maintenance(
                 action: CardAction::Expire as i32,
                 ..Default::default()
             };
-            if nested(env, txn, |nested| lifecycle::apply_action(context, nested, expire))?.is_ok() {
+            if nested(env, txn, |nested| lifecycle::apply_action(context, nested, &expire))?.is_ok() {
                 response.expired += 1;
             }
             continue;
         }
         let charge = ChargeAnnualFeeRequest { request_id: id("annual-fee"), card_no: card.card_no.clone() };
-        match nested(env, txn, |nested| lifecycle::charge_annual_fee(context, nested, charge))? {
+        match nested(env, txn, |nested| lifecycle::charge_annual_fee(context, nested, &charge))? {
             Ok((charged, _)) => {
                 response.annual_fees_charged += 1;
                 response.annual_fees_fen += charged.fee_fen;

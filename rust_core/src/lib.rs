@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod members;
 pub mod money;
 pub mod packages;
+pub mod paging;
 pub mod pin;
 pub mod profiles;
 pub mod rules;

@@ -17,8 +17,6 @@
 //!   default is always one of the member's cards), so a checkout by phone says CARD_CLOSED.
 //! - `Member.card_no` follows the default card.
 
-use std::ops::Bound;
-
 use heed::{RoTxn, RwTxn};
 
 use crate::cards::{self, EventFacts};
@@ -27,6 +25,7 @@ use crate::dates::Date;
 use crate::error::{fail, CoreError, Kind, Result};
 use crate::ledger::{self, Journal};
 use crate::money::{AMOUNT_FEN_MAX, BALANCE_FEN_MAX, BASIS_POINTS_FULL};
+use crate::paging::{self, Page};
 use crate::proto::*;
 use crate::store::{self, Dbs};
 use crate::transactions::{self, Context};
@@ -47,8 +46,6 @@ pub const NOTE_CHARS_MAX: usize = 256;
 /// Annual fee years searched for the next anniversary; a card is not a century old.
 const ANNUAL_FEE_YEARS_MAX: i32 = 100;
 const MONTHS_PER_YEAR: i32 = 12;
-/// A page token is a decimal u64.
-const PAGE_TOKEN_DIGITS_MAX: usize = 20;
 
 /// Who does an operation and under which request: what its events and entry record.
 struct Op<'a> {
@@ -59,7 +56,7 @@ struct Op<'a> {
 
 impl<'a> Op<'a> {
     fn new(context: &'a Context<'a>, request_id: &'a str, staff_code: &'a str) -> Result<Op<'a>> {
-        check_staff_code(staff_code)?;
+        validate::staff_code(staff_code)?;
         Ok(Op { context, request_id, staff_code })
     }
 
@@ -118,10 +115,6 @@ impl<'a> Op<'a> {
             ..Default::default()
         })
     }
-}
-
-fn check_staff_code(staff_code: &str) -> Result<()> {
-    validate::staff_code(staff_code)
 }
 
 fn check_note(note: &str) -> Result<()> {
@@ -206,7 +199,7 @@ fn make_default(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, card: &Card) -> 
 
 // ---- 售卡 ----
 
-pub fn issue(context: &Context<'_>, txn: &mut RwTxn<'_>, request: IssueCardRequest) -> Result<(CardResponse, u64)> {
+pub fn issue(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &IssueCardRequest) -> Result<(CardResponse, u64)> {
     let op = Op::new(context, &request.request_id, &request.staff_code)?;
     let (dbs, merchant, config) = (context.dbs, context.merchant, context.config);
     cards::check_chosen_number(&request.card_no)?;
@@ -225,7 +218,7 @@ pub fn issue(context: &Context<'_>, txn: &mut RwTxn<'_>, request: IssueCardReque
         );
     }
     let member = members::find(dbs, txn, merchant, request.member.as_ref())?;
-    let primary_card_id = subsidiary_link(context, txn, &request)?;
+    let primary_card_id = subsidiary_link(context, txn, request)?;
     let fee_fen = card_type.issue_fee_fen;
     let payments = fee_payments(&request.tenders, fee_fen)?;
     let trial = cards::kind_of(&card_type) == CardKind::TrialCard;
@@ -296,7 +289,7 @@ fn subsidiary_link(context: &Context<'_>, txn: &RoTxn<'_>, request: &IssueCardRe
 pub fn apply_action(
     context: &Context<'_>,
     txn: &mut RwTxn<'_>,
-    request: CardActionRequest,
+    request: &CardActionRequest,
 ) -> Result<(CardResponse, u64)> {
     let op = Op::new(context, &request.request_id, &request.staff_code)?;
     check_note(&request.note)?;
@@ -383,7 +376,7 @@ fn expire(context: &Context<'_>, card: &mut Card) -> Result<()> {
 pub fn change_pin(
     context: &Context<'_>,
     txn: &mut RwTxn<'_>,
-    request: ChangePinRequest,
+    request: &ChangePinRequest,
 ) -> Result<(CardResponse, u64)> {
     let op = Op::new(context, &request.request_id, &request.staff_code)?;
     pin::check_format(&request.new_pin)?;
@@ -420,7 +413,11 @@ fn check_old_pin(context: &Context<'_>, card: &Card, old_pin: &str) -> Result<()
 
 // ---- 换卡 / 补卡 ----
 
-pub fn replace(context: &Context<'_>, txn: &mut RwTxn<'_>, request: ReplaceCardRequest) -> Result<(CardResponse, u64)> {
+pub fn replace(
+    context: &Context<'_>,
+    txn: &mut RwTxn<'_>,
+    request: &ReplaceCardRequest,
+) -> Result<(CardResponse, u64)> {
     let op = Op::new(context, &request.request_id, &request.staff_code)?;
     let (dbs, merchant) = (context.dbs, context.merchant);
     cards::check_chosen_number(&request.new_card_no)?;
@@ -522,7 +519,7 @@ fn relink_subsidiaries(op: &Op<'_>, txn: &mut RwTxn<'_>, old: &Card, new: &Card)
 pub fn return_card(
     context: &Context<'_>,
     txn: &mut RwTxn<'_>,
-    request: ReturnCardRequest,
+    request: &ReturnCardRequest,
 ) -> Result<(CardResponse, u64)> {
     let op = Op::new(context, &request.request_id, &request.staff_code)?;
     let (dbs, merchant) = (context.dbs, context.merchant);
@@ -608,7 +605,7 @@ fn close(op: &Op<'_>, txn: &mut RwTxn<'_>, card: &mut Card, note: &str, ledger_s
 
 // ---- 续卡 ----
 
-pub fn renew(context: &Context<'_>, txn: &mut RwTxn<'_>, request: RenewCardRequest) -> Result<(CardResponse, u64)> {
+pub fn renew(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &RenewCardRequest) -> Result<(CardResponse, u64)> {
     let op = Op::new(context, &request.request_id, &request.staff_code)?;
     let (dbs, merchant) = (context.dbs, context.merchant);
     let price_fen = request.price_fen;
@@ -649,7 +646,7 @@ pub fn renew(context: &Context<'_>, txn: &mut RwTxn<'_>, request: RenewCardReque
 pub fn charge_annual_fee(
     context: &Context<'_>,
     txn: &mut RwTxn<'_>,
-    request: ChargeAnnualFeeRequest,
+    request: &ChargeAnnualFeeRequest,
 ) -> Result<(CardResponse, u64)> {
     let op = Op::new(context, &request.request_id, "")?;
     let (dbs, merchant) = (context.dbs, context.merchant);
@@ -720,49 +717,25 @@ pub fn get_card(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, request: GetCardRequ
     Ok(CardResponse { card: Some(cards::view(dbs, txn, merchant, &card)?), ..Default::default() })
 }
 
-/// A card's events, newest first. The page token is the seq to continue below.
+/// A card's events, newest first, paged like every other list (see `paging`).
 pub fn card_events(
     dbs: &Dbs,
     txn: &RoTxn<'_>,
     merchant: &str,
     request: ListCardEventsRequest,
 ) -> Result<ListCardEventsResponse> {
-    // Every list pages alike: 0 means the default, outside 1-100 is refused.
-    let page_size = crate::profiles::page_size(request.page_size)?;
-    let below_seq = parse_page_token(&request.page_token)?;
+    let limit = paging::page_size(request.page_size)?;
+    let below = paging::seq_token(&request.page_token)?;
     let card = cards::find_by_number(dbs, txn, merchant, &request.card_no)?;
-    let first = store::key_u64_pair(merchant, card.card_id, 0);
-    let end = store::key_u64_pair(merchant, card.card_id, below_seq);
-    let range = (Bound::Included(first.as_slice()), Bound::Excluded(end.as_slice()));
-    let mut events = Vec::with_capacity(page_size + 1);
-    for item in dbs.card_events.rev_range(txn, &range)?.take(page_size + 1) {
-        let (_, bytes) = item?;
-        events.push(<CardEvent as prost::Message>::decode(bytes)?);
-    }
-    let mut next_page_token = String::new();
-    if events.len() > page_size {
-        events.truncate(page_size);
-        next_page_token = events.last().expect("a full page").seq.to_string();
+    let Page { records, next_page_token } =
+        paging::newest_first(&dbs.card_events, txn, merchant, card.card_id, below, limit)?;
+    let mut events = Vec::with_capacity(records.len());
+    for (seq, bytes) in records {
+        let event = <CardEvent as prost::Message>::decode(bytes.as_slice())?;
+        assert_eq!((event.seq, event.card_id), (seq, card.card_id), "card event under the wrong key");
+        events.push(event);
     }
     Ok(ListCardEventsResponse { events, next_page_token })
-}
-
-/// Empty: from the newest; otherwise the decimal seq of the last event seen.
-fn parse_page_token(token: &str) -> Result<u64> {
-    if token.is_empty() {
-        return Ok(u64::MAX);
-    }
-    let parsed = if token.len() <= PAGE_TOKEN_DIGITS_MAX && token.bytes().all(|b| b.is_ascii_digit()) {
-        token.parse::<u64>().ok().filter(|seq| *seq > 0)
-    } else {
-        None
-    };
-    parsed.ok_or_else(|| {
-        CoreError::new(
-            Kind::PageTokenInvalid,
-            format!("page_token {:?} is not one this server gave", validate::truncate(token)),
-        )
-    })
 }
 
 /// Counts a wrong PIN against the card, outside the refused request's own transaction,
@@ -1032,15 +1005,6 @@ mod tests {
         // Month ends: Jan 31 stays anchored to Jan 31.
         let (_, next) = annual_fee_cover(date("2026-01-31"), "2027-01-30").unwrap();
         assert_eq!(next, date("2028-01-30"));
-    }
-
-    #[test]
-    fn page_tokens() {
-        assert_eq!(parse_page_token("").unwrap(), u64::MAX);
-        assert_eq!(parse_page_token("17").unwrap(), 17);
-        for bad in ["0", "-1", "1.5", "abc", "99999999999999999999999", " 1"] {
-            assert_eq!(parse_page_token(bad).unwrap_err().kind, Kind::PageTokenInvalid, "{bad}");
-        }
     }
 
     #[test]

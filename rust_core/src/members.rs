@@ -110,12 +110,12 @@ pub fn find(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, reference: Option<&Membe
 }
 
 /// Principal and bonus over the member's own cards, and the member's points.
-pub fn balances(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, member: &Member) -> Result<Balances> {
+pub fn balances(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, member_id: u64) -> Result<Balances> {
     let mut balances = Balances {
-        points: ledger::balance(dbs, txn, merchant, &ledger::member_points(member.member_id))?,
+        points: ledger::balance(dbs, txn, merchant, &ledger::member_points(member_id))?,
         ..Default::default()
     };
-    for card in cards::of_member(dbs, txn, merchant, member.member_id)? {
+    for card in cards::of_member(dbs, txn, merchant, member_id)? {
         let (principal, bonus) = cards::stored_value(dbs, txn, merchant, card.card_id)?;
         balances.principal_fen += principal;
         balances.bonus_fen += bonus;
@@ -125,7 +125,6 @@ pub fn balances(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, member: &Member) -> 
 
 pub fn get(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, request: GetMemberRequest) -> Result<GetMemberResponse> {
     let member = find(dbs, txn, merchant, request.member.as_ref())?;
-    let balances = balances(dbs, txn, merchant, &member)?;
     let config = crate::config::read(dbs, txn, merchant)?;
     let level_name =
         config.levels.iter().find(|l| l.code == member.level_code).map(|l| l.name.clone()).unwrap_or_default();
@@ -133,5 +132,11 @@ pub fn get(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, request: GetMemberRequest
     for card in cards::of_member(dbs, txn, merchant, member.member_id)? {
         views.push(cards::view(dbs, txn, merchant, &card)?);
     }
+    // The same sums as `balances`, from the views just read.
+    let balances = Balances {
+        principal_fen: views.iter().map(|view| view.principal_fen).sum(),
+        bonus_fen: views.iter().map(|view| view.bonus_fen).sum(),
+        points: ledger::balance(dbs, txn, merchant, &ledger::member_points(member.member_id))?,
+    };
     Ok(GetMemberResponse { member: Some(member), balances: Some(balances), level_name, cards: views })
 }

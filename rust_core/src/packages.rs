@@ -88,9 +88,9 @@ fn uses_used(lot: &CountLot) -> i64 {
 }
 
 /// Buys a package onto a card (充次), paid with the tenders.
-pub fn buy(context: &Context<'_>, txn: &mut RwTxn<'_>, request: BuyPackageRequest) -> Result<(CardResponse, u64)> {
+pub fn buy(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &BuyPackageRequest) -> Result<(CardResponse, u64)> {
     let store_code = context.config.store_code(&request.store_code)?.to_owned();
-    check_staff_code(&request.staff_code)?;
+    validate::staff_code(&request.staff_code)?;
     let (dbs, merchant) = (context.dbs, context.merchant);
     let mut card = cards::find_by_number(dbs, txn, merchant, &request.card_no)?;
     cards::check_usable(&card, context.today())?;
@@ -183,10 +183,6 @@ fn check_open_lots(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, card: &Card) -> R
         );
     }
     Ok(())
-}
-
-fn check_staff_code(staff_code: &str) -> Result<()> {
-    validate::staff_code(staff_code)
 }
 
 /// Posts one payment of a purchase: takings of the store, or the card's own stored value
@@ -408,10 +404,10 @@ fn lot_as_stored(lot: &CountLot, lot_uses: &[LotUse]) -> CountLot {
 pub fn refund(
     context: &Context<'_>,
     txn: &mut RwTxn<'_>,
-    request: RefundPackageRequest,
+    request: &RefundPackageRequest,
 ) -> Result<(CardResponse, u64)> {
     let store_code = context.config.store_code(&request.store_code)?.to_owned();
-    check_staff_code(&request.staff_code)?;
+    validate::staff_code(&request.staff_code)?;
     let method = refund_method(request.refund_method)?;
     let (dbs, merchant) = (context.dbs, context.merchant);
     let card = cards::find_by_number(dbs, txn, merchant, &request.card_no)?;

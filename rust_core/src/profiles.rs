@@ -16,8 +16,9 @@ use crate::config::Loaded;
 use crate::dates::{days_in_month, Date};
 use crate::error::{fail, CoreError, Kind, Result};
 use crate::members;
+use crate::paging::{newest_first, page_size, seq_token, u64_at_end, Page};
 use crate::proto::*;
-use crate::store::{self, Db, Dbs};
+use crate::store::{self, Dbs};
 use crate::transactions::Context;
 use crate::validate;
 
@@ -36,14 +37,10 @@ pub const LIST_ENTRY_CHARS_MAX: usize = 32;
 pub const FOLLOW_UP_CHARS_MAX: usize = 1000;
 pub const NAME_PREFIX_CHARS_MAX: usize = 32;
 pub const PHONE_PREFIX_DIGITS_MIN: usize = 3;
-pub const PAGE_SIZE_DEFAULT: usize = 20;
-pub const PAGE_SIZE_MAX: usize = 100;
 /// A search token is the hex of a key: a 64-character name is at most 256 bytes.
 pub const PAGE_TOKEN_CHARS_MAX: usize = 1024;
 /// Field names in one update: each field once, with room for repeats.
 pub const FIELD_NAMES_PER_UPDATE_MAX: usize = 32;
-/// Decimal digits of a u64: the longest sequence-number token.
-const SEQ_TOKEN_DIGITS_MAX: usize = 20;
 
 /// A field an update can set, by the name used in `UpdateMemberRequest.fields`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +130,7 @@ fn referrer(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, reference: Option<&Membe
 pub fn update(
     context: &Context<'_>,
     txn: &mut RwTxn<'_>,
-    request: UpdateMemberRequest,
+    request: &UpdateMemberRequest,
 ) -> Result<(UpdateMemberResponse, u64)> {
     let fields = parse_fields(&request.fields)?;
     let staff_code = staff_code(&request.staff_code)?;
@@ -282,7 +279,7 @@ fn name_key(merchant: &str, name: &str, member_id: u64) -> Vec<u8> {
 pub fn add_follow_up(
     context: &Context<'_>,
     txn: &mut RwTxn<'_>,
-    request: AddFollowUpRequest,
+    request: &AddFollowUpRequest,
 ) -> Result<(AddFollowUpResponse, u64)> {
     let staff_code = staff_code(&request.staff_code)?;
     let text = follow_up_text(&request.text)?;
@@ -353,13 +350,6 @@ pub fn search(
         last_key = key;
     }
     Ok(response)
-}
-
-fn u64_at_end(bytes: &[u8]) -> Result<u64> {
-    match bytes.len().checked_sub(8).map(|start| <[u8; 8]>::try_from(&bytes[start..])) {
-        Some(Ok(array)) => Ok(u64::from_be_bytes(array)),
-        _ => fail(Kind::CorruptRecord, "index entry without a member id"),
-    }
 }
 
 /// Consumption and recharge history (消费历史): the member's ledger entries, newest first.
@@ -439,40 +429,6 @@ pub fn changes(
         changes.push(change);
     }
     Ok(ListMemberChangesResponse { changes, next_page_token })
-}
-
-/// Records of one page, by seq, and the token of the next page ("" after the last).
-struct Page {
-    records: Vec<(u64, Vec<u8>)>,
-    next_page_token: String,
-}
-
-/// One page of the records `M + u64be(parent) + u64be(seq)` with seq below `below` (all
-/// when None), highest seq first.
-fn newest_first(
-    db: &Db,
-    txn: &RoTxn<'_>,
-    merchant: &str,
-    parent_id: u64,
-    below: Option<u64>,
-    limit: usize,
-) -> Result<Page> {
-    let lowest = store::key_u64_pair(merchant, parent_id, 0);
-    let end = match below {
-        Some(seq) => Bound::Excluded(store::key_u64_pair(merchant, parent_id, seq)),
-        None => Bound::Included(store::key_u64_pair(merchant, parent_id, u64::MAX)),
-    };
-    let end = end.as_ref().map(Vec::as_slice);
-    let mut page: Vec<(u64, Vec<u8>)> = Vec::with_capacity(limit);
-    for item in db.rev_range(txn, &(Bound::Included(lowest.as_slice()), end))? {
-        let (key, value) = item?;
-        if page.len() == limit {
-            let last_seq = page.last().expect("limit is at least 1").0;
-            return Ok(Page { records: page, next_page_token: last_seq.to_string() });
-        }
-        page.push((u64_at_end(key)?, value.to_vec()));
-    }
-    Ok(Page { records: page, next_page_token: String::new() })
 }
 
 // ---- Checks on what people type: pure, each with its limit. ----
@@ -702,15 +658,6 @@ fn follow_up_text(text: &str) -> Result<String> {
     Ok(text)
 }
 
-/// 0 means the default; anything else must be 1 to `PAGE_SIZE_MAX`.
-pub fn page_size(raw: i32) -> Result<usize> {
-    match raw {
-        0 => Ok(PAGE_SIZE_DEFAULT),
-        1.. if raw as usize <= PAGE_SIZE_MAX => Ok(raw as usize),
-        _ => fail(Kind::PageSizeInvalid, format!("page_size must be 1-{PAGE_SIZE_MAX} (0 for {PAGE_SIZE_DEFAULT})")),
-    }
-}
-
 /// A name prefix: leading spaces dropped (names are stored trimmed), trailing ones kept
 /// (they can match a space inside a name).
 fn name_prefix(text: &str) -> Result<&str> {
@@ -753,20 +700,6 @@ fn search_token(token: &str, index: Index, prefix: &str) -> Result<Vec<u8>> {
         return Err(invalid());
     }
     Ok(key)
-}
-
-/// A history or follow-up page token: the decimal seq of the last item returned.
-fn seq_token(token: &str) -> Result<Option<u64>> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    let digits = token.len() <= SEQ_TOKEN_DIGITS_MAX && token.bytes().all(|b| b.is_ascii_digit());
-    match token.parse::<u64>() {
-        Ok(seq) if digits && seq > 0 => Ok(Some(seq)),
-        _ => {
-            fail(Kind::PageTokenInvalid, format!("page_token {:?} is not a sequence number", validate::truncate(token)))
-        }
-    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -966,16 +899,6 @@ mod tests {
 
     #[test]
     fn paging_inputs() {
-        assert_eq!(page_size(0).unwrap(), PAGE_SIZE_DEFAULT);
-        assert_eq!(page_size(1).unwrap(), 1);
-        assert_eq!(page_size(PAGE_SIZE_MAX as i32).unwrap(), PAGE_SIZE_MAX);
-        assert_eq!(page_size(PAGE_SIZE_MAX as i32 + 1).unwrap_err().kind, Kind::PageSizeInvalid);
-        assert_eq!(page_size(-1).unwrap_err().kind, Kind::PageSizeInvalid);
-        assert_eq!(seq_token("").unwrap(), None);
-        assert_eq!(seq_token("42").unwrap(), Some(42));
-        for bad in ["0", "-1", "+5", "x", "18446744073709551616", " 5"] {
-            assert_eq!(seq_token(bad).unwrap_err().kind, Kind::PageTokenInvalid, "{bad}");
-        }
         assert_eq!(name_prefix("  张").unwrap(), "张");
         assert_eq!(name_prefix("Li ").unwrap(), "Li ");
         assert!(name_prefix(&"张".repeat(NAME_PREFIX_CHARS_MAX)).is_ok());

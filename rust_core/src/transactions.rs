@@ -59,7 +59,7 @@ pub fn external_method(raw: i32, default: PaymentMethod) -> Result<PaymentMethod
 pub fn recharge(
     context: &Context<'_>,
     txn: &mut RwTxn<'_>,
-    request: RechargeRequest,
+    request: &RechargeRequest,
 ) -> Result<(RechargeResponse, u64)> {
     let amount_fen = money::check_amount(request.amount_fen, "recharge amount")?;
     let method = external_method(request.method, PaymentMethod::Cash)?;
@@ -114,7 +114,7 @@ pub fn recharge(
     };
     let seq = journal.write(dbs, txn, merchant, entry)?;
     assert_eq!(cards::stored_value(dbs, txn, merchant, card.card_id)?.0, principal_before + amount_fen);
-    let balances = members::balances(dbs, txn, merchant, &member)?;
+    let balances = members::balances(dbs, txn, merchant, member.member_id)?;
     let response = RechargeResponse {
         member_id: id,
         amount_fen,
@@ -182,7 +182,7 @@ fn check_list_amount(list_fen: i64, request: &CheckoutRequest, buyer: Option<&Bu
 pub fn checkout(
     context: &Context<'_>,
     txn: &mut RwTxn<'_>,
-    request: CheckoutRequest,
+    request: &CheckoutRequest,
 ) -> Result<(CheckoutResponse, u64)> {
     let store_code = context.config.store_code(&request.store_code)?.to_owned();
     let (dbs, merchant) = (context.dbs, context.merchant);
@@ -191,7 +191,7 @@ pub fn checkout(
         None if !request.uses.is_empty() => return fail(Kind::MemberRefMissing, "count-card uses need the card"),
         None => None,
     };
-    let list_fen = check_list_amount(request.list_amount_fen, &request, buyer.as_ref())?;
+    let list_fen = check_list_amount(request.list_amount_fen, request, buyer.as_ref())?;
     let level = buyer.as_ref().map(|b| &context.config.levels()[b.level_position]);
     let discount_bp = match &buyer {
         Some(b) => level.map_or(0, |l| l.discount_bp).max(b.card_type.discount_bp),
@@ -210,7 +210,7 @@ pub fn checkout(
     journal.fen(ledger::store_account(&store_code, "discount"), -discount_fen);
     journal.fen(ledger::POINTS_REDEMPTION.to_owned(), -points_value_fen);
     for payment in payments.iter_mut() {
-        post_payment(context, txn, &mut journal, buyer.as_mut(), &store_code, payment)?;
+        post_payment(context, &mut journal, buyer.as_mut(), &store_code, payment)?;
     }
     let mut response = CheckoutResponse {
         list_amount_fen: list_fen,
@@ -261,8 +261,7 @@ pub fn checkout(
     response.payments = payments;
     let seq = journal.write(dbs, txn, merchant, entry)?;
     if response.member_id != 0 {
-        let member = members::by_id(dbs, txn, merchant, response.member_id)?;
-        response.balances = Some(members::balances(dbs, txn, merchant, &member)?);
+        response.balances = Some(members::balances(dbs, txn, merchant, response.member_id)?);
     }
     response.ledger_seq = seq;
     Ok((response, seq))
@@ -435,7 +434,6 @@ fn cash_change(tender: &Tender, method: PaymentMethod, amount_fen: i64) -> Resul
 
 fn post_payment(
     context: &Context<'_>,
-    txn: &RwTxn<'_>,
     journal: &mut Journal,
     buyer: Option<&mut Buyer>,
     store_code: &str,
@@ -447,7 +445,6 @@ fn post_payment(
         return Ok(());
     }
     let buyer = buyer.expect("stored value was checked to have a member");
-    let _ = txn;
     // A subsidiary spending a PIN-protected primary's money needs its own PIN, even when
     // its own type asks for none.
     let payer_type = cards::card_type(context.config, &buyer.payer.card_type)?;
