@@ -20,6 +20,7 @@ class Core:
         map_size_bytes: int | None = None,
         queue_capacity: int | None = None,
         batch_requests_max: int | None = None,
+        clock_file: str | None = None,
     ) -> None: ...
     def submit(self, method: str, merchant: str, request: bytes) -> bytes:
         """Runs a mutating request; answers after its batch is durable."""

@@ -542,6 +542,12 @@ def _add_serve(subparsers: Any) -> None:
         action="store_true",
         help="do not fsync commits: FOR BENCHMARKS ONLY, a crash can lose acknowledged writes",
     )
+    parser.add_argument(
+        "--clock-file",
+        metavar="FILE",
+        default=None,
+        help="FOR TESTS ONLY: read the server's time (integer ms since 1970) from FILE at every request",
+    )
 
 
 def _add_config(top: _Commands) -> None:
@@ -1830,14 +1836,23 @@ def _output(args: argparse.Namespace, response: Message, text: Callable[[], str]
 
 
 def _serve(args: argparse.Namespace, _session: Session) -> int:
-    from engine import server  # the server and its core load only for this command
+    from engine import CoreError, server  # the server and its core load only for this command
 
+    try:
+        return _serve_until_stopped(server, args)
+    except CoreError as error:  # the data folder or an option is unusable: say which
+        print(f"mms serve: cannot start: {error.message} ({error.reason})", file=sys.stderr)
+        return 1
+
+
+def _serve_until_stopped(server: Any, args: argparse.Namespace) -> int:
     return server.serve(
         data_dir=args.data,
         listen=args.listen,
         metrics_port=args.metrics_port,
         default_merchant=args.merchant,
         durable=not args.no_sync,
+        clock_file=args.clock_file,
     )
 
 

@@ -178,10 +178,14 @@ def serve(
     default_merchant: str = DEFAULT_MERCHANT,
     durable: bool = True,
     workers: int = WORKERS_DEFAULT,
+    clock_file: str | None = None,
 ) -> int:
     """Runs the server until SIGTERM or SIGINT, then shuts down without losing anything
-    acknowledged: health goes NOT_SERVING, in-flight calls finish, the writer drains."""
-    core = Core(data_dir, durable=durable)
+    acknowledged: health goes NOT_SERVING, in-flight calls finish, the writer drains.
+
+    `clock_file` is for tests: the server's time is read from that file (integer
+    milliseconds since 1970) at every request instead of from the system clock."""
+    core = Core(data_dir, durable=durable, clock_file=clock_file)
     registry = CollectorRegistry()
     registry.register(CoreCollector(core))
     server, port, health_servicer = create_server(
@@ -192,6 +196,8 @@ def serve(
     server.start()
     mode = "durable" if durable else "NO-SYNC (benchmarks only: a crash may lose commits)"
     print(f"mms: data in {os.path.abspath(data_dir)} ({mode})", flush=True)
+    if clock_file is not None:
+        print(f"mms: TEST CLOCK: the time is read from {os.path.abspath(clock_file)}", flush=True)
     print(f"mms: serving gRPC on {host}:{port}", flush=True)
     print(f"mms: metrics on http://{host}:{metrics_server.server_port}/metrics", flush=True)
     try:

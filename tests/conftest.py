@@ -59,6 +59,9 @@ class RunningServer:
         while not (self.address and self.metrics_url):
             line = self.process.stdout.readline()
             if not line:
+                self.process.wait(timeout=SERVE_TIMEOUT_S)
+                self.process.stdout.close()
+                self.process = None
                 raise RuntimeError("server exited early:\n" + "".join(self.output))
             self.output.append(line)
             if match := _GRPC_LINE.search(line):

@@ -488,6 +488,8 @@ def test_serve_options() -> None:
         False,
     )
     assert plain.merchant == "default"
+    assert plain.clock_file is None
+    assert cli.parse_args(["serve", "--clock-file", "/t/now"]).clock_file == "/t/now"
     args = cli.parse_args(
         [
             "serve", "--data", "/d", "--listen", "0.0.0.0:7", "--metrics-port", "0",

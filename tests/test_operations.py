@@ -189,3 +189,32 @@ def test_health_turns_not_serving_when_the_core_stops_answering(tmp_path) -> Non
     finally:
         server.stop(0).wait()
         core.close()
+
+
+def test_the_server_takes_its_time_from_a_clock_file_when_told(tmp_path) -> None:
+    """`--clock-file` (tests only) sets the time the server stamps on what it does, read
+    afresh at each request; the server refuses to start on a file without a time."""
+    clock = tmp_path / "now_ms"
+    first_ms = 1_767_225_600_000  # 2026-01-01 00:00 UTC
+    clock.write_text(f"{first_ms}\n")
+    running = RunningServer(tmp_path / "data", ["--clock-file", str(clock)])
+    running.start()
+    try:
+        assert any("TEST CLOCK" in line for line in running.output)
+        with running.channel() as channel:
+            client = Client(channel)
+            client.apply()
+            client.register("13800138000")
+            assert client.recharge(10_000, phone="13800138000").at_ms == first_ms
+            later_ms = first_ms + 400 * 86_400_000
+            clock.write_text(str(later_ms))
+            assert client.checkout(1_000, phone="13800138000").at_ms == later_ms
+            clock.write_text("not a time")  # the last good reading stands
+            assert client.checkout(1_000, phone="13800138000").at_ms == later_ms
+    finally:
+        assert running.stop() == 0
+
+    clock.write_text("-5")
+    refused = RunningServer(tmp_path / "data", ["--clock-file", str(clock)])
+    with pytest.raises(RuntimeError, match="clock file .* must hold milliseconds"):
+        refused.start()

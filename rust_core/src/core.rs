@@ -54,6 +54,51 @@ impl Clock for ManualClock {
     }
 }
 
+/// A clock read from a file holding integer milliseconds since the epoch, for end-to-end
+/// tests that must move the server's days (`mms serve --clock-file`). The file is read at
+/// every request; while it cannot be read or parsed, the last good reading stands.
+pub struct FileClock {
+    path: PathBuf,
+    last_ms: AtomicI64,
+}
+
+impl FileClock {
+    /// Fails when the file does not hold a time now: a test clock that is wrong from the
+    /// start is a broken test, not something to guess around.
+    pub fn open(path: impl AsRef<Path>) -> Result<FileClock> {
+        let path = path.as_ref().to_path_buf();
+        let Some(now_ms) = read_clock_file(&path) else {
+            return fail(
+                Kind::ConfigInvalid,
+                format!("clock file {} must hold milliseconds since 1970 (0 to 2^53)", path.display()),
+            );
+        };
+        Ok(FileClock { path, last_ms: AtomicI64::new(now_ms) })
+    }
+}
+
+/// The largest time a clock file may hold: 2^53 ms, far past any real date, and exact
+/// in every JSON reader.
+const CLOCK_FILE_MS_MAX: i64 = 1 << 53;
+
+fn read_clock_file(path: &Path) -> Option<i64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let now_ms = text.trim().parse::<i64>().ok()?;
+    (0..=CLOCK_FILE_MS_MAX).contains(&now_ms).then_some(now_ms)
+}
+
+impl Clock for FileClock {
+    fn now_ms(&self) -> i64 {
+        match read_clock_file(&self.path) {
+            Some(now_ms) => {
+                self.last_ms.store(now_ms, Ordering::SeqCst);
+                now_ms
+            }
+            None => self.last_ms.load(Ordering::SeqCst),
+        }
+    }
+}
+
 pub struct Options {
     pub path: PathBuf,
     pub map_size_bytes: usize,

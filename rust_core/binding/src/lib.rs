@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use mms_core::core::{BATCH_SIZE_BOUNDS, COMMIT_MICROS_BOUNDS};
+use mms_core::core::{FileClock, BATCH_SIZE_BOUNDS, COMMIT_MICROS_BOUNDS};
 use mms_core::{CoreError as DomainError, Options, Status};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -55,7 +55,7 @@ struct PyCore {
 #[pymethods]
 impl PyCore {
     #[new]
-    #[pyo3(signature = (path, *, durable = true, map_size_bytes = None, queue_capacity = None, batch_requests_max = None))]
+    #[pyo3(signature = (path, *, durable = true, map_size_bytes = None, queue_capacity = None, batch_requests_max = None, clock_file = None))]
     fn new(
         py: Python<'_>,
         path: &str,
@@ -63,9 +63,14 @@ impl PyCore {
         map_size_bytes: Option<usize>,
         queue_capacity: Option<usize>,
         batch_requests_max: Option<usize>,
+        clock_file: Option<&str>,
     ) -> PyResult<PyCore> {
         let mut options = Options::new(path);
         options.durable = durable;
+        if let Some(clock_path) = clock_file {
+            let clock = FileClock::open(clock_path).map_err(|e| to_python(py, e))?;
+            options.clock = std::sync::Arc::new(clock);
+        }
         if let Some(size) = map_size_bytes {
             options.map_size_bytes = size;
         }
