@@ -161,11 +161,17 @@ def create_server(
     return server, port, health_servicer
 
 
-def _wait_for_signal() -> None:
+def _stop_on_signal() -> threading.Event:
+    """An event set by SIGTERM or SIGINT. Installed before the server says it is serving,
+    so that a signal sent as soon as it does still shuts it down cleanly."""
     stop = threading.Event()
     handler: Callable[[int, Any], None] = lambda signum, frame: stop.set()  # noqa: E731
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def _wait_for(stop: threading.Event) -> None:
     while not stop.wait(3600):
         pass
 
@@ -185,6 +191,7 @@ def serve(
 
     `clock_file` is for tests: the server's time is read from that file (integer
     milliseconds since 1970) at every request instead of from the system clock."""
+    stop = _stop_on_signal()
     core = Core(data_dir, durable=durable, clock_file=clock_file)
     registry = CollectorRegistry()
     registry.register(CoreCollector(core))
@@ -201,7 +208,7 @@ def serve(
     print(f"mms: serving gRPC on {host}:{port}", flush=True)
     print(f"mms: metrics on http://{host}:{metrics_server.server_port}/metrics", flush=True)
     try:
-        _wait_for_signal()
+        _wait_for(stop)
     finally:
         print("mms: shutting down", flush=True)
         health_servicer.enter_graceful_shutdown()
