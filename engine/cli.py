@@ -403,8 +403,13 @@ def _add_store_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_staff_option(parser: argparse.ArgumentParser, help_text: str = "staff code 员工") -> None:
-    parser.add_argument("--staff", metavar="S", default="", help=help_text)
+def _add_staff_option(
+    parser: argparse.ArgumentParser, help_text: str = "staff code 员工", *, required: bool = False
+) -> None:
+    if required:
+        parser.add_argument("--staff", metavar="S", type=_non_empty, required=True, help=help_text)
+    else:
+        parser.add_argument("--staff", metavar="S", default="", help=help_text)
 
 
 def _add_card_argument(parser: argparse.ArgumentParser) -> None:
@@ -473,8 +478,8 @@ def _add_profile_options(parser: argparse.ArgumentParser) -> None:
         metavar="CODE=VALUE",
         type=_attribute,
         action="append",
-        help="custom attribute 自定义属性, repeatable; the member's attributes become "
-        "exactly those given",
+        help="custom attribute 自定义属性, repeatable; an update sets only the attributes "
+        "given (CODE= clears one), the others stay",
     )
 
 

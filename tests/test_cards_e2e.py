@@ -223,6 +223,7 @@ class Till(Client):
     # --- profiles ---
 
     def update(self, member_phone: str, fields: list[str], **values: Any) -> Any:
+        values.setdefault("staff_code", "S00")
         return self.mutate(
             self.members, "UpdateMember", member_pb2.UpdateMemberRequest,
             member=common_pb2.MemberRef(phone=member_phone), fields=fields, **values,
@@ -236,7 +237,7 @@ class Till(Client):
     def search(self, **fields: Any) -> member_pb2.SearchMembersResponse:
         return self.call(self.members, "SearchMembers", member_pb2.SearchMembersRequest(**fields))
 
-    def follow_up(self, phone: str, text: str, staff_code: str = "") -> member_pb2.FollowUp:
+    def follow_up(self, phone: str, text: str, staff_code: str = "S00") -> member_pb2.FollowUp:
         response = self.mutate(
             self.members, "AddFollowUp", member_pb2.AddFollowUpRequest,
             member=common_pb2.MemberRef(phone=phone), text=text, staff_code=staff_code,
@@ -793,7 +794,8 @@ def test_member_update_records_each_change_with_its_staff(till: Till) -> None:
         ("name", "王一", "王小一", "S02"),
         ("birthday", "", "--05-20", "S02"),
         ("tags", "vip", "vip, 新客", "S02"),
-        ("attributes", "", "shoe=42, skin=dry", "S02"),
+        ("attributes.shoe", "", "42", "S02"),
+        ("attributes.skin", "", "dry", "S02"),
     ]
     assert {c.at_ms for c in updated.changes} == {member.updated_at_ms}
     assert till.get(phone=P1).member == member
@@ -815,9 +817,9 @@ def test_member_update_records_each_change_with_its_staff(till: Till) -> None:
     # the change history (资料变更记录), newest first, a page at a time
     request = member_pb2.ListMemberChangesRequest
     first = till.read("ListMemberChanges", request, "13900000009", page_size=2)
-    assert [c.field for c in first.changes] == ["phone", "attributes"]
+    assert [c.field for c in first.changes] == ["phone", "attributes.skin"]
     rest = till.read("ListMemberChanges", request, "13900000009", page_token=first.next_page_token)
-    assert [c.field for c in rest.changes] == ["tags", "birthday", "name"]
+    assert [c.field for c in rest.changes] == ["attributes.shoe", "tags", "birthday", "name"]
     assert rest.next_page_token == ""
 
 

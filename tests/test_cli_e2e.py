@@ -1003,23 +1003,35 @@ def test_member_update_search_history_and_follow_ups(merchant: Merchant) -> None
         ["name", "王一", "王小一", "S02"],
         ["birthday", "-", "--05-20", "S02"],
         ["tags", "vip", "vip, 新客", "S02"],
-        ["attributes", "-", "skin=干性 dry", "S02"],
+        ["attributes.skin", "-", "干性 dry", "S02"],
     ]
     data = merchant.json(
-        "member", "update", "--id", "1", "--attr", "skin=油性 oily", "--attr", "shoe_size=42"
-    )
+        "member", "update", "--id", "1", "--attr", "skin=油性 oily", "--attr", "shoe_size=42",
+        "--staff", "S03",
+    )  # fmt: skip
     assert data["member"]["attributes"] == {"shoe_size": "42", "skin": "油性 oily"}
     assert [(c["field"], c["old_value"], c["new_value"]) for c in data["changes"]] == [
-        ("attributes", "skin=干性 dry", "shoe_size=42, skin=油性 oily")
+        ("attributes.shoe_size", "", "42"),
+        ("attributes.skin", "干性 dry", "油性 oily"),
+    ]
+    # one attribute changes, the others stay
+    data = merchant.json(
+        "member", "update", "--id", "1", "--attr", "shoe_size=40", "--staff", "S03"
+    )
+    assert data["member"]["attributes"] == {"shoe_size": "40", "skin": "油性 oily"}
+    assert [(c["field"], c["old_value"], c["new_value"]) for c in data["changes"]] == [
+        ("attributes.shoe_size", "42", "40")
     ]
     merchant.refused(
-        "member", "update", "--phone", PHONE, "--attr", "skin=greasy",
+        "member", "update", "--phone", PHONE, "--attr", "skin=greasy", "--staff", "S03",
         status="INVALID_ARGUMENT", reason="ATTRIBUTE_INVALID",
     )  # fmt: skip
     first = merchant.mms("member", "changes", "--phone", PHONE, "--page-size", "2").stdout
-    assert [row[1] for row in table(first)[1:-1]] == ["attributes", "attributes"]
+    assert [row[1] for row in table(first)[1:-1]] == ["attributes.shoe_size", "attributes.skin"]
     rest = merchant.mms("member", "changes", "--phone", PHONE, "--page-token", _next_page(first))
-    assert [row[1] for row in table(rest.stdout)[1:]] == ["tags", "birthday", "name"]
+    assert [row[1] for row in table(rest.stdout)[1:]] == [
+        "attributes.shoe_size", "attributes.skin", "tags", "birthday", "name",
+    ]  # fmt: skip
     # search: names in code point order, 王二 (二 U+4E8C) before 王小一 (小 U+5C0F)
     page = merchant.mms("member", "search", "--name", "王", "--page-size", "1").stdout
     assert [row[:3] for row in table(page)[1:-1]] == [["2", "王二", "13800138001"]]
@@ -1056,11 +1068,13 @@ def test_member_update_search_history_and_follow_ups(merchant: Merchant) -> None
             "Request 请求号": "fu-1",
         },
     )
-    merchant.mms("member", "follow-up", "add", "--card", CARD, "--text", "second 第二次")
+    merchant.mms(
+        "member", "follow-up", "add", "--card", CARD, "--text", "second 第二次", "--staff", "S02"
+    )
     listed = table(merchant.mms("member", "follow-up", "list", "--phone", PHONE).stdout)
     assert [(row[0], row[2], row[3]) for row in listed] == [
         ("SEQ", "STAFF", "TEXT"),
-        ("2", "-", "second 第二次"),
+        ("2", "S02", "second 第二次"),
         ("1", "S01", "回访：满意 satisfied"),
     ]
 

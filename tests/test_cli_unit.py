@@ -167,7 +167,7 @@ def test_mutating_commands_take_a_request_id(
         ["member", "search", "--name", "王", "--page-size", "0"],
         ["member", "history", "--phone", PHONE, "--page-size", "-1"],
         ["member", "follow-up", "add", "--phone", PHONE],  # --text missing
-        ["member", "follow-up", "add", "--phone", PHONE, "--text", " "],
+        ["member", "follow-up", "add", "--phone", PHONE, "--text", " ", "--staff", "S01"],
         ["member", "import"],  # FILE missing
         ["card", "issue", "--phone", PHONE, "--type", "vip"],  # --number missing
         ["card", "issue", "--phone", PHONE, "--number", "N1"],  # --type missing
@@ -854,9 +854,18 @@ def test_register_request_with_a_profile() -> None:
 
 def test_update_sends_exactly_the_fields_given() -> None:
     def update(*argv: str) -> member_pb2.UpdateMemberRequest:
-        return request_of(cli.build_update_member_request, "member", "update", "--id", "7", *argv)
+        return request_of(
+            cli.build_update_member_request,
+            "member",
+            "update",
+            "--id",
+            "7",
+            "--staff",
+            "S01",
+            *argv,
+        )
 
-    request = update("--birthday", "1990-05-20", "--staff", "S01")
+    request = update("--birthday", "1990-05-20")
     assert list(request.fields) == ["birthday"]
     assert request.profile == member_pb2.Profile(birthday="1990-05-20")
     assert (request.member, request.staff_code) == (common_pb2.MemberRef(member_id=7), "S01")
@@ -890,14 +899,13 @@ def test_update_sends_exactly_the_fields_given() -> None:
     ("argv", "message"),
     [
         ([], "nothing to change"),
-        (["--staff", "S01"], "nothing to change"),
         (["--attr", "skin=dry", "--attr", "skin=oily"], "--attr skin is given twice"),
     ],
 )
 def test_update_refusals(
     argv: list[str], message: str, nobody_listens: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    update = ["member", "update", "--phone", PHONE, *argv]
+    update = ["member", "update", "--phone", PHONE, "--staff", "S01", *argv]
     with pytest.raises(cli.UsageError, match=re.escape(message)):
         request_of(cli.build_update_member_request, *update)
     code, out, err = run(capsys, *update, "--server", nobody_listens)

@@ -83,7 +83,7 @@ pub fn read(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str) -> Result<MerchantConfig
     }
 }
 
-/// Applies a new config: validated whole, never removing a level members may hold.
+/// Applies a new config: validated whole, never taking away what stored records name.
 pub fn apply(
     dbs: &Dbs,
     txn: &mut RwTxn<'_>,
@@ -107,7 +107,8 @@ pub fn apply(
 }
 
 /// Levels and card types that members and cards may hold stay: they can change, but a
-/// level cannot be removed, nor a card type removed or turned into another kind.
+/// level cannot be removed, nor a card type removed or turned into another kind; nor a
+/// store, nor a custom attribute (see `profiles::keep_attributes`).
 fn keep_what_is_held(previous: &MerchantConfig, config: &MerchantConfig) -> Result<()> {
     for level in &previous.levels {
         if !config.levels.iter().any(|l| l.code == level.code) {
@@ -125,6 +126,22 @@ fn keep_what_is_held(previous: &MerchantConfig, config: &MerchantConfig) -> Resu
                 return fail(Kind::CardTypeInUse, message);
             }
             Some(_) => {}
+        }
+    }
+    keep_stores(previous, config)?;
+    crate::profiles::keep_attributes(&previous.attributes, &config.attributes)
+}
+
+/// Members are registered at a store and the ledger names it: a store stays.
+fn keep_stores(previous: &MerchantConfig, config: &MerchantConfig) -> Result<()> {
+    for store in &previous.stores {
+        if !config.stores.iter().any(|s| s.code == store.code) {
+            let message = format!(
+                "store {:?} cannot be removed: members registered there and the ledger name it \
+                 (closing a store comes with the chain issue)",
+                store.code
+            );
+            return fail(Kind::StoreInUse, message);
         }
     }
     Ok(())

@@ -103,10 +103,15 @@ pub enum Kind {
     BackupFailed,
     Storage,
     CorruptRecord,
+    StoreInUse,
+    AttributeInUse,
+    StaffCodeRequired,
+    QrInvalid,
+    QrExpired,
 }
 
 /// Every kind, for reverse lookup of stored reasons and for exhaustive tests.
-pub const ALL_KINDS: [Kind; 68] = [
+pub const ALL_KINDS: [Kind; 73] = [
     Kind::MalformedRequest,
     Kind::UnknownMethod,
     Kind::RequestIdInvalid,
@@ -175,6 +180,11 @@ pub const ALL_KINDS: [Kind; 68] = [
     Kind::BackupFailed,
     Kind::Storage,
     Kind::CorruptRecord,
+    Kind::StoreInUse,
+    Kind::AttributeInUse,
+    Kind::StaffCodeRequired,
+    Kind::QrInvalid,
+    Kind::QrExpired,
 ];
 
 impl Kind {
@@ -248,6 +258,11 @@ impl Kind {
             Kind::BackupFailed => "BACKUP_FAILED",
             Kind::Storage => "STORAGE_ERROR",
             Kind::CorruptRecord => "CORRUPT_RECORD",
+            Kind::StoreInUse => "STORE_IN_USE",
+            Kind::AttributeInUse => "ATTRIBUTE_IN_USE",
+            Kind::StaffCodeRequired => "STAFF_CODE_REQUIRED",
+            Kind::QrInvalid => "QR_INVALID",
+            Kind::QrExpired => "QR_EXPIRED",
         }
     }
 
@@ -321,6 +336,11 @@ impl Kind {
             Kind::BackupFailed => Status::FailedPrecondition,
             Kind::Storage => Status::Internal,
             Kind::CorruptRecord => Status::Internal,
+            Kind::StoreInUse => Status::FailedPrecondition,
+            Kind::AttributeInUse => Status::FailedPrecondition,
+            Kind::StaffCodeRequired => Status::InvalidArgument,
+            Kind::QrInvalid => Status::InvalidArgument,
+            Kind::QrExpired => Status::FailedPrecondition,
         }
     }
 

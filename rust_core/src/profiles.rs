@@ -5,7 +5,7 @@
 //! each with its limit as a named constant; the operations above them only compose them
 //! and touch storage once everything has been checked.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 
 use heed::{RoTxn, RwTxn};
@@ -139,14 +139,16 @@ pub fn update(
     let empty = Profile::default();
     let profile = request.profile.as_ref().unwrap_or(&empty);
     let mut after = before.clone();
+    let definitions = &context.config.config.attributes;
     for &field in &fields {
         match field {
             Field::Name => after.name = validate::person_name(&request.name)?,
             Field::Phone => after.phone = validate::phone(&request.phone)?.to_owned(),
+            Field::Attributes => merge_attributes(definitions, &mut after.attributes, &profile.attributes)?,
             _ => set_profile_field(context.config, &mut after, field, profile)?,
         }
     }
-    let changed: Vec<Field> = fields.into_iter().filter(|&field| !same(&before, &after, field)).collect();
+    let changed: Vec<FieldChange> = fields.into_iter().flat_map(|field| changes_of(&before, &after, field)).collect();
     if changed.is_empty() {
         return Ok((UpdateMemberResponse { member: Some(before), changes: Vec::new() }, 0));
     }
@@ -167,15 +169,15 @@ pub fn update(
         dbs.names.put(txn, &name_key(merchant, &after.name, member_id), &[])?;
     }
     let mut changes = Vec::with_capacity(changed.len());
-    for field in changed {
+    for FieldChange { field, old_value, new_value } in changed {
         let seq = store::next_counter(dbs, txn, merchant, store::COUNTER_MEMBER_CHANGE_SEQ)?;
         let change = MemberChange {
             member_id,
             at_ms: context.now_ms,
             staff_code: staff_code.clone(),
-            field: field.name().to_owned(),
-            old_value: rendered(&before, field),
-            new_value: rendered(&after, field),
+            field,
+            old_value,
+            new_value,
             seq,
         };
         store::put_record(&dbs.member_changes, txn, &store::key_u64_pair(merchant, member_id, seq), &change)?;
@@ -227,6 +229,41 @@ fn set_profile_field(config: &Loaded, member: &mut Member, field: Field, profile
     Ok(())
 }
 
+/// One line of the change history: the field (`attributes.<code>` for one custom
+/// attribute) and its values before and after, as `rendered` shows them.
+#[derive(Debug, PartialEq, Eq)]
+struct FieldChange {
+    field: String,
+    old_value: String,
+    new_value: String,
+}
+
+/// What an update changed in one field: nothing, the field, or each custom attribute
+/// that changed (in code order), so the history says exactly which one.
+fn changes_of(before: &Member, after: &Member, field: Field) -> Vec<FieldChange> {
+    if field == Field::Attributes {
+        let codes: BTreeSet<&String> = before.attributes.keys().chain(after.attributes.keys()).collect();
+        let value = |member: &Member, code: &String| member.attributes.get(code).cloned().unwrap_or_default();
+        return codes
+            .into_iter()
+            .filter(|code| before.attributes.get(*code) != after.attributes.get(*code))
+            .map(|code| FieldChange {
+                field: format!("{}.{code}", field.name()),
+                old_value: value(before, code),
+                new_value: value(after, code),
+            })
+            .collect();
+    }
+    if same(before, after, field) {
+        return Vec::new();
+    }
+    vec![FieldChange {
+        field: field.name().to_owned(),
+        old_value: rendered(before, field),
+        new_value: rendered(after, field),
+    }]
+}
+
 fn same(before: &Member, after: &Member, field: Field) -> bool {
     match field {
         Field::Name => before.name == after.name,
@@ -237,14 +274,14 @@ fn same(before: &Member, after: &Member, field: Field) -> bool {
         Field::Address => before.address == after.address,
         Field::Occupation => before.occupation == after.occupation,
         Field::Interests => before.interests == after.interests,
-        Field::Attributes => before.attributes == after.attributes,
+        Field::Attributes => unreachable!("attributes are compared one by one"),
         Field::Groups => before.groups == after.groups,
         Field::Tags => before.tags == after.tags,
     }
 }
 
-/// A field's value as the change history shows it: lists joined with ", ", attributes
-/// as `code=value` sorted by code, an unset gender as "".
+/// A field's value as the change history shows it: lists joined with ", ", an unset
+/// gender as "". Custom attributes are shown one by one (`changes_of`).
 fn rendered(member: &Member, field: Field) -> String {
     match field {
         Field::Name => member.name.clone(),
@@ -260,9 +297,7 @@ fn rendered(member: &Member, field: Field) -> String {
         Field::Interests => member.interests.join(", "),
         Field::Groups => member.groups.join(", "),
         Field::Tags => member.tags.join(", "),
-        Field::Attributes => {
-            member.attributes.iter().map(|(code, value)| format!("{code}={value}")).collect::<Vec<_>>().join(", ")
-        }
+        Field::Attributes => unreachable!("attributes are shown one by one"),
     }
 }
 
@@ -515,6 +550,62 @@ fn attributes(
         return fail(Kind::AttributeInvalid, format!("attribute {:?} ({}) is required", missing.code, missing.name));
     }
     Ok(checked)
+}
+
+/// An update's attributes merged into the member's, key by key: each given value is
+/// checked against its type and set, an empty one removes the attribute unless it is
+/// required. Attributes the update does not name stay as they are, even a required one
+/// the member lacks (added to the config after they registered).
+fn merge_attributes(
+    definitions: &[AttributeDefinition],
+    current: &mut BTreeMap<String, String>,
+    given: &BTreeMap<String, String>,
+) -> Result<()> {
+    for (code, value) in given {
+        let Some(definition) = definitions.iter().find(|d| &d.code == code) else {
+            return fail(Kind::FieldUnknown, format!("no custom attribute {:?}", validate::truncate(code)));
+        };
+        let value = attribute_value(definition, value)?;
+        if !value.is_empty() {
+            current.insert(code.clone(), value);
+        } else if definition.required {
+            let message =
+                format!("attribute {code:?} ({}) is required: it can be changed, not cleared", definition.name);
+            return fail(Kind::AttributeInvalid, message);
+        } else {
+            current.remove(code);
+        }
+    }
+    Ok(())
+}
+
+/// A new config keeps every attribute members may have a value for, with its type and
+/// each choice they may have picked: choices can be added, attributes added or made
+/// required (which registrations then must give), nothing taken away.
+pub fn keep_attributes(previous: &[AttributeDefinition], next: &[AttributeDefinition]) -> Result<()> {
+    for old in previous {
+        let code = &old.code;
+        let Some(new) = next.iter().find(|d| d.code == old.code) else {
+            return fail(
+                Kind::AttributeInUse,
+                format!("attribute {code:?} cannot be removed: members may have a value"),
+            );
+        };
+        if new.r#type != old.r#type {
+            let name = |raw: i32| AttributeType::try_from(raw).map_or("?", |t| t.as_str_name());
+            let message = format!(
+                "attribute {code:?} cannot change its type ({} to {}): stored values would not fit",
+                name(old.r#type),
+                name(new.r#type)
+            );
+            return fail(Kind::AttributeInUse, message);
+        }
+        if let Some(dropped) = old.choices.iter().find(|choice| !new.choices.contains(choice)) {
+            let message = format!("attribute {code:?} cannot drop the choice {dropped:?}: members may have picked it");
+            return fail(Kind::AttributeInUse, message);
+        }
+    }
+    Ok(())
 }
 
 /// One attribute value checked against its type, trimmed; "" when not set.
@@ -894,7 +985,74 @@ mod tests {
         assert_eq!(rendered(&member, Field::Gender), "FEMALE");
         assert_eq!(rendered(&Member::default(), Field::Gender), "");
         assert_eq!(rendered(&member, Field::Tags), "VIP, 新客");
-        assert_eq!(rendered(&member, Field::Attributes), "height=170, size=M");
+        // Attributes: one line per attribute that changed, old and new value.
+        let mut after = member.clone();
+        after.attributes.insert("size".into(), "L".into());
+        after.attributes.remove("height");
+        after.attributes.insert("note".into(), "x".into());
+        let line = |field: &str, old: &str, new: &str| FieldChange {
+            field: field.into(),
+            old_value: old.into(),
+            new_value: new.into(),
+        };
+        assert_eq!(
+            changes_of(&member, &after, Field::Attributes),
+            [line("attributes.height", "170", ""), line("attributes.note", "", "x"), line("attributes.size", "M", "L")]
+        );
+        assert!(changes_of(&member, &member, Field::Attributes).is_empty());
+        assert!(changes_of(&member, &after, Field::Tags).is_empty());
+        assert_eq!(changes_of(&member, &Member::default(), Field::Tags), [line("tags", "VIP, 新客", "")]);
+    }
+
+    #[test]
+    fn attribute_updates_merge_key_by_key() {
+        let definitions = vec![
+            definition("note", AttributeType::Text, &[], false),
+            definition("size", AttributeType::Choice, &["S", "M"], true),
+            definition("wedding", AttributeType::Date, &[], true),
+        ];
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        // A member from before `wedding` was required keeps lacking it.
+        let mut current = map(&[("note", "a"), ("size", "S")]);
+        merge_attributes(&definitions, &mut current, &map(&[("size", " M ")])).unwrap();
+        assert_eq!(current, map(&[("note", "a"), ("size", "M")]));
+        merge_attributes(&definitions, &mut current, &map(&[("note", " ")])).unwrap();
+        assert_eq!(current, map(&[("size", "M")]));
+        merge_attributes(&definitions, &mut current, &map(&[])).unwrap();
+        assert_eq!(current, map(&[("size", "M")]));
+        let refused: [(&[(&str, &str)], Kind); 4] = [
+            (&[("size", "")], Kind::AttributeInvalid),
+            (&[("wedding", "")], Kind::AttributeInvalid),
+            (&[("size", "XL")], Kind::AttributeInvalid),
+            (&[("colour", "red")], Kind::FieldUnknown),
+        ];
+        for (given, kind) in refused {
+            let mut kept = current.clone();
+            assert_eq!(merge_attributes(&definitions, &mut kept, &map(given)).unwrap_err().kind, kind, "{given:?}");
+        }
+    }
+
+    #[test]
+    fn a_config_keeps_attributes_their_types_and_choices() {
+        let before = vec![
+            definition("skin", AttributeType::Choice, &["干性 dry", "油性 oily"], false),
+            definition("shoe_size", AttributeType::Number, &[], false),
+        ];
+        let mut grown = before.clone();
+        grown[0].choices.push("中性 normal".into());
+        grown[1].required = true;
+        grown.push(definition("wedding", AttributeType::Date, &[], true));
+        assert!(keep_attributes(&before, &grown).is_ok());
+        assert!(keep_attributes(&before, &before).is_ok());
+        let mut retyped = before.clone();
+        retyped[0] = definition("skin", AttributeType::Number, &[], false);
+        let mut dropped_choice = before.clone();
+        dropped_choice[0].choices.remove(0);
+        for (what, next) in [("removed", before[1..].to_vec()), ("retyped", retyped), ("choice", dropped_choice)] {
+            assert_eq!(keep_attributes(&before, &next).unwrap_err().kind, Kind::AttributeInUse, "{what}");
+        }
     }
 
     #[test]

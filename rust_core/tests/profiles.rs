@@ -316,9 +316,13 @@ fn required_attributes_and_their_definitions() {
     let given = Profile { attributes: pairs(&[("size", "L")]), ..Default::default() };
     let request = RegisterMemberRequest { profile: Some(given), ..plain("13800000001", "填了尺码") };
     assert_eq!(h.register(request).unwrap().member_id, 1);
-    // Updating the attributes replaces the whole map, so the required one must stay.
-    let without = Profile { attributes: pairs(&[("note", "x")]), ..Default::default() };
-    assert_kind(h.update(update_request(1, &["attributes"], without)), Kind::AttributeInvalid, "update drops size");
+    // An update sets only the attributes it names, and cannot clear a required one.
+    let other = Profile { attributes: pairs(&[("note", "x")]), ..Default::default() };
+    let response = h.update(update_request(1, &["attributes"], other)).unwrap();
+    assert_eq!(response.member.unwrap().attributes, pairs(&[("note", "x"), ("size", "L")]));
+    let cleared = Profile { attributes: pairs(&[("size", " ")]), ..Default::default() };
+    assert_kind(h.update(update_request(1, &["attributes"], cleared)), Kind::AttributeInvalid, "update clears size");
+    assert_eq!(h.get(Key::MemberId(1)).unwrap().attributes, pairs(&[("note", "x"), ("size", "L")]));
 
     type Breakage = (&'static str, fn(&mut MerchantConfig));
     let broken: Vec<Breakage> = vec![
@@ -370,17 +374,13 @@ fn every_field_updates_with_history() {
         ),
         ("groups", Profile { groups: strings(&["A组", "B组"]), ..Default::default() }, "周边小区", "A组, B组"),
         ("tags", Profile { tags: vec![], ..Default::default() }, "VIP, 新客", ""),
-        (
-            "attributes",
-            Profile { attributes: pairs(&[("size", "L"), ("height", "180")]), ..Default::default() },
-            "height=-3.75, note=喜欢安静, since=2020-02-29, size=M",
-            "height=180, size=L",
-        ),
+        ("attributes", Profile { attributes: pairs(&[("size", "L")]), ..Default::default() }, "M", "L"),
     ];
     for (field, profile, old, new) in cases {
         h.advance(1_000);
         let response = h.update(update_request(1, &[field], profile)).unwrap();
-        single_change(&response, field, old, new);
+        let shown = if field == "attributes" { "attributes.size" } else { field };
+        single_change(&response, shown, old, new);
         assert_eq!(response.changes[0].at_ms, h.now_ms());
         let member = response.member.unwrap();
         assert_eq!(member.updated_at_ms, h.now_ms());
@@ -662,7 +662,7 @@ fn follow_ups_are_kept_and_listed_newest_first() {
         assert_eq!(follow_up.text, format!("第{index}次回访：满意\n下次推荐新品"));
         assert_eq!((follow_up.at_ms, follow_up.staff_code.as_str()), (h.now_ms(), "E01"));
         added.push(follow_up);
-        add(&mut h, 2, "", "另一位会员").unwrap();
+        add(&mut h, 2, "E02", "另一位会员").unwrap();
     }
     added.reverse();
     let list = |h: &Harness, page_size: i32, token: &str| -> ListFollowUpsResponse {
@@ -688,7 +688,7 @@ fn follow_ups_are_kept_and_listed_newest_first() {
         assert_kind(add(&mut h, member, staff, text), kind, text);
     }
     assert_eq!(list(&h, 100, "").follow_ups.len(), 5);
-    assert!(add(&mut h, 1, "", &"字".repeat(1000)).is_ok());
+    assert!(add(&mut h, 1, "E01", &"字".repeat(1000)).is_ok());
     let request = ListFollowUpsRequest { member: by(Key::MemberId(1)), page_size: 0, page_token: "x".into() };
     assert_kind(h.query::<ListFollowUpsResponse>(FOLLOW_UPS, request), Kind::PageTokenInvalid, "token");
 }
@@ -713,6 +713,80 @@ fn a_retried_update_answers_the_same_and_records_once() {
     let again = h.core.submit(UPDATE, MERCHANT, &request.clone().encode_to_vec()).unwrap();
     assert_eq!(first, again);
     let response = UpdateMemberResponse::decode(first.as_slice()).unwrap();
-    assert_eq!(response.changes.len(), 2);
+    assert_eq!(response.changes.len(), 5, "four attributes and the tags");
     assert_eq!(h.get(Key::MemberId(1)).unwrap().updated_at_ms, START_MS);
+}
+
+#[test]
+fn a_config_cannot_make_stored_members_invalid() {
+    let mut h = Harness::new("keep");
+    let mut config = profile_config();
+    config.stores.push(Store { code: "S003".into(), name: "西区店".into() });
+    h.apply_config(config.clone()).unwrap();
+    let profile = Profile { attributes: pairs(&[("size", "M"), ("height", "170")]), ..Default::default() };
+    let request =
+        RegisterMemberRequest {
+            store_code: "S003".into(), profile: Some(profile), ..plain("13800000001", "老会员")
+        };
+    h.register(request).unwrap();
+
+    type Change = (&'static str, fn(&mut MerchantConfig), Kind);
+    let refused: Vec<Change> = vec![
+        ("store removed", |c| drop(c.stores.pop()), Kind::StoreInUse),
+        ("attribute removed", |c| drop(c.attributes.remove(0)), Kind::AttributeInUse),
+        ("choice to number", |c| c.attributes[3] = attribute("size", AttributeType::Number, &[]), Kind::AttributeInUse),
+        ("number to text", |c| c.attributes[1].r#type = AttributeType::Text as i32, Kind::AttributeInUse),
+        ("choice dropped", |c| drop(c.attributes[3].choices.remove(1)), Kind::AttributeInUse),
+    ];
+    for (what, edit, kind) in refused {
+        let mut next = config.clone();
+        edit(&mut next);
+        assert_kind(h.apply_config(next), kind, what);
+        let shown: GetConfigResponse = h.query("/mms.v1.ConfigService/GetConfig", GetConfigRequest {}).unwrap();
+        assert_eq!(shown.config.unwrap().version, 2, "{what}: nothing applied");
+    }
+
+    // What may change: choices added, stores renamed, a new attribute that is required.
+    let mut grown = config.clone();
+    grown.attributes[3].choices.push("XL".into());
+    grown.stores[2].name = "西区旗舰店".into();
+    grown.attributes.push(AttributeDefinition { required: true, ..attribute("wedding", AttributeType::Date, &[]) });
+    assert_eq!(h.apply_config(grown).unwrap().config.unwrap().version, 3);
+    // The member from before keeps what it had and can still be updated, one attribute at a time.
+    let update =
+        update_request(1, &["attributes"], Profile { attributes: pairs(&[("height", "171")]), ..Default::default() });
+    let response = h.update(update).unwrap();
+    single_change(&response, "attributes.height", "170", "171");
+    assert_eq!(response.member.unwrap().attributes, pairs(&[("height", "171"), ("size", "M")]));
+    // A new registration must give the new required attribute.
+    let without = Profile { attributes: pairs(&[("size", "XL")]), ..Default::default() };
+    let request = RegisterMemberRequest { profile: Some(without.clone()), ..plain("13800000002", "新会员") };
+    assert_kind(h.register(request), Kind::AttributeInvalid, "wedding missing");
+    let mut with = without;
+    with.attributes.insert("wedding".into(), "2020-05-20".into());
+    let request = RegisterMemberRequest { profile: Some(with), ..plain("13800000002", "新会员") };
+    assert_eq!(h.register(request).unwrap().attributes, pairs(&[("size", "XL"), ("wedding", "2020-05-20")]));
+}
+
+#[test]
+fn attribute_updates_merge_and_the_history_names_each_one() {
+    let mut h = Harness::new("merge");
+    let request = RegisterMemberRequest { profile: Some(full_profile()), ..plain("13800000001", "合并") };
+    h.register(request).unwrap();
+    let given = pairs(&[("size", "L"), ("note", ""), ("since", "2020-02-29"), ("height", "180")]);
+    let response = h.update(update_request(1, &["attributes"], Profile { attributes: given, ..Default::default() }));
+    let response = response.unwrap();
+    let lines: Vec<_> =
+        response.changes.iter().map(|c| (c.field.as_str(), c.old_value.as_str(), c.new_value.as_str())).collect();
+    assert_eq!(
+        lines,
+        [("attributes.height", "-3.75", "180"), ("attributes.note", "喜欢安静", ""), ("attributes.size", "M", "L")]
+    );
+    let member = h.get(Key::MemberId(1)).unwrap();
+    assert_eq!(member.attributes, pairs(&[("height", "180"), ("since", "2020-02-29"), ("size", "L")]));
+    // A refused attribute changes none of the others given with it.
+    let mixed = pairs(&[("height", "190"), ("size", "XXL")]);
+    let refused = h.update(update_request(1, &["attributes"], Profile { attributes: mixed, ..Default::default() }));
+    assert_kind(refused, Kind::AttributeInvalid, "bad size");
+    assert_eq!(h.get(Key::MemberId(1)).unwrap(), member);
 }
