@@ -162,12 +162,15 @@ def test_mutating_commands_take_a_request_id(
         ["member", "update", "--phone", PHONE, "--attr", "=dry"],
         ["member", "update", "--phone", PHONE, "--gender", "f"],
         ["member", "update", "--phone", PHONE, "--birthday", "--05-20"],  # needs =
+        ["member", "update", "--phone", PHONE, "--tags", "vip"],  # --staff missing
+        ["member", "update", "--phone", PHONE, "--tags", "vip", "--staff", " "],
         ["member", "search"],  # one of --name and --phone-prefix
         ["member", "search", "--name", "王", "--phone-prefix", "138"],
         ["member", "search", "--name", "王", "--page-size", "0"],
         ["member", "history", "--phone", PHONE, "--page-size", "-1"],
         ["member", "follow-up", "add", "--phone", PHONE],  # --text missing
         ["member", "follow-up", "add", "--phone", PHONE, "--text", " ", "--staff", "S01"],
+        ["member", "follow-up", "add", "--phone", PHONE, "--text", "回访"],  # --staff missing
         ["member", "import"],  # FILE missing
         ["card", "issue", "--phone", PHONE, "--type", "vip"],  # --number missing
         ["card", "issue", "--phone", PHONE, "--number", "N1"],  # --type missing

@@ -133,7 +133,7 @@ pub fn update(
     request: &UpdateMemberRequest,
 ) -> Result<(UpdateMemberResponse, u64)> {
     let fields = parse_fields(&request.fields)?;
-    let staff_code = staff_code(&request.staff_code)?;
+    let staff_code = required_staff_code(&request.staff_code)?;
     let (dbs, merchant) = (context.dbs, context.merchant);
     let before = members::find(dbs, txn, merchant, request.member.as_ref())?;
     let empty = Profile::default();
@@ -316,7 +316,7 @@ pub fn add_follow_up(
     txn: &mut RwTxn<'_>,
     request: &AddFollowUpRequest,
 ) -> Result<(AddFollowUpResponse, u64)> {
-    let staff_code = staff_code(&request.staff_code)?;
+    let staff_code = required_staff_code(&request.staff_code)?;
     let text = follow_up_text(&request.text)?;
     let (dbs, merchant) = (context.dbs, context.merchant);
     let member = members::find(dbs, txn, merchant, request.member.as_ref())?;
@@ -726,9 +726,15 @@ fn text_list(entries: &[String], what: &str) -> Result<Vec<String>> {
     Ok(kept)
 }
 
-/// Who did it: a staff code, or "" when not given.
+/// Who registered the member: a staff code, or "" when not given.
 fn staff_code(code: &str) -> Result<String> {
     validate::staff_code(code)?;
+    Ok(code.to_owned())
+}
+
+/// Who changed the profile or wrote the follow-up: the history must say.
+fn required_staff_code(code: &str) -> Result<String> {
+    validate::required_staff_code(code)?;
     Ok(code.to_owned())
 }
 
@@ -960,6 +966,8 @@ mod tests {
         assert_eq!(staff_code("").unwrap(), "");
         assert_eq!(staff_code("E007").unwrap(), "E007");
         assert_eq!(staff_code("E 7").unwrap_err().kind, Kind::TextInvalid);
+        assert_eq!(required_staff_code("").unwrap_err().kind, Kind::StaffCodeRequired);
+        assert_eq!(required_staff_code("E007").unwrap(), "E007");
         assert_eq!(gender(2).unwrap(), Gender::Male as i32);
         assert_eq!(gender(4).unwrap_err().kind, Kind::MalformedRequest);
         let names = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();

@@ -98,10 +98,21 @@ pub fn staff_code(code: &str) -> Result<()> {
     if !valid {
         return fail(
             Kind::TextInvalid,
-            format!("staff code {:?} must be 1-{CODE_BYTES_MAX} of [A-Za-z0-9_-]", truncate(code)),
+            format!("staff code {:?} must be up to {CODE_BYTES_MAX} of [A-Za-z0-9_-], or empty", truncate(code)),
         );
     }
     Ok(())
+}
+
+/// Who did it, where the history must say: a staff code that is given.
+pub fn required_staff_code(code: &str) -> Result<()> {
+    if code.is_empty() {
+        return fail(
+            Kind::StaffCodeRequired,
+            format!("staff_code is required: who made it, 1-{CODE_BYTES_MAX} of [A-Za-z0-9_-]"),
+        );
+    }
+    staff_code(code)
 }
 
 pub fn external_ref(reference: &str) -> Result<()> {
@@ -171,6 +182,16 @@ mod tests {
         assert!(code("S001", "store").is_ok());
         assert!(code("S/1", "store").is_err());
         assert!(code("", "store").is_err());
+    }
+
+    #[test]
+    fn staff_codes() {
+        assert!(staff_code("").is_ok() && staff_code("S01").is_ok() && staff_code(&"x".repeat(16)).is_ok());
+        assert_eq!(staff_code(&"x".repeat(17)).unwrap_err().kind, Kind::TextInvalid);
+        assert_eq!(staff_code("S 1").unwrap_err().kind, Kind::TextInvalid);
+        assert!(required_staff_code("S01").is_ok());
+        assert_eq!(required_staff_code("").unwrap_err().kind, Kind::StaffCodeRequired);
+        assert_eq!(required_staff_code("张店长").unwrap_err().kind, Kind::TextInvalid);
     }
 
     #[test]

@@ -437,6 +437,9 @@ fn every_field_updates_with_history() {
     let mut bad_staff = update_request(1, &["tags"], Profile::default());
     bad_staff.staff_code = "E 01".into();
     assert_kind(h.update(bad_staff), Kind::TextInvalid, "staff code");
+    let mut no_staff = update_request(1, &["tags"], Profile::default());
+    no_staff.staff_code.clear();
+    assert_kind(h.update(no_staff), Kind::StaffCodeRequired, "no staff code");
     assert_eq!(h.get(Key::MemberId(1)).unwrap(), after);
 
     // The history reads back newest first, across pages: 14 changes were recorded.
@@ -682,6 +685,7 @@ fn follow_ups_are_kept_and_listed_newest_first() {
         (1, "E01", "a\u{0}b", Kind::TextInvalid),
         (1, "E01", &"字".repeat(1001), Kind::TextInvalid),
         (1, "E 01", "ok", Kind::TextInvalid),
+        (1, "", "ok", Kind::StaffCodeRequired),
         (99, "E01", "ok", Kind::MemberNotFound),
     ];
     for (member, staff, text, kind) in refused {
