@@ -9,6 +9,9 @@ class CoreError(Exception):
     reason: str
     message: str
 
+def canonical_phone(text: str) -> str:
+    """A typed mobile number as the core stores it; CoreError PHONE_MALFORMED if none."""
+
 class Core:
     """The engine on one LMDB folder. Open it once per process."""
 

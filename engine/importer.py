@@ -3,8 +3,11 @@
 The file is read whole first (it is bounded: FILE_BYTES_MAX, ROWS_MAX), each row is
 checked for what only the file can tell (a missing phone or name, a gender or date that
 does not parse, a phone or card number that an earlier row already has) and turned into
-a `RegisterMemberRequest`; everything else (phone format, attributes, store and card
-type codes, a phone already registered) is the core's to check. The good rows then go
+a `RegisterMemberRequest`; everything else (attributes, store and card type codes, a
+phone already registered) is the core's to check. Phones are written in the one form the
+core stores, by the core's own normaliser (`engine._core.canonical_phone`: spaces, dashes
+and +86 dropped), so that `+86 138 0013 8000` on one row and `13800138000` on another are
+found to be the same phone here, before anything is sent. The good rows then go
 in chunks of CHUNK_ROWS rows (fewer if they reach CHUNK_BYTES_MAX) through
 `MemberService.ImportMembers`, CHUNKS_IN_FLIGHT calls at a time. The core registers
 each row on its own, so a bad row changes nothing and comes back with its index, reason
@@ -40,6 +43,7 @@ from typing import Any, NamedTuple, TextIO
 
 import grpc
 
+from engine._core import CoreError, canonical_phone
 from engine.proto import member_pb2
 
 # Bounds on what one import reads.
@@ -73,7 +77,7 @@ PROGRESS_REFRESH_S = 0.2  # least time between two updates of the terminal line
 HASH_BLOCK_BYTES = 1024 * 1024
 # Part of every default request id: change it when a change to this module could turn
 # the same file into different rows, so that a re-run is not refused as a reused id.
-IMPORT_FORMAT = b"mms-member-import-v1\n"
+IMPORT_FORMAT = b"mms-member-import-v2\n"
 # Request ids are at most 64 printable ASCII characters: the prefix, "-", the chunk index.
 REQUEST_PREFIX_CHARS_MAX = 48
 REQUEST_PREFIX = re.compile(rf"[!-~]{{1,{REQUEST_PREFIX_CHARS_MAX}}}")
@@ -133,8 +137,6 @@ FULL_DATE = re.compile(
 # A birthday without its year: --05-17, 05-17, 5/17, 5月17日.
 MONTH_DAY = re.compile(r"(?:--)?(\d{1,2})(?:[-/]|月)(\d{1,2})日?")
 LEAP_YEAR = 2000  # checks a month and day without a year, Feb 29 allowed
-PHONE_NOISE = re.compile(r"[\s-]")
-COUNTRY_CODE = "+86"
 
 
 class ImportFileError(ValueError):
@@ -426,11 +428,12 @@ def _row_request(columns: _Columns, row_number: int, cells: list[Any]) -> dict[s
     if missing:
         return RowError(row_number, FIELD_MISSING, f"{' and '.join(missing)} is empty")
     try:
+        phone = _phone(values["phone"])
         profile = _profile(values, attributes)
     except _RowProblem as problem:
         return RowError(row_number, problem.reason, problem.message)
     request = {name: values[name] for name in REQUEST_FIELDS if values.get(name)}
-    request["phone"] = _phone(request["phone"])
+    request["phone"] = phone
     if profile:
         request["profile"] = profile
     return request
@@ -464,9 +467,11 @@ def _profile(values: dict[str, str], attributes: dict[str, str]) -> dict[str, An
 
 
 def _phone(text: str) -> str:
-    """Spaces and dashes dropped, and a leading +86; the core checks the rest."""
-    phone = PHONE_NOISE.sub("", text)
-    return phone[len(COUNTRY_CODE) :] if phone.startswith(COUNTRY_CODE) else phone
+    """The phone as the core stores it, or the core's reason why it is none."""
+    try:
+        return canonical_phone(text)
+    except CoreError as error:
+        raise _RowProblem(error.reason, error.message) from None
 
 
 def _gender(text: str) -> int:

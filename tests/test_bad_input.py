@@ -126,7 +126,7 @@ def test_walk_in_cannot_use_stored_value_or_points(client: Client) -> None:
     "fields,code,reason",
     [
         ({"phone": "1380013800"}, SC.INVALID_ARGUMENT, "PHONE_MALFORMED"),
-        ({"phone": "138-0013-8001"}, SC.INVALID_ARGUMENT, "PHONE_MALFORMED"),
+        ({"phone": "+852 13800138001"}, SC.INVALID_ARGUMENT, "PHONE_MALFORMED"),
         ({"phone": PHONE}, SC.ALREADY_EXISTS, "PHONE_TAKEN"),
         ({"phone": "13800138001", "card_no": "C0001"}, SC.ALREADY_EXISTS, "CARD_TAKEN"),
         ({"phone": "13800138001", "name": "名" * 65}, SC.INVALID_ARGUMENT, "NAME_INVALID"),

@@ -284,3 +284,53 @@ def test_big_rows_close_a_chunk_early(tmp_path: Path, monkeypatch: pytest.Monkey
         [2, 3, 4, 5], [6, 7, 8, 9], [10, 11],
     ]  # fmt: skip
     assert all(len(chunk.request) < 13_100 for chunk in parsed.chunks)
+
+
+# --- phones: the core's one rule -------------------------------------------------------
+
+PHONE_CASES = Path(__file__).resolve().parent / "phone_cases.tsv"
+
+
+def phone_cases() -> list[tuple[str, str]]:
+    """(typed, canonical or PHONE_MALFORMED) from the table the core's tests read too."""
+    lines = PHONE_CASES.read_text(encoding="utf-8").splitlines()
+    return [tuple(line.split("\t", 1)) for line in lines if line and not line.startswith("#")]  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("typed", "expected"), phone_cases())
+def test_the_importer_writes_phones_as_the_core_does(typed: str, expected: str) -> None:
+    if expected == "PHONE_MALFORMED":
+        with pytest.raises(importer._RowProblem) as caught:
+            importer._phone(typed)
+        assert caught.value.reason == "PHONE_MALFORMED"
+    else:
+        assert importer._phone(typed) == expected
+
+
+def test_phones_written_differently_are_one_phone(server: RunningServer, tmp_path: Path) -> None:
+    path = tmp_path / "phones.csv"
+    path.write_text(
+        "手机,姓名\n"
+        "+86 138 0000 0021,甲\n"
+        "8613100000007,乙\n"
+        "139-0000-0001,丙\n"
+        "13800000021,丁\n"  # row 2's phone
+        "+85213800000022,戊\n",
+        encoding="utf-8",
+    )
+    with server.channel() as channel:
+        client = Client(channel)
+        client.apply(import_config())
+        summary, _ = run_import(client, path)
+        assert [(error.row_number, error.reason) for error in summary.errors] == [
+            (5, "PHONE_DUPLICATE"),
+            (6, "PHONE_MALFORMED"),
+        ]
+        assert summary.imported == 3
+        assert [
+            client.get(phone=phone).member.name for phone in ("13800000021", "13100000007")
+        ] == [
+            "甲",
+            "乙",
+        ]
+        assert client.get(phone="+86 139 0000 0001").member.name == "丙"

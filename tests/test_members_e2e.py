@@ -173,3 +173,24 @@ def test_updates_and_follow_ups_say_who_made_them(desk: Desk) -> None:
     assert (desk.changes(P1), desk.follow_ups(P1)) == ([], [])
     follow_up.staff_code, follow_up.request_id = "S02", desk.request_id()
     assert desk.call("AddFollowUp", follow_up).follow_up.staff_code == "S02"
+
+
+# --- phones ------------------------------------------------------------------------------
+
+
+def test_a_phone_is_one_phone_however_it_is_typed(desk: Desk) -> None:
+    first = desk.register("+8613800138000", name="王五").member
+    assert first.phone == "13800138000"
+    refused(grpc.StatusCode.ALREADY_EXISTS, "PHONE_TAKEN", lambda: desk.register("138 0013 8000"))
+    referrer = common_pb2.MemberRef(phone="86 138-0013-8000")
+    second = desk.register("139 0000 0001", name="赵六", referrer=referrer).member
+    assert (second.phone, second.referrer_member_id) == ("13900000001", first.member_id)
+    for typed in ("0086 13800138000", "138-0013-8000", " 13800138000\r\n"):
+        assert desk.get(phone=typed).member.member_id == first.member_id
+    by_prefix = desk.call("SearchMembers", member_pb2.SearchMembersRequest(phone_prefix="+86 139"))
+    assert [m.member_id for m in by_prefix.members] == [second.member_id]
+    kept = desk.get(phone="13900000001")
+    refused(INVALID, "PHONE_MALFORMED", lambda: desk.register("+852 13800138001"))
+    refused(INVALID, "PHONE_MALFORMED", lambda: desk.get(phone="1380013800"))
+    assert desk.get(phone="13900000001") == kept
+    refused(grpc.StatusCode.NOT_FOUND, "MEMBER_NOT_FOUND", lambda: desk.get(phone="13800138001"))

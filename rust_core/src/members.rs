@@ -96,8 +96,8 @@ pub fn find(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, reference: Option<&Membe
     let member_id = match reference.and_then(|r| r.key.as_ref()) {
         None => return fail(Kind::MemberRefMissing, "name the member by member_id, phone, card_no or qr"),
         Some(MemberKey::MemberId(id)) => *id,
-        Some(MemberKey::Phone(phone)) => {
-            validate::phone(phone)?;
+        Some(MemberKey::Phone(typed)) => {
+            let phone = validate::phone(typed)?;
             let found = store::get_u64(&dbs.phones, txn, &store::key(merchant, phone.as_bytes()))?;
             found.ok_or_else(|| CoreError::new(Kind::MemberNotFound, format!("no member with phone {phone}")))?
         }

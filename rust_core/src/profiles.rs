@@ -143,7 +143,7 @@ pub fn update(
     for &field in &fields {
         match field {
             Field::Name => after.name = validate::person_name(&request.name)?,
-            Field::Phone => after.phone = validate::phone(&request.phone)?.to_owned(),
+            Field::Phone => after.phone = validate::phone(&request.phone)?,
             Field::Attributes => merge_attributes(definitions, &mut after.attributes, &profile.attributes)?,
             _ => set_profile_field(context.config, &mut after, field, profile)?,
         }
@@ -343,14 +343,14 @@ pub fn search(
 ) -> Result<SearchMembersResponse> {
     let limit = page_size(request.page_size)?;
     let (index, prefix) = match (request.name_prefix.is_empty(), request.phone_prefix.is_empty()) {
-        (false, true) => (Index::Names, name_prefix(&request.name_prefix)?),
+        (false, true) => (Index::Names, name_prefix(&request.name_prefix)?.to_owned()),
         (true, false) => (Index::Phones, phone_prefix(&request.phone_prefix)?),
         _ => return fail(Kind::SearchInvalid, "give exactly one of name_prefix and phone_prefix"),
     };
     let scan_prefix = store::key(merchant, prefix.as_bytes());
     let resume_key = match request.page_token.as_str() {
         "" => None,
-        token => Some(store::key(merchant, &search_token(token, index, prefix)?)),
+        token => Some(store::key(merchant, &search_token(token, index, &prefix)?)),
     };
     let start = match &resume_key {
         Some(key) => Bound::Excluded(key.as_slice()),
@@ -769,16 +769,18 @@ fn name_prefix(text: &str) -> Result<&str> {
     Ok(prefix)
 }
 
-fn phone_prefix(text: &str) -> Result<&str> {
-    let valid = (PHONE_PREFIX_DIGITS_MIN..=validate::PHONE_DIGITS).contains(&text.len())
-        && text.bytes().all(|b| b.is_ascii_digit());
-    if !valid {
-        return fail(
+/// The start of a phone number, written as a phone number may be (`+86 138`).
+fn phone_prefix(text: &str) -> Result<String> {
+    match validate::phone_prefix(text) {
+        Some(digits) if (PHONE_PREFIX_DIGITS_MIN..=validate::PHONE_DIGITS).contains(&digits.len()) => Ok(digits),
+        _ => fail(
             Kind::SearchInvalid,
-            format!("phone_prefix must be {PHONE_PREFIX_DIGITS_MIN}-{} digits", validate::PHONE_DIGITS),
-        );
+            format!(
+                "phone_prefix must be {PHONE_PREFIX_DIGITS_MIN}-{} digits (spaces, dashes and +86 allowed)",
+                validate::PHONE_DIGITS
+            ),
+        ),
     }
-    Ok(text)
 }
 
 /// A search page token: the hex of the last key returned, without the merchant. It must
@@ -1072,7 +1074,8 @@ mod tests {
             assert_eq!(name_prefix(bad).unwrap_err().kind, Kind::SearchInvalid, "{bad:?}");
         }
         assert!(phone_prefix("138").is_ok() && phone_prefix("13800138000").is_ok());
-        for bad in ["13", "138001380000", "13a", "１３８"] {
+        assert_eq!(phone_prefix("+86 138-0013").unwrap(), "1380013");
+        for bad in ["13", "138001380000", "13a", "１３８", "+86 13"] {
             assert_eq!(phone_prefix(bad).unwrap_err().kind, Kind::SearchInvalid, "{bad}");
         }
     }

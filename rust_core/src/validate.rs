@@ -10,6 +10,10 @@ pub const CARD_NUMBER_BYTES_MIN: usize = 4;
 pub const CARD_NUMBER_BYTES_MAX: usize = 32;
 pub const EXTERNAL_REF_BYTES_MAX: usize = 64;
 pub const PHONE_DIGITS: usize = 11;
+/// A phone number as people type it, at most: room for spaces, dashes and +86.
+pub const PHONE_INPUT_CHARS_MAX: usize = 32;
+/// How mainland China's country code is written before a mobile number.
+pub const COUNTRY_CODES: [&str; 3] = ["+86", "0086", "86"];
 
 /// Merchant ids start every key, so they are short and cannot contain the 0x00 separator.
 pub fn merchant_id(merchant: &str) -> Result<&str> {
@@ -33,20 +37,52 @@ pub fn request_id(id: &str) -> Result<&str> {
     Ok(id)
 }
 
-/// A mainland China mobile number: 11 digits, starting 13 to 19.
-pub fn phone(phone: &str) -> Result<&str> {
-    let bytes = phone.as_bytes();
-    let valid = bytes.len() == PHONE_DIGITS
+/// A mainland China mobile number in the one form it is stored and looked up in: 11
+/// digits starting 13 to 19. Spaces and dashes are dropped, and a leading +86, 0086 or 86
+/// when an 11-digit mobile number follows it: `+86 138-0013-8000` is `13800138000`.
+pub fn phone(text: &str) -> Result<String> {
+    let compact = compact_phone(text);
+    if is_mobile(&compact) {
+        return Ok(compact);
+    }
+    for country_code in COUNTRY_CODES {
+        match compact.strip_prefix(country_code) {
+            Some(rest) if is_mobile(rest) => return Ok(rest.to_owned()),
+            _ => {}
+        }
+    }
+    fail(
+        Kind::PhoneMalformed,
+        format!(
+            "phone {:?} is not a mobile number: 11 digits starting 13-19, spaces, dashes and +86 allowed",
+            truncate(text)
+        ),
+    )
+}
+
+/// The start of a mobile number, for a search: spaces and dashes dropped, and a leading
+/// +86, 0086 or 86 (no mobile number starts with 8 or 0); None when it is not digits.
+pub fn phone_prefix(text: &str) -> Option<String> {
+    let compact = compact_phone(text);
+    let digits = COUNTRY_CODES.iter().find_map(|code| compact.strip_prefix(code)).unwrap_or(&compact);
+    digits.bytes().all(|b| b.is_ascii_digit()).then(|| digits.to_owned())
+}
+
+/// What is left of a typed phone number without spaces and dashes; a text too long to be
+/// one is kept whole, so that it fails.
+fn compact_phone(text: &str) -> String {
+    if text.chars().count() > PHONE_INPUT_CHARS_MAX {
+        return text.to_owned();
+    }
+    text.chars().filter(|c| !c.is_whitespace() && *c != '-').collect()
+}
+
+fn is_mobile(digits: &str) -> bool {
+    let bytes = digits.as_bytes();
+    bytes.len() == PHONE_DIGITS
         && bytes.iter().all(u8::is_ascii_digit)
         && bytes[0] == b'1'
-        && (b'3'..=b'9').contains(&bytes[1]);
-    if !valid {
-        return fail(
-            Kind::PhoneMalformed,
-            format!("phone {:?} is not a mobile number (11 digits starting 13-19)", truncate(phone)),
-        );
-    }
-    Ok(phone)
+        && (b'3'..=b'9').contains(&bytes[1])
 }
 
 /// A person's name: trimmed, 1 to `NAME_CHARS_MAX` characters, no control characters.
@@ -139,22 +175,32 @@ pub fn truncate(text: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The cases the importer's tests check too (tests/phone_cases.tsv): one normaliser.
+    const PHONE_CASES: &str = include_str!("../../tests/phone_cases.tsv");
+
     #[test]
     fn phones() {
-        assert!(phone("13800138000").is_ok());
-        assert!(phone("19912345678").is_ok());
-        for bad in [
-            "",
-            "1380013800",
-            "138001380000",
-            "12800138000",
-            "23800138000",
-            "1380013800a",
-            "+8613800138000",
-            "１３８００１３８０００",
-        ] {
-            assert_eq!(phone(bad).unwrap_err().kind, Kind::PhoneMalformed, "{bad}");
+        let mut checked = 0;
+        for line in PHONE_CASES.lines().filter(|line| !line.starts_with('#') && !line.is_empty()) {
+            let (typed, expected) = line.split_once('\t').expect("typed<TAB>canonical");
+            match expected {
+                "PHONE_MALFORMED" => assert_eq!(phone(typed).unwrap_err().kind, Kind::PhoneMalformed, "{typed:?}"),
+                canonical => assert_eq!(phone(typed).unwrap(), canonical, "{typed:?}"),
+            }
+            checked += 1;
         }
+        assert!(checked >= 20, "the case table was read");
+        let long = format!("138{}00138000", " ".repeat(PHONE_INPUT_CHARS_MAX));
+        assert_eq!(phone(&long).unwrap_err().kind, Kind::PhoneMalformed);
+    }
+
+    #[test]
+    fn phone_prefixes() {
+        for (typed, expected) in [("138", "138"), ("+86 138", "138"), ("0086-1380", "1380"), ("86139", "139")] {
+            assert_eq!(phone_prefix(typed).as_deref(), Some(expected), "{typed}");
+        }
+        assert_eq!(phone_prefix("13a"), None);
+        assert_eq!(phone_prefix("１３８"), None);
     }
 
     #[test]

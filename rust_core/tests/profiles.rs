@@ -794,3 +794,41 @@ fn attribute_updates_merge_and_the_history_names_each_one() {
     assert_kind(refused, Kind::AttributeInvalid, "bad size");
     assert_eq!(h.get(Key::MemberId(1)).unwrap(), member);
 }
+
+#[test]
+fn phones_are_kept_and_found_in_one_form_however_typed() {
+    let mut h = Harness::new("phones");
+    let first = h.register(plain("+86 138-0013-8000", "王五")).unwrap();
+    assert_eq!(first.phone, "13800138000");
+    assert_kind(h.register(plain("8613800138000", "又一个")), Kind::PhoneTaken, "same phone, other form");
+    let referred = RegisterMemberRequest {
+        referrer: by(Key::Phone("0086 138 0013 8000".into())),
+        ..plain("139 0000 0001", "赵六")
+    };
+    let second = h.register(referred).unwrap();
+    assert_eq!((second.phone.as_str(), second.referrer_member_id), ("13900000001", first.member_id));
+    for typed in ["13800138000", "+8613800138000", "138 0013 8000", "86-138-0013-8000"] {
+        assert_eq!(h.get(Key::Phone(typed.into())).unwrap().member_id, first.member_id, "{typed}");
+    }
+    let found = |prefix: &str| -> Vec<u64> {
+        let request = SearchMembersRequest { phone_prefix: prefix.into(), ..Default::default() };
+        h.search(request).unwrap().members.iter().map(|m| m.member_id).collect()
+    };
+    assert_eq!(found("+86 139"), [2]);
+    assert_eq!(found("1380013"), [1]);
+    let mut moved = update_request(2, &["phone"], Profile::default());
+    moved.phone = "+86 137 0000 0002".into();
+    single_change_of(&h.update(moved).unwrap(), "phone", "13900000001", "13700000002");
+    assert_eq!(h.get(Key::Phone("13700000002".into())).unwrap().member_id, 2);
+    for bad in ["+852 13800138000", "1380013800", "(+86)13800138000"] {
+        assert_kind(h.get(Key::Phone(bad.into())), Kind::PhoneMalformed, bad);
+        assert_kind(h.register(plain(bad, "坏号码")), Kind::PhoneMalformed, bad);
+    }
+}
+
+/// The one change an update of member 2 made.
+fn single_change_of(response: &UpdateMemberResponse, field: &str, old: &str, new: &str) {
+    let changes: Vec<_> =
+        response.changes.iter().map(|c| (c.field.as_str(), c.old_value.as_str(), c.new_value.as_str())).collect();
+    assert_eq!(changes, [(field, old, new)]);
+}

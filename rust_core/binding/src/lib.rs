@@ -156,9 +156,18 @@ impl PyCore {
     }
 }
 
+/// A typed mobile number in the one form the core stores and looks up (`+86 138-0013-8000`
+/// is `13800138000`); CoreError PHONE_MALFORMED when it is none. The importer uses it so
+/// that it finds the same duplicates the core would.
+#[pyfunction]
+fn canonical_phone(py: Python<'_>, text: &str) -> PyResult<String> {
+    mms_core::validate::phone(text).map_err(|e| to_python(py, e))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCore>()?;
+    m.add_function(wrap_pyfunction!(canonical_phone, m)?)?;
     m.add("CoreError", m.py().get_type::<CoreError>())?;
     Ok(())
 }
