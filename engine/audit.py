@@ -124,7 +124,7 @@ INVARIANTS = {
     7: "cumulative recharge and spend",
     8: "request records point at their entry",
     9: "member_ledger lists exactly each member's entries",
-    10: "names point at members of that name",
+    10: "names point at members of that name (folded for search)",
     11: "lots under their card, lot accounts as the lot says",
     12: "card events, member changes and follow-ups under their owner, seqs run 1..n",
 }
@@ -898,7 +898,7 @@ class _MerchantAudit:
             if member.member_id != member_id:
                 self.report(6, key, f"record's member_id is {member.member_id}")
             self.member_phone_hashes.put(member_id, _text_hash(member.phone))
-            self.member_name_hashes.put(member_id, _text_hash(member.name))
+            self.member_name_hashes.put(member_id, _text_hash(search_key(member.name)))
             self.check_reachable(key, member_id, member)
             self.check_default_card(key, member_id, member.default_card_id)
             if member.cumulative_recharge_fen != recharged_fen:
@@ -1001,7 +1001,7 @@ class _MerchantAudit:
             if expected_hash == UNKNOWN or name is None or _text_hash(name) == expected_hash:
                 continue
             member = self.read("members", member_id, member_pb2.Member)
-            if member is not None and member.name != name:
+            if member is not None and search_key(member.name) != name:
                 shown = _printable(member.name, QUOTE_CHARS_MAX)
                 self.report(10, key, f"member {member_id} is named {shown}")
 
@@ -1300,6 +1300,25 @@ def _gap_message(what: str, previous: int, current: int) -> str:
     if current <= previous:
         return f"{what} {current} follows {previous}"
     return f"{what} {current} follows {previous}: {previous + 1}..{current - 1} missing"
+
+
+_FULL_WIDTH_ASCII = range(0xFF01, 0xFF5F)  # U+FF01..U+FF5E are U+0021..U+007E
+_FULL_WIDTH_OFFSET = 0xFEE0
+_IDEOGRAPHIC_SPACE = "\u3000"
+
+
+def search_key(name: str) -> str:
+    """A name as the `names` index keys it (docs/STORAGE.md): full-width ASCII and the
+    ideographic space made half-width, then ASCII letters (only those) made lower case."""
+    return "".join(_fold_for_search(char) for char in name)
+
+
+def _fold_for_search(char: str) -> str:
+    if ord(char) in _FULL_WIDTH_ASCII:
+        char = chr(ord(char) - _FULL_WIDTH_OFFSET)
+    elif char == _IDEOGRAPHIC_SPACE:
+        char = " "
+    return char.lower() if "A" <= char <= "Z" else char
 
 
 def _text_hash(text: str) -> int:

@@ -26,6 +26,7 @@ from engine.audit import (
     _SeqSet,
     audit,
     main_audit,
+    search_key,
     yuan,
 )
 from engine.proto import card_pb2, config_pb2, member_pb2, records_pb2
@@ -118,7 +119,7 @@ class World:
         )
         self.members[(merchant, member_id)] = member
         self.phones[(merchant, phone)] = member_id
-        self.names.add((merchant, name, member_id))
+        self.names.add((merchant, search_key(name), member_id))
         member.default_card_id = self.issue_card(merchant, member_id, card_no)
         self.requests[(merchant, f"register-{phone}")] = records_pb2.RequestRecord(
             method=REGISTER_METHOD, request=b"req", response=b"resp", at_ms=1
@@ -1104,6 +1105,22 @@ def test_10_name_of_a_member_that_does_not_exist(tmp_path: Path) -> None:
     world.names.add((M1, "赵六", 9))
     report = assert_only(world, tmp_path, 10)
     assert report.problems[0].key == "names:赵六/9"
+
+
+def test_10_names_are_keyed_folded(tmp_path: Path) -> None:
+    world = build_world()
+    member_id = world.register(M1, "13800000099", "ＬＩ Lei")
+    assert (M1, "li lei", member_id) in world.names
+    assert audit_world(world, tmp_path).problems == []
+    world.names.add((M1, "ＬＩ Lei", member_id))  # as written, not folded
+    report = assert_only(world, tmp_path, 10)
+    assert report.problems[0].message == f"member {member_id} is named ＬＩ Lei"
+
+
+def test_10_search_key_folds_only_ascii_and_full_width_ascii() -> None:
+    assert search_key("Ｗａｎｇ　Ｆａｎｇ！０７") == "wang fang!07"
+    assert search_key("ÄΣß 王Ａ") == "ÄΣß 王a"
+    assert search_key("\uff00\uff5f") == "\uff00\uff5f"
 
 
 def test_10_name_that_is_not_the_members(tmp_path: Path) -> None:

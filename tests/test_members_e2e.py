@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,7 +18,8 @@ import pytest
 
 from client import TIMEOUT_S, Client, error_reason
 from conftest import RunningServer
-from engine.proto import common_pb2, config_pb2, member_pb2
+from engine import audit
+from engine.proto import admin_pb2, admin_pb2_grpc, common_pb2, config_pb2, member_pb2
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 FAILED = grpc.StatusCode.FAILED_PRECONDITION
@@ -194,3 +196,43 @@ def test_a_phone_is_one_phone_however_it_is_typed(desk: Desk) -> None:
     refused(INVALID, "PHONE_MALFORMED", lambda: desk.get(phone="1380013800"))
     assert desk.get(phone="13900000001") == kept
     refused(grpc.StatusCode.NOT_FOUND, "MEMBER_NOT_FOUND", lambda: desk.get(phone="13800138001"))
+
+
+# --- name search ---------------------------------------------------------------------
+
+
+def test_names_are_found_whatever_their_case_or_width(desk: Desk) -> None:
+    for index, name in enumerate(["Li Lei", "LI LEI", "ｌｉ ｌｅｉ", "Lily", "李雷"], 1):
+        desk.register(f"1380000000{index}", name=name)
+
+    def found(prefix: str) -> list[str]:
+        request = member_pb2.SearchMembersRequest(name_prefix=prefix)
+        return [m.name for m in desk.call("SearchMembers", request).members]
+
+    for prefix in ("li l", "LI L", "ｌｉ ｌ", "ＬＩ　Ｌ"):
+        assert found(prefix) == ["Li Lei", "LI LEI", "ｌｉ ｌｅｉ"], prefix
+    assert found("LI") == ["Li Lei", "LI LEI", "ｌｉ ｌｅｉ", "Lily"]
+    assert found("李") == ["李雷"]
+    renamed = member_pb2.UpdateMemberRequest(
+        request_id=desk.request_id(),
+        member=common_pb2.MemberRef(phone="13800000004"),
+        fields=["name"],
+        name="Ｗａｎｇ Ｆａｎｇ",
+        staff_code="S01",
+    )
+    desk.call("UpdateMember", renamed)
+    assert (found("wang f"), found("lil")) == (["Ｗａｎｇ Ｆａｎｇ"], [])
+
+
+# --- the closing audit -----------------------------------------------------------------
+
+
+def test_the_shared_server_audits_clean(shared_server: RunningServer, tmp_path: Path) -> None:
+    """Runs last in this module: every merchant the tests above wrote, audited from a hot
+    backup, finds no problem (the names index is keyed folded, as the auditor folds)."""
+    with shared_server.channel() as channel:
+        request = admin_pb2.BackupRequest(destination_dir=str(tmp_path / "backup"))
+        admin_pb2_grpc.AdminServiceStub(channel).Backup(request, timeout=TIMEOUT_S)
+    report = audit.audit(str(tmp_path / "backup"))
+    assert report.problems == [] and report.clean, report.problems
+    assert len([m for m in report.merchants if m.startswith("members-")]) >= 5

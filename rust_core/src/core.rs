@@ -188,6 +188,7 @@ impl Core {
     pub fn open(options: Options) -> Result<Core> {
         assert!(options.batch_requests_max > 0 && options.queue_capacity > 0);
         let (env, dbs) = store::open(&options.path, options.map_size_bytes, options.durable)?;
+        crate::upgrade::run(&env, &dbs)?;
         let map_size = env.info().map_size as u64;
         let shared = Arc::new(Shared {
             env,

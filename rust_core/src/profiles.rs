@@ -301,14 +301,63 @@ fn rendered(member: &Member, field: Field) -> String {
     }
 }
 
-/// `M + name + 0x00 + u64be(member_id)`: names never hold 0x00 (no control characters).
+/// `M + search key of the name + 0x00 + u64be(member_id)`: names never hold 0x00 (no
+/// control characters).
 fn name_key(merchant: &str, name: &str, member_id: u64) -> Vec<u8> {
     debug_assert!(!name.contains('\0'));
-    let mut rest = Vec::with_capacity(name.len() + 9);
-    rest.extend_from_slice(name.as_bytes());
+    let folded = search_key(name);
+    let mut rest = Vec::with_capacity(folded.len() + 9);
+    rest.extend_from_slice(folded.as_bytes());
     rest.push(0);
     rest.extend_from_slice(&member_id.to_be_bytes());
     store::key(merchant, &rest)
+}
+
+/// A name (or the start of one) as the name index keeps it: full-width ASCII (ｌｉ, Ｌ, ０)
+/// and the ideographic space made half-width, then ASCII letters made lower case; nothing
+/// else changes. So `li`, `Li`, `LI` and `ｌｉ` all find "Li Lei", whose record keeps the
+/// name as written.
+pub fn search_key(name: &str) -> String {
+    name.chars().map(fold_for_search).collect()
+}
+
+fn fold_for_search(c: char) -> char {
+    const FULL_WIDTH_OFFSET: u32 = 0xFEE0; // U+FF01..U+FF5E are U+0021..U+007E
+    let half_width = match c {
+        '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - FULL_WIDTH_OFFSET).expect("an ASCII character"),
+        '\u{3000}' => ' ',
+        other => other,
+    };
+    half_width.to_ascii_lowercase()
+}
+
+/// Rewrites the name index entries an earlier version keyed by the name as written, for
+/// the names whose search key differs; returns how many. Run when the environment opens:
+/// it changes nothing but data from before the index was folded.
+pub fn fold_names_index(dbs: &Dbs, txn: &mut RwTxn<'_>) -> Result<usize> {
+    let mut unfolded = Vec::new();
+    for item in dbs.names.iter(txn)? {
+        let (key, _) = item?;
+        let (merchant, name, member_id) = parse_name_key(key)?;
+        if search_key(name) != name {
+            unfolded.push((key.to_vec(), name_key(merchant, name, member_id)));
+        }
+    }
+    for (old_key, new_key) in &unfolded {
+        dbs.names.delete(txn, old_key)?;
+        dbs.names.put(txn, new_key, &[])?;
+    }
+    Ok(unfolded.len())
+}
+
+/// (merchant, name, member id) of a `names` key.
+fn parse_name_key(key: &[u8]) -> Result<(&str, &str, u64)> {
+    let corrupt = || CoreError::new(Kind::CorruptRecord, "a names key is not M + 0x00 + name + 0x00 + u64be");
+    let separator = key.iter().position(|b| *b == 0).ok_or_else(corrupt)?;
+    let name_end = key.len().checked_sub(9).filter(|end| *end > separator && key[*end] == 0).ok_or_else(corrupt)?;
+    let merchant = std::str::from_utf8(&key[..separator]).map_err(|_| corrupt())?;
+    let name = std::str::from_utf8(&key[separator + 1..name_end]).map_err(|_| corrupt())?;
+    Ok((merchant, name, u64_at_end(key)?))
 }
 
 pub fn add_follow_up(
@@ -343,7 +392,7 @@ pub fn search(
 ) -> Result<SearchMembersResponse> {
     let limit = page_size(request.page_size)?;
     let (index, prefix) = match (request.name_prefix.is_empty(), request.phone_prefix.is_empty()) {
-        (false, true) => (Index::Names, name_prefix(&request.name_prefix)?.to_owned()),
+        (false, true) => (Index::Names, name_prefix(&request.name_prefix)?),
         (true, false) => (Index::Phones, phone_prefix(&request.phone_prefix)?),
         _ => return fail(Kind::SearchInvalid, "give exactly one of name_prefix and phone_prefix"),
     };
@@ -755,9 +804,9 @@ fn follow_up_text(text: &str) -> Result<String> {
     Ok(text)
 }
 
-/// A name prefix: leading spaces dropped (names are stored trimmed), trailing ones kept
-/// (they can match a space inside a name).
-fn name_prefix(text: &str) -> Result<&str> {
+/// A name prefix as the index keeps names (`search_key`): leading spaces dropped (names
+/// are stored trimmed), trailing ones kept (they can match a space inside a name).
+fn name_prefix(text: &str) -> Result<String> {
     let prefix = text.trim_start();
     let chars = prefix.chars().count();
     if chars == 0 || chars > NAME_PREFIX_CHARS_MAX || prefix.chars().any(char::is_control) {
@@ -766,7 +815,7 @@ fn name_prefix(text: &str) -> Result<&str> {
             format!("name_prefix must be 1-{NAME_PREFIX_CHARS_MAX} characters without control characters"),
         );
     }
-    Ok(prefix)
+    Ok(search_key(prefix))
 }
 
 /// The start of a phone number, written as a phone number may be (`+86 138`).
@@ -1068,7 +1117,8 @@ mod tests {
     #[test]
     fn paging_inputs() {
         assert_eq!(name_prefix("  张").unwrap(), "张");
-        assert_eq!(name_prefix("Li ").unwrap(), "Li ");
+        assert_eq!(name_prefix("Li ").unwrap(), "li ");
+        assert_eq!(name_prefix("　ＬＩ　").unwrap(), "li ");
         assert!(name_prefix(&"张".repeat(NAME_PREFIX_CHARS_MAX)).is_ok());
         for bad in ["", "   ", "a\0", &"张".repeat(NAME_PREFIX_CHARS_MAX + 1)] {
             assert_eq!(name_prefix(bad).unwrap_err().kind, Kind::SearchInvalid, "{bad:?}");
@@ -1078,6 +1128,17 @@ mod tests {
         for bad in ["13", "138001380000", "13a", "１３８", "+86 13"] {
             assert_eq!(phone_prefix(bad).unwrap_err().kind, Kind::SearchInvalid, "{bad}");
         }
+    }
+
+    #[test]
+    fn names_are_searched_folded() {
+        assert_eq!(search_key("Li Lei"), "li lei");
+        assert_eq!(search_key("ＬＩ　ＬＥＩ"), "li lei");
+        assert_eq!(search_key("Ｗａｎｇ Ｆａｎｇ！０７"), "wang fang!07");
+        assert_eq!(search_key("王Ａ芳"), "王a芳");
+        // Only ASCII letters change case: Ä, Σ and ß are kept as written.
+        assert_eq!(search_key("ÄΣß"), "ÄΣß");
+        assert_eq!(search_key("\u{FF00}\u{FF5F}"), "\u{FF00}\u{FF5F}", "just outside the full-width ASCII range");
     }
 
     #[test]

@@ -832,3 +832,45 @@ fn single_change_of(response: &UpdateMemberResponse, field: &str, old: &str, new
         response.changes.iter().map(|c| (c.field.as_str(), c.old_value.as_str(), c.new_value.as_str())).collect();
     assert_eq!(changes, [(field, old, new)]);
 }
+
+#[test]
+fn names_are_found_whatever_their_case_or_width() {
+    let mut h = Harness::new("folded");
+    for (phone, name) in [
+        ("13800000001", "Li Lei"),
+        ("13800000002", "LI LEI"),
+        ("13800000003", "ｌｉ ｌｅｉ"),
+        ("13800000004", "Lily"),
+        ("13800000005", "李雷"),
+    ] {
+        h.register(plain(phone, name)).unwrap();
+    }
+    let found = |h: &Harness, prefix: &str| -> Vec<(u64, String)> {
+        let request = SearchMembersRequest { name_prefix: prefix.into(), ..Default::default() };
+        h.search(request).unwrap().members.into_iter().map(|m| (m.member_id, m.name)).collect()
+    };
+    let li_lei = [(1, "Li Lei".to_string()), (2, "LI LEI".to_string()), (3, "ｌｉ ｌｅｉ".to_string())];
+    for prefix in ["li l", "LI L", "Li L", "ｌｉ　ｌ", "ＬＩ Ｌ"] {
+        assert_eq!(found(&h, prefix), li_lei, "{prefix}");
+    }
+    assert_eq!(found(&h, "li").len(), 4, "Lily too");
+    assert_eq!(found(&h, "李"), [(5, "李雷".to_string())]);
+    // Paging through a folded prefix keeps going where it stopped.
+    let first =
+        h.search(SearchMembersRequest { name_prefix: "LI".into(), page_size: 2, ..Default::default() }).unwrap();
+    let request = SearchMembersRequest {
+        name_prefix: "ｌｉ".into(),
+        page_size: 2,
+        page_token: first.next_page_token,
+        ..Default::default()
+    };
+    let rest = h.search(request).unwrap();
+    let ids: Vec<u64> = first.members.iter().chain(&rest.members).map(|m| m.member_id).collect();
+    assert_eq!(ids, [1, 2, 3, 4]);
+    // A renamed member is found by the new name only.
+    let mut renamed = update_request(4, &["name"], Profile::default());
+    renamed.name = "Ｗａｎｇ Ｆａｎｇ".into();
+    h.update(renamed).unwrap();
+    assert_eq!(found(&h, "wang"), [(4, "Ｗａｎｇ Ｆａｎｇ".to_string())]);
+    assert_eq!(found(&h, "li").len(), 3);
+}
