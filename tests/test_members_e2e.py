@@ -8,6 +8,7 @@ checked to change nothing.
 
 from __future__ import annotations
 
+import datetime
 import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -196,6 +197,28 @@ def test_a_phone_is_one_phone_however_it_is_typed(desk: Desk) -> None:
     refused(INVALID, "PHONE_MALFORMED", lambda: desk.get(phone="1380013800"))
     assert desk.get(phone="13900000001") == kept
     refused(grpc.StatusCode.NOT_FOUND, "MEMBER_NOT_FOUND", lambda: desk.get(phone="13800138001"))
+
+
+# --- birthdays ---------------------------------------------------------------------------
+
+
+def test_a_birthday_or_anniversary_must_have_happened(desk: Desk) -> None:
+    future = (datetime.date.today() + datetime.timedelta(days=400)).isoformat()
+    cases = [
+        member_pb2.Profile(birthday="2099-01-01"),
+        member_pb2.Profile(birthday=future),
+        member_pb2.Profile(birthday="0001-01-01"),
+        member_pb2.Profile(anniversary=future),
+    ]
+    for profile in cases:
+        message = refused(INVALID, "DATE_INVALID", lambda p=profile: desk.register(P1, profile=p))
+        assert "from 1900-01-01 to today" in message
+        refused(grpc.StatusCode.NOT_FOUND, "MEMBER_NOT_FOUND", lambda: desk.get(phone=P1))
+    born = desk.register(P1, profile=member_pb2.Profile(birthday="1900-01-01")).member
+    assert born.birthday == "1900-01-01"
+    refused(INVALID, "DATE_INVALID", lambda: desk.update(P1, birthday="2099-01-01"))
+    assert desk.get(phone=P1).member == born
+    assert desk.update(P1, birthday="--02-29").member.birthday == "--02-29"
 
 
 # --- name search ---------------------------------------------------------------------

@@ -7,6 +7,9 @@ use crate::error::{fail, Kind, Result};
 /// China Standard Time, the default local time: +08:00.
 pub const UTC_OFFSET_MINUTES_DEFAULT: i32 = 480;
 const MILLIS_PER_DAY: i64 = 86_400_000;
+/// The years a date may fall in.
+pub const YEAR_MIN: i32 = 1900;
+pub const YEAR_MAX: i32 = 9999;
 
 /// A local calendar date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -32,10 +35,12 @@ pub fn days_in_month(year: i32, month: u32) -> u32 {
 
 impl Date {
     pub fn new(year: i32, month: u32, day: u32) -> Result<Date> {
-        let valid =
-            (1900..=9999).contains(&year) && (1..=12).contains(&month) && day >= 1 && day <= days_in_month(year, month);
-        if !valid {
-            return fail(Kind::DateInvalid, format!("{year:04}-{month:02}-{day:02} is not a date"));
+        let shown = format!("{year:04}-{month:02}-{day:02}");
+        if !(YEAR_MIN..=YEAR_MAX).contains(&year) {
+            return fail(Kind::DateInvalid, format!("{shown} is outside the years {YEAR_MIN}-{YEAR_MAX}"));
+        }
+        if !((1..=12).contains(&month) && day >= 1 && day <= days_in_month(year, month)) {
+            return fail(Kind::DateInvalid, format!("{shown} is not a date"));
         }
         Ok(Date { year, month, day })
     }
@@ -166,5 +171,9 @@ mod tests {
         for bad in ["2026-1-01", "2026/01/01", "20260101", "2026-13-01", "2026-00-10", "2026-04-31", "abcd-ef-gh", ""] {
             assert_eq!(Date::parse(bad).unwrap_err().kind, Kind::DateInvalid, "{bad}");
         }
+        assert_eq!(Date::parse("0001-01-01").unwrap_err().message, "0001-01-01 is outside the years 1900-9999");
+        assert_eq!(Date::parse("1899-12-31").unwrap_err().message, "1899-12-31 is outside the years 1900-9999");
+        assert_eq!(Date::parse("2026-02-29").unwrap_err().message, "2026-02-29 is not a date");
+        assert!(Date::parse("1900-01-01").is_ok() && Date::parse("9999-12-31").is_ok());
     }
 }

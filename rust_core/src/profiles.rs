@@ -13,7 +13,7 @@ use prost::Message;
 
 use crate::cards;
 use crate::config::Loaded;
-use crate::dates::{days_in_month, Date};
+use crate::dates::{days_in_month, Date, YEAR_MIN};
 use crate::error::{fail, CoreError, Kind, Result};
 use crate::members;
 use crate::paging::{newest_first, page_size, seq_token, u64_at_end, Page};
@@ -103,8 +103,9 @@ pub fn apply_to_new_member(
     assert!(member.member_id > 0 && !member.name.is_empty());
     let empty = Profile::default();
     let profile = request.profile.as_ref().unwrap_or(&empty);
+    let today = config.today(member.registered_at_ms);
     for field in PROFILE_FIELDS {
-        set_profile_field(config, member, field, profile)?;
+        set_profile_field(config, today, member, field, profile)?;
     }
     member.staff_code = staff_code(&request.staff_code)?;
     member.referrer_member_id = referrer(dbs, txn, merchant, request.referrer.as_ref())?;
@@ -145,7 +146,7 @@ pub fn update(
             Field::Name => after.name = validate::person_name(&request.name)?,
             Field::Phone => after.phone = validate::phone(&request.phone)?,
             Field::Attributes => merge_attributes(definitions, &mut after.attributes, &profile.attributes)?,
-            _ => set_profile_field(context.config, &mut after, field, profile)?,
+            _ => set_profile_field(context.config, context.today(), &mut after, field, profile)?,
         }
     }
     let changed: Vec<FieldChange> = fields.into_iter().flat_map(|field| changes_of(&before, &after, field)).collect();
@@ -212,12 +213,12 @@ fn parse_fields(names: &[String]) -> Result<Vec<Field>> {
     Ok(fields)
 }
 
-/// Checks one `Profile` field and sets it on the member.
-fn set_profile_field(config: &Loaded, member: &mut Member, field: Field, profile: &Profile) -> Result<()> {
+/// Checks one `Profile` field and sets it on the member; `today` is the merchant's date.
+fn set_profile_field(config: &Loaded, today: Date, member: &mut Member, field: Field, profile: &Profile) -> Result<()> {
     match field {
         Field::Gender => member.gender = gender(profile.gender)?,
-        Field::Birthday => member.birthday = birthday(&profile.birthday)?,
-        Field::Anniversary => member.anniversary = full_date(&profile.anniversary, "anniversary")?,
+        Field::Birthday => member.birthday = birthday(&profile.birthday, today)?,
+        Field::Anniversary => member.anniversary = past_date(&profile.anniversary, "anniversary", today)?,
         Field::Address => member.address = free_text(&profile.address, "address", ADDRESS_CHARS_MAX)?,
         Field::Occupation => member.occupation = free_text(&profile.occupation, "occupation", OCCUPATION_CHARS_MAX)?,
         Field::Interests => member.interests = text_list(&profile.interests, "interests")?,
@@ -709,8 +710,9 @@ fn gender(raw: i32) -> Result<i32> {
     }
 }
 
-/// A birthday: `YYYY-MM-DD`, or `--MM-DD` when the year is not given (Feb 29 allowed).
-fn birthday(text: &str) -> Result<String> {
+/// A birthday: a date `YYYY-MM-DD` from 1900 to `today`, or `--MM-DD` when the year is
+/// not given (Feb 29 allowed).
+fn birthday(text: &str, today: Date) -> Result<String> {
     if text.is_empty() {
         return Ok(String::new());
     }
@@ -732,16 +734,20 @@ fn birthday(text: &str) -> Result<String> {
         }
         return Ok(text.to_owned());
     }
-    full_date(text, "birthday")
+    past_date(text, "birthday", today)
+        .map_err(|error| CoreError::new(error.kind, format!("{} (or --MM-DD without the year)", error.message)))
 }
 
-fn full_date(text: &str, what: &str) -> Result<String> {
+/// A date that has happened: `YYYY-MM-DD` from 1900-01-01 to `today`; "" when not set.
+fn past_date(text: &str, what: &str, today: Date) -> Result<String> {
     if text.is_empty() {
         return Ok(String::new());
     }
+    let rule = format!("{what} must be a date from {YEAR_MIN}-01-01 to today, {}", today.format());
     match Date::parse(text) {
+        Ok(date) if date > today => fail(Kind::DateInvalid, format!("{what} {text} is after today: {rule}")),
         Ok(_) => Ok(text.to_owned()),
-        Err(error) => Err(CoreError::new(Kind::DateInvalid, format!("{what}: {}", error.message))),
+        Err(error) => fail(Kind::DateInvalid, format!("{what}: {}: {rule}", error.message)),
     }
 }
 
@@ -967,14 +973,44 @@ mod tests {
 
     #[test]
     fn birthdays_and_dates() {
-        for good in ["", "1990-05-17", "--02-29", "--12-31", "--01-01", "2000-02-29"] {
-            assert_eq!(birthday(good).unwrap(), good);
+        let today = Date::parse("2026-03-01").unwrap();
+        for good in ["", "1990-05-17", "--02-29", "--12-31", "--01-01", "2000-02-29", "1900-01-01", "2026-03-01"] {
+            assert_eq!(birthday(good, today).unwrap(), good);
         }
-        for bad in ["--02-30", "--13-01", "--00-10", "--04-31", "--1-01", "-02-28", "--0229", "1990-02-29", "05-17"] {
-            assert_eq!(birthday(bad).unwrap_err().kind, Kind::DateInvalid, "{bad}");
+        for bad in [
+            "--02-30",
+            "--13-01",
+            "--00-10",
+            "--04-31",
+            "--1-01",
+            "-02-28",
+            "--0229",
+            "1990-02-29",
+            "05-17",
+            "2026-03-02",
+            "2099-01-01",
+            "9999-12-31",
+            "1899-12-31",
+            "0001-01-01",
+        ] {
+            assert_eq!(birthday(bad, today).unwrap_err().kind, Kind::DateInvalid, "{bad}");
         }
-        assert_eq!(full_date("--02-28", "anniversary").unwrap_err().kind, Kind::DateInvalid);
-        assert_eq!(full_date("2020-01-01", "anniversary").unwrap(), "2020-01-01");
+        let rule = "birthday must be a date from 1900-01-01 to today, 2026-03-01 (or --MM-DD without the year)";
+        assert_eq!(
+            birthday("2099-01-01", today).unwrap_err().message,
+            format!("birthday 2099-01-01 is after today: {rule}")
+        );
+        assert_eq!(
+            birthday("0001-01-01", today).unwrap_err().message,
+            format!("birthday: 0001-01-01 is outside the years 1900-9999: {rule}")
+        );
+        assert_eq!(past_date("--02-28", "anniversary", today).unwrap_err().kind, Kind::DateInvalid);
+        assert_eq!(past_date("2020-01-01", "anniversary", today).unwrap(), "2020-01-01");
+        let future = past_date("2026-03-02", "anniversary", today).unwrap_err().message;
+        assert_eq!(
+            future,
+            "anniversary 2026-03-02 is after today: anniversary must be a date from 1900-01-01 to today, 2026-03-01"
+        );
     }
 
     #[test]

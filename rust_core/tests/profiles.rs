@@ -874,3 +874,35 @@ fn names_are_found_whatever_their_case_or_width() {
     assert_eq!(found(&h, "wang"), [(4, "Ｗａｎｇ Ｆａｎｇ".to_string())]);
     assert_eq!(found(&h, "li").len(), 3);
 }
+
+#[test]
+fn birthdays_and_anniversaries_have_happened() {
+    let mut h = Harness::new("dates");
+    let on = |birthday: &str, anniversary: &str| Profile {
+        birthday: birthday.into(),
+        anniversary: anniversary.into(),
+        ..Default::default()
+    };
+    // START_MS is 2026-03-01 in China: today is fine, tomorrow is not, nor before 1900.
+    for (birthday, anniversary) in
+        [("2099-01-01", ""), ("2026-03-02", ""), ("0001-01-01", ""), ("1899-12-31", ""), ("", "2026-03-02")]
+    {
+        let request =
+            RegisterMemberRequest { profile: Some(on(birthday, anniversary)), ..plain("13800000001", "未来") };
+        let error = h.register(request).unwrap_err();
+        assert_eq!(error.kind, Kind::DateInvalid, "{birthday} {anniversary}");
+        assert!(error.message.contains("from 1900-01-01 to today, 2026-03-01"), "{}", error.message);
+        assert_kind(h.get(Key::Phone("13800000001".into())), Kind::MemberNotFound, birthday);
+    }
+    let request =
+        RegisterMemberRequest { profile: Some(on("2026-03-01", "1900-01-01")), ..plain("13800000001", "今天") };
+    assert_eq!(h.register(request).unwrap().birthday, "2026-03-01");
+    let tomorrow = update_request(1, &["birthday"], on("2026-03-02", ""));
+    assert_kind(h.update(tomorrow.clone()), Kind::DateInvalid, "tomorrow");
+    assert_eq!(h.get(Key::MemberId(1)).unwrap().birthday, "2026-03-01");
+    // The server's clock decides what today is.
+    h.advance(24 * 3_600_000);
+    single_change(&h.update(tomorrow).unwrap(), "birthday", "2026-03-01", "2026-03-02");
+    let without_year = update_request(1, &["birthday"], on("--12-31", ""));
+    single_change(&h.update(without_year).unwrap(), "birthday", "2026-03-02", "--12-31");
+}
