@@ -593,7 +593,11 @@ def _add_member(top: _Commands) -> None:
     _add_member_lists(commands)
     _add_follow_up(commands)
     imports = commands.add("import", _member_import, "register members from a file 批量导入")
-    imports.add_argument("file", metavar="FILE", help="CSV (UTF-8) or XLSX, a header row first")
+    imports.add_argument(
+        "file",
+        metavar="FILE",
+        help="CSV (UTF-8, or GBK as Chinese Excel saves it) or XLSX, a header row first",
+    )
     imports.add_argument(
         "--errors", metavar="FILE", help="write every row that failed, with why, as CSV"
     )
@@ -1951,6 +1955,8 @@ def _import_text(path: str, summary: Any) -> str:
         ("Failed 失败", str(summary.failed)),
         ("Time 用时", f"{summary.seconds:.1f} s"),
     ]
+    if summary.encoding:
+        rows.insert(1, ("Encoding 编码", summary.encoding))
     text = _fields_text("Import 导入", rows)
     if not summary.errors:
         return text
@@ -1967,6 +1973,7 @@ def _import_json(path: str, summary: Any) -> dict[str, Any]:
     errors = [error._asdict() for error in summary.errors[:ERRORS_SHOWN_MAX]]
     return {
         "file": path,
+        "encoding": summary.encoding or None,
         "rows": summary.rows,
         "imported": summary.imported,
         "failed": summary.failed,

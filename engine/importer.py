@@ -23,10 +23,16 @@ raises grpc.RpcError: the chunks that landed stay, and running the file again re
 
 Row numbers are the spreadsheet's: the header is row 1 when it is the first line, and a
 row's number is where it sits in the file (blank rows count, and are skipped).
+
+A CSV file is read as UTF-8 (with or without a BOM) when it is valid UTF-8, else as
+GB18030 when it is valid GB18030: that is what Chinese Excel's plain "CSV (逗号分隔)" writes
+(GBK, of which GB18030 is the superset). Both are checked strictly, over the whole file,
+before a row is read; the summary says which was used. A file valid in neither is refused.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime
 import hashlib
@@ -72,6 +78,10 @@ RETRYABLE_CODES = frozenset(
 )
 CALL_ATTEMPTS_MAX = 5
 RETRY_DELAY_S = 0.5  # doubled after each failed attempt
+# How a CSV file may be encoded, tried in this order (each strictly, the whole file).
+ENCODING_UTF8 = "UTF-8"
+ENCODING_GB18030 = "GB18030"
+CSV_ENCODINGS = {ENCODING_UTF8: "utf-8-sig", ENCODING_GB18030: "gb18030"}
 PROGRESS_STEPS = 10  # lines written to a stream that is not a terminal
 PROGRESS_REFRESH_S = 0.2  # least time between two updates of the terminal line
 HASH_BLOCK_BYTES = 1024 * 1024
@@ -156,6 +166,7 @@ class ImportSummary:
     failed: int
     errors: list[RowError] = field(default_factory=list)  # by row number
     seconds: float = 0.0
+    encoding: str = ""  # of a CSV file: ENCODING_UTF8 or ENCODING_GB18030; "" for XLSX
 
     def reason_counts(self) -> dict[str, int]:
         """How many rows failed for each reason, the most frequent first."""
@@ -202,6 +213,7 @@ def import_members(
         failed=len(errors),
         errors=errors,
         seconds=time.monotonic() - started,
+        encoding=parsed.encoding,
     )
 
 
@@ -211,6 +223,8 @@ def format_summary(summary: ImportSummary) -> str:
         f"imported {summary.imported:,} of {summary.rows:,} rows in {summary.seconds:.1f} s"
         f", {summary.failed:,} failed"
     )
+    if summary.encoding:
+        line += f", read as {summary.encoding}"
     if summary.failed:
         reasons = ", ".join(
             f"{reason} {count:,}" for reason, count in summary.reason_counts().items()
@@ -234,6 +248,7 @@ class _Parsed:
     rows: int = 0
     errors: list[RowError] = field(default_factory=list)
     chunks: list[_Chunk] = field(default_factory=list)
+    encoding: str = ""
 
 
 def _file_prefix(path: str) -> str:
@@ -257,13 +272,17 @@ def _check_size(path: str) -> None:
 
 def _parse_file(path: str, prefix: str) -> _Parsed:
     _check_size(path)
-    rows = _xlsx_rows(path) if _is_xlsx(path) else _csv_rows(path)
+    parsed = _Parsed()
+    if _is_xlsx(path):
+        rows = _xlsx_rows(path)
+    else:
+        parsed.encoding = _csv_encoding(path)
+        rows = _csv_rows(path, CSV_ENCODINGS[parsed.encoding])
     header_row = next(rows, None)
     if header_row is None:
         raise ImportFileError(f"{path} is empty: the first row must name the columns")
     columns = _Columns(header_row[1])
     builder = _ChunkBuilder(prefix)
-    parsed = _Parsed()
     for row_number, cells in rows:
         parsed.rows += 1
         if parsed.rows > ROWS_MAX:
@@ -290,19 +309,36 @@ def _is_xlsx(path: str) -> bool:
     return zipfile.is_zipfile(path)  # an XLSX file is a ZIP archive
 
 
-def _csv_rows(path: str) -> Iterator[tuple[int, list[Any]]]:
+def _csv_encoding(path: str) -> str:
+    """The first of CSV_ENCODINGS the whole file is valid in, decoded strictly."""
+    for name, codec in CSV_ENCODINGS.items():
+        decoder = codecs.getincrementaldecoder(codec)("strict")
+        try:
+            with open(path, "rb") as file:
+                while block := file.read(HASH_BLOCK_BYTES):
+                    decoder.decode(block)
+                decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            continue
+        except OSError as error:
+            raise ImportFileError(f"cannot read {path}: {error.strerror}") from error
+        return name
+    tried = " nor ".join(CSV_ENCODINGS)
+    raise ImportFileError(f"{path} is neither {tried} text: save it as CSV UTF-8")
+
+
+def _csv_rows(path: str, codec: str) -> Iterator[tuple[int, list[Any]]]:
     """(record number, cells) of each non-blank record; a BOM is dropped."""
     try:
-        with open(path, encoding="utf-8-sig", newline="") as file:
+        with open(path, encoding=codec, newline="") as file:
             first_line = file.readline()
             file.seek(0)
             reader = csv.reader(file, delimiter=_delimiter(first_line))
             for row_number, cells in enumerate(reader, 1):
                 if any(cell.strip() for cell in cells):
                     yield row_number, cells
-    except UnicodeDecodeError as error:
-        message = f"{path} is not UTF-8 text ({error.reason}): save it as CSV UTF-8"
-        raise ImportFileError(message) from error
+    except UnicodeDecodeError as error:  # _csv_encoding found it valid: it changed since
+        raise ImportFileError(f"{path} changed while it was read ({error.reason})") from error
     except csv.Error as error:
         raise ImportFileError(f"{path} is not a CSV file: {error}") from error
 

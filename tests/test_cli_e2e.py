@@ -1128,7 +1128,13 @@ def test_member_import(address: str, tmp_path: Path) -> None:
     del shown["Time 用时"]
     assert (title, shown) == (
         "Import 导入",
-        {"File 文件": str(rows), "Rows 行数": "4", "Imported 成功": "2", "Failed 失败": "2"},
+        {
+            "File 文件": str(rows),
+            "Encoding 编码": "UTF-8",
+            "Rows 行数": "4",
+            "Imported 成功": "2",
+            "Failed 失败": "2",
+        },
     )
     assert [row[:2] for row in table(failed)] == [
         ["ROW", "REASON"],
@@ -1158,6 +1164,7 @@ def test_member_import(address: str, tmp_path: Path) -> None:
         (5, "PHONE_MALFORMED"),
     ]
     assert (again["errors_omitted"], again["request_id"]) == (0, None)
+    assert again["encoding"] == "UTF-8"
     found = mms_json(address, "member", "search", "--phone-prefix", "138000000")
     assert [m["name"] for m in found["members"]] == ["王一", "王二"]
     good = tmp_path / "good.csv"

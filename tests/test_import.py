@@ -215,13 +215,39 @@ def test_missing_required_column_is_refused(tmp_path: Path) -> None:
     assert parse_error(path) == "the header has no name column"
 
 
-def test_empty_and_non_utf8_files_are_refused(tmp_path: Path) -> None:
+def test_empty_files_and_files_in_no_known_encoding_are_refused(tmp_path: Path) -> None:
     empty = tmp_path / "empty.csv"
     empty.write_text("\n\n", encoding="utf-8")
     assert "is empty" in parse_error(empty)
-    gbk = tmp_path / "gbk.csv"
-    gbk.write_bytes("手机,姓名\n13800000001,张三\n".encode("gbk"))
-    assert "not UTF-8" in parse_error(gbk)
+    neither = tmp_path / "latin1.csv"
+    # Valid Latin-1, but neither UTF-8 nor GB18030 (0x80 and 0xFF start nothing in GB18030).
+    neither.write_bytes("phone,name\n13800000001,Zo\xeb\x80\n13800000002,\xff\n".encode("latin-1"))
+    assert (
+        parse_error(neither) == f"{neither} is neither UTF-8 nor GB18030 text: save it as CSV UTF-8"
+    )
+
+
+def test_a_gbk_file_as_chinese_excel_saves_it(server: RunningServer, tmp_path: Path) -> None:
+    """Excel's plain "CSV (逗号分隔)" on a Chinese Windows writes GBK."""
+    path = tmp_path / "gbk.csv"
+    text = (
+        "手机号,姓名,性别,标签\r\n13800000001,张三,男,老客户；vip\r\n13800000002,欧阳娜娜,女,\r\n"
+    )
+    path.write_bytes(text.encode("gbk"))
+    with pytest.raises(UnicodeDecodeError):
+        path.read_bytes().decode("utf-8")
+    with server.channel() as channel:
+        client = Client(channel)
+        client.apply(import_config())
+        summary, _ = run_import(client, path)
+        assert (summary.imported, summary.failed, summary.encoding) == (2, 0, "GB18030")
+        assert importer.format_summary(summary).endswith(", 0 failed, read as GB18030")
+        first = client.get(phone="13800000001").member
+        assert (first.name, list(first.tags)) == ("张三", ["老客户", "vip"])
+        assert client.get(phone="13800000002").member.name == "欧阳娜娜"
+    utf8 = tmp_path / "utf8.csv"
+    utf8.write_text(text, encoding="utf-8-sig")
+    assert importer._parse_file(str(utf8), "p").encoding == "UTF-8"
 
 
 def test_too_many_rows_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
