@@ -11,7 +11,9 @@ found to be the same phone here, before anything is sent. The good rows then go
 in chunks of CHUNK_ROWS rows (fewer if they reach CHUNK_BYTES_MAX) through
 `MemberService.ImportMembers`, CHUNKS_IN_FLIGHT calls at a time. The core registers
 each row on its own, so a bad row changes nothing and comes back with its index, reason
-and message.
+and message. A referrer (推荐人) column names each row's referrer by phone; a row whose
+referrer is another row of the file is sent in a later wave than that row (see
+_ChunkBuilder), so that the referrer is always registered first.
 
 Idempotent by construction: chunk i carries the request id `<prefix>-<i>`, and the
 prefix defaults to a hash of the file's bytes. Running the same file again (after a
@@ -35,7 +37,9 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime
+import decimal
 import hashlib
+import math
 import os
 import re
 import sys
@@ -67,6 +71,9 @@ CHUNK_ROWS = 1000
 CHUNK_BYTES_MAX = 1024 * 1024
 ROW_FRAMING_BYTES = 4  # field tag and length of a row inside the chunk
 CHUNKS_IN_FLIGHT = 4
+# Rows that refer to a row of the same file go in a later wave than it: a chain of
+# referrals in one file is this long at most (each wave waits for the one before).
+REFERRAL_WAVES_MAX = 16
 # Calls that fail with one of these codes may pass later; the request id makes a retry
 # safe even when the first attempt landed.
 RETRYABLE_CODES = frozenset(
@@ -82,6 +89,10 @@ RETRY_DELAY_S = 0.5  # doubled after each failed attempt
 ENCODING_UTF8 = "UTF-8"
 ENCODING_GB18030 = "GB18030"
 CSV_ENCODINGS = {ENCODING_UTF8: "utf-8-sig", ENCODING_GB18030: "gb18030"}
+# Built-in number formats that are dates in Chinese (and Japanese, Korean) Excel: they
+# come with no format code in the file, and openpyxl knows only the Western ones (14-22),
+# so a 2024年2月29日 cell would read as the number 45351. (32-35, 55 and 56 are times.)
+CJK_DATE_FORMAT_IDS = frozenset((*range(27, 32), 36, *range(50, 55), 57, 58))
 PROGRESS_STEPS = 10  # lines written to a stream that is not a terminal
 PROGRESS_REFRESH_S = 0.2  # least time between two updates of the terminal line
 HASH_BLOCK_BYTES = 1024 * 1024
@@ -99,6 +110,7 @@ GENDER_INVALID = "GENDER_INVALID"
 DATE_INVALID = "DATE_INVALID"
 PHONE_DUPLICATE = "PHONE_DUPLICATE"
 CARD_DUPLICATE = "CARD_DUPLICATE"
+REFERRAL_CHAIN_TOO_LONG = "REFERRAL_CHAIN_TOO_LONG"
 CELL_TOO_LONG = "CELL_TOO_LONG"
 ROW_TOO_LONG = "ROW_TOO_LONG"
 
@@ -118,6 +130,14 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "tags": ("tags", "tag", "标签"),
     "staff_code": ("staff_code", "staff", "员工", "员工编号", "经办人"),
     "card_type": ("card_type", "卡类型"),
+    "referrer": (
+        "referrer",
+        "referrer_phone",
+        "推荐人",
+        "推荐人手机",
+        "推荐人手机号",
+        "推荐人电话",
+    ),
 }
 REQUIRED_FIELDS = ("phone", "name")
 # Fields of RegisterMemberRequest itself, and the text fields of its Profile.
@@ -241,6 +261,7 @@ class _Chunk:
     index: int
     row_numbers: list[int]
     request: bytes  # an encoded ImportMembersRequest, decoded only when sent
+    wave: int = 0  # sent once every chunk of the waves before it is answered
 
 
 @dataclass
@@ -291,12 +312,11 @@ def _parse_file(path: str, prefix: str) -> _Parsed:
         if isinstance(outcome, RowError):
             parsed.errors.append(outcome)
             continue
-        duplicate = builder.duplicate(row_number, outcome)
-        if duplicate is not None:
-            parsed.errors.append(duplicate)
-            continue
-        builder.add(row_number, outcome)
-    parsed.chunks = builder.finish()
+        refusal = builder.refusal(row_number, outcome) or builder.add(row_number, outcome)
+        if refusal is not None:
+            parsed.errors.append(refusal)
+    parsed.chunks, late_errors = builder.finish()
+    parsed.errors.extend(late_errors)
     return parsed
 
 
@@ -359,6 +379,7 @@ def _xlsx_rows(path: str) -> Iterator[tuple[int, list[Any]]]:
     except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError) as error:
         raise ImportFileError(f"{path} is not an XLSX workbook: {error}") from error
     try:
+        _recognise_cjk_dates(workbook)
         sheet = workbook.worksheets[0]
         # Some writers store a wrong used range; without it every row is read as it is.
         sheet.reset_dimensions()
@@ -367,6 +388,19 @@ def _xlsx_rows(path: str) -> Iterator[tuple[int, list[Any]]]:
                 yield row_number, list(cells)
     finally:
         workbook.close()
+
+
+def _recognise_cjk_dates(workbook: Any) -> None:
+    """Marks the cell styles with a CJK built-in date format as dates, as openpyxl does
+    for the Western ones when it loads the workbook. Uses openpyxl's private style index
+    (checked by tests/test_import.py); without it, such cells stay numbers."""
+    styles = getattr(workbook, "_cell_styles", None)
+    date_styles = getattr(workbook, "_date_formats", None)
+    if styles is None or not isinstance(date_styles, set):
+        return
+    for index, style in enumerate(styles):
+        if getattr(style, "numFmtId", None) in CJK_DATE_FORMAT_IDS:
+            date_styles.add(index)
 
 
 # --- columns and rows -----------------------------------------------------------------
@@ -420,15 +454,17 @@ class _Columns:
 
 
 def _cell_text(value: Any) -> str:
-    """A cell as text: spreadsheet numbers without a trailing .0, dates as YYYY-MM-DD."""
+    """A cell as text, the same in every column (fields and attr: ones): numbers as
+    written (no exponent, whole numbers without .0), dates as YYYY-MM-DD (with the time
+    when it is not 00:00)."""
     if value is None:
         return ""
     if isinstance(value, str):
         return value.strip()
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    if isinstance(value, float):
+        return _number_text(value)
     if isinstance(value, datetime.datetime):
         if value.time() == datetime.time(0):
             return value.date().isoformat()
@@ -436,6 +472,17 @@ def _cell_text(value: Any) -> str:
     if isinstance(value, datetime.date | datetime.time):
         return value.isoformat()
     return str(value)
+
+
+def _number_text(value: float) -> str:
+    """A spreadsheet number as people wrote it: the shortest decimal that is this float
+    (what Excel shows), in plain notation: 1e-05 is 0.00001, 40.0 is 40, 1e+20 is
+    100000000000000000000. Never through float formatting, which turns to exponents."""
+    if not math.isfinite(value):
+        return str(value)  # not a number a cell holds; the core refuses it where it matters
+    text = format(decimal.Decimal(repr(value)), "f")
+    text = text.rstrip("0").rstrip(".") if "." in text else text
+    return "0" if text == "-0" else text
 
 
 def _row_request(columns: _Columns, row_number: int, cells: list[Any]) -> dict[str, Any] | RowError:
@@ -465,11 +512,14 @@ def _row_request(columns: _Columns, row_number: int, cells: list[Any]) -> dict[s
         return RowError(row_number, FIELD_MISSING, f"{' and '.join(missing)} is empty")
     try:
         phone = _phone(values["phone"])
+        referrer = _phone(values["referrer"], "referrer") if values.get("referrer") else ""
         profile = _profile(values, attributes)
     except _RowProblem as problem:
         return RowError(row_number, problem.reason, problem.message)
     request = {name: values[name] for name in REQUEST_FIELDS if values.get(name)}
     request["phone"] = phone
+    if referrer:
+        request["referrer"] = {"phone": referrer}
     if profile:
         request["profile"] = profile
     return request
@@ -502,12 +552,13 @@ def _profile(values: dict[str, str], attributes: dict[str, str]) -> dict[str, An
     return profile
 
 
-def _phone(text: str) -> str:
+def _phone(text: str, what: str = "") -> str:
     """The phone as the core stores it, or the core's reason why it is none."""
     try:
         return canonical_phone(text)
     except CoreError as error:
-        raise _RowProblem(error.reason, error.message) from None
+        message = f"{what}: {error.message}" if what else error.message
+        raise _RowProblem(error.reason, message) from None
 
 
 def _gender(text: str) -> int:
@@ -540,21 +591,37 @@ def _check_date(text: str, what: str, year: int, month: int, day: int) -> None:
         raise _RowProblem(DATE_INVALID, f"{what} {text!r} is not a date: {error}") from None
 
 
+@dataclass
+class _OpenChunk:
+    """The rows of a wave collected so far, not yet a chunk."""
+
+    row_numbers: list[int] = field(default_factory=list)
+    request: member_pb2.ImportMembersRequest = field(
+        default_factory=member_pb2.ImportMembersRequest
+    )
+    request_bytes: int = 0
+
+
 class _ChunkBuilder:
     """Collects the good rows into chunks, and refuses a phone or card number that an
     earlier row already has (which of two rows wins must not depend on which chunk
-    lands first)."""
+    lands first).
+
+    A row whose referrer (推荐人) is another row of the file goes in a later wave than that
+    row: every chunk of a wave is answered before the next wave is sent, so the referrer
+    is registered first whichever order the chunks of a wave land in. A row whose
+    referrer is on a later row waits until the end of the file to know its wave."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.chunks: list[_Chunk] = []
-        self.row_numbers: list[int] = []
-        self.request = member_pb2.ImportMembersRequest()
-        self.request_bytes = 0
+        self.open: dict[int, _OpenChunk] = {}  # by wave
         self.phone_rows: dict[str, int] = {}
         self.card_rows: dict[str, int] = {}
+        self.phone_waves: dict[str, int] = {}
+        self.waiting: list[tuple[int, dict[str, Any]]] = []  # referrer on a later row
 
-    def duplicate(self, row_number: int, fields: dict[str, Any]) -> RowError | None:
+    def refusal(self, row_number: int, fields: dict[str, Any]) -> RowError | None:
         phone, card_no = fields["phone"], fields.get("card_no")
         first = self.phone_rows.get(phone)
         if first is not None:
@@ -565,26 +632,80 @@ class _ChunkBuilder:
             return RowError(row_number, CARD_DUPLICATE, message)
         return None
 
-    def add(self, row_number: int, fields: dict[str, Any]) -> None:
+    def add(self, row_number: int, fields: dict[str, Any]) -> RowError | None:
         self.phone_rows[fields["phone"]] = row_number
         if "card_no" in fields:
             self.card_rows[fields["card_no"]] = row_number
-        self.row_numbers.append(row_number)
-        self.request_bytes += self.request.rows.add(**fields).ByteSize() + ROW_FRAMING_BYTES
-        if len(self.row_numbers) == CHUNK_ROWS or self.request_bytes >= CHUNK_BYTES_MAX:
-            self._close_chunk()
+        referrer = fields.get("referrer", {}).get("phone")
+        if referrer is None:
+            return self._place(row_number, fields, 0)
+        if referrer in self.phone_waves:
+            return self._place(row_number, fields, self.phone_waves[referrer] + 1)
+        self.waiting.append((row_number, fields))
+        return None
 
-    def finish(self) -> list[_Chunk]:
-        if self.row_numbers:
-            self._close_chunk()
-        return self.chunks
+    def finish(self) -> tuple[list[_Chunk], list[RowError]]:
+        """The chunks, and the rows refused because their referral chain is too long."""
+        errors = self._place_waiting()
+        for wave in sorted(self.open):
+            if self.open[wave].row_numbers:
+                self._close_chunk(wave)
+        return self.chunks, errors
 
-    def _close_chunk(self) -> None:
+    def _place_waiting(self) -> list[RowError]:
+        """Places the rows whose referrer came later in the file, each a wave after its
+        referrer (the first wave when the referrer is no good row of the file: the core
+        decides). A wave at a time, so this ends: what is left after the last wave refers
+        in a circle or too deep, and is refused."""
+        errors = []
+        for _ in range(REFERRAL_WAVES_MAX):
+            placeable, self.waiting = self._split_waiting()
+            for row_number, fields in placeable:
+                wave = self.phone_waves.get(fields["referrer"]["phone"], -1) + 1
+                error = self._place(row_number, fields, wave)
+                if error is not None:
+                    errors.append(error)
+            if not placeable:
+                break
+        for row_number, fields in self.waiting:
+            errors.append(_chain_too_long(row_number, fields["referrer"]["phone"]))
+        self.waiting = []
+        return errors
+
+    def _split_waiting(self) -> tuple[list[tuple[int, dict[str, Any]]], list[Any]]:
+        """(the waiting rows whose wave is known now, the others)."""
+        placeable, still = [], []
+        for row_number, fields in self.waiting:
+            referrer = fields["referrer"]["phone"]
+            known = referrer in self.phone_waves or referrer not in self.phone_rows
+            (placeable if known else still).append((row_number, fields))
+        return placeable, still
+
+    def _place(self, row_number: int, fields: dict[str, Any], wave: int) -> RowError | None:
+        if wave >= REFERRAL_WAVES_MAX:
+            return _chain_too_long(row_number, fields["referrer"]["phone"])
+        self.phone_waves[fields["phone"]] = wave
+        chunk = self.open.setdefault(wave, _OpenChunk())
+        chunk.row_numbers.append(row_number)
+        chunk.request_bytes += chunk.request.rows.add(**fields).ByteSize() + ROW_FRAMING_BYTES
+        if len(chunk.row_numbers) == CHUNK_ROWS or chunk.request_bytes >= CHUNK_BYTES_MAX:
+            self._close_chunk(wave)
+        return None
+
+    def _close_chunk(self, wave: int) -> None:
+        chunk = self.open.pop(wave)
         index = len(self.chunks)
-        self.request.request_id = f"{self.prefix}-{index}"
-        self.chunks.append(_Chunk(index, self.row_numbers, self.request.SerializeToString()))
-        self.row_numbers, self.request = [], member_pb2.ImportMembersRequest()
-        self.request_bytes = 0
+        chunk.request.request_id = f"{self.prefix}-{index}"
+        request = chunk.request.SerializeToString()
+        self.chunks.append(_Chunk(index, chunk.row_numbers, request, wave))
+
+
+def _chain_too_long(row_number: int, referrer: str) -> RowError:
+    message = (
+        f"referrer {referrer} is reached through more than {REFERRAL_WAVES_MAX} referrals in "
+        "this file, or they go round in a circle: import this row again once the others are in"
+    )
+    return RowError(row_number, REFERRAL_CHAIN_TOO_LONG, message)
 
 
 # --- sending --------------------------------------------------------------------------
@@ -593,19 +714,23 @@ class _ChunkBuilder:
 def _send_chunks(
     stub: Any, chunks: list[_Chunk], metadata: Sequence[tuple[str, str]], timeout_s: float
 ) -> Iterator[tuple[_Chunk, member_pb2.ImportMembersResponse]]:
-    """Each chunk with its response as they come, CHUNKS_IN_FLIGHT calls at a time."""
+    """Each chunk with its response as they come, CHUNKS_IN_FLIGHT calls at a time, a
+    wave after the other."""
     if not chunks:
         return
     pool = ThreadPoolExecutor(max_workers=CHUNKS_IN_FLIGHT, thread_name_prefix="mms-import")
     try:
-        pending: dict[Future[member_pb2.ImportMembersResponse], _Chunk] = {
-            pool.submit(_send_chunk, stub, chunk, metadata, timeout_s): chunk for chunk in chunks
-        }
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                chunk = pending.pop(future)
-                yield chunk, future.result()  # a failed call raises here
+        for wave in sorted({chunk.wave for chunk in chunks}):
+            pending: dict[Future[member_pb2.ImportMembersResponse], _Chunk] = {
+                pool.submit(_send_chunk, stub, chunk, metadata, timeout_s): chunk
+                for chunk in chunks
+                if chunk.wave == wave
+            }
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    chunk = pending.pop(future)
+                    yield chunk, future.result()  # a failed call raises here
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import csv
 import datetime
 import io
+import re
 import time
+import zipfile
 from pathlib import Path
 
 import grpc
@@ -360,3 +362,116 @@ def test_phones_written_differently_are_one_phone(server: RunningServer, tmp_pat
             "乙",
         ]
         assert client.get(phone="+86 139 0000 0001").member.name == "丙"
+
+
+# --- spreadsheet cells: numbers, dates -------------------------------------------------
+
+
+def with_builtin_number_format(path: Path, format_code: str, builtin_id: int) -> None:
+    """Rewrites an XLSX file so that the cells formatted with `format_code` use the
+    built-in format `builtin_id` instead, with no code in the file: what Chinese Excel
+    writes for its 2024年2月29日 date formats."""
+    with zipfile.ZipFile(path) as source:
+        parts = {name: source.read(name) for name in source.namelist()}
+    styles = parts["xl/styles.xml"].decode("utf-8")
+    escaped = format_code.replace('"', "&quot;")
+    found = re.search(rf'<numFmt numFmtId="(\d+)" formatCode="{re.escape(escaped)}"\s*/>', styles)
+    assert found is not None, styles
+    styles = styles.replace(found.group(0), "").replace(
+        f'numFmtId="{found.group(1)}"', f'numFmtId="{builtin_id}"'
+    )
+    parts["xl/styles.xml"] = styles.encode("utf-8")
+    with zipfile.ZipFile(path, "w") as target:
+        for name, data in parts.items():
+            target.writestr(name, data)
+
+
+def test_xlsx_numbers_and_dates_become_text_exactly(server: RunningServer, tmp_path: Path) -> None:
+    chinese_date = 'yyyy"年"m"月"d"日"'
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(["手机", "姓名", "生日", "attr:height", "attr:since", "attr:note"])
+    rows = [
+        (13800000001, "甲", datetime.date(1990, 5, 17), 0.00001, datetime.date(2024, 2, 29), 1e20),
+        (13800000002, "乙", None, 40.0, datetime.datetime(2020, 1, 2), -0.0),
+        (13800000003, "丙", 32_645, 175.5, 45_351, 2.5e-7),  # serials, in 年月日 format
+    ]
+    for row in rows:
+        sheet.append(row)
+    for cell in (sheet["C4"], sheet["E4"]):
+        cell.number_format = chinese_date
+    path = tmp_path / "cells.xlsx"
+    workbook.save(path)
+    with_builtin_number_format(path, chinese_date, 31)
+    config = import_config()
+    config.attributes.add(code="height", name="身高", type=config_pb2.NUMBER)
+    config.attributes.add(code="since", name="入会", type=config_pb2.DATE)
+    config.attributes.add(code="note", name="备注", type=config_pb2.TEXT)
+    with server.channel() as channel:
+        client = Client(channel)
+        client.apply(config)
+        summary, _ = run_import(client, path)
+        assert (summary.imported, summary.errors) == (3, [])
+        shown = [client.get(phone=f"1380000000{index}").member for index in (1, 2, 3)]
+    assert [(m.birthday, dict(m.attributes)) for m in shown] == [
+        (
+            "1990-05-17",
+            {"height": "0.00001", "since": "2024-02-29", "note": "100000000000000000000"},
+        ),
+        ("", {"height": "40", "since": "2020-01-02", "note": "0"}),
+        ("1989-05-17", {"height": "175.5", "since": "2024-02-29", "note": "0.00000025"}),
+    ]
+
+
+# --- referrers (推荐人) -------------------------------------------------------------------
+
+
+def test_a_referrer_column_names_members_by_phone(
+    server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(importer, "CHUNK_ROWS", 2)  # so that referrers and rows part ways
+    path = tmp_path / "referred.csv"
+    path.write_text(
+        "手机,姓名,推荐人\n"
+        "13800000001,甲,\n"  # row 2
+        "13800000002,乙,13800000001\n"  # referred by row 2
+        "13800000003,丙,+86 138 0000 0005\n"  # referred by row 5, further down
+        "13800000005,戊,13900000000\n"  # referred by a member already there
+        "13800000006,己,13800000003\n"  # referred by row 4, which waits for row 5
+        "13800000007,庚,13700000000\n"  # nobody has this phone
+        "13800000008,辛,12345\n"  # not a phone
+        "13800000009,壬,13800000010\n"  # 壬 and 癸 refer to each other
+        "13800000010,癸,13800000009\n",
+        encoding="utf-8",
+    )
+    parsed = importer._parse_file(str(path), "p")
+    assert [(chunk.wave, chunk.row_numbers) for chunk in parsed.chunks] == [
+        (0, [2, 5]), (1, [3, 4]), (0, [7]), (2, [6]),
+    ]  # fmt: skip
+    with server.channel() as channel:
+        client = Client(channel)
+        client.apply(import_config())
+        old = client.register(EXISTING_PHONE, "老会员").member.member_id
+        summary, _ = run_import(client, path)
+        assert [(error.row_number, error.reason) for error in summary.errors] == [
+            (7, "REFERRER_NOT_FOUND"),
+            (8, "PHONE_MALFORMED"),
+            (9, "REFERRAL_CHAIN_TOO_LONG"),
+            (10, "REFERRAL_CHAIN_TOO_LONG"),
+        ]
+        assert summary.errors[1].message.startswith('referrer: phone "12345" is not')
+
+        def referrer_of(phone: str) -> str:
+            referrer_id = client.get(phone=phone).member.referrer_member_id
+            return client.get(member_id=referrer_id).member.phone if referrer_id else ""
+
+        assert {phone: referrer_of(phone) for phone in ("13800000001", "13800000002")} == {
+            "13800000001": "",
+            "13800000002": "13800000001",
+        }
+        assert referrer_of("13800000003") == "13800000005"
+        assert referrer_of("13800000005") == EXISTING_PHONE
+        assert referrer_of("13800000006") == "13800000003"
+        assert client.get(phone=EXISTING_PHONE).member.member_id == old
+        again, _ = run_import(client, path)
+        assert (again.imported, again.errors) == (summary.imported, summary.errors)
