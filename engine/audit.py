@@ -65,6 +65,7 @@ DATABASE_NAMES = (
     "subsidiaries",
     "requests",
     "counters",
+    "merchant_keys",
 )
 # The core opens up to 32 named databases (rust_core/src/store.rs, DATABASES_MAX).
 DATABASES_MAX = 32
@@ -74,6 +75,7 @@ NEXT_PREFIX_BYTE = b"\x01"
 U64_BYTES = 8
 U64_PAIR_BYTES = 2 * U64_BYTES
 MERCHANT_ID = re.compile(rb"[a-z0-9_-]{1,32}")
+MEMBER_CODE_KEY_BYTES = 32  # rust_core/src/member_code.rs, KEY_BYTES
 COUNTER_MEMBER_ID = "member_id"
 COUNTER_LEDGER_SEQ = "ledger_seq"
 COUNTER_CARD_ID = "card_id"
@@ -127,6 +129,7 @@ INVARIANTS = {
     10: "names point at members of that name (folded for search)",
     11: "lots under their card, lot accounts as the lot says",
     12: "card events, member changes and follow-ups under their owner, seqs run 1..n",
+    13: "a configured merchant has one member-code key of 32 bytes",
 }
 
 COUNT_NAMES = (
@@ -147,6 +150,7 @@ COUNT_NAMES = (
     "member_changes",
     "follow_ups",
     "requests",
+    "merchant_keys",
 )
 
 ID_PATTERN = r"([1-9][0-9]{0,19})"
@@ -571,6 +575,7 @@ class _MerchantAudit:
         self.audit_member_ledger()
         self.audit_accounts()
         self.audit_requests()
+        self.audit_merchant_keys()
         counts.update(self.counts)
         self.totals.members = self.counts["members"]
         self.totals.cards = self.counts["cards"]
@@ -980,6 +985,31 @@ class _MerchantAudit:
                 shown = _printable(actual, QUOTE_CHARS_MAX)
                 message = f"points at {what} {target_id}, whose {field_name} is {shown}"
                 self.report(5, key, message)
+
+    # --- invariant 13 ---
+
+    def audit_merchant_keys(self) -> None:
+        """One MerchantKeys under `M` for a merchant with a config, none for another. The
+        key itself is never shown."""
+        keys_found = 0
+        for rest, value in self.segment("merchant_keys"):
+            key = f"merchant_keys:{_printable(rest)}"
+            if rest:
+                self.report(0, key, "key has bytes after the merchant id")
+                continue
+            keys_found += 1
+            self.counts["merchant_keys"] += 1
+            keys = self.decode(key, value, records_pb2.MerchantKeys)
+            if keys is not None and len(keys.member_code_key) != MEMBER_CODE_KEY_BYTES:
+                size = len(keys.member_code_key)
+                self.report(
+                    13, key, f"member_code_key is {size} bytes, not {MEMBER_CODE_KEY_BYTES}"
+                )
+        configured = self.get("config", b"") is not None
+        if configured and not keys_found:
+            self.report(13, "merchant_keys:", "the merchant has a config but no member-code key")
+        if keys_found and not configured:
+            self.report(13, "merchant_keys:", "a member-code key, yet the merchant has no config")
 
     # --- invariant 10 ---
 

@@ -390,7 +390,10 @@ def _add_member_selector(parser: argparse.ArgumentParser, *, required: bool) -> 
     )
     group.add_argument("--id", dest="member_id", metavar="ID", type=_member_id, help="member id")
     group.add_argument(
-        "--qr", metavar="PAYLOAD", type=_non_empty, help="scanned member QR code 会员码 (MMS:...)"
+        "--qr",
+        metavar="CODE",
+        type=_non_empty,
+        help="scanned member code 会员码 (MMS2..., from the app or `mms member code`)",
     )
 
 
@@ -584,6 +587,12 @@ def _add_member(top: _Commands) -> None:
     _add_staff_option(register, "registering staff code 登记员工")
     show = commands.add("show", _member_show, "show a member, cards and balances 会员查询")
     _add_member_selector(show, required=True)
+    code = commands.add(
+        "code",
+        _member_code,
+        "print a fresh member code 会员码 for a QR code (it expires in minutes)",
+    )
+    _add_member_selector(code, required=True)
     update = commands.add("update", _member_update, "change a profile 修改资料", mutating=True)
     _add_member_selector(update, required=True)
     update.add_argument("--name", metavar="N", type=_non_empty, help="new name 姓名")
@@ -1903,6 +1912,19 @@ def _member_show(args: argparse.Namespace, session: Session) -> int:
     request = member_pb2.GetMemberRequest(member=member_ref(args))
     response = _member_call(session, "GetMember", request)
     return _output(args, response, lambda: _member_show_text(response))
+
+
+def _member_code(args: argparse.Namespace, session: Session) -> int:
+    """The payload alone on stdout (for a QR code, or `--qr "$(mms member code ...)"`), when
+    it expires on stderr."""
+    request = member_pb2.IssueMemberCodeRequest(member=member_ref(args))
+    response = _member_call(session, "IssueMemberCode", request)
+    if args.json:
+        return _output(args, response, str)
+    print(response.payload)
+    until = _time_text(response.expires_at_ms)
+    print(f"member code 会员码 of card {response.card_no}, valid until {until}", file=sys.stderr)
+    return EXIT_OK
 
 
 def _member_update(args: argparse.Namespace, session: Session) -> int:

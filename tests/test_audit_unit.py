@@ -70,6 +70,7 @@ class World:
     """Records by (merchant, key parts), kept as messages until written."""
 
     configs: dict[str, config_pb2.MerchantConfig] = field(default_factory=dict)
+    merchant_keys: dict[str, records_pb2.MerchantKeys] = field(default_factory=dict)
     members: dict[tuple[str, int], member_pb2.Member] = field(default_factory=dict)
     phones: dict[tuple[str, str], int] = field(default_factory=dict)
     card_numbers: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -107,6 +108,8 @@ class World:
         config.points_redemption.points_per_yuan = 100
         config.points_redemption.max_share_bp = 5000
         self.configs[merchant] = config
+        secret = bytes(range(32)) if merchant == M1 else bytes(range(32, 64))
+        self.merchant_keys[merchant] = records_pb2.MerchantKeys(member_code_key=secret)
 
     # --- members and cards ---
 
@@ -451,6 +454,10 @@ class World:
 
         rows = [("config", key(m, b""), c.SerializeToString()) for m, c in self.configs.items()]
         rows += [
+            ("merchant_keys", key(m, b""), k.SerializeToString())
+            for m, k in self.merchant_keys.items()
+        ]
+        rows += [
             ("members", key(m, u64(i)), r.SerializeToString()) for (m, i), r in self.members.items()
         ]
         rows += [("phones", key(m, p), u64(i)) for (m, p), i in self.phones.items()]
@@ -613,6 +620,7 @@ def test_consistent_world_audits_clean(tmp_path: Path) -> None:
         "member_changes": 1,
         "follow_ups": 2,
         "requests": 21,
+        "merchant_keys": 2,
     }
 
 
@@ -1128,6 +1136,34 @@ def test_10_name_that_is_not_the_members(tmp_path: Path) -> None:
     world.names.add((M1, "张三丰", 1))
     report = assert_only(world, tmp_path, 10)
     assert report.problems[0].message == "member 1 is named 张三"
+
+
+# --- 13: member-code keys ----------------------------------------------------------------
+
+
+def test_13_a_configured_merchant_without_a_member_code_key(tmp_path: Path) -> None:
+    world = build_world()
+    del world.merchant_keys[M2]
+    report = assert_only(world, tmp_path, 13)
+    assert (report.problems[0].merchant, report.problems[0].message) == (
+        M2,
+        "the merchant has a config but no member-code key",
+    )
+
+
+def test_13_a_member_code_key_of_the_wrong_size(tmp_path: Path) -> None:
+    world = build_world()
+    world.merchant_keys[M1].member_code_key = b"short"
+    report = assert_only(world, tmp_path, 13)
+    assert report.problems[0].message == "member_code_key is 5 bytes, not 32"
+    assert "short" not in str(report.problems)
+
+
+def test_13_a_member_code_key_without_a_config(tmp_path: Path) -> None:
+    world = build_world()
+    world.merchant_keys["m3"] = records_pb2.MerchantKeys(member_code_key=bytes(32))
+    report = assert_only(world, tmp_path, 13)
+    assert report.problems[0].merchant == "m3"
 
 
 # --- 11: lots -------------------------------------------------------------------------

@@ -250,6 +250,10 @@ def test_show_refusals(address: str) -> None:
         reason="MEMBER_NOT_FOUND",
     )
     mms(address, "member", "show", "--id", "0", expect=2)
+    refused(
+        address, "member", "show", "--qr", f"MMS:{CARD}",  # the old static form
+        status="INVALID_ARGUMENT", reason="QR_INVALID",
+    )  # fmt: skip
 
 
 # --- recharge and checkout ------------------------------------------------------------
@@ -853,7 +857,12 @@ def test_card_issue_loss_and_unloss_output(merchant: Merchant) -> None:
     lost_card = {"status": "FAILED_PRECONDITION", "reason": "CARD_LOST"}
     merchant.refused("checkout", "--card", CARD, "--amount", "1", **lost_card)
     merchant.refused("recharge", "--phone", PHONE, "--amount", "1", **lost_card)
-    _, cards = merchant.mms("member", "show", "--qr", f"MMS:{CARD}").stdout.split("\n\n")
+    code = merchant.mms("member", "code", "--phone", PHONE)
+    payload = code.stdout.strip()
+    assert payload.startswith(f"MMS2.{CARD}.") and code.stdout == payload + "\n"
+    assert code.stderr.startswith(f"member code 会员码 of card {CARD}, valid until ")
+    assert merchant.json("member", "code", "--card", CARD)["card_no"] == CARD
+    _, cards = merchant.mms("member", "show", "--qr", payload).stdout.split("\n\n")
     assert table(cards)[1:] == [
         [f"{CARD} (default 默认)", "member", "lost 挂失", "100.00", "10.00", "-"],
         ["VIP0001", "vip", "inactive 未激活", "0.00", "0.00", "-"],

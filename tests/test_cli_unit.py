@@ -54,6 +54,7 @@ COMMAND_PATHS = [
     ["member"],
     ["member", "register"],
     ["member", "show"],
+    ["member", "code"],
     ["member", "update"],
     ["member", "search"],
     ["member", "history"],
@@ -124,6 +125,7 @@ def test_mutating_commands_take_a_request_id(
     for path in (
         ["config", "show"],
         ["member", "show"],
+        ["member", "code"],
         ["member", "search"],
         ["member", "history"],
         ["member", "changes"],
@@ -143,6 +145,7 @@ def test_mutating_commands_take_a_request_id(
         ["config"],
         ["frobnicate"],
         ["member", "show"],  # a member selector is required
+        ["member", "code"],  # whose?
         ["member", "show", "--phone", PHONE, "--card", "C1"],  # only one
         ["member", "register", "--phone", PHONE],  # --name missing
         ["recharge", "--phone", PHONE],  # --amount missing

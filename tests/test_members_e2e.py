@@ -15,12 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import lmdb
 import pytest
 
 from client import TIMEOUT_S, Client, error_reason
 from conftest import RunningServer
 from engine import audit
-from engine.proto import admin_pb2, admin_pb2_grpc, common_pb2, config_pb2, member_pb2
+from engine.proto import (
+    admin_pb2,
+    admin_pb2_grpc,
+    common_pb2,
+    config_pb2,
+    member_pb2,
+    records_pb2,
+)
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 FAILED = grpc.StatusCode.FAILED_PRECONDITION
@@ -45,6 +53,10 @@ MEMBERS = config_pb2.MerchantConfig(
 
 class Desk(Client):
     """One merchant's front desk: tests/client.py's calls, plus profiles."""
+
+    def __init__(self, channel: grpc.Channel, merchant: str) -> None:
+        super().__init__(channel, merchant)
+        self.channel = channel
 
     def call(self, method: str, request: Any) -> Any:
         return getattr(self.members, method)(request, timeout=TIMEOUT_S, metadata=self.metadata)
@@ -247,6 +259,83 @@ def test_names_are_found_whatever_their_case_or_width(desk: Desk) -> None:
     assert (found("wang f"), found("lil")) == (["Ｗａｎｇ Ｆａｎｇ"], [])
 
 
+# --- member codes (会员码) ------------------------------------------------------------------
+
+# 2026-03-01 12:00 in China; the clock server's time, moved by the test.
+START_MS = 1_772_337_600_000
+CODE_VALID_MS = 120_000  # rust_core/src/member_code.rs, MEMBER_CODE_VALID_MS
+
+
+@pytest.fixture(scope="module")
+def clock_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, Path]]:
+    """A server of its own whose time is read from a file the tests write."""
+    folder = tmp_path_factory.mktemp("clock")
+    clock = folder / "now_ms"
+    clock.write_text(str(START_MS))
+    running = RunningServer(folder / "data", ["--clock-file", str(clock)])
+    running.start()
+    try:
+        yield running, clock
+    finally:
+        assert running.stop() == 0, "".join(running.output)
+
+
+def pay(desk: Desk, payload: str, amount_fen: int) -> Any:
+    return desk.checkout(amount_fen, qr=payload)
+
+
+def test_a_member_code_works_until_it_expires(clock_server: tuple[RunningServer, Path]) -> None:
+    server, clock = clock_server
+    clock.write_text(str(START_MS))
+    with server.channel() as channel:
+        desk = Desk(channel, "code-expiry")
+        desk.apply(MEMBERS)
+        member = desk.register(P1, card_no="VIP0001").member
+        desk.recharge(10_000, phone=P1)
+        request = member_pb2.IssueMemberCodeRequest(member=common_pb2.MemberRef(phone=P1))
+        code = desk.call("IssueMemberCode", request)
+        assert (code.card_no, code.expires_at_ms) == ("VIP0001", START_MS + CODE_VALID_MS)
+        assert code.payload.startswith("MMS2.VIP0001.")
+        assert desk.get(qr=code.payload + "\r\n").member.member_id == member.member_id  # scanned
+        assert pay(desk, code.payload, 1_000).card_no == "VIP0001"
+        clock.write_text(str(code.expires_at_ms + 1))
+        before = desk.get(phone=P1)
+        refused(FAILED, "QR_EXPIRED", lambda: desk.get(qr=code.payload))
+        refused(FAILED, "QR_EXPIRED", lambda: pay(desk, code.payload, 1_000))
+        assert desk.get(phone=P1) == before
+        fresh = desk.call("IssueMemberCode", request)
+        assert fresh.expires_at_ms == code.expires_at_ms + CODE_VALID_MS
+        assert pay(desk, fresh.payload, 1_000).balances.principal_fen == 8_000
+
+
+def test_a_forged_tampered_or_foreign_member_code_is_refused(desk: Desk) -> None:
+    first = desk.register(P1, card_no="VIP0001").member
+    desk.register(P2)
+    desk.recharge(10_000, phone=P1)
+    desk.recharge(10_000, phone=P2)
+    request = member_pb2.IssueMemberCodeRequest(member=common_pb2.MemberRef(phone=P1))
+    code = desk.call("IssueMemberCode", request).payload
+    head, signature = code.rsplit(".", 1)
+    tampered = head + "." + ("1" if signature[0] == "0" else "0") + signature[1:]
+    before = [desk.get(phone=P1), desk.get(phone=P2)]
+    for payload in (
+        "MMS:E0000000002",  # the old static form, made from a card number
+        "MMS:VIP0001",
+        tampered,
+        code.replace("VIP0001", "E0000000002"),
+        f"MMS2.E0000000002.{head.rsplit('.', 1)[1]}.{'0' * 20}",
+    ):
+        refused(INVALID, "QR_INVALID", lambda p=payload: desk.get(qr=p))
+        refused(INVALID, "QR_INVALID", lambda p=payload: pay(desk, p, 5_000))
+    assert [desk.get(phone=P1), desk.get(phone=P2)] == before
+    # Another merchant, with a member on the same card number, has a key of its own.
+    other = Desk(desk.channel, desk.metadata[0][1] + "-other")
+    other.apply(MEMBERS)
+    other.register(P1, card_no="VIP0001")
+    refused(INVALID, "QR_INVALID", lambda: other.get(qr=code))
+    assert desk.get(qr=code).member.member_id == first.member_id
+
+
 # --- the closing audit -----------------------------------------------------------------
 
 
@@ -259,3 +348,20 @@ def test_the_shared_server_audits_clean(shared_server: RunningServer, tmp_path: 
     report = audit.audit(str(tmp_path / "backup"))
     assert report.problems == [] and report.clean, report.problems
     assert len([m for m in report.merchants if m.startswith("members-")]) >= 5
+    # The member-code keys are nowhere but in merchant_keys: not in a config, an answer or
+    # a request kept for retries.
+    environment = lmdb.open(str(tmp_path / "backup"), max_dbs=32, readonly=True, lock=False)
+    try:
+        with environment.begin() as transaction:
+            keys_db = environment.open_db(b"merchant_keys", txn=transaction, create=False)
+            secrets = [
+                records_pb2.MerchantKeys.FromString(value).member_code_key
+                for _, value in transaction.cursor(keys_db)
+            ]
+            assert len(secrets) >= 5 and all(len(secret) == 32 for secret in secrets)
+            for name in (b"config", b"requests"):
+                database = environment.open_db(name, txn=transaction, create=False)
+                for _, value in transaction.cursor(database):
+                    assert not any(secret in value for secret in secrets), name
+    finally:
+        environment.close()

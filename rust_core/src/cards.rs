@@ -17,8 +17,6 @@ use crate::validate;
 pub const ECARD_TYPE: &str = "ecard";
 /// Prefix of generated e-card numbers: "E" and ten digits of the member id.
 pub const ECARD_PREFIX: char = 'E';
-/// Prefix of a member QR payload: "MMS:" and the card number.
-pub const QR_PREFIX: &str = "MMS:";
 /// Count-package lots listed per card view at most.
 pub const CARD_VIEW_LOTS_MAX: usize = 100;
 
@@ -97,14 +95,6 @@ pub fn find_by_number(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, card_no: &str)
     match store::get_u64(&dbs.card_numbers, txn, &store::key(merchant, card_no.as_bytes()))? {
         Some(card_id) => get(dbs, txn, merchant, card_id),
         None => fail(Kind::CardNotFound, format!("no card {card_no}")),
-    }
-}
-
-/// The card number a QR payload carries.
-pub fn number_from_qr(payload: &str) -> Result<&str> {
-    match payload.strip_prefix(QR_PREFIX) {
-        Some(card_no) => Ok(card_no),
-        None => fail(Kind::CardNumberInvalid, format!("QR payload must start with {QR_PREFIX}")),
     }
 }
 
@@ -199,12 +189,19 @@ pub fn check_usable(card: &Card, today: Date) -> Result<()> {
     Ok(())
 }
 
-/// The member and card a reference names: a card number or QR names the card; a
-/// member id or phone names the member, whose default card is used.
-pub fn resolve(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, reference: Option<&MemberRef>) -> Result<(Member, Card)> {
+/// The member and card a reference names: a card number or member code (QR) names the
+/// card; a member id or phone names the member, whose default card is used. `now_ms` is
+/// the server's time, which a member code must not be past.
+pub fn resolve(
+    dbs: &Dbs,
+    txn: &RoTxn<'_>,
+    merchant: &str,
+    reference: Option<&MemberRef>,
+    now_ms: i64,
+) -> Result<(Member, Card)> {
     let card = match reference.and_then(|r| r.key.as_ref()) {
         Some(MemberKey::CardNo(card_no)) => Some(find_by_number(dbs, txn, merchant, card_no)?),
-        Some(MemberKey::Qr(payload)) => Some(find_by_number(dbs, txn, merchant, number_from_qr(payload)?)?),
+        Some(MemberKey::Qr(payload)) => Some(crate::member_code::card_of(dbs, txn, merchant, payload, now_ms)?),
         _ => None,
     };
     match card {
@@ -213,7 +210,7 @@ pub fn resolve(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, reference: Option<&Me
             Ok((member, card))
         }
         None => {
-            let member = crate::members::find(dbs, txn, merchant, reference)?;
+            let member = crate::members::find(dbs, txn, merchant, reference, now_ms)?;
             if member.default_card_id == 0 {
                 return fail(Kind::CardNotFound, format!("member {} has no card", member.member_id));
             }

@@ -103,6 +103,7 @@ pub fn apply(
     config.version = previous.map_or(1, |p| p.version + 1);
     config.applied_at_ms = now_ms;
     store::put_record(&dbs.config, txn, &key, &config)?;
+    crate::member_code::ensure_key(dbs, txn, merchant)?;
     Ok(ApplyConfigResponse { config: Some(config) })
 }
 

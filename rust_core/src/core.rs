@@ -266,7 +266,9 @@ impl Core {
             let _no_resize = shared.resize_lock.read().expect("lock");
             let txn = shared.env.read_txn()?;
             match card_ref {
-                CardRef::Member(reference) => crate::cards::resolve(&shared.dbs, &txn, merchant, reference)?.1,
+                CardRef::Member(reference) => {
+                    crate::cards::resolve(&shared.dbs, &txn, merchant, reference, shared.clock.now_ms())?.1
+                }
                 CardRef::Number(card_no) => crate::cards::find_by_number(&shared.dbs, &txn, merchant, card_no)?,
             }
         };
@@ -278,14 +280,16 @@ impl Core {
         Ok(Some(PinCheck { card_id: card.card_id, hash_seen: card.pin_hash, correct }))
     }
 
-    /// Runs a read on this thread, without waiting for the writer.
+    /// Runs a read on this thread, without waiting for the writer. Reads know the time
+    /// too (a member code expires), from the same clock as the writer.
     pub fn query(&self, method_name: &str, merchant: &str, request: &[u8]) -> Result<Vec<u8>> {
         let method = Method::from_name(method_name)?;
         validate::merchant_id(merchant)?;
         let shared = self.shared()?;
+        let now_ms = shared.clock.now_ms();
         let _no_resize = shared.resize_lock.read().expect("lock");
         let txn = shared.env.read_txn()?;
-        dispatch::query(&shared.dbs, &txn, merchant, method, request)
+        dispatch::query(&shared.dbs, &txn, merchant, method, request, now_ms)
     }
 
     /// A compacting copy of the environment into `destination_dir/data.mdb`, taken in a

@@ -10,7 +10,7 @@ use crate::pin::PinCheck;
 use crate::proto::*;
 use crate::store::{self, Dbs};
 use crate::transactions::{self, Context};
-use crate::{lifecycle, members, packages, profiles, validate};
+use crate::{lifecycle, member_code, members, packages, profiles, validate};
 
 /// Rows in one ImportMembers request at most.
 pub const IMPORT_ROWS_MAX: usize = 1000;
@@ -88,6 +88,7 @@ methods! {
         ListMemberChanges => "/mms.v1.MemberService/ListMemberChanges",
         GetCard => "/mms.v1.CardService/GetCard",
         ListCardEvents => "/mms.v1.CardService/ListCardEvents",
+        IssueMemberCode => "/mms.v1.MemberService/IssueMemberCode",
     }
 }
 
@@ -391,19 +392,20 @@ pub fn record_failure(
     store::put_record(&dbs.requests, txn, &store::key(merchant, decoded.request_id.as_bytes()), &record)
 }
 
-/// Serves a read on the caller's thread.
-pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, method: Method, bytes: &[u8]) -> Result<Vec<u8>> {
+/// Serves a read on the caller's thread at the server's time `now_ms`.
+pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, method: Method, bytes: &[u8], now_ms: i64) -> Result<Vec<u8>> {
     Ok(match method {
         Method::GetConfig => {
             let _: GetConfigRequest = decode_as(bytes)?;
             let config = config::read(dbs, txn, merchant)?;
             GetConfigResponse { config: Some(config) }.encode_to_vec()
         }
-        Method::GetMember => members::get(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        Method::GetMember => members::get(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec(),
         Method::SearchMembers => profiles::search(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
-        Method::ListHistory => profiles::history(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
-        Method::ListFollowUps => profiles::follow_ups(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
-        Method::ListMemberChanges => profiles::changes(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        Method::ListHistory => profiles::history(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec(),
+        Method::ListFollowUps => profiles::follow_ups(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec(),
+        Method::ListMemberChanges => profiles::changes(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec(),
+        Method::IssueMemberCode => member_code::issue(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec(),
         Method::GetCard => lifecycle::get_card(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
         Method::ListCardEvents => lifecycle::card_events(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
         _ => return fail(Kind::UnknownMethod, format!("{} is not a read", method.full_name())),

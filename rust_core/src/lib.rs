@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod error;
 pub mod ledger;
 pub mod lifecycle;
+pub mod member_code;
 pub mod members;
 pub mod money;
 pub mod packages;

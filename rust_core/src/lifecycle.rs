@@ -217,7 +217,7 @@ pub fn issue(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &IssueCardRequ
             format!("card type {:?} is not sold at store {store_code}", card_type.code),
         );
     }
-    let member = members::find(dbs, txn, merchant, request.member.as_ref())?;
+    let member = members::find(dbs, txn, merchant, request.member.as_ref(), context.now_ms)?;
     let primary_card_id = subsidiary_link(context, txn, request)?;
     let fee_fen = card_type.issue_fee_fen;
     let payments = fee_payments(&request.tenders, fee_fen)?;

@@ -91,8 +91,9 @@ pub fn by_id(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, member_id: u64) -> Resu
     }
 }
 
-/// Finds the member a reference names (a card or QR names its holder).
-pub fn find(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, reference: Option<&MemberRef>) -> Result<Member> {
+/// Finds the member a reference names (a card or member code names its holder). `now_ms`
+/// is the server's time, which a member code must not be past.
+pub fn find(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, reference: Option<&MemberRef>, now_ms: i64) -> Result<Member> {
     let member_id = match reference.and_then(|r| r.key.as_ref()) {
         None => return fail(Kind::MemberRefMissing, "name the member by member_id, phone, card_no or qr"),
         Some(MemberKey::MemberId(id)) => *id,
@@ -102,9 +103,7 @@ pub fn find(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, reference: Option<&Membe
             found.ok_or_else(|| CoreError::new(Kind::MemberNotFound, format!("no member with phone {phone}")))?
         }
         Some(MemberKey::CardNo(card_no)) => cards::find_by_number(dbs, txn, merchant, card_no)?.member_id,
-        Some(MemberKey::Qr(payload)) => {
-            cards::find_by_number(dbs, txn, merchant, cards::number_from_qr(payload)?)?.member_id
-        }
+        Some(MemberKey::Qr(payload)) => crate::member_code::card_of(dbs, txn, merchant, payload, now_ms)?.member_id,
     };
     by_id(dbs, txn, merchant, member_id)
 }
@@ -123,8 +122,14 @@ pub fn balances(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, member_id: u64) -> R
     Ok(balances)
 }
 
-pub fn get(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, request: GetMemberRequest) -> Result<GetMemberResponse> {
-    let member = find(dbs, txn, merchant, request.member.as_ref())?;
+pub fn get(
+    dbs: &Dbs,
+    txn: &RoTxn<'_>,
+    merchant: &str,
+    request: GetMemberRequest,
+    now_ms: i64,
+) -> Result<GetMemberResponse> {
+    let member = find(dbs, txn, merchant, request.member.as_ref(), now_ms)?;
     let config = crate::config::read(dbs, txn, merchant)?;
     let level_name =
         config.levels.iter().find(|l| l.code == member.level_code).map(|l| l.name.clone()).unwrap_or_default();

@@ -108,22 +108,22 @@ pub fn apply_to_new_member(
         set_profile_field(config, today, member, field, profile)?;
     }
     member.staff_code = staff_code(&request.staff_code)?;
-    member.referrer_member_id = referrer(dbs, txn, merchant, request.referrer.as_ref())?;
+    member.referrer_member_id = referrer(dbs, txn, merchant, request.referrer.as_ref(), member.registered_at_ms)?;
     dbs.names.put(txn, &name_key(merchant, &member.name, member.member_id), &[])?;
     Ok(())
 }
 
 /// The member a registration names as referrer (推荐人), 0 for none.
-fn referrer(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, reference: Option<&MemberRef>) -> Result<u64> {
+fn referrer(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, reference: Option<&MemberRef>, now_ms: i64) -> Result<u64> {
     let Some(reference) = reference.filter(|r| r.key.is_some()) else {
         return Ok(0);
     };
-    match members::find(dbs, txn, merchant, Some(reference)) {
+    match members::find(dbs, txn, merchant, Some(reference), now_ms) {
         Ok(found) => Ok(found.member_id),
         Err(error) if matches!(error.kind, Kind::MemberNotFound | Kind::CardNotFound) => {
             fail(Kind::ReferrerNotFound, format!("referrer not found: {}", error.message))
         }
-        Err(error) => Err(error),
+        Err(error) => Err(CoreError::new(error.kind, format!("referrer: {}", error.message))),
     }
 }
 
@@ -136,7 +136,7 @@ pub fn update(
     let fields = parse_fields(&request.fields)?;
     let staff_code = required_staff_code(&request.staff_code)?;
     let (dbs, merchant) = (context.dbs, context.merchant);
-    let before = members::find(dbs, txn, merchant, request.member.as_ref())?;
+    let before = members::find(dbs, txn, merchant, request.member.as_ref(), context.now_ms)?;
     let empty = Profile::default();
     let profile = request.profile.as_ref().unwrap_or(&empty);
     let mut after = before.clone();
@@ -369,7 +369,7 @@ pub fn add_follow_up(
     let staff_code = required_staff_code(&request.staff_code)?;
     let text = follow_up_text(&request.text)?;
     let (dbs, merchant) = (context.dbs, context.merchant);
-    let member = members::find(dbs, txn, merchant, request.member.as_ref())?;
+    let member = members::find(dbs, txn, merchant, request.member.as_ref(), context.now_ms)?;
     let seq = store::next_counter(dbs, txn, merchant, store::COUNTER_FOLLOW_UP_SEQ)?;
     let follow_up = FollowUp { member_id: member.member_id, seq, at_ms: context.now_ms, staff_code, text };
     store::put_record(&dbs.follow_ups, txn, &store::key_u64_pair(merchant, member.member_id, seq), &follow_up)?;
@@ -438,10 +438,16 @@ pub fn search(
 }
 
 /// Consumption and recharge history (消费历史): the member's ledger entries, newest first.
-pub fn history(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, request: ListHistoryRequest) -> Result<ListHistoryResponse> {
+pub fn history(
+    dbs: &Dbs,
+    txn: &RoTxn<'_>,
+    merchant: &str,
+    request: ListHistoryRequest,
+    now_ms: i64,
+) -> Result<ListHistoryResponse> {
     let limit = page_size(request.page_size)?;
     let below = seq_token(&request.page_token)?;
-    let member = members::find(dbs, txn, merchant, request.member.as_ref())?;
+    let member = members::find(dbs, txn, merchant, request.member.as_ref(), now_ms)?;
     let Page { records, next_page_token } =
         newest_first(&dbs.member_ledger, txn, merchant, member.member_id, below, limit)?;
     let mut card_numbers: HashMap<u64, String> = HashMap::new();
@@ -480,10 +486,11 @@ pub fn follow_ups(
     txn: &RoTxn<'_>,
     merchant: &str,
     request: ListFollowUpsRequest,
+    now_ms: i64,
 ) -> Result<ListFollowUpsResponse> {
     let limit = page_size(request.page_size)?;
     let below = seq_token(&request.page_token)?;
-    let member = members::find(dbs, txn, merchant, request.member.as_ref())?;
+    let member = members::find(dbs, txn, merchant, request.member.as_ref(), now_ms)?;
     let Page { records, next_page_token } =
         newest_first(&dbs.follow_ups, txn, merchant, member.member_id, below, limit)?;
     let mut follow_ups = Vec::with_capacity(records.len());
@@ -501,10 +508,11 @@ pub fn changes(
     txn: &RoTxn<'_>,
     merchant: &str,
     request: ListMemberChangesRequest,
+    now_ms: i64,
 ) -> Result<ListMemberChangesResponse> {
     let limit = page_size(request.page_size)?;
     let below = seq_token(&request.page_token)?;
-    let member = members::find(dbs, txn, merchant, request.member.as_ref())?;
+    let member = members::find(dbs, txn, merchant, request.member.as_ref(), now_ms)?;
     let Page { records, next_page_token } =
         newest_first(&dbs.member_changes, txn, merchant, member.member_id, below, limit)?;
     let mut changes = Vec::with_capacity(records.len());

@@ -12,7 +12,7 @@ use crate::error::{CoreError, Kind, Result};
 pub type Db = Database<'static, Bytes, Bytes>;
 
 /// Named databases; keep in step with docs/STORAGE.md.
-pub const DATABASE_NAMES: [&str; 17] = [
+pub const DATABASE_NAMES: [&str; 18] = [
     "config",
     "members",
     "phones",
@@ -30,6 +30,7 @@ pub const DATABASE_NAMES: [&str; 17] = [
     "member_changes",
     "follow_ups",
     "subsidiaries",
+    "merchant_keys",
 ];
 /// Room for the databases above plus those later versions add.
 pub const DATABASES_MAX: u32 = 32;
@@ -83,6 +84,8 @@ pub struct Dbs {
     pub follow_ups: Db,
     /// `M + u64be(primary card_id) + u64be(subsidiary card_id)` → empty
     pub subsidiaries: Db,
+    /// `M` → MerchantKeys: the merchant's secrets, never in an answer
+    pub merchant_keys: Db,
 }
 
 /// Opens (creating if needed) the environment in `path` and its databases.
@@ -113,7 +116,7 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         })?
         .commit()
         .expect("never aborted");
-    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries] =
+    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys] =
         dbs;
     let dbs = Dbs {
         config,
@@ -133,6 +136,7 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         member_changes,
         follow_ups,
         subsidiaries,
+        merchant_keys,
     };
     Ok((env, dbs))
 }

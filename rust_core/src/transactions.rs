@@ -66,7 +66,7 @@ pub fn recharge(
     validate::external_ref(&request.external_ref)?;
     let store_code = context.config.store_code(&request.store_code)?.to_owned();
     let (dbs, merchant) = (context.dbs, context.merchant);
-    let (mut member, card) = cards::resolve(dbs, txn, merchant, request.member.as_ref())?;
+    let (mut member, card) = cards::resolve(dbs, txn, merchant, request.member.as_ref(), context.now_ms)?;
     cards::check_usable(&card, context.today())?;
     let card_type = cards::card_type(context.config, &card.card_type)?;
     if !cards::holds_stored_value(&card_type) {
@@ -155,7 +155,7 @@ struct Buyer {
 
 fn buyer(context: &Context<'_>, txn: &RwTxn<'_>, reference: &MemberRef) -> Result<Buyer> {
     let (dbs, merchant) = (context.dbs, context.merchant);
-    let (member, card) = cards::resolve(dbs, txn, merchant, Some(reference))?;
+    let (member, card) = cards::resolve(dbs, txn, merchant, Some(reference), context.now_ms)?;
     let today = context.today();
     cards::check_usable(&card, today)?;
     let payer = cards::payer(dbs, txn, merchant, &card)?;

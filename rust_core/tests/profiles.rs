@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use mms_core::core::ManualClock;
+use mms_core::member_code::MEMBER_CODE_VALID_MS;
 use mms_core::proto::member_ref::Key;
 use mms_core::proto::*;
 use mms_core::{Core, CoreError, Kind, Options};
@@ -28,6 +29,7 @@ const FOLLOW_UPS: &str = "/mms.v1.MemberService/ListFollowUps";
 const APPLY_CONFIG: &str = "/mms.v1.ConfigService/ApplyConfig";
 const RECHARGE: &str = "/mms.v1.TransactionService/Recharge";
 const CHECKOUT: &str = "/mms.v1.TransactionService/Checkout";
+const ISSUE_CODE: &str = "/mms.v1.MemberService/IssueMemberCode";
 
 fn attribute(code: &str, kind: AttributeType, choices: &[&str]) -> AttributeDefinition {
     AttributeDefinition {
@@ -120,6 +122,10 @@ impl Harness {
         Ok(response.member.unwrap())
     }
 
+    fn member_code(&self, key: Key) -> Result<IssueMemberCodeResponse, CoreError> {
+        self.query(ISSUE_CODE, IssueMemberCodeRequest { member: by(key) })
+    }
+
     fn search(&self, request: SearchMembersRequest) -> Result<SearchMembersResponse, CoreError> {
         self.query(SEARCH, request)
     }
@@ -210,13 +216,13 @@ fn a_full_profile_is_checked_cleaned_and_kept() {
         card_no: "A1001".into(),
         store_code: "S002".into(),
         profile: Some(full_profile()),
-        referrer: by(Key::Qr("MMS:E0000000001".into())),
+        referrer: by(Key::Qr(h.member_code(Key::MemberId(referrer.member_id)).unwrap().payload)),
         staff_code: "E07".into(),
         ..plain("13800000002", " 欧阳娜娜 ")
     };
     let member = h.register(request).unwrap();
     assert_eq!(member.member_id, 2);
-    let shown = h.get(Key::Qr("MMS:A1001".into())).unwrap();
+    let shown = h.get(Key::Qr(h.member_code(Key::Phone("13800000002".into())).unwrap().payload)).unwrap();
     assert_eq!(shown, member);
     assert_eq!(shown.name, "欧阳娜娜");
     assert_eq!(shown.gender, Gender::Female as i32);
@@ -905,4 +911,91 @@ fn birthdays_and_anniversaries_have_happened() {
     single_change(&h.update(tomorrow).unwrap(), "birthday", "2026-03-01", "2026-03-02");
     let without_year = update_request(1, &["birthday"], on("--12-31", ""));
     single_change(&h.update(without_year).unwrap(), "birthday", "2026-03-02", "--12-31");
+}
+
+// ---- member codes (会员码) ----
+
+fn pay_by_code(h: &mut Harness, payload: &str, list_amount_fen: i64) -> Result<CheckoutResponse, CoreError> {
+    let request = CheckoutRequest {
+        member: by(Key::Qr(payload.into())),
+        list_amount_fen,
+        tenders: vec![Tender { method: PaymentMethod::StoredValue as i32, take_rest: true, ..Default::default() }],
+        ..Default::default()
+    };
+    h.call(CHECKOUT, request)
+}
+
+fn balance_of(h: &Harness, member_id: u64) -> i64 {
+    let response: GetMemberResponse = h.query(GET, GetMemberRequest { member: by(Key::MemberId(member_id)) }).unwrap();
+    let balances = response.balances.unwrap();
+    balances.principal_fen + balances.bonus_fen
+}
+
+#[test]
+fn a_member_code_names_the_card_until_it_expires() {
+    let mut h = Harness::new("code");
+    let member =
+        h.register(RegisterMemberRequest { card_no: "VIP0001".into(), ..plain("13800000001", "码一") }).unwrap();
+    h.recharge(member.member_id, 10_000);
+    let code = h.member_code(Key::Phone("13800000001".into())).unwrap();
+    assert_eq!(code.card_no, "VIP0001");
+    assert_eq!(code.expires_at_ms, (START_MS + MEMBER_CODE_VALID_MS) / 1000 * 1000);
+    assert!(code.payload.starts_with("MMS2.VIP0001."), "{}", code.payload);
+    // What scanners send around it is dropped.
+    for scanned in [code.payload.clone(), format!("{}\r\n", code.payload), format!("  {}\n", code.payload)] {
+        assert_eq!(h.get(Key::Qr(scanned)).unwrap().member_id, member.member_id);
+    }
+    h.advance(MEMBER_CODE_VALID_MS - 1_000);
+    let paid = pay_by_code(&mut h, &code.payload, 1_000).unwrap();
+    assert_eq!(paid.card_no, "VIP0001");
+    assert_eq!(balance_of(&h, member.member_id), 9_000);
+    // A second past its expiry, it names nobody and pays nothing.
+    h.advance(1_001);
+    assert_kind(h.get(Key::Qr(code.payload.clone())), Kind::QrExpired, "expired lookup");
+    assert_kind(pay_by_code(&mut h, &code.payload, 1_000), Kind::QrExpired, "expired payment");
+    assert_eq!(balance_of(&h, member.member_id), 9_000);
+    // A fresh code works again.
+    let fresh = h.member_code(Key::MemberId(member.member_id)).unwrap();
+    assert_ne!(fresh.payload, code.payload);
+    assert_eq!(pay_by_code(&mut h, &fresh.payload, 1_000).unwrap().card_no, "VIP0001");
+}
+
+#[test]
+fn a_forged_or_tampered_member_code_is_refused() {
+    let mut h = Harness::new("forged");
+    let first = h.register(plain("13800000001", "甲")).unwrap();
+    let second = h.register(plain("13800000002", "乙")).unwrap();
+    h.recharge(first.member_id, 10_000);
+    h.recharge(second.member_id, 10_000);
+    let code = h.member_code(Key::MemberId(first.member_id)).unwrap().payload;
+    let (head, signature) = code.rsplit_once('.').unwrap();
+    let flipped = format!("{head}.{}{}", if signature.starts_with('0') { '1' } else { '0' }, &signature[1..]);
+    let expiry = head.rsplit_once('.').unwrap().1;
+    let later = (expiry.parse::<i64>().unwrap() + 60).to_string();
+    let forged = [
+        "MMS:E0000000002".to_owned(),                                // the old static form
+        "E0000000002".to_owned(),                                    // a card number
+        flipped,                                                     // one digit of the signature
+        code.replace("E0000000001", "E0000000002"),                  // another member's card
+        code.replace(&format!(".{expiry}."), &format!(".{later}.")), // a later expiry
+        format!("MMS2.E0000000002.{expiry}.{}", "0".repeat(20)),     // made up
+        code.replacen("MMS2.", "MMS3.", 1),
+    ];
+    for payload in forged {
+        assert_kind(h.get(Key::Qr(payload.clone())), Kind::QrInvalid, &payload);
+        assert_kind(pay_by_code(&mut h, &payload, 5_000), Kind::QrInvalid, &payload);
+    }
+    assert_eq!((balance_of(&h, first.member_id), balance_of(&h, second.member_id)), (10_000, 10_000));
+
+    // Another merchant on the same server, with the same e-card numbers, has its own key.
+    let config = ApplyConfigRequest { request_id: "other-config".into(), config: Some(profile_config()) };
+    h.core.submit(APPLY_CONFIG, "other", &config.encode_to_vec()).unwrap();
+    let register = RegisterMemberRequest { request_id: "other-1".into(), ..plain("13800000001", "别家") };
+    h.core.submit(REGISTER, "other", &register.encode_to_vec()).unwrap();
+    let lookup = GetMemberRequest { member: by(Key::Qr(code.clone())) };
+    let error = h.core.query(GET, "other", &lookup.encode_to_vec()).unwrap_err();
+    assert_eq!(error.kind, Kind::QrInvalid);
+    assert_eq!(h.get(Key::Qr(code)).unwrap().member_id, first.member_id, "still good where it was issued");
+    let nobody = h.member_code(Key::Phone("13999999999".into()));
+    assert_kind(nobody, Kind::MemberNotFound, "no such member");
 }
