@@ -2198,7 +2198,27 @@ def _usage_error(args: argparse.Namespace, message: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs `mms` with `argv` (default: the process's arguments); returns the exit code."""
+    """Runs `mms` with `argv` (default: the process's arguments); returns the exit code.
+
+    A reader that stops reading (`mms member show ... | head -1`) is no error: the rest of
+    the output is dropped quietly, with exit code 0 (the command did what it was asked)."""
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        _drop_the_rest_of_stdout()
+        return EXIT_OK
+
+
+def _drop_the_rest_of_stdout() -> None:
+    """Points stdout at /dev/null, so that Python's flush at exit has nowhere to fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     try:
         args = parse_args(argv)
     except SystemExit as exit_:

@@ -46,7 +46,7 @@ import sys
 import time
 import zipfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TextIO
@@ -213,8 +213,7 @@ def import_members(
     if not REQUEST_PREFIX.fullmatch(prefix):
         raise ValueError(f"request prefix must be 1-{REQUEST_PREFIX_CHARS_MAX} printable ASCII")
     parsed = _parse_file(path, prefix)
-    meter = _Progress(progress, parsed.rows)
-    meter.advance(len(parsed.errors))
+    meter = _Progress(progress, parsed.rows, refused_before_sending=len(parsed.errors))
     errors = list(parsed.errors)
     imported = 0
     try:
@@ -780,15 +779,25 @@ def _write_errors(out: TextIO, errors: list[RowError]) -> None:
 
 class _Progress:
     """Rows done of the total: one line kept up to date on a terminal, else a line at
-    each tenth."""
+    each tenth. The rows refused before sending are done from the start; the rate is
+    that of the rows the server answers, since sending began."""
 
-    def __init__(self, stream: TextIO | None, total: int) -> None:
+    def __init__(
+        self,
+        stream: TextIO | None,
+        total: int,
+        *,
+        refused_before_sending: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.stream = stream
         self.total = total
-        self.done = 0
-        self.started = time.monotonic()
+        self.refused = refused_before_sending
+        self.done = refused_before_sending
+        self.clock = clock
+        self.started = clock()
         self.terminal = stream is not None and stream.isatty()
-        self.steps_written = 0
+        self.steps_written = self.done * PROGRESS_STEPS // total if total else 0
         self.refreshed = 0.0
 
     def advance(self, rows: int) -> None:
@@ -796,7 +805,7 @@ class _Progress:
         if self.stream is None or self.total == 0:
             return
         if self.terminal:
-            now = time.monotonic()
+            now = self.clock()
             if now - self.refreshed >= PROGRESS_REFRESH_S or self.done == self.total:
                 self.refreshed = now
                 self.stream.write("\r" + self._line())
@@ -814,7 +823,7 @@ class _Progress:
             self.stream.flush()
 
     def _line(self) -> str:
-        elapsed_s = max(time.monotonic() - self.started, 1e-6)
+        elapsed_s = max(self.clock() - self.started, 1e-6)
         percent = self.done * 100 // self.total
-        rate = int(self.done / elapsed_s)
+        rate = int((self.done - self.refused) / elapsed_s)
         return f"import: {self.done:,}/{self.total:,} rows ({percent}%), {rate:,} rows/s"

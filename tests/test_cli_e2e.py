@@ -256,6 +256,31 @@ def test_show_refusals(address: str) -> None:
     )  # fmt: skip
 
 
+def into_a_closed_pipe(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Runs `python -m engine ARGV` with stdout on a pipe nobody reads any more, as
+    `mms ... | head -1` leaves it once head has its line."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "engine", *argv],
+            check=False,
+            cwd=REPO,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+
+
+def test_a_reader_that_stops_reading_is_no_error(address: str, member_id: int) -> None:
+    for argv in (["member", "show", "--phone", PHONE, "--server", address], ["--help"]):
+        result = into_a_closed_pipe(*argv)
+        assert (result.returncode, result.stderr) == (0, ""), argv
+
+
 # --- recharge and checkout ------------------------------------------------------------
 
 

@@ -301,6 +301,17 @@ def test_progress_elsewhere_is_a_line_per_tenth() -> None:
     ]
 
 
+def test_the_rate_counts_only_the_rows_sent() -> None:
+    """Rows refused before sending are done at once; they do not make the rate."""
+    now = [100.0]
+    stream = io.StringIO()
+    meter = importer._Progress(stream, 1_000, refused_before_sending=900, clock=lambda: now[0])
+    assert stream.getvalue() == ""  # nothing to say before anything was sent
+    now[0] += 2.0
+    meter.advance(100)
+    assert stream.getvalue() == "import: 1,000/1,000 rows (100%), 50 rows/s\n"
+
+
 def test_big_rows_close_a_chunk_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importer, "CHUNK_BYTES_MAX", 10_000)
     path = tmp_path / "members.csv"
