@@ -51,7 +51,8 @@ macro_rules! methods {
                     let request: $request = decode_as(bytes)?;
                     let mut canonical = request.clone();
                     canonical.scrub_secrets();
-                    Ok((request.request_id.clone(), canonical.encode_to_vec(), Body::$mutation(request)))
+                    let digest = request_digest(&canonical.encode_to_vec());
+                    Ok((request.request_id.clone(), digest, Body::$mutation(request)))
                 })*
                 $(Method::$read => unreachable!("reads are not decoded for the writer"),)*
             }
@@ -91,9 +92,9 @@ methods! {
     }
 }
 
-/// Request records keep a request's canonical form to recognise retries; PINs never go
-/// into them (nor into backups): they are cleared first. A retry that differs only in its
-/// PIN is taken as the same request and answered the same.
+/// Request records keep a digest of a request's canonical form to recognise retries;
+/// PINs never go into it: they are cleared first. A retry that differs only in its PIN is
+/// taken as the same request and answered the same.
 trait ScrubSecrets {
     fn scrub_secrets(&mut self) {}
 }
@@ -146,11 +147,12 @@ impl Method {
     }
 }
 
-/// A mutating request decoded, with its id, canonical encoding and PIN check.
+/// A mutating request decoded, with its id, the digest of its canonical encoding and its
+/// PIN check.
 pub struct Decoded {
     pub method: Method,
     pub request_id: String,
-    canonical: Vec<u8>,
+    digest: Vec<u8>,
     pub body: Body,
     pub pin: Option<PinCheck>,
     pub new_pin: Option<crate::pin::NewPin>,
@@ -162,9 +164,28 @@ fn decode_as<M: Message + Default>(bytes: &[u8]) -> Result<M> {
 
 /// Decodes a mutating request. Runs on the caller's thread, before the writer queue.
 pub fn decode(method: Method, bytes: &[u8]) -> Result<Decoded> {
-    let (request_id, canonical, body) = decode_body(method, bytes)?;
+    let (request_id, digest, body) = decode_body(method, bytes)?;
     validate::request_id(&request_id)?;
-    Ok(Decoded { method, request_id, canonical, body, pin: None, new_pin: None })
+    Ok(Decoded { method, request_id, digest, body, pin: None, new_pin: None })
+}
+
+/// SHA-256 of a request's canonical encoding: what a request record keeps of the request,
+/// so a record stays small whatever the request's size (a 10,000-store config).
+fn request_digest(canonical: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(canonical).to_vec()
+}
+
+/// Whether a stored record was made by this request. Records written before digests
+/// (field `request`) hold the canonical encoding itself.
+fn same_request(record: &RequestRecord, decoded: &Decoded) -> bool {
+    if record.method != decoded.method.full_name() {
+        return false;
+    }
+    if record.request_sha256.is_empty() {
+        return request_digest(&record.request) == decoded.digest;
+    }
+    record.request_sha256 == decoded.digest
 }
 
 /// The first answer to this request id, if there was one; an error if the id was used for
@@ -174,7 +195,7 @@ pub fn replay(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, decoded: &Decoded) -> 
     let Some(record) = store::get_record::<RequestRecord>(&dbs.requests, txn, &key)? else {
         return Ok(None);
     };
-    if record.method != decoded.method.full_name() || record.request != decoded.canonical {
+    if !same_request(&record, decoded) {
         return fail(
             Kind::RequestIdReused,
             format!("request_id {:?} was already used for a different request", decoded.request_id),
@@ -251,7 +272,7 @@ fn finish(
 ) -> Result<Vec<u8>> {
     let record = RequestRecord {
         method: decoded.method.full_name().to_owned(),
-        request: decoded.canonical.clone(),
+        request_sha256: decoded.digest.clone(),
         response: response.clone(),
         at_ms: now_ms,
         ledger_seq,
@@ -382,7 +403,7 @@ pub fn record_failure(
 ) -> Result<()> {
     let record = RequestRecord {
         method: decoded.method.full_name().to_owned(),
-        request: decoded.canonical.clone(),
+        request_sha256: decoded.digest.clone(),
         error_reason: error.reason().to_owned(),
         error_message: error.message.clone(),
         at_ms: now_ms,
