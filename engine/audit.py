@@ -32,6 +32,7 @@ beyond what the auditor can hold).
 from __future__ import annotations
 
 import bisect
+import fcntl
 import json
 import os
 import re
@@ -216,17 +217,24 @@ class AuditReport:
 
 
 def audit(path: str) -> AuditReport:
-    """Audits the environment in folder `path`; AuditError if it cannot be read."""
-    environment = _open_environment(path)
+    """Audits the environment in folder `path` (a backup, or a stopped server's data);
+    AuditError if it cannot be read or a server has it open."""
+    shown = _printable(path, PATH_CHARS_MAX)
+    lock = _refuse_a_live_environment(path, shown) if os.path.isdir(path) else None
     try:
-        with environment.begin(write=False, buffers=False) as transaction:
-            sink = _ProblemSink()
-            databases = _open_databases(environment, transaction, sink)
-            return _Auditor(transaction, databases, sink).run()
-    except lmdb.Error as error:
-        raise AuditError(f"cannot read {_printable(path, PATH_CHARS_MAX)}: {error}") from error
+        environment = _open_environment(path)
+        try:
+            with environment.begin(write=False, buffers=False) as transaction:
+                sink = _ProblemSink()
+                databases = _open_databases(environment, transaction, sink)
+                return _Auditor(transaction, databases, sink).run()
+        except lmdb.Error as error:
+            raise AuditError(f"cannot read {shown}: {error}") from error
+        finally:
+            environment.close()
     finally:
-        environment.close()
+        if lock is not None:
+            os.close(lock)  # closing the descriptor releases the lock
 
 
 def main_audit(path: str, as_json: bool) -> int:
@@ -252,6 +260,28 @@ def main_audit(path: str, as_json: bool) -> int:
 
 
 # --- opening --------------------------------------------------------------------------
+
+
+def _refuse_a_live_environment(path: str, shown: str) -> int | None:
+    """Takes the lock every LMDB process holds on byte 0 of lock.mdb (an fcntl record
+    lock, shared by each process that has the environment open). Taking it alone fails
+    while a server has the environment open: reading under a live writer without the
+    reader table (lock=False) would read pages being reused. Returns the lock file's
+    descriptor, kept open for the audit so no server opens the folder meanwhile; None
+    for a folder without lock.mdb (a backup copy)."""
+    lock_path = os.path.join(path, "lock.mdb")
+    if not os.path.isfile(lock_path):
+        return None
+    descriptor = os.open(lock_path, os.O_RDWR)
+    try:
+        fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+    except OSError as error:
+        os.close(descriptor)
+        raise AuditError(
+            f"{shown} is open in a running server: audit a backup instead "
+            "(mms db backup DEST, then mms db audit DEST)"
+        ) from error
+    return descriptor
 
 
 def _open_environment(path: str) -> lmdb.Environment:
