@@ -313,3 +313,60 @@ def test_the_server_takes_its_time_from_a_clock_file_when_told(tmp_path) -> None
     refused = RunningServer(tmp_path / "data", ["--clock-file", str(clock)])
     with pytest.raises(RuntimeError, match="clock file .* must hold milliseconds"):
         refused.start()
+
+
+RACE_SCRIPT = """
+import sys, threading
+from engine._core import Core
+from engine.proto import config_pb2, member_pb2
+sys.path.insert(0, "tests")
+from client import DEMO_CONFIG
+
+growths = 0
+for round in range(int(sys.argv[2])):
+    core = Core(f"{sys.argv[1]}/{round}", durable=False, map_size_bytes=64 * 1024)
+    config = config_pb2.ApplyConfigRequest(request_id="config", config=DEMO_CONFIG)
+    core.submit("/mms.v1.ConfigService/ApplyConfig", "m", config.SerializeToString())
+    done = threading.Event()
+
+    def scrape():
+        while not done.is_set():
+            core.stats()
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    for chunk in range(12):
+        rows = [
+            member_pb2.RegisterMemberRequest(phone=f"13{chunk}{row:08d}", name="x" * 60)
+            for row in range(1000)
+        ]
+        request = member_pb2.ImportMembersRequest(request_id=f"import-{chunk}", rows=rows)
+        core.submit("/mms.v1.MemberService/ImportMembers", "m", request.SerializeToString())
+    done.set()
+    scraper.join()
+    growths += core.stats()["map_growths"]
+    core.close()
+print("growths", growths)
+"""
+RACE_ROUNDS = 20
+
+
+def test_scraping_metrics_while_the_map_grows(tmp_path) -> None:
+    """/metrics reads the map's size while the writer may be growing it (LMDB unmaps and
+    maps it again): the read must wait for the growth, not touch the old mapping. In a
+    child process, so that a regression (a segfault) fails this test, not the run."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    result = subprocess.run(
+        [sys.executable, "-c", RACE_SCRIPT, str(tmp_path), str(RACE_ROUNDS)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    growths = int(result.stdout.split()[-1])
+    assert growths >= 5 * RACE_ROUNDS  # 64 KiB to 12,000 members: grown again and again
