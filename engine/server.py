@@ -161,13 +161,14 @@ def create_server(
     return server, port, health_servicer
 
 
-def _wait_for_signal() -> None:
+def _stop_on_signal() -> threading.Event:
+    """An event SIGTERM or SIGINT sets. Installed before the server says it is serving, so
+    a signal sent as soon as it says so shuts it down gracefully instead of killing it."""
     stop = threading.Event()
     handler: Callable[[int, Any], None] = lambda signum, frame: stop.set()  # noqa: E731
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-    while not stop.wait(3600):
-        pass
+    return stop
 
 
 def serve(
@@ -193,6 +194,7 @@ def serve(
     )
     host = listen.rpartition(":")[0] or "127.0.0.1"
     metrics_server, _ = start_http_server(metrics_port, addr=host.strip("[]"), registry=registry)
+    stop = _stop_on_signal()
     server.start()
     mode = "durable" if durable else "NO-SYNC (benchmarks only: a crash may lose commits)"
     print(f"mms: data in {os.path.abspath(data_dir)} ({mode})", flush=True)
@@ -201,7 +203,8 @@ def serve(
     print(f"mms: serving gRPC on {host}:{port}", flush=True)
     print(f"mms: metrics on http://{host}:{metrics_server.server_port}/metrics", flush=True)
     try:
-        _wait_for_signal()
+        while not stop.wait(3600):
+            pass
     finally:
         print("mms: shutting down", flush=True)
         health_servicer.enter_graceful_shutdown()
