@@ -308,12 +308,13 @@ def test_sell_a_card_with_a_fee(till: Till) -> None:
     till.register(P1, card_no="C0001")
     till.recharge(10_000, card_no="C0001")  # 充100送10
     handed = take_rest(PM.CASH, cash_received_fen=2_000)
-    sold = till.issue(P1, "S0001", "sv", tenders=[handed], staff_code="A01", request_id="sell-1")
+    sell = {"tenders": [handed], "pin": PIN, "staff_code": "A01", "request_id": "sell-1"}
+    sold = till.issue(P1, "S0001", "sv", **sell)
     assert sold.fee_fen == 1_000
     assert list(sold.payments) == [paid(PM.CASH, 1_000, cash_received_fen=2_000, change_fen=1_000)]
     card = sold.card
     assert (card.card_id, card.card_no, card.card_type, card.member_id) == (2, "S0001", "sv", 1)
-    assert (card.status, card.activated_at_ms, card.has_pin) == (CS.INACTIVE, 0, False)
+    assert (card.status, card.activated_at_ms, card.has_pin) == (CS.INACTIVE, 0, True)
     assert (card.principal_fen, card.bonus_fen, list(card.lots)) == (0, 0, [])
     event = sold.event
     assert (event.card_id, event.action, event.staff_code) == (2, "ISSUE", "A01")
@@ -335,37 +336,37 @@ def test_sell_a_card_with_a_fee(till: Till) -> None:
         (1, "RECHARGE", "C0001", 10_000),
     ]
     # a retry is the first answer; the fee is taken once
-    assert (
-        till.issue(P1, "S0001", "sv", tenders=[handed], staff_code="A01", request_id="sell-1")
-        == sold
-    )
+    assert till.issue(P1, "S0001", "sv", **sell) == sold
     assert len(till.read("ListHistory", member_pb2.ListHistoryRequest, P1).items) == 2
 
 
 def test_selling_refusals(till: Till) -> None:
     till.register(P1, card_no="C0001")
-    till.issue(P1, "S0001", "sv")
-    refused(EXISTS, "CARD_TAKEN", lambda: till.issue(P1, "S0001", "sv"))
+
+    def sv(card_no: str, **fields: Any) -> card_pb2.CardResponse:
+        return till.issue(P1, card_no, "sv", **{"pin": PIN, **fields})
+
+    sv("S0001")
+    refused(EXISTS, "CARD_TAKEN", lambda: sv("S0001"))
     refused(EXISTS, "CARD_TAKEN", lambda: till.issue(P1, "C0001", "member"))
     refused(INVALID, "CARD_TYPE_UNKNOWN", lambda: till.issue(P1, "S0002", "gold"))
     refused(INVALID, "CARD_NUMBER_INVALID", lambda: till.issue(P1, "E0000000009", "member"))
     refused(INVALID, "CARD_NUMBER_INVALID", lambda: till.issue(P1, "S-02", "member"))
-    refused(NOT_FOUND, "MEMBER_NOT_FOUND", lambda: till.issue(P2, "S0002", "sv"))
-    from_balance = [take_rest(PM.STORED_VALUE)]
+    refused(NOT_FOUND, "MEMBER_NOT_FOUND", lambda: till.issue(P2, "S0002", "sv", pin=PIN))
     refused(
         INVALID,
         "PAYMENT_METHOD_INVALID",
-        lambda: till.issue(P1, "S0002", "sv", tenders=from_balance),
+        lambda: sv("S0002", tenders=[take_rest(PM.STORED_VALUE)]),
     )
-    refused(INVALID, "PAYMENTS_MISMATCH", lambda: till.issue(P1, "S0002", "sv", tenders=[]))
-    refused(
-        INVALID, "PAYMENTS_MISMATCH",
-        lambda: till.issue(P1, "S0002", "sv", tenders=[exact(PM.CASH, 999)]),
-    )  # fmt: skip
+    refused(INVALID, "PAYMENTS_MISMATCH", lambda: sv("S0002", tenders=[]))
+    refused(INVALID, "PAYMENTS_MISMATCH", lambda: sv("S0002", tenders=[exact(PM.CASH, 999)]))
     refused(
         FAILED, "CARD_NOT_SOLD_HERE", lambda: till.issue(P1, "M0001", "month", store_code="S002")
     )
-    refused(INVALID, "PIN_MALFORMED", lambda: till.issue(P1, "S0002", "sv", pin="12345"))
+    refused(INVALID, "PIN_MALFORMED", lambda: sv("S0002", pin="12345"))
+    # a type that asks for a PIN at payment is sold with one
+    message = refused(FAILED, "PIN_REQUIRED", lambda: sv("S0002", pin=""))
+    assert '"sv"' in message
     # nothing was written by the refusals
     member = till.get(phone=P1)
     assert [c.card_no for c in member.cards] == ["C0001", "S0001"]
@@ -490,20 +491,27 @@ def test_wrong_pins_lock_the_card_until_unlocked(till: Till) -> None:
 
 def test_change_the_pin(till: Till) -> None:
     till.register(P1, card_no="C0001")
-    till.issue(P1, "S0001", "sv", activate=True)
+    till.issue(P1, "S0001", "sv", pin=PIN, activate=True)
     till.recharge(10_000, card_no="S0001")
-    refused(FAILED, "PIN_REQUIRED", lambda: till.pay("S0001", 1_000))  # none set yet
-    first = till.change_pin("S0001", "", PIN)
-    assert (first.card.has_pin, first.event.action, first.ledger_seq) == (True, "CHANGE_PIN", 0)
     refused(FAILED, "PIN_REQUIRED", lambda: till.change_pin("S0001", "", "246802"))
     refused(FAILED, "WRONG_PIN", lambda: till.change_pin("S0001", "111111", "246802"))
     refused(INVALID, "PIN_MALFORMED", lambda: till.change_pin("S0001", PIN, "24680"))
     refused(INVALID, "PIN_MALFORMED", lambda: till.change_pin("S0001", PIN, "24680a"))
-    till.change_pin("S0001", PIN, "246802")
+    changed = till.change_pin("S0001", PIN, "246802")
+    assert (changed.card.has_pin, changed.event.action, changed.ledger_seq) == (
+        True,
+        "CHANGE_PIN",
+        0,
+    )
+    assert changed.card.pin_failures == 0  # the right old PIN reset the count
     refused(FAILED, "WRONG_PIN", lambda: till.pay("S0001", 1_000, pin=PIN))  # the old one
     checkout = till.pay("S0001", 1_000, pin="246802")
     assert list(checkout.payments) == [stored(1_000, 0)]
     assert till.card("S0001").principal_fen == 9_000
+    # a card whose type asks for none gets its first PIN without an old one
+    first = till.change_pin("C0001", "", PIN)
+    assert (first.card.has_pin, first.event.action) == (True, "CHANGE_PIN")
+    refused(FAILED, "PIN_REQUIRED", lambda: till.change_pin("C0001", "", "246802"))
 
 
 # --- 换卡 / 退卡 / 续卡 / 年费 ---------------------------------------------------------
@@ -826,7 +834,7 @@ def test_history_newest_first_a_page_at_a_time(till: Till) -> None:
     till.recharge(10_000, card_no="C0001")
     till.pay("C0001", 1_000)
     till.recharge(20_000, card_no="C0001")
-    till.issue(P1, "S0001", "sv")
+    till.issue(P1, "S0001", "sv", pin=PIN)
     request = member_pb2.ListHistoryRequest
     first = till.read("ListHistory", request, P1, page_size=3)
     assert [(h.ledger_seq, h.kind, h.amount_fen, h.store_code) for h in first.items] == [
@@ -922,8 +930,8 @@ def lifecycle_before_the_restart(till: Till) -> card_pb2.CardResponse:
     till.pay("C0001", 0, uses={"haircut": 2})
     till.action("C0002", CA.REPORT_LOSS, note="丢失")
     till.issue(
-        P2, "P0002", "sv", pin=PIN, primary_card_no="S0001", spending_limit_fen=3_000,
-        activate=True,
+        P2, "P0002", "sv", pin=PIN, primary_card_no="S0001", primary_pin=PIN,
+        spending_limit_fen=3_000, activate=True,
     )  # fmt: skip
     till.update(
         P1,
@@ -961,7 +969,7 @@ def test_a_restart_in_the_middle_loses_nothing(server: RunningServer, tmp_path: 
         assert (refund.refund_fen, refund.card.principal_fen, refund.card.bonus_fen) == (
             39_200, 39_200, 800,
         )  # fmt: skip
-        returned = till.return_card("S0009", PM.CASH)
+        returned = till.return_card("S0009", PM.CASH, pin=PIN)
         assert (returned.refund_fen, returned.fee_fen, returned.forfeited_bonus_fen) == (
             12_500, 500, 1_000,
         )  # fmt: skip

@@ -812,12 +812,15 @@ def local_date(at_ms: int) -> datetime.date:
     return (moment + datetime.timedelta(hours=8)).date()
 
 
-def test_card_issue_loss_and_unloss_output(merchant: Merchant) -> None:
+def test_card_issue_loss_and_unloss_output(
+    merchant: Merchant, monkeypatch: pytest.MonkeyPatch
+) -> None:
     merchant.mms("member", "register", "--phone", PHONE, "--name", "张三", "--card", CARD)
     merchant.mms("recharge", "--card", CARD, "--amount", "100")  # 100.00 + 10.00
+    monkeypatch.setenv("MMS_PIN", "135790")  # a vip card is sold with its PIN
     sell = (
         "card", "issue", "--phone", PHONE, "--number", "VIP0001", "--type", "vip",
-        "--staff", "A01", "--request-id", "sell-1",
+        "--pin", "--staff", "A01", "--request-id", "sell-1",
     )  # fmt: skip
     title, rows = fields(merchant.mms(*sell).stdout)
     assert title == "Card issued 售卡"
@@ -828,7 +831,7 @@ def test_card_issue_loss_and_unloss_output(merchant: Merchant) -> None:
         "Type 卡类型": "vip",
         "Status 状态": "inactive 未激活",
         "Balance 余额": "0.00 (principal 本金 0.00 + bonus 赠送金 0.00)",
-        "PIN 密码": "none 未设置",
+        "PIN 密码": "set 已设置",
         "Activated 激活": "-",
         "Event 操作": "ISSUE 售卡: - → inactive 未激活",
         "Fee 费用": "200.00",

@@ -170,6 +170,8 @@ struct Shared {
 enum CardRef<'a> {
     Member(Option<&'a MemberRef>),
     Number(&'a str),
+    /// The primary card the numbered (attached) card draws on.
+    PrimaryOf(&'a str),
 }
 
 struct Job {
@@ -257,20 +259,42 @@ impl Core {
             Body::Checkout(r) if !r.pin.is_empty() => (&r.pin, CardRef::Member(r.member.as_ref())),
             Body::BuyPackage(r) if !r.pin.is_empty() => (&r.pin, CardRef::Number(&r.card_no)),
             Body::ChangePin(r) if !r.old_pin.is_empty() => (&r.old_pin, CardRef::Number(&r.card_no)),
+            Body::IssueCard(r) if !r.primary_pin.is_empty() && !r.primary_card_no.is_empty() => {
+                (&r.primary_pin, CardRef::Number(&r.primary_card_no))
+            }
+            Body::ReturnCard(r) if !r.pin.is_empty() => (&r.pin, CardRef::Number(&r.card_no)),
+            Body::RefundPackage(r) if !r.pin.is_empty() => (&r.pin, CardRef::Number(&r.card_no)),
+            Body::SetSpendingLimit(r) if !r.primary_pin.is_empty() => (&r.primary_pin, CardRef::PrimaryOf(&r.card_no)),
             _ => return Ok(None),
         };
         crate::pin::check_format(pin)?;
         let shared = self.shared()?;
-        let card = {
+        let (card, locked) = {
             let _no_resize = shared.resize_lock.read().expect("lock");
             let txn = shared.env.read_txn()?;
-            match card_ref {
-                CardRef::Member(reference) => crate::cards::resolve(&shared.dbs, &txn, merchant, reference)?.1,
-                CardRef::Number(card_no) => crate::cards::find_by_number(&shared.dbs, &txn, merchant, card_no)?,
-            }
+            let dbs = &shared.dbs;
+            let card = match card_ref {
+                CardRef::Member(reference) => crate::cards::resolve(dbs, &txn, merchant, reference)?.1,
+                CardRef::Number(card_no) => crate::cards::find_by_number(dbs, &txn, merchant, card_no)?,
+                CardRef::PrimaryOf(card_no) => {
+                    let attached = crate::cards::find_by_number(dbs, &txn, merchant, card_no)?;
+                    if attached.primary_card_id == 0 {
+                        return Ok(None); // the writer refuses it: no primary to ask
+                    }
+                    crate::cards::get(dbs, &txn, merchant, attached.primary_card_id)?
+                }
+            };
+            // The limit is read only for a card with wrong PINs already counted.
+            let locked = card.status == crate::proto::CardStatus::Locked as i32
+                || card.pin_failures > 0 && {
+                    let attempts_max = crate::config::pin_attempts_max(&crate::config::read(dbs, &txn, merchant)?);
+                    crate::cards::pin_locked(&card, attempts_max)
+                };
+            (card, locked)
         };
-        // No PIN to check, or a locked card the writer refuses anyway: skip the slow hash.
-        if card.pin_hash.is_empty() || card.status == crate::proto::CardStatus::Locked as i32 {
+        // No PIN to check, or a locked PIN the writer refuses whatever it is: no PIN is
+        // checked, not even hashed.
+        if card.pin_hash.is_empty() || locked {
             return Ok(None);
         }
         let correct = crate::pin::matches(pin, &card.pin_salt, card.pin_iterations, &card.pin_hash);
