@@ -284,12 +284,7 @@ impl Core {
                     crate::cards::get(dbs, &txn, merchant, attached.primary_card_id)?
                 }
             };
-            // The limit is read only for a card with wrong PINs already counted.
-            let locked = card.status == crate::proto::CardStatus::Locked as i32
-                || card.pin_failures > 0 && {
-                    let attempts_max = crate::config::pin_attempts_max(&crate::config::read(dbs, &txn, merchant)?);
-                    crate::cards::pin_locked(&card, attempts_max)
-                };
+            let locked = pin_locked(dbs, &txn, merchant, &card)?;
             (card, locked)
         };
         // No PIN to check, or a locked PIN the writer refuses whatever it is: no PIN is
@@ -379,6 +374,19 @@ impl Core {
             owned.env.prepare_for_closing().wait();
         }
     }
+}
+
+/// Whether a card's PIN is locked after wrong PINs (see `cards::pin_locked`); the
+/// merchant's limit is read only for a card with wrong PINs already counted.
+fn pin_locked(dbs: &Dbs, txn: &heed::RoTxn<'_>, merchant: &str, card: &crate::proto::Card) -> Result<bool> {
+    if card.status == crate::proto::CardStatus::Locked as i32 {
+        return Ok(true);
+    }
+    if card.pin_failures == 0 {
+        return Ok(false);
+    }
+    let attempts_max = crate::config::pin_attempts_max(&crate::config::read(dbs, txn, merchant)?);
+    Ok(crate::cards::pin_locked(card, attempts_max))
 }
 
 impl Drop for Core {
