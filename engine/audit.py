@@ -111,8 +111,10 @@ FEN = records_pb2.FEN
 POINTS = records_pb2.POINTS
 USES = records_pb2.USES
 UNIT_NAMES = {FEN: "fen", POINTS: "points", USES: "uses"}
-# A member's default card may be 0 only when every card of theirs is gone for good.
+# A member's default card may be 0 only when every card of theirs is gone for good; an
+# attached card in one of these states is no longer listed under its primary.
 CARD_STATUSES_GONE = frozenset({card_pb2.CLOSED, card_pb2.REPLACED})
+LINK_KINDS = frozenset(card_pb2.LinkKind.values())
 
 INVARIANTS = {
     0: "layout as docs/STORAGE.md describes it",
@@ -128,6 +130,7 @@ INVARIANTS = {
     10: "names point at members of that name",
     11: "lots under their card, lot accounts as the lot says",
     12: "card events, member changes and follow-ups under their owner, seqs run 1..n",
+    13: "attached cards: their primary, who holds them, their limits",
 }
 
 COUNT_NAMES = (
@@ -576,8 +579,11 @@ class _MerchantAudit:
         self.card_members = _IdTable()
         self.card_number_hashes = _IdTable()
         self.card_statuses = _IdTable("B")
-        # Subsidiary card id -> its primary, for live subsidiaries only (they are few).
+        # Attached card id -> its primary, for live attached cards only (they are few).
         self.live_subsidiaries: dict[int, int] = {}
+        # Attached card id -> (primary id, link kind, member id, live), for every card
+        # that names a primary or a link kind (they are few).
+        self.attached: dict[int, tuple[int, int, int, bool]] = {}
 
     def run(self, counts: Counter[str]) -> MerchantTotals:
         if not MERCHANT_ID.fullmatch(self.prefix[:-1]):
@@ -590,6 +596,7 @@ class _MerchantAudit:
         self.audit_card_owners()
         self.audit_member_cards()
         self.audit_subsidiaries()
+        self.audit_attached()
         self.audit_index(
             "card_numbers", "card", "card_no", self.card_number_hashes, self.card_number_of
         )
@@ -852,8 +859,7 @@ class _MerchantAudit:
             self.card_number_hashes.put(card_id, _text_hash(card.card_no))
             self.card_statuses.put(card_id, card.status if 0 <= card.status < 256 else 255)
             self.check_card_indexed(key, card_id, card)
-            if card.primary_card_id and card.status != card_pb2.REPLACED:
-                self.live_subsidiaries[card_id] = card.primary_card_id
+            self.note_attached(key, card_id, card)
         self.check_counter(COUNTER_CARD_ID, previous_id, 6, "card id")
 
     def check_card_indexed(self, key: str, card_id: int, card: card_pb2.Card) -> None:
@@ -866,6 +872,20 @@ class _MerchantAudit:
         elif self.get("member_cards", _u64(card.member_id) + _u64(card_id)) is None:
             message = f"card is not listed in member_cards under its member {card.member_id}"
             self.report(5, key, message)
+
+    def note_attached(self, key: str, card_id: int, card: card_pb2.Card) -> None:
+        """Keeps what invariants 5 and 13 need of an attached card; checks its amounts."""
+        if card.spending_limit_fen < 0 or card.spent_fen < 0:
+            message = f"spending_limit_fen {card.spending_limit_fen}, spent_fen {card.spent_fen}"
+            self.report(13, key, f"{message}: neither may be negative")
+        if not card.primary_card_id and not card.link_kind:
+            if card.spending_limit_fen or card.spent_fen:
+                self.report(13, key, "a card of its own has a spending limit or spent amount")
+            return
+        live = card.status not in CARD_STATUSES_GONE
+        self.attached[card_id] = (card.primary_card_id, card.link_kind, card.member_id, live)
+        if card.primary_card_id and live:
+            self.live_subsidiaries[card_id] = card.primary_card_id
 
     def audit_card_owners(self) -> None:
         """Run after the members: every card's member exists."""
@@ -890,7 +910,7 @@ class _MerchantAudit:
                 self.report(5, key, f"card {card_id} belongs to member {owner}")
 
     def audit_subsidiaries(self) -> None:
-        """`subsidiaries` lists exactly the live subsidiary cards under their primary."""
+        """`subsidiaries` lists exactly the live attached cards under their primary."""
         expected = dict(self.live_subsidiaries)
         for rest, value in self.segment("subsidiaries"):
             pair = self.u64_pair_key("subsidiaries", rest)
@@ -900,11 +920,46 @@ class _MerchantAudit:
             key = f"subsidiaries:{primary_id}/{card_id}"
             self.check_empty(key, value)
             if expected.pop(card_id, None) != primary_id:
-                message = f"card {card_id} is not a live subsidiary of card {primary_id}"
+                message = f"card {card_id} is not a live card attached to card {primary_id}"
                 self.report(5, key, message)
         for card_id, primary_id in sorted(expected.items()):
-            message = f"subsidiary of card {primary_id} is missing from subsidiaries"
+            message = f"live card attached to card {primary_id} is missing from subsidiaries"
             self.report(5, f"cards:{card_id}", message)
+
+    def audit_attached(self) -> None:
+        """Invariant 13: each attached card's primary and holder; GROUP cards or none."""
+        group_kinds: dict[int, set[bool]] = {}
+        for card_id, (primary_id, link_kind, member_id, live) in sorted(self.attached.items()):
+            key = f"cards:{card_id}"
+            problem = self.attached_problem(card_id, primary_id, link_kind, member_id)
+            if problem is not None:
+                self.report(13, key, problem)
+            elif live:
+                group_kinds.setdefault(primary_id, set()).add(link_kind == card_pb2.GROUP)
+        for primary_id, kinds in sorted(group_kinds.items()):
+            if len(kinds) > 1:
+                message = "both GROUP and personal (SUBSIDIARY, LINKED) cards draw on it"
+                self.report(13, f"cards:{primary_id}", message)
+
+    def attached_problem(
+        self, card_id: int, primary_id: int, link_kind: int, member_id: int
+    ) -> str | None:
+        if link_kind not in LINK_KINDS:
+            return f"link_kind {link_kind} is not a link kind"
+        if not primary_id:
+            return f"link_kind {card_pb2.LinkKind.Name(link_kind)} without a primary card"
+        primary_member = self.card_members.get(primary_id)
+        if primary_id == card_id or primary_member is None:
+            return f"its primary card {primary_id} does not exist or is itself"
+        if primary_id in self.attached and self.attached[primary_id][0]:
+            return f"its primary card {primary_id} is attached to another card itself"
+        if UNKNOWN in (primary_member, member_id):
+            return None
+        if link_kind == card_pb2.SUBSIDIARY and member_id != primary_member:
+            return f"a SUBSIDIARY of member {member_id} on a card of member {primary_member}"
+        if link_kind == card_pb2.LINKED and member_id == primary_member:
+            return f"a LINKED card of its primary's own member {member_id}"
+        return None
 
     # --- invariants 5 (from the member's side), 6 and 7 ---
 

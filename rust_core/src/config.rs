@@ -69,14 +69,19 @@ impl Loaded {
     }
 
     pub fn pin_attempts_max(&self) -> i32 {
-        match self.config.pin_attempts_max {
-            0 => crate::pin::PIN_ATTEMPTS_MAX_DEFAULT,
-            configured => configured,
-        }
+        pin_attempts_max(&self.config)
     }
 
     pub fn spend_order(&self) -> SpendOrder {
         SpendOrder::try_from(self.config.spend_order).unwrap_or(SpendOrder::PrincipalFirst)
+    }
+}
+
+/// Wrong PINs in a row before a card's PIN locks.
+pub fn pin_attempts_max(config: &MerchantConfig) -> i32 {
+    match config.pin_attempts_max {
+        0 => crate::pin::PIN_ATTEMPTS_MAX_DEFAULT,
+        configured => configured,
     }
 }
 

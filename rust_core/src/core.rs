@@ -175,6 +175,8 @@ struct Shared {
 enum CardRef<'a> {
     Member(Option<&'a MemberRef>),
     Number(&'a str),
+    /// The primary card the numbered (attached) card draws on.
+    PrimaryOf(&'a str),
 }
 
 struct Job {
@@ -299,33 +301,47 @@ impl Core {
             Body::Checkout(r) if !r.pin.is_empty() => (&r.pin, CardRef::Member(r.member.as_ref())),
             Body::BuyPackage(r) if !r.pin.is_empty() => (&r.pin, CardRef::Number(&r.card_no)),
             Body::ChangePin(r) if !r.old_pin.is_empty() => (&r.old_pin, CardRef::Number(&r.card_no)),
+            Body::IssueCard(r) if !r.primary_pin.is_empty() && !r.primary_card_no.is_empty() => {
+                (&r.primary_pin, CardRef::Number(&r.primary_card_no))
+            }
+            Body::ReturnCard(r) if !r.pin.is_empty() => (&r.pin, CardRef::Number(&r.card_no)),
+            Body::RefundPackage(r) if !r.pin.is_empty() => (&r.pin, CardRef::Number(&r.card_no)),
+            Body::SetSpendingLimit(r) if !r.primary_pin.is_empty() => (&r.primary_pin, CardRef::PrimaryOf(&r.card_no)),
             _ => return Ok(None),
         };
         let shared = self.shared()?;
-        let card = {
+        let (card, locked) = {
             let _no_resize = shared.resize_lock.read().expect("lock");
             let txn = shared.env.read_txn()?;
+            let dbs = &shared.dbs;
             // A retry gets its first answer from the writer, whatever its PIN and whatever
             // became of the card since: nothing to check, nothing to refuse here.
-            if dispatch::replay(&shared.dbs, &txn, merchant, decoded)?.is_some() {
+            if dispatch::replay(dbs, &txn, merchant, decoded)?.is_some() {
                 return Ok(None);
             }
             crate::pin::check_format(pin)?;
             let found = match card_ref {
-                CardRef::Member(reference) => {
-                    crate::cards::resolve(&shared.dbs, &txn, merchant, reference).map(|f| f.1)
-                }
-                CardRef::Number(card_no) => crate::cards::find_by_number(&shared.dbs, &txn, merchant, card_no),
+                CardRef::Member(reference) => crate::cards::resolve(dbs, &txn, merchant, reference).map(|f| f.1),
+                CardRef::Number(card_no) => crate::cards::find_by_number(dbs, &txn, merchant, card_no),
+                CardRef::PrimaryOf(card_no) => match crate::cards::find_by_number(dbs, &txn, merchant, card_no) {
+                    // No primary to ask: the writer refuses it.
+                    Ok(attached) if attached.primary_card_id == 0 => return Ok(None),
+                    Ok(attached) => crate::cards::get(dbs, &txn, merchant, attached.primary_card_id),
+                    Err(error) => Err(error),
+                },
             };
-            match found {
+            let card = match found {
                 Ok(card) => card,
                 // The writer refuses it the same way, and keeps the refusal as the answer.
                 Err(error) if error.kind.is_deterministic() => return Ok(None),
                 Err(error) => return Err(error),
-            }
+            };
+            let locked = pin_locked(dbs, &txn, merchant, &card)?;
+            (card, locked)
         };
-        // No PIN to check, or a locked card the writer refuses anyway: skip the slow hash.
-        if card.pin_hash.is_empty() || card.status == crate::proto::CardStatus::Locked as i32 {
+        // No PIN to check, or a locked PIN the writer refuses whatever it is: no PIN is
+        // checked, not even hashed.
+        if card.pin_hash.is_empty() || locked {
             return Ok(None);
         }
         let correct = crate::pin::matches(pin, &card.pin_salt, card.pin_iterations, &card.pin_hash);
@@ -426,6 +442,19 @@ impl Core {
             owned.env.prepare_for_closing().wait();
         }
     }
+}
+
+/// Whether a card's PIN is locked after wrong PINs (see `cards::pin_locked`); the
+/// merchant's limit is read only for a card with wrong PINs already counted.
+fn pin_locked(dbs: &Dbs, txn: &heed::RoTxn<'_>, merchant: &str, card: &crate::proto::Card) -> Result<bool> {
+    if card.status == crate::proto::CardStatus::Locked as i32 {
+        return Ok(true);
+    }
+    if card.pin_failures == 0 {
+        return Ok(false);
+    }
+    let attempts_max = crate::config::pin_attempts_max(&crate::config::read(dbs, txn, merchant)?);
+    Ok(crate::cards::pin_locked(card, attempts_max))
 }
 
 impl Drop for Core {

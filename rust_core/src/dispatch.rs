@@ -79,6 +79,7 @@ methods! {
         BuyPackage: BuyPackageRequest => "/mms.v1.CardService/BuyPackage",
         RefundPackage: RefundPackageRequest => "/mms.v1.CardService/RefundPackage",
         RunCardMaintenance: RunCardMaintenanceRequest => "/mms.v1.CardService/RunCardMaintenance",
+        SetSpendingLimit: SetSpendingLimitRequest => "/mms.v1.CardService/SetSpendingLimit",
     }
     reads {
         GetConfig => "/mms.v1.ConfigService/GetConfig",
@@ -107,10 +108,8 @@ impl ScrubSecrets for ImportMembersRequest {}
 impl ScrubSecrets for RechargeRequest {}
 impl ScrubSecrets for CardActionRequest {}
 impl ScrubSecrets for ReplaceCardRequest {}
-impl ScrubSecrets for ReturnCardRequest {}
 impl ScrubSecrets for RenewCardRequest {}
 impl ScrubSecrets for ChargeAnnualFeeRequest {}
-impl ScrubSecrets for RefundPackageRequest {}
 impl ScrubSecrets for RunCardMaintenanceRequest {}
 
 impl ScrubSecrets for CheckoutRequest {
@@ -122,6 +121,25 @@ impl ScrubSecrets for CheckoutRequest {
 impl ScrubSecrets for IssueCardRequest {
     fn scrub_secrets(&mut self) {
         self.pin.clear();
+        self.primary_pin.clear();
+    }
+}
+
+impl ScrubSecrets for ReturnCardRequest {
+    fn scrub_secrets(&mut self) {
+        self.pin.clear();
+    }
+}
+
+impl ScrubSecrets for RefundPackageRequest {
+    fn scrub_secrets(&mut self) {
+        self.pin.clear();
+    }
+}
+
+impl ScrubSecrets for SetSpendingLimitRequest {
+    fn scrub_secrets(&mut self) {
+        self.primary_pin.clear();
     }
 }
 
@@ -253,6 +271,7 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
         Body::BuyPackage(r) => encoded(packages::buy(&context, txn, r)?),
         Body::RefundPackage(r) => encoded(packages::refund(&context, txn, r)?),
         Body::RunCardMaintenance(r) => (maintenance(writer.env, &context, txn, r)?.encode_to_vec(), 0),
+        Body::SetSpendingLimit(r) => encoded(lifecycle::set_spending_limit(&context, txn, r)?),
     };
     finish(dbs, txn, merchant, now_ms, decoded, response, seq)
 }

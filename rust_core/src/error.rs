@@ -103,10 +103,12 @@ pub enum Kind {
     BackupFailed,
     Storage,
     CorruptRecord,
+    LinkInvalid,
+    TooManyAttachedCards,
 }
 
 /// Every kind, for reverse lookup of stored reasons and for exhaustive tests.
-pub const ALL_KINDS: [Kind; 68] = [
+pub const ALL_KINDS: [Kind; 70] = [
     Kind::MalformedRequest,
     Kind::UnknownMethod,
     Kind::RequestIdInvalid,
@@ -175,6 +177,8 @@ pub const ALL_KINDS: [Kind; 68] = [
     Kind::BackupFailed,
     Kind::Storage,
     Kind::CorruptRecord,
+    Kind::LinkInvalid,
+    Kind::TooManyAttachedCards,
 ];
 
 impl Kind {
@@ -248,6 +252,8 @@ impl Kind {
             Kind::BackupFailed => "BACKUP_FAILED",
             Kind::Storage => "STORAGE_ERROR",
             Kind::CorruptRecord => "CORRUPT_RECORD",
+            Kind::LinkInvalid => "LINK_INVALID",
+            Kind::TooManyAttachedCards => "TOO_MANY_ATTACHED_CARDS",
         }
     }
 
@@ -321,6 +327,8 @@ impl Kind {
             Kind::BackupFailed => Status::FailedPrecondition,
             Kind::Storage => Status::Internal,
             Kind::CorruptRecord => Status::Internal,
+            Kind::LinkInvalid => Status::FailedPrecondition,
+            Kind::TooManyAttachedCards => Status::FailedPrecondition,
         }
     }
 

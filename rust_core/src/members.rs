@@ -34,6 +34,16 @@ pub fn register(
         "" => cards::default_card_type(config),
         code => cards::card_type(config, code)?,
     };
+    if card_type.pin_required {
+        // A registration carries no PIN; such a card would wait for whoever sets one first.
+        return fail(
+            Kind::PinRequired,
+            format!(
+                "card type {:?} asks for a PIN: register with another type, then sell it with IssueCard",
+                card_type.code
+            ),
+        );
+    }
     let store_code = config.store_code(&request.store_code)?.to_owned();
     let phone_key = store::key(merchant, phone.as_bytes());
     if dbs.phones.get(txn, &phone_key)?.is_some() {

@@ -264,16 +264,27 @@ fn pin_card_config() -> MerchantConfig {
         pin_required: true,
         ..Default::default()
     });
-    config.default_card_type = "secure".into();
+    config.default_card_type = "ecard".into(); // registrations get the PIN-less e-card
     config
 }
 
 #[test]
 fn a_retry_with_a_pin_gets_its_first_answer_whatever_became_of_the_card() {
     let mut h = Harness::with_config("pin-retry", pin_card_config());
-    h.register("13700137002", "P0001");
-    let set_pin = ChangePinRequest { card_no: "P0001".into(), new_pin: "246810".into(), ..Default::default() };
-    let _: CardResponse = h.call("/mms.v1.CardService/ChangePin", set_pin).unwrap();
+    h.register("13700137002", "");
+    // A PIN card (储值卡, 会员密码), sold with its PIN and made the member's default card.
+    let issue = IssueCardRequest {
+        member: stored_value(Key::Phone("13700137002".into())),
+        card_no: "P0001".into(),
+        card_type: "secure".into(),
+        activate: true,
+        pin: "246810".into(),
+        ..Default::default()
+    };
+    let _: CardResponse = h.call("/mms.v1.CardService/IssueCard", issue).unwrap();
+    let default =
+        CardActionRequest { card_no: "P0001".into(), action: CardAction::SetDefault as i32, ..Default::default() };
+    let _: CardResponse = h.call("/mms.v1.CardService/ApplyCardAction", default).unwrap();
     h.recharge("13700137002", 10_000).unwrap();
     let mut request = checkout_request(
         stored_value(Key::Phone("13700137002".into())),

@@ -562,7 +562,16 @@ fn bad_package_requests_change_nothing() {
     let mut h = Harness::new("bad");
     h.register("13800138008", "C0008", "");
     h.register("13800138009", "P0009", "points");
-    h.register("13800138010", "V0010", "vip");
+    h.register("13800138010", "M0010", "");
+    let vip = IssueCardRequest {
+        member: card("M0010"),
+        card_no: "V0010".into(),
+        card_type: "vip".into(),
+        activate: true,
+        pin: "246810".into(),
+        ..Default::default()
+    };
+    h.call::<CardResponse>("/mms.v1.CardService/IssueCard", vip).unwrap();
     h.recharge("V0010", 10_000);
     h.buy("C0008", "cut3", vec![pay(PaymentMethod::Cash)]).unwrap();
     let entries = h.entries();
