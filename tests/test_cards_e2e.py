@@ -10,6 +10,7 @@ test audits a backup of the shared server after all the others.
 
 from __future__ import annotations
 
+import calendar
 import datetime
 import itertools
 from collections.abc import Callable
@@ -262,14 +263,15 @@ def local_date(at_ms: int) -> datetime.date:
 
 
 def valid_through(start: datetime.date, months: int) -> str:
-    """The last day of a card valid `months` from `start`: the same day `months` later
-    (clamped to the month's end), less one day."""
-    index = start.year * 12 + start.month - 1 + months
-    year, month = divmod(index, 12)
+    """The last day of a card valid `months` from `start` (PRC Civil Code art. 203): the
+    day before the same date `months` later, or that month's last day when it has no
+    such date."""
+    year, month = divmod(start.year * 12 + start.month - 1 + months, 12)
     month += 1
-    next_month = datetime.date(year + month // 12, month % 12 + 1, 1)
-    day = min(start.day, (next_month - datetime.timedelta(days=1)).day)
-    return (datetime.date(year, month, day) - datetime.timedelta(days=1)).isoformat()
+    last_day = calendar.monthrange(year, month)[1]
+    if start.day > last_day:
+        return datetime.date(year, month, last_day).isoformat()
+    return (datetime.date(year, month, start.day) - datetime.timedelta(days=1)).isoformat()
 
 
 def uses_left(card: card_pb2.CardView) -> dict[tuple[int, str], int]:

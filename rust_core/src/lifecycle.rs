@@ -996,11 +996,11 @@ mod tests {
         assert_eq!((covered, next), (date("2027-03-14"), date("2028-03-14")));
         let (covered, next) = annual_fee_cover(date("2026-03-15"), "2028-03-14").unwrap();
         assert_eq!((covered, next), (date("2028-03-14"), date("2029-03-14")));
-        // Feb 29: years end Feb 27 (Feb 28 is the clamped anniversary) and come back to Feb 28
-        // in leap years, without drifting.
+        // Feb 29: years end Feb 28 (a month without Feb 29 ends on its last day), and on
+        // Feb 28 in leap years too, the day before the anniversary, without drifting.
         let (covered, next) = annual_fee_cover(date("2028-02-29"), "").unwrap();
-        assert_eq!((covered, next), (date("2029-02-27"), date("2030-02-27")));
-        let (_, next) = annual_fee_cover(date("2028-02-29"), "2031-02-27").unwrap();
+        assert_eq!((covered, next), (date("2029-02-28"), date("2030-02-28")));
+        let (_, next) = annual_fee_cover(date("2028-02-29"), "2031-02-28").unwrap();
         assert_eq!(next, date("2032-02-28"));
         // Month ends: Jan 31 stays anchored to Jan 31.
         let (_, next) = annual_fee_cover(date("2026-01-31"), "2027-01-30").unwrap();

@@ -808,7 +808,7 @@ fn timed_cards_renew_across_month_ends_and_expire() {
     let mut h = Harness::new("renew", lifecycle_config(), "2026-01-31");
     h.register("13800000012", "C0001");
     let month = h.sell("C0001", "T0001", "month");
-    assert_eq!(month.expires_on, "2026-02-27"); // 月卡 from Jan 31
+    assert_eq!(month.expires_on, "2026-02-28"); // 月卡 from Jan 31: February has no 31st
                                                 // A timed card's visits are prepaid: a bill of 0.
     h.checkout(Key::CardNo("T0001".into()), 0, PaymentMethod::Cash, "").unwrap();
 
@@ -820,13 +820,13 @@ fn timed_cards_renew_across_month_ends_and_expire() {
     };
     h.set_today("2026-02-10");
     let renewed: CardResponse = h.call(RENEW, renew("T0001", 30_000)).unwrap();
-    assert_eq!(renewed.card.unwrap().expires_on, "2026-03-27"); // from Feb 28, through the day before Mar 28
-    assert_eq!(renewed.event.unwrap().note, "valid through 2026-03-27");
+    assert_eq!(renewed.card.unwrap().expires_on, "2026-03-31"); // from Mar 1, through Mar 31
+    assert_eq!(renewed.event.unwrap().note, "valid through 2026-03-31");
     assert_eq!(kind_of(h.call::<CardResponse>(RENEW, renew("C0001", 30_000))), Kind::CardKindMismatch);
     assert_eq!(kind_of(h.call::<CardResponse>(RENEW, renew("T0001", -1))), Kind::AmountNotPositive);
     assert_eq!(kind_of(h.act("T0001", CardAction::Expire)), Kind::CardStateInvalid);
 
-    h.set_today("2026-03-28");
+    h.set_today("2026-04-01");
     assert_eq!(kind_of(h.checkout(Key::CardNo("T0001".into()), 0, PaymentMethod::Cash, "")), Kind::CardExpired);
     let expired = h.act("T0001", CardAction::Expire).unwrap();
     assert_eq!(expired.card.unwrap().status, CardStatus::Expired as i32);
@@ -841,9 +841,9 @@ fn timed_cards_renew_across_month_ends_and_expire() {
 
     // Leap day: a year card from 2028-02-29, renewed at once, runs on from its end.
     h.set_today("2028-02-29");
-    assert_eq!(h.sell("C0001", "Y0001", "year").expires_on, "2029-02-27");
+    assert_eq!(h.sell("C0001", "Y0001", "year").expires_on, "2029-02-28");
     let renewed: CardResponse = h.call(RENEW, renew("Y0001", 100)).unwrap();
-    assert_eq!(renewed.card.unwrap().expires_on, "2030-02-27");
+    assert_eq!(renewed.card.unwrap().expires_on, "2030-02-28");
 
     let books = h.books();
     assert_eq!(books.balance("store/S001/card_fees"), 30_000 + 30_000 + 100);
