@@ -612,8 +612,7 @@ def test_renew_a_timed_card(till: Till) -> None:
     assert (visit.amount_due_fen, list(visit.payments), visit.card_no) == (0, [], "M0001")
     refused(FAILED, "CARD_STATE_INVALID", lambda: till.action("M0001", CA.EXPIRE))  # not yet
     renewed = till.renew("M0001", 28_000)
-    last_day = datetime.date.fromisoformat(sold.card.expires_on)
-    assert renewed.card.expires_on == valid_through(last_day + datetime.timedelta(days=1), 1)
+    assert renewed.card.expires_on == valid_through(activated_on, 2)  # on from activation
     assert (renewed.fee_fen, list(renewed.payments)) == (28_000, [paid(PM.CASH, 28_000)])
     assert (renewed.event.action, renewed.card.status) == ("RENEW", CS.ACTIVE)
     refused(FAILED, "CARD_KIND_MISMATCH", lambda: till.renew("C0001", 28_000))

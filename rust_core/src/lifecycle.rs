@@ -16,6 +16,12 @@
 //!   the default; with none, the closed card stays the default (STORAGE.md invariant 5: the
 //!   default is always one of the member's cards), so a checkout by phone says CARD_CLOSED.
 //! - `Member.card_no` follows the default card.
+//! - A timed card keeps the first day of its paid periods and the months paid since
+//!   (`period_start_on`, `period_months`): a renewal (续卡) while the card runs adds its
+//!   months to the same start, so a month card from Nov 30 runs through Dec 29, Jan 29,
+//!   Feb 28, Mar 29 ... and never drifts to the 27th. A renewal after the card lapsed (the
+//!   day after its last day or later) starts a new period that day. A card paid more than
+//!   `VALID_MONTHS_MAX` months ahead is refused a further renewal.
 
 use heed::{RoTxn, RwTxn};
 
@@ -167,13 +173,22 @@ fn activate(card: &mut Card, card_type: &CardType, today: Date, now_ms: i64) {
     card.activated_at_ms = now_ms;
     match cards::kind_of(card_type) {
         CardKind::TimedCard if card_type.valid_months > 0 => {
-            card.expires_on = today.valid_through(card_type.valid_months).format();
+            set_period(card, today, card_type.valid_months);
         }
         CardKind::TrialCard if card_type.trial_days > 0 => {
             card.expires_on = today.add_days(i64::from(card_type.trial_days) - 1).format();
         }
         _ => {}
     }
+}
+
+/// Gives a timed card the periods paid from `start` on: `months` in all, through the
+/// last day of the last one. Counting every renewal from the same start keeps month ends
+/// from drifting (Nov 30 + 3 months ends Feb 28, + 4 months Mar 29).
+fn set_period(card: &mut Card, start: Date, months: i32) {
+    card.period_start_on = start.format();
+    card.period_months = months;
+    card.expires_on = start.valid_through(months).format();
 }
 
 /// Sets a new PIN, hashed before the writer (see `Core::submit`): the writer only stores it.
@@ -624,11 +639,8 @@ pub fn renew(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &RenewCardRequ
     let today = context.today();
     require_status(&card, &[CardStatus::Active, CardStatus::Expired], today, "renew it")?;
     let payments = fee_payments(&request.tenders, price_fen)?;
-    let start = match card.expires_on.as_str() {
-        "" => today,
-        last_day => today.max(Date::parse(last_day)?.add_days(1)),
-    };
-    card.expires_on = start.valid_through(card_type.valid_months).format();
+    let (start, months) = renewed_period(&card, card_type.valid_months, today)?;
+    set_period(&mut card, start, months);
     let before = cards::status_of(&card);
     card.status = CardStatus::Active as i32;
     card.status_before = CardStatus::Unspecified as i32;
@@ -639,6 +651,35 @@ pub fn renew(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &RenewCardRequ
     let event = op.event(txn, &card, "RENEW", before, &format!("valid through {}", card.expires_on), seq)?;
     let response = CardResponse { fee_fen: price_fen, payments, ..op.respond(txn, &card, event, seq)? };
     Ok((response, seq))
+}
+
+/// The periods a renewal (续卡) leaves on a card, as (start, months). While the card has not
+/// lapsed the new months follow on from the same start; after a lapse they start today.
+/// A card renewed for the first time since it was activated before starts were kept
+/// counts from the day after its last day. A card is paid at most `VALID_MONTHS_MAX`
+/// months ahead before it may be renewed again.
+fn renewed_period(card: &Card, valid_months: i32, today: Date) -> Result<(Date, i32)> {
+    if card.expires_on.is_empty() {
+        return Ok((today, valid_months));
+    }
+    let last_day = Date::parse(&card.expires_on)?;
+    if today > last_day {
+        return Ok((today, valid_months));
+    }
+    if last_day > today.add_months(VALID_MONTHS_MAX) {
+        return fail(
+            Kind::CardStateInvalid,
+            format!(
+                "card {} is paid through {}: renew it within {VALID_MONTHS_MAX} months of that",
+                card.card_no, card.expires_on
+            ),
+        );
+    }
+    let (start, months_paid) = match card.period_start_on.as_str() {
+        "" => (last_day.add_days(1), 0),
+        start => (Date::parse(start)?, card.period_months),
+    };
+    Ok((start, months_paid + valid_months))
 }
 
 // ---- 年费 ----

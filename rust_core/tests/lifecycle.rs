@@ -803,6 +803,24 @@ fn returning_a_card_refunds_principal_less_the_fee_and_forfeits_bonus() {
     h.assert_ledger_consistent();
 }
 
+fn renewal(card_no: &str, price_fen: i64) -> RenewCardRequest {
+    RenewCardRequest {
+        card_no: card_no.into(),
+        price_fen,
+        tenders: if price_fen > 0 { vec![pay(PaymentMethod::Cash)] } else { Vec::new() },
+        ..Default::default()
+    }
+}
+
+impl Harness {
+    /// Renews a card on `today`; returns its new last day.
+    fn renew_on(&mut self, today: &str, card_no: &str, price_fen: i64) -> String {
+        self.set_today(today);
+        let renewed: CardResponse = self.call(RENEW, renewal(card_no, price_fen)).unwrap();
+        renewed.card.unwrap().expires_on
+    }
+}
+
 #[test]
 fn timed_cards_renew_across_month_ends_and_expire() {
     let mut h = Harness::new("renew", lifecycle_config(), "2026-01-31");
@@ -812,42 +830,70 @@ fn timed_cards_renew_across_month_ends_and_expire() {
                                                 // A timed card's visits are prepaid: a bill of 0.
     h.checkout(Key::CardNo("T0001".into()), 0, PaymentMethod::Cash, "").unwrap();
 
-    let renew = |card_no: &str, price_fen: i64| RenewCardRequest {
-        card_no: card_no.into(),
-        price_fen,
-        tenders: if price_fen > 0 { vec![pay(PaymentMethod::Cash)] } else { Vec::new() },
-        ..Default::default()
-    };
     h.set_today("2026-02-10");
-    let renewed: CardResponse = h.call(RENEW, renew("T0001", 30_000)).unwrap();
-    assert_eq!(renewed.card.unwrap().expires_on, "2026-03-31"); // from Mar 1, through Mar 31
-    assert_eq!(renewed.event.unwrap().note, "valid through 2026-03-31");
-    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, renew("C0001", 30_000))), Kind::CardKindMismatch);
-    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, renew("T0001", -1))), Kind::AmountNotPositive);
+    let renewed: CardResponse = h.call(RENEW, renewal("T0001", 30_000)).unwrap();
+    assert_eq!(renewed.card.unwrap().expires_on, "2026-03-30"); // two months from Jan 31
+    assert_eq!(renewed.event.unwrap().note, "valid through 2026-03-30");
+    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, renewal("C0001", 30_000))), Kind::CardKindMismatch);
+    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, renewal("T0001", -1))), Kind::AmountNotPositive);
     assert_eq!(kind_of(h.act("T0001", CardAction::Expire)), Kind::CardStateInvalid);
 
-    h.set_today("2026-04-01");
+    h.set_today("2026-03-30"); // its last day
+    h.checkout(Key::CardNo("T0001".into()), 0, PaymentMethod::Cash, "").unwrap();
+    h.set_today("2026-03-31");
     assert_eq!(kind_of(h.checkout(Key::CardNo("T0001".into()), 0, PaymentMethod::Cash, "")), Kind::CardExpired);
     let expired = h.act("T0001", CardAction::Expire).unwrap();
     assert_eq!(expired.card.unwrap().status, CardStatus::Expired as i32);
 
-    h.set_today("2026-04-15");
-    let renewed: CardResponse = h.call(RENEW, renew("T0001", 0)).unwrap();
-    assert_eq!(renewed.ledger_seq, 0);
-    let card = renewed.card.unwrap();
-    assert_eq!((card.status, card.expires_on.as_str()), (CardStatus::Active as i32, "2026-05-14"));
+    // Renewed after a lapse: a new month from the day of the renewal.
+    assert_eq!(h.renew_on("2026-04-15", "T0001", 0), "2026-05-14");
+    assert_eq!(h.status("T0001"), CardStatus::Active);
     h.checkout(Key::CardNo("T0001".into()), 0, PaymentMethod::Cash, "").unwrap();
     assert_eq!(h.actions("T0001"), vec!["RENEW", "EXPIRE", "RENEW", "ISSUE"]);
+    // The day after its last day is a lapse too, even without the EXPIRE action.
+    assert_eq!(h.renew_on("2026-05-15", "T0001", 0), "2026-06-14");
 
     // Leap day: a year card from 2028-02-29, renewed at once, runs on from its end.
     h.set_today("2028-02-29");
     assert_eq!(h.sell("C0001", "Y0001", "year").expires_on, "2029-02-28");
-    let renewed: CardResponse = h.call(RENEW, renew("Y0001", 100)).unwrap();
-    assert_eq!(renewed.card.unwrap().expires_on, "2030-02-28");
+    assert_eq!(h.renew_on("2028-02-29", "Y0001", 100), "2030-02-28");
+    assert_eq!(h.renew_on("2029-06-01", "Y0001", 100), "2031-02-28");
+    assert_eq!(h.renew_on("2029-06-01", "Y0001", 100), "2032-02-28"); // Feb 29 exists: the day before
 
     let books = h.books();
-    assert_eq!(books.balance("store/S001/card_fees"), 30_000 + 30_000 + 100);
+    assert_eq!(books.balance("store/S001/card_fees"), 30_000 + 30_000 + 300);
     assert_eq!(books.last().kind, EntryKind::CardRenew as i32);
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn monthly_renewals_keep_to_the_activation_date() {
+    let mut h = Harness::new("renew-anchor", lifecycle_config(), "2026-11-30");
+    h.register("13800000022", "C0001");
+    assert_eq!(h.sell("C0001", "T0001", "month").expires_on, "2026-12-29");
+    // Renewed each month a few days before its end: always the day before the 30th, or
+    // February's last day, never drifting to the 27th.
+    let renewals = [
+        ("2026-12-27", "2027-01-29"),
+        ("2027-01-20", "2027-02-28"),
+        ("2027-02-28", "2027-03-29"),
+        ("2027-03-29", "2027-04-29"),
+        ("2027-04-01", "2027-05-29"),
+        ("2027-05-29", "2027-06-29"),
+    ];
+    for (today, through) in renewals {
+        assert_eq!(h.renew_on(today, "T0001", 0), through, "renewed on {today}");
+    }
+    // Paid ahead as far as allowed, then refused until the card is nearer its end.
+    h.set_today("2027-06-01");
+    let mut through = String::new();
+    for _ in 0..120 {
+        through = h.renew_on("2027-06-01", "T0001", 0);
+    }
+    assert_eq!(through, "2037-06-29"); // 127 months from 2026-11-30: 120 and more ahead
+    let error = h.call::<CardResponse>(RENEW, renewal("T0001", 0)).unwrap_err();
+    assert_eq!((error.kind, error.message.contains("paid through 2037-06-29")), (Kind::CardStateInvalid, true));
+    assert_eq!(h.card("T0001").expires_on, "2037-06-29");
     h.assert_ledger_consistent();
 }
 
