@@ -705,12 +705,11 @@ def _add_card_fees(commands: _Commands) -> None:
     returned.add_argument("--refund", choices=list(_METHODS), required=True, help="paid out by")
     _add_store_option(returned)
     _add_staff_option(returned)
-    renew = commands.add("renew", _card_renew, "renew a timed card 续卡", mutating=True)
-    _add_card_argument(renew)
-    renew.add_argument(
-        "--price", metavar="YUAN", type=_positive_yuan, required=True, help="续卡价格"
+    renew = commands.add(
+        "renew", _card_renew, "renew a timed card at its type's renew fee 续卡", mutating=True
     )
-    _add_fee_options(renew, "renewal")
+    _add_card_argument(renew)
+    _add_fee_options(renew, "renew fee 续卡费")
     annual = commands.add(
         "annual-fee", _card_annual_fee, "charge the annual fee when due 年费", mutating=True
     )
@@ -1134,7 +1133,6 @@ def build_renew_card_request(args: argparse.Namespace) -> card_pb2.RenewCardRequ
     return card_pb2.RenewCardRequest(
         request_id=args.request_id,
         card_no=args.card_no,
-        price_fen=args.price,
         tenders=_fee_tenders(args),
         store_code=args.store,
         staff_code=args.staff,

@@ -170,10 +170,10 @@ class Till(Client):
             card_no=card_no, refund_method=method, **fields,
         )  # fmt: skip
 
-    def renew(self, card_no: str, price_fen: int, tenders: Any = (CASH,)) -> card_pb2.CardResponse:
+    def renew(self, card_no: str, tenders: Any = (CASH,), **fields: Any) -> card_pb2.CardResponse:
         return self.mutate(
             self.cards, "RenewCard", card_pb2.RenewCardRequest,
-            card_no=card_no, price_fen=price_fen, tenders=tenders,
+            card_no=card_no, tenders=tenders, **fields,
         )  # fmt: skip
 
     def annual_fee(self, card_no: str) -> card_pb2.CardResponse:
@@ -611,15 +611,19 @@ def test_renew_a_timed_card(till: Till) -> None:
     visit = till.pay("M0001", 0, tenders=[CASH])  # a timed card's visit: nothing to pay
     assert (visit.amount_due_fen, list(visit.payments), visit.card_no) == (0, [], "M0001")
     refused(FAILED, "CARD_STATE_INVALID", lambda: till.action("M0001", CA.EXPIRE))  # not yet
-    renewed = till.renew("M0001", 28_000)
+    refused(FAILED, "CARD_NOT_SOLD_HERE", lambda: till.renew("M0001", store_code="S002"))
+    renewed = till.renew("M0001", store_code="S001")
     assert renewed.card.expires_on == valid_through(activated_on, 2)  # on from activation
-    assert (renewed.fee_fen, list(renewed.payments)) == (28_000, [paid(PM.CASH, 28_000)])
+    # no renew fee of its own: the month card renews at its issue fee
+    assert (renewed.fee_fen, list(renewed.payments)) == (30_000, [paid(PM.CASH, 30_000)])
     assert (renewed.event.action, renewed.card.status) == ("RENEW", CS.ACTIVE)
-    refused(FAILED, "CARD_KIND_MISMATCH", lambda: till.renew("C0001", 28_000))
-    refused(INVALID, "AMOUNT_NOT_POSITIVE", lambda: till.renew("M0001", -1))
+    refused(FAILED, "CARD_KIND_MISMATCH", lambda: till.renew("C0001"))
+    refused(INVALID, "PAYMENT_METHOD_INVALID", lambda: till.renew("M0001", tenders=[BALANCE]))
+    refused(INVALID, "PAYMENTS_MISMATCH", lambda: till.renew("M0001", tenders=[]))
+    assert till.card("M0001").expires_on == renewed.card.expires_on
     history = till.read("ListHistory", member_pb2.ListHistoryRequest, P1).items
     assert [(h.kind, h.amount_fen) for h in history] == [
-        ("CARD_RENEW", 28_000),
+        ("CARD_RENEW", 30_000),
         ("CHECKOUT", 0),
         ("CARD_ISSUE", 30_000),
     ]

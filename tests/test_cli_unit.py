@@ -180,8 +180,8 @@ def test_mutating_commands_take_a_request_id(
         ["card", "events", "C1", "--page-size", "x"],
         ["card", "return", "C1"],  # --refund missing
         ["card", "return", "C1", "--refund", "balance"],  # only 退次 goes back to balance
-        ["card", "renew", "C1"],  # --price missing
-        ["card", "renew", "C1", "--price", "0"],
+        ["card", "renew", "C1", "--price", "10"],  # the card type sets the price
+        ["card", "renew", "C1", "--pay", "balance"],  # a fee is not paid from stored value
         ["card", "replace", "C1"],  # --new-number missing
         ["package", "buy", "C1"],  # --package missing
         ["package", "buy", "C1", "--package", "cut10", "--pay", "points"],
@@ -225,7 +225,6 @@ BAD_AMOUNTS = [
         ["recharge", "--phone", PHONE, "--amount"],
         ["checkout", "--phone", PHONE, "--amount"],
         ["checkout", "--amount", "10", "--pay", "cash", "--cash-received"],
-        ["card", "renew", "M0001", "--price"],
         [
             "card",
             "issue",
@@ -240,7 +239,7 @@ BAD_AMOUNTS = [
             "--limit",
         ],
     ],
-    ids=["recharge", "checkout", "cash-received", "renew-price", "subsidiary-limit"],
+    ids=["recharge", "checkout", "cash-received", "subsidiary-limit"],
 )
 def test_bad_amounts_are_refused_before_any_call(
     argv: list[str],
@@ -735,10 +734,8 @@ def test_replace_return_renew_requests() -> None:
     )
     assert (returned.card_no, returned.refund_method) == ("C0001", common_pb2.SCAN_PAY)
     assert returned.store_code == ""
-    renew = request_of(
-        cli.build_renew_card_request, "card", "renew", "M0001", "--price", "99.99", "--store", "S2"
-    )
-    assert (renew.card_no, renew.price_fen, renew.store_code) == ("M0001", 9_999, "S2")
+    renew = request_of(cli.build_renew_card_request, "card", "renew", "M0001", "--store", "S2")
+    assert (renew.card_no, renew.store_code) == ("M0001", "S2")
     assert list(renew.tenders) == [common_pb2.Tender(method=CASH, take_rest=True)]
 
 

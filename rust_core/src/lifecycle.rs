@@ -226,12 +226,7 @@ pub fn issue(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &IssueCardRequ
         code => cards::card_type(config, code)?,
     };
     let store_code = config.store_code(&request.store_code)?.to_owned();
-    if !card_type.sell_store_codes.is_empty() && !card_type.sell_store_codes.contains(&store_code) {
-        return fail(
-            Kind::CardNotSoldHere,
-            format!("card type {:?} is not sold at store {store_code}", card_type.code),
-        );
-    }
+    check_sold_here(&card_type, &store_code)?;
     let member = members::find(dbs, txn, merchant, request.member.as_ref())?;
     let primary_card_id = subsidiary_link(context, txn, request)?;
     let fee_fen = card_type.issue_fee_fen;
@@ -262,6 +257,14 @@ pub fn issue(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &IssueCardRequ
     let event = op.event(txn, &card, "ISSUE", CardStatus::Unspecified, "", seq)?;
     let response = CardResponse { fee_fen, payments, ..op.respond(txn, &card, event, seq)? };
     Ok((response, seq))
+}
+
+/// Refuses a sale or renewal at a store the card type's `sell_store_codes` leave out.
+fn check_sold_here(card_type: &CardType, store_code: &str) -> Result<()> {
+    if card_type.sell_store_codes.is_empty() || card_type.sell_store_codes.iter().any(|s| s == store_code) {
+        return Ok(());
+    }
+    fail(Kind::CardNotSoldHere, format!("card type {:?} is not sold at store {store_code}", card_type.code))
 }
 
 /// The primary card a subsidiary (附属卡) draws on, or 0 for a card of its own. The
@@ -623,21 +626,16 @@ fn close(op: &Op<'_>, txn: &mut RwTxn<'_>, card: &mut Card, note: &str, ledger_s
 pub fn renew(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &RenewCardRequest) -> Result<(CardResponse, u64)> {
     let op = Op::new(context, &request.request_id, &request.staff_code)?;
     let (dbs, merchant) = (context.dbs, context.merchant);
-    let price_fen = request.price_fen;
-    if price_fen < 0 {
-        return fail(Kind::AmountNotPositive, format!("price_fen must not be negative, got {price_fen}"));
-    }
-    if price_fen > AMOUNT_FEN_MAX {
-        return fail(Kind::AmountTooLarge, format!("price_fen must be at most {AMOUNT_FEN_MAX}"));
-    }
     let store_code = context.config.store_code(&request.store_code)?.to_owned();
     let mut card = cards::find_by_number(dbs, txn, merchant, &request.card_no)?;
     let card_type = cards::card_type(context.config, &card.card_type)?;
     if cards::kind_of(&card_type) != CardKind::TimedCard {
         return fail(Kind::CardKindMismatch, format!("card {} ({}) is not a timed card", card.card_no, card_type.name));
     }
+    check_sold_here(&card_type, &store_code)?;
     let today = context.today();
     require_status(&card, &[CardStatus::Active, CardStatus::Expired], today, "renew it")?;
+    let price_fen = card_type.renew_fee_fen.unwrap_or(card_type.issue_fee_fen);
     let payments = fee_payments(&request.tenders, price_fen)?;
     let (start, months) = renewed_period(&card, card_type.valid_months, today)?;
     set_period(&mut card, start, months);
@@ -873,6 +871,7 @@ fn validate_card_type(config: &MerchantConfig, card_type: &CardType) -> Result<(
         ("annual_fee_fen", card_type.annual_fee_fen),
         ("replacement_fee_fen", card_type.replacement_fee_fen),
         ("return_fee_fen", card_type.return_fee_fen),
+        ("renew_fee_fen", card_type.renew_fee_fen.unwrap_or(0)),
     ];
     for (field, fee_fen) in fees {
         if !(0..=AMOUNT_FEN_MAX).contains(&fee_fen) {
@@ -906,6 +905,9 @@ fn validate_card_type_terms(card_type: &CardType, kind: CardKind) -> std::result
     }
     if kind != CardKind::TimedCard && months != 0 {
         return Err("valid_months is for timed cards only".into());
+    }
+    if kind != CardKind::TimedCard && card_type.renew_fee_fen.is_some() {
+        return Err("renew_fee_fen is for timed cards only".into());
     }
     if !(0..=TRIAL_DAYS_MAX).contains(&days) || !(0..=TRIAL_USES_MAX).contains(&uses) {
         return Err(format!("trial_days must be 0-{TRIAL_DAYS_MAX} and trial_uses 0-{TRIAL_USES_MAX}"));
@@ -985,6 +987,7 @@ mod tests {
             (|c| c.card_types[0].discount_bp = 10_000, "discount_bp"),
             (|c| c.card_types[0].sell_store_codes = vec!["S999".into()], "sell_store_codes"),
             (|c| c.card_types[0].valid_months = 12, "valid_months"),
+            (|c| c.card_types[0].renew_fee_fen = Some(0), "renew_fee_fen"),
             (|c| c.card_types[0].trial_days = 7, "trial_days"),
             (|c| c.card_types.push(c.card_types[0].clone()), "listed twice"),
             (|c| c.default_card_type = "gold".into(), "default_card_type"),
@@ -1009,6 +1012,13 @@ mod tests {
         assert!(refusal(&config_with(timed.clone())).contains("valid_months"));
         timed.valid_months = 36;
         assert!(validate_card_types(&config_with(timed.clone())).is_ok());
+        timed.renew_fee_fen = Some(0);
+        assert!(validate_card_types(&config_with(timed.clone())).is_ok());
+        timed.renew_fee_fen = Some(-1);
+        assert!(refusal(&config_with(timed.clone())).contains("renew_fee_fen"));
+        timed.renew_fee_fen = Some(AMOUNT_FEN_MAX + 1);
+        assert!(refusal(&config_with(timed.clone())).contains("renew_fee_fen"));
+        timed.renew_fee_fen = None;
         timed.annual_fee_fen = 100;
         assert!(refusal(&config_with(timed)).contains("annual_fee_fen"));
         let mut trial = CardType { kind: CardKind::TrialCard as i32, ..stored_value_type() };

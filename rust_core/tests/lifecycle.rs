@@ -69,7 +69,12 @@ fn lifecycle_config() -> MerchantConfig {
                 ..card_type("vip", CardKind::DiscountCard)
             },
             CardType { issue_fee_fen: 30_000, valid_months: 1, ..card_type("month", CardKind::TimedCard) },
-            CardType { valid_months: 12, ..card_type("year", CardKind::TimedCard) },
+            CardType {
+                valid_months: 12,
+                renew_fee_fen: Some(25_000),
+                sell_store_codes: vec!["S001".into()],
+                ..card_type("year", CardKind::TimedCard)
+            },
             CardType { trial_days: 7, trial_uses: 2, ..card_type("trial", CardKind::TrialCard) },
         ],
         packages: vec![CountPackage {
@@ -803,20 +808,16 @@ fn returning_a_card_refunds_principal_less_the_fee_and_forfeits_bonus() {
     h.assert_ledger_consistent();
 }
 
-fn renewal(card_no: &str, price_fen: i64) -> RenewCardRequest {
-    RenewCardRequest {
-        card_no: card_no.into(),
-        price_fen,
-        tenders: if price_fen > 0 { vec![pay(PaymentMethod::Cash)] } else { Vec::new() },
-        ..Default::default()
-    }
+/// A renewal at the first store, its fee paid in cash.
+fn renewal(card_no: &str) -> RenewCardRequest {
+    RenewCardRequest { card_no: card_no.into(), tenders: vec![pay(PaymentMethod::Cash)], ..Default::default() }
 }
 
 impl Harness {
     /// Renews a card on `today`; returns its new last day.
-    fn renew_on(&mut self, today: &str, card_no: &str, price_fen: i64) -> String {
+    fn renew_on(&mut self, today: &str, card_no: &str) -> String {
         self.set_today(today);
-        let renewed: CardResponse = self.call(RENEW, renewal(card_no, price_fen)).unwrap();
+        let renewed: CardResponse = self.call(RENEW, renewal(card_no)).unwrap();
         renewed.card.unwrap().expires_on
     }
 }
@@ -831,11 +832,19 @@ fn timed_cards_renew_across_month_ends_and_expire() {
     h.checkout(Key::CardNo("T0001".into()), 0, PaymentMethod::Cash, "").unwrap();
 
     h.set_today("2026-02-10");
-    let renewed: CardResponse = h.call(RENEW, renewal("T0001", 30_000)).unwrap();
+    let renewed: CardResponse = h.call(RENEW, renewal("T0001")).unwrap();
+    // The type's fee: the month card has no renew fee of its own, so its issue fee.
+    assert_eq!((renewed.fee_fen, renewed.payments[0].amount_fen), (30_000, 30_000));
     assert_eq!(renewed.card.unwrap().expires_on, "2026-03-30"); // two months from Jan 31
     assert_eq!(renewed.event.unwrap().note, "valid through 2026-03-30");
-    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, renewal("C0001", 30_000))), Kind::CardKindMismatch);
-    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, renewal("T0001", -1))), Kind::AmountNotPositive);
+    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, renewal("C0001"))), Kind::CardKindMismatch);
+    let stored_value = RenewCardRequest { tenders: vec![pay(PaymentMethod::StoredValue)], ..renewal("T0001") };
+    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, stored_value)), Kind::PaymentMethodInvalid);
+    let short = RenewCardRequest {
+        tenders: vec![Tender { method: PaymentMethod::Cash as i32, amount_fen: 100, ..Default::default() }],
+        ..renewal("T0001")
+    };
+    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, short)), Kind::PaymentsMismatch);
     assert_eq!(kind_of(h.act("T0001", CardAction::Expire)), Kind::CardStateInvalid);
 
     h.set_today("2026-03-30"); // its last day
@@ -846,22 +855,29 @@ fn timed_cards_renew_across_month_ends_and_expire() {
     assert_eq!(expired.card.unwrap().status, CardStatus::Expired as i32);
 
     // Renewed after a lapse: a new month from the day of the renewal.
-    assert_eq!(h.renew_on("2026-04-15", "T0001", 0), "2026-05-14");
+    assert_eq!(h.renew_on("2026-04-15", "T0001"), "2026-05-14");
     assert_eq!(h.status("T0001"), CardStatus::Active);
     h.checkout(Key::CardNo("T0001".into()), 0, PaymentMethod::Cash, "").unwrap();
     assert_eq!(h.actions("T0001"), vec!["RENEW", "EXPIRE", "RENEW", "ISSUE"]);
     // The day after its last day is a lapse too, even without the EXPIRE action.
-    assert_eq!(h.renew_on("2026-05-15", "T0001", 0), "2026-06-14");
+    assert_eq!(h.renew_on("2026-05-15", "T0001"), "2026-06-14");
 
     // Leap day: a year card from 2028-02-29, renewed at once, runs on from its end.
     h.set_today("2028-02-29");
     assert_eq!(h.sell("C0001", "Y0001", "year").expires_on, "2029-02-28");
-    assert_eq!(h.renew_on("2028-02-29", "Y0001", 100), "2030-02-28");
-    assert_eq!(h.renew_on("2029-06-01", "Y0001", 100), "2031-02-28");
-    assert_eq!(h.renew_on("2029-06-01", "Y0001", 100), "2032-02-28"); // Feb 29 exists: the day before
+    assert_eq!(h.renew_on("2028-02-29", "Y0001"), "2030-02-28");
+    assert_eq!(h.renew_on("2029-06-01", "Y0001"), "2031-02-28");
+    assert_eq!(h.renew_on("2029-06-01", "Y0001"), "2032-02-28"); // Feb 29 exists: the day before
+                                                                 // Renewed only where the type is sold, nothing charged elsewhere.
+    let elsewhere = RenewCardRequest { store_code: "S002".into(), ..renewal("Y0001") };
+    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, elsewhere)), Kind::CardNotSoldHere);
+    assert_eq!(h.card("Y0001").expires_on, "2032-02-28");
 
     let books = h.books();
-    assert_eq!(books.balance("store/S001/card_fees"), 30_000 + 30_000 + 300);
+    // Month card: issue + 3 renewals at its issue fee; year card: 3 renewals at its renew fee.
+    assert_eq!(books.balance("store/S001/card_fees"), 4 * 30_000 + 3 * 25_000);
+    assert_eq!(books.balance("store/S001/cash"), -(4 * 30_000 + 3 * 25_000));
+    assert_eq!(books.balance("store/S002/card_fees"), 0);
     assert_eq!(books.last().kind, EntryKind::CardRenew as i32);
     h.assert_ledger_consistent();
 }
@@ -882,16 +898,16 @@ fn monthly_renewals_keep_to_the_activation_date() {
         ("2027-05-29", "2027-06-29"),
     ];
     for (today, through) in renewals {
-        assert_eq!(h.renew_on(today, "T0001", 0), through, "renewed on {today}");
+        assert_eq!(h.renew_on(today, "T0001"), through, "renewed on {today}");
     }
     // Paid ahead as far as allowed, then refused until the card is nearer its end.
     h.set_today("2027-06-01");
     let mut through = String::new();
     for _ in 0..120 {
-        through = h.renew_on("2027-06-01", "T0001", 0);
+        through = h.renew_on("2027-06-01", "T0001");
     }
     assert_eq!(through, "2037-06-29"); // 127 months from 2026-11-30: 120 and more ahead
-    let error = h.call::<CardResponse>(RENEW, renewal("T0001", 0)).unwrap_err();
+    let error = h.call::<CardResponse>(RENEW, renewal("T0001")).unwrap_err();
     assert_eq!((error.kind, error.message.contains("paid through 2037-06-29")), (Kind::CardStateInvalid, true));
     assert_eq!(h.card("T0001").expires_on, "2037-06-29");
     h.assert_ledger_consistent();
