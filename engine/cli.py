@@ -53,6 +53,7 @@ from engine.proto import (
 __all__ = [
     "Session",
     "UsageError",
+    "build_annual_fee_request",
     "build_buy_package_request",
     "build_card_action_request",
     "build_change_pin_request",
@@ -711,9 +712,25 @@ def _add_card_fees(commands: _Commands) -> None:
     _add_card_argument(renew)
     _add_fee_options(renew, "renew fee 续卡费")
     annual = commands.add(
-        "annual-fee", _card_annual_fee, "charge the annual fee when due 年费", mutating=True
+        "annual-fee",
+        _card_annual_fee,
+        "charge the annual fee of the current card year when due 年费",
+        mutating=True,
     )
     _add_card_argument(annual)
+    annual.add_argument(
+        "--pay",
+        choices=list(_PAY_TENDERS),
+        default="balance",
+        help="balance: the card's principal 本金 (default; bonus never pays fees); "
+        "balance+cash: cash for the rest; or cash, bank_card, scan_pay",
+    )
+    _add_ref_option(annual)
+    annual.add_argument(
+        "--store", metavar="S", default="",
+        help="store code 门店 where it is paid (default: the store that sold the card)",
+    )  # fmt: skip
+    _add_staff_option(annual)
     daily = commands.add(
         "daily-run",
         _card_daily_run,
@@ -1131,6 +1148,16 @@ def build_return_card_request(args: argparse.Namespace) -> card_pb2.ReturnCardRe
 
 def build_renew_card_request(args: argparse.Namespace) -> card_pb2.RenewCardRequest:
     return card_pb2.RenewCardRequest(
+        request_id=args.request_id,
+        card_no=args.card_no,
+        tenders=_fee_tenders(args),
+        store_code=args.store,
+        staff_code=args.staff,
+    )
+
+
+def build_annual_fee_request(args: argparse.Namespace) -> card_pb2.ChargeAnnualFeeRequest:
+    return card_pb2.ChargeAnnualFeeRequest(
         request_id=args.request_id,
         card_no=args.card_no,
         tenders=_fee_tenders(args),
@@ -2059,7 +2086,7 @@ def _card_renew(args: argparse.Namespace, session: Session) -> int:
 
 
 def _card_annual_fee(args: argparse.Namespace, session: Session) -> int:
-    request = card_pb2.ChargeAnnualFeeRequest(request_id=args.request_id, card_no=args.card_no)
+    request = build_annual_fee_request(args)
     return _card_call(args, session, "ChargeAnnualFee", request, "Annual fee charged 年费")
 
 

@@ -176,10 +176,13 @@ class Till(Client):
             card_no=card_no, tenders=tenders, **fields,
         )  # fmt: skip
 
-    def annual_fee(self, card_no: str) -> card_pb2.CardResponse:
+    def annual_fee(
+        self, card_no: str, tenders: Any = (BALANCE,), **fields: Any
+    ) -> card_pb2.CardResponse:
         return self.mutate(
-            self.cards, "ChargeAnnualFee", card_pb2.ChargeAnnualFeeRequest, card_no=card_no
-        )
+            self.cards, "ChargeAnnualFee", card_pb2.ChargeAnnualFeeRequest,
+            card_no=card_no, tenders=tenders, **fields,
+        )  # fmt: skip
 
     def buy(
         self, card_no: str, package: str, tenders: Any = (CASH,), **fields: Any

@@ -182,6 +182,8 @@ def test_mutating_commands_take_a_request_id(
         ["card", "return", "C1", "--refund", "balance"],  # only 退次 goes back to balance
         ["card", "renew", "C1", "--price", "10"],  # the card type sets the price
         ["card", "renew", "C1", "--pay", "balance"],  # a fee is not paid from stored value
+        ["card", "annual-fee", "C1", "--pay", "points"],
+        ["card", "annual-fee", "C1", "--ref", "X1"],  # --ref is for bank card or scan pay
         ["card", "replace", "C1"],  # --new-number missing
         ["package", "buy", "C1"],  # --package missing
         ["package", "buy", "C1", "--package", "cut10", "--pay", "points"],
@@ -737,6 +739,25 @@ def test_replace_return_renew_requests() -> None:
     renew = request_of(cli.build_renew_card_request, "card", "renew", "M0001", "--store", "S2")
     assert (renew.card_no, renew.store_code) == ("M0001", "S2")
     assert list(renew.tenders) == [common_pb2.Tender(method=CASH, take_rest=True)]
+
+
+def test_annual_fee_requests() -> None:
+    principal = request_of(cli.build_annual_fee_request, "card", "annual-fee", "V0001")
+    assert (principal.card_no, principal.store_code, principal.staff_code) == ("V0001", "", "")
+    balance = common_pb2.Tender(method=common_pb2.STORED_VALUE, take_rest=True)
+    assert list(principal.tenders) == [balance]  # from principal unless told
+    split = request_of(
+        cli.build_annual_fee_request,
+        "card", "annual-fee", "V0001", "--pay", "balance+cash", "--store", "S2", "--staff", "A01",
+    )  # fmt: skip
+    assert list(split.tenders) == [balance, common_pb2.Tender(method=CASH, take_rest=True)]
+    assert (split.store_code, split.staff_code) == ("S2", "A01")
+    scan = request_of(
+        cli.build_annual_fee_request, "card", "annual-fee", "V0001", "--pay", "scan_pay",
+        "--ref", "WX-7",
+    )  # fmt: skip
+    scan_tender = common_pb2.Tender(method=common_pb2.SCAN_PAY, take_rest=True, external_ref="WX-7")
+    assert list(scan.tenders) == [scan_tender]
 
 
 @pytest.mark.parametrize(

@@ -313,41 +313,67 @@ fn maintenance(
     };
     let found = lifecycle::cards_after(context.dbs, txn, context.merchant, request.after_card_id, limit + 1)?;
     let mut response = RunCardMaintenanceResponse::default();
-    let today = context.today();
     for card in found.iter().take(limit) {
         response.cards_seen += 1;
-        let id = |what: &str| format!("{}/{what}/{}", request.request_id, card.card_id);
-        if lifecycle::is_past_expiry(card, today) {
-            let expire = CardActionRequest {
-                request_id: id("expire"),
-                card_no: card.card_no.clone(),
-                action: CardAction::Expire as i32,
-                ..Default::default()
-            };
-            if nested(env, txn, |nested| lifecycle::apply_action(context, nested, &expire))?.is_ok() {
-                response.expired += 1;
-            }
-            continue;
-        }
-        let charge = ChargeAnnualFeeRequest { request_id: id("annual-fee"), card_no: card.card_no.clone() };
-        match nested(env, txn, |nested| lifecycle::charge_annual_fee(context, nested, &charge))? {
-            Ok((charged, _)) => {
-                response.annual_fees_charged += 1;
-                response.annual_fees_fen += charged.fee_fen;
-            }
-            Err(error) if error.kind == Kind::InsufficientBalance => {
-                response.annual_fees_short += 1;
-                if response.short_card_nos.len() < SHORT_CARDS_LISTED_MAX {
-                    response.short_card_nos.push(card.card_no.clone());
-                }
-            }
-            Err(_) => {}
-        }
+        maintain(env, context, txn, &request.request_id, card, &mut response)?;
     }
     if found.len() > limit {
         response.next_after_card_id = found[limit - 1].card_id;
     }
     Ok(response)
+}
+
+/// One card of the daily run: expired when past its date, else its annual fee charged
+/// from principal when due (counted short when it cannot be).
+fn maintain(
+    env: &Env<WithoutTls>,
+    context: &Context<'_>,
+    txn: &mut RwTxn<'_>,
+    run_request_id: &str,
+    card: &Card,
+    response: &mut RunCardMaintenanceResponse,
+) -> Result<()> {
+    let today = context.today();
+    let request_id = |what: &str| format!("{run_request_id}/{what}/{}", card.card_id);
+    if lifecycle::is_past_expiry(card, today) {
+        let expire = CardActionRequest {
+            request_id: request_id("expire"),
+            card_no: card.card_no.clone(),
+            action: CardAction::Expire as i32,
+            ..Default::default()
+        };
+        if nested(env, txn, |nested| lifecycle::apply_action(context, nested, &expire))?.is_ok() {
+            response.expired += 1;
+        }
+        return Ok(());
+    }
+    let due = crate::cards::check_usable(card, today).is_ok()
+        && crate::cards::card_type(context.config, &card.card_type)
+            .and_then(|card_type| crate::annual_fee::due_year(card, &card_type, context.config, today))
+            .is_ok();
+    if !due {
+        return Ok(());
+    }
+    let charge = ChargeAnnualFeeRequest {
+        request_id: request_id("annual-fee"),
+        card_no: card.card_no.clone(),
+        tenders: vec![Tender { method: PaymentMethod::StoredValue as i32, take_rest: true, ..Default::default() }],
+        store_code: card.store_code.clone(),
+        staff_code: String::new(),
+    };
+    match nested(env, txn, |nested| lifecycle::charge_annual_fee(context, nested, &charge))? {
+        Ok((charged, _)) => {
+            response.annual_fees_charged += 1;
+            response.annual_fees_fen += charged.fee_fen;
+        }
+        Err(_) => {
+            response.annual_fees_short += 1;
+            if response.short_card_nos.len() < SHORT_CARDS_LISTED_MAX {
+                response.short_card_nos.push(card.card_no.clone());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs `operation` in a nested transaction: kept on success, rolled back on a

@@ -103,10 +103,11 @@ pub enum Kind {
     BackupFailed,
     Storage,
     CorruptRecord,
+    AnnualFeeDue,
 }
 
 /// Every kind, for reverse lookup of stored reasons and for exhaustive tests.
-pub const ALL_KINDS: [Kind; 68] = [
+pub const ALL_KINDS: [Kind; 69] = [
     Kind::MalformedRequest,
     Kind::UnknownMethod,
     Kind::RequestIdInvalid,
@@ -175,6 +176,7 @@ pub const ALL_KINDS: [Kind; 68] = [
     Kind::BackupFailed,
     Kind::Storage,
     Kind::CorruptRecord,
+    Kind::AnnualFeeDue,
 ];
 
 impl Kind {
@@ -248,6 +250,7 @@ impl Kind {
             Kind::BackupFailed => "BACKUP_FAILED",
             Kind::Storage => "STORAGE_ERROR",
             Kind::CorruptRecord => "CORRUPT_RECORD",
+            Kind::AnnualFeeDue => "ANNUAL_FEE_DUE",
         }
     }
 
@@ -321,6 +324,7 @@ impl Kind {
             Kind::BackupFailed => Status::FailedPrecondition,
             Kind::Storage => Status::Internal,
             Kind::CorruptRecord => Status::Internal,
+            Kind::AnnualFeeDue => Status::FailedPrecondition,
         }
     }
 

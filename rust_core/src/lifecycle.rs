@@ -6,7 +6,8 @@
 //! Rules the issue left open, decided here:
 //! - Card fees (issue, replacement, renewal) are paid in cash, by bank card or scan pay;
 //!   a STORED_VALUE tender is refused, so a fee never silently draws on some other card.
-//!   The annual fee is the exception: it is charged from principal by definition.
+//!   The annual fee is the exception: it may also be paid from the card's own principal
+//!   (see `annual_fee` for its rules).
 //! - A replacement carries the old card's restrictions: a frozen or locked card is
 //!   replaced by a frozen or locked one (a lost one by what it was before the loss), so
 //!   replacing never lifts what only a manager may lift.
@@ -35,7 +36,7 @@ use crate::paging::{self, Page};
 use crate::proto::*;
 use crate::store::{self, Dbs};
 use crate::transactions::{self, Context};
-use crate::{members, pin, validate};
+use crate::{annual_fee, members, pin, validate};
 
 /// Card types one merchant may define.
 pub const CARD_TYPES_MAX: usize = 256;
@@ -49,9 +50,6 @@ pub const PIN_ATTEMPTS_CONFIG_MAX: i32 = 20;
 pub const UTC_OFFSET_MINUTES_MIN: i32 = -720;
 pub const UTC_OFFSET_MINUTES_MAX: i32 = 840;
 pub const NOTE_CHARS_MAX: usize = 256;
-/// Annual fee years searched for the next anniversary; a card is not a century old.
-const ANNUAL_FEE_YEARS_MAX: i32 = 100;
-const MONTHS_PER_YEAR: i32 = 12;
 
 /// Who does an operation and under which request: what its events and entry record.
 struct Op<'a> {
@@ -682,71 +680,83 @@ fn renewed_period(card: &Card, valid_months: i32, today: Date) -> Result<(Date, 
 
 // ---- 年费 ----
 
+/// Charges the annual fee of the card year the card is in (see `annual_fee`).
 pub fn charge_annual_fee(
     context: &Context<'_>,
     txn: &mut RwTxn<'_>,
     request: &ChargeAnnualFeeRequest,
 ) -> Result<(CardResponse, u64)> {
-    let op = Op::new(context, &request.request_id, "")?;
+    let op = Op::new(context, &request.request_id, &request.staff_code)?;
     let (dbs, merchant) = (context.dbs, context.merchant);
     let mut card = cards::find_by_number(dbs, txn, merchant, &request.card_no)?;
     let card_type = cards::card_type(context.config, &card.card_type)?;
-    let fee_fen = card_type.annual_fee_fen;
-    if fee_fen == 0 {
-        return fail(Kind::AnnualFeeNotDue, format!("card type {:?} has no annual fee", card_type.code));
-    }
     let today = context.today();
     cards::check_usable(&card, today)?;
-    let activated = Date::at(card.activated_at_ms, context.config.utc_offset_minutes());
-    let (covered_through, next_through) = annual_fee_cover(activated, &card.annual_fee_paid_until)?;
-    if today <= covered_through {
-        let due_on = covered_through.add_days(1).format();
-        return fail(
-            Kind::AnnualFeeNotDue,
-            format!("card {} is paid through {}; due on {due_on}", card.card_no, covered_through.format()),
-        );
+    let year = annual_fee::due_year(&card, &card_type, context.config, today)?;
+    let store_code = match request.store_code.as_str() {
+        "" => context.config.store_code(&card.store_code)?,
+        named => context.config.store_code(named)?,
     }
+    .to_owned();
     // A subsidiary's fee is paid from the primary card it draws on.
     let payer = cards::payer(dbs, txn, merchant, &card)?;
     if payer.card_id != card.card_id {
         cards::check_usable(&payer, today)?;
     }
-    let (principal_fen, _) = cards::stored_value(dbs, txn, merchant, payer.card_id)?;
-    if principal_fen < fee_fen {
-        return fail(
-            Kind::InsufficientBalance,
-            format!("annual fee is {fee_fen} fen; card {} holds {principal_fen} fen of principal", payer.card_no),
-        );
-    }
-    let store_code = context.config.store_code(&card.store_code)?.to_owned();
+    let fee_fen = card_type.annual_fee_fen;
+    let payments = annual_fee_payments(context, txn, &payer, &request.tenders, fee_fen)?;
     let mut journal = Journal::default();
-    journal.fen(ledger::card_principal(payer.card_id), -fee_fen);
+    for payment in &payments {
+        let account = match PaymentMethod::try_from(payment.method).expect("resolved tenders have valid methods") {
+            PaymentMethod::StoredValue => ledger::card_principal(payer.card_id),
+            method => transactions::takings_account(&store_code, method),
+        };
+        journal.fen(account, -payment.amount_fen);
+    }
     journal.fen(ledger::store_account(&store_code, "card_fees"), fee_fen);
     let seq = op.entry(txn, journal, EntryKind::AnnualFee, &payer, &store_code, fee_fen)?;
     let before = cards::status_of(&card);
-    card.annual_fee_paid_until = next_through.format();
+    card.annual_fee_paid_until = year.last_day.format();
     cards::put(dbs, txn, merchant, &card)?;
-    let note = format!("paid through {}", card.annual_fee_paid_until);
+    let note = format!("card year {} to {}", year.first_day.format(), year.last_day.format());
     let event = op.event(txn, &card, "ANNUAL_FEE", before, &note, seq)?;
-    Ok((CardResponse { fee_fen, ..op.respond(txn, &card, event, seq)? }, seq))
+    Ok((CardResponse { fee_fen, payments, ..op.respond(txn, &card, event, seq)? }, seq))
 }
 
-/// Annual fee years (年费年度): the first year from activation comes with the card; each
-/// later year runs from an anniversary of activation through the day before the next.
-/// Anniversaries are counted from the activation date every time, so a Feb 29 card does
-/// not drift a day a year. Returns (last day covered now, last day the next fee covers).
-pub fn annual_fee_cover(activated: Date, paid_until: &str) -> Result<(Date, Date)> {
-    let covered_through = match paid_until {
-        "" => activated.valid_through(MONTHS_PER_YEAR),
-        paid => Date::parse(paid)?,
-    };
-    for years in 1..=ANNUAL_FEE_YEARS_MAX {
-        let through = activated.valid_through(MONTHS_PER_YEAR * years);
-        if through > covered_through {
-            return Ok((covered_through, through));
-        }
+/// The tenders that pay an annual fee: STORED_VALUE draws on the payer's principal only,
+/// the others as for any card fee.
+fn annual_fee_payments(
+    context: &Context<'_>,
+    txn: &RoTxn<'_>,
+    payer: &Card,
+    tenders: &[Tender],
+    fee_fen: i64,
+) -> Result<Vec<Payment>> {
+    if !tenders.iter().any(|t| t.method == PaymentMethod::StoredValue as i32) {
+        return fee_payments(tenders, fee_fen);
     }
-    fail(Kind::AnnualFeeNotDue, format!("annual fee is paid through {paid_until}"))
+    let payer_type = cards::card_type(context.config, &payer.card_type)?;
+    if !cards::holds_stored_value(&payer_type) {
+        return fail(
+            Kind::CardKindMismatch,
+            format!("card {} ({}) holds no stored value to pay the annual fee", payer.card_no, payer_type.name),
+        );
+    }
+    let (principal_fen, _) = cards::stored_value(context.dbs, txn, context.merchant, payer.card_id)?;
+    let mut payments = transactions::resolve_tenders(tenders, fee_fen, Some(principal_fen)).map_err(|error| {
+        if error.kind != Kind::InsufficientBalance {
+            return error;
+        }
+        let message = format!(
+            "annual fee is {fee_fen} fen; card {} holds {principal_fen} fen of principal (bonus does not pay fees)",
+            payer.card_no
+        );
+        CoreError::new(Kind::InsufficientBalance, message)
+    })?;
+    for payment in payments.iter_mut().filter(|p| p.method == PaymentMethod::StoredValue as i32) {
+        payment.principal_fen = payment.amount_fen;
+    }
+    Ok(payments)
 }
 
 // ---- reads ----
@@ -877,11 +887,6 @@ fn validate_card_type(config: &MerchantConfig, card_type: &CardType) -> Result<(
         if !(0..=AMOUNT_FEN_MAX).contains(&fee_fen) {
             return invalid(format!("{field} must be 0-{AMOUNT_FEN_MAX}, got {fee_fen}"));
         }
-    }
-    if card_type.annual_fee_fen > 0 && !cards::holds_stored_value(card_type) {
-        return invalid(
-            "annual_fee_fen is charged from principal: only stored-value and discount cards have one".into(),
-        );
     }
     if !(0..BASIS_POINTS_FULL as i32).contains(&card_type.discount_bp) {
         return invalid(format!("discount_bp must be 0-9999, got {}", card_type.discount_bp));
@@ -1019,8 +1024,8 @@ mod tests {
         timed.renew_fee_fen = Some(AMOUNT_FEN_MAX + 1);
         assert!(refusal(&config_with(timed.clone())).contains("renew_fee_fen"));
         timed.renew_fee_fen = None;
-        timed.annual_fee_fen = 100;
-        assert!(refusal(&config_with(timed)).contains("annual_fee_fen"));
+        timed.annual_fee_fen = 100; // every kind may have an annual fee
+        assert!(validate_card_types(&config_with(timed)).is_ok());
         let mut trial = CardType { kind: CardKind::TrialCard as i32, ..stored_value_type() };
         assert!(refusal(&config_with(trial.clone())).contains("trial"));
         trial.trial_uses = 3;
@@ -1041,21 +1046,23 @@ mod tests {
     }
 
     #[test]
-    fn annual_fee_years_count_from_activation() {
-        // The first year comes with the card: due on the first anniversary.
-        let (covered, next) = annual_fee_cover(date("2026-03-15"), "").unwrap();
-        assert_eq!((covered, next), (date("2027-03-14"), date("2028-03-14")));
-        let (covered, next) = annual_fee_cover(date("2026-03-15"), "2028-03-14").unwrap();
-        assert_eq!((covered, next), (date("2028-03-14"), date("2029-03-14")));
-        // Feb 29: years end Feb 28 (a month without Feb 29 ends on its last day), and on
-        // Feb 28 in leap years too, the day before the anniversary, without drifting.
-        let (covered, next) = annual_fee_cover(date("2028-02-29"), "").unwrap();
-        assert_eq!((covered, next), (date("2029-02-28"), date("2030-02-28")));
-        let (_, next) = annual_fee_cover(date("2028-02-29"), "2031-02-28").unwrap();
-        assert_eq!(next, date("2032-02-28"));
-        // Month ends: Jan 31 stays anchored to Jan 31.
-        let (_, next) = annual_fee_cover(date("2026-01-31"), "2027-01-30").unwrap();
-        assert_eq!(next, date("2028-01-30"));
+    fn renewals_follow_on_from_the_period_start_or_start_again_after_a_lapse() {
+        let card = |start: &str, months: i32, expires_on: &str| Card {
+            period_start_on: start.into(),
+            period_months: months,
+            expires_on: expires_on.into(),
+            ..Default::default()
+        };
+        let running = card("2026-11-30", 3, "2027-02-28");
+        assert_eq!(renewed_period(&running, 1, date("2027-02-28")).unwrap(), (date("2026-11-30"), 4));
+        assert_eq!(renewed_period(&running, 1, date("2027-03-01")).unwrap(), (date("2027-03-01"), 1));
+        // Activated before period starts were kept: on from the day after its last day.
+        let older = card("", 0, "2027-02-27");
+        assert_eq!(renewed_period(&older, 1, date("2027-02-01")).unwrap(), (date("2027-02-28"), 1));
+        assert_eq!(renewed_period(&card("", 0, ""), 12, date("2027-02-01")).unwrap(), (date("2027-02-01"), 12));
+        let far_ahead = card("2026-01-01", 132, "2036-12-31");
+        assert_eq!(renewed_period(&far_ahead, 1, date("2026-12-30")).unwrap_err().kind, Kind::CardStateInvalid);
+        assert!(renewed_period(&far_ahead, 1, date("2026-12-31")).is_ok());
     }
 
     #[test]

@@ -95,6 +95,7 @@ pub fn buy(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &BuyPackageReque
     let mut card = cards::find_by_number(dbs, txn, merchant, &request.card_no)?;
     cards::check_usable(&card, context.today())?;
     let card_type = cards::card_type(context.config, &card.card_type)?;
+    crate::annual_fee::check_paid(&card, &card_type, context.config, context.today())?;
     check_holds_packages(&card, &card_type)?;
     let package = find_package(context.config, &request.package_code)?;
     check_open_lots(dbs, txn, merchant, &card)?;

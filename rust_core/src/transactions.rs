@@ -13,7 +13,7 @@ use crate::proto::{
 };
 use crate::rules::{self, Progress};
 use crate::store::{self, Dbs};
-use crate::{cards, members, validate};
+use crate::{annual_fee, cards, members, validate};
 
 /// A bill is paid in a handful of ways at most.
 pub const TENDERS_MAX: usize = 8;
@@ -69,6 +69,7 @@ pub fn recharge(
     let (mut member, card) = cards::resolve(dbs, txn, merchant, request.member.as_ref())?;
     cards::check_usable(&card, context.today())?;
     let card_type = cards::card_type(context.config, &card.card_type)?;
+    annual_fee::check_paid(&card, &card_type, context.config, context.today())?;
     if !cards::holds_stored_value(&card_type) {
         return fail(
             Kind::CardKindMismatch,
@@ -158,11 +159,14 @@ fn buyer(context: &Context<'_>, txn: &RwTxn<'_>, reference: &MemberRef) -> Resul
     let (member, card) = cards::resolve(dbs, txn, merchant, Some(reference))?;
     let today = context.today();
     cards::check_usable(&card, today)?;
+    let card_type = cards::card_type(context.config, &card.card_type)?;
+    annual_fee::check_paid(&card, &card_type, context.config, today)?;
     let payer = cards::payer(dbs, txn, merchant, &card)?;
     if payer.card_id != card.card_id {
         cards::check_usable(&payer, today)?;
+        let payer_type = cards::card_type(context.config, &payer.card_type)?;
+        annual_fee::check_paid(&payer, &payer_type, context.config, today)?;
     }
-    let card_type = cards::card_type(context.config, &card.card_type)?;
     let (principal_fen, bonus_fen) = cards::stored_value(dbs, txn, merchant, payer.card_id)?;
     let points = ledger::balance(dbs, txn, merchant, &ledger::member_points(member.member_id))?;
     let level_position = context.config.level_position(&member.level_code)?;

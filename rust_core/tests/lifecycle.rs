@@ -949,50 +949,113 @@ fn trial_cards_run_out_of_uses_or_days() {
     h.assert_ledger_consistent();
 }
 
+fn annual_fee(card_no: &str, tenders: Vec<Tender>, store_code: &str) -> ChargeAnnualFeeRequest {
+    ChargeAnnualFeeRequest { card_no: card_no.into(), tenders, store_code: store_code.into(), ..Default::default() }
+}
+
+impl Harness {
+    fn charge_fee(&mut self, card_no: &str, tenders: Vec<Tender>, store_code: &str) -> Result<CardResponse, CoreError> {
+        self.call(ANNUAL_FEE, annual_fee(card_no, tenders, store_code))
+    }
+
+    /// A checkout of ¥10 in cash: refused only for the card itself, never its balance.
+    fn visit(&mut self, card_no: &str) -> Result<CheckoutResponse, CoreError> {
+        self.checkout(Key::CardNo(card_no.into()), 1_000, PaymentMethod::Cash, "")
+    }
+}
+
 #[test]
-fn the_annual_fee_is_charged_from_principal_when_due() {
+fn the_annual_fee_is_charged_for_the_current_card_year_only() {
     let mut h = Harness::new("annual", lifecycle_config(), "2026-03-15");
     h.register("13800000014", "C0001");
     h.sell("C0001", "V0001", "vip");
     h.recharge("V0001", 50_000).unwrap(); // + 2,000 bonus
-    let charge = |h: &mut Harness| {
-        h.call::<CardResponse>(ANNUAL_FEE, ChargeAnnualFeeRequest { card_no: "V0001".into(), ..Default::default() })
-    };
+    let principal = || vec![pay(PaymentMethod::StoredValue)];
 
-    let error = charge(&mut h).unwrap_err();
+    // The first year comes with the card.
+    let error = h.charge_fee("V0001", principal(), "").unwrap_err();
     assert_eq!(error.kind, Kind::AnnualFeeNotDue);
     assert!(error.message.contains("due on 2027-03-15"), "{error}");
     h.set_today("2027-03-14");
-    assert_eq!(kind_of(charge(&mut h)), Kind::AnnualFeeNotDue);
+    assert_eq!(kind_of(h.charge_fee("V0001", principal(), "")), Kind::AnnualFeeNotDue);
+    h.visit("V0001").unwrap();
 
+    // Due from the anniversary: refused at checkout, recharge and package purchase until paid.
     h.set_today("2027-03-15");
-    let charged = charge(&mut h).unwrap();
+    let refusal = h.visit("V0001").unwrap_err();
+    assert_eq!(refusal.kind, Kind::AnnualFeeDue);
+    assert!(refusal.message.contains("2027-03-15 to 2028-03-14"), "{refusal}");
+    assert_eq!(kind_of(h.recharge("V0001", 10_000)), Kind::AnnualFeeDue);
+    let buy = BuyPackageRequest {
+        card_no: "V0001".into(),
+        package_code: "cut10".into(),
+        tenders: vec![pay(PaymentMethod::Cash)],
+        ..Default::default()
+    };
+    assert_eq!(kind_of(h.call::<CardResponse>(BUY_PACKAGE, buy)), Kind::AnnualFeeDue);
+    assert_eq!(kind_of(h.charge_fee("V0001", Vec::new(), "")), Kind::PaymentsMismatch);
+    let charged = h.charge_fee("V0001", principal(), "").unwrap();
     assert_eq!(charged.fee_fen, 10_000);
+    let from_principal = Payment {
+        method: PaymentMethod::StoredValue as i32,
+        amount_fen: 10_000,
+        principal_fen: 10_000,
+        ..Default::default()
+    };
+    assert_eq!(charged.payments, vec![from_principal]);
     let card = charged.card.unwrap();
     assert_eq!((held(&card), card.annual_fee_paid_until.as_str()), ((40_000, 2_000), "2028-03-14"));
+    assert_eq!(charged.event.unwrap().note, "card year 2027-03-15 to 2028-03-14");
     let books = h.books();
     let entry = books.last();
     assert_eq!((entry.kind, entry.amount_fen, entry.card_id), (EntryKind::AnnualFee as i32, 10_000, card.card_id));
     assert_eq!(books.balance("store/S001/card_fees"), 20_000 + 10_000);
-    assert_eq!(kind_of(charge(&mut h)), Kind::AnnualFeeNotDue);
+    assert_eq!(kind_of(h.charge_fee("V0001", principal(), "")), Kind::AnnualFeeNotDue);
+    h.visit("V0001").unwrap();
 
-    // Two years behind: one year per charge, each from the anniversary.
+    // Two years behind: only the year it is in is charged, never the one gone by.
     h.set_today("2029-06-01");
-    assert_eq!(charge(&mut h).unwrap().card.unwrap().annual_fee_paid_until, "2029-03-14");
-    assert_eq!(charge(&mut h).unwrap().card.unwrap().annual_fee_paid_until, "2030-03-14");
-    assert_eq!(kind_of(charge(&mut h)), Kind::AnnualFeeNotDue);
-    assert_eq!(held(&h.card("V0001")), (20_000, 2_000));
+    assert_eq!(kind_of(h.visit("V0001")), Kind::AnnualFeeDue);
+    assert_eq!(h.charge_fee("V0001", principal(), "").unwrap().card.unwrap().annual_fee_paid_until, "2030-03-14");
+    assert_eq!(kind_of(h.charge_fee("V0001", principal(), "")), Kind::AnnualFeeNotDue);
+    assert_eq!(held(&h.card("V0001")), (30_000, 2_000));
 
-    // Short of principal (bonus does not pay fees): refused, nothing changes.
-    h.pay_from("V0001", 15_000).unwrap(); // 12% off: 13,200 from principal
-    assert_eq!(held(&h.card("V0001")), (6_800, 2_000));
+    // Short of principal (bonus does not pay fees): refused, nothing changes; then paid
+    // with what the principal holds and the rest in cash, at another store.
+    h.pay_from("V0001", 26_000).unwrap(); // 12% off: 22,880 from principal
     h.set_today("2030-03-15");
-    assert_eq!(kind_of(charge(&mut h)), Kind::InsufficientBalance);
+    let short = h.charge_fee("V0001", principal(), "").unwrap_err();
+    assert_eq!(short.kind, Kind::InsufficientBalance);
+    assert!(short.message.contains("holds 7120 fen of principal"), "{short}");
     assert_eq!(h.card("V0001").annual_fee_paid_until, "2030-03-14");
+    assert_eq!(kind_of(h.visit("V0001")), Kind::AnnualFeeDue);
+    let split = h.charge_fee("V0001", vec![pay(PaymentMethod::StoredValue), pay(PaymentMethod::Cash)], "S002").unwrap();
+    assert_eq!(
+        split.payments.iter().map(|p| (p.method, p.amount_fen)).collect::<Vec<_>>(),
+        vec![(PaymentMethod::StoredValue as i32, 7_120), (PaymentMethod::Cash as i32, 2_880)]
+    );
+    assert_eq!(held(&split.card.unwrap()), (0, 2_000));
+    h.visit("V0001").unwrap();
+    // Cash alone, at the store that sold the card when none is named.
+    h.set_today("2031-03-15");
+    h.charge_fee("V0001", vec![pay(PaymentMethod::Cash)], "").unwrap();
+    let books = h.books();
+    assert_eq!(books.balance("store/S002/card_fees"), 10_000);
+    assert_eq!(books.balance("store/S002/cash"), -2_880);
+    assert_eq!(books.balance("store/S001/card_fees"), 20_000 + 10_000 + 10_000 + 10_000);
+    assert_eq!(h.card("V0001").annual_fee_paid_until, "2032-03-14");
 
-    let no_fee = ChargeAnnualFeeRequest { card_no: "C0001".into(), ..Default::default() };
-    assert_eq!(kind_of(h.call::<CardResponse>(ANNUAL_FEE, no_fee)), Kind::AnnualFeeNotDue);
-    assert_eq!(h.actions("V0001"), vec!["ANNUAL_FEE", "ANNUAL_FEE", "ANNUAL_FEE", "ISSUE"]);
+    // A fee added to a card type already in use charges the current year only.
+    let mut with_fee = lifecycle_config();
+    with_fee.card_types.iter_mut().find(|t| t.code == "member").unwrap().annual_fee_fen = 5_000;
+    let apply = ApplyConfigRequest { request_id: String::new(), config: Some(with_fee) };
+    h.call::<ApplyConfigResponse>("/mms.v1.ConfigService/ApplyConfig", apply).unwrap();
+    assert_eq!(kind_of(h.visit("C0001")), Kind::AnnualFeeDue);
+    let charged = h.charge_fee("C0001", vec![pay(PaymentMethod::BankCard)], "").unwrap();
+    assert_eq!((charged.fee_fen, charged.card.unwrap().annual_fee_paid_until.as_str()), (5_000, "2032-03-14"));
+    assert_eq!(kind_of(h.charge_fee("C0001", vec![pay(PaymentMethod::BankCard)], "")), Kind::AnnualFeeNotDue);
+    assert_eq!(h.books().balance("store/S001/bank_card"), -5_000);
+    assert_eq!(h.actions("V0001"), vec!["ANNUAL_FEE", "ANNUAL_FEE", "ANNUAL_FEE", "ANNUAL_FEE", "ISSUE"]);
     h.assert_ledger_consistent();
 }
 
@@ -1067,6 +1130,14 @@ fn the_daily_run_expires_cards_and_charges_due_annual_fees_in_short_steps() {
     // Run again the same day: nothing more to do.
     let again = run(&mut h, 0, 0);
     assert_eq!((again.expired, again.annual_fees_charged, again.annual_fees_short), (0, 0, 1));
+    // Two years on with no run in between: one fee, for the year the card is in.
+    h.set_today("2029-06-01");
+    let later = run(&mut h, 0, 0);
+    assert_eq!((later.annual_fees_charged, later.annual_fees_fen, later.annual_fees_short), (1, 10_000, 1));
+    assert_eq!(h.card("V0001").annual_fee_paid_until, "2030-03-14");
+    assert_eq!(held(&h.card("V0001")), (30_000, 2_000));
+    let entry = h.books().entries.iter().rev().find(|e| e.kind == EntryKind::AnnualFee as i32).cloned().unwrap();
+    assert_eq!((entry.store_code.as_str(), entry.amount_fen), ("S001", 10_000));
     assert_eq!(
         kind_of(h.call::<RunCardMaintenanceResponse>(
             RUN,
