@@ -323,7 +323,8 @@ fn maintenance(
     Ok(response)
 }
 
-/// One card of the daily run: expired when past its date, else its annual fee charged
+/// One card of the daily run: expired when it has run out (past its date, or a trial card
+/// with no uses left), else its annual fee charged
 /// from principal when due (counted short when it cannot be).
 fn maintain(
     env: &Env<WithoutTls>,
@@ -335,7 +336,11 @@ fn maintain(
 ) -> Result<()> {
     let today = context.today();
     let request_id = |what: &str| format!("{run_request_id}/{what}/{}", card.card_id);
-    if lifecycle::is_past_expiry(card, today) {
+    // Card types are never removed (config::apply refuses it); a card without one is left alone.
+    let Ok(card_type) = crate::cards::card_type(context.config, &card.card_type) else {
+        return Ok(());
+    };
+    if lifecycle::is_due_to_expire(card, &card_type, today) {
         let expire = CardActionRequest {
             request_id: request_id("expire"),
             card_no: card.card_no.clone(),
@@ -348,9 +353,7 @@ fn maintain(
         return Ok(());
     }
     let due = crate::cards::check_usable(card, today).is_ok()
-        && crate::cards::card_type(context.config, &card.card_type)
-            .and_then(|card_type| crate::annual_fee::due_year(card, &card_type, context.config, today))
-            .is_ok();
+        && crate::annual_fee::due_year(card, &card_type, context.config, today).is_ok();
     if !due {
         return Ok(());
     }

@@ -368,13 +368,8 @@ fn transition(context: &Context<'_>, txn: &mut RwTxn<'_>, card: &mut Card, actio
 /// A timed or trial card past its last day, or a trial card with its uses used up, is
 /// marked EXPIRED. Anything else has not expired.
 fn expire(context: &Context<'_>, card: &mut Card) -> Result<()> {
-    let past_date = !card.expires_on.is_empty() && context.today() > Date::parse(&card.expires_on)?;
     let card_type = cards::card_type(context.config, &card.card_type)?;
-    let used_up = cards::kind_of(&card_type) == CardKind::TrialCard
-        && card_type.trial_uses > 0
-        && card.trial_uses_left <= 0
-        && card.activated_at_ms != 0;
-    if !(past_date || used_up) {
+    if !has_run_out(card, &card_type, context.today())? {
         let until = if card.expires_on.is_empty() {
             "never expires".to_owned()
         } else {
@@ -939,10 +934,21 @@ pub fn cards_after(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, after_card_id: u6
     Ok(found)
 }
 
-/// A card still ACTIVE or INACTIVE after its last valid day.
-pub fn is_past_expiry(card: &Card, today: Date) -> bool {
+/// Whether a card has run out: past its last valid day, or a trial card (体验卡) with its
+/// uses used up.
+fn has_run_out(card: &Card, card_type: &CardType, today: Date) -> Result<bool> {
+    let past_date = !card.expires_on.is_empty() && today > Date::parse(&card.expires_on)?;
+    let used_up = cards::kind_of(card_type) == CardKind::TrialCard
+        && card_type.trial_uses > 0
+        && card.trial_uses_left <= 0
+        && card.activated_at_ms != 0;
+    Ok(past_date || used_up)
+}
+
+/// A card still ACTIVE or INACTIVE that has run out: the daily run marks it EXPIRED.
+pub fn is_due_to_expire(card: &Card, card_type: &CardType, today: Date) -> bool {
     let open = matches!(cards::status_of(card), CardStatus::Active | CardStatus::Inactive);
-    open && !card.expires_on.is_empty() && Date::parse(&card.expires_on).is_ok_and(|last| today > last)
+    open && has_run_out(card, card_type, today).unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -173,10 +173,12 @@ fn buyer(context: &Context<'_>, txn: &RwTxn<'_>, reference: &MemberRef) -> Resul
     Ok(Buyer { member, card, card_type, payer, principal_fen, bonus_fen, points, level_position })
 }
 
-/// A bill of 0 is allowed only for what was paid before: count-card uses or a timed card.
+/// A bill of 0 is allowed only for what was paid before or is given: count-card uses, a
+/// timed card's visit, a trial card's (体验卡) visit.
 fn check_list_amount(list_fen: i64, request: &CheckoutRequest, buyer: Option<&Buyer>) -> Result<i64> {
-    let prepaid = !request.uses.is_empty()
-        || buyer.is_some_and(|b| cards::kind_of(&b.card_type) == crate::proto::CardKind::TimedCard);
+    use crate::proto::CardKind;
+    let visit_card = |b: &Buyer| matches!(cards::kind_of(&b.card_type), CardKind::TimedCard | CardKind::TrialCard);
+    let prepaid = !request.uses.is_empty() || buyer.is_some_and(visit_card);
     if list_fen == 0 && prepaid {
         return Ok(0);
     }

@@ -946,6 +946,25 @@ fn trial_cards_run_out_of_uses_or_days() {
     let activated = h.act("T0003", CardAction::Activate).unwrap().card.unwrap();
     assert_eq!(activated.expires_on, "2026-05-14");
     visit(&mut h, "T0003").unwrap();
+
+    // A trial visit may be a bill of 0, as a timed card's; it still takes a use.
+    let free = h.checkout(Key::CardNo("T0003".into()), 0, PaymentMethod::Cash, "").unwrap();
+    assert_eq!((free.amount_due_fen, free.payments.len()), (0, 0));
+    assert_eq!(h.card("T0003").trial_uses_left, 0);
+    assert_eq!(kind_of(h.checkout(Key::CardNo("T0003".into()), 0, PaymentMethod::Cash, "")), Kind::TrialUsedUp);
+    // The daily run expires a trial card with its uses used up, and one past its days.
+    let run = |h: &mut Harness| {
+        let request = RunCardMaintenanceRequest::default();
+        h.call::<RunCardMaintenanceResponse>("/mms.v1.CardService/RunCardMaintenance", request).unwrap()
+    };
+    assert_eq!((run(&mut h).cards_seen, h.status("T0003")), (4, CardStatus::Expired));
+    assert_eq!(h.actions("T0003"), vec!["EXPIRE", "ACTIVATE", "ISSUE"]);
+    assert_eq!(h.sell("C0001", "T0004", "trial").expires_on, "2026-05-14");
+    h.set_today("2026-05-14");
+    assert_eq!(run(&mut h).expired, 0);
+    h.set_today("2026-05-15");
+    assert_eq!(run(&mut h).expired, 1);
+    assert_eq!(h.status("T0004"), CardStatus::Expired);
     h.assert_ledger_consistent();
 }
 
