@@ -1436,10 +1436,14 @@ def _stored_value_row(principal_fen: int, bonus_fen: int) -> tuple[str, str]:
 
 
 def _balance_rows(balances: common_pb2.Balances) -> list[tuple[str, str]]:
-    return [
+    rows = [
         _stored_value_row(balances.principal_fen, balances.bonus_fen),
         ("Points 积分", str(balances.points)),
     ]
+    if balances.uses:
+        left = ", ".join(f"{item.item_code} {item.uses_left}" for item in balances.uses)
+        rows.append(("Uses left 次卡剩余", left))
+    return rows
 
 
 def _level_row(before: str, after: str, upgraded: bool) -> tuple[str, str]:

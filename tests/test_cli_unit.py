@@ -528,7 +528,12 @@ CHECKOUT_RESPONSE = transaction_pb2.CheckoutResponse(
         common_pb2.Payment(method=CASH, amount_fen=2065, cash_received_fen=5000, change_fen=2935),
     ],
     points_earned=50,
-    balances=common_pb2.Balances(principal_fen=0, bonus_fen=0, points=1850),
+    balances=common_pb2.Balances(
+        principal_fen=0,
+        bonus_fen=0,
+        points=1850,
+        uses=[common_pb2.ItemUsesLeft(item_code="haircut", uses_left=7)],
+    ),
     level_before="silver",
     level_after="gold",
     level_upgraded=True,
@@ -564,6 +569,7 @@ def test_message_to_json_doubles_money_fields() -> None:
         "bonus_fen": 0,
         "bonus": "0.00",
         "points": 1850,
+        "uses": [{"item_code": "haircut", "uses_left": 7}],
     }
     assert data["level_upgraded"] is True
     json.dumps(data)

@@ -420,15 +420,16 @@ pub fn record_failure(
     store::put_record(&dbs.requests, txn, &store::key(merchant, decoded.request_id.as_bytes()), &record)
 }
 
-/// Serves a read on the caller's thread.
-pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, method: Method, bytes: &[u8]) -> Result<Vec<u8>> {
+/// Serves a read on the caller's thread; `now_ms` says which day it is (which count-card
+/// lots are still usable).
+pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, method: Method, bytes: &[u8], now_ms: i64) -> Result<Vec<u8>> {
     Ok(match method {
         Method::GetConfig => {
             let _: GetConfigRequest = decode_as(bytes)?;
             let config = config::read(dbs, txn, merchant)?;
             GetConfigResponse { config: Some(config) }.encode_to_vec()
         }
-        Method::GetMember => members::get(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        Method::GetMember => members::get(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec(),
         Method::SearchMembers => profiles::search(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
         Method::ListHistory => profiles::history(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
         Method::ListFollowUps => profiles::follow_ups(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),

@@ -333,6 +333,24 @@ fn check_count_uses(uses: &[CountUse]) -> Result<()> {
     Ok(())
 }
 
+/// Adds the uses left of the lots usable today to `totals`, per item, kept in item order
+/// (the count-card part of a member's `Balances`).
+pub fn add_uses_left(totals: &mut Vec<ItemUsesLeft>, lots: &[CountLot], today: Date) -> Result<()> {
+    for lot in lots {
+        if !usable_on(lot, today)? {
+            continue;
+        }
+        for item in lot.items.iter().filter(|item| item.uses_left > 0) {
+            let uses_left = i64::from(item.uses_left);
+            match totals.binary_search_by(|total| total.item_code.as_str().cmp(&item.item_code)) {
+                Ok(found) => totals[found].uses_left += uses_left,
+                Err(place) => totals.insert(place, ItemUsesLeft { item_code: item.item_code.clone(), uses_left }),
+            }
+        }
+    }
+    Ok(())
+}
+
 fn usable_on(lot: &CountLot, today: Date) -> Result<bool> {
     if lot.refunded {
         return Ok(false);

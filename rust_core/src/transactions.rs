@@ -115,7 +115,7 @@ pub fn recharge(
     };
     let seq = journal.write(dbs, txn, merchant, entry)?;
     assert_eq!(cards::stored_value(dbs, txn, merchant, card.card_id)?.0, principal_before + amount_fen);
-    let balances = members::balances(dbs, txn, merchant, member.member_id)?;
+    let balances = members::balances(dbs, txn, merchant, member.member_id, context.today())?;
     let response = RechargeResponse {
         member_id: id,
         amount_fen,
@@ -267,7 +267,7 @@ pub fn checkout(
     response.payments = payments;
     let seq = journal.write(dbs, txn, merchant, entry)?;
     if response.member_id != 0 {
-        response.balances = Some(members::balances(dbs, txn, merchant, response.member_id)?);
+        response.balances = Some(members::balances(dbs, txn, merchant, response.member_id, context.today())?);
     }
     response.ledger_seq = seq;
     Ok((response, seq))

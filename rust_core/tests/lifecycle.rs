@@ -701,7 +701,15 @@ fn replacing_a_card_moves_every_balance_and_retires_the_old_number() {
     let shown = h.member(Key::Phone("13800000008".into()));
     assert_eq!(shown.member.as_ref().unwrap().default_card_id, new.card_id);
     assert_eq!(shown.member.unwrap().card_no, "A0002");
-    assert_eq!(shown.balances.unwrap(), Balances { principal_fen: 6_000, bonus_fen: 2_000, points: 30 });
+    assert_eq!(
+        shown.balances.unwrap(),
+        Balances {
+            principal_fen: 6_000,
+            bonus_fen: 2_000,
+            points: 30,
+            uses: vec![ItemUsesLeft { item_code: "haircut".into(), uses_left: 9 }],
+        }
+    );
     assert_eq!(h.card("S0001").primary_card_id, new.card_id);
     h.pay_from("S0001", 1_000).unwrap();
     let paid = h.checkout(Key::Phone("13800000008".into()), 500, PaymentMethod::StoredValue, "").unwrap();
@@ -1165,6 +1173,27 @@ fn the_daily_run_expires_cards_and_charges_due_annual_fees_in_short_steps() {
         Kind::PageSizeInvalid
     );
     h.assert_ledger_consistent();
+}
+
+#[test]
+fn balances_show_the_uses_left_over_every_card_of_the_member() {
+    let mut h = Harness::new("balances-uses", lifecycle_config(), "2026-06-01");
+    h.register("13800000041", "C0001");
+    h.sell("C0001", "A0002", "member");
+    h.buy_haircuts("C0001");
+    h.buy_haircuts("A0002");
+    let haircuts = |left: i64| vec![ItemUsesLeft { item_code: "haircut".into(), uses_left: left }];
+    let visit = h.haircut("A0002").unwrap();
+    assert_eq!(visit.balances.unwrap().uses, haircuts(19));
+    let recharged = h.recharge("C0001", 5_000).unwrap();
+    assert_eq!(
+        recharged.balances.unwrap(),
+        Balances { principal_fen: 5_000, uses: haircuts(19), ..Default::default() }
+    );
+    assert_eq!(h.member(Key::MemberId(1)).balances.unwrap().uses, haircuts(19));
+    // A frozen card still holds its uses, as it holds its stored value.
+    h.act("A0002", CardAction::Freeze).unwrap();
+    assert_eq!(h.member(Key::MemberId(1)).balances.unwrap().uses, haircuts(19));
 }
 
 #[test]
