@@ -2121,10 +2121,12 @@ def _card_daily_run(args: argparse.Namespace, session: Session) -> int:
                 "Annual fees 年费",
                 f"{totals.annual_fees_charged} ({format_fen(totals.annual_fees_fen)})",
             ),
-            ("Short of principal 余额不足", str(totals.annual_fees_short)),
+            ("Fees not charged 年费未扣", str(totals.annual_fees_short)),
         ]
         if totals.short_card_nos:
-            rows.append(("Cards short 不足卡号", ", ".join(totals.short_card_nos)))
+            rows.append(
+                ("Cards to charge at the counter 待收年费", ", ".join(totals.short_card_nos))
+            )
         return _fields_text("Daily card run 日终处理", rows)
 
     return _output(args, totals, text)
