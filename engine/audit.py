@@ -32,6 +32,8 @@ beyond what the auditor can hold).
 from __future__ import annotations
 
 import bisect
+import calendar
+import datetime
 import fcntl
 import json
 import os
@@ -131,6 +133,7 @@ INVARIANTS = {
     11: "lots under their card, lot accounts as the lot says",
     12: "card events, member changes and follow-ups under their owner, seqs run 1..n",
     13: "attached cards: their primary, who holds them, their limits",
+    14: "a timed card's periods end on its expires_on; card dates are dates",
 }
 
 COUNT_NAMES = (
@@ -158,6 +161,7 @@ CODE_PATTERN = r"[A-Za-z0-9_-]{1,16}"
 CARD_ACCOUNT = re.compile(rf"card/{ID_PATTERN}/(principal|bonus)")
 MEMBER_ACCOUNT = re.compile(rf"member/{ID_PATTERN}/points")
 LOT_ACCOUNT = re.compile(rf"lot/{ID_PATTERN}/(?:(value)|uses/({CODE_PATTERN}))")
+DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 STORE_ACCOUNT = re.compile(
     rf"store/{CODE_PATTERN}/"
     r"(cash|bank_card|scan_pay|sales|discount|card_fees|package_revenue)"
@@ -860,6 +864,8 @@ class _MerchantAudit:
             self.card_statuses.put(card_id, card.status if 0 <= card.status < 256 else 255)
             self.check_card_indexed(key, card_id, card)
             self.note_attached(key, card_id, card)
+            for message in _card_date_problems(card):
+                self.report(14, key, message)
         self.check_counter(COUNTER_CARD_ID, previous_id, 6, "card id")
 
     def check_card_indexed(self, key: str, card_id: int, card: card_pb2.Card) -> None:
@@ -1370,6 +1376,62 @@ def _expected_unit(account: str) -> int | None:
     if match is not None:
         return FEN if match.group(2) else USES
     return MERCHANT_ACCOUNT_UNITS.get(account)
+
+
+def _parse_date(text: str) -> datetime.date | None:
+    """A YYYY-MM-DD local date, or None."""
+    if not DATE.fullmatch(text):
+        return None
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _period_last_day(start: datetime.date, months: int) -> datetime.date | None:
+    """The last day of `months` months from `start` (docs/STORAGE.md, invariant 13): the
+    day before the same date `months` later, or that month's last day when it has none."""
+    year, month_index = divmod(start.year * 12 + start.month - 1 + months, 12)
+    if not datetime.MINYEAR <= year <= datetime.MAXYEAR:
+        return None
+    month = month_index + 1
+    days_in_month = calendar.monthrange(year, month)[1]
+    if start.day > days_in_month:
+        return datetime.date(year, month, days_in_month)
+    return datetime.date(year, month, start.day) - datetime.timedelta(days=1)
+
+
+def _card_date_problems(card: card_pb2.Card) -> list[str]:
+    """Invariant 14: the card's dates are dates, and a timed card's periods (start and
+    months, both set or neither) end on its expires_on."""
+    problems = [
+        f"{name} {_printable(text)!r} is not a date"
+        for name, text in (
+            ("expires_on", card.expires_on),
+            ("annual_fee_paid_until", card.annual_fee_paid_until),
+            ("period_start_on", card.period_start_on),
+        )
+        if text and _parse_date(text) is None
+    ]
+    if problems:
+        return problems
+    if bool(card.period_start_on) != (card.period_months > 0) or card.period_months < 0:
+        return [
+            f"period_start_on {card.period_start_on!r} and period_months {card.period_months}"
+            " must be both set or neither"
+        ]
+    if not card.period_start_on:
+        return []
+    start = _parse_date(card.period_start_on)
+    assert start is not None
+    last_day = _period_last_day(start, card.period_months)
+    if last_day is None or last_day.isoformat() != card.expires_on:
+        through = last_day.isoformat() if last_day else "out of range"
+        return [
+            f"{card.period_months} months from {card.period_start_on} run through {through},"
+            f" expires_on is {card.expires_on!r}"
+        ]
+    return []
 
 
 def _lot_value_left_fen(lot: card_pb2.CountLot) -> int:

@@ -53,6 +53,7 @@ from engine.proto import (
 __all__ = [
     "Session",
     "UsageError",
+    "build_annual_fee_request",
     "build_buy_package_request",
     "build_card_action_request",
     "build_change_pin_request",
@@ -765,16 +766,31 @@ def _add_card_fees(commands: _Commands) -> None:
     _add_pin_options(returned, "the card's PIN 会员密码, when it has one")
     _add_store_option(returned)
     _add_staff_option(returned)
-    renew = commands.add("renew", _card_renew, "renew a timed card 续卡", mutating=True)
-    _add_card_argument(renew)
-    renew.add_argument(
-        "--price", metavar="YUAN", type=_positive_yuan, required=True, help="续卡价格"
+    renew = commands.add(
+        "renew", _card_renew, "renew a timed card at its type's renew fee 续卡", mutating=True
     )
-    _add_fee_options(renew, "renewal")
+    _add_card_argument(renew)
+    _add_fee_options(renew, "renew fee 续卡费")
     annual = commands.add(
-        "annual-fee", _card_annual_fee, "charge the annual fee when due 年费", mutating=True
+        "annual-fee",
+        _card_annual_fee,
+        "charge the annual fee of the current card year when due 年费",
+        mutating=True,
     )
     _add_card_argument(annual)
+    annual.add_argument(
+        "--pay",
+        choices=list(_PAY_TENDERS),
+        default="balance",
+        help="balance: the card's principal 本金 (default; bonus never pays fees); "
+        "balance+cash: cash for the rest; or cash, bank_card, scan_pay",
+    )
+    _add_ref_option(annual)
+    annual.add_argument(
+        "--store", metavar="S", default="",
+        help="store code 门店 where it is paid (default: the store that sold the card)",
+    )  # fmt: skip
+    _add_staff_option(annual)
     daily = commands.add(
         "daily-run",
         _card_daily_run,
@@ -1229,7 +1245,16 @@ def build_renew_card_request(args: argparse.Namespace) -> card_pb2.RenewCardRequ
     return card_pb2.RenewCardRequest(
         request_id=args.request_id,
         card_no=args.card_no,
-        price_fen=args.price,
+        tenders=_fee_tenders(args),
+        store_code=args.store,
+        staff_code=args.staff,
+    )
+
+
+def build_annual_fee_request(args: argparse.Namespace) -> card_pb2.ChargeAnnualFeeRequest:
+    return card_pb2.ChargeAnnualFeeRequest(
+        request_id=args.request_id,
+        card_no=args.card_no,
         tenders=_fee_tenders(args),
         store_code=args.store,
         staff_code=args.staff,
@@ -1520,10 +1545,14 @@ def _stored_value_row(principal_fen: int, bonus_fen: int) -> tuple[str, str]:
 
 
 def _balance_rows(balances: common_pb2.Balances) -> list[tuple[str, str]]:
-    return [
+    rows = [
         _stored_value_row(balances.principal_fen, balances.bonus_fen),
         ("Points 积分", str(balances.points)),
     ]
+    if balances.uses:
+        left = ", ".join(f"{item.item_code} {item.uses_left}" for item in balances.uses)
+        rows.append(("Uses left 次卡剩余", left))
+    return rows
 
 
 def _level_row(before: str, after: str, upgraded: bool) -> tuple[str, str]:
@@ -2206,7 +2235,7 @@ def _card_renew(args: argparse.Namespace, session: Session) -> int:
 
 
 def _card_annual_fee(args: argparse.Namespace, session: Session) -> int:
-    request = card_pb2.ChargeAnnualFeeRequest(request_id=args.request_id, card_no=args.card_no)
+    request = build_annual_fee_request(args)
     return _card_call(args, session, "ChargeAnnualFee", request, "Annual fee charged 年费")
 
 
@@ -2237,10 +2266,12 @@ def _card_daily_run(args: argparse.Namespace, session: Session) -> int:
                 "Annual fees 年费",
                 f"{totals.annual_fees_charged} ({format_fen(totals.annual_fees_fen)})",
             ),
-            ("Short of principal 余额不足", str(totals.annual_fees_short)),
+            ("Fees not charged 年费未扣", str(totals.annual_fees_short)),
         ]
         if totals.short_card_nos:
-            rows.append(("Cards short 不足卡号", ", ".join(totals.short_card_nos)))
+            rows.append(
+                ("Cards to charge at the counter 待收年费", ", ".join(totals.short_card_nos))
+            )
         return _fields_text("Daily card run 日终处理", rows)
 
     return _output(args, totals, text)

@@ -1386,6 +1386,62 @@ def test_12_member_change_counter_behind(tmp_path: Path) -> None:
     assert report.problems[0].message == "seq 1 is above the counter (0)"
 
 
+# --- 13: card dates and timed cards' periods ------------------------------------------
+
+
+def timed(world: World, start: str, months: int, expires_on: str) -> card_pb2.Card:
+    card = world.cards[(M1, 2)]
+    card.period_start_on, card.period_months, card.expires_on = start, months, expires_on
+    return card
+
+
+@pytest.mark.parametrize(
+    ("start", "months", "expires_on"),
+    [
+        ("2026-11-30", 1, "2026-12-29"),
+        ("2026-11-30", 3, "2027-02-28"),  # no Feb 30: February's last day
+        ("2026-11-30", 4, "2027-03-29"),
+        ("2028-01-30", 1, "2028-02-29"),
+        ("2028-02-29", 12, "2029-02-28"),
+        ("2028-02-28", 12, "2029-02-27"),
+        ("2026-01-01", 12, "2026-12-31"),
+    ],
+)
+def test_14_periods_that_end_on_their_expiry_are_clean(
+    tmp_path: Path, start: str, months: int, expires_on: str
+) -> None:
+    world = build_world()
+    timed(world, start, months, expires_on).annual_fee_paid_until = "2027-01-31"
+    assert audit_world(world, tmp_path).problems == []
+
+
+def test_14_expiry_off_the_period(tmp_path: Path) -> None:
+    world = build_world()
+    timed(world, "2026-11-30", 3, "2027-02-27")  # the drift of renewing from each end
+    report = assert_only(world, tmp_path, 14)
+    assert [(problem.key, problem.message) for problem in report.problems] == [
+        ("cards:2", "3 months from 2026-11-30 run through 2027-02-28, expires_on is '2027-02-27'")
+    ]
+
+
+def test_14_period_start_without_months(tmp_path: Path) -> None:
+    world = build_world()
+    timed(world, "2026-11-30", 0, "2026-12-29")
+    report = assert_only(world, tmp_path, 14)
+    assert "must be both set or neither" in report.problems[0].message
+
+
+def test_14_dates_that_are_not_dates(tmp_path: Path) -> None:
+    world = build_world()
+    world.cards[(M1, 1)].expires_on = "2026-02-30"
+    world.cards[(M1, 2)].annual_fee_paid_until = "2026/01/01"
+    report = assert_only(world, tmp_path, 14)
+    assert sorted((problem.key, problem.message) for problem in report.problems) == [
+        ("cards:1", "expires_on '2026-02-30' is not a date"),
+        ("cards:2", "annual_fee_paid_until '2026/01/01' is not a date"),
+    ]
+
+
 # --- the layout itself (invariant 0) --------------------------------------------------
 
 

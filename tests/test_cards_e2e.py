@@ -10,6 +10,7 @@ test audits a backup of the shared server after all the others.
 
 from __future__ import annotations
 
+import calendar
 import datetime
 import functools
 import itertools
@@ -170,16 +171,19 @@ class Till(Client):
             card_no=card_no, refund_method=method, **fields,
         )  # fmt: skip
 
-    def renew(self, card_no: str, price_fen: int, tenders: Any = (CASH,)) -> card_pb2.CardResponse:
+    def renew(self, card_no: str, tenders: Any = (CASH,), **fields: Any) -> card_pb2.CardResponse:
         return self.mutate(
             self.cards, "RenewCard", card_pb2.RenewCardRequest,
-            card_no=card_no, price_fen=price_fen, tenders=tenders,
+            card_no=card_no, tenders=tenders, **fields,
         )  # fmt: skip
 
-    def annual_fee(self, card_no: str) -> card_pb2.CardResponse:
+    def annual_fee(
+        self, card_no: str, tenders: Any = (BALANCE,), **fields: Any
+    ) -> card_pb2.CardResponse:
         return self.mutate(
-            self.cards, "ChargeAnnualFee", card_pb2.ChargeAnnualFeeRequest, card_no=card_no
-        )
+            self.cards, "ChargeAnnualFee", card_pb2.ChargeAnnualFeeRequest,
+            card_no=card_no, tenders=tenders, **fields,
+        )  # fmt: skip
 
     def buy(
         self, card_no: str, package: str, tenders: Any = (CASH,), **fields: Any
@@ -271,14 +275,15 @@ def local_date(at_ms: int) -> datetime.date:
 
 
 def valid_through(start: datetime.date, months: int) -> str:
-    """The last day of a card valid `months` from `start`: the same day `months` later
-    (clamped to the month's end), less one day."""
-    index = start.year * 12 + start.month - 1 + months
-    year, month = divmod(index, 12)
+    """The last day of a card valid `months` from `start` (PRC Civil Code art. 203): the
+    day before the same date `months` later, or that month's last day when it has no
+    such date."""
+    year, month = divmod(start.year * 12 + start.month - 1 + months, 12)
     month += 1
-    next_month = datetime.date(year + month // 12, month % 12 + 1, 1)
-    day = min(start.day, (next_month - datetime.timedelta(days=1)).day)
-    return (datetime.date(year, month, day) - datetime.timedelta(days=1)).isoformat()
+    last_day = calendar.monthrange(year, month)[1]
+    if start.day > last_day:
+        return datetime.date(year, month, last_day).isoformat()
+    return (datetime.date(year, month, start.day) - datetime.timedelta(days=1)).isoformat()
 
 
 def uses_left(card: card_pb2.CardView) -> dict[tuple[int, str], int]:
@@ -626,16 +631,19 @@ def test_renew_a_timed_card(till: Till) -> None:
     visit = till.pay("M0001", 0, tenders=[CASH])  # a timed card's visit: nothing to pay
     assert (visit.amount_due_fen, list(visit.payments), visit.card_no) == (0, [], "M0001")
     refused(FAILED, "CARD_STATE_INVALID", lambda: till.action("M0001", CA.EXPIRE))  # not yet
-    renewed = till.renew("M0001", 28_000)
-    last_day = datetime.date.fromisoformat(sold.card.expires_on)
-    assert renewed.card.expires_on == valid_through(last_day + datetime.timedelta(days=1), 1)
-    assert (renewed.fee_fen, list(renewed.payments)) == (28_000, [paid(PM.CASH, 28_000)])
+    refused(FAILED, "CARD_NOT_SOLD_HERE", lambda: till.renew("M0001", store_code="S002"))
+    renewed = till.renew("M0001", store_code="S001")
+    assert renewed.card.expires_on == valid_through(activated_on, 2)  # on from activation
+    # no renew fee of its own: the month card renews at its issue fee
+    assert (renewed.fee_fen, list(renewed.payments)) == (30_000, [paid(PM.CASH, 30_000)])
     assert (renewed.event.action, renewed.card.status) == ("RENEW", CS.ACTIVE)
-    refused(FAILED, "CARD_KIND_MISMATCH", lambda: till.renew("C0001", 28_000))
-    refused(INVALID, "AMOUNT_NOT_POSITIVE", lambda: till.renew("M0001", -1))
+    refused(FAILED, "CARD_KIND_MISMATCH", lambda: till.renew("C0001"))
+    refused(INVALID, "PAYMENT_METHOD_INVALID", lambda: till.renew("M0001", tenders=[BALANCE]))
+    refused(INVALID, "PAYMENTS_MISMATCH", lambda: till.renew("M0001", tenders=[]))
+    assert till.card("M0001").expires_on == renewed.card.expires_on
     history = till.read("ListHistory", member_pb2.ListHistoryRequest, P1).items
     assert [(h.kind, h.amount_fen) for h in history] == [
-        ("CARD_RENEW", 28_000),
+        ("CARD_RENEW", 30_000),
         ("CHECKOUT", 0),
         ("CARD_ISSUE", 30_000),
     ]
@@ -655,9 +663,9 @@ def test_trial_card_until_its_uses_are_used_up(till: Till) -> None:
     till.register(P1, card_no="C0001")
     sold = till.issue(P1, "T0001", "trial", tenders=[], activate=True)
     assert (sold.fee_fen, sold.card.trial_uses_left, sold.card.expires_on) == (0, 2, "")
-    for left in (1, 0):
-        checkout = till.pay("T0001", 1_000, tenders=[CASH])
-        assert list(checkout.payments) == [paid(PM.CASH, 1_000)]
+    for left, bill_fen in ((1, 1_000), (0, 0)):  # a trial visit may cost nothing
+        checkout = till.pay("T0001", bill_fen, tenders=[CASH])
+        assert list(checkout.payments) == ([paid(PM.CASH, bill_fen)] if bill_fen else [])
         assert till.card("T0001").trial_uses_left == left
     refused(FAILED, "TRIAL_USED_UP", lambda: till.pay("T0001", 1_000, tenders=[CASH]))
     refused(FAILED, "CARD_KIND_MISMATCH", lambda: till.recharge(10_000, card_no="T0001"))

@@ -205,6 +205,7 @@ def test_register_and_show_by_each_key(address: str) -> None:
         "bonus_fen": 0,
         "bonus": "0.00",
         "points": 0,
+        "uses": [],
     }
     for selector in (["--phone", PHONE], ["--card", CARD], ["--id", "1"]):
         shown = mms_json(address, "member", "show", *selector)
@@ -290,6 +291,7 @@ def test_recharge_then_checkout_with_balance(address: str, member_id: int) -> No
         "bonus_fen": 1000,
         "bonus": "10.00",
         "points": 58,
+        "uses": [],
     }
     assert checkout["level_upgraded"] is False
     assert checkout["ledger_seq"] == recharge["ledger_seq"] + 1
@@ -655,6 +657,7 @@ def test_member_and_recharge_output(merchant: Merchant) -> None:
         "bonus_fen": 10_000,
         "bonus": "100.00",
         "points": 114,
+        "uses": [],
     }
 
 
@@ -716,6 +719,7 @@ def test_checkout_output_with_points_balance_and_cash(merchant: Merchant) -> Non
         "bonus_fen": 0,
         "bonus": "0.00",
         "points": 12_538,
+        "uses": [],
     }
     # spent 95.00 + 10450.00 reaches gold's 10000.00
     assert (data["level_before"], data["level_after"]) == ("silver", "gold")
@@ -1028,6 +1032,7 @@ def test_package_buy_then_checkout_with_uses(merchant: Merchant) -> None:
         "Points earned 获得积分": "0",
         "Balance 余额": "700.00 (principal 本金 500.00 + bonus 赠送金 200.00)",
         "Points 积分": "0",
+        "Uses left 次卡剩余": "haircut 8",
         "Level 等级": "silver",
         "Ledger seq 流水号": "3",
         "Store 门店": "S001",
@@ -1035,6 +1040,11 @@ def test_package_buy_then_checkout_with_uses(merchant: Merchant) -> None:
     data = merchant.json("checkout", "--card", CARD, "--amount", "30", "--use", "haircut=1")
     assert (data["amount_due_fen"], data["payments"][0]["principal_fen"]) == (2_850, 2_850)
     assert data["lot_uses"] == [{"lot_id": 1, "item_code": "haircut", "uses": 1, "uses_left": 7}]
+    assert data["balances"]["uses"] == [{"item_code": "haircut", "uses_left": 7}]
+    title, rows = fields(merchant.mms("member", "show", "--card", CARD).stdout.split("\n\n")[0])
+    assert (title, rows["Uses left 次卡剩余"]) == ("Member details 会员信息", "haircut 7")
+    recharged = merchant.mms("recharge", "--card", CARD, "--amount", "1")
+    assert fields(recharged.stdout)[1]["Uses left 次卡剩余"] == "haircut 7"
     # 3 of 10 used: 500.00 - floor(500.00 × 3 / 10) = 350.00 back onto the principal
     refund = merchant.json("package", "refund", CARD, "--lot", "1", "--refund", "balance")
     assert (refund["refund_fen"], refund["refund"], refund["lot"]["refunded"]) == (
@@ -1042,7 +1052,9 @@ def test_package_buy_then_checkout_with_uses(merchant: Merchant) -> None:
     )  # fmt: skip
     title, rows = fields(merchant.mms("card", "show", CARD).stdout)
     assert not [label for label in rows if label.startswith("Package")]
-    assert rows["Balance 余额"] == "1021.50 (principal 本金 821.50 + bonus 赠送金 200.00)"
+    assert rows["Balance 余额"] == "1022.50 (principal 本金 822.50 + bonus 赠送金 200.00)"
+    _title, rows = fields(merchant.mms("member", "show", "--card", CARD).stdout.split("\n\n")[0])
+    assert "Uses left 次卡剩余" not in rows  # none left: no row
     merchant.refused(
         "checkout", "--card", CARD, "--amount", "0", "--use", "haircut=1",
         status="FAILED_PRECONDITION", reason="INSUFFICIENT_USES",

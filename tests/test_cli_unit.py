@@ -185,8 +185,10 @@ def test_mutating_commands_take_a_request_id(
         ["card", "limit", "C1", "--limit", "10", "--no-limit"],  # one or the other
         ["card", "limit", "C1", "--limit", "0"],  # no limit is --no-limit
         ["card", "issue", "--id", "1", "--number", "N1", "--type", "t", "--link", "family"],
-        ["card", "renew", "C1"],  # --price missing
-        ["card", "renew", "C1", "--price", "0"],
+        ["card", "renew", "C1", "--price", "10"],  # the card type sets the price
+        ["card", "renew", "C1", "--pay", "balance"],  # a fee is not paid from stored value
+        ["card", "annual-fee", "C1", "--pay", "points"],
+        ["card", "annual-fee", "C1", "--ref", "X1"],  # --ref is for bank card or scan pay
         ["card", "replace", "C1"],  # --new-number missing
         ["package", "buy", "C1"],  # --package missing
         ["package", "buy", "C1", "--package", "cut10", "--pay", "points"],
@@ -230,7 +232,6 @@ BAD_AMOUNTS = [
         ["recharge", "--phone", PHONE, "--amount"],
         ["checkout", "--phone", PHONE, "--amount"],
         ["checkout", "--amount", "10", "--pay", "cash", "--cash-received"],
-        ["card", "renew", "M0001", "--price"],
         [
             "card",
             "issue",
@@ -245,7 +246,7 @@ BAD_AMOUNTS = [
             "--limit",
         ],
     ],
-    ids=["recharge", "checkout", "cash-received", "renew-price", "subsidiary-limit"],
+    ids=["recharge", "checkout", "cash-received", "subsidiary-limit"],
 )
 def test_bad_amounts_are_refused_before_any_call(
     argv: list[str],
@@ -532,7 +533,12 @@ CHECKOUT_RESPONSE = transaction_pb2.CheckoutResponse(
         common_pb2.Payment(method=CASH, amount_fen=2065, cash_received_fen=5000, change_fen=2935),
     ],
     points_earned=50,
-    balances=common_pb2.Balances(principal_fen=0, bonus_fen=0, points=1850),
+    balances=common_pb2.Balances(
+        principal_fen=0,
+        bonus_fen=0,
+        points=1850,
+        uses=[common_pb2.ItemUsesLeft(item_code="haircut", uses_left=7)],
+    ),
     level_before="silver",
     level_after="gold",
     level_upgraded=True,
@@ -568,6 +574,7 @@ def test_message_to_json_doubles_money_fields() -> None:
         "bonus_fen": 0,
         "bonus": "0.00",
         "points": 1850,
+        "uses": [{"item_code": "haircut", "uses_left": 7}],
     }
     assert data["level_upgraded"] is True
     json.dumps(data)
@@ -820,11 +827,28 @@ def test_replace_return_renew_requests() -> None:
     # asks for it for a card of its own)
     detached = request_of(cli.build_return_card_request, "card", "return", "L0001")
     assert detached.refund_method == common_pb2.PAYMENT_METHOD_UNSPECIFIED
-    renew = request_of(
-        cli.build_renew_card_request, "card", "renew", "M0001", "--price", "99.99", "--store", "S2"
-    )
-    assert (renew.card_no, renew.price_fen, renew.store_code) == ("M0001", 9_999, "S2")
+    renew = request_of(cli.build_renew_card_request, "card", "renew", "M0001", "--store", "S2")
+    assert (renew.card_no, renew.store_code) == ("M0001", "S2")
     assert list(renew.tenders) == [common_pb2.Tender(method=CASH, take_rest=True)]
+
+
+def test_annual_fee_requests() -> None:
+    principal = request_of(cli.build_annual_fee_request, "card", "annual-fee", "V0001")
+    assert (principal.card_no, principal.store_code, principal.staff_code) == ("V0001", "", "")
+    balance = common_pb2.Tender(method=common_pb2.STORED_VALUE, take_rest=True)
+    assert list(principal.tenders) == [balance]  # from principal unless told
+    split = request_of(
+        cli.build_annual_fee_request,
+        "card", "annual-fee", "V0001", "--pay", "balance+cash", "--store", "S2", "--staff", "A01",
+    )  # fmt: skip
+    assert list(split.tenders) == [balance, common_pb2.Tender(method=CASH, take_rest=True)]
+    assert (split.store_code, split.staff_code) == ("S2", "A01")
+    scan = request_of(
+        cli.build_annual_fee_request, "card", "annual-fee", "V0001", "--pay", "scan_pay",
+        "--ref", "WX-7",
+    )  # fmt: skip
+    scan_tender = common_pb2.Tender(method=common_pb2.SCAN_PAY, take_rest=True, external_ref="WX-7")
+    assert list(scan.tenders) == [scan_tender]
 
 
 @pytest.mark.parametrize(

@@ -355,7 +355,7 @@ impl Core {
         let shared = self.shared()?;
         let _no_resize = shared.resize_lock.read().expect("lock");
         let txn = shared.env.read_txn()?;
-        dispatch::query(&shared.dbs, &txn, merchant, method, request)
+        dispatch::query(&shared.dbs, &txn, merchant, method, request, shared.clock.now_ms())
     }
 
     /// A compacting copy of the environment into `destination_dir/data.mdb`, taken in a

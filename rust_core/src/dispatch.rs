@@ -353,41 +353,70 @@ fn maintenance(
     };
     let found = lifecycle::cards_after(context.dbs, txn, context.merchant, request.after_card_id, limit + 1)?;
     let mut response = RunCardMaintenanceResponse::default();
-    let today = context.today();
     for card in found.iter().take(limit) {
         response.cards_seen += 1;
-        let id = |what: &str| format!("{}/{what}/{}", request.request_id, card.card_id);
-        if lifecycle::is_past_expiry(card, today) {
-            let expire = CardActionRequest {
-                request_id: id("expire"),
-                card_no: card.card_no.clone(),
-                action: CardAction::Expire as i32,
-                ..Default::default()
-            };
-            if nested(env, txn, |nested| lifecycle::apply_action(context, nested, &expire))?.is_ok() {
-                response.expired += 1;
-            }
-            continue;
-        }
-        let charge = ChargeAnnualFeeRequest { request_id: id("annual-fee"), card_no: card.card_no.clone() };
-        match nested(env, txn, |nested| lifecycle::charge_annual_fee(context, nested, &charge))? {
-            Ok((charged, _)) => {
-                response.annual_fees_charged += 1;
-                response.annual_fees_fen += charged.fee_fen;
-            }
-            Err(error) if error.kind == Kind::InsufficientBalance => {
-                response.annual_fees_short += 1;
-                if response.short_card_nos.len() < SHORT_CARDS_LISTED_MAX {
-                    response.short_card_nos.push(card.card_no.clone());
-                }
-            }
-            Err(_) => {}
-        }
+        maintain(env, context, txn, &request.request_id, card, &mut response)?;
     }
     if found.len() > limit {
         response.next_after_card_id = found[limit - 1].card_id;
     }
     Ok(response)
+}
+
+/// One card of the daily run: expired when it has run out (past its date, or a trial card
+/// with no uses left), else its annual fee charged
+/// from principal when due (counted short when it cannot be).
+fn maintain(
+    env: &Env<WithoutTls>,
+    context: &Context<'_>,
+    txn: &mut RwTxn<'_>,
+    run_request_id: &str,
+    card: &Card,
+    response: &mut RunCardMaintenanceResponse,
+) -> Result<()> {
+    let today = context.today();
+    let request_id = |what: &str| format!("{run_request_id}/{what}/{}", card.card_id);
+    // Card types are never removed (config::apply refuses it); a card without one is left alone.
+    let Ok(card_type) = crate::cards::card_type(context.config, &card.card_type) else {
+        return Ok(());
+    };
+    if lifecycle::is_due_to_expire(card, &card_type, today) {
+        let expire = CardActionRequest {
+            request_id: request_id("expire"),
+            card_no: card.card_no.clone(),
+            action: CardAction::Expire as i32,
+            ..Default::default()
+        };
+        if nested(env, txn, |nested| lifecycle::apply_action(context, nested, &expire))?.is_ok() {
+            response.expired += 1;
+        }
+        return Ok(());
+    }
+    let due = crate::cards::check_usable(card, today).is_ok()
+        && crate::annual_fee::due_year(card, &card_type, context.config, today).is_ok();
+    if !due {
+        return Ok(());
+    }
+    let charge = ChargeAnnualFeeRequest {
+        request_id: request_id("annual-fee"),
+        card_no: card.card_no.clone(),
+        tenders: vec![Tender { method: PaymentMethod::StoredValue as i32, take_rest: true, ..Default::default() }],
+        store_code: card.store_code.clone(),
+        staff_code: String::new(),
+    };
+    match nested(env, txn, |nested| lifecycle::charge_annual_fee(context, nested, &charge))? {
+        Ok((charged, _)) => {
+            response.annual_fees_charged += 1;
+            response.annual_fees_fen += charged.fee_fen;
+        }
+        Err(_) => {
+            response.annual_fees_short += 1;
+            if response.short_card_nos.len() < SHORT_CARDS_LISTED_MAX {
+                response.short_card_nos.push(card.card_no.clone());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs `operation` in a nested transaction: kept on success, rolled back on a
@@ -431,15 +460,16 @@ pub fn record_failure(
     store::put_record(&dbs.requests, txn, &store::key(merchant, decoded.request_id.as_bytes()), &record)
 }
 
-/// Serves a read on the caller's thread.
-pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, method: Method, bytes: &[u8]) -> Result<Vec<u8>> {
+/// Serves a read on the caller's thread; `now_ms` says which day it is (which count-card
+/// lots are still usable).
+pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, method: Method, bytes: &[u8], now_ms: i64) -> Result<Vec<u8>> {
     Ok(match method {
         Method::GetConfig => {
             let _: GetConfigRequest = decode_as(bytes)?;
             let config = config::read(dbs, txn, merchant)?;
             GetConfigResponse { config: Some(config) }.encode_to_vec()
         }
-        Method::GetMember => members::get(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        Method::GetMember => members::get(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec(),
         Method::SearchMembers => profiles::search(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
         Method::ListHistory => profiles::history(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
         Method::ListFollowUps => profiles::follow_ups(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),

@@ -105,10 +105,11 @@ pub enum Kind {
     CorruptRecord,
     LinkInvalid,
     TooManyAttachedCards,
+    AnnualFeeDue,
 }
 
 /// Every kind, for reverse lookup of stored reasons and for exhaustive tests.
-pub const ALL_KINDS: [Kind; 70] = [
+pub const ALL_KINDS: [Kind; 71] = [
     Kind::MalformedRequest,
     Kind::UnknownMethod,
     Kind::RequestIdInvalid,
@@ -179,6 +180,7 @@ pub const ALL_KINDS: [Kind; 70] = [
     Kind::CorruptRecord,
     Kind::LinkInvalid,
     Kind::TooManyAttachedCards,
+    Kind::AnnualFeeDue,
 ];
 
 impl Kind {
@@ -254,6 +256,7 @@ impl Kind {
             Kind::CorruptRecord => "CORRUPT_RECORD",
             Kind::LinkInvalid => "LINK_INVALID",
             Kind::TooManyAttachedCards => "TOO_MANY_ATTACHED_CARDS",
+            Kind::AnnualFeeDue => "ANNUAL_FEE_DUE",
         }
     }
 
@@ -329,6 +332,7 @@ impl Kind {
             Kind::CorruptRecord => Status::Internal,
             Kind::LinkInvalid => Status::FailedPrecondition,
             Kind::TooManyAttachedCards => Status::FailedPrecondition,
+            Kind::AnnualFeeDue => Status::FailedPrecondition,
         }
     }
 

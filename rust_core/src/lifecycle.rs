@@ -6,7 +6,8 @@
 //! Rules the issue left open, decided here:
 //! - Card fees (issue, replacement, renewal) are paid in cash, by bank card or scan pay;
 //!   a STORED_VALUE tender is refused, so a fee never silently draws on some other card.
-//!   The annual fee is the exception: it is charged from principal by definition.
+//!   The annual fee is the exception: it may also be paid from the card's own principal
+//!   (see `annual_fee` for its rules).
 //! - A card whose type has `pin_required` is sold with its PIN (IssueCard `pin`), and so is
 //!   a card attached to a primary of such a type: its payments ask for a PIN. A
 //!   registration gives no PIN, so it never issues such a card: the config's default card
@@ -34,6 +35,12 @@
 //!   default is always one of the member's cards), so a checkout by phone says CARD_CLOSED.
 //!   Only an ACTIVE or INACTIVE card can be made the default.
 //! - `Member.card_no` follows the default card.
+//! - A timed card keeps the first day of its paid periods and the months paid since
+//!   (`period_start_on`, `period_months`): a renewal (续卡) while the card runs adds its
+//!   months to the same start, so a month card from Nov 30 runs through Dec 29, Jan 29,
+//!   Feb 28, Mar 29 ... and never drifts to the 27th. A renewal after the card lapsed (the
+//!   day after its last day or later) starts a new period that day. A card paid more than
+//!   `VALID_MONTHS_MAX` months ahead is refused a further renewal.
 //!
 //! Attached cards (`Card.primary_card_id`): they pay from the primary's stored value, each
 //! within its optional spending limit, and hold no value of their own. Three kinds, which
@@ -69,7 +76,7 @@ use crate::paging::{self, Page};
 use crate::proto::*;
 use crate::store::{self, Dbs};
 use crate::transactions::{self, Context};
-use crate::{members, pin, validate};
+use crate::{annual_fee, members, pin, validate};
 
 /// Card types one merchant may define.
 pub const CARD_TYPES_MAX: usize = 256;
@@ -83,9 +90,6 @@ pub const PIN_ATTEMPTS_CONFIG_MAX: i32 = 20;
 pub const UTC_OFFSET_MINUTES_MIN: i32 = -720;
 pub const UTC_OFFSET_MINUTES_MAX: i32 = 840;
 pub const NOTE_CHARS_MAX: usize = 256;
-/// Annual fee years searched for the next anniversary; a card is not a century old.
-const ANNUAL_FEE_YEARS_MAX: i32 = 100;
-const MONTHS_PER_YEAR: i32 = 12;
 
 /// Who does an operation and under which request: what its events and entry record.
 struct Op<'a> {
@@ -207,13 +211,22 @@ fn activate(card: &mut Card, card_type: &CardType, today: Date, now_ms: i64) {
     card.activated_at_ms = now_ms;
     match cards::kind_of(card_type) {
         CardKind::TimedCard if card_type.valid_months > 0 => {
-            card.expires_on = today.valid_through(card_type.valid_months).format();
+            set_period(card, today, card_type.valid_months);
         }
         CardKind::TrialCard if card_type.trial_days > 0 => {
             card.expires_on = today.add_days(i64::from(card_type.trial_days) - 1).format();
         }
         _ => {}
     }
+}
+
+/// Gives a timed card the periods paid from `start` on: `months` in all, through the
+/// last day of the last one. Counting every renewal from the same start keeps month ends
+/// from drifting (Nov 30 + 3 months ends Feb 28, + 4 months Mar 29).
+fn set_period(card: &mut Card, start: Date, months: i32) {
+    card.period_start_on = start.format();
+    card.period_months = months;
+    card.expires_on = start.valid_through(months).format();
 }
 
 /// Sets a new PIN, hashed before the writer (see `Core::submit`): the writer only stores it.
@@ -251,12 +264,7 @@ pub fn issue(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &IssueCardRequ
         code => cards::card_type(config, code)?,
     };
     let store_code = config.store_code(&request.store_code)?.to_owned();
-    if !card_type.sell_store_codes.is_empty() && !card_type.sell_store_codes.contains(&store_code) {
-        return fail(
-            Kind::CardNotSoldHere,
-            format!("card type {:?} is not sold at store {store_code}", card_type.code),
-        );
-    }
+    check_sold_here(&card_type, &store_code)?;
     let member = members::find(dbs, txn, merchant, request.member.as_ref())?;
     let attachment = attachment(context, txn, request, &member)?;
     check_new_card_pin(context, &card_type, attachment.as_ref(), &request.pin)?;
@@ -293,6 +301,14 @@ pub fn issue(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &IssueCardRequ
     }
     let response = CardResponse { fee_fen, payments, ..op.respond(txn, &card, event, seq)? };
     Ok((response, seq))
+}
+
+/// Refuses a sale or renewal at a store the card type's `sell_store_codes` leave out.
+fn check_sold_here(card_type: &CardType, store_code: &str) -> Result<()> {
+    if card_type.sell_store_codes.is_empty() || card_type.sell_store_codes.iter().any(|s| s == store_code) {
+        return Ok(());
+    }
+    fail(Kind::CardNotSoldHere, format!("card type {:?} is not sold at store {store_code}", card_type.code))
 }
 
 /// The primary card a new card is attached to, and how.
@@ -535,13 +551,8 @@ fn release(card: &mut Card, beneath: CardStatus, attempts_max: i32) {
 /// A timed or trial card past its last day, or a trial card with its uses used up, is
 /// marked EXPIRED. Anything else has not expired.
 fn expire(context: &Context<'_>, card: &mut Card) -> Result<()> {
-    let past_date = !card.expires_on.is_empty() && context.today() > Date::parse(&card.expires_on)?;
     let card_type = cards::card_type(context.config, &card.card_type)?;
-    let used_up = cards::kind_of(&card_type) == CardKind::TrialCard
-        && card_type.trial_uses > 0
-        && card.trial_uses_left <= 0
-        && card.activated_at_ms != 0;
-    if !(past_date || used_up) {
+    if !has_run_out(card, &card_type, context.today())? {
         let until = if card.expires_on.is_empty() {
             "never expires".to_owned()
         } else {
@@ -873,27 +884,19 @@ fn limit_text(limit_fen: i64) -> String {
 pub fn renew(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &RenewCardRequest) -> Result<(CardResponse, u64)> {
     let op = Op::new(context, &request.request_id, &request.staff_code)?;
     let (dbs, merchant) = (context.dbs, context.merchant);
-    let price_fen = request.price_fen;
-    if price_fen < 0 {
-        return fail(Kind::AmountNotPositive, format!("price_fen must not be negative, got {price_fen}"));
-    }
-    if price_fen > AMOUNT_FEN_MAX {
-        return fail(Kind::AmountTooLarge, format!("price_fen must be at most {AMOUNT_FEN_MAX}"));
-    }
     let store_code = context.config.store_code(&request.store_code)?.to_owned();
     let mut card = cards::find_by_number(dbs, txn, merchant, &request.card_no)?;
     let card_type = cards::card_type(context.config, &card.card_type)?;
     if cards::kind_of(&card_type) != CardKind::TimedCard {
         return fail(Kind::CardKindMismatch, format!("card {} ({}) is not a timed card", card.card_no, card_type.name));
     }
+    check_sold_here(&card_type, &store_code)?;
     let today = context.today();
     require_status(&card, &[CardStatus::Active, CardStatus::Expired], today, "renew it")?;
+    let price_fen = card_type.renew_fee_fen.unwrap_or(card_type.issue_fee_fen);
     let payments = fee_payments(&request.tenders, price_fen)?;
-    let start = match card.expires_on.as_str() {
-        "" => today,
-        last_day => today.max(Date::parse(last_day)?.add_days(1)),
-    };
-    card.expires_on = start.valid_through(card_type.valid_months).format();
+    let (start, months) = renewed_period(&card, card_type.valid_months, today)?;
+    set_period(&mut card, start, months);
     let before = cards::status_of(&card);
     card.status = CardStatus::Active as i32;
     card.status_before = CardStatus::Unspecified as i32;
@@ -906,73 +909,116 @@ pub fn renew(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &RenewCardRequ
     Ok((response, seq))
 }
 
+/// The periods a renewal (续卡) leaves on a card, as (start, months). While the card has not
+/// lapsed the new months follow on from the same start; after a lapse they start today.
+/// A card renewed for the first time since it was activated before starts were kept
+/// counts from the day after its last day. A card is paid at most `VALID_MONTHS_MAX`
+/// months ahead before it may be renewed again.
+fn renewed_period(card: &Card, valid_months: i32, today: Date) -> Result<(Date, i32)> {
+    if card.expires_on.is_empty() {
+        return Ok((today, valid_months));
+    }
+    let last_day = Date::parse(&card.expires_on)?;
+    if today > last_day {
+        return Ok((today, valid_months));
+    }
+    if last_day > today.add_months(VALID_MONTHS_MAX) {
+        return fail(
+            Kind::CardStateInvalid,
+            format!(
+                "card {} is paid through {}: renew it within {VALID_MONTHS_MAX} months of that",
+                card.card_no, card.expires_on
+            ),
+        );
+    }
+    let (start, months_paid) = match card.period_start_on.as_str() {
+        "" => (last_day.add_days(1), 0),
+        start => (Date::parse(start)?, card.period_months),
+    };
+    Ok((start, months_paid + valid_months))
+}
+
 // ---- 年费 ----
 
+/// Charges the annual fee of the card year the card is in (see `annual_fee`).
 pub fn charge_annual_fee(
     context: &Context<'_>,
     txn: &mut RwTxn<'_>,
     request: &ChargeAnnualFeeRequest,
 ) -> Result<(CardResponse, u64)> {
-    let op = Op::new(context, &request.request_id, "")?;
+    let op = Op::new(context, &request.request_id, &request.staff_code)?;
     let (dbs, merchant) = (context.dbs, context.merchant);
     let mut card = cards::find_by_number(dbs, txn, merchant, &request.card_no)?;
     let card_type = cards::card_type(context.config, &card.card_type)?;
-    let fee_fen = card_type.annual_fee_fen;
-    if fee_fen == 0 {
-        return fail(Kind::AnnualFeeNotDue, format!("card type {:?} has no annual fee", card_type.code));
-    }
     let today = context.today();
     cards::check_usable(&card, today)?;
-    let activated = Date::at(card.activated_at_ms, context.config.utc_offset_minutes());
-    let (covered_through, next_through) = annual_fee_cover(activated, &card.annual_fee_paid_until)?;
-    if today <= covered_through {
-        let due_on = covered_through.add_days(1).format();
-        return fail(
-            Kind::AnnualFeeNotDue,
-            format!("card {} is paid through {}; due on {due_on}", card.card_no, covered_through.format()),
-        );
+    let year = annual_fee::due_year(&card, &card_type, context.config, today)?;
+    let store_code = match request.store_code.as_str() {
+        "" => context.config.store_code(&card.store_code)?,
+        named => context.config.store_code(named)?,
     }
+    .to_owned();
     // A subsidiary's fee is paid from the primary card it draws on.
     let payer = cards::payer(dbs, txn, merchant, &card)?;
     if payer.card_id != card.card_id {
         cards::check_usable(&payer, today)?;
     }
-    let (principal_fen, _) = cards::stored_value(dbs, txn, merchant, payer.card_id)?;
-    if principal_fen < fee_fen {
-        return fail(
-            Kind::InsufficientBalance,
-            format!("annual fee is {fee_fen} fen; card {} holds {principal_fen} fen of principal", payer.card_no),
-        );
-    }
-    let store_code = context.config.store_code(&card.store_code)?.to_owned();
+    let fee_fen = card_type.annual_fee_fen;
+    let payments = annual_fee_payments(context, txn, &payer, &request.tenders, fee_fen)?;
     let mut journal = Journal::default();
-    journal.fen(ledger::card_principal(payer.card_id), -fee_fen);
+    for payment in &payments {
+        let account = match PaymentMethod::try_from(payment.method).expect("resolved tenders have valid methods") {
+            PaymentMethod::StoredValue => ledger::card_principal(payer.card_id),
+            method => transactions::takings_account(&store_code, method),
+        };
+        journal.fen(account, -payment.amount_fen);
+    }
     journal.fen(ledger::store_account(&store_code, "card_fees"), fee_fen);
     let seq = op.entry(txn, journal, EntryKind::AnnualFee, &payer, &store_code, fee_fen)?;
     let before = cards::status_of(&card);
-    card.annual_fee_paid_until = next_through.format();
+    card.annual_fee_paid_until = year.last_day.format();
     cards::put(dbs, txn, merchant, &card)?;
-    let note = format!("paid through {}", card.annual_fee_paid_until);
+    let note = format!("card year {} to {}", year.first_day.format(), year.last_day.format());
     let event = op.event(txn, &card, "ANNUAL_FEE", before, &note, seq)?;
-    Ok((CardResponse { fee_fen, ..op.respond(txn, &card, event, seq)? }, seq))
+    Ok((CardResponse { fee_fen, payments, ..op.respond(txn, &card, event, seq)? }, seq))
 }
 
-/// Annual fee years (年费年度): the first year from activation comes with the card; each
-/// later year runs from an anniversary of activation through the day before the next.
-/// Anniversaries are counted from the activation date every time, so a Feb 29 card does
-/// not drift a day a year. Returns (last day covered now, last day the next fee covers).
-pub fn annual_fee_cover(activated: Date, paid_until: &str) -> Result<(Date, Date)> {
-    let covered_through = match paid_until {
-        "" => activated.valid_through(MONTHS_PER_YEAR),
-        paid => Date::parse(paid)?,
-    };
-    for years in 1..=ANNUAL_FEE_YEARS_MAX {
-        let through = activated.valid_through(MONTHS_PER_YEAR * years);
-        if through > covered_through {
-            return Ok((covered_through, through));
-        }
+/// The tenders that pay an annual fee: STORED_VALUE draws on the payer's principal only,
+/// the others as for any card fee.
+fn annual_fee_payments(
+    context: &Context<'_>,
+    txn: &RoTxn<'_>,
+    payer: &Card,
+    tenders: &[Tender],
+    fee_fen: i64,
+) -> Result<Vec<Payment>> {
+    if !tenders.iter().any(|t| t.method == PaymentMethod::StoredValue as i32) {
+        return fee_payments(tenders, fee_fen);
     }
-    fail(Kind::AnnualFeeNotDue, format!("annual fee is paid through {paid_until}"))
+    let payer_type = cards::card_type(context.config, &payer.card_type)?;
+    if !cards::holds_stored_value(&payer_type) {
+        return fail(
+            Kind::CardKindMismatch,
+            format!("card {} ({}) holds no stored value to pay the annual fee", payer.card_no, payer_type.name),
+        );
+    }
+    let (principal_fen, _) = cards::stored_value(context.dbs, txn, context.merchant, payer.card_id)?;
+    let mut payments =
+        transactions::resolve_tenders(tenders, fee_fen, Some(transactions::Spendable::balance(principal_fen)))
+            .map_err(|error| {
+                if error.kind != Kind::InsufficientBalance {
+                    return error;
+                }
+                let message = format!(
+            "annual fee is {fee_fen} fen; card {} holds {principal_fen} fen of principal (bonus does not pay fees)",
+            payer.card_no
+        );
+                CoreError::new(Kind::InsufficientBalance, message)
+            })?;
+    for payment in payments.iter_mut().filter(|p| p.method == PaymentMethod::StoredValue as i32) {
+        payment.principal_fen = payment.amount_fen;
+    }
+    Ok(payments)
 }
 
 // ---- reads ----
@@ -1113,16 +1159,12 @@ fn validate_card_type(config: &MerchantConfig, card_type: &CardType) -> Result<(
         ("annual_fee_fen", card_type.annual_fee_fen),
         ("replacement_fee_fen", card_type.replacement_fee_fen),
         ("return_fee_fen", card_type.return_fee_fen),
+        ("renew_fee_fen", card_type.renew_fee_fen.unwrap_or(0)),
     ];
     for (field, fee_fen) in fees {
         if !(0..=AMOUNT_FEN_MAX).contains(&fee_fen) {
             return invalid(format!("{field} must be 0-{AMOUNT_FEN_MAX}, got {fee_fen}"));
         }
-    }
-    if card_type.annual_fee_fen > 0 && !cards::holds_stored_value(card_type) {
-        return invalid(
-            "annual_fee_fen is charged from principal: only stored-value and discount cards have one".into(),
-        );
     }
     if !(0..BASIS_POINTS_FULL as i32).contains(&card_type.discount_bp) {
         return invalid(format!("discount_bp must be 0-9999, got {}", card_type.discount_bp));
@@ -1146,6 +1188,9 @@ fn validate_card_type_terms(card_type: &CardType, kind: CardKind) -> std::result
     }
     if kind != CardKind::TimedCard && months != 0 {
         return Err("valid_months is for timed cards only".into());
+    }
+    if kind != CardKind::TimedCard && card_type.renew_fee_fen.is_some() {
+        return Err("renew_fee_fen is for timed cards only".into());
     }
     if !(0..=TRIAL_DAYS_MAX).contains(&days) || !(0..=TRIAL_USES_MAX).contains(&uses) {
         return Err(format!("trial_days must be 0-{TRIAL_DAYS_MAX} and trial_uses 0-{TRIAL_USES_MAX}"));
@@ -1172,10 +1217,21 @@ pub fn cards_after(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, after_card_id: u6
     Ok(found)
 }
 
-/// A card still ACTIVE or INACTIVE after its last valid day.
-pub fn is_past_expiry(card: &Card, today: Date) -> bool {
+/// Whether a card has run out: past its last valid day, or a trial card (体验卡) with its
+/// uses used up.
+fn has_run_out(card: &Card, card_type: &CardType, today: Date) -> Result<bool> {
+    let past_date = !card.expires_on.is_empty() && today > Date::parse(&card.expires_on)?;
+    let used_up = cards::kind_of(card_type) == CardKind::TrialCard
+        && card_type.trial_uses > 0
+        && card.trial_uses_left <= 0
+        && card.activated_at_ms != 0;
+    Ok(past_date || used_up)
+}
+
+/// A card still ACTIVE or INACTIVE that has run out: the daily run marks it EXPIRED.
+pub fn is_due_to_expire(card: &Card, card_type: &CardType, today: Date) -> bool {
     let open = matches!(cards::status_of(card), CardStatus::Active | CardStatus::Inactive);
-    open && !card.expires_on.is_empty() && Date::parse(&card.expires_on).is_ok_and(|last| today > last)
+    open && has_run_out(card, card_type, today).unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -1225,6 +1281,7 @@ mod tests {
             (|c| c.card_types[0].discount_bp = 10_000, "discount_bp"),
             (|c| c.card_types[0].sell_store_codes = vec!["S999".into()], "sell_store_codes"),
             (|c| c.card_types[0].valid_months = 12, "valid_months"),
+            (|c| c.card_types[0].renew_fee_fen = Some(0), "renew_fee_fen"),
             (|c| c.card_types[0].trial_days = 7, "trial_days"),
             (|c| c.card_types.push(c.card_types[0].clone()), "listed twice"),
             (|c| c.default_card_type = "gold".into(), "default_card_type"),
@@ -1250,8 +1307,15 @@ mod tests {
         assert!(refusal(&config_with(timed.clone())).contains("valid_months"));
         timed.valid_months = 36;
         assert!(validate_card_types(&config_with(timed.clone())).is_ok());
-        timed.annual_fee_fen = 100;
-        assert!(refusal(&config_with(timed)).contains("annual_fee_fen"));
+        timed.renew_fee_fen = Some(0);
+        assert!(validate_card_types(&config_with(timed.clone())).is_ok());
+        timed.renew_fee_fen = Some(-1);
+        assert!(refusal(&config_with(timed.clone())).contains("renew_fee_fen"));
+        timed.renew_fee_fen = Some(AMOUNT_FEN_MAX + 1);
+        assert!(refusal(&config_with(timed.clone())).contains("renew_fee_fen"));
+        timed.renew_fee_fen = None;
+        timed.annual_fee_fen = 100; // every kind may have an annual fee
+        assert!(validate_card_types(&config_with(timed)).is_ok());
         let mut trial = CardType { kind: CardKind::TrialCard as i32, ..stored_value_type() };
         assert!(refusal(&config_with(trial.clone())).contains("trial"));
         trial.trial_uses = 3;
@@ -1272,21 +1336,23 @@ mod tests {
     }
 
     #[test]
-    fn annual_fee_years_count_from_activation() {
-        // The first year comes with the card: due on the first anniversary.
-        let (covered, next) = annual_fee_cover(date("2026-03-15"), "").unwrap();
-        assert_eq!((covered, next), (date("2027-03-14"), date("2028-03-14")));
-        let (covered, next) = annual_fee_cover(date("2026-03-15"), "2028-03-14").unwrap();
-        assert_eq!((covered, next), (date("2028-03-14"), date("2029-03-14")));
-        // Feb 29: years end Feb 27 (Feb 28 is the clamped anniversary) and come back to Feb 28
-        // in leap years, without drifting.
-        let (covered, next) = annual_fee_cover(date("2028-02-29"), "").unwrap();
-        assert_eq!((covered, next), (date("2029-02-27"), date("2030-02-27")));
-        let (_, next) = annual_fee_cover(date("2028-02-29"), "2031-02-27").unwrap();
-        assert_eq!(next, date("2032-02-28"));
-        // Month ends: Jan 31 stays anchored to Jan 31.
-        let (_, next) = annual_fee_cover(date("2026-01-31"), "2027-01-30").unwrap();
-        assert_eq!(next, date("2028-01-30"));
+    fn renewals_follow_on_from_the_period_start_or_start_again_after_a_lapse() {
+        let card = |start: &str, months: i32, expires_on: &str| Card {
+            period_start_on: start.into(),
+            period_months: months,
+            expires_on: expires_on.into(),
+            ..Default::default()
+        };
+        let running = card("2026-11-30", 3, "2027-02-28");
+        assert_eq!(renewed_period(&running, 1, date("2027-02-28")).unwrap(), (date("2026-11-30"), 4));
+        assert_eq!(renewed_period(&running, 1, date("2027-03-01")).unwrap(), (date("2027-03-01"), 1));
+        // Activated before period starts were kept: on from the day after its last day.
+        let older = card("", 0, "2027-02-27");
+        assert_eq!(renewed_period(&older, 1, date("2027-02-01")).unwrap(), (date("2027-02-28"), 1));
+        assert_eq!(renewed_period(&card("", 0, ""), 12, date("2027-02-01")).unwrap(), (date("2027-02-01"), 12));
+        let far_ahead = card("2026-01-01", 132, "2036-12-31");
+        assert_eq!(renewed_period(&far_ahead, 1, date("2026-12-30")).unwrap_err().kind, Kind::CardStateInvalid);
+        assert!(renewed_period(&far_ahead, 1, date("2026-12-31")).is_ok());
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use heed::{RoTxn, RwTxn};
 
-use crate::cards;
 use crate::config::Loaded;
+use crate::dates::{Date, UTC_OFFSET_MINUTES_DEFAULT};
 use crate::error::{fail, CoreError, Kind, Result};
 use crate::ledger;
 use crate::proto::member_ref::Key as MemberKey;
@@ -13,7 +13,7 @@ use crate::proto::{
     RegisterMemberResponse,
 };
 use crate::store::{self, Dbs};
-use crate::validate;
+use crate::{cards, packages, validate};
 
 /// Registers a member and issues their first card: the number given, or an e-card
 /// number made from the member id. The card is active at once and is the default card.
@@ -119,8 +119,9 @@ pub fn find(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, reference: Option<&Membe
     by_id(dbs, txn, merchant, member_id)
 }
 
-/// Principal and bonus over the member's own cards, and the member's points.
-pub fn balances(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, member_id: u64) -> Result<Balances> {
+/// Principal, bonus and count-card uses usable `today` over the member's own cards, and
+/// the member's points.
+pub fn balances(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, member_id: u64, today: Date) -> Result<Balances> {
     let mut balances = Balances {
         points: ledger::balance(dbs, txn, merchant, &ledger::member_points(member_id))?,
         ..Default::default()
@@ -129,24 +130,37 @@ pub fn balances(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, member_id: u64) -> R
         let (principal, bonus) = cards::stored_value(dbs, txn, merchant, card.card_id)?;
         balances.principal_fen += principal;
         balances.bonus_fen += bonus;
+        packages::add_uses_left(&mut balances.uses, &cards::lots(dbs, txn, merchant, card.card_id)?, today)?;
     }
     Ok(balances)
 }
 
-pub fn get(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, request: GetMemberRequest) -> Result<GetMemberResponse> {
+/// A member with their cards and balances as of `now_ms` (which lots are still usable).
+pub fn get(
+    dbs: &Dbs,
+    txn: &RoTxn<'_>,
+    merchant: &str,
+    request: GetMemberRequest,
+    now_ms: i64,
+) -> Result<GetMemberResponse> {
     let member = find(dbs, txn, merchant, request.member.as_ref())?;
     let config = crate::config::read(dbs, txn, merchant)?;
+    let today = Date::at(now_ms, config.utc_offset_minutes.unwrap_or(UTC_OFFSET_MINUTES_DEFAULT));
     let level_name =
         config.levels.iter().find(|l| l.code == member.level_code).map(|l| l.name.clone()).unwrap_or_default();
     let mut views = Vec::new();
     for card in cards::of_member(dbs, txn, merchant, member.member_id)? {
         views.push(cards::view(dbs, txn, merchant, &card)?);
     }
-    // The same sums as `balances`, from the views just read.
-    let balances = Balances {
+    // The same sums as `balances`, from the views just read (which list every lot with uses left).
+    let mut balances = Balances {
         principal_fen: views.iter().map(|view| view.principal_fen).sum(),
         bonus_fen: views.iter().map(|view| view.bonus_fen).sum(),
         points: ledger::balance(dbs, txn, merchant, &ledger::member_points(member.member_id))?,
+        uses: Vec::new(),
     };
+    for view in &views {
+        packages::add_uses_left(&mut balances.uses, &view.lots, today)?;
+    }
     Ok(GetMemberResponse { member: Some(member), balances: Some(balances), level_name, cards: views })
 }

@@ -99,6 +99,7 @@ pub fn buy(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &BuyPackageReque
     let mut card = cards::find_by_number(dbs, txn, merchant, &request.card_no)?;
     cards::check_usable(&card, context.today())?;
     let card_type = cards::card_type(context.config, &card.card_type)?;
+    crate::annual_fee::check_paid(&card, &card_type, context.config, context.today())?;
     check_holds_packages(&card, &card_type)?;
     let package = find_package(context.config, &request.package_code)?;
     check_open_lots(dbs, txn, merchant, &card)?;
@@ -334,6 +335,24 @@ fn check_count_uses(uses: &[CountUse]) -> Result<()> {
                 Kind::UsesInvalid,
                 format!("item {:?} is listed twice: send its uses in one entry", count_use.item_code),
             );
+        }
+    }
+    Ok(())
+}
+
+/// Adds the uses left of the lots usable today to `totals`, per item, kept in item order
+/// (the count-card part of a member's `Balances`).
+pub fn add_uses_left(totals: &mut Vec<ItemUsesLeft>, lots: &[CountLot], today: Date) -> Result<()> {
+    for lot in lots {
+        if !usable_on(lot, today)? {
+            continue;
+        }
+        for item in lot.items.iter().filter(|item| item.uses_left > 0) {
+            let uses_left = i64::from(item.uses_left);
+            match totals.binary_search_by(|total| total.item_code.as_str().cmp(&item.item_code)) {
+                Ok(found) => totals[found].uses_left += uses_left,
+                Err(place) => totals.insert(place, ItemUsesLeft { item_code: item.item_code.clone(), uses_left }),
+            }
         }
     }
     Ok(())

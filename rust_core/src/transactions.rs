@@ -13,7 +13,7 @@ use crate::proto::{
 };
 use crate::rules::{self, Progress};
 use crate::store::{self, Dbs};
-use crate::{cards, members, validate};
+use crate::{annual_fee, cards, members, validate};
 
 /// A bill is paid in a handful of ways at most.
 pub const TENDERS_MAX: usize = 8;
@@ -69,6 +69,7 @@ pub fn recharge(
     let (mut member, card) = cards::resolve(dbs, txn, merchant, request.member.as_ref())?;
     cards::check_usable(&card, context.today())?;
     let card_type = cards::card_type(context.config, &card.card_type)?;
+    annual_fee::check_paid(&card, &card_type, context.config, context.today())?;
     if !cards::holds_stored_value(&card_type) {
         return fail(
             Kind::CardKindMismatch,
@@ -114,7 +115,7 @@ pub fn recharge(
     };
     let seq = journal.write(dbs, txn, merchant, entry)?;
     assert_eq!(cards::stored_value(dbs, txn, merchant, card.card_id)?.0, principal_before + amount_fen);
-    let balances = members::balances(dbs, txn, merchant, member.member_id)?;
+    let balances = members::balances(dbs, txn, merchant, member.member_id, context.today())?;
     let response = RechargeResponse {
         member_id: id,
         amount_fen,
@@ -158,11 +159,14 @@ fn buyer(context: &Context<'_>, txn: &RwTxn<'_>, reference: &MemberRef) -> Resul
     let (member, card) = cards::resolve(dbs, txn, merchant, Some(reference))?;
     let today = context.today();
     cards::check_usable(&card, today)?;
+    let card_type = cards::card_type(context.config, &card.card_type)?;
+    annual_fee::check_paid(&card, &card_type, context.config, today)?;
     let payer = cards::payer(dbs, txn, merchant, &card)?;
     if payer.card_id != card.card_id {
         cards::check_usable(&payer, today)?;
+        let payer_type = cards::card_type(context.config, &payer.card_type)?;
+        annual_fee::check_paid(&payer, &payer_type, context.config, today)?;
     }
-    let card_type = cards::card_type(context.config, &card.card_type)?;
     let (principal_fen, bonus_fen) = cards::stored_value(dbs, txn, merchant, payer.card_id)?;
     let points = ledger::balance(dbs, txn, merchant, &ledger::member_points(member.member_id))?;
     let level_position = context.config.level_position(&member.level_code)?;
@@ -181,10 +185,12 @@ impl Buyer {
     }
 }
 
-/// A bill of 0 is allowed only for what was paid before: count-card uses or a timed card.
+/// A bill of 0 is allowed only for what was paid before or is given: count-card uses, a
+/// timed card's visit, a trial card's (体验卡) visit.
 fn check_list_amount(list_fen: i64, request: &CheckoutRequest, buyer: Option<&Buyer>) -> Result<i64> {
-    let prepaid = !request.uses.is_empty()
-        || buyer.is_some_and(|b| cards::kind_of(&b.card_type) == crate::proto::CardKind::TimedCard);
+    use crate::proto::CardKind;
+    let visit_card = |b: &Buyer| matches!(cards::kind_of(&b.card_type), CardKind::TimedCard | CardKind::TrialCard);
+    let prepaid = !request.uses.is_empty() || buyer.is_some_and(visit_card);
     if list_fen == 0 && prepaid {
         return Ok(0);
     }
@@ -273,7 +279,7 @@ pub fn checkout(
     response.payments = payments;
     let seq = journal.write(dbs, txn, merchant, entry)?;
     if response.member_id != 0 {
-        response.balances = Some(members::balances(dbs, txn, merchant, response.member_id)?);
+        response.balances = Some(members::balances(dbs, txn, merchant, response.member_id, context.today())?);
     }
     response.ledger_seq = seq;
     Ok((response, seq))

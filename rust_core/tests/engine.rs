@@ -137,7 +137,10 @@ fn recharge_then_checkout_settles_to_the_fen() {
 
     let recharged = h.recharge("13800138000", 10_000).unwrap();
     assert_eq!(recharged.bonus_fen, 2_000); // 充100送20
-    assert_eq!(recharged.balances, Some(Balances { principal_fen: 10_000, bonus_fen: 2_000, points: 0 }));
+    assert_eq!(
+        recharged.balances,
+        Some(Balances { principal_fen: 10_000, bonus_fen: 2_000, points: 0, uses: Vec::new() })
+    );
 
     // ¥58.50 at the regular level (no discount), paid by stored value.
     let request =
@@ -147,7 +150,7 @@ fn recharge_then_checkout_settles_to_the_fen() {
     assert_eq!(out.payments.len(), 1);
     assert_eq!((out.payments[0].principal_fen, out.payments[0].bonus_fen), (5_850, 0));
     assert_eq!(out.points_earned, 58);
-    assert_eq!(out.balances, Some(Balances { principal_fen: 4_150, bonus_fen: 2_000, points: 58 }));
+    assert_eq!(out.balances, Some(Balances { principal_fen: 4_150, bonus_fen: 2_000, points: 58, uses: Vec::new() }));
     assert!(out.ledger_seq > recharged.ledger_seq);
 
     // ¥50.00 more: principal runs out, bonus pays the rest; 50 points pay ¥0.50.
@@ -156,7 +159,7 @@ fn recharge_then_checkout_settles_to_the_fen() {
     assert_eq!(out.points_value_fen, 50);
     assert_eq!((out.payments[0].principal_fen, out.payments[0].bonus_fen), (4_150, 800));
     assert_eq!(out.points_earned, 49);
-    assert_eq!(out.balances, Some(Balances { principal_fen: 0, bonus_fen: 1_200, points: 57 }));
+    assert_eq!(out.balances, Some(Balances { principal_fen: 0, bonus_fen: 1_200, points: 57, uses: Vec::new() }));
 
     let shown = h.get(Key::Phone("13800138000".into())).unwrap();
     assert_eq!(shown.balances, out.balances);
@@ -398,7 +401,7 @@ fn concurrent_checkouts_never_overdraw_and_batch_together() {
         core.query("/mms.v1.MemberService/GetMember", MERCHANT, &request.encode_to_vec()).unwrap().as_slice(),
     )
     .unwrap();
-    assert_eq!(shown.balances.unwrap(), Balances { principal_fen: 0, bonus_fen: 0, points: 1_000 });
+    assert_eq!(shown.balances.unwrap(), Balances { principal_fen: 0, bonus_fen: 0, points: 1_000, uses: Vec::new() });
     let (batches, requests) =
         core.with_stats(|s| (s.batches.load(Ordering::Relaxed), s.requests.load(Ordering::Relaxed))).unwrap();
     assert_eq!(requests, 303);
@@ -421,7 +424,10 @@ fn everything_survives_a_restart() {
     let h2 = Harness { core, path: h.path.clone(), next_request: 1000 };
     let after = h2.get(Key::CardNo("C0009".into())).unwrap();
     assert_eq!(before, after);
-    assert_eq!(after.balances.unwrap(), Balances { principal_fen: 46_667, bonus_fen: 12_000, points: 33 });
+    assert_eq!(
+        after.balances.unwrap(),
+        Balances { principal_fen: 46_667, bonus_fen: 12_000, points: 33, uses: Vec::new() }
+    );
     h2.assert_ledger_consistent();
 }
 
@@ -472,7 +478,10 @@ fn bad_input_changes_nothing() {
         assert_eq!(error.kind, kind, "{error}");
     }
     let shown = h.get(Key::Phone("13300133000".into())).unwrap();
-    assert_eq!(shown.balances.unwrap(), Balances { principal_fen: 10_000, bonus_fen: 2_000, points: 0 });
+    assert_eq!(
+        shown.balances.unwrap(),
+        Balances { principal_fen: 10_000, bonus_fen: 2_000, points: 0, uses: Vec::new() }
+    );
     let verification = h.core.verify_ledger().unwrap();
     assert_eq!(verification.entries, 1);
     assert!(verification.problems.is_empty());

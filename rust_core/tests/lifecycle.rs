@@ -71,7 +71,12 @@ fn lifecycle_config() -> MerchantConfig {
                 ..card_type("vip", CardKind::DiscountCard)
             },
             CardType { issue_fee_fen: 30_000, valid_months: 1, ..card_type("month", CardKind::TimedCard) },
-            CardType { valid_months: 12, ..card_type("year", CardKind::TimedCard) },
+            CardType {
+                valid_months: 12,
+                renew_fee_fen: Some(25_000),
+                sell_store_codes: vec!["S001".into()],
+                ..card_type("year", CardKind::TimedCard)
+            },
             CardType { trial_days: 7, trial_uses: 2, ..card_type("trial", CardKind::TrialCard) },
         ],
         packages: vec![CountPackage {
@@ -826,7 +831,15 @@ fn replacing_a_card_moves_every_balance_and_retires_the_old_number() {
     let shown = h.member(Key::Phone("13800000008".into()));
     assert_eq!(shown.member.as_ref().unwrap().default_card_id, new.card_id);
     assert_eq!(shown.member.unwrap().card_no, "A0002");
-    assert_eq!(shown.balances.unwrap(), Balances { principal_fen: 6_000, bonus_fen: 2_000, points: 30 });
+    assert_eq!(
+        shown.balances.unwrap(),
+        Balances {
+            principal_fen: 6_000,
+            bonus_fen: 2_000,
+            points: 30,
+            uses: vec![ItemUsesLeft { item_code: "haircut".into(), uses_left: 9 }],
+        }
+    );
     assert_eq!(h.card("S0001").primary_card_id, new.card_id);
     h.pay_from("S0001", 1_000).unwrap();
     let paid = h.checkout(Key::Phone("13800000008".into()), 500, PaymentMethod::StoredValue, "").unwrap();
@@ -933,51 +946,108 @@ fn returning_a_card_refunds_principal_less_the_fee_and_forfeits_bonus() {
     h.assert_ledger_consistent();
 }
 
+/// A renewal at the first store, its fee paid in cash.
+fn renewal(card_no: &str) -> RenewCardRequest {
+    RenewCardRequest { card_no: card_no.into(), tenders: vec![pay(PaymentMethod::Cash)], ..Default::default() }
+}
+
+impl Harness {
+    /// Renews a card on `today`; returns its new last day.
+    fn renew_on(&mut self, today: &str, card_no: &str) -> String {
+        self.set_today(today);
+        let renewed: CardResponse = self.call(RENEW, renewal(card_no)).unwrap();
+        renewed.card.unwrap().expires_on
+    }
+}
+
 #[test]
 fn timed_cards_renew_across_month_ends_and_expire() {
     let mut h = Harness::new("renew", lifecycle_config(), "2026-01-31");
     h.register("13800000012", "C0001");
     let month = h.sell("C0001", "T0001", "month");
-    assert_eq!(month.expires_on, "2026-02-27"); // 月卡 from Jan 31
+    assert_eq!(month.expires_on, "2026-02-28"); // 月卡 from Jan 31: February has no 31st
                                                 // A timed card's visits are prepaid: a bill of 0.
     h.checkout(Key::CardNo("T0001".into()), 0, PaymentMethod::Cash, "").unwrap();
 
-    let renew = |card_no: &str, price_fen: i64| RenewCardRequest {
-        card_no: card_no.into(),
-        price_fen,
-        tenders: if price_fen > 0 { vec![pay(PaymentMethod::Cash)] } else { Vec::new() },
-        ..Default::default()
-    };
     h.set_today("2026-02-10");
-    let renewed: CardResponse = h.call(RENEW, renew("T0001", 30_000)).unwrap();
-    assert_eq!(renewed.card.unwrap().expires_on, "2026-03-27"); // from Feb 28, through the day before Mar 28
-    assert_eq!(renewed.event.unwrap().note, "valid through 2026-03-27");
-    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, renew("C0001", 30_000))), Kind::CardKindMismatch);
-    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, renew("T0001", -1))), Kind::AmountNotPositive);
+    let renewed: CardResponse = h.call(RENEW, renewal("T0001")).unwrap();
+    // The type's fee: the month card has no renew fee of its own, so its issue fee.
+    assert_eq!((renewed.fee_fen, renewed.payments[0].amount_fen), (30_000, 30_000));
+    assert_eq!(renewed.card.unwrap().expires_on, "2026-03-30"); // two months from Jan 31
+    assert_eq!(renewed.event.unwrap().note, "valid through 2026-03-30");
+    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, renewal("C0001"))), Kind::CardKindMismatch);
+    let stored_value = RenewCardRequest { tenders: vec![pay(PaymentMethod::StoredValue)], ..renewal("T0001") };
+    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, stored_value)), Kind::PaymentMethodInvalid);
+    let short = RenewCardRequest {
+        tenders: vec![Tender { method: PaymentMethod::Cash as i32, amount_fen: 100, ..Default::default() }],
+        ..renewal("T0001")
+    };
+    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, short)), Kind::PaymentsMismatch);
     assert_eq!(kind_of(h.act("T0001", CardAction::Expire)), Kind::CardStateInvalid);
 
-    h.set_today("2026-03-28");
+    h.set_today("2026-03-30"); // its last day
+    h.checkout(Key::CardNo("T0001".into()), 0, PaymentMethod::Cash, "").unwrap();
+    h.set_today("2026-03-31");
     assert_eq!(kind_of(h.checkout(Key::CardNo("T0001".into()), 0, PaymentMethod::Cash, "")), Kind::CardExpired);
     let expired = h.act("T0001", CardAction::Expire).unwrap();
     assert_eq!(expired.card.unwrap().status, CardStatus::Expired as i32);
 
-    h.set_today("2026-04-15");
-    let renewed: CardResponse = h.call(RENEW, renew("T0001", 0)).unwrap();
-    assert_eq!(renewed.ledger_seq, 0);
-    let card = renewed.card.unwrap();
-    assert_eq!((card.status, card.expires_on.as_str()), (CardStatus::Active as i32, "2026-05-14"));
+    // Renewed after a lapse: a new month from the day of the renewal.
+    assert_eq!(h.renew_on("2026-04-15", "T0001"), "2026-05-14");
+    assert_eq!(h.status("T0001"), CardStatus::Active);
     h.checkout(Key::CardNo("T0001".into()), 0, PaymentMethod::Cash, "").unwrap();
     assert_eq!(h.actions("T0001"), vec!["RENEW", "EXPIRE", "RENEW", "ISSUE"]);
+    // The day after its last day is a lapse too, even without the EXPIRE action.
+    assert_eq!(h.renew_on("2026-05-15", "T0001"), "2026-06-14");
 
     // Leap day: a year card from 2028-02-29, renewed at once, runs on from its end.
     h.set_today("2028-02-29");
-    assert_eq!(h.sell("C0001", "Y0001", "year").expires_on, "2029-02-27");
-    let renewed: CardResponse = h.call(RENEW, renew("Y0001", 100)).unwrap();
-    assert_eq!(renewed.card.unwrap().expires_on, "2030-02-27");
+    assert_eq!(h.sell("C0001", "Y0001", "year").expires_on, "2029-02-28");
+    assert_eq!(h.renew_on("2028-02-29", "Y0001"), "2030-02-28");
+    assert_eq!(h.renew_on("2029-06-01", "Y0001"), "2031-02-28");
+    assert_eq!(h.renew_on("2029-06-01", "Y0001"), "2032-02-28"); // Feb 29 exists: the day before
+                                                                 // Renewed only where the type is sold, nothing charged elsewhere.
+    let elsewhere = RenewCardRequest { store_code: "S002".into(), ..renewal("Y0001") };
+    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, elsewhere)), Kind::CardNotSoldHere);
+    assert_eq!(h.card("Y0001").expires_on, "2032-02-28");
 
     let books = h.books();
-    assert_eq!(books.balance("store/S001/card_fees"), 30_000 + 30_000 + 100);
+    // Month card: issue + 3 renewals at its issue fee; year card: 3 renewals at its renew fee.
+    assert_eq!(books.balance("store/S001/card_fees"), 4 * 30_000 + 3 * 25_000);
+    assert_eq!(books.balance("store/S001/cash"), -(4 * 30_000 + 3 * 25_000));
+    assert_eq!(books.balance("store/S002/card_fees"), 0);
     assert_eq!(books.last().kind, EntryKind::CardRenew as i32);
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn monthly_renewals_keep_to_the_activation_date() {
+    let mut h = Harness::new("renew-anchor", lifecycle_config(), "2026-11-30");
+    h.register("13800000022", "C0001");
+    assert_eq!(h.sell("C0001", "T0001", "month").expires_on, "2026-12-29");
+    // Renewed each month a few days before its end: always the day before the 30th, or
+    // February's last day, never drifting to the 27th.
+    let renewals = [
+        ("2026-12-27", "2027-01-29"),
+        ("2027-01-20", "2027-02-28"),
+        ("2027-02-28", "2027-03-29"),
+        ("2027-03-29", "2027-04-29"),
+        ("2027-04-01", "2027-05-29"),
+        ("2027-05-29", "2027-06-29"),
+    ];
+    for (today, through) in renewals {
+        assert_eq!(h.renew_on(today, "T0001"), through, "renewed on {today}");
+    }
+    // Paid ahead as far as allowed, then refused until the card is nearer its end.
+    h.set_today("2027-06-01");
+    let mut through = String::new();
+    for _ in 0..120 {
+        through = h.renew_on("2027-06-01", "T0001");
+    }
+    assert_eq!(through, "2037-06-29"); // 127 months from 2026-11-30: 120 and more ahead
+    let error = h.call::<CardResponse>(RENEW, renewal("T0001")).unwrap_err();
+    assert_eq!((error.kind, error.message.contains("paid through 2037-06-29")), (Kind::CardStateInvalid, true));
+    assert_eq!(h.card("T0001").expires_on, "2037-06-29");
     h.assert_ledger_consistent();
 }
 
@@ -1014,53 +1084,135 @@ fn trial_cards_run_out_of_uses_or_days() {
     let activated = h.act("T0003", CardAction::Activate).unwrap().card.unwrap();
     assert_eq!(activated.expires_on, "2026-05-14");
     visit(&mut h, "T0003").unwrap();
+
+    // A trial visit may be a bill of 0, as a timed card's; it still takes a use.
+    let free = h.checkout(Key::CardNo("T0003".into()), 0, PaymentMethod::Cash, "").unwrap();
+    assert_eq!((free.amount_due_fen, free.payments.len()), (0, 0));
+    assert_eq!(h.card("T0003").trial_uses_left, 0);
+    assert_eq!(kind_of(h.checkout(Key::CardNo("T0003".into()), 0, PaymentMethod::Cash, "")), Kind::TrialUsedUp);
+    // The daily run expires a trial card with its uses used up, and one past its days.
+    let run = |h: &mut Harness| {
+        let request = RunCardMaintenanceRequest::default();
+        h.call::<RunCardMaintenanceResponse>("/mms.v1.CardService/RunCardMaintenance", request).unwrap()
+    };
+    assert_eq!((run(&mut h).cards_seen, h.status("T0003")), (4, CardStatus::Expired));
+    assert_eq!(h.actions("T0003"), vec!["EXPIRE", "ACTIVATE", "ISSUE"]);
+    assert_eq!(h.sell("C0001", "T0004", "trial").expires_on, "2026-05-14");
+    h.set_today("2026-05-14");
+    assert_eq!(run(&mut h).expired, 0);
+    h.set_today("2026-05-15");
+    assert_eq!(run(&mut h).expired, 1);
+    assert_eq!(h.status("T0004"), CardStatus::Expired);
     h.assert_ledger_consistent();
 }
 
+fn annual_fee(card_no: &str, tenders: Vec<Tender>, store_code: &str) -> ChargeAnnualFeeRequest {
+    ChargeAnnualFeeRequest { card_no: card_no.into(), tenders, store_code: store_code.into(), ..Default::default() }
+}
+
+impl Harness {
+    fn charge_fee(&mut self, card_no: &str, tenders: Vec<Tender>, store_code: &str) -> Result<CardResponse, CoreError> {
+        self.call(ANNUAL_FEE, annual_fee(card_no, tenders, store_code))
+    }
+
+    /// A checkout of ¥10 in cash: refused only for the card itself, never its balance.
+    fn visit(&mut self, card_no: &str) -> Result<CheckoutResponse, CoreError> {
+        self.checkout(Key::CardNo(card_no.into()), 1_000, PaymentMethod::Cash, "")
+    }
+}
+
 #[test]
-fn the_annual_fee_is_charged_from_principal_when_due() {
+fn the_annual_fee_is_charged_for_the_current_card_year_only() {
     let mut h = Harness::new("annual", lifecycle_config(), "2026-03-15");
     h.register("13800000014", "C0001");
     h.sell("C0001", "V0001", "vip");
     h.recharge("V0001", 50_000).unwrap(); // + 2,000 bonus
-    let charge = |h: &mut Harness| {
-        h.call::<CardResponse>(ANNUAL_FEE, ChargeAnnualFeeRequest { card_no: "V0001".into(), ..Default::default() })
-    };
+    let principal = || vec![pay(PaymentMethod::StoredValue)];
 
-    let error = charge(&mut h).unwrap_err();
+    // The first year comes with the card.
+    let error = h.charge_fee("V0001", principal(), "").unwrap_err();
     assert_eq!(error.kind, Kind::AnnualFeeNotDue);
     assert!(error.message.contains("due on 2027-03-15"), "{error}");
     h.set_today("2027-03-14");
-    assert_eq!(kind_of(charge(&mut h)), Kind::AnnualFeeNotDue);
+    assert_eq!(kind_of(h.charge_fee("V0001", principal(), "")), Kind::AnnualFeeNotDue);
+    h.visit("V0001").unwrap();
 
+    // Due from the anniversary: refused at checkout, recharge and package purchase until paid.
     h.set_today("2027-03-15");
-    let charged = charge(&mut h).unwrap();
+    let refusal = h.visit("V0001").unwrap_err();
+    assert_eq!(refusal.kind, Kind::AnnualFeeDue);
+    assert!(refusal.message.contains("2027-03-15 to 2028-03-14"), "{refusal}");
+    assert_eq!(kind_of(h.recharge("V0001", 10_000)), Kind::AnnualFeeDue);
+    let buy = BuyPackageRequest {
+        card_no: "V0001".into(),
+        package_code: "cut10".into(),
+        tenders: vec![pay(PaymentMethod::Cash)],
+        ..Default::default()
+    };
+    assert_eq!(kind_of(h.call::<CardResponse>(BUY_PACKAGE, buy)), Kind::AnnualFeeDue);
+    assert_eq!(kind_of(h.charge_fee("V0001", Vec::new(), "")), Kind::PaymentsMismatch);
+    let charged = h.charge_fee("V0001", principal(), "").unwrap();
     assert_eq!(charged.fee_fen, 10_000);
+    let from_principal = Payment {
+        method: PaymentMethod::StoredValue as i32,
+        amount_fen: 10_000,
+        principal_fen: 10_000,
+        ..Default::default()
+    };
+    assert_eq!(charged.payments, vec![from_principal]);
     let card = charged.card.unwrap();
     assert_eq!((held(&card), card.annual_fee_paid_until.as_str()), ((40_000, 2_000), "2028-03-14"));
+    assert_eq!(charged.event.unwrap().note, "card year 2027-03-15 to 2028-03-14");
     let books = h.books();
     let entry = books.last();
     assert_eq!((entry.kind, entry.amount_fen, entry.card_id), (EntryKind::AnnualFee as i32, 10_000, card.card_id));
     assert_eq!(books.balance("store/S001/card_fees"), 20_000 + 10_000);
-    assert_eq!(kind_of(charge(&mut h)), Kind::AnnualFeeNotDue);
+    assert_eq!(kind_of(h.charge_fee("V0001", principal(), "")), Kind::AnnualFeeNotDue);
+    h.visit("V0001").unwrap();
 
-    // Two years behind: one year per charge, each from the anniversary.
+    // Two years behind: only the year it is in is charged, never the one gone by.
     h.set_today("2029-06-01");
-    assert_eq!(charge(&mut h).unwrap().card.unwrap().annual_fee_paid_until, "2029-03-14");
-    assert_eq!(charge(&mut h).unwrap().card.unwrap().annual_fee_paid_until, "2030-03-14");
-    assert_eq!(kind_of(charge(&mut h)), Kind::AnnualFeeNotDue);
-    assert_eq!(held(&h.card("V0001")), (20_000, 2_000));
+    assert_eq!(kind_of(h.visit("V0001")), Kind::AnnualFeeDue);
+    assert_eq!(h.charge_fee("V0001", principal(), "").unwrap().card.unwrap().annual_fee_paid_until, "2030-03-14");
+    assert_eq!(kind_of(h.charge_fee("V0001", principal(), "")), Kind::AnnualFeeNotDue);
+    assert_eq!(held(&h.card("V0001")), (30_000, 2_000));
 
-    // Short of principal (bonus does not pay fees): refused, nothing changes.
-    h.pay_from("V0001", 15_000).unwrap(); // 12% off: 13,200 from principal
-    assert_eq!(held(&h.card("V0001")), (6_800, 2_000));
+    // Short of principal (bonus does not pay fees): refused, nothing changes; then paid
+    // with what the principal holds and the rest in cash, at another store.
+    h.pay_from("V0001", 26_000).unwrap(); // 12% off: 22,880 from principal
     h.set_today("2030-03-15");
-    assert_eq!(kind_of(charge(&mut h)), Kind::InsufficientBalance);
+    let short = h.charge_fee("V0001", principal(), "").unwrap_err();
+    assert_eq!(short.kind, Kind::InsufficientBalance);
+    assert!(short.message.contains("holds 7120 fen of principal"), "{short}");
     assert_eq!(h.card("V0001").annual_fee_paid_until, "2030-03-14");
+    assert_eq!(kind_of(h.visit("V0001")), Kind::AnnualFeeDue);
+    let split = h.charge_fee("V0001", vec![pay(PaymentMethod::StoredValue), pay(PaymentMethod::Cash)], "S002").unwrap();
+    assert_eq!(
+        split.payments.iter().map(|p| (p.method, p.amount_fen)).collect::<Vec<_>>(),
+        vec![(PaymentMethod::StoredValue as i32, 7_120), (PaymentMethod::Cash as i32, 2_880)]
+    );
+    assert_eq!(held(&split.card.unwrap()), (0, 2_000));
+    h.visit("V0001").unwrap();
+    // Cash alone, at the store that sold the card when none is named.
+    h.set_today("2031-03-15");
+    h.charge_fee("V0001", vec![pay(PaymentMethod::Cash)], "").unwrap();
+    let books = h.books();
+    assert_eq!(books.balance("store/S002/card_fees"), 10_000);
+    assert_eq!(books.balance("store/S002/cash"), -2_880);
+    assert_eq!(books.balance("store/S001/card_fees"), 20_000 + 10_000 + 10_000 + 10_000);
+    assert_eq!(h.card("V0001").annual_fee_paid_until, "2032-03-14");
 
-    let no_fee = ChargeAnnualFeeRequest { card_no: "C0001".into(), ..Default::default() };
-    assert_eq!(kind_of(h.call::<CardResponse>(ANNUAL_FEE, no_fee)), Kind::AnnualFeeNotDue);
-    assert_eq!(h.actions("V0001"), vec!["ANNUAL_FEE", "ANNUAL_FEE", "ANNUAL_FEE", "ISSUE"]);
+    // A fee added to a card type already in use charges the current year only.
+    let mut with_fee = lifecycle_config();
+    with_fee.card_types.iter_mut().find(|t| t.code == "member").unwrap().annual_fee_fen = 5_000;
+    let apply = ApplyConfigRequest { request_id: String::new(), config: Some(with_fee) };
+    h.call::<ApplyConfigResponse>("/mms.v1.ConfigService/ApplyConfig", apply).unwrap();
+    assert_eq!(kind_of(h.visit("C0001")), Kind::AnnualFeeDue);
+    let charged = h.charge_fee("C0001", vec![pay(PaymentMethod::BankCard)], "").unwrap();
+    assert_eq!((charged.fee_fen, charged.card.unwrap().annual_fee_paid_until.as_str()), (5_000, "2032-03-14"));
+    assert_eq!(kind_of(h.charge_fee("C0001", vec![pay(PaymentMethod::BankCard)], "")), Kind::AnnualFeeNotDue);
+    assert_eq!(h.books().balance("store/S001/bank_card"), -5_000);
+    assert_eq!(h.actions("V0001"), vec!["ANNUAL_FEE", "ANNUAL_FEE", "ANNUAL_FEE", "ANNUAL_FEE", "ISSUE"]);
     h.assert_ledger_consistent();
 }
 
@@ -1572,6 +1724,14 @@ fn the_daily_run_expires_cards_and_charges_due_annual_fees_in_short_steps() {
     // Run again the same day: nothing more to do.
     let again = run(&mut h, 0, 0);
     assert_eq!((again.expired, again.annual_fees_charged, again.annual_fees_short), (0, 0, 1));
+    // Two years on with no run in between: one fee, for the year the card is in.
+    h.set_today("2029-06-01");
+    let later = run(&mut h, 0, 0);
+    assert_eq!((later.annual_fees_charged, later.annual_fees_fen, later.annual_fees_short), (1, 10_000, 1));
+    assert_eq!(h.card("V0001").annual_fee_paid_until, "2030-03-14");
+    assert_eq!(held(&h.card("V0001")), (30_000, 2_000));
+    let entry = h.books().entries.iter().rev().find(|e| e.kind == EntryKind::AnnualFee as i32).cloned().unwrap();
+    assert_eq!((entry.store_code.as_str(), entry.amount_fen), ("S001", 10_000));
     assert_eq!(
         kind_of(h.call::<RunCardMaintenanceResponse>(
             RUN,
@@ -1580,6 +1740,27 @@ fn the_daily_run_expires_cards_and_charges_due_annual_fees_in_short_steps() {
         Kind::PageSizeInvalid
     );
     h.assert_ledger_consistent();
+}
+
+#[test]
+fn balances_show_the_uses_left_over_every_card_of_the_member() {
+    let mut h = Harness::new("balances-uses", lifecycle_config(), "2026-06-01");
+    h.register("13800000041", "C0001");
+    h.sell("C0001", "A0002", "member");
+    h.buy_haircuts("C0001");
+    h.buy_haircuts("A0002");
+    let haircuts = |left: i64| vec![ItemUsesLeft { item_code: "haircut".into(), uses_left: left }];
+    let visit = h.haircut("A0002").unwrap();
+    assert_eq!(visit.balances.unwrap().uses, haircuts(19));
+    let recharged = h.recharge("C0001", 5_000).unwrap();
+    assert_eq!(
+        recharged.balances.unwrap(),
+        Balances { principal_fen: 5_000, uses: haircuts(19), ..Default::default() }
+    );
+    assert_eq!(h.member(Key::MemberId(1)).balances.unwrap().uses, haircuts(19));
+    // A frozen card still holds its uses, as it holds its stored value.
+    h.act("A0002", CardAction::Freeze).unwrap();
+    assert_eq!(h.member(Key::MemberId(1)).balances.unwrap().uses, haircuts(19));
 }
 
 #[test]
