@@ -43,6 +43,7 @@ from loadgen import (  # noqa: E402
     CONFIG_METHOD,
     MERCHANT_METADATA_KEY,
     REGISTER_METHOD,
+    _bounded_int,
     load_config,
     spawn_server,
 )
@@ -139,16 +140,6 @@ def run_peer(channel: grpc.Channel, merchant: str, rows: int, concurrency: int) 
     assert registered == rows
     read_back(channel, merchant, rows)
     return elapsed_s
-
-
-def _bounded_int(maximum: int):  # type: ignore[no-untyped-def]
-    def parse(text: str) -> int:
-        value = int(text)
-        if not 1 <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"{value} is out of range 1..{maximum}")
-        return value
-
-    return parse
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

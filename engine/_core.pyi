@@ -3,11 +3,14 @@
 from typing import Any
 
 class CoreError(Exception):
-    """An engine error: a gRPC status name, a stable reason code and a message."""
+    """An engine error: a gRPC status name, a stable reason code and a message;
+    `replayed` when it is the first answer to an earlier request with the same
+    request_id, given again."""
 
     status: str
     reason: str
     message: str
+    replayed: bool
 
 def canonical_phone(text: str) -> str:
     """A typed mobile number as the core stores it; CoreError PHONE_MALFORMED if none."""
@@ -25,8 +28,9 @@ class Core:
         batch_requests_max: int | None = None,
         clock_file: str | None = None,
     ) -> None: ...
-    def submit(self, method: str, merchant: str, request: bytes) -> bytes:
-        """Runs a mutating request; answers after its batch is durable."""
+    def submit(self, method: str, merchant: str, request: bytes) -> tuple[bytes, bool]:
+        """Runs a mutating request; answers (response, replayed) after its batch is
+        durable. `replayed`: the first answer to the same request_id, given again."""
     def query(self, method: str, merchant: str, request: bytes) -> bytes:
         """Runs a read on the calling thread without waiting for the writer."""
     def backup(self, destination_dir: str) -> tuple[str, int]:

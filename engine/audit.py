@@ -32,6 +32,9 @@ beyond what the auditor can hold).
 from __future__ import annotations
 
 import bisect
+import calendar
+import datetime
+import fcntl
 import json
 import os
 import re
@@ -112,8 +115,10 @@ FEN = records_pb2.FEN
 POINTS = records_pb2.POINTS
 USES = records_pb2.USES
 UNIT_NAMES = {FEN: "fen", POINTS: "points", USES: "uses"}
-# A member's default card may be 0 only when every card of theirs is gone for good.
+# A member's default card may be 0 only when every card of theirs is gone for good; an
+# attached card in one of these states is no longer listed under its primary.
 CARD_STATUSES_GONE = frozenset({card_pb2.CLOSED, card_pb2.REPLACED})
+LINK_KINDS = frozenset(card_pb2.LinkKind.values())
 
 INVARIANTS = {
     0: "layout as docs/STORAGE.md describes it",
@@ -129,7 +134,9 @@ INVARIANTS = {
     10: "names point at members of that name (folded for search)",
     11: "lots under their card, lot accounts as the lot says",
     12: "card events, member changes and follow-ups under their owner, seqs run 1..n",
-    13: "a configured merchant has one member-code key of 32 bytes",
+    13: "attached cards: their primary, who holds them, their limits",
+    14: "a timed card's periods end on its expires_on; card dates are dates",
+    15: "a configured merchant has one member-code key of 32 bytes",
 }
 
 COUNT_NAMES = (
@@ -158,6 +165,7 @@ CODE_PATTERN = r"[A-Za-z0-9_-]{1,16}"
 CARD_ACCOUNT = re.compile(rf"card/{ID_PATTERN}/(principal|bonus)")
 MEMBER_ACCOUNT = re.compile(rf"member/{ID_PATTERN}/points")
 LOT_ACCOUNT = re.compile(rf"lot/{ID_PATTERN}/(?:(value)|uses/({CODE_PATTERN}))")
+DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 STORE_ACCOUNT = re.compile(
     rf"store/{CODE_PATTERN}/"
     r"(cash|bank_card|scan_pay|sales|discount|card_fees|package_revenue)"
@@ -220,17 +228,24 @@ class AuditReport:
 
 
 def audit(path: str) -> AuditReport:
-    """Audits the environment in folder `path`; AuditError if it cannot be read."""
-    environment = _open_environment(path)
+    """Audits the environment in folder `path` (a backup, or a stopped server's data);
+    AuditError if it cannot be read or a server has it open."""
+    shown = _printable(path, PATH_CHARS_MAX)
+    lock = _refuse_a_live_environment(path, shown) if os.path.isdir(path) else None
     try:
-        with environment.begin(write=False, buffers=False) as transaction:
-            sink = _ProblemSink()
-            databases = _open_databases(environment, transaction, sink)
-            return _Auditor(transaction, databases, sink).run()
-    except lmdb.Error as error:
-        raise AuditError(f"cannot read {_printable(path, PATH_CHARS_MAX)}: {error}") from error
+        environment = _open_environment(path)
+        try:
+            with environment.begin(write=False, buffers=False) as transaction:
+                sink = _ProblemSink()
+                databases = _open_databases(environment, transaction, sink)
+                return _Auditor(transaction, databases, sink).run()
+        except lmdb.Error as error:
+            raise AuditError(f"cannot read {shown}: {error}") from error
+        finally:
+            environment.close()
     finally:
-        environment.close()
+        if lock is not None:
+            os.close(lock)  # closing the descriptor releases the lock
 
 
 def main_audit(path: str, as_json: bool) -> int:
@@ -256,6 +271,28 @@ def main_audit(path: str, as_json: bool) -> int:
 
 
 # --- opening --------------------------------------------------------------------------
+
+
+def _refuse_a_live_environment(path: str, shown: str) -> int | None:
+    """Takes the lock every LMDB process holds on byte 0 of lock.mdb (an fcntl record
+    lock, shared by each process that has the environment open). Taking it alone fails
+    while a server has the environment open: reading under a live writer without the
+    reader table (lock=False) would read pages being reused. Returns the lock file's
+    descriptor, kept open for the audit so no server opens the folder meanwhile; None
+    for a folder without lock.mdb (a backup copy)."""
+    lock_path = os.path.join(path, "lock.mdb")
+    if not os.path.isfile(lock_path):
+        return None
+    descriptor = os.open(lock_path, os.O_RDWR)
+    try:
+        fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+    except OSError as error:
+        os.close(descriptor)
+        raise AuditError(
+            f"{shown} is open in a running server: audit a backup instead "
+            "(mms db backup DEST, then mms db audit DEST)"
+        ) from error
+    return descriptor
 
 
 def _open_environment(path: str) -> lmdb.Environment:
@@ -550,8 +587,11 @@ class _MerchantAudit:
         self.card_members = _IdTable()
         self.card_number_hashes = _IdTable()
         self.card_statuses = _IdTable("B")
-        # Subsidiary card id -> its primary, for live subsidiaries only (they are few).
+        # Attached card id -> its primary, for live attached cards only (they are few).
         self.live_subsidiaries: dict[int, int] = {}
+        # Attached card id -> (primary id, link kind, member id, live), for every card
+        # that names a primary or a link kind (they are few).
+        self.attached: dict[int, tuple[int, int, int, bool]] = {}
 
     def run(self, counts: Counter[str]) -> MerchantTotals:
         if not MERCHANT_ID.fullmatch(self.prefix[:-1]):
@@ -564,6 +604,7 @@ class _MerchantAudit:
         self.audit_card_owners()
         self.audit_member_cards()
         self.audit_subsidiaries()
+        self.audit_attached()
         self.audit_index(
             "card_numbers", "card", "card_no", self.card_number_hashes, self.card_number_of
         )
@@ -827,8 +868,9 @@ class _MerchantAudit:
             self.card_number_hashes.put(card_id, _text_hash(card.card_no))
             self.card_statuses.put(card_id, card.status if 0 <= card.status < 256 else 255)
             self.check_card_indexed(key, card_id, card)
-            if card.primary_card_id and card.status != card_pb2.REPLACED:
-                self.live_subsidiaries[card_id] = card.primary_card_id
+            self.note_attached(key, card_id, card)
+            for message in _card_date_problems(card):
+                self.report(14, key, message)
         self.check_counter(COUNTER_CARD_ID, previous_id, 6, "card id")
 
     def check_card_indexed(self, key: str, card_id: int, card: card_pb2.Card) -> None:
@@ -841,6 +883,20 @@ class _MerchantAudit:
         elif self.get("member_cards", _u64(card.member_id) + _u64(card_id)) is None:
             message = f"card is not listed in member_cards under its member {card.member_id}"
             self.report(5, key, message)
+
+    def note_attached(self, key: str, card_id: int, card: card_pb2.Card) -> None:
+        """Keeps what invariants 5 and 13 need of an attached card; checks its amounts."""
+        if card.spending_limit_fen < 0 or card.spent_fen < 0:
+            message = f"spending_limit_fen {card.spending_limit_fen}, spent_fen {card.spent_fen}"
+            self.report(13, key, f"{message}: neither may be negative")
+        if not card.primary_card_id and not card.link_kind:
+            if card.spending_limit_fen or card.spent_fen:
+                self.report(13, key, "a card of its own has a spending limit or spent amount")
+            return
+        live = card.status not in CARD_STATUSES_GONE
+        self.attached[card_id] = (card.primary_card_id, card.link_kind, card.member_id, live)
+        if card.primary_card_id and live:
+            self.live_subsidiaries[card_id] = card.primary_card_id
 
     def audit_card_owners(self) -> None:
         """Run after the members: every card's member exists."""
@@ -865,7 +921,7 @@ class _MerchantAudit:
                 self.report(5, key, f"card {card_id} belongs to member {owner}")
 
     def audit_subsidiaries(self) -> None:
-        """`subsidiaries` lists exactly the live subsidiary cards under their primary."""
+        """`subsidiaries` lists exactly the live attached cards under their primary."""
         expected = dict(self.live_subsidiaries)
         for rest, value in self.segment("subsidiaries"):
             pair = self.u64_pair_key("subsidiaries", rest)
@@ -875,11 +931,46 @@ class _MerchantAudit:
             key = f"subsidiaries:{primary_id}/{card_id}"
             self.check_empty(key, value)
             if expected.pop(card_id, None) != primary_id:
-                message = f"card {card_id} is not a live subsidiary of card {primary_id}"
+                message = f"card {card_id} is not a live card attached to card {primary_id}"
                 self.report(5, key, message)
         for card_id, primary_id in sorted(expected.items()):
-            message = f"subsidiary of card {primary_id} is missing from subsidiaries"
+            message = f"live card attached to card {primary_id} is missing from subsidiaries"
             self.report(5, f"cards:{card_id}", message)
+
+    def audit_attached(self) -> None:
+        """Invariant 13: each attached card's primary and holder; GROUP cards or none."""
+        group_kinds: dict[int, set[bool]] = {}
+        for card_id, (primary_id, link_kind, member_id, live) in sorted(self.attached.items()):
+            key = f"cards:{card_id}"
+            problem = self.attached_problem(card_id, primary_id, link_kind, member_id)
+            if problem is not None:
+                self.report(13, key, problem)
+            elif live:
+                group_kinds.setdefault(primary_id, set()).add(link_kind == card_pb2.GROUP)
+        for primary_id, kinds in sorted(group_kinds.items()):
+            if len(kinds) > 1:
+                message = "both GROUP and personal (SUBSIDIARY, LINKED) cards draw on it"
+                self.report(13, f"cards:{primary_id}", message)
+
+    def attached_problem(
+        self, card_id: int, primary_id: int, link_kind: int, member_id: int
+    ) -> str | None:
+        if link_kind not in LINK_KINDS:
+            return f"link_kind {link_kind} is not a link kind"
+        if not primary_id:
+            return f"link_kind {card_pb2.LinkKind.Name(link_kind)} without a primary card"
+        primary_member = self.card_members.get(primary_id)
+        if primary_id == card_id or primary_member is None:
+            return f"its primary card {primary_id} does not exist or is itself"
+        if primary_id in self.attached and self.attached[primary_id][0]:
+            return f"its primary card {primary_id} is attached to another card itself"
+        if UNKNOWN in (primary_member, member_id):
+            return None
+        if link_kind == card_pb2.SUBSIDIARY and member_id != primary_member:
+            return f"a SUBSIDIARY of member {member_id} on a card of member {primary_member}"
+        if link_kind == card_pb2.LINKED and member_id == primary_member:
+            return f"a LINKED card of its primary's own member {member_id}"
+        return None
 
     # --- invariants 5 (from the member's side), 6 and 7 ---
 
@@ -986,7 +1077,7 @@ class _MerchantAudit:
                 message = f"points at {what} {target_id}, whose {field_name} is {shown}"
                 self.report(5, key, message)
 
-    # --- invariant 13 ---
+    # --- invariant 15 ---
 
     def audit_merchant_keys(self) -> None:
         """One MerchantKeys under `M` for a merchant with a config, none for another. The
@@ -1003,13 +1094,13 @@ class _MerchantAudit:
             if keys is not None and len(keys.member_code_key) != MEMBER_CODE_KEY_BYTES:
                 size = len(keys.member_code_key)
                 self.report(
-                    13, key, f"member_code_key is {size} bytes, not {MEMBER_CODE_KEY_BYTES}"
+                    15, key, f"member_code_key is {size} bytes, not {MEMBER_CODE_KEY_BYTES}"
                 )
         configured = self.get("config", b"") is not None
         if configured and not keys_found:
-            self.report(13, "merchant_keys:", "the merchant has a config but no member-code key")
+            self.report(15, "merchant_keys:", "the merchant has a config but no member-code key")
         if keys_found and not configured:
-            self.report(13, "merchant_keys:", "a member-code key, yet the merchant has no config")
+            self.report(15, "merchant_keys:", "a member-code key, yet the merchant has no config")
 
     # --- invariant 10 ---
 
@@ -1315,6 +1406,62 @@ def _expected_unit(account: str) -> int | None:
     if match is not None:
         return FEN if match.group(2) else USES
     return MERCHANT_ACCOUNT_UNITS.get(account)
+
+
+def _parse_date(text: str) -> datetime.date | None:
+    """A YYYY-MM-DD local date, or None."""
+    if not DATE.fullmatch(text):
+        return None
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _period_last_day(start: datetime.date, months: int) -> datetime.date | None:
+    """The last day of `months` months from `start` (docs/STORAGE.md, invariant 13): the
+    day before the same date `months` later, or that month's last day when it has none."""
+    year, month_index = divmod(start.year * 12 + start.month - 1 + months, 12)
+    if not datetime.MINYEAR <= year <= datetime.MAXYEAR:
+        return None
+    month = month_index + 1
+    days_in_month = calendar.monthrange(year, month)[1]
+    if start.day > days_in_month:
+        return datetime.date(year, month, days_in_month)
+    return datetime.date(year, month, start.day) - datetime.timedelta(days=1)
+
+
+def _card_date_problems(card: card_pb2.Card) -> list[str]:
+    """Invariant 14: the card's dates are dates, and a timed card's periods (start and
+    months, both set or neither) end on its expires_on."""
+    problems = [
+        f"{name} {_printable(text)!r} is not a date"
+        for name, text in (
+            ("expires_on", card.expires_on),
+            ("annual_fee_paid_until", card.annual_fee_paid_until),
+            ("period_start_on", card.period_start_on),
+        )
+        if text and _parse_date(text) is None
+    ]
+    if problems:
+        return problems
+    if bool(card.period_start_on) != (card.period_months > 0) or card.period_months < 0:
+        return [
+            f"period_start_on {card.period_start_on!r} and period_months {card.period_months}"
+            " must be both set or neither"
+        ]
+    if not card.period_start_on:
+        return []
+    start = _parse_date(card.period_start_on)
+    assert start is not None
+    last_day = _period_last_day(start, card.period_months)
+    if last_day is None or last_day.isoformat() != card.expires_on:
+        through = last_day.isoformat() if last_day else "out of range"
+        return [
+            f"{card.period_months} months from {card.period_start_on} run through {through},"
+            f" expires_on is {card.expires_on!r}"
+        ]
+    return []
 
 
 def _lot_value_left_fen(lot: card_pb2.CountLot) -> int:

@@ -11,8 +11,8 @@ proto name (`amount_due_fen`) and as exact yuan text without the suffix (`amount
 
 A card's PIN (会员密码) is never a command-line value, which would land in the shell's
 history and in `ps`: it is typed without echo when stdin is a terminal, else read from a
-line of stdin (`--pin-stdin`, `--old-pin-stdin`, `--new-pin-stdin`) or from the environment
-(`MMS_PIN`, `MMS_OLD_PIN`, `MMS_NEW_PIN`).
+line of stdin (`--pin-stdin`, `--old-pin-stdin`, `--new-pin-stdin`, `--primary-pin-stdin`)
+or from the environment (`MMS_PIN`, `MMS_OLD_PIN`, `MMS_NEW_PIN`, `MMS_PRIMARY_PIN`).
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ from engine.proto import (
 __all__ = [
     "Session",
     "UsageError",
+    "build_annual_fee_request",
     "build_buy_package_request",
     "build_card_action_request",
     "build_change_pin_request",
@@ -67,6 +68,7 @@ __all__ = [
     "build_replace_card_request",
     "build_return_card_request",
     "build_search_request",
+    "build_set_limit_request",
     "build_tenders",
     "build_update_member_request",
     "main",
@@ -75,6 +77,7 @@ __all__ = [
     "parse_args",
     "read_pin",
     "read_pin_change",
+    "read_primary_pin",
 ]
 
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -97,6 +100,7 @@ PAGE_SIZE_MAX = 2**31 - 1  # the server sets the real bound
 PIN_ENVIRONMENT_VARIABLE = "MMS_PIN"
 OLD_PIN_ENVIRONMENT_VARIABLE = "MMS_OLD_PIN"
 NEW_PIN_ENVIRONMENT_VARIABLE = "MMS_NEW_PIN"
+PRIMARY_PIN_ENVIRONMENT_VARIABLE = "MMS_PRIMARY_PIN"
 # Failed rows of an import shown at most; --errors FILE gets them all.
 ERRORS_SHOWN_MAX = 100
 # The daily card run: cards per request, and requests at most (10 million cards).
@@ -177,6 +181,17 @@ _CARD_ACTIONS = {
         "Default card set 默认卡",
     ),
 }
+# How an attached card draws on its primary (LinkKind), as typed and as shown.
+_LINK_KINDS = {
+    "subsidiary": card_pb2.SUBSIDIARY,
+    "linked": card_pb2.LINKED,
+    "group": card_pb2.GROUP,
+}
+_LINK_LABELS = {
+    card_pb2.SUBSIDIARY: "附属卡",
+    card_pb2.LINKED: "关联卡",
+    card_pb2.GROUP: "团体卡",
+}
 # Card events (CardEvent.action) and history entries (HistoryItem.kind) in Chinese.
 _ACTION_LABELS = {
     "ISSUE": "售卡",
@@ -196,6 +211,9 @@ _ACTION_LABELS = {
     "RENEW": "续卡",
     "BUY_PACKAGE": "充次",
     "REFUND_PACKAGE": "退次",
+    "ATTACH": "附卡关联",
+    "DETACH": "附卡解除",
+    "SET_LIMIT": "限额",
     "RECHARGE": "充值",
     "CHECKOUT": "消费",
     "CARD_ISSUE": "售卡",
@@ -448,6 +466,20 @@ def _add_pin_options(parser: argparse.ArgumentParser, help_text: str) -> None:
     )
 
 
+def _add_primary_pin_options(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument(
+        "--primary-pin",
+        action="store_true",
+        help=f"{help_text}; typed without echo on a terminal, else "
+        f"${PRIMARY_PIN_ENVIRONMENT_VARIABLE}; never an option value",
+    )
+    parser.add_argument(
+        "--primary-pin-stdin",
+        action="store_true",
+        help="read the primary card's PIN from a line of stdin, before any other PIN",
+    )
+
+
 def _add_page_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--page-size", metavar="N", type=_page_size, default=0, help="rows per page (default 20)"
@@ -665,11 +697,17 @@ def _add_card(top: _Commands) -> None:
     issue.add_argument("--activate", action="store_true", help="activate at once 立即激活")
     issue.add_argument(
         "--primary", dest="primary_card_no", metavar="CARD", type=_non_empty,
-        help="make it a subsidiary card 附属卡 paying from CARD",
+        help="attach it to CARD, whose stored value it pays from",
     )  # fmt: skip
     issue.add_argument(
-        "--limit", metavar="YUAN", type=_positive_yuan, help="most a subsidiary spends 限额"
+        "--link", choices=list(_LINK_KINDS),
+        help="subsidiary 附属卡 (the primary's member), linked 关联卡 (another member) or "
+        "group 团体卡 (a group's card); default: from who holds it",
+    )  # fmt: skip
+    issue.add_argument(
+        "--limit", metavar="YUAN", type=_positive_yuan, help="most an attached card spends 限额"
     )
+    _add_primary_pin_options(issue, "the primary card's PIN 主卡密码, when it has one")
     _add_pin_options(issue, "give the card a PIN 设置密码 (typed twice)")
     _add_fee_options(issue, "card fee 工本费")
     show = commands.add("show", _card_show, "a card, what it holds and its state 查询卡")
@@ -685,6 +723,25 @@ def _add_card(top: _Commands) -> None:
         parser.set_defaults(card_action=name)
     _add_card_pin(commands)
     _add_card_fees(commands)
+    _add_card_limit(commands)
+
+
+def _add_card_limit(commands: _Commands) -> None:
+    parser = commands.add(
+        "limit", _card_limit, "change an attached card's spending limit 限额", mutating=True
+    )
+    _add_card_argument(parser)
+    limit = parser.add_mutually_exclusive_group()
+    limit.add_argument("--limit", metavar="YUAN", type=_positive_yuan, help="the new limit 限额")
+    limit.add_argument("--no-limit", action="store_true", help="no limit 不限额")
+    parser.add_argument(
+        "--reset-spent", action="store_true", help="count what it spent from 0 again 已用清零"
+    )
+    _add_primary_pin_options(
+        parser, "the primary card's PIN 主卡密码, when the card may draw more than before"
+    )
+    parser.add_argument("--note", metavar="TEXT", default="", help="why 备注")
+    _add_staff_option(parser)
 
 
 def _add_card_pin(commands: _Commands) -> None:
@@ -720,19 +777,38 @@ def _add_card_fees(commands: _Commands) -> None:
         mutating=True,
     )  # fmt: skip
     _add_card_argument(returned)
-    returned.add_argument("--refund", choices=list(_METHODS), required=True, help="paid out by")
+    returned.add_argument(
+        "--refund", choices=list(_METHODS),
+        help="paid out by; required but for an attached card, which holds nothing",
+    )  # fmt: skip
+    _add_pin_options(returned, "the card's PIN 会员密码, when it has one")
     _add_store_option(returned)
     _add_staff_option(returned)
-    renew = commands.add("renew", _card_renew, "renew a timed card 续卡", mutating=True)
-    _add_card_argument(renew)
-    renew.add_argument(
-        "--price", metavar="YUAN", type=_positive_yuan, required=True, help="续卡价格"
+    renew = commands.add(
+        "renew", _card_renew, "renew a timed card at its type's renew fee 续卡", mutating=True
     )
-    _add_fee_options(renew, "renewal")
+    _add_card_argument(renew)
+    _add_fee_options(renew, "renew fee 续卡费")
     annual = commands.add(
-        "annual-fee", _card_annual_fee, "charge the annual fee when due 年费", mutating=True
+        "annual-fee",
+        _card_annual_fee,
+        "charge the annual fee of the current card year when due 年费",
+        mutating=True,
     )
     _add_card_argument(annual)
+    annual.add_argument(
+        "--pay",
+        choices=list(_PAY_TENDERS),
+        default="balance",
+        help="balance: the card's principal 本金 (default; bonus never pays fees); "
+        "balance+cash: cash for the rest; or cash, bank_card, scan_pay",
+    )
+    _add_ref_option(annual)
+    annual.add_argument(
+        "--store", metavar="S", default="",
+        help="store code 门店 where it is paid (default: the store that sold the card)",
+    )  # fmt: skip
+    _add_staff_option(annual)
     daily = commands.add(
         "daily-run",
         _card_daily_run,
@@ -778,6 +854,7 @@ def _add_package(top: _Commands) -> None:
         required=True,
         help="balance: back onto the card's principal 退回本金; else paid out",
     )
+    _add_pin_options(refund, "the card's PIN 会员密码, when it has one and the refund is paid out")
     _add_store_option(refund)
     _add_staff_option(refund)
 
@@ -1087,9 +1164,20 @@ def _fee_tenders(args: argparse.Namespace) -> list[common_pb2.Tender]:
 
 
 def build_issue_card_request(args: argparse.Namespace) -> card_pb2.IssueCardRequest:
-    """The IssueCardRequest of `mms card issue` without its PIN (see `read_pin`)."""
-    if args.limit is not None and args.primary_card_no is None:
-        raise UsageError("--limit is for a subsidiary card: give --primary")
+    """The IssueCardRequest of `mms card issue` without its PINs (see `read_pin` and
+    `read_primary_pin`)."""
+    if args.primary_card_no is None:
+        given = [
+            option
+            for option, value in (
+                ("--limit", args.limit is not None),
+                ("--link", args.link is not None),
+                ("--primary-pin", args.primary_pin or args.primary_pin_stdin),
+            )
+            if value
+        ]
+        if given:
+            raise UsageError(f"{given[0]} is for an attached card: give --primary")
     return card_pb2.IssueCardRequest(
         request_id=args.request_id,
         member=member_ref(args),
@@ -1100,6 +1188,7 @@ def build_issue_card_request(args: argparse.Namespace) -> card_pb2.IssueCardRequ
         activate=args.activate,
         primary_card_no=args.primary_card_no or "",
         spending_limit_fen=args.limit or 0,
+        link_kind=_LINK_KINDS[args.link] if args.link else card_pb2.LINK_KIND_UNSPECIFIED,
         staff_code=args.staff,
     )
 
@@ -1139,20 +1228,51 @@ def build_replace_card_request(args: argparse.Namespace) -> card_pb2.ReplaceCard
 
 
 def build_return_card_request(args: argparse.Namespace) -> card_pb2.ReturnCardRequest:
+    """The ReturnCardRequest of `mms card return` without its PIN (see `read_pin`)."""
     return card_pb2.ReturnCardRequest(
         request_id=args.request_id,
         card_no=args.card_no,
-        refund_method=_METHODS[args.refund],
+        refund_method=_METHODS[args.refund]
+        if args.refund
+        else common_pb2.PAYMENT_METHOD_UNSPECIFIED,
         store_code=args.store,
         staff_code=args.staff,
     )
+
+
+def build_set_limit_request(args: argparse.Namespace) -> card_pb2.SetSpendingLimitRequest:
+    """The SetSpendingLimitRequest of `mms card limit` without the primary's PIN (see
+    `read_primary_pin`); raises UsageError when it changes nothing."""
+    request = card_pb2.SetSpendingLimitRequest(
+        request_id=args.request_id,
+        card_no=args.card_no,
+        reset_spent=args.reset_spent,
+        note=args.note,
+        staff_code=args.staff,
+    )
+    if args.no_limit:
+        request.spending_limit_fen = 0
+    elif args.limit is not None:
+        request.spending_limit_fen = args.limit
+    elif not args.reset_spent:
+        raise UsageError("nothing to change: give --limit, --no-limit or --reset-spent")
+    return request
 
 
 def build_renew_card_request(args: argparse.Namespace) -> card_pb2.RenewCardRequest:
     return card_pb2.RenewCardRequest(
         request_id=args.request_id,
         card_no=args.card_no,
-        price_fen=args.price,
+        tenders=_fee_tenders(args),
+        store_code=args.store,
+        staff_code=args.staff,
+    )
+
+
+def build_annual_fee_request(args: argparse.Namespace) -> card_pb2.ChargeAnnualFeeRequest:
+    return card_pb2.ChargeAnnualFeeRequest(
+        request_id=args.request_id,
+        card_no=args.card_no,
         tenders=_fee_tenders(args),
         store_code=args.store,
         staff_code=args.staff,
@@ -1227,6 +1347,20 @@ def read_pin(args: argparse.Namespace, *, confirm: bool = False) -> str:
         "--pin-stdin",
         from_stdin=args.pin_stdin,
         confirm=confirm,
+    )
+
+
+def read_primary_pin(args: argparse.Namespace) -> str:
+    """The primary card's PIN --primary-pin or --primary-pin-stdin asks for; "" without
+    them. From stdin its line comes before any other PIN's."""
+    if not (args.primary_pin or args.primary_pin_stdin):
+        return ""
+    return _secret(
+        "primary card's PIN 主卡密码",
+        PRIMARY_PIN_ENVIRONMENT_VARIABLE,
+        "--primary-pin-stdin",
+        from_stdin=args.primary_pin_stdin,
+        confirm=False,
     )
 
 
@@ -1429,10 +1563,14 @@ def _stored_value_row(principal_fen: int, bonus_fen: int) -> tuple[str, str]:
 
 
 def _balance_rows(balances: common_pb2.Balances) -> list[tuple[str, str]]:
-    return [
+    rows = [
         _stored_value_row(balances.principal_fen, balances.bonus_fen),
         ("Points 积分", str(balances.points)),
     ]
+    if balances.uses:
+        left = ", ".join(f"{item.item_code} {item.uses_left}" for item in balances.uses)
+        rows.append(("Uses left 次卡剩余", left))
+    return rows
 
 
 def _level_row(before: str, after: str, upgraded: bool) -> tuple[str, str]:
@@ -1616,15 +1754,41 @@ def _lot_text(lot: card_pb2.CountLot) -> str:
     return f"{lot.package_code} {format_fen(lot.price_fen)}: {'; '.join(notes)}"
 
 
+def _limit_text(limit_fen: int, spent_fen: int) -> str:
+    limit = format_fen(limit_fen) if limit_fen else "none 不限"
+    return f"{limit} (spent 已用 {format_fen(spent_fen)})"
+
+
 def _card_value_rows(card: card_pb2.CardView) -> list[tuple[str, str]]:
     """What pays when the card is used: its own stored value, or its primary card's."""
     if not card.primary_card_id:
         return [_stored_value_row(card.principal_fen, card.bonus_fen)]
-    limit = format_fen(card.spending_limit_fen) if card.spending_limit_fen else "none 不限"
+    kind = _LINK_LABELS.get(card.link_kind, "")
     return [
-        ("Subsidiary of 主卡", f"card id {card.primary_card_id} (附属卡: pays from it)"),
-        ("Limit 限额", f"{limit} (spent 已用 {format_fen(card.spent_fen)})"),
+        ("Attached to 主卡", f"{card.primary_card_no} ({kind}: pays from it)"),
+        ("Limit 限额", _limit_text(card.spending_limit_fen, card.spent_fen)),
     ]
+
+
+def _attached_rows(card: card_pb2.CardView) -> list[tuple[str, str]]:
+    """The cards drawing on a primary."""
+    return [
+        (
+            f"Attached 附卡 {attached.card_no}",
+            f"{_LINK_LABELS.get(attached.link_kind, '')} of member #{attached.member_id}, "
+            f"{_status_text(attached.status)}, limit 限额 "
+            + _limit_text(attached.spending_limit_fen, attached.spent_fen),
+        )
+        for attached in card.attached_cards
+    ]
+
+
+def _pin_text(card: card_pb2.CardView) -> str:
+    if not card.has_pin:
+        return "none 未设置"
+    if card.pin_failures:
+        return f"set 已设置, {card.pin_failures} wrong in a row 连续错误"
+    return "set 已设置"
 
 
 def _card_rows(card: card_pb2.CardView) -> list[tuple[str, str]]:
@@ -1634,6 +1798,7 @@ def _card_rows(card: card_pb2.CardView) -> list[tuple[str, str]]:
         ("Type 卡类型", card.card_type),
         ("Status 状态", _status_text(card.status)),
         *_card_value_rows(card),
+        *_attached_rows(card),
     ]
     optional = [
         ("Expires 有效期至", card.expires_on),
@@ -1641,7 +1806,7 @@ def _card_rows(card: card_pb2.CardView) -> list[tuple[str, str]]:
         ("Annual fee paid until 年费至", card.annual_fee_paid_until),
     ]
     rows += [(label, value) for label, value in optional if value]
-    rows.append(("PIN 密码", "set 已设置" if card.has_pin else "none 未设置"))
+    rows.append(("PIN 密码", _pin_text(card)))
     rows += [(f"Package 套餐 #{lot.lot_id}", _lot_text(lot)) for lot in card.lots]
     rows.append(("Issued 售卡", _time_text(card.issued_at_ms)))
     rows.append(("Activated 激活", _time_text(card.activated_at_ms)))
@@ -1742,7 +1907,8 @@ def _cards_table(cards: Sequence[card_pb2.CardView], default_card_id: int) -> st
     rows = [
         (
             card.card_no + (" (default 默认)" if card.card_id == default_card_id else ""),
-            card.card_type + (" (附属卡)" if card.primary_card_id else ""),
+            card.card_type
+            + (f" ({_LINK_LABELS.get(card.link_kind, '附卡')})" if card.primary_card_id else ""),
             _status_text(card.status),
             format_fen(card.principal_fen),
             format_fen(card.bonus_fen),
@@ -2050,6 +2216,7 @@ def _card_call(
 
 def _card_issue(args: argparse.Namespace, session: Session) -> int:
     request = build_issue_card_request(args)
+    request.primary_pin = read_primary_pin(args)
     request.pin = read_pin(args, confirm=True)
     return _card_call(args, session, "IssueCard", request, "Card issued 售卡")
 
@@ -2086,7 +2253,14 @@ def _card_replace(args: argparse.Namespace, session: Session) -> int:
 
 def _card_return(args: argparse.Namespace, session: Session) -> int:
     request = build_return_card_request(args)
+    request.pin = read_pin(args)
     return _card_call(args, session, "ReturnCard", request, "Card returned 退卡")
+
+
+def _card_limit(args: argparse.Namespace, session: Session) -> int:
+    request = build_set_limit_request(args)
+    request.primary_pin = read_primary_pin(args)
+    return _card_call(args, session, "SetSpendingLimit", request, "Spending limit set 限额")
 
 
 def _card_renew(args: argparse.Namespace, session: Session) -> int:
@@ -2095,7 +2269,7 @@ def _card_renew(args: argparse.Namespace, session: Session) -> int:
 
 
 def _card_annual_fee(args: argparse.Namespace, session: Session) -> int:
-    request = card_pb2.ChargeAnnualFeeRequest(request_id=args.request_id, card_no=args.card_no)
+    request = build_annual_fee_request(args)
     return _card_call(args, session, "ChargeAnnualFee", request, "Annual fee charged 年费")
 
 
@@ -2126,10 +2300,12 @@ def _card_daily_run(args: argparse.Namespace, session: Session) -> int:
                 "Annual fees 年费",
                 f"{totals.annual_fees_charged} ({format_fen(totals.annual_fees_fen)})",
             ),
-            ("Short of principal 余额不足", str(totals.annual_fees_short)),
+            ("Fees not charged 年费未扣", str(totals.annual_fees_short)),
         ]
         if totals.short_card_nos:
-            rows.append(("Cards short 不足卡号", ", ".join(totals.short_card_nos)))
+            rows.append(
+                ("Cards to charge at the counter 待收年费", ", ".join(totals.short_card_nos))
+            )
         return _fields_text("Daily card run 日终处理", rows)
 
     return _output(args, totals, text)
@@ -2143,6 +2319,7 @@ def _package_buy(args: argparse.Namespace, session: Session) -> int:
 
 def _package_refund(args: argparse.Namespace, session: Session) -> int:
     request = build_refund_package_request(args)
+    request.pin = read_pin(args)
     return _card_call(args, session, "RefundPackage", request, "Package refunded 退次")
 
 

@@ -370,6 +370,8 @@ def _read_card_type(table: _Table) -> config_pb2.CardType:
         trial_days=table.count("trial_days", required=False),
         trial_uses=table.count("trial_uses", required=False),
     )
+    if "renew_fee" in table.data:  # absent: renewals cost the issue fee
+        card_type.renew_fee_fen = table.yuan_fen("renew_fee", required=True)
     table.finish()
     return card_type
 
@@ -579,6 +581,8 @@ def _card_type_lines(card_type: config_pb2.CardType) -> list[str]:
         ("return_fee", card_type.return_fee_fen),
     ]
     lines += [f'{key} = "{_yuan_text(fen)}"' for key, fen in fees if fen]
+    if card_type.HasField("renew_fee_fen"):
+        lines.append(f'renew_fee = "{_yuan_text(card_type.renew_fee_fen)}"')
     if card_type.pin_required:
         lines.append("pin_required = true")
     if card_type.discount_bp:

@@ -6,6 +6,7 @@ Labels are low-cardinality only: service, method, type, code. Never a member, ca
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -59,11 +60,25 @@ class GrpcMetrics:
         )
 
 
+# grpc_code values as go-grpc-prometheus writes them (Go's codes.Code.String()), which is
+# what the community's dashboards and alert rules match on.
+_GO_CODE_NAMES = {
+    code: "".join(part.capitalize() for part in code.name.split("_")) for code in grpc.StatusCode
+}
+_GO_CODE_NAMES[grpc.StatusCode.OK] = "OK"
+_GO_CODE_NAMES[grpc.StatusCode.CANCELLED] = "Canceled"  # Go's spelling
+
+
+def code_label(code: grpc.StatusCode) -> str:
+    """The grpc_code label of a status: "OK", "InvalidArgument", "Canceled" ..."""
+    return _GO_CODE_NAMES[code]
+
+
 def _code_name(context: grpc.ServicerContext, failed: bool) -> str:
     code = context.code()
     if code is None:
-        return "UNKNOWN" if failed else "OK"
-    return code.name if isinstance(code, grpc.StatusCode) else str(code)
+        return code_label(grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK)
+    return code_label(code) if isinstance(code, grpc.StatusCode) else str(code)
 
 
 class MetricsInterceptor(grpc.ServerInterceptor):
@@ -113,6 +128,9 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         return wrapped
 
     def _wrap_stream(self, behavior: Callable[..., Any], labels: tuple[str, str, str]):
+        if getattr(behavior, "experimental_non_blocking", False):
+            return self._wrap_non_blocking_stream(behavior, labels)
+
         # The call that creates the iterator is not the RPC: the RPC ends when the
         # iterator does, so the iterator itself is wrapped.
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
@@ -120,11 +138,49 @@ class MetricsInterceptor(grpc.ServerInterceptor):
             started = time.perf_counter()
             try:
                 yield from behavior(request, context)
+            except GeneratorExit:  # the client went away
+                self._finish(labels, started, code_label(grpc.StatusCode.CANCELLED))
+                raise
             except BaseException:
                 self._finish(labels, started, _code_name(context, failed=True))
                 raise
             self._finish(labels, started, _code_name(context, failed=False))
 
+        return wrapped
+
+    def _wrap_non_blocking_stream(
+        self, behavior: Callable[..., Any], labels: tuple[str, str, str]
+    ) -> Callable[..., Any]:
+        """A stream that answers through a callback and returns at once (grpc's
+        experimental_non_blocking, as the health service's Watch): it holds no worker
+        thread, and must not be made to. It ends when the servicer sends None, or when
+        the RPC terminates first (the client cancelled)."""
+
+        def wrapped(request: Any, context: grpc.ServicerContext, send_response: Any) -> Any:
+            self.metrics.started.labels(*labels).inc()
+            started = time.perf_counter()
+            ended = threading.Lock()
+
+            def finish(code: str) -> None:
+                if ended.acquire(blocking=False):
+                    self._finish(labels, started, code)
+
+            def send(response: Any) -> None:
+                if response is None:
+                    finish(_code_name(context, failed=False))
+                send_response(response)
+
+            def terminated() -> None:
+                code = context.code()
+                finish(
+                    code_label(code) if code is not None else code_label(grpc.StatusCode.CANCELLED)
+                )
+
+            context.add_callback(terminated)
+            return behavior(request, context, send)
+
+        wrapped.experimental_non_blocking = True  # type: ignore[attr-defined]
+        wrapped.experimental_thread_pool = getattr(behavior, "experimental_thread_pool", None)  # type: ignore[attr-defined]
         return wrapped
 
 

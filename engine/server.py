@@ -20,7 +20,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from engine._core import Core, CoreError
 from engine.metrics import CoreCollector, GrpcMetrics, MetricsInterceptor
@@ -28,10 +28,17 @@ from engine.proto import admin_pb2, card_pb2, config_pb2, member_pb2, transactio
 
 ERROR_DOMAIN = "mms.v1"
 MERCHANT_METADATA_KEY = "mms-merchant"
+# Trailing metadata on an answer (or error) that is the first answer to an earlier request
+# with the same request_id, given again: the retry changed nothing.
+REPLAYED_METADATA = ("mms-replayed", "1")
 DEFAULT_MERCHANT = "default"
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_METRICS_PORT = 9464
 WORKERS_DEFAULT = 64
+# RPCs in progress at most (running or waiting for a worker); past it grpc answers
+# RESOURCE_EXHAUSTED at once instead of queueing without bound. A client retries with the
+# same request_id.
+CONCURRENT_RPCS_MAX = 1024
 # A config of 10,000 stores is well under this; anything larger is refused by grpc.
 MESSAGE_BYTES_MAX = 8 * 1024 * 1024
 SHUTDOWN_GRACE_SECONDS = 15.0
@@ -50,14 +57,27 @@ ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"]
 _STATUS_CODES = {code.name: code for code in grpc.StatusCode}
 
 
+class _Status(grpc.Status):
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: tuple) -> None:
+        self.code = code
+        self.details = details
+        self.trailing_metadata = trailing_metadata
+
+
 def abort_with_core_error(context: grpc.ServicerContext, error: CoreError) -> None:
-    """Ends the RPC with the error's status, its reason as a google.rpc.ErrorInfo."""
+    """Ends the RPC with the error's status, its reason as a google.rpc.ErrorInfo, and the
+    replay mark when it is the first answer to the same request_id given again."""
     code = _STATUS_CODES.get(error.status, grpc.StatusCode.INTERNAL)
     info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)
     detail = any_pb2.Any()
     detail.Pack(info)
-    status = status_pb2.Status(code=code.value[0], message=error.message, details=[detail])
-    context.abort_with_status(rpc_status.to_status(status))
+    status = rpc_status.to_status(
+        status_pb2.Status(code=code.value[0], message=error.message, details=[detail])
+    )
+    trailing = tuple(status.trailing_metadata)
+    if getattr(error, "replayed", False):
+        trailing += (REPLAYED_METADATA,)
+    context.abort_with_status(_Status(status.code, status.details, trailing))
 
 
 def _merchant(context: grpc.ServicerContext, default_merchant: str) -> str:
@@ -69,16 +89,31 @@ def _merchant(context: grpc.ServicerContext, default_merchant: str) -> str:
 
 
 def _core_handler(
-    core: Core, full_name: str, default_merchant: str, on_core_down: Callable[[], None]
+    core: Core,
+    method: Any,
+    default_merchant: str,
+    on_core_down: Callable[[], None],
+    replays: Counter,
 ) -> grpc.RpcMethodHandler:
+    full_name = f"/{method.containing_service.full_name}/{method.name}"
+    replayed_here = replays.labels(method.containing_service.full_name, method.name)
+
     def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
         try:
-            return core.submit(full_name, _merchant(context, default_merchant), request)
+            response, replayed = core.submit(
+                full_name, _merchant(context, default_merchant), request
+            )
         except CoreError as error:
             if error.reason == CORE_DOWN_REASON:
                 on_core_down()
+            if error.replayed:
+                replayed_here.inc()
             abort_with_core_error(context, error)
             raise AssertionError("abort returns only by raising") from error
+        if replayed:
+            replayed_here.inc()
+            context.set_trailing_metadata((REPLAYED_METADATA,))
+        return response
 
     return grpc.unary_unary_rpc_method_handler(handle)
 
@@ -102,14 +137,12 @@ def _backup_handler(core: Core) -> grpc.RpcMethodHandler:
 
 
 def _generic_handlers(
-    core: Core, default_merchant: str, on_core_down: Callable[[], None]
+    core: Core, default_merchant: str, on_core_down: Callable[[], None], replays: Counter
 ) -> list[grpc.GenericRpcHandler]:
     handlers = []
     for service in CORE_SERVICES:
         methods = {
-            method.name: _core_handler(
-                core, f"/{service.full_name}/{method.name}", default_merchant, on_core_down
-            )
+            method.name: _core_handler(core, method, default_merchant, on_core_down, replays)
             for method in service.methods
         }
         handlers.append(grpc.method_handlers_generic_handler(service.full_name, methods))
@@ -136,6 +169,7 @@ def create_server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mms-grpc"),
         interceptors=[MetricsInterceptor(GrpcMetrics(registry))],
         options=options,
+        maximum_concurrent_rpcs=CONCURRENT_RPCS_MAX,
     )
     health_servicer = health.HealthServicer()
     names = [service.full_name for service in (*CORE_SERVICES, ADMIN_SERVICE)]
@@ -149,7 +183,14 @@ def create_server(
     def on_core_down() -> None:
         set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
 
-    server.add_generic_rpc_handlers(_generic_handlers(core, default_merchant, on_core_down))
+    replays = Counter(
+        "mms_requests_replayed_total",
+        "Requests answered with the first answer to the same request_id (client retries).",
+        ["grpc_service", "grpc_method"],
+        registry=registry,
+    )
+    handlers = _generic_handlers(core, default_merchant, on_core_down, replays)
+    server.add_generic_rpc_handlers(handlers)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     set_health(health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
@@ -162,18 +203,13 @@ def create_server(
 
 
 def _stop_on_signal() -> threading.Event:
-    """An event set by SIGTERM or SIGINT. Installed before the server says it is serving,
-    so that a signal sent as soon as it does still shuts it down cleanly."""
+    """SIGTERM and SIGINT set the returned event. Installed before the server says it
+    listens, so a signal right after that line is a graceful stop, not a kill."""
     stop = threading.Event()
     handler: Callable[[int, Any], None] = lambda signum, frame: stop.set()  # noqa: E731
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
     return stop
-
-
-def _wait_for(stop: threading.Event) -> None:
-    while not stop.wait(3600):
-        pass
 
 
 def serve(
@@ -200,6 +236,7 @@ def serve(
     )
     host = listen.rpartition(":")[0] or "127.0.0.1"
     metrics_server, _ = start_http_server(metrics_port, addr=host.strip("[]"), registry=registry)
+    stop = _stop_on_signal()
     server.start()
     mode = "durable" if durable else "NO-SYNC (benchmarks only: a crash may lose commits)"
     print(f"mms: data in {os.path.abspath(data_dir)} ({mode})", flush=True)
@@ -208,7 +245,8 @@ def serve(
     print(f"mms: serving gRPC on {host}:{port}", flush=True)
     print(f"mms: metrics on http://{host}:{metrics_server.server_port}/metrics", flush=True)
     try:
-        _wait_for(stop)
+        while not stop.wait(3600):
+            pass
     finally:
         print("mms: shutting down", flush=True)
         health_servicer.enter_graceful_shutdown()

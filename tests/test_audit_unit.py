@@ -942,6 +942,24 @@ def test_5_subsidiary_indexed_under_its_primary_is_clean(tmp_path: Path) -> None
     assert audit_world(world, tmp_path).problems == []
 
 
+def test_5_closed_attached_card_left_in_the_index(tmp_path: Path) -> None:
+    world = build_world()
+    world.cards[(M1, 2)].primary_card_id = 1
+    world.cards[(M1, 2)].link_kind = card_pb2.LINKED
+    world.cards[(M1, 2)].status = card_pb2.CLOSED
+    world.subsidiaries.add((M1, 1, 2))
+    report = assert_only(world, tmp_path, 5)
+    assert [problem.key for problem in report.problems] == ["subsidiaries:1/2"]
+
+
+def test_5_closed_attached_card_off_the_index_is_clean(tmp_path: Path) -> None:
+    world = build_world()
+    world.cards[(M1, 2)].primary_card_id = 1
+    world.cards[(M1, 2)].link_kind = card_pb2.LINKED
+    world.cards[(M1, 2)].status = card_pb2.CLOSED
+    assert audit_world(world, tmp_path).problems == []
+
+
 def test_5_member_cards_lists_a_missing_card(tmp_path: Path) -> None:
     world = build_world()
     world.member_cards.add((M1, 1, 99))
@@ -990,6 +1008,88 @@ def test_5_member_card_no_names_another_members_card(tmp_path: Path) -> None:
     world.members[(M1, 1)].card_no = "E0000000002"
     report = assert_only(world, tmp_path, 5)
     assert report.problems[0].key == "members:1"
+
+
+# --- 13: attached cards ---------------------------------------------------------------
+
+
+def attach(world: World, card_id: int, primary_id: int, link_kind: int) -> None:
+    """Card `card_id` of merchant M1 draws on `primary_id`, indexed under it."""
+    world.cards[(M1, card_id)].primary_card_id = primary_id
+    world.cards[(M1, card_id)].link_kind = link_kind
+    world.subsidiaries.add((M1, primary_id, card_id))
+
+
+def test_13_linked_and_group_cards_of_other_members_are_clean(tmp_path: Path) -> None:
+    world = build_world()
+    attach(world, 2, 1, card_pb2.LINKED)  # member 2's card on member 1's
+    world.cards[(M1, 2)].spending_limit_fen = 5_000
+    world.cards[(M1, 2)].spent_fen = 6_000  # a limit lowered below what was spent
+    assert audit_world(world, tmp_path).problems == []
+    world = build_world()
+    attach(world, 1, 4, card_pb2.GROUP)
+    attach(world, 2, 4, card_pb2.GROUP)
+    assert audit_world(world, tmp_path / "group").problems == []
+
+
+def test_13_subsidiary_of_another_member(tmp_path: Path) -> None:
+    world = build_world()
+    attach(world, 2, 1, card_pb2.SUBSIDIARY)
+    report = assert_only(world, tmp_path, 13)
+    assert [(p.key, p.message) for p in report.problems] == [
+        ("cards:2", "a SUBSIDIARY of member 2 on a card of member 1")
+    ]
+
+
+def test_13_linked_card_of_the_primarys_own_member(tmp_path: Path) -> None:
+    world = build_world()
+    attach(world, 4, 3, card_pb2.LINKED)  # both member 3's
+    report = assert_only(world, tmp_path, 13)
+    assert report.problems[0].message == "a LINKED card of its primary's own member 3"
+
+
+def test_13_link_kind_without_a_primary(tmp_path: Path) -> None:
+    world = build_world()
+    world.cards[(M1, 2)].link_kind = card_pb2.GROUP
+    report = assert_only(world, tmp_path, 13)
+    assert report.problems[0].message == "link_kind GROUP without a primary card"
+
+
+def test_13_primary_that_does_not_exist_or_is_attached_itself(tmp_path: Path) -> None:
+    world = build_world()
+    attach(world, 2, 99, card_pb2.LINKED)
+    report = assert_only(world, tmp_path, 13)
+    assert report.problems[0].message == "its primary card 99 does not exist or is itself"
+    world = build_world()
+    attach(world, 2, 1, card_pb2.LINKED)
+    attach(world, 1, 4, card_pb2.LINKED)
+    report = assert_only(world, tmp_path / "chain", 13)
+    assert [(p.key, p.message) for p in report.problems] == [
+        ("cards:2", "its primary card 1 is attached to another card itself")
+    ]
+
+
+def test_13_group_and_personal_cards_on_one_primary(tmp_path: Path) -> None:
+    world = build_world()
+    attach(world, 2, 1, card_pb2.GROUP)
+    attach(world, 4, 1, card_pb2.LINKED)
+    report = assert_only(world, tmp_path, 13)
+    assert [(p.key, p.message) for p in report.problems] == [
+        ("cards:1", "both GROUP and personal (SUBSIDIARY, LINKED) cards draw on it")
+    ]
+    # a closed card no longer draws on it
+    world.cards[(M1, 4)].status = card_pb2.CLOSED
+    world.subsidiaries.discard((M1, 1, 4))
+    assert audit_world(world, tmp_path / "closed").problems == []
+
+
+def test_13_limits_never_negative_and_none_on_a_card_of_its_own(tmp_path: Path) -> None:
+    world = build_world()
+    world.cards[(M1, 1)].spending_limit_fen = 500
+    attach(world, 2, 1, card_pb2.LINKED)
+    world.cards[(M1, 2)].spent_fen = -1
+    report = assert_only(world, tmp_path, 13)
+    assert sorted(p.key for p in report.problems) == ["cards:1", "cards:2"]
 
 
 # --- 6: member and card ids -----------------------------------------------------------
@@ -1138,31 +1238,31 @@ def test_10_name_that_is_not_the_members(tmp_path: Path) -> None:
     assert report.problems[0].message == "member 1 is named 张三"
 
 
-# --- 13: member-code keys ----------------------------------------------------------------
+# --- 15: member-code keys ----------------------------------------------------------------
 
 
-def test_13_a_configured_merchant_without_a_member_code_key(tmp_path: Path) -> None:
+def test_15_a_configured_merchant_without_a_member_code_key(tmp_path: Path) -> None:
     world = build_world()
     del world.merchant_keys[M2]
-    report = assert_only(world, tmp_path, 13)
+    report = assert_only(world, tmp_path, 15)
     assert (report.problems[0].merchant, report.problems[0].message) == (
         M2,
         "the merchant has a config but no member-code key",
     )
 
 
-def test_13_a_member_code_key_of_the_wrong_size(tmp_path: Path) -> None:
+def test_15_a_member_code_key_of_the_wrong_size(tmp_path: Path) -> None:
     world = build_world()
     world.merchant_keys[M1].member_code_key = b"short"
-    report = assert_only(world, tmp_path, 13)
+    report = assert_only(world, tmp_path, 15)
     assert report.problems[0].message == "member_code_key is 5 bytes, not 32"
     assert "short" not in str(report.problems)
 
 
-def test_13_a_member_code_key_without_a_config(tmp_path: Path) -> None:
+def test_15_a_member_code_key_without_a_config(tmp_path: Path) -> None:
     world = build_world()
     world.merchant_keys["m3"] = records_pb2.MerchantKeys(member_code_key=bytes(32))
-    report = assert_only(world, tmp_path, 13)
+    report = assert_only(world, tmp_path, 15)
     assert report.problems[0].merchant == "m3"
 
 
@@ -1337,6 +1437,62 @@ def test_12_member_change_counter_behind(tmp_path: Path) -> None:
     world.counters[(M1, "member_change_seq")] = 0
     report = assert_only(world, tmp_path, 12)
     assert report.problems[0].message == "seq 1 is above the counter (0)"
+
+
+# --- 13: card dates and timed cards' periods ------------------------------------------
+
+
+def timed(world: World, start: str, months: int, expires_on: str) -> card_pb2.Card:
+    card = world.cards[(M1, 2)]
+    card.period_start_on, card.period_months, card.expires_on = start, months, expires_on
+    return card
+
+
+@pytest.mark.parametrize(
+    ("start", "months", "expires_on"),
+    [
+        ("2026-11-30", 1, "2026-12-29"),
+        ("2026-11-30", 3, "2027-02-28"),  # no Feb 30: February's last day
+        ("2026-11-30", 4, "2027-03-29"),
+        ("2028-01-30", 1, "2028-02-29"),
+        ("2028-02-29", 12, "2029-02-28"),
+        ("2028-02-28", 12, "2029-02-27"),
+        ("2026-01-01", 12, "2026-12-31"),
+    ],
+)
+def test_14_periods_that_end_on_their_expiry_are_clean(
+    tmp_path: Path, start: str, months: int, expires_on: str
+) -> None:
+    world = build_world()
+    timed(world, start, months, expires_on).annual_fee_paid_until = "2027-01-31"
+    assert audit_world(world, tmp_path).problems == []
+
+
+def test_14_expiry_off_the_period(tmp_path: Path) -> None:
+    world = build_world()
+    timed(world, "2026-11-30", 3, "2027-02-27")  # the drift of renewing from each end
+    report = assert_only(world, tmp_path, 14)
+    assert [(problem.key, problem.message) for problem in report.problems] == [
+        ("cards:2", "3 months from 2026-11-30 run through 2027-02-28, expires_on is '2027-02-27'")
+    ]
+
+
+def test_14_period_start_without_months(tmp_path: Path) -> None:
+    world = build_world()
+    timed(world, "2026-11-30", 0, "2026-12-29")
+    report = assert_only(world, tmp_path, 14)
+    assert "must be both set or neither" in report.problems[0].message
+
+
+def test_14_dates_that_are_not_dates(tmp_path: Path) -> None:
+    world = build_world()
+    world.cards[(M1, 1)].expires_on = "2026-02-30"
+    world.cards[(M1, 2)].annual_fee_paid_until = "2026/01/01"
+    report = assert_only(world, tmp_path, 14)
+    assert sorted((problem.key, problem.message) for problem in report.problems) == [
+        ("cards:1", "expires_on '2026-02-30' is not a date"),
+        ("cards:2", "annual_fee_paid_until '2026/01/01' is not a date"),
+    ]
 
 
 # --- the layout itself (invariant 0) --------------------------------------------------

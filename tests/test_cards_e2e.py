@@ -10,7 +10,9 @@ test audits a backup of the shared server after all the others.
 
 from __future__ import annotations
 
+import calendar
 import datetime
+import functools
 import itertools
 from collections.abc import Callable
 from pathlib import Path
@@ -169,16 +171,19 @@ class Till(Client):
             card_no=card_no, refund_method=method, **fields,
         )  # fmt: skip
 
-    def renew(self, card_no: str, price_fen: int, tenders: Any = (CASH,)) -> card_pb2.CardResponse:
+    def renew(self, card_no: str, tenders: Any = (CASH,), **fields: Any) -> card_pb2.CardResponse:
         return self.mutate(
             self.cards, "RenewCard", card_pb2.RenewCardRequest,
-            card_no=card_no, price_fen=price_fen, tenders=tenders,
+            card_no=card_no, tenders=tenders, **fields,
         )  # fmt: skip
 
-    def annual_fee(self, card_no: str) -> card_pb2.CardResponse:
+    def annual_fee(
+        self, card_no: str, tenders: Any = (BALANCE,), **fields: Any
+    ) -> card_pb2.CardResponse:
         return self.mutate(
-            self.cards, "ChargeAnnualFee", card_pb2.ChargeAnnualFeeRequest, card_no=card_no
-        )
+            self.cards, "ChargeAnnualFee", card_pb2.ChargeAnnualFeeRequest,
+            card_no=card_no, tenders=tenders, **fields,
+        )  # fmt: skip
 
     def buy(
         self, card_no: str, package: str, tenders: Any = (CASH,), **fields: Any
@@ -188,10 +193,18 @@ class Till(Client):
             card_no=card_no, package_code=package, tenders=tenders, **fields,
         )  # fmt: skip
 
-    def refund(self, card_no: str, lot_id: int, method: int) -> card_pb2.CardResponse:
+    def refund(
+        self, card_no: str, lot_id: int, method: int, **fields: Any
+    ) -> card_pb2.CardResponse:
         return self.mutate(
             self.cards, "RefundPackage", card_pb2.RefundPackageRequest,
-            card_no=card_no, lot_id=lot_id, refund_method=method,
+            card_no=card_no, lot_id=lot_id, refund_method=method, **fields,
+        )  # fmt: skip
+
+    def set_limit(self, card_no: str, **fields: Any) -> card_pb2.CardResponse:
+        return self.mutate(
+            self.cards, "SetSpendingLimit", card_pb2.SetSpendingLimitRequest,
+            card_no=card_no, **fields,
         )  # fmt: skip
 
     def card(self, card_no: str) -> card_pb2.CardView:
@@ -263,14 +276,15 @@ def local_date(at_ms: int) -> datetime.date:
 
 
 def valid_through(start: datetime.date, months: int) -> str:
-    """The last day of a card valid `months` from `start`: the same day `months` later
-    (clamped to the month's end), less one day."""
-    index = start.year * 12 + start.month - 1 + months
-    year, month = divmod(index, 12)
+    """The last day of a card valid `months` from `start` (PRC Civil Code art. 203): the
+    day before the same date `months` later, or that month's last day when it has no
+    such date."""
+    year, month = divmod(start.year * 12 + start.month - 1 + months, 12)
     month += 1
-    next_month = datetime.date(year + month // 12, month % 12 + 1, 1)
-    day = min(start.day, (next_month - datetime.timedelta(days=1)).day)
-    return (datetime.date(year, month, day) - datetime.timedelta(days=1)).isoformat()
+    last_day = calendar.monthrange(year, month)[1]
+    if start.day > last_day:
+        return datetime.date(year, month, last_day).isoformat()
+    return (datetime.date(year, month, start.day) - datetime.timedelta(days=1)).isoformat()
 
 
 def uses_left(card: card_pb2.CardView) -> dict[tuple[int, str], int]:
@@ -309,12 +323,13 @@ def test_sell_a_card_with_a_fee(till: Till) -> None:
     till.register(P1, card_no="C0001")
     till.recharge(10_000, card_no="C0001")  # 充100送10
     handed = take_rest(PM.CASH, cash_received_fen=2_000)
-    sold = till.issue(P1, "S0001", "sv", tenders=[handed], staff_code="A01", request_id="sell-1")
+    sell = {"tenders": [handed], "pin": PIN, "staff_code": "A01", "request_id": "sell-1"}
+    sold = till.issue(P1, "S0001", "sv", **sell)
     assert sold.fee_fen == 1_000
     assert list(sold.payments) == [paid(PM.CASH, 1_000, cash_received_fen=2_000, change_fen=1_000)]
     card = sold.card
     assert (card.card_id, card.card_no, card.card_type, card.member_id) == (2, "S0001", "sv", 1)
-    assert (card.status, card.activated_at_ms, card.has_pin) == (CS.INACTIVE, 0, False)
+    assert (card.status, card.activated_at_ms, card.has_pin) == (CS.INACTIVE, 0, True)
     assert (card.principal_fen, card.bonus_fen, list(card.lots)) == (0, 0, [])
     event = sold.event
     assert (event.card_id, event.action, event.staff_code) == (2, "ISSUE", "A01")
@@ -336,37 +351,37 @@ def test_sell_a_card_with_a_fee(till: Till) -> None:
         (1, "RECHARGE", "C0001", 10_000),
     ]
     # a retry is the first answer; the fee is taken once
-    assert (
-        till.issue(P1, "S0001", "sv", tenders=[handed], staff_code="A01", request_id="sell-1")
-        == sold
-    )
+    assert till.issue(P1, "S0001", "sv", **sell) == sold
     assert len(till.read("ListHistory", member_pb2.ListHistoryRequest, P1).items) == 2
 
 
 def test_selling_refusals(till: Till) -> None:
     till.register(P1, card_no="C0001")
-    till.issue(P1, "S0001", "sv")
-    refused(EXISTS, "CARD_TAKEN", lambda: till.issue(P1, "S0001", "sv"))
+
+    def sv(card_no: str, **fields: Any) -> card_pb2.CardResponse:
+        return till.issue(P1, card_no, "sv", **{"pin": PIN, **fields})
+
+    sv("S0001")
+    refused(EXISTS, "CARD_TAKEN", lambda: sv("S0001"))
     refused(EXISTS, "CARD_TAKEN", lambda: till.issue(P1, "C0001", "member"))
     refused(INVALID, "CARD_TYPE_UNKNOWN", lambda: till.issue(P1, "S0002", "gold"))
     refused(INVALID, "CARD_NUMBER_INVALID", lambda: till.issue(P1, "E0000000009", "member"))
     refused(INVALID, "CARD_NUMBER_INVALID", lambda: till.issue(P1, "S-02", "member"))
-    refused(NOT_FOUND, "MEMBER_NOT_FOUND", lambda: till.issue(P2, "S0002", "sv"))
-    from_balance = [take_rest(PM.STORED_VALUE)]
+    refused(NOT_FOUND, "MEMBER_NOT_FOUND", lambda: till.issue(P2, "S0002", "sv", pin=PIN))
     refused(
         INVALID,
         "PAYMENT_METHOD_INVALID",
-        lambda: till.issue(P1, "S0002", "sv", tenders=from_balance),
+        lambda: sv("S0002", tenders=[take_rest(PM.STORED_VALUE)]),
     )
-    refused(INVALID, "PAYMENTS_MISMATCH", lambda: till.issue(P1, "S0002", "sv", tenders=[]))
-    refused(
-        INVALID, "PAYMENTS_MISMATCH",
-        lambda: till.issue(P1, "S0002", "sv", tenders=[exact(PM.CASH, 999)]),
-    )  # fmt: skip
+    refused(INVALID, "PAYMENTS_MISMATCH", lambda: sv("S0002", tenders=[]))
+    refused(INVALID, "PAYMENTS_MISMATCH", lambda: sv("S0002", tenders=[exact(PM.CASH, 999)]))
     refused(
         FAILED, "CARD_NOT_SOLD_HERE", lambda: till.issue(P1, "M0001", "month", store_code="S002")
     )
-    refused(INVALID, "PIN_MALFORMED", lambda: till.issue(P1, "S0002", "sv", pin="12345"))
+    refused(INVALID, "PIN_MALFORMED", lambda: sv("S0002", pin="12345"))
+    # a type that asks for a PIN at payment is sold with one
+    message = refused(FAILED, "PIN_REQUIRED", lambda: sv("S0002", pin=""))
+    assert '"sv"' in message
     # nothing was written by the refusals
     member = till.get(phone=P1)
     assert [c.card_no for c in member.cards] == ["C0001", "S0001"]
@@ -491,20 +506,27 @@ def test_wrong_pins_lock_the_card_until_unlocked(till: Till) -> None:
 
 def test_change_the_pin(till: Till) -> None:
     till.register(P1, card_no="C0001")
-    till.issue(P1, "S0001", "sv", activate=True)
+    till.issue(P1, "S0001", "sv", pin=PIN, activate=True)
     till.recharge(10_000, card_no="S0001")
-    refused(FAILED, "PIN_REQUIRED", lambda: till.pay("S0001", 1_000))  # none set yet
-    first = till.change_pin("S0001", "", PIN)
-    assert (first.card.has_pin, first.event.action, first.ledger_seq) == (True, "CHANGE_PIN", 0)
     refused(FAILED, "PIN_REQUIRED", lambda: till.change_pin("S0001", "", "246802"))
     refused(FAILED, "WRONG_PIN", lambda: till.change_pin("S0001", "111111", "246802"))
     refused(INVALID, "PIN_MALFORMED", lambda: till.change_pin("S0001", PIN, "24680"))
     refused(INVALID, "PIN_MALFORMED", lambda: till.change_pin("S0001", PIN, "24680a"))
-    till.change_pin("S0001", PIN, "246802")
+    changed = till.change_pin("S0001", PIN, "246802")
+    assert (changed.card.has_pin, changed.event.action, changed.ledger_seq) == (
+        True,
+        "CHANGE_PIN",
+        0,
+    )
+    assert changed.card.pin_failures == 0  # the right old PIN reset the count
     refused(FAILED, "WRONG_PIN", lambda: till.pay("S0001", 1_000, pin=PIN))  # the old one
     checkout = till.pay("S0001", 1_000, pin="246802")
     assert list(checkout.payments) == [stored(1_000, 0)]
     assert till.card("S0001").principal_fen == 9_000
+    # a card whose type asks for none gets its first PIN without an old one
+    first = till.change_pin("C0001", "", PIN)
+    assert (first.card.has_pin, first.event.action) == (True, "CHANGE_PIN")
+    refused(FAILED, "PIN_REQUIRED", lambda: till.change_pin("C0001", "", "246802"))
 
 
 # --- 换卡 / 退卡 / 续卡 / 年费 ---------------------------------------------------------
@@ -610,16 +632,19 @@ def test_renew_a_timed_card(till: Till) -> None:
     visit = till.pay("M0001", 0, tenders=[CASH])  # a timed card's visit: nothing to pay
     assert (visit.amount_due_fen, list(visit.payments), visit.card_no) == (0, [], "M0001")
     refused(FAILED, "CARD_STATE_INVALID", lambda: till.action("M0001", CA.EXPIRE))  # not yet
-    renewed = till.renew("M0001", 28_000)
-    last_day = datetime.date.fromisoformat(sold.card.expires_on)
-    assert renewed.card.expires_on == valid_through(last_day + datetime.timedelta(days=1), 1)
-    assert (renewed.fee_fen, list(renewed.payments)) == (28_000, [paid(PM.CASH, 28_000)])
+    refused(FAILED, "CARD_NOT_SOLD_HERE", lambda: till.renew("M0001", store_code="S002"))
+    renewed = till.renew("M0001", store_code="S001")
+    assert renewed.card.expires_on == valid_through(activated_on, 2)  # on from activation
+    # no renew fee of its own: the month card renews at its issue fee
+    assert (renewed.fee_fen, list(renewed.payments)) == (30_000, [paid(PM.CASH, 30_000)])
     assert (renewed.event.action, renewed.card.status) == ("RENEW", CS.ACTIVE)
-    refused(FAILED, "CARD_KIND_MISMATCH", lambda: till.renew("C0001", 28_000))
-    refused(INVALID, "AMOUNT_NOT_POSITIVE", lambda: till.renew("M0001", -1))
+    refused(FAILED, "CARD_KIND_MISMATCH", lambda: till.renew("C0001"))
+    refused(INVALID, "PAYMENT_METHOD_INVALID", lambda: till.renew("M0001", tenders=[BALANCE]))
+    refused(INVALID, "PAYMENTS_MISMATCH", lambda: till.renew("M0001", tenders=[]))
+    assert till.card("M0001").expires_on == renewed.card.expires_on
     history = till.read("ListHistory", member_pb2.ListHistoryRequest, P1).items
     assert [(h.kind, h.amount_fen) for h in history] == [
-        ("CARD_RENEW", 28_000),
+        ("CARD_RENEW", 30_000),
         ("CHECKOUT", 0),
         ("CARD_ISSUE", 30_000),
     ]
@@ -639,9 +664,9 @@ def test_trial_card_until_its_uses_are_used_up(till: Till) -> None:
     till.register(P1, card_no="C0001")
     sold = till.issue(P1, "T0001", "trial", tenders=[], activate=True)
     assert (sold.fee_fen, sold.card.trial_uses_left, sold.card.expires_on) == (0, 2, "")
-    for left in (1, 0):
-        checkout = till.pay("T0001", 1_000, tenders=[CASH])
-        assert list(checkout.payments) == [paid(PM.CASH, 1_000)]
+    for left, bill_fen in ((1, 1_000), (0, 0)):  # a trial visit may cost nothing
+        checkout = till.pay("T0001", bill_fen, tenders=[CASH])
+        assert list(checkout.payments) == ([paid(PM.CASH, bill_fen)] if bill_fen else [])
         assert till.card("T0001").trial_uses_left == left
     refused(FAILED, "TRIAL_USED_UP", lambda: till.pay("T0001", 1_000, tenders=[CASH]))
     refused(FAILED, "CARD_KIND_MISMATCH", lambda: till.recharge(10_000, card_no="T0001"))
@@ -828,7 +853,7 @@ def test_history_newest_first_a_page_at_a_time(till: Till) -> None:
     till.recharge(10_000, card_no="C0001")
     till.pay("C0001", 1_000)
     till.recharge(20_000, card_no="C0001")
-    till.issue(P1, "S0001", "sv")
+    till.issue(P1, "S0001", "sv", pin=PIN)
     request = member_pb2.ListHistoryRequest
     first = till.read("ListHistory", request, P1, page_size=3)
     assert [(h.ledger_seq, h.kind, h.amount_fen, h.store_code) for h in first.items] == [
@@ -889,6 +914,343 @@ def test_follow_ups_newest_first(till: Till) -> None:
     refused(NOT_FOUND, "MEMBER_NOT_FOUND", lambda: till.follow_up(P2, "hello"))
 
 
+# --- 附属卡 / 关联卡 / 团体卡 attached cards, and what guards a card's value -------------
+
+
+def test_attaching_needs_the_primary_holders_pin(till: Till) -> None:
+    till.register(P1, card_no="C0001")
+    till.register(P2, name="李四", card_no="C0002")
+    till.issue(P1, "S0001", "sv", pin=PIN, activate=True)  # card 3, fee 10.00
+    till.recharge(10_000, card_no="S0001")  # 100.00 + 10.00
+    before = snapshot(till, [P1, P2], ["S0001"])
+
+    def linked(**fields: Any) -> card_pb2.CardResponse:
+        fields = {"pin": "246802", **fields}
+        return till.issue(P2, "L0001", "member", primary_card_no="S0001", activate=True, **fields)
+
+    assert "S0001" in refused(FAILED, "PIN_REQUIRED", lambda: linked())
+    # the sv type asks its cards for a PIN at payment: so does a card drawing on one
+    message = refused(FAILED, "PIN_REQUIRED", lambda: linked(primary_pin=PIN, pin=""))
+    assert "primary card S0001" in message
+    refused(
+        INVALID, "MALFORMED_REQUEST", lambda: till.issue(P2, "L0001", "member", primary_pin=PIN)
+    )
+    assert snapshot(till, [P1, P2], ["S0001"]) == before  # nothing written, nothing counted
+    message = refused(FAILED, "WRONG_PIN", lambda: linked(primary_pin="000000"))
+    assert "2 tries left" in message  # counted toward the primary's lock
+    assert till.card("S0001").pin_failures == 1
+    refused(NOT_FOUND, "CARD_NOT_FOUND", lambda: till.card("L0001"))
+    assert [e.action for e in till.events("S0001").events] == ["ISSUE"]
+
+    attached = linked(primary_pin=PIN, staff_code="A01")
+    card = attached.card
+    assert (card.card_id, card.primary_card_id, card.primary_card_no) == (4, 3, "S0001")
+    assert (card.link_kind, card.has_pin, card.member_id) == (card_pb2.LINKED, True, 2)
+    primary = till.card("S0001")
+    assert primary.pin_failures == 0  # the right PIN reset the count
+    assert list(primary.attached_cards) == [
+        card_pb2.AttachedCard(
+            card_id=4, card_no="L0001", member_id=2, link_kind=card_pb2.LINKED, status=CS.ACTIVE
+        )
+    ]
+    event = till.events("S0001").events[0]
+    assert (event.action, event.staff_code, event.ledger_seq) == ("ATTACH", "A01", 0)
+    assert event.note == "LINKED card L0001 of member #2 attached (limit: no limit)"
+    refused(FAILED, "WRONG_PIN", lambda: till.pay("L0001", 1_000, pin=PIN))  # not its PIN
+    assert list(till.pay("L0001", 1_000, pin="246802").payments) == [stored(1_000, 0)]
+    assert (till.card("S0001").principal_fen, till.card("S0001").bonus_fen) == (9_000, 1_000)
+
+
+def test_a_registration_never_issues_a_card_that_asks_for_a_pin(till: Till) -> None:
+    refused(FAILED, "PIN_REQUIRED", lambda: till.register(P1, card_no="C0001", card_type="sv"))
+    refused(NOT_FOUND, "MEMBER_NOT_FOUND", lambda: till.get(phone=P1))
+    asks_pin = config_pb2.MerchantConfig()
+    asks_pin.CopyFrom(CARDS)
+    asks_pin.default_card_type = "sv"
+    message = refused(INVALID, "CONFIG_INVALID", lambda: till.apply(asks_pin))
+    assert "default_card_type without pin_required" in message
+    config = till.call(till.config, "GetConfig", config_pb2.GetConfigRequest()).config
+    assert (config.version, config.default_card_type) == (1, "member")
+
+
+def test_wrong_pins_lock_an_unactivated_or_lost_card_too(till: Till) -> None:
+    till.register(P1, card_no="C0001")
+    till.issue(P1, "S0001", "sv", pin=PIN)  # sold, not activated
+    messages = [
+        refused(FAILED, "WRONG_PIN", functools.partial(till.change_pin, "S0001", wrong, "246802"))
+        for wrong in ("000001", "000002", "000003")
+    ]
+    assert "2 tries left" in messages[0] and "1 tries left" in messages[1]
+    assert "now locked" in messages[2]
+    assert not any("-" in message for message in messages)  # never a negative count
+    card = till.card("S0001")
+    assert (card.status, card.pin_failures) == (CS.LOCKED, 3)
+    # no PIN is checked any more, the right one included, and none is counted
+    refused(FAILED, "CARD_LOCKED", lambda: till.change_pin("S0001", PIN, "246802"))
+    assert till.card("S0001").pin_failures == 3
+    refused(FAILED, "CARD_STATE_INVALID", lambda: till.action("S0001", CA.ACTIVATE))
+    unlocked = till.action("S0001", CA.UNLOCK, staff_code="M01")
+    card = unlocked.card
+    assert (card.status, card.activated_at_ms, card.pin_failures) == (CS.INACTIVE, 0, 0)
+    assert (unlocked.event.status_before, unlocked.event.status_after) == (CS.LOCKED, CS.INACTIVE)
+    assert till.change_pin("S0001", PIN, "246802").card.status == CS.INACTIVE
+    actions = [e.action for e in till.events("S0001").events]
+    assert actions == ["CHANGE_PIN", "UNLOCK", "LOCK", "ISSUE"]
+
+    # a lost card: wrong PINs given to return it lock its PIN, and it stays lost
+    till.issue(P1, "S0002", "sv", pin=PIN, activate=True)
+    till.recharge(10_000, card_no="S0002")
+    till.action("S0002", CA.REPORT_LOSS)
+    for wrong in ("000001", "000002", "000003"):
+        refused(
+            FAILED, "WRONG_PIN", functools.partial(till.return_card, "S0002", PM.CASH, pin=wrong)
+        )
+    card = till.card("S0002")
+    assert (card.status, card.pin_failures) == (CS.LOST, 3)
+    assert (card.principal_fen, card.bonus_fen) == (10_000, 1_000)
+    lock = till.events("S0002").events[0]
+    assert (lock.action, lock.status_before, lock.status_after) == ("LOCK", CS.LOST, CS.LOST)
+    before = snapshot(till, [P1], ["S0002"])
+    refused(FAILED, "CARD_LOCKED", lambda: till.return_card("S0002", PM.CASH, pin=PIN))
+    assert snapshot(till, [P1], ["S0002"]) == before
+    # the loss ends on LOCKED; a manager's unlock makes it usable again
+    assert till.action("S0002", CA.CANCEL_LOSS).card.status == CS.LOCKED
+    refused(FAILED, "CARD_LOCKED", lambda: till.pay("S0002", 1_000, pin=PIN))
+    assert till.action("S0002", CA.UNLOCK).card.status == CS.ACTIVE
+    assert list(till.pay("S0002", 1_000, pin=PIN).payments) == [stored(1_000, 0)]
+
+
+def test_returning_a_card_needs_its_pin_an_unlocked_card_and_a_named_method(till: Till) -> None:
+    till.register(P1, card_no="C0001")
+    till.issue(P1, "S0001", "sv", pin=PIN, activate=True)  # fee 10.00
+    till.recharge(10_000, card_no="S0001")  # 100.00 + 10.00
+    before = snapshot(till, [P1], ["S0001"])
+    refused(FAILED, "PIN_REQUIRED", lambda: till.return_card("S0001", PM.CASH))
+    unnamed = PM.PAYMENT_METHOD_UNSPECIFIED
+    message = refused(
+        INVALID, "PAYMENT_METHOD_INVALID", lambda: till.return_card("S0001", unnamed, pin=PIN)
+    )
+    assert "refund_method is required" in message
+    assert snapshot(till, [P1], ["S0001"]) == before
+    for wrong in ("000001", "000002", "000003"):  # the third locks it
+        refused(FAILED, "WRONG_PIN", functools.partial(till.pay, "S0001", 100, pin=wrong))
+    assert till.card("S0001").status == CS.LOCKED
+    before = snapshot(till, [P1], ["S0001"])
+    message = refused(FAILED, "CARD_LOCKED", lambda: till.return_card("S0001", PM.CASH, pin=PIN))
+    assert "unlock" in message
+    assert snapshot(till, [P1], ["S0001"]) == before
+    till.action("S0001", CA.UNLOCK)
+    returned = till.return_card("S0001", PM.BANK_CARD, pin=PIN)
+    assert (returned.refund_fen, returned.fee_fen, returned.forfeited_bonus_fen) == (
+        9_500, 500, 1_000,
+    )  # fmt: skip
+
+    # a lost card with count packages: refunded (with its PIN when paid out), then
+    # returned, all while it is lost
+    till.issue(P1, "S0002", "sv", pin=PIN, activate=True)
+    first = till.buy("S0002", "cut10").lot  # 500.00 in cash
+    second = till.buy("S0002", "cut10").lot
+    till.pay("S0002", 0, uses={"haircut": 1})  # from the first lot
+    till.action("S0002", CA.REPORT_LOSS)
+    message = refused(
+        FAILED, "CARD_STATE_INVALID", lambda: till.return_card("S0002", PM.CASH, pin=PIN)
+    )
+    assert "refund it first" in message
+    before = snapshot(till, [P1], ["S0002"])
+    refused(FAILED, "PIN_REQUIRED", lambda: till.refund("S0002", first.lot_id, PM.CASH))
+    assert snapshot(till, [P1], ["S0002"]) == before
+    assert till.refund("S0002", first.lot_id, PM.CASH, pin=PIN).refund_fen == 45_000
+    back = till.refund("S0002", second.lot_id, PM.STORED_VALUE)  # stays on the card: no PIN
+    assert (back.refund_fen, back.card.principal_fen, back.card.status) == (50_000, 50_000, CS.LOST)
+    returned = till.return_card("S0002", PM.CASH, pin=PIN)
+    assert (returned.refund_fen, returned.fee_fen) == (49_500, 500)
+    assert returned.event.status_before == CS.LOST
+    history = till.read("ListHistory", member_pb2.ListHistoryRequest, P1, page_size=4).items
+    assert [(h.kind, h.card_no, h.amount_fen) for h in history] == [
+        ("CARD_RETURN", "S0002", 49_500),
+        ("PACKAGE_REFUND", "S0002", 50_000),
+        ("PACKAGE_REFUND", "S0002", 45_000),
+        ("CHECKOUT", "S0002", 0),
+    ]
+    # refund and return take the same cards: a frozen one is refused by both
+    till.register(P2, card_no="F0001")
+    lot = till.buy("F0001", "cut10").lot
+    till.action("F0001", CA.FREEZE)
+    before = snapshot(till, [P2], ["F0001"])
+    refused(FAILED, "CARD_FROZEN", lambda: till.refund("F0001", lot.lot_id, PM.CASH))
+    refused(FAILED, "CARD_FROZEN", lambda: till.return_card("F0001", PM.CASH))
+    assert snapshot(till, [P2], ["F0001"]) == before
+
+
+def test_balance_then_cash_on_an_attached_card_stops_at_its_limit(till: Till) -> None:
+    till.register(P1, card_no="C0001")
+    till.register(P2, name="李四", card_no="C0002")
+    till.recharge(10_000, card_no="C0001")  # 100.00 + 10.00
+    till.issue(
+        P2, "L0001", "member", primary_card_no="C0001", spending_limit_fen=3_000, activate=True
+    )
+    both = [BALANCE, CASH]
+    first = till.pay("L0001", 5_000, tenders=both)
+    assert list(first.payments) == [stored(3_000, 0), paid(PM.CASH, 2_000)]
+    assert till.card("L0001").spent_fen == 3_000
+    second = till.pay("L0001", 1_000, tenders=both)  # the limit is used up: all in cash
+    assert list(second.payments) == [paid(PM.CASH, 1_000)]
+    before = snapshot(till, [P1, P2], ["C0001", "L0001"])
+    refused(FAILED, "SPENDING_LIMIT", lambda: till.pay("L0001", 1))
+    assert snapshot(till, [P1, P2], ["C0001", "L0001"]) == before
+    primary = till.card("C0001")
+    assert (primary.principal_fen, primary.bonus_fen) == (7_000, 1_000)
+
+
+def test_subsidiary_linked_and_group_cards(till: Till) -> None:
+    till.register(P1, card_no="A0001")  # member 1
+    till.register(P2, name="李四", card_no="B0001")  # member 2
+    till.register("13800000003", name="公司 Acme", card_no="G0001")  # member 3: a company
+    till.recharge(50_000, card_no="G0001")  # 500.00 + 10.00
+    before = snapshot(till, [P1, P2], ["A0001", "G0001"])
+
+    def attach(phone: str, card_no: str, primary: str, **fields: Any) -> card_pb2.CardResponse:
+        return till.issue(phone, card_no, "member", primary_card_no=primary, **fields)
+
+    message = refused(
+        FAILED, "LINK_INVALID", lambda: attach(P2, "S0001", "A0001", link_kind=card_pb2.SUBSIDIARY)
+    )
+    assert "LINKED" in message  # a subsidiary is the primary's own member's
+    message = refused(
+        FAILED, "LINK_INVALID", lambda: attach(P1, "L0001", "A0001", link_kind=card_pb2.LINKED)
+    )
+    assert "SUBSIDIARY" in message  # a linked card is another member's
+    refused(INVALID, "MALFORMED_REQUEST", lambda: attach(P2, "L0001", "A0001", link_kind=9))
+    assert snapshot(till, [P1, P2], ["A0001", "G0001"]) == before
+    # left out, the kind follows from who holds the card
+    assert attach(P1, "S0001", "A0001").card.link_kind == card_pb2.SUBSIDIARY
+    assert attach(P2, "L0001", "A0001").card.link_kind == card_pb2.LINKED
+    # a group's card takes GROUP cards of anyone, and only them
+    message = refused(
+        FAILED, "LINK_INVALID", lambda: attach(P2, "X0001", "A0001", link_kind=card_pb2.GROUP)
+    )
+    assert "S0001" in message
+    for phone, card_no in ((P1, "X0001"), (P2, "X0002")):
+        attach(phone, card_no, "G0001", link_kind=card_pb2.GROUP, activate=True)
+    refused(FAILED, "LINK_INVALID", lambda: attach(P2, "L0002", "G0001"))
+
+    def listed(card_no: str) -> list[tuple[str, int, int]]:
+        return [(a.card_no, a.link_kind, a.member_id) for a in till.card(card_no).attached_cards]
+
+    assert listed("A0001") == [("S0001", card_pb2.SUBSIDIARY, 1), ("L0001", card_pb2.LINKED, 2)]
+    assert listed("G0001") == [("X0001", card_pb2.GROUP, 1), ("X0002", card_pb2.GROUP, 2)]
+    # a group card pays from the group's card; points are its holder's
+    checkout = till.pay("X0002", 2_000)
+    assert (checkout.member_id, checkout.balances.points) == (2, 20)
+    group = till.card("G0001")
+    assert (group.principal_fen, group.bonus_fen) == (48_000, 1_000)
+    shown = [c for c in till.get(phone=P2).cards if c.card_no == "X0002"]
+    assert [(c.link_kind, c.primary_card_no) for c in shown] == [(card_pb2.GROUP, "G0001")]
+
+
+def test_attached_card_limits_change_and_returning_it_detaches_it(till: Till) -> None:
+    till.register(P1, card_no="C0001")
+    till.register(P2, name="李四", card_no="C0002")
+    till.issue(P1, "S0001", "sv", pin=PIN, activate=True)
+    till.recharge(10_000, card_no="S0001")  # 100.00 + 10.00
+    till.issue(
+        P2, "L0001", "member", primary_card_no="S0001", primary_pin=PIN, pin="246802",
+        spending_limit_fen=2_000, activate=True,
+    )  # fmt: skip
+    till.pay("L0001", 1_500, pin="246802")
+    lowered = till.set_limit("L0001", spending_limit_fen=1_000, staff_code="M01")  # no PIN
+    assert (lowered.card.spending_limit_fen, lowered.card.spent_fen) == (1_000, 1_500)
+    assert (lowered.event.action, lowered.ledger_seq) == ("SET_LIMIT", 0)
+    refused(FAILED, "SPENDING_LIMIT", lambda: till.pay("L0001", 1, pin="246802"))
+    before = snapshot(till, [P1, P2], ["S0001", "L0001"])
+    # anything that lets it draw more needs the primary's PIN
+    refused(FAILED, "PIN_REQUIRED", lambda: till.set_limit("L0001", spending_limit_fen=5_000))
+    refused(FAILED, "PIN_REQUIRED", lambda: till.set_limit("L0001", reset_spent=True))
+    refused(FAILED, "PIN_REQUIRED", lambda: till.set_limit("L0001", spending_limit_fen=0))
+    refused(INVALID, "MALFORMED_REQUEST", lambda: till.set_limit("L0001", primary_pin=PIN))
+    refused(
+        INVALID, "AMOUNT_NOT_POSITIVE",
+        lambda: till.set_limit("L0001", spending_limit_fen=-1, primary_pin=PIN),
+    )  # fmt: skip
+    refused(FAILED, "CARD_KIND_MISMATCH", lambda: till.set_limit("S0001", spending_limit_fen=100))
+    refused(NOT_FOUND, "CARD_NOT_FOUND", lambda: till.set_limit("X9999", spending_limit_fen=1))
+    assert snapshot(till, [P1, P2], ["S0001", "L0001"]) == before
+    refused(
+        FAILED, "WRONG_PIN",
+        lambda: till.set_limit("L0001", spending_limit_fen=5_000, primary_pin="000000"),
+    )  # fmt: skip
+    assert till.card("S0001").pin_failures == 1
+    raise_it = {
+        "spending_limit_fen": 5_000, "reset_spent": True, "primary_pin": PIN,
+        "staff_code": "M01", "request_id": "raise-1",
+    }  # fmt: skip
+    raised = till.set_limit("L0001", **raise_it)
+    assert (raised.card.spending_limit_fen, raised.card.spent_fen) == (5_000, 0)
+    assert raised.event.note == "limit 1000 fen → 5000 fen, spent 1500 → 0 fen"
+    assert till.set_limit("L0001", **raise_it) == raised  # a retry: its first answer
+    assert till.card("S0001").pin_failures == 0
+    on_primary = [(e.action, e.staff_code) for e in till.events("S0001").events]
+    assert on_primary[:3] == [("SET_LIMIT", "M01"), ("SET_LIMIT", "M01"), ("ATTACH", "")]
+    assert [e.action for e in till.events("L0001").events] == ["SET_LIMIT", "SET_LIMIT", "ISSUE"]
+    till.pay("L0001", 5_000, pin="246802")
+
+    # 退卡 of an attached card closes and detaches it, with nothing to refund
+    refused(INVALID, "PAYMENT_METHOD_INVALID", lambda: till.return_card("L0001", PM.STORED_VALUE))
+    unnamed = PM.PAYMENT_METHOD_UNSPECIFIED
+    detached = till.return_card("L0001", unnamed, staff_code="A01")
+    assert (detached.card.status, detached.ledger_seq, detached.refund_fen) == (CS.CLOSED, 0, 0)
+    assert list(detached.payments) == []
+    assert detached.event.note == "detached from S0001: returned, nothing to refund"
+    primary = till.card("S0001")
+    assert (list(primary.attached_cards), primary.principal_fen, primary.bonus_fen) == (
+        [], 3_500, 1_000,
+    )  # fmt: skip
+    event = till.events("S0001").events[0]
+    assert (event.action, event.staff_code) == ("DETACH", "A01")
+    assert event.note == "card L0001 detached: returned, nothing to refund"
+    refused(FAILED, "CARD_CLOSED", lambda: till.pay("L0001", 100, pin="246802"))
+    refused(FAILED, "CARD_CLOSED", lambda: till.set_limit("L0001", spending_limit_fen=100))
+    refused(FAILED, "CARD_CLOSED", lambda: till.return_card("L0001", unnamed))
+    history = till.read("ListHistory", member_pb2.ListHistoryRequest, P2).items
+    assert [(h.kind, h.amount_fen) for h in history] == [("CHECKOUT", 5_000), ("CHECKOUT", 1_500)]
+
+
+def test_an_unactivated_card_is_lost_or_frozen_and_only_usable_cards_become_default(
+    till: Till,
+) -> None:
+    till.register(P1, card_no="C0001")
+    till.issue(P1, "N0001", "member")  # sold, not activated
+    steps = [
+        (CA.REPORT_LOSS, CS.LOST),
+        (CA.CANCEL_LOSS, CS.INACTIVE),
+        (CA.FREEZE, CS.FROZEN),
+        (CA.REPORT_LOSS, CS.LOST),
+        (CA.CANCEL_LOSS, CS.FROZEN),
+        (CA.UNFREEZE, CS.INACTIVE),
+    ]
+    for action, status in steps:
+        assert till.action("N0001", action).card.status == status, action
+    assert till.card("N0001").activated_at_ms == 0
+    # the default card: an active or unactivated one; any other says what state it is in
+    for card_no in ("D0001", "D0002", "D0003"):
+        till.issue(P1, card_no, "member", activate=True)
+    till.action("D0001", CA.REPORT_LOSS)
+    till.action("D0002", CA.FREEZE)
+    till.return_card("D0003", PM.CASH)
+    till.issue(P1, "D0004", "sv", pin=PIN, activate=True)
+    till.recharge(10_000, card_no="D0004")
+    for wrong in ("000001", "000002", "000003"):
+        refused(FAILED, "WRONG_PIN", functools.partial(till.pay, "D0004", 100, pin=wrong))
+    cards = ["D0001", "D0002", "D0003", "D0004"]
+    before = snapshot(till, [P1], cards)
+    reasons = ["CARD_LOST", "CARD_FROZEN", "CARD_CLOSED", "CARD_LOCKED"]
+    for card_no, reason in zip(cards, reasons, strict=True):
+        refused(FAILED, reason, functools.partial(till.action, card_no, CA.SET_DEFAULT))
+    assert snapshot(till, [P1], cards) == before
+    assert till.action("N0001", CA.SET_DEFAULT).card.status == CS.INACTIVE
+    assert till.get(phone=P1).member.card_no == "N0001"
+
+
 # --- restart, backup and audit -----------------------------------------------------------
 
 
@@ -924,8 +1286,8 @@ def lifecycle_before_the_restart(till: Till) -> card_pb2.CardResponse:
     till.pay("C0001", 0, uses={"haircut": 2})
     till.action("C0002", CA.REPORT_LOSS, note="丢失")
     till.issue(
-        P2, "P0002", "sv", pin=PIN, primary_card_no="S0001", spending_limit_fen=3_000,
-        activate=True,
+        P2, "P0002", "sv", pin=PIN, primary_card_no="S0001", primary_pin=PIN,
+        spending_limit_fen=3_000, activate=True,
     )  # fmt: skip
     till.update(
         P1,
@@ -963,7 +1325,7 @@ def test_a_restart_in_the_middle_loses_nothing(server: RunningServer, tmp_path: 
         assert (refund.refund_fen, refund.card.principal_fen, refund.card.bonus_fen) == (
             39_200, 39_200, 800,
         )  # fmt: skip
-        returned = till.return_card("S0009", PM.CASH)
+        returned = till.return_card("S0009", PM.CASH, pin=PIN)
         assert (returned.refund_fen, returned.fee_fen, returned.forfeited_bonus_fen) == (
             12_500, 500, 1_000,
         )  # fmt: skip

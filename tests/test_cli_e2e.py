@@ -205,6 +205,7 @@ def test_register_and_show_by_each_key(address: str) -> None:
         "bonus_fen": 0,
         "bonus": "0.00",
         "points": 0,
+        "uses": [],
     }
     for selector in (["--phone", PHONE], ["--card", CARD], ["--id", "1"]):
         shown = mms_json(address, "member", "show", *selector)
@@ -319,6 +320,7 @@ def test_recharge_then_checkout_with_balance(address: str, member_id: int) -> No
         "bonus_fen": 1000,
         "bonus": "10.00",
         "points": 58,
+        "uses": [],
     }
     assert checkout["level_upgraded"] is False
     assert checkout["ledger_seq"] == recharge["ledger_seq"] + 1
@@ -684,6 +686,7 @@ def test_member_and_recharge_output(merchant: Merchant) -> None:
         "bonus_fen": 10_000,
         "bonus": "100.00",
         "points": 114,
+        "uses": [],
     }
 
 
@@ -745,6 +748,7 @@ def test_checkout_output_with_points_balance_and_cash(merchant: Merchant) -> Non
         "bonus_fen": 0,
         "bonus": "0.00",
         "points": 12_538,
+        "uses": [],
     }
     # spent 95.00 + 10450.00 reaches gold's 10000.00
     assert (data["level_before"], data["level_after"]) == ("silver", "gold")
@@ -841,12 +845,15 @@ def local_date(at_ms: int) -> datetime.date:
     return (moment + datetime.timedelta(hours=8)).date()
 
 
-def test_card_issue_loss_and_unloss_output(merchant: Merchant) -> None:
+def test_card_issue_loss_and_unloss_output(
+    merchant: Merchant, monkeypatch: pytest.MonkeyPatch
+) -> None:
     merchant.mms("member", "register", "--phone", PHONE, "--name", "张三", "--card", CARD)
     merchant.mms("recharge", "--card", CARD, "--amount", "100")  # 100.00 + 10.00
+    monkeypatch.setenv("MMS_PIN", "135790")  # a vip card is sold with its PIN
     sell = (
         "card", "issue", "--phone", PHONE, "--number", "VIP0001", "--type", "vip",
-        "--staff", "A01", "--request-id", "sell-1",
+        "--pin", "--staff", "A01", "--request-id", "sell-1",
     )  # fmt: skip
     title, rows = fields(merchant.mms(*sell).stdout)
     assert title == "Card issued 售卡"
@@ -857,7 +864,7 @@ def test_card_issue_loss_and_unloss_output(merchant: Merchant) -> None:
         "Type 卡类型": "vip",
         "Status 状态": "inactive 未激活",
         "Balance 余额": "0.00 (principal 本金 0.00 + bonus 赠送金 0.00)",
-        "PIN 密码": "none 未设置",
+        "PIN 密码": "set 已设置",
         "Activated 激活": "-",
         "Event 操作": "ISSUE 售卡: - → inactive 未激活",
         "Fee 费用": "200.00",
@@ -953,6 +960,77 @@ def test_card_replace_and_return_output(merchant: Merchant) -> None:
     ]
 
 
+def test_attached_card_issue_limit_and_return(
+    merchant: Merchant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = "13900139000"
+    merchant.mms("member", "register", "--phone", PHONE, "--name", "张三", "--card", CARD)
+    merchant.mms("member", "register", "--phone", other, "--name", "李四", "--card", "C0002")
+    monkeypatch.setenv("MMS_PIN", "135790")  # the PINs of the VIP card and the linked one
+    merchant.mms(
+        "card", "issue", "--phone", PHONE, "--number", "VIP0001", "--type", "vip",
+        "--activate", "--pin",
+    )  # fmt: skip
+    merchant.mms("recharge", "--card", "VIP0001", "--amount", "100")  # 100.00 + 10.00
+    attach = (
+        "card", "issue", "--phone", other, "--number", "L0001", "--type", "member",
+        "--primary", "VIP0001", "--link", "linked", "--limit", "50", "--activate", "--pin",
+    )  # fmt: skip
+    denied = {"status": "FAILED_PRECONDITION", "reason": "PIN_REQUIRED"}
+    merchant.refused(*attach, **denied)  # the VIP card's holder gives its PIN
+    monkeypatch.setenv("MMS_PRIMARY_PIN", "135790")
+    title, rows = fields(merchant.mms(*attach, "--primary-pin").stdout)
+    assert title == "Card issued 售卡"
+    assert rows["Attached to 主卡"] == "VIP0001 (关联卡: pays from it)"
+    assert (rows["Limit 限额"], rows["Fee 费用"]) == ("50.00 (spent 已用 0.00)", "10.00")
+    _, rows = fields(merchant.mms("card", "show", "VIP0001").stdout)
+    assert rows["Attached 附卡 L0001"] == (
+        "关联卡 of member #2, active 正常, limit 限额 50.00 (spent 已用 0.00)"
+    )
+    _, cards = merchant.mms("member", "show", "--phone", other).stdout.split("\n\n")
+    assert table(cards)[2][:3] == ["L0001", "member (关联卡)", "active 正常"]
+    # balance+cash: stored value up to what the limit leaves, cash for the rest
+    checkout = ("checkout", "--card", "L0001", "--amount", "80", "--pay", "balance+cash")
+    paid = merchant.json(*checkout, "--pin")
+    assert [(p["method"], p["amount_fen"]) for p in paid["payments"]] == [
+        ("STORED_VALUE", 5_000),
+        ("CASH", 3_000),
+    ]
+    limit = ("card", "limit", "L0001", "--limit", "80", "--reset-spent", "--staff", "M01")
+    monkeypatch.delenv("MMS_PRIMARY_PIN")
+    merchant.refused(*limit, **denied)
+    monkeypatch.setenv("MMS_PRIMARY_PIN", "135790")
+    title, rows = fields(merchant.mms(*limit, "--primary-pin").stdout)
+    assert (title, rows["Limit 限额"]) == ("Spending limit set 限额", "80.00 (spent 已用 0.00)")
+    assert rows["Event 操作"] == (
+        "SET_LIMIT 限额: active 正常 → active 正常 (limit 5000 fen → 8000 fen, spent 5000 → 0 fen)"
+    )
+    # 退卡 of the linked card detaches it: nothing refunded, no refund method or PIN
+    title, rows = fields(merchant.mms("card", "return", "L0001").stdout)
+    assert (title, rows["Status 状态"]) == ("Card returned 退卡", "closed 已退卡")
+    assert "Ledger seq 流水号" not in rows
+    events = table(merchant.mms("card", "events", "VIP0001").stdout)
+    assert [row[2].split(":")[0] for row in events[1:]] == [
+        "DETACH 附卡解除",
+        "SET_LIMIT 限额",
+        "ATTACH 附卡关联",
+        "ISSUE 售卡",
+    ]
+    # a lost VIP card: its packages refunded, then the card returned, each with its PIN
+    bought = merchant.json("package", "buy", "VIP0001", "--package", "cut10", "--pay", "cash")
+    merchant.mms("card", "loss", "VIP0001")
+    refund = ("package", "refund", "VIP0001", "--lot", str(bought["lot"]["lot_id"]))
+    merchant.refused(*refund, "--refund", "cash", **denied)
+    assert merchant.json(*refund, "--refund", "cash", "--pin")["refund_fen"] == 50_000
+    merchant.refused(
+        "card", "return", "VIP0001", "--pin",
+        status="INVALID_ARGUMENT", reason="PAYMENT_METHOD_INVALID",
+    )  # fmt: skip  # a card of its own: how the refund is paid is always named
+    merchant.refused("card", "return", "VIP0001", "--refund", "cash", **denied)
+    returned = merchant.json("card", "return", "VIP0001", "--refund", "cash", "--pin")
+    assert (returned["refund_fen"], returned["forfeited_bonus_fen"]) == (5_000, 1_000)
+
+
 def test_package_buy_then_checkout_with_uses(merchant: Merchant) -> None:
     merchant.mms("member", "register", "--phone", PHONE, "--name", "张三", "--card", CARD)
     merchant.mms("recharge", "--card", CARD, "--amount", "1000")  # + 200.00; silver, 5% off
@@ -988,6 +1066,7 @@ def test_package_buy_then_checkout_with_uses(merchant: Merchant) -> None:
         "Points earned 获得积分": "0",
         "Balance 余额": "700.00 (principal 本金 500.00 + bonus 赠送金 200.00)",
         "Points 积分": "0",
+        "Uses left 次卡剩余": "haircut 8",
         "Level 等级": "silver",
         "Ledger seq 流水号": "3",
         "Store 门店": "S001",
@@ -995,6 +1074,11 @@ def test_package_buy_then_checkout_with_uses(merchant: Merchant) -> None:
     data = merchant.json("checkout", "--card", CARD, "--amount", "30", "--use", "haircut=1")
     assert (data["amount_due_fen"], data["payments"][0]["principal_fen"]) == (2_850, 2_850)
     assert data["lot_uses"] == [{"lot_id": 1, "item_code": "haircut", "uses": 1, "uses_left": 7}]
+    assert data["balances"]["uses"] == [{"item_code": "haircut", "uses_left": 7}]
+    title, rows = fields(merchant.mms("member", "show", "--card", CARD).stdout.split("\n\n")[0])
+    assert (title, rows["Uses left 次卡剩余"]) == ("Member details 会员信息", "haircut 7")
+    recharged = merchant.mms("recharge", "--card", CARD, "--amount", "1")
+    assert fields(recharged.stdout)[1]["Uses left 次卡剩余"] == "haircut 7"
     # 3 of 10 used: 500.00 - floor(500.00 × 3 / 10) = 350.00 back onto the principal
     refund = merchant.json("package", "refund", CARD, "--lot", "1", "--refund", "balance")
     assert (refund["refund_fen"], refund["refund"], refund["lot"]["refunded"]) == (
@@ -1002,7 +1086,9 @@ def test_package_buy_then_checkout_with_uses(merchant: Merchant) -> None:
     )  # fmt: skip
     title, rows = fields(merchant.mms("card", "show", CARD).stdout)
     assert not [label for label in rows if label.startswith("Package")]
-    assert rows["Balance 余额"] == "1021.50 (principal 本金 821.50 + bonus 赠送金 200.00)"
+    assert rows["Balance 余额"] == "1022.50 (principal 本金 822.50 + bonus 赠送金 200.00)"
+    _title, rows = fields(merchant.mms("member", "show", "--card", CARD).stdout.split("\n\n")[0])
+    assert "Uses left 次卡剩余" not in rows  # none left: no row
     merchant.refused(
         "checkout", "--card", CARD, "--amount", "0", "--use", "haircut=1",
         status="FAILED_PRECONDITION", reason="INSUFFICIENT_USES",

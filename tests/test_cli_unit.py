@@ -73,6 +73,7 @@ COMMAND_PATHS = [
     ["card", "return"],
     ["card", "renew"],
     ["card", "annual-fee"],
+    ["card", "limit"],
     ["package"],
     ["package", "buy"],
     ["package", "refund"],
@@ -115,6 +116,7 @@ def test_mutating_commands_take_a_request_id(
         ["card", "return"],
         ["card", "renew"],
         ["card", "annual-fee"],
+        ["card", "limit"],
         ["package", "buy"],
         ["package", "refund"],
         ["recharge"],
@@ -184,10 +186,15 @@ def test_mutating_commands_take_a_request_id(
         ["card", "loss"],
         ["card", "freeze", "C1", "C2"],
         ["card", "events", "C1", "--page-size", "x"],
-        ["card", "return", "C1"],  # --refund missing
         ["card", "return", "C1", "--refund", "balance"],  # only 退次 goes back to balance
-        ["card", "renew", "C1"],  # --price missing
-        ["card", "renew", "C1", "--price", "0"],
+        ["card", "limit"],  # CARD missing
+        ["card", "limit", "C1", "--limit", "10", "--no-limit"],  # one or the other
+        ["card", "limit", "C1", "--limit", "0"],  # no limit is --no-limit
+        ["card", "issue", "--id", "1", "--number", "N1", "--type", "t", "--link", "family"],
+        ["card", "renew", "C1", "--price", "10"],  # the card type sets the price
+        ["card", "renew", "C1", "--pay", "balance"],  # a fee is not paid from stored value
+        ["card", "annual-fee", "C1", "--pay", "points"],
+        ["card", "annual-fee", "C1", "--ref", "X1"],  # --ref is for bank card or scan pay
         ["card", "replace", "C1"],  # --new-number missing
         ["package", "buy", "C1"],  # --package missing
         ["package", "buy", "C1", "--package", "cut10", "--pay", "points"],
@@ -231,7 +238,6 @@ BAD_AMOUNTS = [
         ["recharge", "--phone", PHONE, "--amount"],
         ["checkout", "--phone", PHONE, "--amount"],
         ["checkout", "--amount", "10", "--pay", "cash", "--cash-received"],
-        ["card", "renew", "M0001", "--price"],
         [
             "card",
             "issue",
@@ -246,7 +252,7 @@ BAD_AMOUNTS = [
             "--limit",
         ],
     ],
-    ids=["recharge", "checkout", "cash-received", "renew-price", "subsidiary-limit"],
+    ids=["recharge", "checkout", "cash-received", "subsidiary-limit"],
 )
 def test_bad_amounts_are_refused_before_any_call(
     argv: list[str],
@@ -533,7 +539,12 @@ CHECKOUT_RESPONSE = transaction_pb2.CheckoutResponse(
         common_pb2.Payment(method=CASH, amount_fen=2065, cash_received_fen=5000, change_fen=2935),
     ],
     points_earned=50,
-    balances=common_pb2.Balances(principal_fen=0, bonus_fen=0, points=1850),
+    balances=common_pb2.Balances(
+        principal_fen=0,
+        bonus_fen=0,
+        points=1850,
+        uses=[common_pb2.ItemUsesLeft(item_code="haircut", uses_left=7)],
+    ),
     level_before="silver",
     level_after="gold",
     level_upgraded=True,
@@ -569,6 +580,7 @@ def test_message_to_json_doubles_money_fields() -> None:
         "bonus_fen": 0,
         "bonus": "0.00",
         "points": 1850,
+        "uses": [{"item_code": "haircut", "uses_left": 7}],
     }
     assert data["level_upgraded"] is True
     json.dumps(data)
@@ -678,12 +690,88 @@ def test_issue_subsidiary_card_request() -> None:
     assert (request.primary_card_no, request.spending_limit_fen) == ("C0001", 50_050)
     assert list(request.tenders) == [common_pb2.Tender(method=CASH, take_rest=True)]
     assert not request.activate
+    assert request.link_kind == card_pb2.LINK_KIND_UNSPECIFIED  # the server infers it
+    assert request.primary_pin == ""  # read by the command (see read_primary_pin)
+
+
+@pytest.mark.parametrize(
+    ("link", "kind"),
+    [("subsidiary", card_pb2.SUBSIDIARY), ("linked", card_pb2.LINKED), ("group", card_pb2.GROUP)],
+)
+def test_issue_attached_card_of_each_kind(link: str, kind: int) -> None:
+    request = request_of(
+        cli.build_issue_card_request,
+        "card", "issue", "--phone", PHONE, "--number", "L0001", "--type", "member",
+        "--primary", "G0001", "--link", link, "--primary-pin",
+    )  # fmt: skip
+    assert (request.primary_card_no, request.link_kind) == ("G0001", kind)
+    assert (request.spending_limit_fen, request.primary_pin) == (0, "")
+
+
+def test_read_primary_pin_before_the_new_cards_pin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("135790\n246802\n"))
+    args = cli.parse_args(
+        [
+            "card", "issue", "--phone", PHONE, "--number", "L0001", "--type", "member",
+            "--primary", "G0001", "--primary-pin-stdin", "--pin-stdin",
+        ]
+    )  # fmt: skip
+    assert (cli.read_primary_pin(args), cli.read_pin(args)) == ("135790", "246802")
+    monkeypatch.setenv("MMS_PRIMARY_PIN", "111111")
+    plain = cli.parse_args(["card", "limit", "L1", "--limit", "5", "--primary-pin"])
+    assert cli.read_primary_pin(plain) == "111111"
+    assert cli.read_primary_pin(cli.parse_args(["card", "limit", "L1", "--limit", "5"])) == ""
+    monkeypatch.delenv("MMS_PRIMARY_PIN")
+    with pytest.raises(
+        cli.UsageError, match=re.escape("give --primary-pin-stdin or $MMS_PRIMARY_PIN")
+    ):
+        cli.read_primary_pin(plain)
+
+
+@pytest.mark.parametrize(
+    ("argv", "limit_fen", "reset_spent"),
+    [
+        (["--limit", "80.5"], 8_050, False),
+        (["--no-limit"], 0, False),
+        (["--limit", "10", "--reset-spent"], 1_000, True),
+        (["--reset-spent"], None, True),
+    ],
+)
+def test_set_limit_request(argv: list[str], limit_fen: int | None, reset_spent: bool) -> None:
+    request = request_of(
+        cli.build_set_limit_request,
+        "card", "limit", "L0001", *argv, "--note", "家长调整", "--staff", "M1", "--request-id", "r-9",
+    )  # fmt: skip
+    assert (request.request_id, request.card_no, request.reset_spent) == (
+        "r-9",
+        "L0001",
+        reset_spent,
+    )
+    assert (request.note, request.staff_code, request.primary_pin) == ("家长调整", "M1", "")
+    if limit_fen is None:
+        assert not request.HasField("spending_limit_fen")  # the limit is kept
+    else:
+        assert request.HasField("spending_limit_fen") and request.spending_limit_fen == limit_fen
+
+
+def test_set_limit_that_changes_nothing_is_a_usage_error(
+    nobody_listens: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message = "nothing to change: give --limit, --no-limit or --reset-spent"
+    with pytest.raises(cli.UsageError, match=re.escape(message)):
+        request_of(cli.build_set_limit_request, "card", "limit", "L0001")
+    code, out, err = run(capsys, "card", "limit", "L0001", "--server", nobody_listens)
+    assert (code, out) == (2, "")  # a call would have exited 3
+    assert f"mms card limit: error: {message}" in err
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--limit", "50"], "--limit is for a subsidiary card: give --primary"),
+        (["--limit", "50"], "--limit is for an attached card: give --primary"),
+        (["--link", "linked"], "--link is for an attached card: give --primary"),
+        (["--primary-pin"], "--primary-pin is for an attached card: give --primary"),
+        (["--primary-pin-stdin"], "--primary-pin is for an attached card: give --primary"),
         (["--ref", "X1"], "--ref is for --pay bank_card or scan_pay"),
     ],
 )
@@ -737,15 +825,36 @@ def test_replace_return_renew_requests() -> None:
     bank = common_pb2.Tender(method=common_pb2.BANK_CARD, take_rest=True, external_ref="POS-1")
     assert list(replace.tenders) == [bank]
     returned = request_of(
-        cli.build_return_card_request, "card", "return", "C0001", "--refund", "scan_pay"
+        cli.build_return_card_request, "card", "return", "C0001", "--refund", "scan_pay", "--pin"
     )
     assert (returned.card_no, returned.refund_method) == ("C0001", common_pb2.SCAN_PAY)
-    assert returned.store_code == ""
-    renew = request_of(
-        cli.build_renew_card_request, "card", "renew", "M0001", "--price", "99.99", "--store", "S2"
-    )
-    assert (renew.card_no, renew.price_fen, renew.store_code) == ("M0001", 9_999, "S2")
+    assert (returned.store_code, returned.pin) == ("", "")  # the PIN: see read_pin
+    # an attached card holds nothing to refund: the method may be left out (the server
+    # asks for it for a card of its own)
+    detached = request_of(cli.build_return_card_request, "card", "return", "L0001")
+    assert detached.refund_method == common_pb2.PAYMENT_METHOD_UNSPECIFIED
+    renew = request_of(cli.build_renew_card_request, "card", "renew", "M0001", "--store", "S2")
+    assert (renew.card_no, renew.store_code) == ("M0001", "S2")
     assert list(renew.tenders) == [common_pb2.Tender(method=CASH, take_rest=True)]
+
+
+def test_annual_fee_requests() -> None:
+    principal = request_of(cli.build_annual_fee_request, "card", "annual-fee", "V0001")
+    assert (principal.card_no, principal.store_code, principal.staff_code) == ("V0001", "", "")
+    balance = common_pb2.Tender(method=common_pb2.STORED_VALUE, take_rest=True)
+    assert list(principal.tenders) == [balance]  # from principal unless told
+    split = request_of(
+        cli.build_annual_fee_request,
+        "card", "annual-fee", "V0001", "--pay", "balance+cash", "--store", "S2", "--staff", "A01",
+    )  # fmt: skip
+    assert list(split.tenders) == [balance, common_pb2.Tender(method=CASH, take_rest=True)]
+    assert (split.store_code, split.staff_code) == ("S2", "A01")
+    scan = request_of(
+        cli.build_annual_fee_request, "card", "annual-fee", "V0001", "--pay", "scan_pay",
+        "--ref", "WX-7",
+    )  # fmt: skip
+    scan_tender = common_pb2.Tender(method=common_pb2.SCAN_PAY, take_rest=True, external_ref="WX-7")
+    assert list(scan.tenders) == [scan_tender]
 
 
 @pytest.mark.parametrize(
@@ -787,6 +896,7 @@ def test_refund_package_request(refund: str, method: int) -> None:
         "package", "refund", "C0001", "--lot", "18446744073709551615", "--refund", refund,
     )  # fmt: skip
     assert (request.card_no, request.lot_id, request.refund_method) == ("C0001", 2**64 - 1, method)
+    assert request.pin == ""  # --pin asks for it (see read_pin)
 
 
 def test_checkout_with_count_card_uses() -> None:
@@ -979,7 +1089,9 @@ def test_no_option_takes_a_pin_as_its_value() -> None:
             if "pin" in action.dest:
                 assert action.nargs == 0, (parser.prog, action.dest)  # type: ignore[attr-defined]
                 checked += 1
-    assert checked >= 8  # issue, package buy and checkout: 2 each; card pin: 2
+    # issue: 4 (its PIN and the primary's); card limit, card return, package buy and refund,
+    # checkout: 2 each; card pin: 2
+    assert checked >= 16
 
 
 @pytest.mark.parametrize(
@@ -989,6 +1101,10 @@ def test_no_option_takes_a_pin_as_its_value() -> None:
         ["checkout", "--card", "C1", "--amount", "1", "--pin=123456"],
         ["card", "issue", "--id", "1", "--number", "N1", "--type", "t", "--pin", "123456"],
         ["package", "buy", "C1", "--package", "p", "--pin", "123456"],
+        ["package", "refund", "C1", "--lot", "1", "--refund", "cash", "--pin", "123456"],
+        ["card", "return", "C1", "--refund", "cash", "--pin", "123456"],
+        ["card", "limit", "C1", "--limit", "5", "--primary-pin", "123456"],
+        ["card", "issue", "--id", "1", "--number", "N1", "--type", "t", "--primary-pin=123456"],
         ["card", "pin", "C1", "--old-pin", "111111", "--new-pin", "123456"],
         ["card", "pin", "C1", "123456"],
     ],

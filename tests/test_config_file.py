@@ -81,6 +81,10 @@ def test_example_loads_to_the_documented_chain() -> None:
         1500,
         2000,
     ]
+    year = next(card_type for card_type in config.card_types if card_type.code == "year")
+    assert (year.issue_fee_fen, year.renew_fee_fen, year.valid_months) == (280_000, 250_000, 12)
+    month = next(card_type for card_type in config.card_types if card_type.code == "month")
+    assert not month.HasField("renew_fee_fen")  # renewed at its issue fee, ¥300
     regular, silver = config.levels[0], config.levels[1]
     assert regular.upgrade_cumulative_spend_fen == 0
     assert regular.upgrade_single_recharge_fen == 0
@@ -459,7 +463,23 @@ sell_stores = ["S1", "S2"]
 code = "month"
 name = "月卡"
 kind = "timed"
+issue_fee = "300"
 valid_months = 1
+
+[[card_types]]
+code = "season"
+name = "季卡"
+kind = "timed"
+issue_fee = "800"
+renew_fee = "0"
+valid_months = 3
+
+[[card_types]]
+code = "year"
+name = "年卡"
+kind = "timed"
+renew_fee = "2500.5"
+valid_months = 12
 
 [[packages]]
 code = "care"
@@ -481,7 +501,7 @@ required = true
 """
     )
     config = loads_config(text)
-    member, month = config.card_types
+    member, month, season, year = config.card_types
     assert (member.kind, member.issue_fee_fen, member.pin_required) == (
         config_pb2.STORED_VALUE_CARD,
         1050,
@@ -489,6 +509,13 @@ required = true
     )
     assert (member.discount_bp, list(member.sell_store_codes)) == (250, ["S1", "S2"])
     assert (month.kind, month.valid_months) == (config_pb2.TIMED_CARD, 1)
+    # renew_fee absent: renewals cost the issue fee (unset); "0": free renewals (set to 0)
+    assert (month.HasField("renew_fee_fen"), month.issue_fee_fen) == (False, 30_000)
+    assert (season.HasField("renew_fee_fen"), season.renew_fee_fen) == (True, 0)
+    assert (year.renew_fee_fen, year.issue_fee_fen) == (250_050, 0)
+    dumped = dumps_config(config)
+    assert 'renew_fee = "0"' in dumped and 'renew_fee = "2500.50"' in dumped
+    assert dumped.count("renew_fee") == 2
     (package,) = config.packages
     assert (package.price_fen, package.valid_days) == (88000, 90)
     assert [(i.item_code, i.uses) for i in package.items] == [("wash", 5)]
@@ -511,6 +538,12 @@ def test_card_section_refusals() -> None:
     )
     assert one_problem(base + 'kind = "timed"\npin_required = "yes"\n') == (
         "card_types[0].pin_required: must be true or false, not a string"
+    )
+    assert one_problem(base + 'kind = "timed"\nrenew_fee = 25.5\n').startswith(
+        "card_types[0].renew_fee: is a TOML float"
+    )
+    assert one_problem(base + 'kind = "timed"\nrenew_fee = "-1"\n').startswith(
+        "card_types[0].renew_fee:"
     )
     assert one_problem(base + 'kind = "timed"\nsell_stores = "S1"\n') == (
         "card_types[0].sell_stores: must be an array of strings, not a string"

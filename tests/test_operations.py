@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import time
 import urllib.request
 
 import grpc
@@ -12,7 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from client import Client, error_reason
 from conftest import RunningServer
-from engine.proto import admin_pb2, admin_pb2_grpc
+from engine.proto import admin_pb2, admin_pb2_grpc, common_pb2, transaction_pb2
+
+REPLAYED = ("mms-replayed", "1")
 
 
 def scrape(server: RunningServer) -> dict[str, dict]:
@@ -49,11 +54,11 @@ def test_metrics_count_rpcs_by_method_and_code(
     handled = "grpc_server_handled"
     assert sample(families, handled, "grpc_server_handled_total", grpc_code="OK", **checkout) == 3
     failed = sample(
-        families, handled, "grpc_server_handled_total", grpc_code="FAILED_PRECONDITION", **checkout
+        families, handled, "grpc_server_handled_total", grpc_code="FailedPrecondition", **checkout
     )
     assert failed == 1
     get = dict(grpc_service="mms.v1.MemberService", grpc_method="GetMember")
-    assert sample(families, handled, "grpc_server_handled_total", grpc_code="NOT_FOUND", **get) == 1
+    assert sample(families, handled, "grpc_server_handled_total", grpc_code="NotFound", **get) == 1
     assert sample(families, "grpc_server_started", "grpc_server_started_total", **checkout) == 4
     seconds = "grpc_server_handling_seconds"
     assert sample(families, seconds, seconds + "_count", **checkout) == 4
@@ -70,6 +75,37 @@ def test_metrics_count_rpcs_by_method_and_code(
     assert 0 < used < size
     labels = {k for f in families.values() for s in f.samples for k in s.labels}
     assert labels <= {"grpc_type", "grpc_service", "grpc_method", "grpc_code", "le"}
+
+
+def test_retries_are_marked_and_counted(server: RunningServer, channel: grpc.Channel) -> None:
+    client = Client(channel)
+    client.apply()
+    client.register("13800138000")
+    client.recharge(10_000, phone="13800138000", request_id="pos1-r1")
+    request = transaction_pb2.CheckoutRequest(
+        request_id="pos1-c1",
+        member=common_pb2.MemberRef(phone="13800138000"),
+        list_amount_fen=1_000,
+        tenders=[common_pb2.Tender(method=common_pb2.STORED_VALUE, take_rest=True)],
+    )
+    checkout = client.transactions.Checkout
+    first, call = checkout.with_call(request, timeout=10, metadata=client.metadata)
+    assert REPLAYED not in call.trailing_metadata()
+    again, call = checkout.with_call(request, timeout=10, metadata=client.metadata)
+    assert again == first and REPLAYED in call.trailing_metadata()
+    # A refusal given again is marked too: the POS knows the retry changed nothing.
+    request.request_id, request.list_amount_fen = "pos1-c2", 1_000_000
+    for replayed in (False, True):
+        with pytest.raises(grpc.RpcError) as caught:
+            checkout(request, timeout=10, metadata=client.metadata)
+        assert error_reason(caught.value) == "INSUFFICIENT_BALANCE"
+        assert (REPLAYED in caught.value.trailing_metadata()) == replayed
+    assert client.get(phone="13800138000").balances.principal_fen == 9_000
+
+    families = scrape(server)
+    replays = "mms_requests_replayed"
+    labels = dict(grpc_service="mms.v1.TransactionService", grpc_method="Checkout")
+    assert sample(families, replays, replays + "_total", **labels) == 2
 
 
 def test_health_and_reflection(server: RunningServer, channel: grpc.Channel) -> None:
@@ -95,6 +131,42 @@ def test_health_and_reflection(server: RunningServer, channel: grpc.Channel) -> 
     assert answer.file_descriptor_response.file_descriptor_proto
 
 
+def test_health_watchers_hold_no_worker_thread(server: RunningServer) -> None:
+    """Load balancers keep Watch streams open for good. More of them than the server has
+    worker threads must not starve the calls cashiers make; when they end, they are
+    counted like any RPC."""
+    watchers = 80  # the server has 64 workers
+    with server.channel() as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        streams = [
+            health.Watch(health_pb2.HealthCheckRequest(), timeout=60) for _ in range(watchers)
+        ]
+        try:
+            for stream in streams:
+                assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+            client = Client(channel)
+            client.apply()
+            assert client.register("13800138000").member.member_id == 1
+        finally:
+            for stream in streams:
+                stream.cancel()
+    watch = dict(grpc_service="grpc.health.v1.Health", grpc_method="Watch")
+    handled = "grpc_server_handled_total"
+    deadline = time.monotonic() + 10
+    while True:  # the server hears of each cancellation on its own time
+        families = scrape(server)
+        try:
+            ended = sample(families, "grpc_server_handled", handled, grpc_code="Canceled", **watch)
+        except AssertionError:
+            ended = 0
+        if ended == watchers or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert ended == watchers
+    started = sample(families, "grpc_server_started", "grpc_server_started_total", **watch)
+    assert started == watchers
+
+
 def test_sigterm_exits_cleanly_and_says_so(server: RunningServer) -> None:
     assert server.stop() == 0
     output = "".join(server.output)
@@ -113,6 +185,29 @@ def test_backup_refuses_a_non_empty_destination(server: RunningServer, tmp_path)
             admin_pb2.BackupRequest(destination_dir=str(tmp_path / "b")), timeout=30
         )
         assert answer.size_bytes > 0 and answer.path.endswith("data.mdb")
+        # The copy holds phones, names and PIN hashes: its owner's alone.
+        assert stat.S_IMODE(os.stat(answer.path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(tmp_path / "b").st_mode) == 0o700
+
+
+def test_the_auditor_refuses_a_live_data_folder_and_reads_it_once_stopped(
+    server: RunningServer, tmp_path
+) -> None:
+    """Reading a live environment without its lock would read pages the writer reuses:
+    the auditor says to audit a backup instead, and audits the folder once stopped."""
+    from engine import audit
+
+    with server.channel() as channel:
+        client = Client(channel)
+        client.apply()
+        client.register("13800138000")
+        client.recharge(10_000, phone="13800138000")
+    with pytest.raises(audit.AuditError, match="open in a running server: audit a backup"):
+        audit.audit(str(server.data_dir))
+    assert server.stop() == 0
+    report = audit.audit(str(server.data_dir))
+    assert report.problems == []
+    assert report.totals["default"].principal_fen == 10_000
 
 
 def test_promtool_finds_nothing_to_complain_about(
@@ -218,3 +313,60 @@ def test_the_server_takes_its_time_from_a_clock_file_when_told(tmp_path) -> None
     refused = RunningServer(tmp_path / "data", ["--clock-file", str(clock)])
     with pytest.raises(RuntimeError, match="clock file .* must hold milliseconds"):
         refused.start()
+
+
+RACE_SCRIPT = """
+import sys, threading
+from engine._core import Core
+from engine.proto import config_pb2, member_pb2
+sys.path.insert(0, "tests")
+from client import DEMO_CONFIG
+
+growths = 0
+for round in range(int(sys.argv[2])):
+    core = Core(f"{sys.argv[1]}/{round}", durable=False, map_size_bytes=64 * 1024)
+    config = config_pb2.ApplyConfigRequest(request_id="config", config=DEMO_CONFIG)
+    core.submit("/mms.v1.ConfigService/ApplyConfig", "m", config.SerializeToString())
+    done = threading.Event()
+
+    def scrape():
+        while not done.is_set():
+            core.stats()
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    for chunk in range(12):
+        rows = [
+            member_pb2.RegisterMemberRequest(phone=f"13{chunk}{row:08d}", name="x" * 60)
+            for row in range(1000)
+        ]
+        request = member_pb2.ImportMembersRequest(request_id=f"import-{chunk}", rows=rows)
+        core.submit("/mms.v1.MemberService/ImportMembers", "m", request.SerializeToString())
+    done.set()
+    scraper.join()
+    growths += core.stats()["map_growths"]
+    core.close()
+print("growths", growths)
+"""
+RACE_ROUNDS = 20
+
+
+def test_scraping_metrics_while_the_map_grows(tmp_path) -> None:
+    """/metrics reads the map's size while the writer may be growing it (LMDB unmaps and
+    maps it again): the read must wait for the growth, not touch the old mapping. In a
+    child process, so that a regression (a segfault) fails this test, not the run."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    result = subprocess.run(
+        [sys.executable, "-c", RACE_SCRIPT, str(tmp_path), str(RACE_ROUNDS)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    growths = int(result.stdout.split()[-1])
+    assert growths >= 5 * RACE_ROUNDS  # 64 KiB to 12,000 members: grown again and again

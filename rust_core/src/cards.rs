@@ -1,5 +1,9 @@
 //! Cards (会员卡): records, lookups, whether a card may be used, and what it holds.
 //! The lifecycle operations (sell, report loss, replace, return ...) are in `lifecycle`.
+//!
+//! An attached card (subsidiary 附属卡, linked 关联卡 or group 团体卡) names its primary in
+//! `primary_card_id` and pays from the primary's stored value; the `subsidiaries` index
+//! lists the live ones (neither CLOSED nor REPLACED) under their primary.
 
 use heed::{RoTxn, RwTxn};
 
@@ -8,7 +12,10 @@ use crate::dates::Date;
 use crate::error::{fail, Kind, Result};
 use crate::ledger;
 use crate::proto::member_ref::Key as MemberKey;
-use crate::proto::{Card, CardEvent, CardKind, CardStatus, CardType, CardView, CountLot, Member, MemberRef};
+use crate::proto::{
+    AttachedCard, Card, CardEvent, CardKind, CardStatus, CardType, CardView, CountLot, LinkKind, Member, MemberRef,
+    MerchantConfig,
+};
 use crate::store::{self, Dbs};
 use crate::validate;
 
@@ -19,6 +26,8 @@ pub const ECARD_TYPE: &str = "ecard";
 pub const ECARD_PREFIX: char = 'E';
 /// Count-package lots listed per card view at most.
 pub const CARD_VIEW_LOTS_MAX: usize = 100;
+/// Live cards attached to one primary at most, so a primary's view lists every one.
+pub const ATTACHED_CARDS_MAX: usize = 50;
 
 pub fn builtin_ecard() -> CardType {
     CardType {
@@ -42,12 +51,16 @@ pub fn card_type(config: &Loaded, code: &str) -> Result<CardType> {
 
 /// The card type a new member gets.
 pub fn default_card_type(config: &Loaded) -> CardType {
-    let configured = &config.config;
-    if !configured.default_card_type.is_empty() {
-        return card_type(config, &configured.default_card_type).expect("validated on apply");
+    configured_default_type(&config.config).cloned().unwrap_or_else(builtin_ecard)
+}
+
+/// The configured card type a new member gets: the one `default_card_type` names, else
+/// the first stored-value type; None for the built-in e-card.
+pub fn configured_default_type(config: &MerchantConfig) -> Option<&CardType> {
+    match config.default_card_type.as_str() {
+        "" => config.card_types.iter().find(|t| t.kind == CardKind::StoredValueCard as i32),
+        code => config.card_types.iter().find(|t| t.code == code),
     }
-    let stored_value = configured.card_types.iter().find(|t| t.kind == CardKind::StoredValueCard as i32);
-    stored_value.cloned().unwrap_or_else(builtin_ecard)
 }
 
 pub fn kind_of(card_type: &CardType) -> CardKind {
@@ -122,8 +135,8 @@ pub fn create(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, mut card: Card) ->
     Ok(card)
 }
 
-/// Records that `subsidiary_id` draws on `primary_id` (附属卡), so a primary's subsidiaries
-/// are found without reading every card.
+/// Records that `subsidiary_id` (any attached card) draws on `primary_id`, so a primary's
+/// attached cards are found without reading every card.
 pub fn link_subsidiary(
     dbs: &Dbs,
     txn: &mut RwTxn<'_>,
@@ -146,7 +159,8 @@ pub fn unlink_subsidiary(
     Ok(())
 }
 
-/// The cards drawing on `primary_id`, in the order they were issued.
+/// The live cards (neither CLOSED nor REPLACED) drawing on `primary_id`, in the order they
+/// were issued.
 pub fn subsidiaries_of(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, primary_id: u64) -> Result<Vec<Card>> {
     let prefix = store::key_u64(merchant, primary_id);
     let mut ids = Vec::new();
@@ -158,6 +172,42 @@ pub fn subsidiaries_of(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, primary_id: u
     let cards: Vec<Card> = ids.into_iter().map(|id| get(dbs, txn, merchant, id)).collect::<Result<_>>()?;
     assert!(cards.iter().all(|card| card.primary_card_id == primary_id), "subsidiary index out of step");
     Ok(cards)
+}
+
+/// How an attached card draws on its primary; a record from before link kinds is a subsidiary.
+pub fn link_kind_of(card: &Card) -> LinkKind {
+    match LinkKind::try_from(card.link_kind) {
+        _ if card.primary_card_id == 0 => LinkKind::Unspecified,
+        Ok(LinkKind::Unspecified) | Err(_) => LinkKind::Subsidiary,
+        Ok(kind) => kind,
+    }
+}
+
+/// Whether a card's PIN is locked after wrong PINs (锁定): a LOCKED card, or one of any
+/// other status whose failures reached the merchant's limit. No PIN is checked then.
+pub fn pin_locked(card: &Card, attempts_max: i32) -> bool {
+    status_of(card) == CardStatus::Locked || card.pin_failures >= attempts_max
+}
+
+/// What a card is when no hold (loss, freeze, lock) is on it: ACTIVE once activated,
+/// INACTIVE before.
+pub fn base_status(card: &Card) -> CardStatus {
+    if card.activated_at_ms == 0 {
+        CardStatus::Inactive
+    } else {
+        CardStatus::Active
+    }
+}
+
+/// A card whose value may go back to its holder (退卡, 退次): ACTIVE, INACTIVE, LOST or
+/// EXPIRED. A frozen card is held, a locked one unlocked first, a closed or replaced one
+/// holds nothing; each is refused with the reason of its state.
+pub fn check_refundable(card: &Card, today: Date) -> Result<()> {
+    use CardStatus::{Active, Expired, Inactive, Lost};
+    if matches!(status_of(card), Active | Inactive | Lost | Expired) {
+        return Ok(());
+    }
+    Err(check_usable(card, today).expect_err("only ACTIVE cards are usable"))
 }
 
 /// Refuses a card that cannot pay or be paid into, saying which state it is in.
@@ -252,6 +302,10 @@ pub fn view(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, card: &Card) -> Result<C
     let mut lots = lots(dbs, txn, merchant, card.card_id)?;
     lots.retain(|lot| !lot.refunded && lot.items.iter().any(|i| i.uses_left > 0));
     lots.truncate(CARD_VIEW_LOTS_MAX);
+    let (primary_card_no, attached_cards) = match card.primary_card_id {
+        0 => (String::new(), attached_views(dbs, txn, merchant, card.card_id)?),
+        primary_id => (get(dbs, txn, merchant, primary_id)?.card_no, Vec::new()),
+    };
     Ok(CardView {
         card_id: card.card_id,
         card_no: card.card_no.clone(),
@@ -270,7 +324,27 @@ pub fn view(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, card: &Card) -> Result<C
         annual_fee_paid_until: card.annual_fee_paid_until.clone(),
         issued_at_ms: card.issued_at_ms,
         activated_at_ms: card.activated_at_ms,
+        link_kind: link_kind_of(card) as i32,
+        primary_card_no,
+        attached_cards,
+        pin_failures: card.pin_failures,
     })
+}
+
+/// The live cards drawing on a primary, as its view lists them.
+fn attached_views(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, primary_id: u64) -> Result<Vec<AttachedCard>> {
+    let mut attached = subsidiaries_of(dbs, txn, merchant, primary_id)?;
+    attached.truncate(ATTACHED_CARDS_MAX);
+    let view = |card: Card| AttachedCard {
+        card_id: card.card_id,
+        link_kind: link_kind_of(&card) as i32,
+        card_no: card.card_no,
+        member_id: card.member_id,
+        status: card.status,
+        spending_limit_fen: card.spending_limit_fen,
+        spent_fen: card.spent_fen,
+    };
+    Ok(attached.into_iter().map(view).collect())
 }
 
 /// The cards a member holds, in the order they were issued.

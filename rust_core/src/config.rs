@@ -15,6 +15,11 @@ pub const STORES_MAX: usize = 10_000;
 pub const LEVELS_MAX: usize = 16;
 pub const BONUS_RULES_MAX: usize = 32;
 pub const CONFIG_NAME_CHARS_MAX: usize = 64;
+/// A config's encoded size at most: 10,000 stores with the longest codes and names fit,
+/// and the config record and the request record answering it stay below
+/// `store::RECORD_BYTES_MAX`.
+pub const CONFIG_BYTES_MAX: usize = 3 * 1024 * 1024;
+const _: () = assert!(CONFIG_BYTES_MAX + 64 * 1024 <= store::RECORD_BYTES_MAX);
 /// 100 points per yuan is already absurdly generous.
 pub const MILLI_POINTS_PER_YUAN_MAX: i64 = 100_000;
 pub const POINTS_PER_YUAN_MAX: i64 = 1_000_000;
@@ -64,14 +69,19 @@ impl Loaded {
     }
 
     pub fn pin_attempts_max(&self) -> i32 {
-        match self.config.pin_attempts_max {
-            0 => crate::pin::PIN_ATTEMPTS_MAX_DEFAULT,
-            configured => configured,
-        }
+        pin_attempts_max(&self.config)
     }
 
     pub fn spend_order(&self) -> SpendOrder {
         SpendOrder::try_from(self.config.spend_order).unwrap_or(SpendOrder::PrincipalFirst)
+    }
+}
+
+/// Wrong PINs in a row before a card's PIN locks.
+pub fn pin_attempts_max(config: &MerchantConfig) -> i32 {
+    match config.pin_attempts_max {
+        0 => crate::pin::PIN_ATTEMPTS_MAX_DEFAULT,
+        configured => configured,
     }
 }
 
@@ -149,6 +159,10 @@ fn keep_stores(previous: &MerchantConfig, config: &MerchantConfig) -> Result<()>
 }
 
 pub fn validate_config(config: &MerchantConfig) -> Result<()> {
+    let size = prost::Message::encoded_len(config);
+    if size > CONFIG_BYTES_MAX {
+        return fail(Kind::ConfigInvalid, format!("config of {size} bytes is above the limit of {CONFIG_BYTES_MAX}"));
+    }
     if config.name.chars().count() > CONFIG_NAME_CHARS_MAX {
         return fail(Kind::ConfigInvalid, format!("name is longer than {CONFIG_NAME_CHARS_MAX} characters"));
     }

@@ -5,6 +5,7 @@
 //! batch once (one fsync) and only then answers every caller. A full map aborts the batch,
 //! grows the map and runs the batch again, so nothing is half-written.
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -28,6 +29,9 @@ pub const QUEUE_CAPACITY_DEFAULT: usize = 8192;
 pub const BATCH_REQUESTS_MAX_DEFAULT: usize = 512;
 pub const MAP_SIZE_BYTES_DEFAULT: usize = 1 << 30;
 pub const MAP_SIZE_BYTES_MAX_DEFAULT: usize = 1 << 40;
+/// A backup is readable by its owner only, in a folder only its owner can enter.
+const BACKUP_FILE_MODE: u32 = 0o600;
+const BACKUP_DIR_MODE: u32 = 0o700;
 /// Times one batch may be re-run after growing the map.
 const MAP_GROWTHS_PER_BATCH_MAX: usize = 8;
 
@@ -163,6 +167,7 @@ struct Shared {
     resize_lock: RwLock<()>,
     map_size_bytes: AtomicU64,
     map_size_bytes_max: usize,
+    page_size_bytes: u64,
     stats: Stats,
     clock: Arc<dyn Clock>,
 }
@@ -170,12 +175,27 @@ struct Shared {
 enum CardRef<'a> {
     Member(Option<&'a MemberRef>),
     Number(&'a str),
+    /// The primary card the numbered (attached) card draws on.
+    PrimaryOf(&'a str),
 }
 
 struct Job {
     merchant: String,
     decoded: Decoded,
-    reply: SyncSender<Result<Vec<u8>>>,
+    reply: SyncSender<Answer>,
+}
+
+/// The engine's answer to a mutating request, and whether it is the first answer to an
+/// earlier request with the same request_id (a retry), given again.
+pub struct Answer {
+    pub result: Result<Vec<u8>>,
+    pub replayed: bool,
+}
+
+impl Answer {
+    fn new(result: Result<Vec<u8>>) -> Answer {
+        Answer { result, replayed: false }
+    }
 }
 
 pub struct Core {
@@ -190,12 +210,14 @@ impl Core {
         let (env, dbs) = store::open(&options.path, options.map_size_bytes, options.durable)?;
         crate::upgrade::run(&env, &dbs)?;
         let map_size = env.info().map_size as u64;
+        let page_size_bytes = u64::from(env.unnamed_database_stat().page_size);
         let shared = Arc::new(Shared {
             env,
             dbs,
             resize_lock: RwLock::new(()),
             map_size_bytes: AtomicU64::new(map_size),
             map_size_bytes_max: options.map_size_bytes_max.max(options.map_size_bytes),
+            page_size_bytes,
             stats: Stats::default(),
             clock: options.clock,
         });
@@ -222,10 +244,26 @@ impl Core {
 
     /// Runs a mutating request through the writer; answers after its batch is durable.
     pub fn submit(&self, method_name: &str, merchant: &str, request: &[u8]) -> Result<Vec<u8>> {
-        let method = Method::from_name(method_name)?;
+        self.submit_answer(method_name, merchant, request).result
+    }
+
+    /// `submit`, telling also whether the answer was given before to the same request_id.
+    pub fn submit_answer(&self, method_name: &str, merchant: &str, request: &[u8]) -> Answer {
+        let method = match Method::from_name(method_name) {
+            Ok(method) => method,
+            Err(error) => return Answer::new(Err(error)),
+        };
         if !method.is_mutation() {
-            return self.query(method_name, merchant, request);
+            return Answer::new(self.query(method_name, merchant, request));
         }
+        match self.prepare(method, merchant, request) {
+            Ok(decoded) => self.run_in_writer(merchant, decoded),
+            Err(error) => Answer::new(Err(error)),
+        }
+    }
+
+    /// Decodes and checks a mutating request on the caller's thread, hashing its PINs.
+    fn prepare(&self, method: Method, merchant: &str, request: &[u8]) -> Result<Decoded> {
         validate::merchant_id(merchant)?;
         let mut decoded = dispatch::decode(method, request)?;
         decoded.pin = self.check_pin(merchant, &decoded)?;
@@ -234,20 +272,26 @@ impl Core {
             Body::ChangePin(r) if !r.new_pin.is_empty() => Some(crate::pin::NewPin::from_plain(&r.new_pin)?),
             _ => None,
         };
+        Ok(decoded)
+    }
+
+    fn run_in_writer(&self, merchant: &str, decoded: Decoded) -> Answer {
         let sender = match &*self.sender.lock().expect("lock") {
             Some(sender) => sender.clone(),
-            None => return fail(Kind::ShuttingDown, "the engine is shutting down"),
+            None => return Answer::new(fail(Kind::ShuttingDown, "the engine is shutting down")),
         };
         let (reply, answer) = mpsc::sync_channel(1);
         let job = Job { merchant: merchant.to_owned(), decoded, reply };
         match sender.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                return fail(Kind::QueueFull, "the writer queue is full; retry with the same request_id")
+                return Answer::new(fail(Kind::QueueFull, "the writer queue is full; retry with the same request_id"))
             }
-            Err(TrySendError::Disconnected(_)) => return fail(Kind::ShuttingDown, "the engine is shutting down"),
+            Err(TrySendError::Disconnected(_)) => {
+                return Answer::new(fail(Kind::ShuttingDown, "the engine is shutting down"))
+            }
         }
-        answer.recv().unwrap_or_else(|_| fail(Kind::ShuttingDown, "the writer stopped before answering"))
+        answer.recv().unwrap_or_else(|_| Answer::new(fail(Kind::ShuttingDown, "the writer stopped before answering")))
     }
 
     /// Checks a PIN the request carries against the card's stored hash, here on the
@@ -258,38 +302,63 @@ impl Core {
             Body::Checkout(r) if !r.pin.is_empty() => (&r.pin, CardRef::Member(r.member.as_ref())),
             Body::BuyPackage(r) if !r.pin.is_empty() => (&r.pin, CardRef::Number(&r.card_no)),
             Body::ChangePin(r) if !r.old_pin.is_empty() => (&r.old_pin, CardRef::Number(&r.card_no)),
+            Body::IssueCard(r) if !r.primary_pin.is_empty() && !r.primary_card_no.is_empty() => {
+                (&r.primary_pin, CardRef::Number(&r.primary_card_no))
+            }
+            Body::ReturnCard(r) if !r.pin.is_empty() => (&r.pin, CardRef::Number(&r.card_no)),
+            Body::RefundPackage(r) if !r.pin.is_empty() => (&r.pin, CardRef::Number(&r.card_no)),
+            Body::SetSpendingLimit(r) if !r.primary_pin.is_empty() => (&r.primary_pin, CardRef::PrimaryOf(&r.card_no)),
             _ => return Ok(None),
         };
-        crate::pin::check_format(pin)?;
         let shared = self.shared()?;
-        let card = {
+        let (card, locked) = {
             let _no_resize = shared.resize_lock.read().expect("lock");
             let txn = shared.env.read_txn()?;
-            match card_ref {
-                CardRef::Member(reference) => {
-                    crate::cards::resolve(&shared.dbs, &txn, merchant, reference, shared.clock.now_ms())?.1
-                }
-                CardRef::Number(card_no) => crate::cards::find_by_number(&shared.dbs, &txn, merchant, card_no)?,
+            let dbs = &shared.dbs;
+            // A retry gets its first answer from the writer, whatever its PIN and whatever
+            // became of the card since: nothing to check, nothing to refuse here.
+            if dispatch::replay(dbs, &txn, merchant, decoded)?.is_some() {
+                return Ok(None);
             }
+            crate::pin::check_format(pin)?;
+            let found = match card_ref {
+                CardRef::Member(reference) => {
+                    crate::cards::resolve(dbs, &txn, merchant, reference, shared.clock.now_ms()).map(|f| f.1)
+                }
+                CardRef::Number(card_no) => crate::cards::find_by_number(dbs, &txn, merchant, card_no),
+                CardRef::PrimaryOf(card_no) => match crate::cards::find_by_number(dbs, &txn, merchant, card_no) {
+                    // No primary to ask: the writer refuses it.
+                    Ok(attached) if attached.primary_card_id == 0 => return Ok(None),
+                    Ok(attached) => crate::cards::get(dbs, &txn, merchant, attached.primary_card_id),
+                    Err(error) => Err(error),
+                },
+            };
+            let card = match found {
+                Ok(card) => card,
+                // The writer refuses it the same way, and keeps the refusal as the answer.
+                Err(error) if error.kind.is_deterministic() => return Ok(None),
+                Err(error) => return Err(error),
+            };
+            let locked = pin_locked(dbs, &txn, merchant, &card)?;
+            (card, locked)
         };
-        // No PIN to check, or a locked card the writer refuses anyway: skip the slow hash.
-        if card.pin_hash.is_empty() || card.status == crate::proto::CardStatus::Locked as i32 {
+        // No PIN to check, or a locked PIN the writer refuses whatever it is: no PIN is
+        // checked, not even hashed.
+        if card.pin_hash.is_empty() || locked {
             return Ok(None);
         }
         let correct = crate::pin::matches(pin, &card.pin_salt, card.pin_iterations, &card.pin_hash);
         Ok(Some(PinCheck { card_id: card.card_id, hash_seen: card.pin_hash, correct }))
     }
 
-    /// Runs a read on this thread, without waiting for the writer. Reads know the time
-    /// too (a member code expires), from the same clock as the writer.
+    /// Runs a read on this thread, without waiting for the writer.
     pub fn query(&self, method_name: &str, merchant: &str, request: &[u8]) -> Result<Vec<u8>> {
         let method = Method::from_name(method_name)?;
         validate::merchant_id(merchant)?;
         let shared = self.shared()?;
-        let now_ms = shared.clock.now_ms();
         let _no_resize = shared.resize_lock.read().expect("lock");
         let txn = shared.env.read_txn()?;
-        dispatch::query(&shared.dbs, &txn, merchant, method, request, now_ms)
+        dispatch::query(&shared.dbs, &txn, merchant, method, request, shared.clock.now_ms())
     }
 
     /// A compacting copy of the environment into `destination_dir/data.mdb`, taken in a
@@ -298,11 +367,26 @@ impl Core {
         let shared = self.shared()?;
         prepare_backup_dir(destination_dir)?;
         let path = destination_dir.join("data.mdb");
-        let _no_resize = shared.resize_lock.read().expect("lock");
-        let file = shared
-            .env
-            .copy_to_path(&path, CompactionOption::Enabled)
-            .map_err(|e| CoreError::new(Kind::BackupFailed, format!("copy to {} failed: {e}", path.display())))?;
+        let failed = |e: &dyn std::fmt::Display| {
+            CoreError::new(Kind::BackupFailed, format!("copy to {} failed: {e}", path.display()))
+        };
+        // Owner-only, like the live environment: the copy holds phones, names and PIN
+        // hashes. create_new: two backups into one folder cannot both write the file.
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(BACKUP_FILE_MODE)
+            .open(&path)
+            .map_err(|e| failed(&e))?;
+        let copied = {
+            let _no_resize = shared.resize_lock.read().expect("lock");
+            shared.env.copy_to_file(&mut file, CompactionOption::Enabled)
+        };
+        if let Err(error) = copied {
+            let _ = std::fs::remove_file(&path);
+            return Err(failed(&error));
+        }
         file.sync_all()
             .map_err(|e| CoreError::new(Kind::BackupFailed, format!("sync of {} failed: {e}", path.display())))?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -323,11 +407,12 @@ impl Core {
 
     pub fn map_usage(&self) -> Result<MapUsage> {
         let shared = self.shared()?;
+        // env.info() reads the meta pages, which a resize unmaps: never during one.
+        let _no_resize = shared.resize_lock.read().expect("lock");
         let info = shared.env.info();
-        let page_size = u64::from(shared.env.unnamed_database_stat().page_size);
         Ok(MapUsage {
             map_size_bytes: info.map_size as u64,
-            used_bytes: (info.last_page_number as u64 + 1) * page_size,
+            used_bytes: (info.last_page_number as u64 + 1) * shared.page_size_bytes,
         })
     }
 
@@ -362,6 +447,19 @@ impl Core {
     }
 }
 
+/// Whether a card's PIN is locked after wrong PINs (see `cards::pin_locked`); the
+/// merchant's limit is read only for a card with wrong PINs already counted.
+fn pin_locked(dbs: &Dbs, txn: &heed::RoTxn<'_>, merchant: &str, card: &crate::proto::Card) -> Result<bool> {
+    if card.status == crate::proto::CardStatus::Locked as i32 {
+        return Ok(true);
+    }
+    if card.pin_failures == 0 {
+        return Ok(false);
+    }
+    let attempts_max = crate::config::pin_attempts_max(&crate::config::read(dbs, txn, merchant)?);
+    Ok(crate::cards::pin_locked(card, attempts_max))
+}
+
 impl Drop for Core {
     fn drop(&mut self) {
         self.close();
@@ -377,7 +475,11 @@ fn prepare_backup_dir(destination_dir: &Path) -> Result<()> {
             return fail(Kind::BackupFailed, format!("{} is not empty", destination_dir.display()));
         }
     } else {
-        std::fs::create_dir_all(destination_dir).map_err(backup_error)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(BACKUP_DIR_MODE)
+            .create(destination_dir)
+            .map_err(backup_error)?;
     }
     Ok(())
 }
@@ -398,11 +500,12 @@ fn run_writer(shared: &Shared, receiver: &Receiver<Job>, batch_max: usize) {
             // A caller that gave up is no reason to stop.
             let _ = job.reply.send(answer);
         }
+        grow_map_early(shared);
     }
 }
 
 /// Runs and commits a batch, growing the map and running it again when it is full.
-fn commit_batch(shared: &Shared, cache: &mut Cache, batch: &[Job]) -> Vec<Result<Vec<u8>>> {
+fn commit_batch(shared: &Shared, cache: &mut Cache, batch: &[Job]) -> Vec<Answer> {
     for _ in 0..=MAP_GROWTHS_PER_BATCH_MAX {
         let started = Instant::now();
         match run_batch(shared, cache, batch) {
@@ -419,25 +522,26 @@ fn commit_batch(shared: &Shared, cache: &mut Cache, batch: &[Job]) -> Vec<Result
             Err(error) => {
                 cache.abort();
                 if error.kind != Kind::StorageFull || grow_map(shared).is_err() {
-                    return batch.iter().map(|_| Err(error.clone())).collect();
+                    return batch.iter().map(|_| Answer::new(Err(error.clone()))).collect();
                 }
             }
         }
     }
-    batch.iter().map(|_| fail(Kind::StorageFull, "the map could not grow enough for this batch")).collect()
+    let full = || Answer::new(fail(Kind::StorageFull, "the map could not grow enough for this batch"));
+    batch.iter().map(|_| full()).collect()
 }
 
 /// One write transaction for the whole batch; Err only for what must abort all of it.
-fn run_batch(shared: &Shared, cache: &mut Cache, batch: &[Job]) -> Result<Vec<Result<Vec<u8>>>> {
+fn run_batch(shared: &Shared, cache: &mut Cache, batch: &[Job]) -> Result<Vec<Answer>> {
     let dbs = &shared.dbs;
     let mut txn = shared.env.write_txn()?;
     let mut answers = Vec::with_capacity(batch.len());
     for job in batch {
         let now_ms = shared.clock.now_ms();
         let answer = match dispatch::replay(dbs, &txn, &job.merchant, &job.decoded) {
-            Ok(Some(first_answer)) => first_answer,
-            Err(error) => Err(error),
-            Ok(None) => run_one(shared, cache, &mut txn, job, now_ms)?,
+            Ok(Some(first_answer)) => Answer { result: first_answer, replayed: true },
+            Err(error) => Answer::new(Err(error)),
+            Ok(None) => Answer::new(run_one(shared, cache, &mut txn, job, now_ms)?),
         };
         answers.push(answer);
     }
@@ -475,21 +579,53 @@ fn run_one(shared: &Shared, cache: &mut Cache, txn: &mut RwTxn<'_>, job: &Job, n
         }
         _ => error,
     };
-    dispatch::record_failure(dbs, txn, &job.merchant, now_ms, &job.decoded, &error)?;
-    Ok(Err(error))
+    match dispatch::record_failure(dbs, txn, &job.merchant, now_ms, &job.decoded, &error) {
+        Ok(()) => Ok(Err(error)),
+        // Only a fault of the store aborts the batch; a record that cannot be kept for
+        // any other reason leaves this refusal unrecorded, and the others go on.
+        Err(fault) if fault.kind == Kind::StorageFull || fault.status() == crate::error::Status::Internal => Err(fault),
+        Err(_) => Ok(Err(error)),
+    }
 }
 
+/// Grows a full map, waiting for readers and backups to finish their transactions.
 fn grow_map(shared: &Shared) -> Result<()> {
     let current = shared.map_size_bytes.load(Ordering::SeqCst) as usize;
     if current >= shared.map_size_bytes_max {
         return fail(Kind::StorageFull, "the map is at its maximum size");
     }
+    let _alone = shared.resize_lock.write().expect("lock");
+    resize(shared, current)
+}
+
+/// Grows the map once half of it is used, but only when no reader or backup holds a
+/// transaction: waiting for the lock would make every new read wait behind a long backup.
+/// So a full map (which must wait) is rare.
+fn grow_map_early(shared: &Shared) {
+    let current = shared.map_size_bytes.load(Ordering::SeqCst) as usize;
+    if current >= shared.map_size_bytes_max {
+        return;
+    }
+    // Only this thread resizes, so it may read the meta pages without the lock.
+    let used_bytes = (shared.env.info().last_page_number as u64 + 1) * shared.page_size_bytes;
+    if used_bytes.saturating_mul(2) < current as u64 {
+        return;
+    }
+    let Ok(_alone) = shared.resize_lock.try_write() else {
+        return; // a reader or a backup is in: after a later batch
+    };
+    // A failed early growth changes nothing; a full map later says so.
+    let _ = resize(shared, current);
+}
+
+/// Doubles the map (up to its maximum). The caller holds the resize lock alone.
+fn resize(shared: &Shared, current: usize) -> Result<()> {
     let page = 4096 * 16;
     let target = current.saturating_mul(2).min(shared.map_size_bytes_max);
     let target = target.div_ceil(page) * page;
-    let _alone = shared.resize_lock.write().expect("lock");
     // SAFETY: the writer is this thread and has no transaction open; readers and backups
-    // hold the resize lock shared for the whole life of their transactions, so none is open.
+    // hold the resize lock shared for the whole life of their transactions, and the
+    // caller holds it alone, so none is open.
     unsafe { shared.env.resize(target) }?;
     shared.map_size_bytes.store(target as u64, Ordering::SeqCst);
     shared.stats.map_growths.fetch_add(1, Ordering::Relaxed);

@@ -101,10 +101,18 @@ impl Date {
         Date { year, month, day: self.day.min(days_in_month(year, month)) }
     }
 
-    /// The last valid day of a card valid `months` from this (activation) day: a month
-    /// card activated on Jan 15 is valid through Feb 14; on Jan 31, through Feb 27 (28).
+    /// The last valid day of a card valid `months` from this (activation) day, by the
+    /// civil-law rule (PRC Civil Code art. 203, and the common-law month): the day before
+    /// the same date `months` later; when that month has no such date, its last day. A
+    /// month card from Jan 15 runs through Feb 14; from Jan 28 through Feb 27; from Jan 29,
+    /// 30 or 31 through Feb 28 (from Jan 30 or 31 through Feb 29 in a leap year). A year
+    /// card from Feb 29 runs through Feb 28, one from Feb 28 through Feb 27.
     pub fn valid_through(self, months: i32) -> Date {
-        self.add_months(months).add_days(-1)
+        let same_day = self.add_months(months);
+        if same_day.day < self.day {
+            return same_day; // clamped: the month has no such date, so its last day
+        }
+        same_day.add_days(-1)
     }
 
     pub fn format(self) -> String {
@@ -143,11 +151,77 @@ mod tests {
     #[test]
     fn timed_cards_run_through_the_day_before() {
         assert_eq!(date("2026-01-15").valid_through(1), date("2026-02-14")); // 月卡
-        assert_eq!(date("2026-01-31").valid_through(1), date("2026-02-27"));
-        assert_eq!(date("2026-11-30").valid_through(3), date("2027-02-27")); // 季卡
-        assert_eq!(date("2028-02-29").valid_through(12), date("2029-02-27")); // 年卡
+        assert_eq!(date("2026-11-30").valid_through(3), date("2027-02-28")); // 季卡: no Feb 30
         assert_eq!(date("2026-03-01").valid_through(36), date("2029-02-28")); // 三年卡
         assert_eq!(date("2027-03-01").valid_through(12), date("2028-02-29"));
+        assert_eq!(date("2026-12-31").valid_through(1), date("2027-01-30"));
+        assert_eq!(date("2026-12-01").valid_through(1), date("2026-12-31"));
+        assert_eq!(date("2026-01-01").valid_through(12), date("2026-12-31"));
+    }
+
+    #[test]
+    fn month_cards_from_every_end_of_january() {
+        for (from, common_year, leap_year) in [
+            ("01-27", "02-26", "02-26"),
+            ("01-28", "02-27", "02-27"),
+            ("01-29", "02-28", "02-28"),
+            ("01-30", "02-28", "02-29"),
+            ("01-31", "02-28", "02-29"),
+        ] {
+            assert_eq!(date(&format!("2026-{from}")).valid_through(1), date(&format!("2026-{common_year}")), "{from}");
+            assert_eq!(date(&format!("2028-{from}")).valid_through(1), date(&format!("2028-{leap_year}")), "{from}");
+        }
+    }
+
+    #[test]
+    fn month_cards_from_every_month_end() {
+        // (from, through) for one month, from each month's last days of a common year.
+        for (from, through) in [
+            ("2026-02-27", "2026-03-26"),
+            ("2026-02-28", "2026-03-27"),
+            ("2026-03-30", "2026-04-29"),
+            ("2026-03-31", "2026-04-30"),
+            ("2026-04-30", "2026-05-29"),
+            ("2026-05-31", "2026-06-30"),
+            ("2026-06-30", "2026-07-29"),
+            ("2026-07-31", "2026-08-30"),
+            ("2026-08-31", "2026-09-30"),
+            ("2026-09-30", "2026-10-29"),
+            ("2026-10-31", "2026-11-30"),
+            ("2026-11-30", "2026-12-29"),
+            ("2026-12-31", "2027-01-30"),
+            ("2028-02-28", "2028-03-27"),
+            ("2028-02-29", "2028-03-28"),
+        ] {
+            assert_eq!(date(from).valid_through(1), date(through), "{from}");
+        }
+    }
+
+    #[test]
+    fn year_cards_across_leap_days() {
+        assert_eq!(date("2028-02-29").valid_through(12), date("2029-02-28")); // 年卡
+        assert_eq!(date("2028-02-28").valid_through(12), date("2029-02-27"));
+        assert_eq!(date("2027-02-28").valid_through(12), date("2028-02-27"));
+        assert_eq!(date("2028-02-29").valid_through(48), date("2032-02-28"));
+        assert_eq!(date("2028-02-29").valid_through(24), date("2030-02-28"));
+        assert_eq!(date("2028-03-01").valid_through(12), date("2029-02-28"));
+        assert_eq!(date("2100-02-28").valid_through(12), date("2101-02-27")); // 2100 is no leap year
+    }
+
+    #[test]
+    fn a_later_start_never_ends_earlier() {
+        let mut previous = Date::parse("2026-01-01").unwrap().valid_through(1);
+        for offset in 1..(366 * 4) {
+            let start = date("2026-01-01").add_days(offset);
+            for months in [1, 3, 12] {
+                let through = start.valid_through(months);
+                assert!(through >= start, "{start:?} + {months}");
+                if months == 1 {
+                    assert!(through >= previous, "{start:?}");
+                    previous = through;
+                }
+            }
+        }
     }
 
     #[test]

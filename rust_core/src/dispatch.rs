@@ -51,7 +51,8 @@ macro_rules! methods {
                     let request: $request = decode_as(bytes)?;
                     let mut canonical = request.clone();
                     canonical.scrub_secrets();
-                    Ok((request.request_id.clone(), canonical.encode_to_vec(), Body::$mutation(request)))
+                    let digest = request_digest(&canonical.encode_to_vec());
+                    Ok((request.request_id.clone(), digest, Body::$mutation(request)))
                 })*
                 $(Method::$read => unreachable!("reads are not decoded for the writer"),)*
             }
@@ -78,6 +79,7 @@ methods! {
         BuyPackage: BuyPackageRequest => "/mms.v1.CardService/BuyPackage",
         RefundPackage: RefundPackageRequest => "/mms.v1.CardService/RefundPackage",
         RunCardMaintenance: RunCardMaintenanceRequest => "/mms.v1.CardService/RunCardMaintenance",
+        SetSpendingLimit: SetSpendingLimitRequest => "/mms.v1.CardService/SetSpendingLimit",
     }
     reads {
         GetConfig => "/mms.v1.ConfigService/GetConfig",
@@ -92,9 +94,9 @@ methods! {
     }
 }
 
-/// Request records keep a request's canonical form to recognise retries; PINs never go
-/// into them (nor into backups): they are cleared first. A retry that differs only in its
-/// PIN is taken as the same request and answered the same.
+/// Request records keep a digest of a request's canonical form to recognise retries;
+/// PINs never go into it: they are cleared first. A retry that differs only in its PIN is
+/// taken as the same request and answered the same.
 trait ScrubSecrets {
     fn scrub_secrets(&mut self) {}
 }
@@ -107,10 +109,8 @@ impl ScrubSecrets for ImportMembersRequest {}
 impl ScrubSecrets for RechargeRequest {}
 impl ScrubSecrets for CardActionRequest {}
 impl ScrubSecrets for ReplaceCardRequest {}
-impl ScrubSecrets for ReturnCardRequest {}
 impl ScrubSecrets for RenewCardRequest {}
 impl ScrubSecrets for ChargeAnnualFeeRequest {}
-impl ScrubSecrets for RefundPackageRequest {}
 impl ScrubSecrets for RunCardMaintenanceRequest {}
 
 impl ScrubSecrets for CheckoutRequest {
@@ -122,6 +122,25 @@ impl ScrubSecrets for CheckoutRequest {
 impl ScrubSecrets for IssueCardRequest {
     fn scrub_secrets(&mut self) {
         self.pin.clear();
+        self.primary_pin.clear();
+    }
+}
+
+impl ScrubSecrets for ReturnCardRequest {
+    fn scrub_secrets(&mut self) {
+        self.pin.clear();
+    }
+}
+
+impl ScrubSecrets for RefundPackageRequest {
+    fn scrub_secrets(&mut self) {
+        self.pin.clear();
+    }
+}
+
+impl ScrubSecrets for SetSpendingLimitRequest {
+    fn scrub_secrets(&mut self) {
+        self.primary_pin.clear();
     }
 }
 
@@ -147,11 +166,12 @@ impl Method {
     }
 }
 
-/// A mutating request decoded, with its id, canonical encoding and PIN check.
+/// A mutating request decoded, with its id, the digest of its canonical encoding and its
+/// PIN check.
 pub struct Decoded {
     pub method: Method,
     pub request_id: String,
-    canonical: Vec<u8>,
+    digest: Vec<u8>,
     pub body: Body,
     pub pin: Option<PinCheck>,
     pub new_pin: Option<crate::pin::NewPin>,
@@ -163,9 +183,28 @@ fn decode_as<M: Message + Default>(bytes: &[u8]) -> Result<M> {
 
 /// Decodes a mutating request. Runs on the caller's thread, before the writer queue.
 pub fn decode(method: Method, bytes: &[u8]) -> Result<Decoded> {
-    let (request_id, canonical, body) = decode_body(method, bytes)?;
+    let (request_id, digest, body) = decode_body(method, bytes)?;
     validate::request_id(&request_id)?;
-    Ok(Decoded { method, request_id, canonical, body, pin: None, new_pin: None })
+    Ok(Decoded { method, request_id, digest, body, pin: None, new_pin: None })
+}
+
+/// SHA-256 of a request's canonical encoding: what a request record keeps of the request,
+/// so a record stays small whatever the request's size (a 10,000-store config).
+fn request_digest(canonical: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(canonical).to_vec()
+}
+
+/// Whether a stored record was made by this request. Records written before digests
+/// (field `request`) hold the canonical encoding itself.
+fn same_request(record: &RequestRecord, decoded: &Decoded) -> bool {
+    if record.method != decoded.method.full_name() {
+        return false;
+    }
+    if record.request_sha256.is_empty() {
+        return request_digest(&record.request) == decoded.digest;
+    }
+    record.request_sha256 == decoded.digest
 }
 
 /// The first answer to this request id, if there was one; an error if the id was used for
@@ -175,7 +214,7 @@ pub fn replay(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, decoded: &Decoded) -> 
     let Some(record) = store::get_record::<RequestRecord>(&dbs.requests, txn, &key)? else {
         return Ok(None);
     };
-    if record.method != decoded.method.full_name() || record.request != decoded.canonical {
+    if !same_request(&record, decoded) {
         return fail(
             Kind::RequestIdReused,
             format!("request_id {:?} was already used for a different request", decoded.request_id),
@@ -233,6 +272,7 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
         Body::BuyPackage(r) => encoded(packages::buy(&context, txn, r)?),
         Body::RefundPackage(r) => encoded(packages::refund(&context, txn, r)?),
         Body::RunCardMaintenance(r) => (maintenance(writer.env, &context, txn, r)?.encode_to_vec(), 0),
+        Body::SetSpendingLimit(r) => encoded(lifecycle::set_spending_limit(&context, txn, r)?),
     };
     finish(dbs, txn, merchant, now_ms, decoded, response, seq)
 }
@@ -252,7 +292,7 @@ fn finish(
 ) -> Result<Vec<u8>> {
     let record = RequestRecord {
         method: decoded.method.full_name().to_owned(),
-        request: decoded.canonical.clone(),
+        request_sha256: decoded.digest.clone(),
         response: response.clone(),
         at_ms: now_ms,
         ledger_seq,
@@ -314,41 +354,70 @@ fn maintenance(
     };
     let found = lifecycle::cards_after(context.dbs, txn, context.merchant, request.after_card_id, limit + 1)?;
     let mut response = RunCardMaintenanceResponse::default();
-    let today = context.today();
     for card in found.iter().take(limit) {
         response.cards_seen += 1;
-        let id = |what: &str| format!("{}/{what}/{}", request.request_id, card.card_id);
-        if lifecycle::is_past_expiry(card, today) {
-            let expire = CardActionRequest {
-                request_id: id("expire"),
-                card_no: card.card_no.clone(),
-                action: CardAction::Expire as i32,
-                ..Default::default()
-            };
-            if nested(env, txn, |nested| lifecycle::apply_action(context, nested, &expire))?.is_ok() {
-                response.expired += 1;
-            }
-            continue;
-        }
-        let charge = ChargeAnnualFeeRequest { request_id: id("annual-fee"), card_no: card.card_no.clone() };
-        match nested(env, txn, |nested| lifecycle::charge_annual_fee(context, nested, &charge))? {
-            Ok((charged, _)) => {
-                response.annual_fees_charged += 1;
-                response.annual_fees_fen += charged.fee_fen;
-            }
-            Err(error) if error.kind == Kind::InsufficientBalance => {
-                response.annual_fees_short += 1;
-                if response.short_card_nos.len() < SHORT_CARDS_LISTED_MAX {
-                    response.short_card_nos.push(card.card_no.clone());
-                }
-            }
-            Err(_) => {}
-        }
+        maintain(env, context, txn, &request.request_id, card, &mut response)?;
     }
     if found.len() > limit {
         response.next_after_card_id = found[limit - 1].card_id;
     }
     Ok(response)
+}
+
+/// One card of the daily run: expired when it has run out (past its date, or a trial card
+/// with no uses left), else its annual fee charged
+/// from principal when due (counted short when it cannot be).
+fn maintain(
+    env: &Env<WithoutTls>,
+    context: &Context<'_>,
+    txn: &mut RwTxn<'_>,
+    run_request_id: &str,
+    card: &Card,
+    response: &mut RunCardMaintenanceResponse,
+) -> Result<()> {
+    let today = context.today();
+    let request_id = |what: &str| format!("{run_request_id}/{what}/{}", card.card_id);
+    // Card types are never removed (config::apply refuses it); a card without one is left alone.
+    let Ok(card_type) = crate::cards::card_type(context.config, &card.card_type) else {
+        return Ok(());
+    };
+    if lifecycle::is_due_to_expire(card, &card_type, today) {
+        let expire = CardActionRequest {
+            request_id: request_id("expire"),
+            card_no: card.card_no.clone(),
+            action: CardAction::Expire as i32,
+            ..Default::default()
+        };
+        if nested(env, txn, |nested| lifecycle::apply_action(context, nested, &expire))?.is_ok() {
+            response.expired += 1;
+        }
+        return Ok(());
+    }
+    let due = crate::cards::check_usable(card, today).is_ok()
+        && crate::annual_fee::due_year(card, &card_type, context.config, today).is_ok();
+    if !due {
+        return Ok(());
+    }
+    let charge = ChargeAnnualFeeRequest {
+        request_id: request_id("annual-fee"),
+        card_no: card.card_no.clone(),
+        tenders: vec![Tender { method: PaymentMethod::StoredValue as i32, take_rest: true, ..Default::default() }],
+        store_code: card.store_code.clone(),
+        staff_code: String::new(),
+    };
+    match nested(env, txn, |nested| lifecycle::charge_annual_fee(context, nested, &charge))? {
+        Ok((charged, _)) => {
+            response.annual_fees_charged += 1;
+            response.annual_fees_fen += charged.fee_fen;
+        }
+        Err(_) => {
+            response.annual_fees_short += 1;
+            if response.short_card_nos.len() < SHORT_CARDS_LISTED_MAX {
+                response.short_card_nos.push(card.card_no.clone());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs `operation` in a nested transaction: kept on success, rolled back on a
@@ -383,7 +452,7 @@ pub fn record_failure(
 ) -> Result<()> {
     let record = RequestRecord {
         method: decoded.method.full_name().to_owned(),
-        request: decoded.canonical.clone(),
+        request_sha256: decoded.digest.clone(),
         error_reason: error.reason().to_owned(),
         error_message: error.message.clone(),
         at_ms: now_ms,
@@ -392,7 +461,8 @@ pub fn record_failure(
     store::put_record(&dbs.requests, txn, &store::key(merchant, decoded.request_id.as_bytes()), &record)
 }
 
-/// Serves a read on the caller's thread at the server's time `now_ms`.
+/// Serves a read on the caller's thread; `now_ms` says which day and time it is (which
+/// count-card lots are still usable, whether a member code has expired).
 pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, method: Method, bytes: &[u8], now_ms: i64) -> Result<Vec<u8>> {
     Ok(match method {
         Method::GetConfig => {

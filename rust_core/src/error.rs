@@ -103,6 +103,9 @@ pub enum Kind {
     BackupFailed,
     Storage,
     CorruptRecord,
+    LinkInvalid,
+    TooManyAttachedCards,
+    AnnualFeeDue,
     StoreInUse,
     AttributeInUse,
     StaffCodeRequired,
@@ -111,7 +114,7 @@ pub enum Kind {
 }
 
 /// Every kind, for reverse lookup of stored reasons and for exhaustive tests.
-pub const ALL_KINDS: [Kind; 73] = [
+pub const ALL_KINDS: [Kind; 76] = [
     Kind::MalformedRequest,
     Kind::UnknownMethod,
     Kind::RequestIdInvalid,
@@ -180,6 +183,9 @@ pub const ALL_KINDS: [Kind; 73] = [
     Kind::BackupFailed,
     Kind::Storage,
     Kind::CorruptRecord,
+    Kind::LinkInvalid,
+    Kind::TooManyAttachedCards,
+    Kind::AnnualFeeDue,
     Kind::StoreInUse,
     Kind::AttributeInUse,
     Kind::StaffCodeRequired,
@@ -258,6 +264,9 @@ impl Kind {
             Kind::BackupFailed => "BACKUP_FAILED",
             Kind::Storage => "STORAGE_ERROR",
             Kind::CorruptRecord => "CORRUPT_RECORD",
+            Kind::LinkInvalid => "LINK_INVALID",
+            Kind::TooManyAttachedCards => "TOO_MANY_ATTACHED_CARDS",
+            Kind::AnnualFeeDue => "ANNUAL_FEE_DUE",
             Kind::StoreInUse => "STORE_IN_USE",
             Kind::AttributeInUse => "ATTRIBUTE_IN_USE",
             Kind::StaffCodeRequired => "STAFF_CODE_REQUIRED",
@@ -336,6 +345,9 @@ impl Kind {
             Kind::BackupFailed => Status::FailedPrecondition,
             Kind::Storage => Status::Internal,
             Kind::CorruptRecord => Status::Internal,
+            Kind::LinkInvalid => Status::FailedPrecondition,
+            Kind::TooManyAttachedCards => Status::FailedPrecondition,
+            Kind::AnnualFeeDue => Status::FailedPrecondition,
             Kind::StoreInUse => Status::FailedPrecondition,
             Kind::AttributeInUse => Status::FailedPrecondition,
             Kind::StaffCodeRequired => Status::InvalidArgument,

@@ -2,6 +2,7 @@
 //! the double-entry ledger, on LMDB. No Python here: `rust_core/binding` is the one place
 //! that knows Python exists, and `cargo test` runs everything below without it.
 
+pub mod annual_fee;
 pub mod cards;
 pub mod config;
 pub mod core;

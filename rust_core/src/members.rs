@@ -3,8 +3,8 @@
 
 use heed::{RoTxn, RwTxn};
 
-use crate::cards;
 use crate::config::Loaded;
+use crate::dates::{Date, UTC_OFFSET_MINUTES_DEFAULT};
 use crate::error::{fail, CoreError, Kind, Result};
 use crate::ledger;
 use crate::proto::member_ref::Key as MemberKey;
@@ -13,7 +13,7 @@ use crate::proto::{
     RegisterMemberResponse,
 };
 use crate::store::{self, Dbs};
-use crate::validate;
+use crate::{cards, packages, validate};
 
 /// Registers a member and issues their first card: the number given, or an e-card
 /// number made from the member id. The card is active at once and is the default card.
@@ -34,6 +34,16 @@ pub fn register(
         "" => cards::default_card_type(config),
         code => cards::card_type(config, code)?,
     };
+    if card_type.pin_required {
+        // A registration carries no PIN; such a card would wait for whoever sets one first.
+        return fail(
+            Kind::PinRequired,
+            format!(
+                "card type {:?} asks for a PIN: register with another type, then sell it with IssueCard",
+                card_type.code
+            ),
+        );
+    }
     let store_code = config.store_code(&request.store_code)?.to_owned();
     let phone_key = store::key(merchant, phone.as_bytes());
     if dbs.phones.get(txn, &phone_key)?.is_some() {
@@ -108,8 +118,9 @@ pub fn find(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, reference: Option<&Membe
     by_id(dbs, txn, merchant, member_id)
 }
 
-/// Principal and bonus over the member's own cards, and the member's points.
-pub fn balances(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, member_id: u64) -> Result<Balances> {
+/// Principal, bonus and count-card uses usable `today` over the member's own cards, and
+/// the member's points.
+pub fn balances(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, member_id: u64, today: Date) -> Result<Balances> {
     let mut balances = Balances {
         points: ledger::balance(dbs, txn, merchant, &ledger::member_points(member_id))?,
         ..Default::default()
@@ -118,10 +129,13 @@ pub fn balances(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, member_id: u64) -> R
         let (principal, bonus) = cards::stored_value(dbs, txn, merchant, card.card_id)?;
         balances.principal_fen += principal;
         balances.bonus_fen += bonus;
+        packages::add_uses_left(&mut balances.uses, &cards::lots(dbs, txn, merchant, card.card_id)?, today)?;
     }
     Ok(balances)
 }
 
+/// A member with their cards and balances as of `now_ms` (which lots are still usable,
+/// whether a member code has expired).
 pub fn get(
     dbs: &Dbs,
     txn: &RoTxn<'_>,
@@ -131,17 +145,22 @@ pub fn get(
 ) -> Result<GetMemberResponse> {
     let member = find(dbs, txn, merchant, request.member.as_ref(), now_ms)?;
     let config = crate::config::read(dbs, txn, merchant)?;
+    let today = Date::at(now_ms, config.utc_offset_minutes.unwrap_or(UTC_OFFSET_MINUTES_DEFAULT));
     let level_name =
         config.levels.iter().find(|l| l.code == member.level_code).map(|l| l.name.clone()).unwrap_or_default();
     let mut views = Vec::new();
     for card in cards::of_member(dbs, txn, merchant, member.member_id)? {
         views.push(cards::view(dbs, txn, merchant, &card)?);
     }
-    // The same sums as `balances`, from the views just read.
-    let balances = Balances {
+    // The same sums as `balances`, from the views just read (which list every lot with uses left).
+    let mut balances = Balances {
         principal_fen: views.iter().map(|view| view.principal_fen).sum(),
         bonus_fen: views.iter().map(|view| view.bonus_fen).sum(),
         points: ledger::balance(dbs, txn, merchant, &ledger::member_points(member.member_id))?,
+        uses: Vec::new(),
     };
+    for view in &views {
+        packages::add_uses_left(&mut balances.uses, &view.lots, today)?;
+    }
     Ok(GetMemberResponse { member: Some(member), balances: Some(balances), level_name, cards: views })
 }

@@ -14,7 +14,11 @@
 //!   the lots that expire first (lots without expiry last), then the oldest lot.
 //! - An expired lot keeps its value as deferred revenue and is still refundable at the
 //!   unit price (prepaid value belongs to the customer; nothing in STORAGE.md recognises
-//!   breakage). Refunds are also allowed on an expired card.
+//!   breakage). Refunds are allowed on the cards a return (退卡) takes: ACTIVE, INACTIVE,
+//!   LOST and EXPIRED ones (`cards::check_refundable`), so a lost card's packages can be
+//!   refunded before the card is returned.
+//! - A refund paid out of the drawer (not back onto the card) from a card with a PIN needs
+//!   the PIN, as a return does: whoever holds a found card cannot cash its packages.
 //! - The lot record keeps the price, items and expiry it was bought with: changing or
 //!   removing the package in the config later changes no lot.
 //! - A purchase is not spending: it moves no level and earns no points (invariant 7 of
@@ -32,7 +36,7 @@ use crate::ledger::{self, Journal, POSTINGS_PER_ENTRY_MAX};
 use crate::money::{self, AMOUNT_FEN_MAX, BALANCE_FEN_MAX};
 use crate::proto::*;
 use crate::store::{self, Dbs};
-use crate::transactions::{self, Context, TENDERS_MAX};
+use crate::transactions::{self, Context, Spendable, TENDERS_MAX};
 use crate::{rules, validate};
 
 /// Packages one merchant configures at most.
@@ -95,6 +99,7 @@ pub fn buy(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &BuyPackageReque
     let mut card = cards::find_by_number(dbs, txn, merchant, &request.card_no)?;
     cards::check_usable(&card, context.today())?;
     let card_type = cards::card_type(context.config, &card.card_type)?;
+    crate::annual_fee::check_paid(&card, &card_type, context.config, context.today())?;
     check_holds_packages(&card, &card_type)?;
     let package = find_package(context.config, &request.package_code)?;
     check_open_lots(dbs, txn, merchant, &card)?;
@@ -106,8 +111,11 @@ pub fn buy(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &BuyPackageReque
         );
     }
     let stored_value = cards::stored_value(dbs, txn, merchant, card.card_id)?;
-    let mut payments =
-        transactions::resolve_tenders(&request.tenders, package.price_fen, Some(stored_value.0 + stored_value.1))?;
+    let mut payments = transactions::resolve_tenders(
+        &request.tenders,
+        package.price_fen,
+        Some(Spendable::balance(stored_value.0 + stored_value.1)),
+    )?;
     let mut journal = Journal::default();
     for payment in payments.iter_mut() {
         post_payment(context, &mut journal, &mut card, &card_type, stored_value, &store_code, payment)?;
@@ -332,6 +340,24 @@ fn check_count_uses(uses: &[CountUse]) -> Result<()> {
     Ok(())
 }
 
+/// Adds the uses left of the lots usable today to `totals`, per item, kept in item order
+/// (the count-card part of a member's `Balances`).
+pub fn add_uses_left(totals: &mut Vec<ItemUsesLeft>, lots: &[CountLot], today: Date) -> Result<()> {
+    for lot in lots {
+        if !usable_on(lot, today)? {
+            continue;
+        }
+        for item in lot.items.iter().filter(|item| item.uses_left > 0) {
+            let uses_left = i64::from(item.uses_left);
+            match totals.binary_search_by(|total| total.item_code.as_str().cmp(&item.item_code)) {
+                Ok(found) => totals[found].uses_left += uses_left,
+                Err(place) => totals.insert(place, ItemUsesLeft { item_code: item.item_code.clone(), uses_left }),
+            }
+        }
+    }
+    Ok(())
+}
+
 fn usable_on(lot: &CountLot, today: Date) -> Result<bool> {
     if lot.refunded {
         return Ok(false);
@@ -410,11 +436,8 @@ pub fn refund(
     validate::staff_code(&request.staff_code)?;
     let method = refund_method(request.refund_method)?;
     let (dbs, merchant) = (context.dbs, context.merchant);
-    let card = cards::find_by_number(dbs, txn, merchant, &request.card_no)?;
-    match cards::check_usable(&card, context.today()) {
-        Err(error) if error.kind != Kind::CardExpired => return Err(error),
-        _ => {}
-    }
+    let mut card = cards::find_by_number(dbs, txn, merchant, &request.card_no)?;
+    cards::check_refundable(&card, context.today())?;
     let mut lot = find_lot(dbs, txn, merchant, &card, request.lot_id)?;
     if lot.refunded {
         return fail(Kind::InsufficientUses, format!("lot {} was already refunded (已退次)", lot.lot_id));
@@ -424,6 +447,12 @@ pub fn refund(
         return fail(Kind::InsufficientUses, format!("lot {} has no uses left to refund", lot.lot_id));
     }
     assert_lot_accounts(dbs, txn, merchant, &lot)?;
+    if method != PaymentMethod::StoredValue && !card.pin_hash.is_empty() {
+        let missing =
+            format!("card {} has a PIN: its holder gives it for a refund paid out (请输入会员密码)", card.card_no);
+        transactions::verify_pin(context, &mut card, !request.pin.is_empty(), &missing)?;
+        cards::put(dbs, txn, merchant, &card)?;
+    }
     let value_fen = value_left_fen(&lot);
     let bonus_back_fen = bonus_share_fen(&lot, value_fen);
     let paid_back_fen = value_fen - bonus_back_fen;

@@ -13,7 +13,7 @@ use crate::proto::{
 };
 use crate::rules::{self, Progress};
 use crate::store::{self, Dbs};
-use crate::{cards, members, validate};
+use crate::{annual_fee, cards, members, validate};
 
 /// A bill is paid in a handful of ways at most.
 pub const TENDERS_MAX: usize = 8;
@@ -69,6 +69,7 @@ pub fn recharge(
     let (mut member, card) = cards::resolve(dbs, txn, merchant, request.member.as_ref(), context.now_ms)?;
     cards::check_usable(&card, context.today())?;
     let card_type = cards::card_type(context.config, &card.card_type)?;
+    annual_fee::check_paid(&card, &card_type, context.config, context.today())?;
     if !cards::holds_stored_value(&card_type) {
         return fail(
             Kind::CardKindMismatch,
@@ -114,7 +115,7 @@ pub fn recharge(
     };
     let seq = journal.write(dbs, txn, merchant, entry)?;
     assert_eq!(cards::stored_value(dbs, txn, merchant, card.card_id)?.0, principal_before + amount_fen);
-    let balances = members::balances(dbs, txn, merchant, member.member_id)?;
+    let balances = members::balances(dbs, txn, merchant, member.member_id, context.today())?;
     let response = RechargeResponse {
         member_id: id,
         amount_fen,
@@ -158,21 +159,38 @@ fn buyer(context: &Context<'_>, txn: &RwTxn<'_>, reference: &MemberRef) -> Resul
     let (member, card) = cards::resolve(dbs, txn, merchant, Some(reference), context.now_ms)?;
     let today = context.today();
     cards::check_usable(&card, today)?;
+    let card_type = cards::card_type(context.config, &card.card_type)?;
+    annual_fee::check_paid(&card, &card_type, context.config, today)?;
     let payer = cards::payer(dbs, txn, merchant, &card)?;
     if payer.card_id != card.card_id {
         cards::check_usable(&payer, today)?;
+        let payer_type = cards::card_type(context.config, &payer.card_type)?;
+        annual_fee::check_paid(&payer, &payer_type, context.config, today)?;
     }
-    let card_type = cards::card_type(context.config, &card.card_type)?;
     let (principal_fen, bonus_fen) = cards::stored_value(dbs, txn, merchant, payer.card_id)?;
     let points = ledger::balance(dbs, txn, merchant, &ledger::member_points(member.member_id))?;
     let level_position = context.config.level_position(&member.level_code)?;
     Ok(Buyer { member, card, card_type, payer, principal_fen, bonus_fen, points, level_position })
 }
 
-/// A bill of 0 is allowed only for what was paid before: count-card uses or a timed card.
+impl Buyer {
+    /// What stored value may pay: the payer's balance, within an attached card's limit.
+    fn spendable(&self) -> Spendable {
+        let card = &self.card;
+        let limited = card.primary_card_id != 0 && card.spending_limit_fen > 0;
+        Spendable {
+            balance_fen: self.principal_fen + self.bonus_fen,
+            limit_left_fen: limited.then(|| (card.spending_limit_fen - card.spent_fen).max(0)),
+        }
+    }
+}
+
+/// A bill of 0 is allowed only for what was paid before or is given: count-card uses, a
+/// timed card's visit, a trial card's (体验卡) visit.
 fn check_list_amount(list_fen: i64, request: &CheckoutRequest, buyer: Option<&Buyer>) -> Result<i64> {
-    let prepaid = !request.uses.is_empty()
-        || buyer.is_some_and(|b| cards::kind_of(&b.card_type) == crate::proto::CardKind::TimedCard);
+    use crate::proto::CardKind;
+    let visit_card = |b: &Buyer| matches!(cards::kind_of(&b.card_type), CardKind::TimedCard | CardKind::TrialCard);
+    let prepaid = !request.uses.is_empty() || buyer.is_some_and(visit_card);
     if list_fen == 0 && prepaid {
         return Ok(0);
     }
@@ -201,8 +219,8 @@ pub fn checkout(
     let (points_redeemed, points_value_fen) =
         redeem_points(context.config, buyer.as_ref(), request.points_to_redeem, due_fen)?;
     let to_pay_fen = due_fen - points_value_fen;
-    let stored_value_fen = buyer.as_ref().map(|b| b.principal_fen + b.bonus_fen);
-    let mut payments = resolve_tenders(&request.tenders, to_pay_fen, stored_value_fen)?;
+    let stored_value = buyer.as_ref().map(Buyer::spendable);
+    let mut payments = resolve_tenders(&request.tenders, to_pay_fen, stored_value)?;
     let points_earned = level.map_or(0, |l| money::points_earned(to_pay_fen, l.milli_points_per_yuan));
 
     let mut journal = Journal::default();
@@ -261,7 +279,7 @@ pub fn checkout(
     response.payments = payments;
     let seq = journal.write(dbs, txn, merchant, entry)?;
     if response.member_id != 0 {
-        response.balances = Some(members::balances(dbs, txn, merchant, response.member_id)?);
+        response.balances = Some(members::balances(dbs, txn, merchant, response.member_id, context.today())?);
     }
     response.ledger_seq = seq;
     Ok((response, seq))
@@ -289,12 +307,29 @@ pub fn check_pin(context: &Context<'_>, card: &mut Card, pin_required: bool) -> 
     if card.pin_hash.is_empty() {
         return fail(Kind::PinRequired, format!("card {} needs a PIN for stored value: set one first", card.card_no));
     }
-    let Some(check) = context.pin.filter(|c| c.card_id == card.card_id) else {
-        return fail(Kind::PinRequired, format!("card {} asks for its PIN (请输入会员密码)", card.card_no));
-    };
-    if check.hash_seen != card.pin_hash {
-        return fail(Kind::PinChanged, "the PIN changed while this request was checked; send it again");
+    let given = context.pin.is_some_and(|c| c.card_id == card.card_id);
+    verify_pin(context, card, given, &format!("card {} asks for its PIN (请输入会员密码)", card.card_no))
+}
+
+/// Applies the PIN check made before the writer (`Core::check_pin`) to a card that has a
+/// PIN. A locked PIN is refused whatever was given, and is not checked: the answer tells
+/// nothing about the guess. `given`: the request carried a PIN for this card; without one
+/// the refusal says `missing`. A right PIN resets the card's count of wrong ones (the
+/// caller writes the card).
+pub fn verify_pin(context: &Context<'_>, card: &mut Card, given: bool, missing: &str) -> Result<()> {
+    assert!(!card.pin_hash.is_empty(), "no PIN to verify");
+    if cards::pin_locked(card, context.config.pin_attempts_max()) {
+        return fail(
+            Kind::CardLocked,
+            format!("the PIN of card {} is locked after wrong PINs (已锁定); a manager can unlock it", card.card_no),
+        );
     }
+    if !given {
+        return fail(Kind::PinRequired, missing.to_owned());
+    }
+    let Some(check) = context.pin.filter(|c| c.card_id == card.card_id && c.hash_seen == card.pin_hash) else {
+        return fail(Kind::PinChanged, "the PIN changed while this request was checked; send it again");
+    };
     if !check.correct {
         return fail(Kind::WrongPin, format!("wrong PIN for card {} (密码错误)", card.card_no));
     }
@@ -331,9 +366,29 @@ fn redeem_points(config: &Loaded, buyer: Option<&Buyer>, points: i64, due_fen: i
     Ok((points, value_fen))
 }
 
+/// What stored value may pay of one bill: the paying card's principal + bonus, and for an
+/// attached card what its spending limit leaves (None: no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spendable {
+    pub balance_fen: i64,
+    pub limit_left_fen: Option<i64>,
+}
+
+impl Spendable {
+    pub fn balance(balance_fen: i64) -> Spendable {
+        Spendable { balance_fen, limit_left_fen: None }
+    }
+
+    /// The most a stored-value tender that is not the last takes: what both the balance
+    /// and the limit allow.
+    fn take_rest_cap_fen(self) -> i64 {
+        self.balance_fen.min(self.limit_left_fen.unwrap_or(i64::MAX)).max(0)
+    }
+}
+
 /// Turns the tenders into payments that add up to `to_pay_fen` exactly.
-/// `stored_value_fen` is the member's principal + bonus, None for a walk-in.
-pub fn resolve_tenders(tenders: &[Tender], to_pay_fen: i64, stored_value_fen: Option<i64>) -> Result<Vec<Payment>> {
+/// `stored_value` is what the member's card may pay, None for a walk-in.
+pub fn resolve_tenders(tenders: &[Tender], to_pay_fen: i64, stored_value: Option<Spendable>) -> Result<Vec<Payment>> {
     if tenders.len() > TENDERS_MAX {
         return fail(Kind::PaymentsMismatch, format!("at most {TENDERS_MAX} tenders per bill"));
     }
@@ -341,7 +396,7 @@ pub fn resolve_tenders(tenders: &[Tender], to_pay_fen: i64, stored_value_fen: Op
     let mut payments = Vec::with_capacity(tenders.len());
     for (position, tender) in tenders.iter().enumerate() {
         let is_last = position + 1 == tenders.len();
-        let payment = resolve_tender(tender, remaining, is_last, stored_value_fen, &payments)?;
+        let payment = resolve_tender(tender, remaining, is_last, stored_value, &payments)?;
         remaining -= payment.amount_fen;
         if payment.amount_fen > 0 {
             payments.push(payment);
@@ -360,7 +415,7 @@ fn resolve_tender(
     tender: &Tender,
     remaining: i64,
     is_last: bool,
-    stored_value_fen: Option<i64>,
+    stored_value: Option<Spendable>,
     earlier: &[Payment],
 ) -> Result<Payment> {
     let method = match PaymentMethod::try_from(tender.method) {
@@ -370,19 +425,21 @@ fn resolve_tender(
         Ok(method) => method,
     };
     validate::external_ref(&tender.external_ref)?;
-    let stored_value = method == PaymentMethod::StoredValue;
-    if stored_value && stored_value_fen.is_none() {
+    let is_stored_value = method == PaymentMethod::StoredValue;
+    if is_stored_value && stored_value.is_none() {
         return fail(Kind::StoredValueNeedsMember, "a walk-in customer cannot pay with stored value");
     }
-    if stored_value && earlier.iter().any(|p| p.method == PaymentMethod::StoredValue as i32) {
+    if is_stored_value && earlier.iter().any(|p| p.method == PaymentMethod::StoredValue as i32) {
         return fail(Kind::PaymentMethodInvalid, "stored value appears twice among the tenders");
     }
     let amount_fen = if tender.take_rest {
         if tender.amount_fen != 0 {
             return fail(Kind::PaymentsMismatch, "a tender has either an amount or take_rest, not both");
         }
-        match stored_value_fen {
-            Some(available) if stored_value && !is_last => remaining.min(available),
+        // A stored-value tender that is not last takes what the card may pay, and leaves
+        // the rest to the next tender; the last one must cover the rest.
+        match stored_value {
+            Some(spendable) if is_stored_value && !is_last => remaining.min(spendable.take_rest_cap_fen()),
             _ => remaining,
         }
     } else {
@@ -394,11 +451,11 @@ fn resolve_tender(
             format!("tenders exceed the amount to pay by {} fen", amount_fen - remaining),
         );
     }
-    if let (true, Some(available)) = (stored_value, stored_value_fen) {
-        if amount_fen > available {
+    if let (true, Some(spendable)) = (is_stored_value, stored_value) {
+        if amount_fen > spendable.balance_fen {
             return fail(
                 Kind::InsufficientBalance,
-                format!("stored value is {available} fen, {amount_fen} fen needed"),
+                format!("stored value is {} fen, {amount_fen} fen needed", spendable.balance_fen),
             );
         }
     }
@@ -489,20 +546,36 @@ mod tests {
     #[test]
     fn balance_then_cash_takes_what_the_balance_allows() {
         let tenders = [tender(PaymentMethod::StoredValue, 0, true), tender(PaymentMethod::Cash, 0, true)];
-        let payments = resolve_tenders(&tenders, 5000, Some(3000)).unwrap();
+        let payments = resolve_tenders(&tenders, 5000, Some(Spendable::balance(3000))).unwrap();
         assert_eq!(payments.iter().map(|p| p.amount_fen).collect::<Vec<_>>(), vec![3000, 2000]);
-        let payments = resolve_tenders(&tenders, 5000, Some(0)).unwrap();
+        let payments = resolve_tenders(&tenders, 5000, Some(Spendable::balance(0))).unwrap();
         assert_eq!(payments.len(), 1);
         assert_eq!(payments[0].method, PaymentMethod::Cash as i32);
-        let payments = resolve_tenders(&tenders, 5000, Some(9000)).unwrap();
+        let payments = resolve_tenders(&tenders, 5000, Some(Spendable::balance(9000))).unwrap();
         assert_eq!(payments.len(), 1);
         assert_eq!(payments[0].method, PaymentMethod::StoredValue as i32);
     }
 
     #[test]
+    fn balance_then_cash_on_an_attached_card_takes_what_its_limit_leaves() {
+        let tenders = [tender(PaymentMethod::StoredValue, 0, true), tender(PaymentMethod::Cash, 0, true)];
+        let amounts = |spendable| {
+            let payments = resolve_tenders(&tenders, 5000, Some(spendable)).unwrap();
+            payments.iter().map(|p| (p.method, p.amount_fen)).collect::<Vec<_>>()
+        };
+        let (stored, cash) = (PaymentMethod::StoredValue as i32, PaymentMethod::Cash as i32);
+        let within = |balance_fen, limit_left_fen| Spendable { balance_fen, limit_left_fen: Some(limit_left_fen) };
+        assert_eq!(amounts(within(9000, 1200)), vec![(stored, 1200), (cash, 3800)]);
+        assert_eq!(amounts(within(800, 1200)), vec![(stored, 800), (cash, 4200)]);
+        assert_eq!(amounts(within(9000, 0)), vec![(cash, 5000)]);
+        assert_eq!(amounts(within(9000, -300)), vec![(cash, 5000)]);
+        assert_eq!(amounts(within(9000, 7000)), vec![(stored, 5000)]);
+    }
+
+    #[test]
     fn last_stored_value_tender_must_cover_the_rest() {
         let tenders = [tender(PaymentMethod::StoredValue, 0, true)];
-        let error = resolve_tenders(&tenders, 5000, Some(4999)).unwrap_err();
+        let error = resolve_tenders(&tenders, 5000, Some(Spendable::balance(4999))).unwrap_err();
         assert_eq!(error.kind, Kind::InsufficientBalance);
     }
 

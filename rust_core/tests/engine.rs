@@ -137,7 +137,10 @@ fn recharge_then_checkout_settles_to_the_fen() {
 
     let recharged = h.recharge("13800138000", 10_000).unwrap();
     assert_eq!(recharged.bonus_fen, 2_000); // 充100送20
-    assert_eq!(recharged.balances, Some(Balances { principal_fen: 10_000, bonus_fen: 2_000, points: 0 }));
+    assert_eq!(
+        recharged.balances,
+        Some(Balances { principal_fen: 10_000, bonus_fen: 2_000, points: 0, uses: Vec::new() })
+    );
 
     // ¥58.50 at the regular level (no discount), paid by stored value.
     let request =
@@ -147,7 +150,7 @@ fn recharge_then_checkout_settles_to_the_fen() {
     assert_eq!(out.payments.len(), 1);
     assert_eq!((out.payments[0].principal_fen, out.payments[0].bonus_fen), (5_850, 0));
     assert_eq!(out.points_earned, 58);
-    assert_eq!(out.balances, Some(Balances { principal_fen: 4_150, bonus_fen: 2_000, points: 58 }));
+    assert_eq!(out.balances, Some(Balances { principal_fen: 4_150, bonus_fen: 2_000, points: 58, uses: Vec::new() }));
     assert!(out.ledger_seq > recharged.ledger_seq);
 
     // ¥50.00 more: principal runs out, bonus pays the rest; 50 points pay ¥0.50.
@@ -156,7 +159,7 @@ fn recharge_then_checkout_settles_to_the_fen() {
     assert_eq!(out.points_value_fen, 50);
     assert_eq!((out.payments[0].principal_fen, out.payments[0].bonus_fen), (4_150, 800));
     assert_eq!(out.points_earned, 49);
-    assert_eq!(out.balances, Some(Balances { principal_fen: 0, bonus_fen: 1_200, points: 57 }));
+    assert_eq!(out.balances, Some(Balances { principal_fen: 0, bonus_fen: 1_200, points: 57, uses: Vec::new() }));
 
     let shown = h.get(Key::Phone("13800138000".into())).unwrap();
     assert_eq!(shown.balances, out.balances);
@@ -227,6 +230,152 @@ fn a_retry_answers_the_same_and_charges_once() {
 }
 
 #[test]
+fn replays_are_marked_and_the_first_answer_stands() {
+    let mut h = Harness::new("replay-mark");
+    h.register("13700137001", "");
+    h.recharge("13700137001", 10_000).unwrap();
+    let mut request = checkout_request(
+        stored_value(Key::Phone("13700137001".into())),
+        1_000,
+        0,
+        vec![pay(PaymentMethod::StoredValue)],
+    );
+    request.request_id = "pos-8-0001".into();
+    let first = h.core.submit_answer(CHECKOUT, MERCHANT, &request.encode_to_vec());
+    assert!(!first.replayed);
+    let again = h.core.submit_answer(CHECKOUT, MERCHANT, &request.encode_to_vec());
+    assert!(again.replayed);
+    assert_eq!(again.result.unwrap(), first.result.unwrap());
+    // A refusal given again is marked too; one never given before is not.
+    request.request_id = "pos-8-0002".into();
+    request.list_amount_fen = 1_000_000;
+    let refused = h.core.submit_answer(CHECKOUT, MERCHANT, &request.encode_to_vec());
+    assert_eq!((refused.result.unwrap_err().kind, refused.replayed), (Kind::InsufficientBalance, false));
+    let refused = h.core.submit_answer(CHECKOUT, MERCHANT, &request.encode_to_vec());
+    assert_eq!((refused.result.unwrap_err().kind, refused.replayed), (Kind::InsufficientBalance, true));
+    // Garbage is answered without reaching the writer, and never marked.
+    let garbage = h.core.submit_answer(CHECKOUT, MERCHANT, b"\xff\xff\xff");
+    assert_eq!((garbage.result.unwrap_err().kind, garbage.replayed), (Kind::MalformedRequest, false));
+}
+
+fn pin_card_config() -> MerchantConfig {
+    let mut config = demo_config();
+    config.card_types.push(CardType {
+        code: "secure".into(),
+        name: "储值卡 (密码)".into(),
+        kind: CardKind::StoredValueCard as i32,
+        pin_required: true,
+        ..Default::default()
+    });
+    config.default_card_type = "ecard".into(); // registrations get the PIN-less e-card
+    config
+}
+
+#[test]
+fn a_retry_with_a_pin_gets_its_first_answer_whatever_became_of_the_card() {
+    let mut h = Harness::with_config("pin-retry", pin_card_config());
+    h.register("13700137002", "");
+    // A PIN card (储值卡, 会员密码), sold with its PIN and made the member's default card.
+    let issue = IssueCardRequest {
+        member: stored_value(Key::Phone("13700137002".into())),
+        card_no: "P0001".into(),
+        card_type: "secure".into(),
+        activate: true,
+        pin: "246810".into(),
+        ..Default::default()
+    };
+    let _: CardResponse = h.call("/mms.v1.CardService/IssueCard", issue).unwrap();
+    let default =
+        CardActionRequest { card_no: "P0001".into(), action: CardAction::SetDefault as i32, ..Default::default() };
+    let _: CardResponse = h.call("/mms.v1.CardService/ApplyCardAction", default).unwrap();
+    h.recharge("13700137002", 10_000).unwrap();
+    let mut request = checkout_request(
+        stored_value(Key::Phone("13700137002".into())),
+        1_000,
+        0,
+        vec![pay(PaymentMethod::StoredValue)],
+    );
+    request.request_id = "pos-9-0001".into();
+    request.pin = "246810".into();
+    let first = h.core.submit_answer(CHECKOUT, MERCHANT, &request.encode_to_vec());
+    let first = first.result.unwrap();
+
+    // The member's phone changes: the old phone no longer finds the card. The POS, which
+    // never heard the first answer, retries: it must hear "paid", not "no such member".
+    let update = UpdateMemberRequest {
+        member: stored_value(Key::Phone("13700137002".into())),
+        fields: vec!["phone".into()],
+        phone: "13700137003".into(),
+        staff_code: "S01".into(),
+        ..Default::default()
+    };
+    let _: UpdateMemberResponse = h.call("/mms.v1.MemberService/UpdateMember", update).unwrap();
+    let retry = h.core.submit_answer(CHECKOUT, MERCHANT, &request.encode_to_vec());
+    assert!(retry.replayed);
+    assert_eq!(retry.result.unwrap(), first);
+    // A retry whose PIN was mistyped (even malformed) is the same request: same answer.
+    request.pin = "12".into();
+    let retry = h.core.submit_answer(CHECKOUT, MERCHANT, &request.encode_to_vec());
+    assert_eq!(retry.result.unwrap(), first);
+    let shown = h.get(Key::Phone("13700137003".into())).unwrap();
+    assert_eq!(shown.balances.unwrap().principal_fen, 9_000);
+
+    // A PIN checkout for a card that does not exist is refused by the writer, and the
+    // refusal is kept like any other: the retry hears it again.
+    let mut unknown =
+        checkout_request(stored_value(Key::CardNo("NOSUCH01".into())), 1_000, 0, vec![pay(PaymentMethod::StoredValue)]);
+    unknown.request_id = "pos-9-0002".into();
+    unknown.pin = "246810".into();
+    let refused = h.core.submit_answer(CHECKOUT, MERCHANT, &unknown.encode_to_vec());
+    assert_eq!((refused.result.unwrap_err().kind, refused.replayed), (Kind::CardNotFound, false));
+    let refused = h.core.submit_answer(CHECKOUT, MERCHANT, &unknown.encode_to_vec());
+    assert_eq!((refused.result.unwrap_err().kind, refused.replayed), (Kind::CardNotFound, true));
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn request_records_keep_a_digest_so_a_10000_store_config_fits() {
+    // The longest codes and names the rules allow (16 and 64 characters, 3 bytes each):
+    // the config and the record answering it must both be stored.
+    // The stores already applied stay (a store is never removed); the others are the
+    // longest there can be.
+    let mut config = demo_config();
+    let kept = config.stores.len();
+    config.stores.extend(
+        (kept..10_000)
+            .map(|index| Store { code: format!("S{index:015}"), name: format!("{index:05}{}", "店".repeat(59)) }),
+    );
+    let mut h = Harness::new("big-config");
+    let applied: ApplyConfigResponse = h
+        .call(
+            "/mms.v1.ConfigService/ApplyConfig",
+            ApplyConfigRequest { config: Some(config.clone()), ..Default::default() },
+        )
+        .unwrap();
+    assert_eq!(applied.config.unwrap().stores.len(), 10_000);
+    // Over the size limit: a clear refusal of the config, not of its record.
+    let mut huge = config.clone();
+    huge.card_types = (0..200)
+        .map(|index| CardType {
+            code: format!("t{index}"),
+            name: "卡".repeat(64),
+            kind: CardKind::StoredValueCard as i32,
+            sell_store_codes: config.stores.iter().take(300).map(|s| s.code.clone()).collect(),
+            ..Default::default()
+        })
+        .collect();
+    assert!(huge.encoded_len() > mms_core::config::CONFIG_BYTES_MAX);
+    let error = h
+        .call::<ApplyConfigResponse>(
+            "/mms.v1.ConfigService/ApplyConfig",
+            ApplyConfigRequest { config: Some(huge), ..Default::default() },
+        )
+        .unwrap_err();
+    assert_eq!(error.kind, Kind::ConfigInvalid);
+    assert!(error.message.contains("above the limit"), "{error}");
+}
+
+#[test]
 fn concurrent_checkouts_never_overdraw_and_batch_together() {
     // One level, no bonus: every checkout is exactly ¥10 of the ¥1000.
     let mut flat = demo_config();
@@ -256,7 +405,7 @@ fn concurrent_checkouts_never_overdraw_and_batch_together() {
         core.query("/mms.v1.MemberService/GetMember", MERCHANT, &request.encode_to_vec()).unwrap().as_slice(),
     )
     .unwrap();
-    assert_eq!(shown.balances.unwrap(), Balances { principal_fen: 0, bonus_fen: 0, points: 1_000 });
+    assert_eq!(shown.balances.unwrap(), Balances { principal_fen: 0, bonus_fen: 0, points: 1_000, uses: Vec::new() });
     let (batches, requests) =
         core.with_stats(|s| (s.batches.load(Ordering::Relaxed), s.requests.load(Ordering::Relaxed))).unwrap();
     assert_eq!(requests, 303);
@@ -279,7 +428,10 @@ fn everything_survives_a_restart() {
     let h2 = Harness { core, path: h.path.clone(), next_request: 1000 };
     let after = h2.get(Key::CardNo("C0009".into())).unwrap();
     assert_eq!(before, after);
-    assert_eq!(after.balances.unwrap(), Balances { principal_fen: 46_667, bonus_fen: 12_000, points: 33 });
+    assert_eq!(
+        after.balances.unwrap(),
+        Balances { principal_fen: 46_667, bonus_fen: 12_000, points: 33, uses: Vec::new() }
+    );
     h2.assert_ledger_consistent();
 }
 
@@ -330,7 +482,10 @@ fn bad_input_changes_nothing() {
         assert_eq!(error.kind, kind, "{error}");
     }
     let shown = h.get(Key::Phone("13300133000".into())).unwrap();
-    assert_eq!(shown.balances.unwrap(), Balances { principal_fen: 10_000, bonus_fen: 2_000, points: 0 });
+    assert_eq!(
+        shown.balances.unwrap(),
+        Balances { principal_fen: 10_000, bonus_fen: 2_000, points: 0, uses: Vec::new() }
+    );
     let verification = h.core.verify_ledger().unwrap();
     assert_eq!(verification.entries, 1);
     assert!(verification.problems.is_empty());

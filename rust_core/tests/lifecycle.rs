@@ -1,6 +1,7 @@
-//! The card lifecycle end to end, without Python: issue, actions, PIN lockout, subsidiary
-//! limits, replacement, return, renewal, annual fee and expiry, each checked to the fen,
-//! in the card's state, in the ledger's accounts and against `verify_ledger`.
+//! The card lifecycle end to end, without Python: issue, actions, PIN lockout, attached
+//! cards (subsidiary, linked, group) and their limits, replacement, return, renewal, annual
+//! fee and expiry, each checked to the fen, in the card's state, in the ledger's accounts
+//! and against `verify_ledger`.
 
 mod common;
 
@@ -29,6 +30,7 @@ const CHECKOUT: &str = "/mms.v1.TransactionService/Checkout";
 const RECHARGE: &str = "/mms.v1.TransactionService/Recharge";
 const BUY_PACKAGE: &str = "/mms.v1.CardService/BuyPackage";
 const REFUND_PACKAGE: &str = "/mms.v1.CardService/RefundPackage";
+const SET_LIMIT: &str = "/mms.v1.CardService/SetSpendingLimit";
 
 /// Noon in China (UTC+8) on a local date.
 fn noon(date: &str) -> i64 {
@@ -69,7 +71,12 @@ fn lifecycle_config() -> MerchantConfig {
                 ..card_type("vip", CardKind::DiscountCard)
             },
             CardType { issue_fee_fen: 30_000, valid_months: 1, ..card_type("month", CardKind::TimedCard) },
-            CardType { valid_months: 12, ..card_type("year", CardKind::TimedCard) },
+            CardType {
+                valid_months: 12,
+                renew_fee_fen: Some(25_000),
+                sell_store_codes: vec!["S001".into()],
+                ..card_type("year", CardKind::TimedCard)
+            },
             CardType { trial_days: 7, trial_uses: 2, ..card_type("trial", CardKind::TrialCard) },
         ],
         packages: vec![CountPackage {
@@ -158,6 +165,52 @@ impl Harness {
         self.issue(request).unwrap().card.unwrap()
     }
 
+    /// Sells an active card of `card_type` with a PIN, paying any fee in cash.
+    fn sell_with_pin(&mut self, holder_card: &str, card_no: &str, card_type: &str, pin: &str) -> CardView {
+        let request = IssueCardRequest {
+            member: card_ref(holder_card),
+            card_no: card_no.into(),
+            card_type: card_type.into(),
+            tenders: vec![pay(PaymentMethod::Cash)],
+            activate: true,
+            pin: pin.into(),
+            ..Default::default()
+        };
+        self.issue(request).unwrap().card.unwrap()
+    }
+
+    fn return_card(&mut self, card_no: &str, method: PaymentMethod, pin: &str) -> Result<CardResponse, CoreError> {
+        let request = ReturnCardRequest {
+            card_no: card_no.into(),
+            refund_method: method as i32,
+            pin: pin.into(),
+            staff_code: "cashier7".into(),
+            ..Default::default()
+        };
+        self.call(RETURN, request)
+    }
+
+    fn refund_lot(
+        &mut self,
+        card_no: &str,
+        lot_id: u64,
+        method: PaymentMethod,
+        pin: &str,
+    ) -> Result<CardResponse, CoreError> {
+        let request = RefundPackageRequest {
+            card_no: card_no.into(),
+            lot_id,
+            refund_method: method as i32,
+            pin: pin.into(),
+            ..Default::default()
+        };
+        self.call(REFUND_PACKAGE, request)
+    }
+
+    fn set_limit(&mut self, request: SetSpendingLimitRequest) -> Result<CardResponse, CoreError> {
+        self.call(SET_LIMIT, request)
+    }
+
     fn recharge(&mut self, card_no: &str, amount_fen: i64) -> Result<RechargeResponse, CoreError> {
         let request = RechargeRequest {
             member: card_ref(card_no),
@@ -220,9 +273,13 @@ impl Harness {
     }
 
     fn card(&self, card_no: &str) -> CardView {
+        self.find_card(card_no).unwrap()
+    }
+
+    fn find_card(&self, card_no: &str) -> Result<CardView, CoreError> {
         let request = GetCardRequest { card_no: card_no.into() };
-        let bytes = self.core.query("/mms.v1.CardService/GetCard", MERCHANT, &request.encode_to_vec()).unwrap();
-        CardResponse::decode(bytes.as_slice()).unwrap().card.unwrap()
+        let bytes = self.core.query("/mms.v1.CardService/GetCard", MERCHANT, &request.encode_to_vec())?;
+        Ok(CardResponse::decode(bytes.as_slice()).unwrap().card.unwrap())
     }
 
     fn status(&self, card_no: &str) -> CardStatus {
@@ -278,6 +335,26 @@ fn card_ref(card_no: &str) -> Option<MemberRef> {
 
 fn pay(method: PaymentMethod) -> Tender {
     Tender { method: method as i32, take_rest: true, ..Default::default() }
+}
+
+/// An active card of the `member` type (fee 10.00 in cash) for the member holding
+/// `holder_card`, attached to `primary`.
+fn attach_request(holder_card: &str, card_no: &str, primary: &str) -> IssueCardRequest {
+    IssueCardRequest {
+        member: card_ref(holder_card),
+        card_no: card_no.into(),
+        card_type: "member".into(),
+        tenders: vec![pay(PaymentMethod::Cash)],
+        activate: true,
+        primary_card_no: primary.into(),
+        ..Default::default()
+    }
+}
+
+/// The attached cards a primary's view lists: number, kind, holder.
+fn attached(view: &CardView) -> Vec<(String, LinkKind, u64)> {
+    let kind = |raw: i32| LinkKind::try_from(raw).unwrap();
+    view.attached_cards.iter().map(|a| (a.card_no.clone(), kind(a.link_kind), a.member_id)).collect()
 }
 
 fn kind_of<T: std::fmt::Debug>(result: Result<T, CoreError>) -> Kind {
@@ -375,7 +452,7 @@ fn refused_cards_say_why_at_checkout_and_recharge_and_lookups_still_show_them() 
     h.sell("C0001", "T0001", "month");
     h.act("C0003", CardAction::ReportLoss).unwrap();
     h.act("C0004", CardAction::Freeze).unwrap();
-    h.call::<CardResponse>(RETURN, ReturnCardRequest { card_no: "C0005".into(), ..Default::default() }).unwrap();
+    h.return_card("C0005", PaymentMethod::Cash, "").unwrap();
     let replace = ReplaceCardRequest {
         card_no: "C0006".into(),
         new_card_no: "C0007".into(),
@@ -533,11 +610,8 @@ fn after_wrong_pins_the_card_locks_until_a_manager_unlocks_it() {
 fn changing_a_pin_needs_the_old_one() {
     let mut h = Harness::new("change-pin", pin_config(), "2026-06-01");
     h.register("13800000005", "C0001");
-    h.sell("C0001", "P0001", "secure");
+    h.sell_with_pin("C0001", "P0001", "secure", "123456");
     h.recharge("P0001", 5_000).unwrap();
-    let error = h.pay_from("P0001", 1_000).unwrap_err();
-    assert_eq!(error.kind, Kind::PinRequired);
-    assert!(error.message.contains("set one first"), "{error}");
     let change = |old_pin: &str, new_pin: &str| ChangePinRequest {
         card_no: "P0001".into(),
         old_pin: old_pin.into(),
@@ -545,16 +619,18 @@ fn changing_a_pin_needs_the_old_one() {
         ..Default::default()
     };
 
-    let set: CardResponse = h.call(CHANGE_PIN, change("", "123456")).unwrap();
-    assert!(set.card.unwrap().has_pin);
     assert_eq!(kind_of(h.call::<CardResponse>(CHANGE_PIN, change("", "654321"))), Kind::PinRequired);
     assert_eq!(kind_of(h.call::<CardResponse>(CHANGE_PIN, change("123456", "12ab56"))), Kind::PinMalformed);
-    assert_eq!(kind_of(h.call::<CardResponse>(CHANGE_PIN, change("000000", "654321"))), Kind::WrongPin);
+    assert_eq!(kind_of(h.call::<CardResponse>(CHANGE_PIN, change("908172", "654321"))), Kind::WrongPin);
     let changed: CardResponse = h.call(CHANGE_PIN, change("123456", "654321")).unwrap();
     assert_eq!(changed.event.unwrap().action, "CHANGE_PIN");
+    assert_eq!(
+        kind_of(h.checkout(Key::CardNo("P0001".into()), 1_000, PaymentMethod::StoredValue, "123456")),
+        Kind::WrongPin
+    );
     let paid = h.checkout(Key::CardNo("P0001".into()), 1_000, PaymentMethod::StoredValue, "654321").unwrap();
     assert_eq!(paid.payments[0].principal_fen, 1_000);
-    assert_eq!(h.actions("P0001"), vec!["CHANGE_PIN", "CHANGE_PIN", "ISSUE"]);
+    assert_eq!(h.actions("P0001"), vec!["CHANGE_PIN", "ISSUE"]);
     h.assert_ledger_consistent();
 
     // No PIN ever reaches the disk in clear: request records keep requests without them.
@@ -564,6 +640,65 @@ fn changing_a_pin_needs_the_old_one() {
     for pin in [b"123456", b"654321"] {
         assert!(!bytes.windows(6).any(|window| window == pin), "a PIN is stored in clear");
     }
+}
+
+#[test]
+fn a_card_type_that_asks_for_a_pin_is_sold_with_one_and_never_registered() {
+    let mut h = Harness::new("pin-types", lifecycle_config(), "2026-06-01");
+    h.register("13800000050", "C0001");
+    h.sell("C0001", "V0001", "vip"); // no PIN: its type asks for none yet
+    h.recharge("V0001", 10_000).unwrap();
+    let entries = h.books().entries.len();
+    let no_pin = IssueCardRequest {
+        member: card_ref("C0001"),
+        card_no: "P0001".into(),
+        card_type: "secure".into(),
+        activate: true,
+        ..Default::default()
+    };
+    let error = h.issue(no_pin).unwrap_err();
+    assert_eq!(error.kind, Kind::PinRequired);
+    assert!(error.message.contains("\"secure\""), "{error}");
+    assert_eq!(kind_of(h.find_card("P0001")), Kind::CardNotFound);
+    // A registration gives no PIN: it issues no card that asks for one.
+    let register = RegisterMemberRequest {
+        phone: "13800000051".into(),
+        name: "李四".into(),
+        card_type: "secure".into(),
+        ..Default::default()
+    };
+    let error = h.call::<RegisterMemberResponse>("/mms.v1.MemberService/RegisterMember", register).unwrap_err();
+    assert_eq!(error.kind, Kind::PinRequired);
+    let by_phone = GetMemberRequest { member: Some(MemberRef { key: Some(Key::Phone("13800000051".into())) }) };
+    let found = h.core.query("/mms.v1.MemberService/GetMember", MERCHANT, &by_phone.encode_to_vec());
+    assert_eq!(found.unwrap_err().kind, Kind::MemberNotFound);
+    let apply = |h: &mut Harness, config: MerchantConfig| {
+        let request = ApplyConfigRequest { request_id: String::new(), config: Some(config) };
+        h.call::<ApplyConfigResponse>("/mms.v1.ConfigService/ApplyConfig", request)
+    };
+    let secure_default = MerchantConfig { default_card_type: "secure".into(), ..lifecycle_config() };
+    let error = apply(&mut h, secure_default).unwrap_err();
+    assert_eq!(error.kind, Kind::ConfigInvalid);
+    assert!(error.message.contains("default_card_type without pin_required"), "{error}");
+
+    // A type that starts asking for a PIN: its cards without one set it before paying.
+    let mut asks_now = lifecycle_config();
+    asks_now.card_types.iter_mut().find(|t| t.code == "vip").unwrap().pin_required = true;
+    assert_eq!(apply(&mut h, asks_now).unwrap().config.unwrap().version, 2);
+    let error = h.pay_from("V0001", 1_000).unwrap_err();
+    assert_eq!(error.kind, Kind::PinRequired);
+    assert!(error.message.contains("set one first"), "{error}");
+    let attach = IssueCardRequest { pin: "112233".into(), ..attach_request("C0001", "S0001", "V0001") };
+    let error = h.issue(attach.clone()).unwrap_err();
+    assert_eq!(error.kind, Kind::PinRequired);
+    assert!(error.message.contains("set its PIN"), "{error}");
+    assert_eq!(held(&h.card("V0001")), (10_000, 2_000));
+    assert_eq!(h.books().entries.len(), entries);
+    let set = ChangePinRequest { card_no: "V0001".into(), new_pin: "246810".into(), ..Default::default() };
+    h.call::<CardResponse>(CHANGE_PIN, set).unwrap();
+    h.checkout(Key::CardNo("V0001".into()), 1_000, PaymentMethod::StoredValue, "246810").unwrap();
+    h.issue(IssueCardRequest { primary_pin: "246810".into(), ..attach }).unwrap();
+    h.assert_ledger_consistent();
 }
 
 #[test]
@@ -688,7 +823,7 @@ fn replacing_a_card_moves_every_balance_and_retires_the_old_number() {
     assert_eq!(kind_of(h.pay_from("A0001", 100)), Kind::CardReplaced);
     assert_eq!(kind_of(h.recharge("A0001", 10_000)), Kind::CardReplaced);
     assert_eq!(kind_of(h.call::<CardResponse>(REPLACE, replace("A0003", PaymentMethod::Cash))), Kind::CardReplaced);
-    assert_eq!(h.actions("A0001"), vec!["REPLACE", "REPORT_LOSS", "CHANGE_PIN", "BUY_PACKAGE", "ISSUE"]);
+    assert_eq!(h.actions("A0001"), vec!["REPLACE", "REPORT_LOSS", "CHANGE_PIN", "BUY_PACKAGE", "ATTACH", "ISSUE"]);
     assert_eq!(h.actions("A0002"), vec!["REPLACE"]);
     assert_eq!(h.actions("S0001"), vec!["RELINK", "ISSUE"]);
 
@@ -696,7 +831,15 @@ fn replacing_a_card_moves_every_balance_and_retires_the_old_number() {
     let shown = h.member(Key::Phone("13800000008".into()));
     assert_eq!(shown.member.as_ref().unwrap().default_card_id, new.card_id);
     assert_eq!(shown.member.unwrap().card_no, "A0002");
-    assert_eq!(shown.balances.unwrap(), Balances { principal_fen: 6_000, bonus_fen: 2_000, points: 30 });
+    assert_eq!(
+        shown.balances.unwrap(),
+        Balances {
+            principal_fen: 6_000,
+            bonus_fen: 2_000,
+            points: 30,
+            uses: vec![ItemUsesLeft { item_code: "haircut".into(), uses_left: 9 }],
+        }
+    );
     assert_eq!(h.card("S0001").primary_card_id, new.card_id);
     h.pay_from("S0001", 1_000).unwrap();
     let paid = h.checkout(Key::Phone("13800000008".into()), 500, PaymentMethod::StoredValue, "").unwrap();
@@ -761,10 +904,8 @@ fn returning_a_card_refunds_principal_less_the_fee_and_forfeits_bonus() {
     h.act("A0001", CardAction::Unfreeze).unwrap();
     let stored_value = return_of("A0001", PaymentMethod::StoredValue);
     assert_eq!(kind_of(h.call::<CardResponse>(RETURN, stored_value)), Kind::PaymentMethodInvalid);
-    assert_eq!(
-        kind_of(h.call::<CardResponse>(RETURN, return_of("S0001", PaymentMethod::Cash))),
-        Kind::CardKindMismatch
-    );
+    let unnamed = return_of("A0001", PaymentMethod::Unspecified);
+    assert_eq!(kind_of(h.call::<CardResponse>(RETURN, unnamed)), Kind::PaymentMethodInvalid);
 
     let returned: CardResponse = h.call(RETURN, return_of("A0001", PaymentMethod::BankCard)).unwrap();
     assert_eq!((returned.refund_fen, returned.fee_fen, returned.forfeited_bonus_fen), (6_500, 500, 2_000));
@@ -784,6 +925,8 @@ fn returning_a_card_refunds_principal_less_the_fee_and_forfeits_bonus() {
     // Its subsidiary closed with it; the member's default moved to the other card.
     assert_eq!(h.status("S0001"), CardStatus::Closed);
     assert_eq!(h.actions("S0001"), vec!["RETURN", "ISSUE"]);
+    assert_eq!(h.actions("A0001")[..2], ["DETACH", "RETURN"]);
+    assert!(h.card("A0001").attached_cards.is_empty());
     assert_eq!(kind_of(h.pay_from("A0001", 100)), Kind::CardClosed);
     assert_eq!(kind_of(h.call::<CardResponse>(RETURN, return_of("A0001", PaymentMethod::Cash))), Kind::CardClosed);
     let paid = h.checkout(Key::Phone("13800000010".into()), 500, PaymentMethod::Cash, "").unwrap();
@@ -803,51 +946,108 @@ fn returning_a_card_refunds_principal_less_the_fee_and_forfeits_bonus() {
     h.assert_ledger_consistent();
 }
 
+/// A renewal at the first store, its fee paid in cash.
+fn renewal(card_no: &str) -> RenewCardRequest {
+    RenewCardRequest { card_no: card_no.into(), tenders: vec![pay(PaymentMethod::Cash)], ..Default::default() }
+}
+
+impl Harness {
+    /// Renews a card on `today`; returns its new last day.
+    fn renew_on(&mut self, today: &str, card_no: &str) -> String {
+        self.set_today(today);
+        let renewed: CardResponse = self.call(RENEW, renewal(card_no)).unwrap();
+        renewed.card.unwrap().expires_on
+    }
+}
+
 #[test]
 fn timed_cards_renew_across_month_ends_and_expire() {
     let mut h = Harness::new("renew", lifecycle_config(), "2026-01-31");
     h.register("13800000012", "C0001");
     let month = h.sell("C0001", "T0001", "month");
-    assert_eq!(month.expires_on, "2026-02-27"); // 月卡 from Jan 31
+    assert_eq!(month.expires_on, "2026-02-28"); // 月卡 from Jan 31: February has no 31st
                                                 // A timed card's visits are prepaid: a bill of 0.
     h.checkout(Key::CardNo("T0001".into()), 0, PaymentMethod::Cash, "").unwrap();
 
-    let renew = |card_no: &str, price_fen: i64| RenewCardRequest {
-        card_no: card_no.into(),
-        price_fen,
-        tenders: if price_fen > 0 { vec![pay(PaymentMethod::Cash)] } else { Vec::new() },
-        ..Default::default()
-    };
     h.set_today("2026-02-10");
-    let renewed: CardResponse = h.call(RENEW, renew("T0001", 30_000)).unwrap();
-    assert_eq!(renewed.card.unwrap().expires_on, "2026-03-27"); // from Feb 28, through the day before Mar 28
-    assert_eq!(renewed.event.unwrap().note, "valid through 2026-03-27");
-    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, renew("C0001", 30_000))), Kind::CardKindMismatch);
-    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, renew("T0001", -1))), Kind::AmountNotPositive);
+    let renewed: CardResponse = h.call(RENEW, renewal("T0001")).unwrap();
+    // The type's fee: the month card has no renew fee of its own, so its issue fee.
+    assert_eq!((renewed.fee_fen, renewed.payments[0].amount_fen), (30_000, 30_000));
+    assert_eq!(renewed.card.unwrap().expires_on, "2026-03-30"); // two months from Jan 31
+    assert_eq!(renewed.event.unwrap().note, "valid through 2026-03-30");
+    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, renewal("C0001"))), Kind::CardKindMismatch);
+    let stored_value = RenewCardRequest { tenders: vec![pay(PaymentMethod::StoredValue)], ..renewal("T0001") };
+    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, stored_value)), Kind::PaymentMethodInvalid);
+    let short = RenewCardRequest {
+        tenders: vec![Tender { method: PaymentMethod::Cash as i32, amount_fen: 100, ..Default::default() }],
+        ..renewal("T0001")
+    };
+    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, short)), Kind::PaymentsMismatch);
     assert_eq!(kind_of(h.act("T0001", CardAction::Expire)), Kind::CardStateInvalid);
 
-    h.set_today("2026-03-28");
+    h.set_today("2026-03-30"); // its last day
+    h.checkout(Key::CardNo("T0001".into()), 0, PaymentMethod::Cash, "").unwrap();
+    h.set_today("2026-03-31");
     assert_eq!(kind_of(h.checkout(Key::CardNo("T0001".into()), 0, PaymentMethod::Cash, "")), Kind::CardExpired);
     let expired = h.act("T0001", CardAction::Expire).unwrap();
     assert_eq!(expired.card.unwrap().status, CardStatus::Expired as i32);
 
-    h.set_today("2026-04-15");
-    let renewed: CardResponse = h.call(RENEW, renew("T0001", 0)).unwrap();
-    assert_eq!(renewed.ledger_seq, 0);
-    let card = renewed.card.unwrap();
-    assert_eq!((card.status, card.expires_on.as_str()), (CardStatus::Active as i32, "2026-05-14"));
+    // Renewed after a lapse: a new month from the day of the renewal.
+    assert_eq!(h.renew_on("2026-04-15", "T0001"), "2026-05-14");
+    assert_eq!(h.status("T0001"), CardStatus::Active);
     h.checkout(Key::CardNo("T0001".into()), 0, PaymentMethod::Cash, "").unwrap();
     assert_eq!(h.actions("T0001"), vec!["RENEW", "EXPIRE", "RENEW", "ISSUE"]);
+    // The day after its last day is a lapse too, even without the EXPIRE action.
+    assert_eq!(h.renew_on("2026-05-15", "T0001"), "2026-06-14");
 
     // Leap day: a year card from 2028-02-29, renewed at once, runs on from its end.
     h.set_today("2028-02-29");
-    assert_eq!(h.sell("C0001", "Y0001", "year").expires_on, "2029-02-27");
-    let renewed: CardResponse = h.call(RENEW, renew("Y0001", 100)).unwrap();
-    assert_eq!(renewed.card.unwrap().expires_on, "2030-02-27");
+    assert_eq!(h.sell("C0001", "Y0001", "year").expires_on, "2029-02-28");
+    assert_eq!(h.renew_on("2028-02-29", "Y0001"), "2030-02-28");
+    assert_eq!(h.renew_on("2029-06-01", "Y0001"), "2031-02-28");
+    assert_eq!(h.renew_on("2029-06-01", "Y0001"), "2032-02-28"); // Feb 29 exists: the day before
+                                                                 // Renewed only where the type is sold, nothing charged elsewhere.
+    let elsewhere = RenewCardRequest { store_code: "S002".into(), ..renewal("Y0001") };
+    assert_eq!(kind_of(h.call::<CardResponse>(RENEW, elsewhere)), Kind::CardNotSoldHere);
+    assert_eq!(h.card("Y0001").expires_on, "2032-02-28");
 
     let books = h.books();
-    assert_eq!(books.balance("store/S001/card_fees"), 30_000 + 30_000 + 100);
+    // Month card: issue + 3 renewals at its issue fee; year card: 3 renewals at its renew fee.
+    assert_eq!(books.balance("store/S001/card_fees"), 4 * 30_000 + 3 * 25_000);
+    assert_eq!(books.balance("store/S001/cash"), -(4 * 30_000 + 3 * 25_000));
+    assert_eq!(books.balance("store/S002/card_fees"), 0);
     assert_eq!(books.last().kind, EntryKind::CardRenew as i32);
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn monthly_renewals_keep_to_the_activation_date() {
+    let mut h = Harness::new("renew-anchor", lifecycle_config(), "2026-11-30");
+    h.register("13800000022", "C0001");
+    assert_eq!(h.sell("C0001", "T0001", "month").expires_on, "2026-12-29");
+    // Renewed each month a few days before its end: always the day before the 30th, or
+    // February's last day, never drifting to the 27th.
+    let renewals = [
+        ("2026-12-27", "2027-01-29"),
+        ("2027-01-20", "2027-02-28"),
+        ("2027-02-28", "2027-03-29"),
+        ("2027-03-29", "2027-04-29"),
+        ("2027-04-01", "2027-05-29"),
+        ("2027-05-29", "2027-06-29"),
+    ];
+    for (today, through) in renewals {
+        assert_eq!(h.renew_on(today, "T0001"), through, "renewed on {today}");
+    }
+    // Paid ahead as far as allowed, then refused until the card is nearer its end.
+    h.set_today("2027-06-01");
+    let mut through = String::new();
+    for _ in 0..120 {
+        through = h.renew_on("2027-06-01", "T0001");
+    }
+    assert_eq!(through, "2037-06-29"); // 127 months from 2026-11-30: 120 and more ahead
+    let error = h.call::<CardResponse>(RENEW, renewal("T0001")).unwrap_err();
+    assert_eq!((error.kind, error.message.contains("paid through 2037-06-29")), (Kind::CardStateInvalid, true));
+    assert_eq!(h.card("T0001").expires_on, "2037-06-29");
     h.assert_ledger_consistent();
 }
 
@@ -884,87 +1084,606 @@ fn trial_cards_run_out_of_uses_or_days() {
     let activated = h.act("T0003", CardAction::Activate).unwrap().card.unwrap();
     assert_eq!(activated.expires_on, "2026-05-14");
     visit(&mut h, "T0003").unwrap();
+
+    // A trial visit may be a bill of 0, as a timed card's; it still takes a use.
+    let free = h.checkout(Key::CardNo("T0003".into()), 0, PaymentMethod::Cash, "").unwrap();
+    assert_eq!((free.amount_due_fen, free.payments.len()), (0, 0));
+    assert_eq!(h.card("T0003").trial_uses_left, 0);
+    assert_eq!(kind_of(h.checkout(Key::CardNo("T0003".into()), 0, PaymentMethod::Cash, "")), Kind::TrialUsedUp);
+    // The daily run expires a trial card with its uses used up, and one past its days.
+    let run = |h: &mut Harness| {
+        let request = RunCardMaintenanceRequest::default();
+        h.call::<RunCardMaintenanceResponse>("/mms.v1.CardService/RunCardMaintenance", request).unwrap()
+    };
+    assert_eq!((run(&mut h).cards_seen, h.status("T0003")), (4, CardStatus::Expired));
+    assert_eq!(h.actions("T0003"), vec!["EXPIRE", "ACTIVATE", "ISSUE"]);
+    assert_eq!(h.sell("C0001", "T0004", "trial").expires_on, "2026-05-14");
+    h.set_today("2026-05-14");
+    assert_eq!(run(&mut h).expired, 0);
+    h.set_today("2026-05-15");
+    assert_eq!(run(&mut h).expired, 1);
+    assert_eq!(h.status("T0004"), CardStatus::Expired);
     h.assert_ledger_consistent();
 }
 
+fn annual_fee(card_no: &str, tenders: Vec<Tender>, store_code: &str) -> ChargeAnnualFeeRequest {
+    ChargeAnnualFeeRequest { card_no: card_no.into(), tenders, store_code: store_code.into(), ..Default::default() }
+}
+
+impl Harness {
+    fn charge_fee(&mut self, card_no: &str, tenders: Vec<Tender>, store_code: &str) -> Result<CardResponse, CoreError> {
+        self.call(ANNUAL_FEE, annual_fee(card_no, tenders, store_code))
+    }
+
+    /// A checkout of ¥10 in cash: refused only for the card itself, never its balance.
+    fn visit(&mut self, card_no: &str) -> Result<CheckoutResponse, CoreError> {
+        self.checkout(Key::CardNo(card_no.into()), 1_000, PaymentMethod::Cash, "")
+    }
+}
+
 #[test]
-fn the_annual_fee_is_charged_from_principal_when_due() {
+fn the_annual_fee_is_charged_for_the_current_card_year_only() {
     let mut h = Harness::new("annual", lifecycle_config(), "2026-03-15");
     h.register("13800000014", "C0001");
     h.sell("C0001", "V0001", "vip");
     h.recharge("V0001", 50_000).unwrap(); // + 2,000 bonus
-    let charge = |h: &mut Harness| {
-        h.call::<CardResponse>(ANNUAL_FEE, ChargeAnnualFeeRequest { card_no: "V0001".into(), ..Default::default() })
-    };
+    let principal = || vec![pay(PaymentMethod::StoredValue)];
 
-    let error = charge(&mut h).unwrap_err();
+    // The first year comes with the card.
+    let error = h.charge_fee("V0001", principal(), "").unwrap_err();
     assert_eq!(error.kind, Kind::AnnualFeeNotDue);
     assert!(error.message.contains("due on 2027-03-15"), "{error}");
     h.set_today("2027-03-14");
-    assert_eq!(kind_of(charge(&mut h)), Kind::AnnualFeeNotDue);
+    assert_eq!(kind_of(h.charge_fee("V0001", principal(), "")), Kind::AnnualFeeNotDue);
+    h.visit("V0001").unwrap();
 
+    // Due from the anniversary: refused at checkout, recharge and package purchase until paid.
     h.set_today("2027-03-15");
-    let charged = charge(&mut h).unwrap();
+    let refusal = h.visit("V0001").unwrap_err();
+    assert_eq!(refusal.kind, Kind::AnnualFeeDue);
+    assert!(refusal.message.contains("2027-03-15 to 2028-03-14"), "{refusal}");
+    assert_eq!(kind_of(h.recharge("V0001", 10_000)), Kind::AnnualFeeDue);
+    let buy = BuyPackageRequest {
+        card_no: "V0001".into(),
+        package_code: "cut10".into(),
+        tenders: vec![pay(PaymentMethod::Cash)],
+        ..Default::default()
+    };
+    assert_eq!(kind_of(h.call::<CardResponse>(BUY_PACKAGE, buy)), Kind::AnnualFeeDue);
+    assert_eq!(kind_of(h.charge_fee("V0001", Vec::new(), "")), Kind::PaymentsMismatch);
+    let charged = h.charge_fee("V0001", principal(), "").unwrap();
     assert_eq!(charged.fee_fen, 10_000);
+    let from_principal = Payment {
+        method: PaymentMethod::StoredValue as i32,
+        amount_fen: 10_000,
+        principal_fen: 10_000,
+        ..Default::default()
+    };
+    assert_eq!(charged.payments, vec![from_principal]);
     let card = charged.card.unwrap();
     assert_eq!((held(&card), card.annual_fee_paid_until.as_str()), ((40_000, 2_000), "2028-03-14"));
+    assert_eq!(charged.event.unwrap().note, "card year 2027-03-15 to 2028-03-14");
     let books = h.books();
     let entry = books.last();
     assert_eq!((entry.kind, entry.amount_fen, entry.card_id), (EntryKind::AnnualFee as i32, 10_000, card.card_id));
     assert_eq!(books.balance("store/S001/card_fees"), 20_000 + 10_000);
-    assert_eq!(kind_of(charge(&mut h)), Kind::AnnualFeeNotDue);
+    assert_eq!(kind_of(h.charge_fee("V0001", principal(), "")), Kind::AnnualFeeNotDue);
+    h.visit("V0001").unwrap();
 
-    // Two years behind: one year per charge, each from the anniversary.
+    // Two years behind: only the year it is in is charged, never the one gone by.
     h.set_today("2029-06-01");
-    assert_eq!(charge(&mut h).unwrap().card.unwrap().annual_fee_paid_until, "2029-03-14");
-    assert_eq!(charge(&mut h).unwrap().card.unwrap().annual_fee_paid_until, "2030-03-14");
-    assert_eq!(kind_of(charge(&mut h)), Kind::AnnualFeeNotDue);
-    assert_eq!(held(&h.card("V0001")), (20_000, 2_000));
+    assert_eq!(kind_of(h.visit("V0001")), Kind::AnnualFeeDue);
+    assert_eq!(h.charge_fee("V0001", principal(), "").unwrap().card.unwrap().annual_fee_paid_until, "2030-03-14");
+    assert_eq!(kind_of(h.charge_fee("V0001", principal(), "")), Kind::AnnualFeeNotDue);
+    assert_eq!(held(&h.card("V0001")), (30_000, 2_000));
 
-    // Short of principal (bonus does not pay fees): refused, nothing changes.
-    h.pay_from("V0001", 15_000).unwrap(); // 12% off: 13,200 from principal
-    assert_eq!(held(&h.card("V0001")), (6_800, 2_000));
+    // Short of principal (bonus does not pay fees): refused, nothing changes; then paid
+    // with what the principal holds and the rest in cash, at another store.
+    h.pay_from("V0001", 26_000).unwrap(); // 12% off: 22,880 from principal
     h.set_today("2030-03-15");
-    assert_eq!(kind_of(charge(&mut h)), Kind::InsufficientBalance);
+    let short = h.charge_fee("V0001", principal(), "").unwrap_err();
+    assert_eq!(short.kind, Kind::InsufficientBalance);
+    assert!(short.message.contains("holds 7120 fen of principal"), "{short}");
     assert_eq!(h.card("V0001").annual_fee_paid_until, "2030-03-14");
+    assert_eq!(kind_of(h.visit("V0001")), Kind::AnnualFeeDue);
+    let split = h.charge_fee("V0001", vec![pay(PaymentMethod::StoredValue), pay(PaymentMethod::Cash)], "S002").unwrap();
+    assert_eq!(
+        split.payments.iter().map(|p| (p.method, p.amount_fen)).collect::<Vec<_>>(),
+        vec![(PaymentMethod::StoredValue as i32, 7_120), (PaymentMethod::Cash as i32, 2_880)]
+    );
+    assert_eq!(held(&split.card.unwrap()), (0, 2_000));
+    h.visit("V0001").unwrap();
+    // Cash alone, at the store that sold the card when none is named.
+    h.set_today("2031-03-15");
+    h.charge_fee("V0001", vec![pay(PaymentMethod::Cash)], "").unwrap();
+    let books = h.books();
+    assert_eq!(books.balance("store/S002/card_fees"), 10_000);
+    assert_eq!(books.balance("store/S002/cash"), -2_880);
+    assert_eq!(books.balance("store/S001/card_fees"), 20_000 + 10_000 + 10_000 + 10_000);
+    assert_eq!(h.card("V0001").annual_fee_paid_until, "2032-03-14");
 
-    let no_fee = ChargeAnnualFeeRequest { card_no: "C0001".into(), ..Default::default() };
-    assert_eq!(kind_of(h.call::<CardResponse>(ANNUAL_FEE, no_fee)), Kind::AnnualFeeNotDue);
-    assert_eq!(h.actions("V0001"), vec!["ANNUAL_FEE", "ANNUAL_FEE", "ANNUAL_FEE", "ISSUE"]);
+    // A fee added to a card type already in use charges the current year only.
+    let mut with_fee = lifecycle_config();
+    with_fee.card_types.iter_mut().find(|t| t.code == "member").unwrap().annual_fee_fen = 5_000;
+    let apply = ApplyConfigRequest { request_id: String::new(), config: Some(with_fee) };
+    h.call::<ApplyConfigResponse>("/mms.v1.ConfigService/ApplyConfig", apply).unwrap();
+    assert_eq!(kind_of(h.visit("C0001")), Kind::AnnualFeeDue);
+    let charged = h.charge_fee("C0001", vec![pay(PaymentMethod::BankCard)], "").unwrap();
+    assert_eq!((charged.fee_fen, charged.card.unwrap().annual_fee_paid_until.as_str()), (5_000, "2032-03-14"));
+    assert_eq!(kind_of(h.charge_fee("C0001", vec![pay(PaymentMethod::BankCard)], "")), Kind::AnnualFeeNotDue);
+    assert_eq!(h.books().balance("store/S001/bank_card"), -5_000);
+    assert_eq!(h.actions("V0001"), vec!["ANNUAL_FEE", "ANNUAL_FEE", "ANNUAL_FEE", "ANNUAL_FEE", "ISSUE"]);
     h.assert_ledger_consistent();
 }
 
 #[test]
-fn a_subsidiary_of_a_pin_protected_card_needs_its_own_pin() {
-    let mut h = Harness::new("subsidiary-pin", lifecycle_config(), "2026-06-01");
+fn attaching_to_a_pin_protected_card_needs_its_holders_pin() {
+    let mut h = Harness::new("attach-pin", lifecycle_config(), "2026-06-01");
     h.register("13800000016", "A0001");
-    h.sell("A0001", "P0001", "secure");
-    h.recharge("P0001", 10_000).unwrap();
-    let request = IssueCardRequest {
+    h.register("13800000017", "B0001"); // someone else, who would like to spend A's money
+    h.sell_with_pin("A0001", "P0001", "secure", "246810");
+    h.recharge("P0001", 10_000).unwrap(); // + 2,000 bonus
+    let linked = |primary_pin: &str, pin: &str| IssueCardRequest {
+        primary_pin: primary_pin.into(),
+        pin: pin.into(),
+        staff_code: "cashier7".into(),
+        ..attach_request("B0001", "L0001", "P0001")
+    };
+    let entries = h.books().entries.len();
+    let error = h.issue(linked("", "112233")).unwrap_err();
+    assert_eq!(error.kind, Kind::PinRequired);
+    assert!(error.message.contains("P0001"), "{error}");
+    // A wrong primary PIN counts toward the primary's lock, like any wrong PIN.
+    let error = h.issue(linked("908172", "112233")).unwrap_err();
+    assert_eq!(error.kind, Kind::WrongPin);
+    assert!(error.message.contains("4 tries left"), "{error}");
+    assert_eq!(h.card("P0001").pin_failures, 1);
+    // The primary's type asks for a PIN at payment: the new card is sold with its own.
+    let error = h.issue(linked("246810", "")).unwrap_err();
+    assert_eq!(error.kind, Kind::PinRequired);
+    assert!(error.message.contains("primary card P0001"), "{error}");
+    let no_primary = IssueCardRequest { primary_card_no: String::new(), ..linked("246810", "112233") };
+    assert_eq!(kind_of(h.issue(no_primary)), Kind::MalformedRequest);
+    // The refusals wrote nothing: no card, no fee, nothing on the primary but the count.
+    assert_eq!(kind_of(h.find_card("L0001")), Kind::CardNotFound);
+    assert_eq!(h.books().entries.len(), entries);
+    assert_eq!(h.actions("P0001"), vec!["ISSUE"]);
+    assert_eq!(held(&h.card("P0001")), (10_000, 2_000));
+
+    let issued = h.issue(linked("246810", "112233")).unwrap();
+    assert_eq!(issued.fee_fen, 1_000);
+    let card = issued.card.unwrap();
+    assert_eq!((card.link_kind, card.primary_card_no.as_str(), card.has_pin), (LinkKind::Linked as i32, "P0001", true));
+    let primary = h.card("P0001");
+    assert_eq!(primary.pin_failures, 0); // the right PIN reset the count
+    assert_eq!(attached(&primary), vec![("L0001".to_owned(), LinkKind::Linked, 2)]);
+    let attach_event = h.events("P0001", 1, "").unwrap().events.remove(0);
+    assert_eq!((attach_event.action.as_str(), attach_event.staff_code.as_str()), ("ATTACH", "cashier7"));
+    assert!(attach_event.note.contains("LINKED card L0001 of member #2"), "{}", attach_event.note);
+    // It pays with its own PIN, from the primary's balance.
+    let linked_card = || Key::CardNo("L0001".into());
+    assert_eq!(kind_of(h.checkout(linked_card(), 1_000, PaymentMethod::StoredValue, "246810")), Kind::WrongPin);
+    h.checkout(linked_card(), 1_000, PaymentMethod::StoredValue, "112233").unwrap();
+    assert_eq!(held(&h.card("P0001")), (9_000, 2_000));
+    h.assert_ledger_consistent();
+
+    let copy = scratch_dir("attach-pin-copy");
+    let (path, _) = h.core.backup(&copy).unwrap();
+    let bytes = std::fs::read(path).unwrap();
+    for pin in [b"246810", b"112233", b"908172"] {
+        assert!(!bytes.windows(6).any(|window| window == pin), "a PIN is stored in clear");
+    }
+}
+
+#[test]
+fn wrong_pins_lock_a_card_in_any_status_and_unlocking_gives_it_back_as_it_was() {
+    let mut h = Harness::new("lock-any", pin_config(), "2026-06-01"); // 2 wrong PINs lock
+    h.register("13800000018", "A0001");
+    let unactivated = IssueCardRequest {
         member: card_ref("A0001"),
-        card_no: "S0001".into(),
-        card_type: "member".into(),
-        tenders: vec![pay(PaymentMethod::Cash)],
-        activate: true,
-        primary_card_no: "P0001".into(),
+        card_no: "P0001".into(),
+        card_type: "secure".into(),
+        pin: "246810".into(),
         ..Default::default()
     };
-    h.issue(request).unwrap();
-    // The subsidiary's own type asks for no PIN, but the money it spends is protected.
-    assert_eq!(kind_of(h.pay_from("S0001", 1_000)), Kind::PinRequired);
-    let set = ChangePinRequest { card_no: "S0001".into(), new_pin: "271828".into(), ..Default::default() };
-    h.call::<CardResponse>(CHANGE_PIN, set).unwrap();
+    h.issue(unactivated).unwrap();
+    let change = |old_pin: &str| ChangePinRequest {
+        card_no: "P0001".into(),
+        old_pin: old_pin.into(),
+        new_pin: "135790".into(),
+        ..Default::default()
+    };
+    let error = h.call::<CardResponse>(CHANGE_PIN, change("111111")).unwrap_err();
+    assert!(error.kind == Kind::WrongPin && error.message.contains("1 tries left"), "{error}");
+    let error = h.call::<CardResponse>(CHANGE_PIN, change("222222")).unwrap_err();
+    assert!(error.kind == Kind::WrongPin && error.message.contains("now locked"), "{error}");
+    assert!(!error.message.contains('-'), "{error}");
+    assert_eq!((h.status("P0001"), h.card("P0001").pin_failures), (CardStatus::Locked, 2));
+    // No PIN is checked any more, the right one included, and none is counted.
+    for old_pin in ["246810", "333333"] {
+        assert_eq!(kind_of(h.call::<CardResponse>(CHANGE_PIN, change(old_pin))), Kind::CardLocked);
+    }
+    assert_eq!(h.card("P0001").pin_failures, 2);
+    assert_eq!(kind_of(h.act("P0001", CardAction::Activate)), Kind::CardStateInvalid);
+    // Unlocked, it is what it was: sold, not activated.
+    let unlocked = h.act("P0001", CardAction::Unlock).unwrap();
+    let card = unlocked.card.unwrap();
+    assert_eq!((card.status, card.activated_at_ms, card.pin_failures), (CardStatus::Inactive as i32, 0, 0));
+    let event = unlocked.event.unwrap();
+    assert_eq!((event.status_before, event.status_after), (CardStatus::Locked as i32, CardStatus::Inactive as i32));
+    h.call::<CardResponse>(CHANGE_PIN, change("246810")).unwrap();
+    assert_eq!(h.actions("P0001"), vec!["CHANGE_PIN", "UNLOCK", "LOCK", "ISSUE"]);
+
+    // A lost card: wrong PINs given to return it lock its PIN; it stays LOST.
+    h.sell_with_pin("A0001", "P0002", "secure", "246810");
+    h.recharge("P0002", 10_000).unwrap();
+    h.act("P0002", CardAction::ReportLoss).unwrap();
+    let entries = h.books().entries.len();
+    assert_eq!(kind_of(h.return_card("P0002", PaymentMethod::Cash, "111111")), Kind::WrongPin);
+    let error = h.return_card("P0002", PaymentMethod::Cash, "222222").unwrap_err();
+    assert!(error.kind == Kind::WrongPin && error.message.contains("PIN is now locked"), "{error}");
+    assert_eq!((h.status("P0002"), h.card("P0002").pin_failures), (CardStatus::Lost, 2));
+    let lock = h.events("P0002", 1, "").unwrap().events.remove(0);
+    assert_eq!((lock.action.as_str(), lock.status_before, lock.status_after), ("LOCK", 3, 3));
+    assert_eq!(kind_of(h.return_card("P0002", PaymentMethod::Cash, "246810")), Kind::CardLocked);
+    assert_eq!((held(&h.card("P0002")), h.books().entries.len()), ((10_000, 2_000), entries));
+    // The loss ends on LOCKED: ending a loss does not lift a lock.
+    assert_eq!(h.act("P0002", CardAction::CancelLoss).unwrap().card.unwrap().status, CardStatus::Locked as i32);
+    let pay =
+        |h: &mut Harness, pin: &str| h.checkout(Key::CardNo("P0002".into()), 1_000, PaymentMethod::StoredValue, pin);
+    assert_eq!(kind_of(pay(&mut h, "246810")), Kind::CardLocked);
+    assert_eq!(h.act("P0002", CardAction::Unlock).unwrap().card.unwrap().status, CardStatus::Active as i32);
+    pay(&mut h, "246810").unwrap();
+    assert_eq!(held(&h.card("P0002")), (9_000, 2_000));
+
+    // A lost card whose PIN locked is unlocked while still lost; it stays LOST.
+    h.act("P0002", CardAction::ReportLoss).unwrap();
+    assert_eq!(kind_of(h.return_card("P0002", PaymentMethod::Cash, "111111")), Kind::WrongPin);
+    assert_eq!(kind_of(h.return_card("P0002", PaymentMethod::Cash, "222222")), Kind::WrongPin);
+    let unlocked = h.act("P0002", CardAction::Unlock).unwrap().card.unwrap();
+    assert_eq!((unlocked.status, unlocked.pin_failures), (CardStatus::Lost as i32, 0));
+    assert_eq!(kind_of(h.act("P0002", CardAction::Unlock)), Kind::CardStateInvalid); // nothing to unlock
+    let returned = h.return_card("P0002", PaymentMethod::Cash, "246810").unwrap();
+    assert_eq!((returned.refund_fen, returned.forfeited_bonus_fen), (9_000, 2_000));
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn a_card_with_a_pin_is_returned_only_with_it_and_never_while_locked() {
+    let mut h = Harness::new("return-pin", lifecycle_config(), "2026-06-01");
+    h.register("13800000019", "A0001");
+    h.sell_with_pin("A0001", "P0001", "secure", "246810");
+    h.recharge("P0001", 10_000).unwrap(); // + 2,000 bonus
+    let entries = h.books().entries.len();
+    assert_eq!(kind_of(h.return_card("P0001", PaymentMethod::Cash, "")), Kind::PinRequired);
+    let error = h.return_card("P0001", PaymentMethod::Unspecified, "246810").unwrap_err();
+    assert!(error.kind == Kind::PaymentMethodInvalid && error.message.contains("required"), "{error}");
+    assert_eq!(kind_of(h.return_card("P0001", PaymentMethod::Cash, "111111")), Kind::WrongPin);
+    // Four more wrong PINs at the till lock it: a locked card is unlocked before it is returned.
+    for pin in ["111112", "111113", "111114", "111115"] {
+        assert_eq!(
+            kind_of(h.checkout(Key::CardNo("P0001".into()), 100, PaymentMethod::StoredValue, pin)),
+            Kind::WrongPin
+        );
+    }
+    assert_eq!(h.status("P0001"), CardStatus::Locked);
+    let error = h.return_card("P0001", PaymentMethod::Cash, "246810").unwrap_err();
+    assert_eq!(error.kind, Kind::CardLocked);
+    assert!(error.message.contains("unlock"), "{error}");
+    assert_eq!((held(&h.card("P0001")), h.books().entries.len()), ((10_000, 2_000), entries));
+    h.act("P0001", CardAction::Unlock).unwrap();
+    let returned = h.return_card("P0001", PaymentMethod::BankCard, "246810").unwrap();
+    assert_eq!((returned.refund_fen, returned.fee_fen, returned.forfeited_bonus_fen), (10_000, 0, 2_000));
+    assert_eq!(returned.card.unwrap().status, CardStatus::Closed as i32);
+
+    // A lost card holding count packages: its packages are refunded (with the PIN when
+    // paid out), then the card is returned, all while it stays lost.
+    h.sell_with_pin("A0001", "P0002", "secure", "135790");
+    let first = h.buy_haircuts("P0002");
+    let second = h.buy_haircuts("P0002");
+    h.haircut("P0002").unwrap(); // from the first lot
+    h.act("P0002", CardAction::ReportLoss).unwrap();
+    let error = h.return_card("P0002", PaymentMethod::Cash, "135790").unwrap_err();
+    assert!(error.message.contains("refund it first"), "{error}");
+    let entries = h.books().entries.len();
+    assert_eq!(kind_of(h.refund_lot("P0002", first.lot_id, PaymentMethod::Cash, "")), Kind::PinRequired);
+    assert_eq!(kind_of(h.refund_lot("P0002", first.lot_id, PaymentMethod::Cash, "908172")), Kind::WrongPin);
+    assert_eq!(h.card("P0002").lots.len(), 2);
+    assert_eq!(h.books().entries.len(), entries);
+    let refunded = h.refund_lot("P0002", first.lot_id, PaymentMethod::Cash, "135790").unwrap();
+    assert_eq!((refunded.refund_fen, refunded.card.unwrap().pin_failures), (4_500, 0));
+    // Back onto the card needs no PIN: the value stays on it.
+    let refunded = h.refund_lot("P0002", second.lot_id, PaymentMethod::StoredValue, "").unwrap();
+    assert_eq!(held(&refunded.card.unwrap()), (5_000, 0));
+    let returned = h.return_card("P0002", PaymentMethod::Cash, "135790").unwrap();
+    assert_eq!((returned.refund_fen, returned.event.unwrap().status_before), (5_000, CardStatus::Lost as i32));
+
+    // Refund and return take the same cards: a frozen or locked one is refused by both.
+    h.sell("A0001", "F0001", "member");
+    let lot = h.buy_haircuts("F0001");
+    h.act("F0001", CardAction::Freeze).unwrap();
+    assert_eq!(kind_of(h.refund_lot("F0001", lot.lot_id, PaymentMethod::Cash, "")), Kind::CardFrozen);
+    assert_eq!(kind_of(h.return_card("F0001", PaymentMethod::Cash, "")), Kind::CardFrozen);
+    let books = h.books();
+    assert_eq!(books.balance("store/S001/cash"), -(10_000 + 5_000 + 5_000 + 1_000 + 5_000) + 4_500 + 5_000);
+    assert_eq!(books.balance("store/S001/bank_card"), 10_000);
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn balance_then_cash_on_an_attached_card_stops_at_its_limit() {
+    let mut h = Harness::new("attached-rest", lifecycle_config(), "2026-06-01");
+    h.register("13800000020", "A0001");
+    h.register("13800000021", "B0001");
+    h.recharge("A0001", 10_000).unwrap(); // + 2,000 bonus
+    h.issue(IssueCardRequest { spending_limit_fen: 3_000, ..attach_request("B0001", "L0001", "A0001") }).unwrap();
+    let balance_then_cash = |card_no: &str, list_fen: i64| CheckoutRequest {
+        member: card_ref(card_no),
+        list_amount_fen: list_fen,
+        tenders: vec![pay(PaymentMethod::StoredValue), pay(PaymentMethod::Cash)],
+        ..Default::default()
+    };
+    let paid: CheckoutResponse = h.call(CHECKOUT, balance_then_cash("L0001", 5_000)).unwrap();
+    let amounts = |paid: &CheckoutResponse| paid.payments.iter().map(|p| (p.method, p.amount_fen)).collect::<Vec<_>>();
+    let (stored, cash) = (PaymentMethod::StoredValue as i32, PaymentMethod::Cash as i32);
+    assert_eq!(amounts(&paid), vec![(stored, 3_000), (cash, 2_000)]);
+    assert_eq!((h.card("L0001").spent_fen, held(&h.card("A0001"))), (3_000, (7_000, 2_000)));
+    // The limit is used up: cash pays it all.
+    let paid: CheckoutResponse = h.call(CHECKOUT, balance_then_cash("L0001", 1_000)).unwrap();
+    assert_eq!(amounts(&paid), vec![(cash, 1_000)]);
+    assert_eq!(kind_of(h.pay_from("L0001", 1)), Kind::SpendingLimit);
+    // A limit above the balance: the balance is what stored value pays.
+    h.issue(IssueCardRequest { spending_limit_fen: 50_000, ..attach_request("A0001", "S0001", "A0001") }).unwrap();
+    let paid: CheckoutResponse = h.call(CHECKOUT, balance_then_cash("S0001", 20_000)).unwrap();
+    assert_eq!(amounts(&paid), vec![(stored, 9_000), (cash, 11_000)]);
+    assert_eq!((h.card("S0001").spent_fen, held(&h.card("A0001"))), (9_000, (0, 0)));
+    assert_eq!(h.books().balance("store/S001/cash"), -(10_000 + 1_000 + 1_000 + 2_000 + 1_000 + 11_000));
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn link_kinds_say_who_may_hold_an_attached_card() {
+    let mut h = Harness::new("link-kinds", lifecycle_config(), "2026-06-01");
+    h.register("13800000022", "A0001"); // member 1
+    h.register("13800000023", "B0001"); // member 2
+    h.register("13800000024", "G0001"); // member 3: a company
+    h.register("13800000025", "C0001"); // member 4
+    h.recharge("A0001", 10_000).unwrap();
+    h.recharge("G0001", 50_000).unwrap();
+    let kind = |request: IssueCardRequest, kind: LinkKind| IssueCardRequest { link_kind: kind as i32, ..request };
+    // SUBSIDIARY: the primary's own member; LINKED: another member.
+    let error = h.issue(kind(attach_request("B0001", "S0001", "A0001"), LinkKind::Subsidiary)).unwrap_err();
+    assert!(error.kind == Kind::LinkInvalid && error.message.contains("LINKED"), "{error}");
+    let error = h.issue(kind(attach_request("A0001", "L0001", "A0001"), LinkKind::Linked)).unwrap_err();
+    assert!(error.kind == Kind::LinkInvalid && error.message.contains("SUBSIDIARY"), "{error}");
+    h.issue(kind(attach_request("A0001", "S0001", "A0001"), LinkKind::Subsidiary)).unwrap();
+    h.issue(kind(attach_request("B0001", "L0001", "A0001"), LinkKind::Linked)).unwrap();
+    // Left out, the kind follows from the holder.
+    h.issue(attach_request("A0001", "S0002", "A0001")).unwrap();
+    h.issue(attach_request("C0001", "L0002", "A0001")).unwrap();
+    let bad = IssueCardRequest { link_kind: 99, ..attach_request("C0001", "L0003", "A0001") };
+    assert_eq!(kind_of(h.issue(bad)), Kind::MalformedRequest);
+    // GROUP: anyone's card, on a group's own card; a primary is a group's or a person's.
+    let error = h.issue(kind(attach_request("C0001", "X0001", "A0001"), LinkKind::Group)).unwrap_err();
+    assert!(error.kind == Kind::LinkInvalid && error.message.contains("S0001"), "{error}");
+    h.issue(kind(attach_request("B0001", "X0001", "G0001"), LinkKind::Group)).unwrap();
+    h.issue(kind(attach_request("G0001", "X0002", "G0001"), LinkKind::Group)).unwrap();
+    let error = h.issue(attach_request("C0001", "X0003", "G0001")).unwrap_err();
+    assert!(error.kind == Kind::LinkInvalid && error.message.contains("group"), "{error}");
+    let owner = |no: &str, kind: LinkKind, member: u64| (no.to_owned(), kind, member);
     assert_eq!(
-        kind_of(h.checkout(Key::CardNo("S0001".into()), 1_000, PaymentMethod::StoredValue, "")),
-        Kind::PinRequired
+        attached(&h.card("A0001")),
+        vec![
+            owner("S0001", LinkKind::Subsidiary, 1),
+            owner("L0001", LinkKind::Linked, 2),
+            owner("S0002", LinkKind::Subsidiary, 1),
+            owner("L0002", LinkKind::Linked, 4),
+        ]
     );
     assert_eq!(
-        kind_of(h.checkout(Key::CardNo("S0001".into()), 1_000, PaymentMethod::StoredValue, "314159")),
-        Kind::WrongPin
+        attached(&h.card("G0001")),
+        vec![owner("X0001", LinkKind::Group, 2), owner("X0002", LinkKind::Group, 3)]
     );
-    let paid = h.checkout(Key::CardNo("S0001".into()), 1_000, PaymentMethod::StoredValue, "271828").unwrap();
-    assert_eq!(paid.payments[0].principal_fen, 1_000);
-    assert_eq!(held(&h.card("P0001")), (9_000, 2_000));
+    assert_eq!(h.actions("G0001"), vec!["ATTACH", "ATTACH", "ISSUE"]);
+    // A group card pays from the group's card; the points are its holder's.
+    h.pay_from("X0001", 2_000).unwrap();
+    assert_eq!(held(&h.card("G0001")), (48_000, 2_000));
+    assert_eq!(h.member(Key::MemberId(2)).balances.unwrap().points, 20);
+    let shown = h.member(Key::MemberId(2));
+    let x0001 = shown.cards.iter().find(|c| c.card_no == "X0001").unwrap();
+    assert_eq!((x0001.link_kind, x0001.primary_card_no.as_str()), (LinkKind::Group as i32, "G0001"));
+
+    // At most ATTACHED_CARDS_MAX live cards on one primary; a returned one makes room.
+    for n in 3..=mms_core::cards::ATTACHED_CARDS_MAX {
+        let card_no = format!("X{n:04}");
+        h.issue(kind(attach_request("C0001", &card_no, "G0001"), LinkKind::Group)).unwrap();
+    }
+    assert_eq!(h.card("G0001").attached_cards.len(), mms_core::cards::ATTACHED_CARDS_MAX);
+    let one_more = kind(attach_request("C0001", "X0999", "G0001"), LinkKind::Group);
+    assert_eq!(kind_of(h.issue(one_more.clone())), Kind::TooManyAttachedCards);
+    h.return_card("X0003", PaymentMethod::Unspecified, "").unwrap();
+    h.issue(one_more).unwrap();
+    assert_eq!(h.card("G0001").attached_cards.len(), mms_core::cards::ATTACHED_CARDS_MAX);
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn attached_cards_are_managed_after_issue_and_every_change_is_recorded() {
+    let mut h = Harness::new("attached-manage", lifecycle_config(), "2026-06-01");
+    h.register("13800000026", "A0001");
+    h.register("13800000027", "B0001");
+    h.sell_with_pin("A0001", "P0001", "secure", "246810");
+    h.recharge("P0001", 10_000).unwrap(); // + 2,000 bonus
+    let linked = IssueCardRequest {
+        spending_limit_fen: 2_000,
+        primary_pin: "246810".into(),
+        pin: "112233".into(),
+        ..attach_request("B0001", "L0001", "P0001")
+    };
+    h.issue(linked).unwrap();
+    let pay =
+        |h: &mut Harness, fen: i64| h.checkout(Key::CardNo("L0001".into()), fen, PaymentMethod::StoredValue, "112233");
+    pay(&mut h, 1_500).unwrap();
+    let limit = |limit_fen: Option<i64>, reset_spent: bool, primary_pin: &str| SetSpendingLimitRequest {
+        card_no: "L0001".into(),
+        spending_limit_fen: limit_fen,
+        reset_spent,
+        primary_pin: primary_pin.into(),
+        staff_code: "mgr01".into(),
+        ..Default::default()
+    };
+    // Lowering needs no PIN.
+    let lowered = h.set_limit(limit(Some(1_000), false, "")).unwrap().card.unwrap();
+    assert_eq!((lowered.spending_limit_fen, lowered.spent_fen), (1_000, 1_500));
+    assert_eq!(kind_of(pay(&mut h, 1)), Kind::SpendingLimit);
+    // Drawing more needs the primary's PIN; a wrong one counts on the primary.
+    assert_eq!(kind_of(h.set_limit(limit(Some(5_000), false, ""))), Kind::PinRequired);
+    assert_eq!(kind_of(h.set_limit(limit(None, true, ""))), Kind::PinRequired);
+    assert_eq!(kind_of(h.set_limit(limit(Some(0), false, ""))), Kind::PinRequired);
+    assert_eq!(kind_of(h.set_limit(limit(Some(5_000), false, "908172"))), Kind::WrongPin);
+    assert_eq!(h.card("P0001").pin_failures, 1);
+    assert_eq!(kind_of(h.set_limit(limit(None, false, "246810"))), Kind::MalformedRequest);
+    assert_eq!(kind_of(h.set_limit(limit(Some(-1), false, "246810"))), Kind::AmountNotPositive);
+    let own_card = SetSpendingLimitRequest { card_no: "P0001".into(), ..limit(Some(100), false, "") };
+    assert_eq!(kind_of(h.set_limit(own_card)), Kind::CardKindMismatch);
+    let unchanged = h.card("L0001");
+    assert_eq!((unchanged.spending_limit_fen, unchanged.spent_fen), (1_000, 1_500));
+    assert_eq!(h.actions("L0001"), vec!["SET_LIMIT", "ISSUE"]);
+
+    let raise = SetSpendingLimitRequest { request_id: "raise-1".into(), ..limit(Some(5_000), true, "246810") };
+    let first = h.core.submit(SET_LIMIT, MERCHANT, &raise.encode_to_vec()).unwrap();
+    assert_eq!(h.core.submit(SET_LIMIT, MERCHANT, &raise.encode_to_vec()).unwrap(), first);
+    let raised = CardResponse::decode(first.as_slice()).unwrap();
+    let card = raised.card.unwrap();
+    assert_eq!((card.spending_limit_fen, card.spent_fen), (5_000, 0));
+    let event = raised.event.unwrap();
+    assert_eq!((event.action.as_str(), event.staff_code.as_str()), ("SET_LIMIT", "mgr01"));
+    assert_eq!(event.note, "limit 1000 fen → 5000 fen, spent 1500 → 0 fen");
+    assert_eq!(h.card("P0001").pin_failures, 0);
+    let on_primary = h.events("P0001", 1, "").unwrap().events.remove(0);
+    assert_eq!(
+        (on_primary.action.as_str(), on_primary.note.as_str()),
+        ("SET_LIMIT", "card L0001: limit 1000 fen → 5000 fen, spent 1500 → 0 fen")
+    );
+    assert_eq!(h.actions("L0001"), vec!["SET_LIMIT", "SET_LIMIT", "ISSUE"]);
+    pay(&mut h, 5_000).unwrap();
+    assert_eq!(held(&h.card("P0001")), (3_500, 2_000));
+
+    // Returning an attached card detaches it: closed, nothing refunded, no PIN asked.
+    let entries = h.books().entries.len();
+    let stored_value = ReturnCardRequest {
+        card_no: "L0001".into(),
+        refund_method: PaymentMethod::StoredValue as i32,
+        ..Default::default()
+    };
+    assert_eq!(kind_of(h.call::<CardResponse>(RETURN, stored_value)), Kind::PaymentMethodInvalid);
+    let returned = h.return_card("L0001", PaymentMethod::Unspecified, "").unwrap();
+    assert_eq!((returned.ledger_seq, returned.refund_fen, returned.fee_fen), (0, 0, 0));
+    let card = returned.card.unwrap();
+    assert_eq!((card.status, card.primary_card_no.as_str()), (CardStatus::Closed as i32, "P0001"));
+    assert_eq!(h.books().entries.len(), entries);
+    assert!(h.card("P0001").attached_cards.is_empty());
+    let detached = h.events("P0001", 1, "").unwrap().events.remove(0);
+    assert_eq!((detached.action.as_str(), detached.staff_code.as_str()), ("DETACH", "cashier7"));
+    assert!(detached.note.contains("L0001"), "{}", detached.note);
+    assert_eq!(kind_of(pay(&mut h, 100)), Kind::CardClosed);
+    assert_eq!(kind_of(h.return_card("L0001", PaymentMethod::Unspecified, "")), Kind::CardClosed);
+    assert_eq!(kind_of(h.set_limit(limit(Some(100), false, ""))), Kind::CardClosed);
+    assert_eq!(held(&h.card("P0001")), (3_500, 2_000));
+
+    // Returning the primary closes what is still attached, and says so on the primary.
+    let again = IssueCardRequest {
+        primary_pin: "246810".into(),
+        pin: "112233".into(),
+        ..attach_request("B0001", "L0002", "P0001")
+    };
+    h.issue(again).unwrap();
+    h.return_card("P0001", PaymentMethod::Cash, "246810").unwrap();
+    assert_eq!(h.status("L0002"), CardStatus::Closed);
+    assert_eq!(h.actions("P0001")[..3], ["DETACH", "RETURN", "ATTACH"]);
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn an_unactivated_card_can_be_reported_lost_or_frozen_and_stays_unactivated() {
+    let mut h = Harness::new("inactive-holds", lifecycle_config(), "2026-06-01");
+    h.register("13800000028", "A0001");
+    let sold = |card_no: &str| IssueCardRequest {
+        member: card_ref("A0001"),
+        card_no: card_no.into(),
+        card_type: "member".into(),
+        tenders: vec![pay(PaymentMethod::Cash)],
+        ..Default::default()
+    };
+    h.issue(sold("N0001")).unwrap();
+    let status_after = |h: &mut Harness, action: CardAction| {
+        CardStatus::try_from(h.act("N0001", action).unwrap().card.unwrap().status).unwrap()
+    };
+    assert_eq!(status_after(&mut h, CardAction::ReportLoss), CardStatus::Lost);
+    assert_eq!(status_after(&mut h, CardAction::CancelLoss), CardStatus::Inactive);
+    assert_eq!(status_after(&mut h, CardAction::Freeze), CardStatus::Frozen);
+    assert_eq!(status_after(&mut h, CardAction::ReportLoss), CardStatus::Lost);
+    assert_eq!(status_after(&mut h, CardAction::CancelLoss), CardStatus::Frozen);
+    assert_eq!(kind_of(h.act("N0001", CardAction::Activate)), Kind::CardStateInvalid);
+    assert_eq!(status_after(&mut h, CardAction::Unfreeze), CardStatus::Inactive);
+    assert_eq!(h.card("N0001").activated_at_ms, 0);
+    assert_eq!(status_after(&mut h, CardAction::Activate), CardStatus::Active);
+    // A lost card never activated is replaced by one that is not activated either.
+    h.issue(sold("N0002")).unwrap();
+    h.act("N0002", CardAction::ReportLoss).unwrap();
+    let replace = ReplaceCardRequest {
+        card_no: "N0002".into(),
+        new_card_no: "N0003".into(),
+        tenders: vec![pay(PaymentMethod::Cash)],
+        ..Default::default()
+    };
+    let replaced: CardResponse = h.call(REPLACE, replace).unwrap();
+    assert_eq!(replaced.card.unwrap().status, CardStatus::Inactive as i32);
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn only_an_active_or_unactivated_card_becomes_the_default() {
+    let mut h = Harness::new("default-states", pin_config(), "2026-06-01");
+    h.register("13800000029", "A0001");
+    for card_no in ["D0001", "D0002", "D0003"] {
+        h.sell("A0001", card_no, "member");
+    }
+    h.sell_with_pin("A0001", "D0004", "secure", "246810");
+    h.recharge("D0004", 1_000).unwrap();
+    h.sell("A0001", "T0001", "month"); // valid through 2026-06-30
+    h.sell("A0001", "T0002", "month");
+    h.issue(IssueCardRequest {
+        member: card_ref("A0001"),
+        card_no: "N0001".into(),
+        card_type: "member".into(),
+        tenders: vec![pay(PaymentMethod::Cash)],
+        ..Default::default()
+    })
+    .unwrap();
+    h.act("D0001", CardAction::ReportLoss).unwrap();
+    h.act("D0002", CardAction::Freeze).unwrap();
+    h.return_card("D0003", PaymentMethod::Cash, "").unwrap();
+    for pin in ["111111", "222222"] {
+        h.checkout(Key::CardNo("D0004".into()), 100, PaymentMethod::StoredValue, pin).unwrap_err();
+    }
+    h.set_today("2026-07-01");
+    h.act("T0001", CardAction::Expire).unwrap();
+    let cases = [
+        ("D0001", Kind::CardLost),
+        ("D0002", Kind::CardFrozen),
+        ("D0003", Kind::CardClosed),
+        ("D0004", Kind::CardLocked),
+        ("T0001", Kind::CardExpired),
+        ("T0002", Kind::CardExpired), // ACTIVE, but past its last day
+    ];
+    for (card_no, reason) in cases {
+        assert_eq!(kind_of(h.act(card_no, CardAction::SetDefault)), reason, "{card_no}");
+    }
+    assert_eq!(h.member(Key::MemberId(1)).member.unwrap().card_no, "A0001");
+    assert_eq!(h.actions("D0001"), vec!["REPORT_LOSS", "ISSUE"]);
+    h.act("N0001", CardAction::SetDefault).unwrap();
+    assert_eq!(h.member(Key::MemberId(1)).member.unwrap().card_no, "N0001");
     h.assert_ledger_consistent();
 }
 
@@ -1005,6 +1724,14 @@ fn the_daily_run_expires_cards_and_charges_due_annual_fees_in_short_steps() {
     // Run again the same day: nothing more to do.
     let again = run(&mut h, 0, 0);
     assert_eq!((again.expired, again.annual_fees_charged, again.annual_fees_short), (0, 0, 1));
+    // Two years on with no run in between: one fee, for the year the card is in.
+    h.set_today("2029-06-01");
+    let later = run(&mut h, 0, 0);
+    assert_eq!((later.annual_fees_charged, later.annual_fees_fen, later.annual_fees_short), (1, 10_000, 1));
+    assert_eq!(h.card("V0001").annual_fee_paid_until, "2030-03-14");
+    assert_eq!(held(&h.card("V0001")), (30_000, 2_000));
+    let entry = h.books().entries.iter().rev().find(|e| e.kind == EntryKind::AnnualFee as i32).cloned().unwrap();
+    assert_eq!((entry.store_code.as_str(), entry.amount_fen), ("S001", 10_000));
     assert_eq!(
         kind_of(h.call::<RunCardMaintenanceResponse>(
             RUN,
@@ -1013,6 +1740,27 @@ fn the_daily_run_expires_cards_and_charges_due_annual_fees_in_short_steps() {
         Kind::PageSizeInvalid
     );
     h.assert_ledger_consistent();
+}
+
+#[test]
+fn balances_show_the_uses_left_over_every_card_of_the_member() {
+    let mut h = Harness::new("balances-uses", lifecycle_config(), "2026-06-01");
+    h.register("13800000041", "C0001");
+    h.sell("C0001", "A0002", "member");
+    h.buy_haircuts("C0001");
+    h.buy_haircuts("A0002");
+    let haircuts = |left: i64| vec![ItemUsesLeft { item_code: "haircut".into(), uses_left: left }];
+    let visit = h.haircut("A0002").unwrap();
+    assert_eq!(visit.balances.unwrap().uses, haircuts(19));
+    let recharged = h.recharge("C0001", 5_000).unwrap();
+    assert_eq!(
+        recharged.balances.unwrap(),
+        Balances { principal_fen: 5_000, uses: haircuts(19), ..Default::default() }
+    );
+    assert_eq!(h.member(Key::MemberId(1)).balances.unwrap().uses, haircuts(19));
+    // A frozen card still holds its uses, as it holds its stored value.
+    h.act("A0002", CardAction::Freeze).unwrap();
+    assert_eq!(h.member(Key::MemberId(1)).balances.unwrap().uses, haircuts(19));
 }
 
 #[test]

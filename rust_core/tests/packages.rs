@@ -276,6 +276,11 @@ fn taken(response: &CheckoutResponse) -> Vec<(u64, &str, i32, i32)> {
 }
 
 /// (lot, item, uses left) of every item of the lots a card view shows.
+/// A member's count-card uses left, as `Balances` lists them.
+fn uses(items: &[(&str, i64)]) -> Vec<ItemUsesLeft> {
+    items.iter().map(|(item, left)| ItemUsesLeft { item_code: (*item).into(), uses_left: *left }).collect()
+}
+
 fn shown(view: &CardView) -> Vec<(u64, String, i32)> {
     view.lots
         .iter()
@@ -303,7 +308,7 @@ fn ten_haircuts_for_500_yuan_by_cash_and_by_stored_value() {
     assert_eq!(shown(bought.card.as_ref().unwrap()), vec![(1, "haircut".into(), 10)]);
 
     // ¥400 recharged earns ¥200 bonus; the package takes all the principal and ¥100 bonus.
-    h.recharge("C0001", 40_000);
+    assert_eq!(h.recharge("C0001", 40_000).balances.unwrap().uses, uses(&[("haircut", 10)]));
     let bought = h.buy("C0001", "cut10", vec![pay(PaymentMethod::StoredValue)]).unwrap();
     assert_eq!(bought.lot.as_ref().unwrap().lot_id, 2);
     let payment = &bought.payments[0];
@@ -317,7 +322,8 @@ fn ten_haircuts_for_500_yuan_by_cash_and_by_stored_value() {
     let member = h.member("C0001");
     assert_eq!(member.cards[0].lots.len(), 2);
     assert_eq!(member.member.unwrap().cumulative_spend_fen, 0, "a purchase is not spending");
-    assert_eq!(member.balances.unwrap(), Balances { principal_fen: 0, bonus_fen: 10_000, points: 0 });
+    let balances = Balances { principal_fen: 0, bonus_fen: 10_000, points: 0, uses: uses(&[("haircut", 20)]) };
+    assert_eq!(member.balances.unwrap(), balances);
 
     // Refunded in cash, the ¥100 paid with bonus goes back as bonus, never as cash.
     let refunded = h.refund("C0001", 2, PaymentMethod::Cash).unwrap();
@@ -343,6 +349,7 @@ fn five_washes_and_five_massages_on_a_count_card() {
     // ¥400 over 10 uses of either item: ¥40 a use.
     let visit = h.use_items("K0001", &[("wash", 2), ("massage", 1)]).unwrap();
     assert_eq!(taken(&visit), vec![(1, "wash", 2, 3), (1, "massage", 1, 4)]);
+    assert_eq!(visit.balances.clone().unwrap().uses, uses(&[("massage", 4), ("wash", 3)]));
     assert_eq!((visit.amount_due_fen, visit.points_earned), (0, 0));
     let snapshot = h.finish();
     assert_eq!(snapshot.balance("store/S001/package_revenue"), 12_000);
@@ -350,6 +357,7 @@ fn five_washes_and_five_massages_on_a_count_card() {
 
     let visit = h.use_items("K0001", &[("wash", 3)]).unwrap();
     assert_eq!(taken(&visit), vec![(1, "wash", 3, 0)]);
+    assert_eq!(visit.balances.unwrap().uses, uses(&[("massage", 4)]), "an item with none left is not listed");
     let error = h.use_items("K0001", &[("wash", 1)]).unwrap_err();
     assert_eq!(error.kind, Kind::InsufficientUses);
     assert!(error.message.contains("0 uses of \"wash\""), "{}", error.message);
@@ -432,6 +440,7 @@ fn expired_uses_are_refused_and_stay_refundable() {
     h.advance_days(29); // 2026-02-08: the last day
     let visit = h.use_items("C0004", &[("haircut", 1)]).unwrap();
     assert_eq!(taken(&visit), vec![(1, "haircut", 1, 1)]);
+    assert_eq!(visit.balances.unwrap().uses, uses(&[("haircut", 1)]));
 
     h.advance_days(1); // 2026-02-09: expired
     let error = h.use_items("C0004", &[("haircut", 1)]).unwrap_err();
@@ -442,6 +451,9 @@ fn expired_uses_are_refused_and_stay_refundable() {
     h.buy("C0004", "cut3", vec![pay(PaymentMethod::Cash)]).unwrap();
     let visit = h.use_items("C0004", &[("haircut", 1)]).unwrap();
     assert_eq!(taken(&visit), vec![(2, "haircut", 1, 2)]);
+    // The expired lot's use is no longer counted among the uses left.
+    assert_eq!(visit.balances.unwrap().uses, uses(&[("haircut", 2)]));
+    assert_eq!(h.member("C0004").balances.unwrap().uses, uses(&[("haircut", 2)]));
     let error = h.use_items("C0004", &[("haircut", 3)]).unwrap_err();
     assert!(error.message.contains("2 uses of \"haircut\" left (1 more expired), 3 asked"), "{}", error.message);
 
@@ -530,7 +542,8 @@ fn a_checkout_at_the_posting_limit() {
     h.recharge("C0007", 40_000);
     h.checkout("C0007", 42_053, vec![pay(PaymentMethod::StoredValue)], &[]).unwrap();
     let member = h.member("C0007");
-    assert_eq!(member.balances.unwrap(), Balances { principal_fen: 50, bonus_fen: 20_000, points: 499 });
+    let balances = Balances { principal_fen: 50, bonus_fen: 20_000, points: 499, uses: uses(&[("haircut", 9)]) };
+    assert_eq!(member.balances.unwrap(), balances);
 
     let request = CheckoutRequest {
         member: card("C0007"),
@@ -562,7 +575,16 @@ fn bad_package_requests_change_nothing() {
     let mut h = Harness::new("bad");
     h.register("13800138008", "C0008", "");
     h.register("13800138009", "P0009", "points");
-    h.register("13800138010", "V0010", "vip");
+    h.register("13800138010", "M0010", "");
+    let vip = IssueCardRequest {
+        member: card("M0010"),
+        card_no: "V0010".into(),
+        card_type: "vip".into(),
+        activate: true,
+        pin: "246810".into(),
+        ..Default::default()
+    };
+    h.call::<CardResponse>("/mms.v1.CardService/IssueCard", vip).unwrap();
     h.recharge("V0010", 10_000);
     h.buy("C0008", "cut3", vec![pay(PaymentMethod::Cash)]).unwrap();
     let entries = h.entries();

@@ -16,7 +16,7 @@ create_exception!(
     _core,
     CoreError,
     PyException,
-    "An engine error: `.status` (a gRPC status name such as \"NOT_FOUND\"), `.reason` (a stable machine-readable code such as \"MEMBER_NOT_FOUND\") and `.message` (for a human)."
+    "An engine error: `.status` (a gRPC status name such as \"NOT_FOUND\"), `.reason` (a stable machine-readable code such as \"MEMBER_NOT_FOUND\") `.message` (for a human) and `.replayed` (the first answer to the same request_id, given again)."
 );
 
 /// The gRPC status name of each status; a new variant without a line here does not compile.
@@ -33,6 +33,12 @@ fn status_name(status: Status) -> &'static str {
 }
 
 fn to_python(py: Python<'_>, error: DomainError) -> PyErr {
+    to_python_replayed(py, error, false)
+}
+
+/// The exception, with `.replayed` telling whether it is the first answer to an earlier
+/// request with the same request_id, given again.
+fn to_python_replayed(py: Python<'_>, error: DomainError, replayed: bool) -> PyErr {
     let status = status_name(error.status());
     let reason = error.reason();
     let exception = CoreError::new_err((status, reason, error.message.clone()));
@@ -42,6 +48,9 @@ fn to_python(py: Python<'_>, error: DomainError) -> PyErr {
         if let Err(failure) = value.setattr(name, text) {
             return failure;
         }
+    }
+    if let Err(failure) = value.setattr("replayed", replayed) {
+        return failure;
     }
     exception
 }
@@ -85,16 +94,20 @@ impl PyCore {
     }
 
     /// Runs a mutating request (full gRPC method name, merchant id, request bytes) and
-    /// returns the response bytes once its batch is durable.
+    /// returns (response bytes, replayed) once its batch is durable: `replayed` is true
+    /// when the answer is the one given before to the same request_id (a retry).
     fn submit<'py>(
         &self,
         py: Python<'py>,
         method: &str,
         merchant: &str,
         request: &[u8],
-    ) -> PyResult<Bound<'py, PyBytes>> {
-        let answer = py.detach(|| self.inner.submit(method, merchant, request));
-        answer.map(|bytes| PyBytes::new(py, &bytes)).map_err(|e| to_python(py, e))
+    ) -> PyResult<(Bound<'py, PyBytes>, bool)> {
+        let answer = py.detach(|| self.inner.submit_answer(method, merchant, request));
+        match answer.result {
+            Ok(bytes) => Ok((PyBytes::new(py, &bytes), answer.replayed)),
+            Err(error) => Err(to_python_replayed(py, error, answer.replayed)),
+        }
     }
 
     /// Runs a read on the calling thread without waiting for the writer.
@@ -134,7 +147,8 @@ impl PyCore {
                 )
             })
             .map_err(|e| to_python(py, e))?;
-        let usage = self.inner.map_usage().map_err(|e| to_python(py, e))?;
+        // Waits while the writer grows the map: without the GIL.
+        let usage = py.detach(|| self.inner.map_usage()).map_err(|e| to_python(py, e))?;
         let dict = PyDict::new(py);
         dict.set_item("batch_size_bounds", BATCH_SIZE_BOUNDS.to_vec())?;
         dict.set_item("batch_size_buckets", snapshot.0)?;

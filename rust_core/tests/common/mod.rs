@@ -52,7 +52,8 @@ with_request_id!(
     ChargeAnnualFeeRequest,
     RunCardMaintenanceRequest,
     BuyPackageRequest,
-    RefundPackageRequest
+    RefundPackageRequest,
+    SetSpendingLimitRequest
 );
 
 /// Submits a mutating request to `MERCHANT`, giving it the next request id `r1`, `r2` ...
