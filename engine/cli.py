@@ -2145,6 +2145,12 @@ def _import_text(path: str, summary: Any) -> str:
     ]
     if summary.encoding:
         rows.insert(1, ("Encoding 编码", summary.encoding))
+    if summary.already_imported:
+        earlier = (
+            "Already imported 此前已导入",
+            f"{summary.already_imported} (by an earlier run of this file)",
+        )
+        rows.insert(rows.index(("Failed 失败", str(summary.failed))), earlier)
     text = _fields_text("Import 导入", rows)
     if not summary.errors:
         return text
@@ -2154,7 +2160,15 @@ def _import_text(path: str, summary: Any) -> str:
     )
     omitted = len(shown) - ERRORS_SHOWN_MAX
     more = f"\n  ... and {omitted} more (--errors FILE writes them all)" if omitted > 0 else ""
-    return f"{text}\n\n{table}{more}"
+    hint = f"\n\nTo retry the failed rows 重试失败行: {_RETRY_HINT}"
+    return f"{text}\n\n{table}{more}{hint}"
+
+
+_RETRY_HINT = (
+    "importing this file again only repeats their first answers; write them to a file with "
+    "--errors FILE, fix them there, and import that file (its first columns, why each row "
+    "failed, are left out)"
+)
 
 
 def _import_json(path: str, summary: Any) -> dict[str, Any]:
@@ -2164,7 +2178,9 @@ def _import_json(path: str, summary: Any) -> dict[str, Any]:
         "encoding": summary.encoding or None,
         "rows": summary.rows,
         "imported": summary.imported,
+        "already_imported": summary.already_imported,
         "failed": summary.failed,
+        "failed_before": summary.failed_before,
         "seconds": round(summary.seconds, 3),
         "reasons": summary.reason_counts(),
         "errors": errors,

@@ -18,10 +18,15 @@ _ChunkBuilder), so that the referrer is always registered first.
 Idempotent by construction: chunk i carries the request id `<prefix>-<i>`, and the
 prefix defaults to a hash of the file's bytes. Running the same file again (after a
 crash, a timeout, or just twice) sends the same chunks under the same ids, and every
-chunk already imported answers its first result: nothing is registered twice, and the
-report is the same. A call that fails for a reason that may pass (UNAVAILABLE, a
-deadline) is retried with its id; one that still fails, or fails for any other reason,
-raises grpc.RpcError: the chunks that landed stay, and running the file again resumes.
+chunk already imported answers its first result (the server marks such an answer as
+replayed): nothing is registered twice, and the report counts those rows as imported by
+an earlier run, apart from the rows this run imported. A row that failed keeps failing
+the same way when the same file is imported again; the --errors file holds each failed
+row with its cells and why it failed, and is itself a file to import once the rows are
+fixed (it has other bytes, so other request ids). A call that fails for a reason that may
+pass (UNAVAILABLE, a deadline) is retried with its id; one that still fails, or fails for
+any other reason, raises grpc.RpcError: the chunks that landed stay, and running the file
+again resumes.
 
 Row numbers are the spreadsheet's: the header is row 1 when it is the first line, and a
 row's number is where it sits in the file (blank rows count, and are skipped).
@@ -84,6 +89,12 @@ RETRYABLE_CODES = frozenset(
     }
 )
 CALL_ATTEMPTS_MAX = 5
+# The trailing metadata of an answer given again to a retry (engine/server.py,
+# REPLAYED_METADATA): the request had been answered before.
+REPLAYED_METADATA = ("mms-replayed", "1")
+# The columns the --errors file adds in front of the failed rows' own; a file with them is
+# imported as any other, the three columns left out.
+ERROR_COLUMNS = ("error_row", "error_reason", "error_message")
 RETRY_DELAY_S = 0.5  # doubled after each failed attempt
 # How a CSV file may be encoded, tried in this order (each strictly, the whole file).
 ENCODING_UTF8 = "UTF-8"
@@ -187,6 +198,10 @@ class ImportSummary:
     errors: list[RowError] = field(default_factory=list)  # by row number
     seconds: float = 0.0
     encoding: str = ""  # of a CSV file: ENCODING_UTF8 or ENCODING_GB18030; "" for XLSX
+    # Rows of chunks an earlier run of the same file had sent, answered again as then:
+    # imported by that run, or failed in it (among `failed`, not tried again).
+    already_imported: int = 0
+    failed_before: int = 0
 
     def reason_counts(self) -> dict[str, int]:
         """How many rows failed for each reason, the most frequent first."""
@@ -214,26 +229,26 @@ def import_members(
         raise ValueError(f"request prefix must be 1-{REQUEST_PREFIX_CHARS_MAX} printable ASCII")
     parsed = _parse_file(path, prefix)
     meter = _Progress(progress, parsed.rows, refused_before_sending=len(parsed.errors))
-    errors = list(parsed.errors)
-    imported = 0
+    summary = ImportSummary(rows=parsed.rows, imported=0, failed=0, encoding=parsed.encoding)
+    summary.errors = list(parsed.errors)
     try:
-        for chunk, response in _send_chunks(stub, parsed.chunks, metadata, timeout_s):
-            imported += response.imported
-            errors.extend(_row_errors(chunk, response))
+        for chunk, answer in _send_chunks(stub, parsed.chunks, metadata, timeout_s):
+            row_errors = _row_errors(chunk, answer.response)
+            summary.errors.extend(row_errors)
+            if answer.earlier_run:
+                summary.already_imported += answer.response.imported
+                summary.failed_before += len(row_errors)
+            else:
+                summary.imported += answer.response.imported
             meter.advance(len(chunk.row_numbers))
     finally:
         meter.finish()
-    errors.sort()
+    summary.errors.sort()
+    summary.failed = len(summary.errors)
     if errors_out is not None:
-        _write_errors(errors_out, errors)
-    return ImportSummary(
-        rows=parsed.rows,
-        imported=imported,
-        failed=len(errors),
-        errors=errors,
-        seconds=time.monotonic() - started,
-        encoding=parsed.encoding,
-    )
+        _write_errors(errors_out, path, parsed.encoding, summary.errors)
+    summary.seconds = time.monotonic() - started
+    return summary
 
 
 def format_summary(summary: ImportSummary) -> str:
@@ -244,12 +259,23 @@ def format_summary(summary: ImportSummary) -> str:
     )
     if summary.encoding:
         line += f", read as {summary.encoding}"
+    if summary.already_imported:
+        line += f"; already imported by an earlier run of this file: {summary.already_imported:,}"
     if summary.failed:
         reasons = ", ".join(
             f"{reason} {count:,}" for reason, count in summary.reason_counts().items()
         )
         line += f" ({reasons})"
+    if summary.failed_before:
+        line += f"; {RETRY_HINT}"
     return line
+
+
+# What to do about rows that failed: importing the same file again only repeats them.
+RETRY_HINT = (
+    "rows that failed fail again when this file is imported again: fix them in the "
+    "--errors file and import that file"
+)
 
 
 # --- reading the file -----------------------------------------------------------------
@@ -426,8 +452,8 @@ class _Columns:
         labels: set[str] = set()
         for position, cell in enumerate(header):
             text = _cell_text(cell)
-            if not text:
-                continue  # a column without a name: trailing separators, say
+            if not text or _header_key(text) in ERROR_COLUMNS:
+                continue  # a column without a name (trailing separators), or an --errors one
             key = _header_key(text)
             if key.startswith(ATTRIBUTE_PREFIX):
                 code = text.split(":", 1)[1].strip()
@@ -710,9 +736,16 @@ def _chain_too_long(row_number: int, referrer: str) -> RowError:
 # --- sending --------------------------------------------------------------------------
 
 
+class _Answer(NamedTuple):
+    response: member_pb2.ImportMembersResponse
+    # Answered as an earlier run of the file was: its first answer, replayed, and no
+    # attempt of this run can have been the first (one that timed out may have landed).
+    earlier_run: bool
+
+
 def _send_chunks(
     stub: Any, chunks: list[_Chunk], metadata: Sequence[tuple[str, str]], timeout_s: float
-) -> Iterator[tuple[_Chunk, member_pb2.ImportMembersResponse]]:
+) -> Iterator[tuple[_Chunk, _Answer]]:
     """Each chunk with its response as they come, CHUNKS_IN_FLIGHT calls at a time, a
     wave after the other."""
     if not chunks:
@@ -720,7 +753,7 @@ def _send_chunks(
     pool = ThreadPoolExecutor(max_workers=CHUNKS_IN_FLIGHT, thread_name_prefix="mms-import")
     try:
         for wave in sorted({chunk.wave for chunk in chunks}):
-            pending: dict[Future[member_pb2.ImportMembersResponse], _Chunk] = {
+            pending: dict[Future[_Answer], _Chunk] = {
                 pool.submit(_send_chunk, stub, chunk, metadata, timeout_s): chunk
                 for chunk in chunks
                 if chunk.wave == wave
@@ -736,12 +769,14 @@ def _send_chunks(
 
 def _send_chunk(
     stub: Any, chunk: _Chunk, metadata: Sequence[tuple[str, str]], timeout_s: float
-) -> member_pb2.ImportMembersResponse:
+) -> _Answer:
     request = member_pb2.ImportMembersRequest.FromString(chunk.request)
     delay_s = RETRY_DELAY_S
     for attempt in range(1, CALL_ATTEMPTS_MAX + 1):
         try:
-            response = stub.ImportMembers(request, timeout=timeout_s, metadata=metadata)
+            response, call = stub.ImportMembers.with_call(
+                request, timeout=timeout_s, metadata=metadata
+            )
         except grpc.RpcError as error:
             if error.code() not in RETRYABLE_CODES or attempt == CALL_ATTEMPTS_MAX:
                 raise
@@ -749,7 +784,8 @@ def _send_chunk(
             delay_s *= 2
             continue
         _check_response(chunk, response)
-        return response
+        replayed = REPLAYED_METADATA in tuple(call.trailing_metadata() or ())
+        return _Answer(response, earlier_run=replayed and attempt == 1)
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
@@ -771,10 +807,22 @@ def _row_errors(chunk: _Chunk, response: member_pb2.ImportMembersResponse) -> li
     ]
 
 
-def _write_errors(out: TextIO, errors: list[RowError]) -> None:
+def _write_errors(out: TextIO, path: str, encoding: str, errors: list[RowError]) -> None:
+    """Each failed row, in file order: its number, reason and message, then its own cells
+    as the file has them (a file to fix and import). The file is read again for them."""
     writer = csv.writer(out)
-    writer.writerow(("row", "reason", "message"))
-    writer.writerows(errors)
+    failed = {error.row_number: error for error in errors}
+    rows = _xlsx_rows(path) if not encoding else _csv_rows(path, CSV_ENCODINGS[encoding])
+    _, header = next(rows)
+    kept = [
+        i for i, cell in enumerate(header) if _header_key(_cell_text(cell)) not in ERROR_COLUMNS
+    ]
+    writer.writerow([*ERROR_COLUMNS, *(_cell_text(header[i]) for i in kept)])
+    for row_number, cells in rows:
+        error = failed.get(row_number)
+        if error is not None:
+            own = [_cell_text(cells[i]) if i < len(cells) else "" for i in kept]
+            writer.writerow([row_number, error.reason, error.message, *own])
 
 
 class _Progress:

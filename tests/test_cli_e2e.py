@@ -1243,7 +1243,8 @@ def test_member_import(address: str, tmp_path: Path) -> None:
     rows.write_text(IMPORT_CSV, encoding="utf-8")
     errors = tmp_path / "errors.csv"
     result = mms(address, "member", "import", str(rows), "--errors", str(errors), expect=1)
-    summary, failed = result.stdout.split("\n\n")
+    summary, failed, hint = result.stdout.split("\n\n")
+    assert hint.startswith("To retry the failed rows 重试失败行: importing this file again only")
     title, shown = fields(summary)
     del shown["Time 用时"]
     assert (title, shown) == (
@@ -1263,8 +1264,9 @@ def test_member_import(address: str, tmp_path: Path) -> None:
     ]
     assert "import: 4/4 rows (100%)" in result.stderr  # progress
     written = errors.read_text(encoding="utf-8-sig").splitlines()
-    assert written[0] == "row,reason,message" and len(written) == 3
-    assert written[1].startswith("4,FIELD_MISSING,")
+    assert written[0] == "error_row,error_reason,error_message," + IMPORT_CSV.splitlines()[0]
+    assert len(written) == 3
+    assert written[1].startswith("4,FIELD_MISSING,") and written[1].endswith(",13800000003,,,,,,")
     member = mms_json(address, "member", "show", "--phone", "13800000001")
     assert (member["member"]["name"], member["member"]["card_no"]) == ("王一", "M0001")
     assert member["member"]["gender"] == "FEMALE"
@@ -1277,7 +1279,8 @@ def test_member_import(address: str, tmp_path: Path) -> None:
     )
     # the same file again: its chunks answer their first results; nobody is added twice
     again = json.loads(mms(address, "member", "import", str(rows), "--json", expect=1).stdout)
-    assert (again["rows"], again["imported"], again["failed"]) == (4, 2, 2)
+    assert (again["rows"], again["imported"], again["already_imported"]) == (4, 0, 2)
+    assert (again["failed"], again["failed_before"]) == (2, 0)  # both refused before sending
     assert again["reasons"] == {"FIELD_MISSING": 1, "PHONE_MALFORMED": 1}
     assert [(e["row_number"], e["reason"]) for e in again["errors"]] == [
         (4, "FIELD_MISSING"),
@@ -1285,6 +1288,11 @@ def test_member_import(address: str, tmp_path: Path) -> None:
     ]
     assert (again["errors_omitted"], again["request_id"]) == (0, None)
     assert again["encoding"] == "UTF-8"
+    _, shown = fields(mms(address, "member", "import", str(rows), expect=1).stdout.split("\n\n")[0])
+    assert (shown["Imported 成功"], shown["Already imported 此前已导入"]) == (
+        "0",
+        "2 (by an earlier run of this file)",
+    )
     found = mms_json(address, "member", "search", "--phone-prefix", "138000000")
     assert [m["name"] for m in found["members"]] == ["王一", "王二"]
     good = tmp_path / "good.csv"

@@ -120,8 +120,10 @@ def test_good_rows_land_and_bad_rows_are_reported(
         assert summary.reason_counts()["PHONE_TAKEN"] == 1
         assert "row 2" in summary.errors[1].message  # the duplicate names the first row
         written = list(csv.reader(io.StringIO(errors_csv)))
-        assert written[0] == ["row", "reason", "message"]
-        assert [(int(row), reason) for row, reason, _ in written[1:]] == EXPECTED_ERRORS
+        assert written[0] == ["error_row", "error_reason", "error_message", *HEADER]
+        assert [(int(row[0]), row[1]) for row in written[1:]] == EXPECTED_ERRORS
+        # each failed row with its own cells, as the file has them
+        assert written[4][3:] == ["13800000007", "孙八", "", "", "1990-02-30", "", "", ""]
         assert progress.getvalue().splitlines()[-1].startswith("import: 9/9 rows (100%)")
 
         first = client.get(phone="13800000001")
@@ -145,10 +147,15 @@ def test_good_rows_land_and_bad_rows_are_reported(
         assert member_or_none(client, member_id=5) is None
 
         again, errors_again = run_import(client, path)
-        assert (again.rows, again.imported, again.failed) == (9, 3, 6)
+        assert (again.rows, again.imported, again.already_imported) == (9, 0, 3)
+        assert (again.failed, again.failed_before) == (6, 2)  # rows 6 and 9, sent before
         assert again.errors == summary.errors
         assert errors_again == errors_csv
         assert member_or_none(client, member_id=5) is None  # nothing registered twice
+        line = importer.format_summary(again)
+        assert "already imported by an earlier run of this file: 3" in line
+        assert line.endswith("fix them in the --errors file and import that file")
+        assert "earlier run" not in importer.format_summary(summary)
 
 
 def test_a_chosen_prefix_makes_the_request_ids(server: RunningServer, tmp_path: Path) -> None:
@@ -168,7 +175,8 @@ def test_a_chosen_prefix_makes_the_request_ids(server: RunningServer, tmp_path: 
             )
 
         assert once("batch-1").imported == 4  # row 6's phone is free on this server
-        assert once("batch-1").imported == 4  # the same ids: the first answers
+        same = once("batch-1")  # the same ids: the first answers, marked as such
+        assert (same.imported, same.already_imported) == (0, 4)
         rerun = once("batch-2")  # new ids: every row is tried again, and is taken
         assert rerun.imported == 0
         assert rerun.reason_counts()["PHONE_TAKEN"] == 4
@@ -485,4 +493,85 @@ def test_a_referrer_column_names_members_by_phone(
         assert referrer_of("13800000006") == "13800000003"
         assert client.get(phone=EXISTING_PHONE).member.member_id == old
         again, _ = run_import(client, path)
-        assert (again.imported, again.errors) == (summary.imported, summary.errors)
+        assert (again.imported, again.already_imported) == (0, summary.imported)
+        assert again.errors == summary.errors
+
+
+# --- failed rows: fixed in the --errors file, imported again ------------------------------
+
+
+def test_the_errors_file_is_a_file_to_fix_and_import(server: RunningServer, tmp_path: Path) -> None:
+    path = write_xlsx(tmp_path / "members.xlsx")
+    with server.channel() as channel:
+        client = Client(channel)
+        client.apply(import_config())
+        client.register(EXISTING_PHONE, "老会员")
+        _, errors_csv = run_import(client, path)
+        # Fix two of the rows where they failed: the date of row 7, the name of row 8.
+        fixed = errors_csv.replace("1990-02-30", "1990-02-28").replace(
+            ",13800000008,,", ",13800000008,周八,"
+        )
+        errors_path = tmp_path / "failed.csv"
+        errors_path.write_text(fixed, encoding="utf-8-sig")
+        retried, errors_again = run_import(client, errors_path)
+        assert (retried.rows, retried.imported, retried.already_imported) == (6, 2, 0)
+        # Rows are numbered as the errors file has them now.
+        assert [(error.row_number, error.reason) for error in retried.errors] == [
+            (2, "PHONE_MALFORMED"),
+            (3, "PHONE_TAKEN"),  # row 5 of the first file: row 2's phone, registered by now
+            (4, "PHONE_TAKEN"),
+            (7, "FIELD_UNKNOWN"),
+        ]
+        assert client.get(phone="13800000007").member.birthday == "1990-02-28"
+        assert client.get(phone="13800000008").member.name == "周八"
+        header = next(csv.reader(io.StringIO(errors_again)))
+        assert header == ["error_row", "error_reason", "error_message", *HEADER]
+
+
+class _Call:
+    def __init__(self, replayed: bool) -> None:
+        self.metadata = (("mms-replayed", "1"),) if replayed else ()
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata
+
+
+class _Unavailable(grpc.RpcError):
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+
+class _Method:
+    """ImportMembers of a stub that answers from `outcomes`, one per attempt."""
+
+    def __init__(self, outcomes: list[object]) -> None:
+        self.outcomes = outcomes
+
+    def with_call(self, request: object, **_: object) -> tuple[object, _Call]:
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, grpc.RpcError):
+            raise outcome
+        response = member_pb2.ImportMembersResponse(imported=1)
+        response.results.add(index=0, member_id=1)
+        return response, _Call(replayed=bool(outcome))
+
+
+def test_a_replay_is_an_earlier_runs_only_when_this_run_sent_nothing_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(importer, "RETRY_DELAY_S", 0)
+    chunk = importer._Chunk(
+        0, [2], member_pb2.ImportMembersRequest(request_id="p-0").SerializeToString()
+    )
+
+    class Stub:
+        def __init__(self, outcomes: list[object]) -> None:
+            self.ImportMembers = _Method(outcomes)
+
+    def earlier_run(*outcomes: object) -> bool:
+        return importer._send_chunk(Stub(list(outcomes)), chunk, (), 1.0).earlier_run
+
+    assert earlier_run(True) is True  # replayed at once: an earlier run's answer
+    assert earlier_run(False) is False
+    # A first attempt that timed out may have landed: its replayed retry is this run's.
+    assert earlier_run(_Unavailable(), True) is False
