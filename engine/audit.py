@@ -579,6 +579,9 @@ class _MerchantAudit:
         self.request_hashes = _SeqIndex()
         self.entry_members = _SeqIndex()
         self.entries_with_member = 0
+        # seq -> the member whose card paid, for the few entries another member's card paid
+        # (linked and group cards): they are listed under that member too.
+        self.entry_payers: dict[int, int] = {}
         self.negative_reported: set[str] = set()
         # By member id: hashes of phone and name (UNKNOWN: the record does not decode).
         self.member_phone_hashes = _IdTable()
@@ -774,8 +777,17 @@ class _MerchantAudit:
             self.entry_members.append(seq, entry.member_id)
             if entry.member_id not in (0, UNKNOWN):
                 self.entries_with_member += 1
+            if entry.payer_member_id:
+                self.note_payer(key, seq, entry)
             self.apply_entry(key, seq, entry)
         self.check_counter(COUNTER_LEDGER_SEQ, previous_seq, 1, "ledger entry")
+
+    def note_payer(self, key: str, seq: int, entry: records_pb2.LedgerEntry) -> None:
+        if entry.payer_member_id == entry.member_id or not entry.member_id:
+            message = f"payer_member_id {entry.payer_member_id} with member_id {entry.member_id}"
+            self.report(9, key, message + ": the payer is another member of a member's entry")
+            return
+        self.entry_payers[seq] = entry.payer_member_id
 
     def apply_entry(self, key: str, seq: int, entry: records_pb2.LedgerEntry) -> None:
         if entry.seq != seq:
@@ -1247,6 +1259,7 @@ class _MerchantAudit:
     def audit_member_ledger(self) -> None:
         members = self.entry_members
         seen = bytearray(len(members.values))
+        payers_seen: set[int] = set()
         matched = 0
         for rest, value in self.segment("member_ledger"):
             pair = self.u64_pair_key("member_ledger", rest)
@@ -1263,12 +1276,19 @@ class _MerchantAudit:
             entry_member = members.values[position]
             if entry_member == UNKNOWN:
                 continue
+            if member_id != entry_member and self.entry_payers.get(seq) == member_id:
+                payers_seen.add(seq)
+                continue
             if entry_member != member_id:
                 named = f"member {entry_member}" if entry_member else "no member"
                 self.report(9, key, f"ledger entry {seq} names {named}")
                 continue
             seen[position] = 1
             matched += 1
+        for seq, payer in self.entry_payers.items():
+            if seq not in payers_seen:
+                message = f"entry paid by member {payer} is missing from their member_ledger"
+                self.report(9, f"ledger:{seq}", message)
         if matched == self.entries_with_member:
             return  # every entry with a member was found under it: no need to look
         for position, member_id in enumerate(members.values):

@@ -1966,7 +1966,7 @@ def _members_text(response: member_pb2.SearchMembersResponse) -> str:
 
 
 def _history_text(response: member_pb2.ListHistoryResponse) -> str:
-    headers = ("SEQ", "TIME", "KIND", "STORE", "CARD", "AMOUNT", "REQUEST")
+    headers = ("SEQ", "TIME", "KIND", "STORE", "CARD", "AMOUNT", "BY", "REQUEST")
     rows = [
         (
             str(item.ledger_seq),
@@ -1975,6 +1975,7 @@ def _history_text(response: member_pb2.ListHistoryResponse) -> str:
             item.store_code,
             item.card_no or "-",
             format_fen(item.amount_fen),
+            f"#{item.member_id}" if item.member_id else "-",  # a linked card's holder, say
             item.request_id,
         )
         for item in response.items

@@ -109,7 +109,7 @@ PROGRESS_REFRESH_S = 0.2  # least time between two updates of the terminal line
 HASH_BLOCK_BYTES = 1024 * 1024
 # Part of every default request id: change it when a change to this module could turn
 # the same file into different rows, so that a re-run is not refused as a reused id.
-IMPORT_FORMAT = b"mms-member-import-v2\n"
+IMPORT_FORMAT = b"mms-member-import-v3\n"  # v3: XLSX numbers written exactly, 年月日 dates
 # Request ids are at most 64 printable ASCII characters: the prefix, "-", the chunk index.
 REQUEST_PREFIX_CHARS_MAX = 48
 REQUEST_PREFIX = re.compile(rf"[!-~]{{1,{REQUEST_PREFIX_CHARS_MAX}}}")

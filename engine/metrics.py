@@ -176,7 +176,9 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                     code_label(code) if code is not None else code_label(grpc.StatusCode.CANCELLED)
                 )
 
-            context.add_callback(terminated)
+            if not context.add_callback(terminated):  # the RPC has already ended
+                terminated()
+                return None
             return behavior(request, context, send)
 
         wrapped.experimental_non_blocking = True  # type: ignore[attr-defined]

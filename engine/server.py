@@ -236,7 +236,6 @@ def serve(
     )
     host = listen.rpartition(":")[0] or "127.0.0.1"
     metrics_server, _ = start_http_server(metrics_port, addr=host.strip("[]"), registry=registry)
-    stop = _stop_on_signal()
     server.start()
     mode = "durable" if durable else "NO-SYNC (benchmarks only: a crash may lose commits)"
     print(f"mms: data in {os.path.abspath(data_dir)} ({mode})", flush=True)

@@ -1184,6 +1184,29 @@ def test_9_entry_missing_from_member_ledger(tmp_path: Path) -> None:
     assert report.problems[0].message == "entry of member 1 is missing from member_ledger"
 
 
+def test_9_an_entry_another_members_card_paid_is_listed_under_both(tmp_path: Path) -> None:
+    world = build_world()
+    world.ledger[(M1, 2)].payer_member_id = 2  # member 2's card paid member 1's bill
+    world.member_ledger.add((M1, 2, 2))
+    assert audit_world(world, tmp_path).problems == []
+
+
+def test_9_entry_missing_from_its_payers_member_ledger(tmp_path: Path) -> None:
+    world = build_world()
+    world.ledger[(M1, 2)].payer_member_id = 2
+    report = assert_only(world, tmp_path, 9)
+    assert [(p.key, p.message) for p in report.problems] == [
+        ("ledger:2", "entry paid by member 2 is missing from their member_ledger")
+    ]
+
+
+def test_9_payer_that_is_the_member_itself(tmp_path: Path) -> None:
+    world = build_world()
+    world.ledger[(M1, 2)].payer_member_id = 1
+    report = assert_only(world, tmp_path, 9)
+    assert "the payer is another member" in report.problems[0].message
+
+
 def test_9_member_ledger_lists_another_members_entry(tmp_path: Path) -> None:
     world = build_world()
     world.member_ledger.add((M1, 2, 1))

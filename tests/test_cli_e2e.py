@@ -889,6 +889,9 @@ def test_card_issue_loss_and_unloss_output(
     lost_card = {"status": "FAILED_PRECONDITION", "reason": "CARD_LOST"}
     merchant.refused("checkout", "--card", CARD, "--amount", "1", **lost_card)
     merchant.refused("recharge", "--phone", PHONE, "--amount", "1", **lost_card)
+    merchant.refused("member", "code", "--phone", PHONE, **lost_card)  # it would only be refused
+    title, rows = fields(merchant.mms("card", "unloss", CARD).stdout)
+    assert (title, rows["Status 状态"]) == ("Loss cancelled 解挂", "active 正常")
     code = merchant.mms("member", "code", "--phone", PHONE)
     payload = code.stdout.strip()
     assert payload.startswith(f"MMS2.{CARD}.") and code.stdout == payload + "\n"
@@ -896,11 +899,9 @@ def test_card_issue_loss_and_unloss_output(
     assert merchant.json("member", "code", "--card", CARD)["card_no"] == CARD
     _, cards = merchant.mms("member", "show", "--qr", payload).stdout.split("\n\n")
     assert table(cards)[1:] == [
-        [f"{CARD} (default 默认)", "member", "lost 挂失", "100.00", "10.00", "-"],
+        [f"{CARD} (default 默认)", "member", "active 正常", "100.00", "10.00", "-"],
         ["VIP0001", "vip", "inactive 未激活", "0.00", "0.00", "-"],
     ]
-    title, rows = fields(merchant.mms("card", "unloss", CARD).stdout)
-    assert (title, rows["Status 状态"]) == ("Loss cancelled 解挂", "active 正常")
     events = table(merchant.mms("card", "events", CARD).stdout)
     assert events[0] == ["SEQ", "TIME", "ACTION", "STAFF", "LEDGER", "REQUEST"]
     assert [(row[2], row[3]) for row in events[1:]] == [
@@ -951,7 +952,7 @@ def test_card_replace_and_return_output(merchant: Merchant) -> None:
         status="FAILED_PRECONDITION", reason="CARD_CLOSED",
     )  # fmt: skip
     history = table(merchant.mms("member", "history", "--phone", PHONE).stdout)
-    assert history[0] == ["SEQ", "TIME", "KIND", "STORE", "CARD", "AMOUNT", "REQUEST"]
+    assert history[0] == ["SEQ", "TIME", "KIND", "STORE", "CARD", "AMOUNT", "BY", "REQUEST"]
     assert [(row[0], row[2], row[4], row[5]) for row in history[1:]] == [
         ("4", "CARD_RETURN 退卡", "C0009", "65.00"),
         ("3", "CARD_REPLACE 换卡", "C0009", "20.00"),

@@ -14,12 +14,16 @@
 //!   it is in. Paying never covers a year ahead.
 //! - The fee is due from the first day of the year. While it is due and unpaid the card is
 //!   refused at checkout, recharge and package purchase (`ANNUAL_FEE_DUE`, 年费未缴); a
-//!   subsidiary is refused when its primary's fee is due too, since it spends the
-//!   primary's value. It is paid at the counter from principal, in cash, by bank card or
-//!   scan pay; the daily run charges it from principal where the principal covers it.
-//! - Any card kind may have an annual fee. From stored value it is paid with principal only
-//!   (bonus is the merchant's gift, not the member's money), a subsidiary's from its
-//!   primary's principal, without a PIN (the daily run charges it without one).
+//!   card attached to a primary is refused when its primary's fee is due too, since it
+//!   spends the primary's value. It is paid at the counter from principal, in cash, by bank
+//!   card or scan pay; the daily run charges it from principal where the principal covers
+//!   it, without a PIN.
+//! - Any card kind may have an annual fee. From stored value it is paid with the card's own
+//!   principal only (bonus is the merchant's gift, not the member's money). An attached card
+//!   (附属卡 / 关联卡 / 团体卡) holds no value of its own and its fee never draws on its
+//!   primary's: that would spend another holder's money past the card's limit and without
+//!   the primary's PIN. It is paid at the counter in cash, by bank card or scan pay, and the
+//!   daily run lists it among the fees it could not charge.
 
 use crate::config::Loaded;
 use crate::dates::Date;

@@ -360,8 +360,10 @@ impl Kind {
     /// kept as a request's first answer; a full map or a shutdown is worth a retry.
     pub fn is_deterministic(self) -> bool {
         match self.status() {
+            // A merchant without a config yet is not a verdict on the request: once the
+            // config is applied, the same request (an import's chunk, say) must run.
             Status::InvalidArgument | Status::NotFound | Status::FailedPrecondition | Status::AlreadyExists => {
-                self != Kind::RequestIdReused
+                !matches!(self, Kind::RequestIdReused | Kind::MerchantNotConfigured)
             }
             Status::ResourceExhausted | Status::Unavailable | Status::Internal => false,
         }

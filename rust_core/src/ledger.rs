@@ -98,6 +98,10 @@ impl Journal {
         if entry.member_id != 0 {
             dbs.member_ledger.put(txn, &store::key_u64_pair(merchant, entry.member_id, seq), &[])?;
         }
+        if entry.payer_member_id != 0 {
+            assert!(entry.member_id != 0 && entry.payer_member_id != entry.member_id, "payer is another member");
+            dbs.member_ledger.put(txn, &store::key_u64_pair(merchant, entry.payer_member_id, seq), &[])?;
+        }
         entry.seq = seq;
         entry.postings = self.postings;
         store::put_record(&dbs.ledger, txn, &store::key_u64(merchant, seq), &entry)?;

@@ -704,10 +704,13 @@ pub fn return_card(
     let (dbs, merchant) = (context.dbs, context.merchant);
     let store_code = context.config.store_code(&request.store_code)?.to_owned();
     let mut card = cards::find_by_number(dbs, txn, merchant, &request.card_no)?;
-    cards::check_refundable(&card, context.today())?;
-    if card.primary_card_id != 0 {
+    // An attached card holds no value: its primary's holder stops it whatever its state,
+    // frozen or PIN-locked included. Only one already closed or replaced is refused.
+    let gone = matches!(cards::status_of(&card), CardStatus::Closed | CardStatus::Replaced);
+    if card.primary_card_id != 0 && !gone {
         return detach(&op, txn, card, request.refund_method);
     }
+    cards::check_refundable(&card, context.today())?;
     let method = return_method(request.refund_method)?;
     check_no_open_lots(context, txn, &card)?;
     if !card.pin_hash.is_empty() {
@@ -898,8 +901,9 @@ pub fn renew(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &RenewCardRequ
     let (start, months) = renewed_period(&card, card_type.valid_months, today)?;
     set_period(&mut card, start, months);
     let before = cards::status_of(&card);
-    card.status = CardStatus::Active as i32;
-    card.status_before = CardStatus::Unspecified as i32;
+    // A renewal ends an expiry, never a PIN lock: a card whose PIN locked while it was
+    // expired comes back LOCKED, active again at a manager's UNLOCK.
+    release(&mut card, CardStatus::Active, context.config.pin_attempts_max());
     cards::put(dbs, txn, merchant, &card)?;
     let mut journal = Journal::default();
     post_fee(&mut journal, &store_code, price_fen, &payments);
@@ -958,23 +962,18 @@ pub fn charge_annual_fee(
         named => context.config.store_code(named)?,
     }
     .to_owned();
-    // A subsidiary's fee is paid from the primary card it draws on.
-    let payer = cards::payer(dbs, txn, merchant, &card)?;
-    if payer.card_id != card.card_id {
-        cards::check_usable(&payer, today)?;
-    }
     let fee_fen = card_type.annual_fee_fen;
-    let payments = annual_fee_payments(context, txn, &payer, &request.tenders, fee_fen)?;
+    let payments = annual_fee_payments(context, txn, &card, &request.tenders, fee_fen)?;
     let mut journal = Journal::default();
     for payment in &payments {
         let account = match PaymentMethod::try_from(payment.method).expect("resolved tenders have valid methods") {
-            PaymentMethod::StoredValue => ledger::card_principal(payer.card_id),
+            PaymentMethod::StoredValue => ledger::card_principal(card.card_id),
             method => transactions::takings_account(&store_code, method),
         };
         journal.fen(account, -payment.amount_fen);
     }
     journal.fen(ledger::store_account(&store_code, "card_fees"), fee_fen);
-    let seq = op.entry(txn, journal, EntryKind::AnnualFee, &payer, &store_code, fee_fen)?;
+    let seq = op.entry(txn, journal, EntryKind::AnnualFee, &card, &store_code, fee_fen)?;
     let before = cards::status_of(&card);
     card.annual_fee_paid_until = year.last_day.format();
     cards::put(dbs, txn, merchant, &card)?;
@@ -983,38 +982,40 @@ pub fn charge_annual_fee(
     Ok((CardResponse { fee_fen, payments, ..op.respond(txn, &card, event, seq)? }, seq))
 }
 
-/// The tenders that pay an annual fee: STORED_VALUE draws on the payer's principal only,
-/// the others as for any card fee.
+/// The tenders that pay an annual fee: STORED_VALUE draws on the card's own principal
+/// only, the others as for any card fee. An attached card holds no value of its own, and
+/// its fee never draws on its primary: that would spend another holder's money past the
+/// card's limit and without the primary's PIN. It is paid at the counter.
 fn annual_fee_payments(
     context: &Context<'_>,
     txn: &RoTxn<'_>,
-    payer: &Card,
+    card: &Card,
     tenders: &[Tender],
     fee_fen: i64,
 ) -> Result<Vec<Payment>> {
     if !tenders.iter().any(|t| t.method == PaymentMethod::StoredValue as i32) {
         return fee_payments(tenders, fee_fen);
     }
-    let payer_type = cards::card_type(context.config, &payer.card_type)?;
-    if !cards::holds_stored_value(&payer_type) {
-        return fail(
-            Kind::CardKindMismatch,
-            format!("card {} ({}) holds no stored value to pay the annual fee", payer.card_no, payer_type.name),
+    let card_type = cards::card_type(context.config, &card.card_type)?;
+    if card.primary_card_id != 0 || !cards::holds_stored_value(&card_type) {
+        let message = format!(
+            "card {} holds no stored value of its own to pay the annual fee: pay it in cash, by bank card or scan pay",
+            card.card_no
         );
+        return fail(Kind::CardKindMismatch, message);
     }
-    let (principal_fen, _) = cards::stored_value(context.dbs, txn, context.merchant, payer.card_id)?;
-    let mut payments =
-        transactions::resolve_tenders(tenders, fee_fen, Some(transactions::Spendable::balance(principal_fen)))
-            .map_err(|error| {
-                if error.kind != Kind::InsufficientBalance {
-                    return error;
-                }
-                let message = format!(
+    let (principal_fen, _) = cards::stored_value(context.dbs, txn, context.merchant, card.card_id)?;
+    let spendable = Some(transactions::Spendable::balance(principal_fen));
+    let mut payments = transactions::resolve_tenders(tenders, fee_fen, spendable).map_err(|error| {
+        if error.kind != Kind::InsufficientBalance {
+            return error;
+        }
+        let message = format!(
             "annual fee is {fee_fen} fen; card {} holds {principal_fen} fen of principal (bonus does not pay fees)",
-            payer.card_no
+            card.card_no
         );
-                CoreError::new(Kind::InsufficientBalance, message)
-            })?;
+        CoreError::new(Kind::InsufficientBalance, message)
+    })?;
     for payment in payments.iter_mut().filter(|p| p.method == PaymentMethod::StoredValue as i32) {
         payment.principal_fen = payment.amount_fen;
     }

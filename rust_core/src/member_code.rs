@@ -23,6 +23,9 @@ use crate::store::{self, Dbs};
 /// How long a member code works after it is issued: about what a payment code (付款码)
 /// gives. The app asks for a new one before then (say every minute while it is shown).
 pub const MEMBER_CODE_VALID_MS: i64 = 120_000;
+/// How far the server's clock may step back (an NTP correction) with a code still taken:
+/// a code that expires later than a fresh one would is refused past this, as forged time.
+pub const CLOCK_STEP_BACK_MS_MAX: i64 = 30_000;
 /// What every member code starts with: the format's name and version.
 pub const MEMBER_CODE_PREFIX: &str = "MMS2.";
 /// The part of the signature a code carries: 80 bits, far past guessing at a till.
@@ -72,6 +75,10 @@ pub fn issue(
         return fail(Kind::CardNotFound, format!("member {} has no card to show", member.member_id));
     }
     let card = cards::get(dbs, txn, merchant, member.default_card_id)?;
+    // A code for a card that cannot be used would only be refused at the till.
+    let utc_offset_minutes = crate::config::read(dbs, txn, merchant)?.utc_offset_minutes;
+    let today = crate::dates::Date::at(now_ms, utc_offset_minutes.unwrap_or(crate::dates::UTC_OFFSET_MINUTES_DEFAULT));
+    cards::check_usable(&card, today)?;
     let expires_at_s = (now_ms + MEMBER_CODE_VALID_MS).div_euclid(MILLIS_PER_SECOND);
     let signature = signature(&key_of(dbs, txn, merchant)?, merchant, card.card_id, expires_at_s);
     let payload = format!("{MEMBER_CODE_PREFIX}{}.{expires_at_s}.{}", card.card_no, hex(&signature));
@@ -94,8 +101,10 @@ pub fn card_of(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, payload: &str, now_ms
     if now_ms > expires_at_ms {
         return fail(Kind::QrExpired, "the member code has expired (会员码已过期): show a fresh one");
     }
-    if expires_at_ms > now_ms + MEMBER_CODE_VALID_MS {
-        return Err(not_ours()); // signed, yet valid longer than any code issued until now
+    if expires_at_ms > now_ms + MEMBER_CODE_VALID_MS + CLOCK_STEP_BACK_MS_MAX {
+        // Signed, yet valid far longer than any code issued until now: the clock was
+        // wound back past what a correction does, or the key was used elsewhere.
+        return fail(Kind::QrInvalid, "the member code is valid longer than codes are: check the server's clock");
     }
     Ok(card)
 }

@@ -164,7 +164,7 @@ fn check_holds_packages(card: &Card, card_type: &CardType) -> Result<()> {
     if card.primary_card_id != 0 {
         return fail(
             Kind::CardKindMismatch,
-            format!("card {} is a subsidiary card: packages are bought on a card of their own", card.card_no),
+            format!("card {} is attached to another card: packages are bought on a card of its own", card.card_no),
         );
     }
     Ok(())

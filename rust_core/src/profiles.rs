@@ -456,7 +456,11 @@ pub fn history(
         let Some(entry) = store::get_record::<LedgerEntry>(&dbs.ledger, txn, &store::key_u64(merchant, seq))? else {
             return fail(Kind::CorruptRecord, format!("member {} lists missing ledger entry {seq}", member.member_id));
         };
-        assert_eq!((entry.seq, entry.member_id), (seq, member.member_id), "member_ledger points at another entry");
+        assert_eq!(entry.seq, seq, "member_ledger points at another entry");
+        assert!(
+            member.member_id == entry.member_id || member.member_id == entry.payer_member_id,
+            "member_ledger lists an entry of another member"
+        );
         let card_no = match (entry.card_id, card_numbers.get(&entry.card_id)) {
             (0, _) => String::new(),
             (_, Some(known)) => known.clone(),
@@ -475,6 +479,7 @@ pub fn history(
             card_no,
             amount_fen: entry.amount_fen,
             request_id: entry.request_id,
+            member_id: entry.member_id,
         });
     }
     Ok(ListHistoryResponse { items, next_page_token })

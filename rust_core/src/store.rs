@@ -89,10 +89,21 @@ pub struct Dbs {
 }
 
 /// Opens (creating if needed) the environment in `path` and its databases.
+/// The map to open with: the size asked for, but at least twice the data file, so the
+/// writes made while opening (new databases, `upgrade::run`) find room even in a file
+/// with no free page left (a compacted backup restored as it is), before the writer
+/// (which grows a full map) runs.
+fn map_size_for(path: &Path, asked_bytes: usize) -> usize {
+    const STEP_BYTES: usize = 1 << 20;
+    let file_bytes = std::fs::metadata(path.join("data.mdb")).map_or(0, |m| m.len() as usize);
+    asked_bytes.max(file_bytes.saturating_mul(2).div_ceil(STEP_BYTES) * STEP_BYTES)
+}
+
 pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<WithoutTls>, Dbs)> {
     std::fs::create_dir_all(path)
         .map_err(|e| CoreError::new(Kind::Storage, format!("cannot create {}: {e}", path.display())))?;
     let mut options = EnvOpenOptions::new().read_txn_without_tls();
+    let map_size_bytes = map_size_for(path, map_size_bytes);
     options.map_size(map_size_bytes).max_dbs(DATABASES_MAX).max_readers(READERS_MAX);
     if !durable {
         // SAFETY: NO_SYNC only delays fsync; a crash may lose the latest commits, which is

@@ -3,7 +3,7 @@
 use heed::RwTxn;
 
 use crate::config::Loaded;
-use crate::error::{fail, Kind, Result};
+use crate::error::{fail, CoreError, Kind, Result};
 use crate::ledger::{self, Journal};
 use crate::money::{self, BALANCE_FEN_MAX, POINTS_MAX};
 use crate::pin::PinCheck;
@@ -79,7 +79,7 @@ pub fn recharge(
     if card.primary_card_id != 0 {
         return fail(
             Kind::CardKindMismatch,
-            format!("card {} is a subsidiary card: recharge its primary card", card.card_no),
+            format!("card {} is attached to another card: recharge its primary card", card.card_no),
         );
     }
     let (principal_before, bonus_before) = cards::stored_value(dbs, txn, merchant, card.card_id)?;
@@ -146,8 +146,11 @@ struct Buyer {
     /// The card presented.
     card: Card,
     card_type: CardType,
-    /// The card whose stored value pays: the primary card of a subsidiary.
+    /// The card whose stored value pays: the primary card of an attached card.
     payer: Card,
+    /// Why the payer may not pay now (a primary lost, frozen, or with its annual fee due):
+    /// refused only when stored value pays, so a cash visit on an attached card goes on.
+    payer_refusal: Option<CoreError>,
     principal_fen: i64,
     bonus_fen: i64,
     points: i64,
@@ -162,15 +165,18 @@ fn buyer(context: &Context<'_>, txn: &RwTxn<'_>, reference: &MemberRef) -> Resul
     let card_type = cards::card_type(context.config, &card.card_type)?;
     annual_fee::check_paid(&card, &card_type, context.config, today)?;
     let payer = cards::payer(dbs, txn, merchant, &card)?;
-    if payer.card_id != card.card_id {
-        cards::check_usable(&payer, today)?;
+    let payer_refusal = if payer.card_id == card.card_id {
+        None
+    } else {
         let payer_type = cards::card_type(context.config, &payer.card_type)?;
-        annual_fee::check_paid(&payer, &payer_type, context.config, today)?;
-    }
+        cards::check_usable(&payer, today)
+            .and_then(|()| annual_fee::check_paid(&payer, &payer_type, context.config, today))
+            .err()
+    };
     let (principal_fen, bonus_fen) = cards::stored_value(dbs, txn, merchant, payer.card_id)?;
     let points = ledger::balance(dbs, txn, merchant, &ledger::member_points(member.member_id))?;
     let level_position = context.config.level_position(&member.level_code)?;
-    Ok(Buyer { member, card, card_type, payer, principal_fen, bonus_fen, points, level_position })
+    Ok(Buyer { member, card, card_type, payer, payer_refusal, principal_fen, bonus_fen, points, level_position })
 }
 
 impl Buyer {
@@ -270,6 +276,12 @@ pub fn checkout(
         cards::put(dbs, txn, merchant, &buyer.card)?;
         entry.member_id = id;
         entry.card_id = buyer.payer.card_id;
+        // A linked or group card spent another member's stored value: it is in their
+        // history too (消费明细 of the primary card's holder).
+        let stored_value_paid = payments.iter().any(|p| p.method == PaymentMethod::StoredValue as i32);
+        if stored_value_paid && buyer.payer.member_id != id {
+            entry.payer_member_id = buyer.payer.member_id;
+        }
         response.member_id = id;
         response.card_no = buyer.card.card_no.clone();
         response.level_upgraded = before != after;
@@ -502,18 +514,21 @@ fn post_payment(
         return Ok(());
     }
     let buyer = buyer.expect("stored value was checked to have a member");
+    if let Some(refusal) = &buyer.payer_refusal {
+        return Err(refusal.clone());
+    }
     // A subsidiary spending a PIN-protected primary's money needs its own PIN, even when
     // its own type asks for none.
     let payer_type = cards::card_type(context.config, &buyer.payer.card_type)?;
     let pin_required = buyer.card_type.pin_required || payer_type.pin_required;
     check_pin(context, &mut buyer.card, pin_required)?;
     if buyer.card.primary_card_id != 0 {
-        let spent = money::add_within(buyer.card.spent_fen, payment.amount_fen, i64::MAX, "subsidiary spending")?;
+        let spent = money::add_within(buyer.card.spent_fen, payment.amount_fen, i64::MAX, "attached card spending")?;
         if buyer.card.spending_limit_fen > 0 && spent > buyer.card.spending_limit_fen {
             return fail(
                 Kind::SpendingLimit,
                 format!(
-                    "subsidiary card {} may spend {} fen more, {} fen asked",
+                    "attached card {} may spend {} fen more, {} fen asked",
                     buyer.card.card_no,
                     buyer.card.spending_limit_fen - buyer.card.spent_fen,
                     payment.amount_fen

@@ -258,6 +258,28 @@ fn replays_are_marked_and_the_first_answer_stands() {
     assert_eq!((garbage.result.unwrap_err().kind, garbage.replayed), (Kind::MalformedRequest, false));
 }
 
+#[test]
+fn a_request_refused_before_the_merchant_is_configured_runs_once_it_is() {
+    // Not a verdict on the request: an import's chunk sent before `mms config apply` must
+    // land when the same file is imported again afterwards.
+    let path = scratch_dir("unconfigured");
+    let core = Core::open(Options::new(&path)).unwrap();
+    let register = RegisterMemberRequest {
+        request_id: "import-0".into(),
+        phone: "13700137009".into(),
+        name: "早到".into(),
+        ..Default::default()
+    };
+    let early = core.submit_answer("/mms.v1.MemberService/RegisterMember", MERCHANT, &register.encode_to_vec());
+    assert_eq!((early.result.unwrap_err().kind, early.replayed), (Kind::MerchantNotConfigured, false));
+    let apply = ApplyConfigRequest { request_id: "config-1".into(), config: Some(demo_config()) };
+    core.submit("/mms.v1.ConfigService/ApplyConfig", MERCHANT, &apply.encode_to_vec()).unwrap();
+    let later = core.submit_answer("/mms.v1.MemberService/RegisterMember", MERCHANT, &register.encode_to_vec());
+    assert!(!later.replayed);
+    let registered = RegisterMemberResponse::decode(later.result.unwrap().as_slice()).unwrap();
+    assert_eq!(registered.member.unwrap().member_id, 1);
+}
+
 fn pin_card_config() -> MerchantConfig {
     let mut config = demo_config();
     config.card_types.push(CardType {
@@ -433,6 +455,33 @@ fn everything_survives_a_restart() {
         Balances { principal_fen: 46_667, bonus_fen: 12_000, points: 33, uses: Vec::new() }
     );
     h2.assert_ledger_consistent();
+}
+
+#[test]
+fn a_compacted_copy_that_must_be_upgraded_opens_with_a_small_map() {
+    // A backup is compacted: no free page is left. Opening it runs the upgrade (here: the
+    // member-code key of a merchant made before keys existed, simulated by deleting it),
+    // which must find room although the map asked for is smaller than the file.
+    let mut h = Harness::new("compacted-upgrade");
+    for index in 0..300 {
+        h.register(&format!("135{index:08}"), "");
+    }
+    h.core.close();
+    let copy = scratch_dir("compacted-upgrade-copy");
+    {
+        let (env, dbs) = mms_core::store::open(&h.path, 1 << 26, true).unwrap();
+        let mut txn = env.write_txn().unwrap();
+        assert!(dbs.merchant_keys.delete(&mut txn, &mms_core::store::key(MERCHANT, b"")).unwrap());
+        txn.commit().unwrap();
+        std::fs::create_dir_all(&copy).unwrap();
+        env.copy_to_path(copy.join("data.mdb"), heed::CompactionOption::Enabled).unwrap();
+        env.prepare_for_closing().wait();
+    }
+    let mut options = Options::new(&copy);
+    options.map_size_bytes = 64 * 1024;
+    let core = Core::open(options).unwrap();
+    let h2 = Harness { core, path: copy, next_request: 1000 };
+    assert_eq!(h2.get(Key::Phone("13500000299".into())).unwrap().member.unwrap().member_id, 300);
 }
 
 #[test]

@@ -292,6 +292,14 @@ impl Harness {
         GetMemberResponse::decode(bytes.as_slice()).unwrap()
     }
 
+    /// A member's history (消费明细), newest first: (kind, card, amount, who made it).
+    fn history(&self, key: Key) -> Vec<(String, String, i64, u64)> {
+        let request = ListHistoryRequest { member: Some(MemberRef { key: Some(key) }), ..Default::default() };
+        let bytes = self.core.query("/mms.v1.MemberService/ListHistory", MERCHANT, &request.encode_to_vec()).unwrap();
+        let items = ListHistoryResponse::decode(bytes.as_slice()).unwrap().items;
+        items.into_iter().map(|i| (i.kind, i.card_no, i.amount_fen, i.member_id)).collect()
+    }
+
     fn events(&self, card_no: &str, page_size: i32, page_token: &str) -> Result<ListCardEventsResponse, CoreError> {
         let request = ListCardEventsRequest { card_no: card_no.into(), page_size, page_token: page_token.into() };
         let bytes = self.core.query("/mms.v1.CardService/ListCardEvents", MERCHANT, &request.encode_to_vec())?;
@@ -1217,6 +1225,82 @@ fn the_annual_fee_is_charged_for_the_current_card_year_only() {
 }
 
 #[test]
+fn an_attached_cards_annual_fee_never_draws_on_its_primary() {
+    let mut h = Harness::new("attached-fee", lifecycle_config(), "2026-03-15");
+    h.register("13800000030", "A0001"); // member 1
+    h.register("13800000031", "B0001"); // member 2
+    h.recharge("A0001", 50_000).unwrap(); // + 2,000 bonus
+                                          // B's VIP card (annual fee 100.00) draws on A's card, up to 10.00.
+    let vip = IssueCardRequest {
+        card_type: "vip".into(),
+        spending_limit_fen: 1_000,
+        ..attach_request("B0001", "L0001", "A0001")
+    };
+    h.issue(vip).unwrap();
+    h.set_today("2027-03-15");
+    assert_eq!(kind_of(h.visit("L0001")), Kind::AnnualFeeDue);
+    // Not from A's money: past the card's limit and without A's say.
+    let error = h.charge_fee("L0001", vec![pay(PaymentMethod::StoredValue)], "").unwrap_err();
+    assert_eq!(error.kind, Kind::CardKindMismatch);
+    assert!(error.message.contains("cash, by bank card or scan pay"), "{error}");
+    // The daily run leaves it to the counter, and lists it.
+    let run: RunCardMaintenanceResponse =
+        h.call("/mms.v1.CardService/RunCardMaintenance", RunCardMaintenanceRequest::default()).unwrap();
+    assert_eq!((run.annual_fees_charged, run.short_card_nos), (0, vec!["L0001".to_owned()]));
+    assert_eq!((held(&h.card("A0001")), h.card("L0001").spent_fen), ((50_000, 2_000), 0));
+    // Paid in cash at the counter: B's entry, on B's card; nothing in A's history.
+    let paid = h.charge_fee("L0001", vec![pay(PaymentMethod::Cash)], "").unwrap();
+    let books = h.books();
+    let entry = books.last();
+    assert_eq!((entry.member_id, entry.card_id, entry.payer_member_id), (2, paid.card.unwrap().card_id, 0));
+    assert_eq!(h.history(Key::MemberId(2))[0].0, "ANNUAL_FEE");
+    assert!(h.history(Key::MemberId(1)).iter().all(|item| item.0 != "ANNUAL_FEE"));
+    h.visit("L0001").unwrap();
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn an_attached_card_stops_in_any_state_and_pays_cash_whatever_its_primary() {
+    let mut h = Harness::new("attached-states", lifecycle_config(), "2026-06-01");
+    h.register("13800000033", "A0001");
+    h.register("13800000034", "B0001");
+    h.recharge("A0001", 10_000).unwrap();
+    h.issue(attach_request("B0001", "L0001", "A0001")).unwrap();
+    // The primary is reported lost: its money is held, the attached card's cash visit is not.
+    h.act("A0001", CardAction::ReportLoss).unwrap();
+    assert_eq!(kind_of(h.pay_from("L0001", 100)), Kind::CardLost);
+    h.visit("L0001").unwrap();
+    assert_eq!(held(&h.card("A0001")), (10_000, 2_000));
+    // Frozen, the attached card is still returned (detached) by its primary's holder.
+    h.act("L0001", CardAction::Freeze).unwrap();
+    h.return_card("L0001", PaymentMethod::Unspecified, "").unwrap();
+    assert_eq!(h.status("L0001"), CardStatus::Closed);
+    assert!(h.card("A0001").attached_cards.is_empty());
+    assert_eq!(kind_of(h.return_card("L0001", PaymentMethod::Unspecified, "")), Kind::CardClosed);
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn renewing_an_expired_card_keeps_its_pin_locked() {
+    let mut h =
+        Harness::new("renew-locked", MerchantConfig { pin_attempts_max: 2, ..lifecycle_config() }, "2026-01-10");
+    h.register("13800000035", "C0001");
+    h.sell_with_pin("C0001", "T0001", "month", "135790"); // through 2026-02-09
+    h.set_today("2026-02-15");
+    h.act("T0001", CardAction::Expire).unwrap();
+    for _ in 0..2 {
+        assert_eq!(kind_of(h.return_card("T0001", PaymentMethod::Cash, "000000")), Kind::WrongPin);
+    }
+    assert_eq!(h.status("T0001"), CardStatus::Expired);
+    let _: CardResponse = h.call(RENEW, renewal("T0001")).unwrap();
+    assert_eq!(h.status("T0001"), CardStatus::Locked);
+    assert_eq!(kind_of(h.visit("T0001")), Kind::CardLocked);
+    h.act("T0001", CardAction::Unlock).unwrap();
+    assert_eq!(h.status("T0001"), CardStatus::Active);
+    h.visit("T0001").unwrap();
+}
+
+#[test]
 fn attaching_to_a_pin_protected_card_needs_its_holders_pin() {
     let mut h = Harness::new("attach-pin", lifecycle_config(), "2026-06-01");
     h.register("13800000016", "A0001");
@@ -1489,6 +1573,20 @@ fn link_kinds_say_who_may_hold_an_attached_card() {
     h.pay_from("X0001", 2_000).unwrap();
     assert_eq!(held(&h.card("G0001")), (48_000, 2_000));
     assert_eq!(h.member(Key::MemberId(2)).balances.unwrap().points, 20);
+    // Both histories show it: the holder's, and the group's, whose balance it took.
+    let spent = ("CHECKOUT".to_owned(), "G0001".to_owned(), 2_000, 2);
+    assert_eq!(h.history(Key::MemberId(2))[0], spent);
+    assert_eq!(h.history(Key::MemberId(3))[0], spent);
+    // Cash only on the group's card: nothing of the group's moved, not in its history.
+    let cash = CheckoutRequest {
+        member: card_ref("X0001"),
+        list_amount_fen: 500,
+        tenders: vec![pay(PaymentMethod::Cash)],
+        ..Default::default()
+    };
+    let _: CheckoutResponse = h.call(CHECKOUT, cash).unwrap();
+    assert_eq!(h.history(Key::MemberId(2))[0].2, 500);
+    assert_eq!(h.history(Key::MemberId(3))[0], spent);
     let shown = h.member(Key::MemberId(2));
     let x0001 = shown.cards.iter().find(|c| c.card_no == "X0001").unwrap();
     assert_eq!((x0001.link_kind, x0001.primary_card_no.as_str()), (LinkKind::Group as i32, "G0001"));

@@ -958,6 +958,14 @@ fn a_member_code_names_the_card_until_it_expires() {
     let fresh = h.member_code(Key::MemberId(member.member_id)).unwrap();
     assert_ne!(fresh.payload, code.payload);
     assert_eq!(pay_by_code(&mut h, &fresh.payload, 1_000).unwrap().card_no, "VIP0001");
+    // The server's clock is corrected back a few seconds: a fresh code still works.
+    h.advance(-5_000);
+    assert_eq!(h.get(Key::Qr(fresh.payload.clone())).unwrap().member_id, member.member_id);
+    // A card that cannot be used gets no code: it would only be refused at the till.
+    let loss =
+        CardActionRequest { card_no: "VIP0001".into(), action: CardAction::ReportLoss as i32, ..Default::default() };
+    let _: CardResponse = h.call("/mms.v1.CardService/ApplyCardAction", loss).unwrap();
+    assert_kind(h.member_code(Key::MemberId(member.member_id)), Kind::CardLost, "lost card");
 }
 
 #[test]
