@@ -9,6 +9,7 @@ pub mod core;
 pub mod dates;
 pub mod dispatch;
 pub mod error;
+pub mod hex;
 pub mod ledger;
 pub mod lifecycle;
 pub mod member_code;

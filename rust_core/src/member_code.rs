@@ -81,7 +81,7 @@ pub fn issue(
     cards::check_usable(&card, today)?;
     let expires_at_s = (now_ms + MEMBER_CODE_VALID_MS).div_euclid(MILLIS_PER_SECOND);
     let signature = signature(&key_of(dbs, txn, merchant)?, merchant, card.card_id, expires_at_s);
-    let payload = format!("{MEMBER_CODE_PREFIX}{}.{expires_at_s}.{}", card.card_no, hex(&signature));
+    let payload = format!("{MEMBER_CODE_PREFIX}{}.{expires_at_s}.{}", card.card_no, crate::hex::encode(&signature));
     Ok(IssueMemberCodeResponse { payload, expires_at_ms: expires_at_s * MILLIS_PER_SECOND, card_no: card.card_no })
 }
 
@@ -127,7 +127,7 @@ fn parse(payload: &str) -> Result<(&str, i64, Vec<u8>)> {
         return Err(malformed());
     };
     let expiry_digits = !expiry.is_empty() && expiry.len() <= 12 && expiry.bytes().all(|b| b.is_ascii_digit());
-    let signature = unhex(signature).filter(|bytes| bytes.len() == SIGNATURE_BYTES);
+    let signature = crate::hex::decode(signature).filter(|bytes| bytes.len() == SIGNATURE_BYTES);
     match (crate::validate::card_number(card_no), expiry_digits, signature) {
         (Ok(_), true, Some(signature)) => Ok((card_no, expiry.parse().expect("digits"), signature)),
         _ => Err(malformed()),
@@ -147,18 +147,6 @@ fn keyed_mac(key: &[u8], merchant: &str, card_id: u64, expires_at_s: i64) -> Hma
 fn signature(key: &[u8], merchant: &str, card_id: u64, expires_at_s: i64) -> Vec<u8> {
     let full = keyed_mac(key, merchant, card_id, expires_at_s).finalize().into_bytes();
     full[..SIGNATURE_BYTES].to_vec()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Hex in either case: a scanner may send it upper case.
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect()
 }
 
 #[cfg(test)]

@@ -418,7 +418,7 @@ pub fn search(
             break;
         }
         if response.members.len() == limit {
-            response.next_page_token = hex(&last_key[merchant.len() + 1..]);
+            response.next_page_token = crate::hex::encode(&last_key[merchant.len() + 1..]);
             break;
         }
         let member_id = match index {
@@ -858,7 +858,7 @@ fn search_token(token: &str, index: Index, prefix: &str) -> Result<Vec<u8>> {
     if token.len() > PAGE_TOKEN_CHARS_MAX {
         return Err(invalid());
     }
-    let key = unhex(token).ok_or_else(invalid)?;
+    let key = crate::hex::decode(token).ok_or_else(invalid)?;
     let shaped = match index {
         Index::Names => key.len() >= prefix.len() + 9 && key[key.len() - 9] == 0,
         Index::Phones => key.len() == validate::PHONE_DIGITS && key.iter().all(u8::is_ascii_digit),
@@ -867,17 +867,6 @@ fn search_token(token: &str, index: Index, prefix: &str) -> Result<Vec<u8>> {
         return Err(invalid());
     }
     Ok(key)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect()
 }
 
 #[cfg(test)]
@@ -1195,16 +1184,16 @@ mod tests {
         let mut key = "张三".as_bytes().to_vec();
         key.push(0);
         key.extend_from_slice(&7u64.to_be_bytes());
-        assert_eq!(unhex(&hex(&key)).unwrap(), key);
-        assert_eq!(search_token(&hex(&key), Index::Names, "张").unwrap(), key);
-        assert_eq!(search_token(&hex(b"13800138000"), Index::Phones, "138").unwrap(), b"13800138000");
+        assert_eq!(crate::hex::decode(&crate::hex::encode(&key)).unwrap(), key);
+        assert_eq!(search_token(&crate::hex::encode(&key), Index::Names, "张").unwrap(), key);
+        assert_eq!(search_token(&crate::hex::encode(b"13800138000"), Index::Phones, "138").unwrap(), b"13800138000");
         let bad = [
             ("zz".to_owned(), Index::Names, "张"),
             ("abc".to_owned(), Index::Names, "张"),
-            (hex(&key), Index::Names, "李"),
-            (hex(&key), Index::Phones, "138"),
-            (hex(b"13800138000"), Index::Phones, "139"),
-            (hex(b"13800138000"), Index::Names, "1"),
+            (crate::hex::encode(&key), Index::Names, "李"),
+            (crate::hex::encode(&key), Index::Phones, "138"),
+            (crate::hex::encode(b"13800138000"), Index::Phones, "139"),
+            (crate::hex::encode(b"13800138000"), Index::Names, "1"),
             ("0".repeat(PAGE_TOKEN_CHARS_MAX + 2), Index::Names, "张"),
         ];
         for (token, index, prefix) in bad {
