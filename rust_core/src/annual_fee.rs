@@ -64,8 +64,25 @@ pub fn card_year(activated: Date, today: Date) -> CardYear {
     CardYear::of(activated, index)
 }
 
+/// The card year whose fee is due and unpaid today, if any. Asked at every checkout, so it
+/// builds no message: `due_year` says why no fee is due.
+pub fn unpaid_year(card: &Card, card_type: &CardType, config: &Loaded, today: Date) -> Result<Option<CardYear>> {
+    if card_type.annual_fee_fen == 0 || card.activated_at_ms == 0 {
+        return Ok(None);
+    }
+    let year = card_year(Date::at(card.activated_at_ms, config.utc_offset_minutes()), today);
+    if year.index == 0 {
+        return Ok(None);
+    }
+    let paid = !card.annual_fee_paid_until.is_empty() && Date::parse(&card.annual_fee_paid_until)? >= year.last_day;
+    Ok((!paid).then_some(year))
+}
+
 /// The card year whose fee is due and unpaid today, or why none is.
 pub fn due_year(card: &Card, card_type: &CardType, config: &Loaded, today: Date) -> Result<CardYear> {
+    if let Some(year) = unpaid_year(card, card_type, config, today)? {
+        return Ok(year);
+    }
     if card_type.annual_fee_fen == 0 {
         return fail(Kind::AnnualFeeNotDue, format!("card type {:?} has no annual fee", card_type.code));
     }
@@ -86,24 +103,21 @@ pub fn due_year(card: &Card, card_type: &CardType, config: &Loaded, today: Date)
             ),
         );
     }
-    if !card.annual_fee_paid_until.is_empty() && Date::parse(&card.annual_fee_paid_until)? >= year.last_day {
-        let next = CardYear::of(activated, year.index + 1);
-        return fail(
-            Kind::AnnualFeeNotDue,
-            format!(
-                "card {} is paid through {}; the next annual fee is due on {}",
-                card.card_no,
-                card.annual_fee_paid_until,
-                next.first_day.format()
-            ),
-        );
-    }
-    Ok(year)
+    let next = CardYear::of(activated, year.index + 1);
+    fail(
+        Kind::AnnualFeeNotDue,
+        format!(
+            "card {} is paid through {}; the next annual fee is due on {}",
+            card.card_no,
+            card.annual_fee_paid_until,
+            next.first_day.format()
+        ),
+    )
 }
 
 /// Refuses a card whose annual fee is due and unpaid (年费未缴).
 pub fn check_paid(card: &Card, card_type: &CardType, config: &Loaded, today: Date) -> Result<()> {
-    let Ok(year) = due_year(card, card_type, config, today) else {
+    let Some(year) = unpaid_year(card, card_type, config, today)? else {
         return Ok(());
     };
     fail(

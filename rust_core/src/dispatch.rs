@@ -394,7 +394,7 @@ fn maintain(
         return Ok(());
     }
     let due = crate::cards::check_usable(card, today).is_ok()
-        && crate::annual_fee::due_year(card, &card_type, context.config, today).is_ok();
+        && matches!(crate::annual_fee::unpaid_year(card, &card_type, context.config, today), Ok(Some(_)));
     if !due {
         return Ok(());
     }
