@@ -61,11 +61,11 @@ impl Loaded {
     }
 
     pub fn utc_offset_minutes(&self) -> i32 {
-        self.config.utc_offset_minutes.unwrap_or(crate::dates::UTC_OFFSET_MINUTES_DEFAULT)
+        utc_offset_minutes(&self.config)
     }
 
     pub fn today(&self, now_ms: i64) -> crate::dates::Date {
-        crate::dates::Date::at(now_ms, self.utc_offset_minutes())
+        today(&self.config, now_ms)
     }
 
     pub fn pin_attempts_max(&self) -> i32 {
@@ -75,6 +75,15 @@ impl Loaded {
     pub fn spend_order(&self) -> SpendOrder {
         SpendOrder::try_from(self.config.spend_order).unwrap_or(SpendOrder::PrincipalFirst)
     }
+}
+
+pub fn utc_offset_minutes(config: &MerchantConfig) -> i32 {
+    config.utc_offset_minutes.unwrap_or(crate::dates::UTC_OFFSET_MINUTES_DEFAULT)
+}
+
+/// The merchant's date at `now_ms`, in its time zone.
+pub fn today(config: &MerchantConfig, now_ms: i64) -> crate::dates::Date {
+    crate::dates::Date::at(now_ms, utc_offset_minutes(config))
 }
 
 /// Wrong PINs in a row before a card's PIN locks.
@@ -110,10 +119,12 @@ pub fn apply(
     if let Some(previous) = &previous {
         keep_what_is_held(previous, &config)?;
     }
-    config.version = previous.map_or(1, |p| p.version + 1);
+    config.version = previous.as_ref().map_or(1, |p| p.version + 1);
     config.applied_at_ms = now_ms;
     store::put_record(&dbs.config, txn, &key, &config)?;
-    crate::member_code::ensure_key(dbs, txn, merchant)?;
+    if previous.is_none() {
+        crate::upgrade::start_merchant(dbs, txn, merchant)?;
+    }
     Ok(ApplyConfigResponse { config: Some(config) })
 }
 

@@ -38,17 +38,18 @@ const PURPOSE: &[u8] = b"mms member code v2\0";
 const MILLIS_PER_SECOND: i64 = 1000;
 
 /// Makes the merchant's member-code key if it has none: on its first config apply, and
-/// for merchants configured before keys existed (`upgrade`).
-pub fn ensure_key(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str) -> Result<()> {
+/// for merchants configured before keys existed (`upgrade`). Returns whether it made one.
+pub fn ensure_key(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str) -> Result<bool> {
     let key = store::key(merchant, b"");
     if dbs.merchant_keys.get(txn, &key)?.is_some() {
-        return Ok(());
+        return Ok(false);
     }
     let mut member_code_key = vec![0u8; KEY_BYTES];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut random| random.read_exact(&mut member_code_key))
         .map_err(|e| CoreError::new(Kind::Storage, format!("no randomness for the member-code key: {e}")))?;
-    store::put_record(&dbs.merchant_keys, txn, &key, &MerchantKeys { member_code_key })
+    store::put_record(&dbs.merchant_keys, txn, &key, &MerchantKeys { member_code_key })?;
+    Ok(true)
 }
 
 fn key_of(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str) -> Result<Vec<u8>> {
@@ -76,9 +77,7 @@ pub fn issue(
     }
     let card = cards::get(dbs, txn, merchant, member.default_card_id)?;
     // A code for a card that cannot be used would only be refused at the till.
-    let utc_offset_minutes = crate::config::read(dbs, txn, merchant)?.utc_offset_minutes;
-    let today = crate::dates::Date::at(now_ms, utc_offset_minutes.unwrap_or(crate::dates::UTC_OFFSET_MINUTES_DEFAULT));
-    cards::check_usable(&card, today)?;
+    cards::check_usable(&card, crate::config::today(&crate::config::read(dbs, txn, merchant)?, now_ms))?;
     let expires_at_s = (now_ms + MEMBER_CODE_VALID_MS).div_euclid(MILLIS_PER_SECOND);
     let signature = signature(&key_of(dbs, txn, merchant)?, merchant, card.card_id, expires_at_s);
     let payload = format!("{MEMBER_CODE_PREFIX}{}.{expires_at_s}.{}", card.card_no, crate::hex::encode(&signature));

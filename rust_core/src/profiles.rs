@@ -332,12 +332,11 @@ fn fold_for_search(c: char) -> char {
     half_width.to_ascii_lowercase()
 }
 
-/// Rewrites the name index entries an earlier version keyed by the name as written, for
-/// the names whose search key differs; returns how many. Run when the environment opens:
-/// it changes nothing but data from before the index was folded.
-pub fn fold_names_index(dbs: &Dbs, txn: &mut RwTxn<'_>) -> Result<usize> {
+/// Rewrites the merchant's name index entries an earlier version keyed by the name as
+/// written, for the names whose search key differs; returns how many (see `upgrade`).
+pub fn fold_names_index(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str) -> Result<usize> {
     let mut unfolded = Vec::new();
-    for item in dbs.names.iter(txn)? {
+    for item in dbs.names.prefix_iter(txn, &store::key(merchant, b""))? {
         let (key, _) = item?;
         let (merchant, name, member_id) = parse_name_key(key)?;
         if search_key(name) != name {

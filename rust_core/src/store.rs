@@ -47,6 +47,9 @@ pub const COUNTER_LOT_ID: &str = "lot_id";
 pub const COUNTER_CARD_EVENT_SEQ: &str = "card_event_seq";
 pub const COUNTER_MEMBER_CHANGE_SEQ: &str = "member_change_seq";
 pub const COUNTER_FOLLOW_UP_SEQ: &str = "follow_up_seq";
+/// Not a count: the layout a merchant's records are in (`upgrade::FORMAT`); absent (0)
+/// for merchants configured before it was kept.
+pub const COUNTER_FORMAT: &str = "format";
 
 #[derive(Clone, Copy)]
 pub struct Dbs {

@@ -1,21 +1,37 @@
 //! Data written by earlier versions, brought up to this one when the environment opens,
-//! before any request runs. Each step finds what is left to do itself, so running them
-//! again changes nothing.
+//! before any request runs. Each merchant's records carry the layout they are in (the
+//! `format` counter, absent before it was kept): a merchant behind `FORMAT` is brought
+//! up once, so opening a data folder does not scan what was brought up before. Each
+//! step finds what is left to do itself, so running it again changes nothing.
 
-use heed::{Env, RwTxn, WithoutTls};
+use heed::{Env, RoTxn, RwTxn, WithoutTls};
 
 use crate::error::{CoreError, Kind, Result};
-use crate::store::Dbs;
+use crate::store::{self, Dbs, COUNTER_FORMAT};
 
-/// Runs every step in one write transaction; returns how many records each changed.
+/// The layout this version writes: 1 = the name index keyed by search keys, and a
+/// member-code key for every configured merchant.
+pub const FORMAT: u64 = 1;
+
+/// Brings every merchant behind `FORMAT` up to it, in one write transaction; returns how
+/// many records each step changed.
 pub fn run(env: &Env<WithoutTls>, dbs: &Dbs) -> Result<Upgraded> {
     let mut txn = env.write_txn()?;
-    let upgraded = Upgraded {
-        names_folded: crate::profiles::fold_names_index(dbs, &mut txn)?,
-        member_code_keys_made: member_code_keys(dbs, &mut txn)?,
-    };
+    let mut upgraded = Upgraded::default();
+    for merchant in merchants_behind(dbs, &txn)? {
+        upgraded.names_folded += crate::profiles::fold_names_index(dbs, &mut txn, &merchant)?;
+        upgraded.member_code_keys_made += usize::from(crate::member_code::ensure_key(dbs, &mut txn, &merchant)?);
+        store::put_u64(&dbs.counters, &mut txn, &store::key(&merchant, COUNTER_FORMAT.as_bytes()), FORMAT)?;
+    }
     txn.commit()?;
     Ok(upgraded)
+}
+
+/// A merchant's first config: its records start in this version's layout.
+pub fn start_merchant(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str) -> Result<()> {
+    let made = crate::member_code::ensure_key(dbs, txn, merchant)?;
+    assert!(made, "a merchant's first config finds no member-code key");
+    store::put_u64(&dbs.counters, txn, &store::key(merchant, COUNTER_FORMAT.as_bytes()), FORMAT)
 }
 
 /// What an upgrade changed.
@@ -27,22 +43,18 @@ pub struct Upgraded {
     pub member_code_keys_made: usize,
 }
 
-/// Every configured merchant gets its member-code key (`member_code::ensure_key`).
-fn member_code_keys(dbs: &Dbs, txn: &mut RwTxn<'_>) -> Result<usize> {
-    let mut merchants = Vec::new();
+/// The configured merchants whose records are in an earlier layout.
+fn merchants_behind(dbs: &Dbs, txn: &RoTxn<'_>) -> Result<Vec<String>> {
+    let mut behind = Vec::new();
     for item in dbs.config.iter(txn)? {
         let (key, _) = item?;
         let merchant = key.strip_suffix(&[0]).and_then(|m| std::str::from_utf8(m).ok());
         let merchant = merchant.ok_or_else(|| CoreError::new(Kind::CorruptRecord, "a config key is not M + 0x00"))?;
-        let has_key = dbs.merchant_keys.get(txn, key)?.is_some();
-        if !has_key {
-            merchants.push(merchant.to_owned());
+        if store::counter(dbs, txn, merchant, COUNTER_FORMAT)? < FORMAT {
+            behind.push(merchant.to_owned());
         }
     }
-    for merchant in &merchants {
-        crate::member_code::ensure_key(dbs, txn, merchant)?;
-    }
-    Ok(merchants.len())
+    Ok(behind)
 }
 
 #[cfg(test)]
@@ -61,12 +73,15 @@ mod tests {
             rest.extend_from_slice(&member_id.to_be_bytes());
             store::key(merchant, &rest)
         };
+        // A merchant of an earlier version: configured, with no format counter and no key.
         let mut txn = env.write_txn().unwrap();
+        let config = crate::proto::MerchantConfig { name: "m1".into(), ..Default::default() };
+        store::put_record(&dbs.config, &mut txn, &store::key("m1", b""), &config).unwrap();
         for (name, member_id) in [("Li Lei", 1), ("王五", 2), ("ＬＩ　ＬＥＩ", 3), ("li lei", 4)] {
             dbs.names.put(&mut txn, &raw_key("m1", name, member_id), &[]).unwrap();
         }
         txn.commit().unwrap();
-        assert_eq!(run(&env, &dbs).unwrap(), Upgraded { names_folded: 2, member_code_keys_made: 0 });
+        assert_eq!(run(&env, &dbs).unwrap(), Upgraded { names_folded: 2, member_code_keys_made: 1 });
         let txn = env.read_txn().unwrap();
         let keys: Vec<Vec<u8>> = dbs.names.iter(&txn).unwrap().map(|item| item.unwrap().0.to_vec()).collect();
         let expected = vec![
@@ -76,7 +91,12 @@ mod tests {
             raw_key("m1", "王五", 2),
         ];
         assert_eq!(keys, expected);
+        assert_eq!(store::counter(&dbs, &txn, "m1", COUNTER_FORMAT).unwrap(), FORMAT);
         drop(txn);
+        // Brought up once: an unfolded entry written now (none ever is) is not looked for.
+        let mut txn = env.write_txn().unwrap();
+        dbs.names.put(&mut txn, &raw_key("m1", "Han Meimei", 5), &[]).unwrap();
+        txn.commit().unwrap();
         assert_eq!(run(&env, &dbs).unwrap(), Upgraded::default(), "nothing is left to do");
         drop(env);
         let _ = std::fs::remove_dir_all(&path);

@@ -459,9 +459,10 @@ fn everything_survives_a_restart() {
 
 #[test]
 fn a_compacted_copy_that_must_be_upgraded_opens_with_a_small_map() {
-    // A backup is compacted: no free page is left. Opening it runs the upgrade (here: the
-    // member-code key of a merchant made before keys existed, simulated by deleting it),
-    // which must find room although the map asked for is smaller than the file.
+    // A backup is compacted: no free page is left. Opening it runs the upgrade (here: a
+    // merchant of an earlier version, with no format counter and no member-code key,
+    // simulated by deleting both), which must find room although the map asked for is
+    // smaller than the file.
     let mut h = Harness::new("compacted-upgrade");
     for index in 0..300 {
         h.register(&format!("135{index:08}"), "");
@@ -472,6 +473,8 @@ fn a_compacted_copy_that_must_be_upgraded_opens_with_a_small_map() {
         let (env, dbs) = mms_core::store::open(&h.path, 1 << 26, true).unwrap();
         let mut txn = env.write_txn().unwrap();
         assert!(dbs.merchant_keys.delete(&mut txn, &mms_core::store::key(MERCHANT, b"")).unwrap());
+        let format = mms_core::store::key(MERCHANT, mms_core::store::COUNTER_FORMAT.as_bytes());
+        assert!(dbs.counters.delete(&mut txn, &format).unwrap());
         txn.commit().unwrap();
         std::fs::create_dir_all(&copy).unwrap();
         env.copy_to_path(copy.join("data.mdb"), heed::CompactionOption::Enabled).unwrap();
@@ -482,6 +485,8 @@ fn a_compacted_copy_that_must_be_upgraded_opens_with_a_small_map() {
     let core = Core::open(options).unwrap();
     let h2 = Harness { core, path: copy, next_request: 1000 };
     assert_eq!(h2.get(Key::Phone("13500000299".into())).unwrap().member.unwrap().member_id, 300);
+    let code = IssueMemberCodeRequest { member: stored_value(Key::MemberId(300)) };
+    h2.core.query("/mms.v1.MemberService/IssueMemberCode", MERCHANT, &code.encode_to_vec()).unwrap();
 }
 
 #[test]
