@@ -183,6 +183,11 @@ pub fn link_kind_of(card: &Card) -> LinkKind {
     }
 }
 
+/// What an attached card's spending limit still lets it draw; None when it has no limit.
+pub fn limit_left_fen(limit_fen: i64, spent_fen: i64) -> Option<i64> {
+    (limit_fen > 0).then(|| (limit_fen - spent_fen).max(0))
+}
+
 /// Whether a card's PIN is locked after wrong PINs (锁定): a LOCKED card, or one of any
 /// other status whose failures reached the merchant's limit. No PIN is checked then.
 pub fn pin_locked(card: &Card, attempts_max: i32) -> bool {

@@ -565,7 +565,7 @@ fn run_one(shared: &Shared, cache: &mut Cache, txn: &mut RwTxn<'_>, job: &Job, n
     // A full map or a storage fault aborts the batch (it is run again after the map grows,
     // or every caller hears of the fault). Any other passing refusal (a PIN that changed
     // meanwhile) is this request's alone: answered, not kept, the batch goes on.
-    if error.kind == Kind::StorageFull || error.status() == crate::error::Status::Internal {
+    if error.kind.aborts_batch() {
         return Err(error);
     }
     if !error.kind.is_deterministic() {
@@ -583,7 +583,7 @@ fn run_one(shared: &Shared, cache: &mut Cache, txn: &mut RwTxn<'_>, job: &Job, n
         Ok(()) => Ok(Err(error)),
         // Only a fault of the store aborts the batch; a record that cannot be kept for
         // any other reason leaves this refusal unrecorded, and the others go on.
-        Err(fault) if fault.kind == Kind::StorageFull || fault.status() == crate::error::Status::Internal => Err(fault),
+        Err(fault) if fault.kind.aborts_batch() => Err(fault),
         Err(_) => Ok(Err(error)),
     }
 }

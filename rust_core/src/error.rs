@@ -369,6 +369,12 @@ impl Kind {
         }
     }
 
+    /// Whether a request failing so aborts its whole batch rather than failing alone: a
+    /// full map (the batch runs again after the map grows) or a fault of the store.
+    pub fn aborts_batch(self) -> bool {
+        self == Kind::StorageFull || self.status() == Status::Internal
+    }
+
     pub fn from_reason(reason: &str) -> Option<Kind> {
         ALL_KINDS.iter().copied().find(|kind| kind.reason() == reason)
     }

@@ -850,6 +850,7 @@ pub fn set_spending_limit(
     let spent_fen = if request.reset_spent { 0 } else { card.spent_fen };
     let before = (card.spending_limit_fen, card.spent_fen);
     let mut primary = cards::get(dbs, txn, merchant, card.primary_card_id)?;
+    let room_fen = |limit_fen, spent_fen| cards::limit_left_fen(limit_fen, spent_fen).unwrap_or(i64::MAX);
     if room_fen(limit_fen, spent_fen) > room_fen(before.0, before.1) {
         check_primary_pin(context, &mut primary, &request.primary_pin, "let a card draw more on it")?;
         cards::put(dbs, txn, merchant, &primary)?;
@@ -864,15 +865,6 @@ pub fn set_spending_limit(
     let event = op.event(txn, &card, "SET_LIMIT", status, &note, 0)?;
     op.event(txn, &primary, "SET_LIMIT", cards::status_of(&primary), &format!("card {}: {note}", card.card_no), 0)?;
     Ok((op.respond(txn, &card, event, 0)?, 0))
-}
-
-/// What a limit leaves to spend; no limit leaves the most.
-fn room_fen(limit_fen: i64, spent_fen: i64) -> i64 {
-    if limit_fen == 0 {
-        i64::MAX
-    } else {
-        (limit_fen - spent_fen).max(0)
-    }
 }
 
 fn limit_text(limit_fen: i64) -> String {

@@ -4,7 +4,7 @@
 use heed::{RoTxn, RwTxn};
 
 use crate::config::Loaded;
-use crate::dates::{Date, UTC_OFFSET_MINUTES_DEFAULT};
+use crate::dates::Date;
 use crate::error::{fail, CoreError, Kind, Result};
 use crate::ledger;
 use crate::proto::member_ref::Key as MemberKey;
@@ -145,7 +145,7 @@ pub fn get(
 ) -> Result<GetMemberResponse> {
     let member = find(dbs, txn, merchant, request.member.as_ref(), now_ms)?;
     let config = crate::config::read(dbs, txn, merchant)?;
-    let today = Date::at(now_ms, config.utc_offset_minutes.unwrap_or(UTC_OFFSET_MINUTES_DEFAULT));
+    let today = crate::config::today(&config, now_ms);
     let level_name =
         config.levels.iter().find(|l| l.code == member.level_code).map(|l| l.name.clone()).unwrap_or_default();
     let mut views = Vec::new();

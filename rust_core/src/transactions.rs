@@ -183,10 +183,10 @@ impl Buyer {
     /// What stored value may pay: the payer's balance, within an attached card's limit.
     fn spendable(&self) -> Spendable {
         let card = &self.card;
-        let limited = card.primary_card_id != 0 && card.spending_limit_fen > 0;
+        let attached = card.primary_card_id != 0;
         Spendable {
             balance_fen: self.principal_fen + self.bonus_fen,
-            limit_left_fen: limited.then(|| (card.spending_limit_fen - card.spent_fen).max(0)),
+            limit_left_fen: cards::limit_left_fen(card.spending_limit_fen, card.spent_fen).filter(|_| attached),
         }
     }
 }

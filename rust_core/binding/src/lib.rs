@@ -16,7 +16,7 @@ create_exception!(
     _core,
     CoreError,
     PyException,
-    "An engine error: `.status` (a gRPC status name such as \"NOT_FOUND\"), `.reason` (a stable machine-readable code such as \"MEMBER_NOT_FOUND\") `.message` (for a human) and `.replayed` (the first answer to the same request_id, given again)."
+    "An engine error: `.status` (a gRPC status name such as \"NOT_FOUND\"), `.reason` (a stable machine-readable code such as \"MEMBER_NOT_FOUND\"), `.message` (for a human) and `.replayed` (the first answer to the same request_id, given again)."
 );
 
 /// The gRPC status name of each status; a new variant without a line here does not compile.
