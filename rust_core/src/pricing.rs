@@ -97,6 +97,30 @@ pub fn part_of(amount: i64, done_before: i64, done_after: i64, whole: i64) -> i6
     at(done_after) - at(done_before)
 }
 
+/// What one refund returns of one settled line: the cumulative share of the line refunded
+/// before and after it, out of `whole` (the line's quantity, or its due fen for a refund by
+/// amount). Each module returns its part of the line's amounts with
+/// `part_of(amount, done_before, done_after, whole)`, so a line refunded in full returns
+/// every amount exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinePart {
+    pub line_no: u32,
+    pub done_before: i64,
+    pub done_after: i64,
+    pub whole: i64,
+}
+
+impl LinePart {
+    pub fn of(&self, amount: i64) -> i64 {
+        part_of(amount, self.done_before, self.done_after, self.whole)
+    }
+
+    /// This refund completes the line.
+    pub fn completes(&self) -> bool {
+        self.done_after == self.whole
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
