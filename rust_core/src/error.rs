@@ -111,10 +111,21 @@ pub enum Kind {
     StaffCodeRequired,
     QrInvalid,
     QrExpired,
+    ItemNotFound,
+    ItemInvalid,
+    ItemInactive,
+    BillInvalid,
+    OutOfStock,
+    StockInvalid,
+    SuspendedBillNotFound,
+    SettlementNotFound,
+    RefundInvalid,
+    NothingToRefund,
+    RefundModeMixed,
 }
 
 /// Every kind, for reverse lookup of stored reasons and for exhaustive tests.
-pub const ALL_KINDS: [Kind; 76] = [
+pub const ALL_KINDS: [Kind; 87] = [
     Kind::MalformedRequest,
     Kind::UnknownMethod,
     Kind::RequestIdInvalid,
@@ -191,6 +202,17 @@ pub const ALL_KINDS: [Kind; 76] = [
     Kind::StaffCodeRequired,
     Kind::QrInvalid,
     Kind::QrExpired,
+    Kind::ItemNotFound,
+    Kind::ItemInvalid,
+    Kind::ItemInactive,
+    Kind::BillInvalid,
+    Kind::OutOfStock,
+    Kind::StockInvalid,
+    Kind::SuspendedBillNotFound,
+    Kind::SettlementNotFound,
+    Kind::RefundInvalid,
+    Kind::NothingToRefund,
+    Kind::RefundModeMixed,
 ];
 
 impl Kind {
@@ -272,6 +294,17 @@ impl Kind {
             Kind::StaffCodeRequired => "STAFF_CODE_REQUIRED",
             Kind::QrInvalid => "QR_INVALID",
             Kind::QrExpired => "QR_EXPIRED",
+            Kind::ItemNotFound => "ITEM_NOT_FOUND",
+            Kind::ItemInvalid => "ITEM_INVALID",
+            Kind::ItemInactive => "ITEM_INACTIVE",
+            Kind::BillInvalid => "BILL_INVALID",
+            Kind::OutOfStock => "OUT_OF_STOCK",
+            Kind::StockInvalid => "STOCK_INVALID",
+            Kind::SuspendedBillNotFound => "SUSPENDED_BILL_NOT_FOUND",
+            Kind::SettlementNotFound => "SETTLEMENT_NOT_FOUND",
+            Kind::RefundInvalid => "REFUND_INVALID",
+            Kind::NothingToRefund => "NOTHING_TO_REFUND",
+            Kind::RefundModeMixed => "REFUND_MODE_MIXED",
         }
     }
 
@@ -353,6 +386,17 @@ impl Kind {
             Kind::StaffCodeRequired => Status::InvalidArgument,
             Kind::QrInvalid => Status::InvalidArgument,
             Kind::QrExpired => Status::FailedPrecondition,
+            Kind::ItemNotFound => Status::NotFound,
+            Kind::ItemInvalid => Status::InvalidArgument,
+            Kind::ItemInactive => Status::FailedPrecondition,
+            Kind::BillInvalid => Status::InvalidArgument,
+            Kind::OutOfStock => Status::FailedPrecondition,
+            Kind::StockInvalid => Status::InvalidArgument,
+            Kind::SuspendedBillNotFound => Status::NotFound,
+            Kind::SettlementNotFound => Status::NotFound,
+            Kind::RefundInvalid => Status::InvalidArgument,
+            Kind::NothingToRefund => Status::FailedPrecondition,
+            Kind::RefundModeMixed => Status::FailedPrecondition,
         }
     }
 
