@@ -372,6 +372,7 @@ pub fn checkout(
         lines: settled_lines(&lines, &payments),
         payments,
         points_redeemed,
+        points_earned,
         due_fen,
         staff_code: request.staff_code.clone(),
         ..Default::default()
@@ -590,6 +591,7 @@ fn settled_lines(lines: &[Line], payments: &[Payment]) -> Vec<SettledLine> {
                 } else {
                     0
                 },
+                ..Default::default()
             });
         }
     }
