@@ -106,6 +106,19 @@ pub fn refund(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &RefundReques
         entry.payer_member_id = other_payer.unwrap_or(0);
     }
     record(&mut settlement, mode, &parts, &returned, money_fen);
+    if fully_refunded(&settlement) && settlement.lot_uses_returned == 0 && !settlement.lot_uses.is_empty() {
+        // Count-card uses come back with the last of the bill: they are not spread over lines.
+        let sales_store = settlement.store_code.clone();
+        response.lot_uses = crate::packages::give_back(
+            context,
+            txn,
+            &mut journal,
+            settlement.card_id,
+            &settlement.lot_uses,
+            &sales_store,
+        )?;
+        settlement.lot_uses_returned = 1;
+    }
     let seq = journal.write(dbs, txn, merchant, entry)?;
     settlement.refund_seqs.push(seq);
     response.fully_refunded = fully_refunded(&settlement);
