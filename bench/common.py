@@ -94,6 +94,7 @@ def merchant_config() -> config_pb2.MerchantConfig:
             config_pb2.RechargeBonusRule(min_recharge_fen=50_000, bonus_fen=8_000),
         ],
         points_redemption=config_pb2.PointsRedemption(points_per_yuan=100, max_share_bp=2_000),
+        categories=[config_pb2.Category(code="food", name="食品")],
     )
 
 
