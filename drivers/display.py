@@ -56,14 +56,15 @@ def fit(text: str, columns: int, encoding: str) -> bytes:
 
 
 def amount_line(label: str, amount_fen: int, columns: int, encoding: str) -> str:
-    """`label` left, the amount right-aligned; the label is shortened (or left out)
-    before the amount would be."""
+    """`label` left, the amount right-aligned. When both do not fit, the label is
+    shortened to its first word ("找零 Change" -> "找零"), then left out; the amount is
+    never cut."""
     amount = format_fen(amount_fen)
-    room = columns - len(amount) - 1
-    label_bytes = fit(label, max(room, 0), encoding).rstrip(b" ") if room > 0 else b""
-    label = label_bytes.decode(encoding, errors="replace")
-    pad = columns - len(label.encode(encoding, errors="replace")) - len(amount)
-    return label + " " * max(pad, 0) + amount
+    for candidate in (label, label.split(" ")[0], ""):
+        pad = columns - len(candidate.encode(encoding, errors="replace")) - len(amount)
+        if pad >= 1 or not candidate:
+            return candidate + " " * max(pad, 0) + amount
+    raise AssertionError("unreachable: the empty label always fits")
 
 
 def encode_screen(screen: Screen, settings: DisplaySettings) -> bytes:

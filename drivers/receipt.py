@@ -358,12 +358,30 @@ def _member_rows(member: MemberPart, columns: int) -> list[str]:
 
 
 def _row(label: str, value: str, columns: int) -> list[str]:
-    """`label` left and `value` right on one line, or on two when they do not fit:
-    a figure is never cut."""
+    """`label` left and `value` right on one line, or on lines of their own when they do
+    not fit: a figure is never cut (a name too long for the paper is wrapped)."""
     gap = columns - escpos.text_width(label) - escpos.text_width(value)
     if gap >= 1:
         return [label + " " * gap + value]
-    return [label, " " * max(columns - escpos.text_width(value), 0) + value]
+    rows = _wrap(label, columns)
+    for part in _wrap(value, columns):
+        rows.append(" " * (columns - escpos.text_width(part)) + part)
+    return rows
+
+
+def _wrap(text: str, columns: int) -> list[str]:
+    """`text` in pieces of at most `columns` print columns, cut between characters."""
+    pieces, piece, width = [], "", 0
+    for char in text:
+        char_width = escpos.text_width(char)
+        if width + char_width > columns:
+            pieces.append(piece)
+            piece, width = "", 0
+        piece += char
+        width += char_width
+    if piece:
+        pieces.append(piece)
+    return pieces
 
 
 def _rule(columns: int) -> str:

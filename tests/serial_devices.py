@@ -179,10 +179,15 @@ class Printout:
     chinese_mode: bool = False
 
     def value(self, label: str) -> str:
-        """The value printed after `label` on the first line that starts with it."""
-        for line in self.lines:
+        """The value printed after `label` on the first line that starts with it, or on
+        the next line, right-aligned, when the two did not fit on one."""
+        for index, line in enumerate(self.lines):
             if line.startswith(label):
-                return line[len(label) :].strip()
+                value = line[len(label) :].strip()
+                following = self.lines[index + 1] if index + 1 < len(self.lines) else ""
+                if not value and following.startswith("  ") and following.strip():
+                    return following.strip()
+                return value
         raise AssertionError(f"no line starts with {label!r}:\n" + "\n".join(self.lines))
 
     def named(self, name: str) -> list[tuple]:
