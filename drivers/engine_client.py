@@ -23,6 +23,8 @@ __all__ = ["UNCERTAIN_CODES", "EngineClient", "error_reason"]
 MERCHANT_METADATA_KEY = "mms-merchant"
 REPLAYED_METADATA = ("mms-replayed", "1")
 MESSAGE_BYTES_MAX = 4 * 1024 * 1024
+RECONNECT_BACKOFF_MS_MIN = 200
+RECONNECT_BACKOFF_MS_MAX = 2000
 # After these a checkout may or may not have been applied: send it again, same request_id.
 UNCERTAIN_CODES = frozenset(
     {
@@ -57,6 +59,11 @@ class EngineClient:
         options = [
             ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
             ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
+            # An engine back after an outage is reached within seconds, not grpc's
+            # default of up to two minutes: a customer is waiting at the counter.
+            ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS_MIN),
+            ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS_MIN),
+            ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS_MAX),
         ]
         self._channel = grpc.insecure_channel(settings.address, options=options)
         self._members = member_pb2_grpc.MemberServiceStub(self._channel)

@@ -238,12 +238,14 @@ def _command(data: bytes, index: int, out: Printout) -> int:
 
 
 def split_receipts(data: bytes) -> list[bytes]:
-    """A printer's input cut into receipts: each starts with ESC @ and ends with its cut."""
+    """The whole receipts in a printer's input: each starts with ESC @ and ends with its
+    cut (GS V m n); a receipt still arriving is left out."""
     receipts = []
     start = data.find(b"\x1b@")
     while start >= 0:
         end = data.find(b"\x1dV", start)
-        assert end >= 0, "a receipt without its cut"
+        if end < 0 or len(data) < end + 4:
+            break
         receipts.append(data[start : end + 4])
         start = data.find(b"\x1b@", end)
     return receipts
