@@ -284,8 +284,9 @@ class Bridge:
         except grpc.RpcError as error:
             not_found = error.code() == grpc.StatusCode.NOT_FOUND
             self.metrics.lookups.labels(outcome="not_found" if not_found else "failed").inc()
+            what = "member not found" if not_found else "member lookup failed"
             self.say(
-                f"member not found: {error.code().name} {error_reason(error)}: {error.details()}"
+                f"{what}: {error.code().name} {error_reason(error)}: {_masked_details(error, ref)}"
             )
             self._show(Screen("会员未找到 Not found", ""))
             return False
@@ -417,7 +418,7 @@ class Bridge:
         self.metrics.checkouts.labels(outcome="refused").inc()
         self.say(
             f"refused: checkout {pending.request.request_id}: {error.code().name} "
-            f"{error_reason(error)}: {error.details()}"
+            f"{error_reason(error)}: {_masked_details(error, pending.request.member)}"
         )
         self._show(self._member_screen() if self.at_counter else self._welcome())
 
@@ -547,6 +548,16 @@ class Bridge:
             balance_fen = receipt.member.principal_fen + receipt.member.bonus_fen
             return Screen(upper, self._amount_line("余额 Balance", balance_fen))
         return Screen(upper, "谢谢 Thank you")
+
+
+def _masked_details(error: grpc.RpcError, ref: common_pb2.MemberRef) -> str:
+    """The engine's message, with the card number or member code it may repeat masked:
+    this goes to the cashier's screen and to whatever records stdout."""
+    details = error.details() or ""
+    for secret in (ref.card_no, ref.qr):
+        if secret:
+            details = details.replace(secret, mask_card_no(secret))
+    return details
 
 
 # --- the prompt ------------------------------------------------------------------------

@@ -451,6 +451,8 @@ def test_devices_unplugged_and_plugged_back_mid_run(
         bridge.expect("^card_reader: missing")
         counter.reader.plug()
         bridge.expect("^card_reader: up")
+        counter.reader.write(b";6200009999?\r")  # a card the engine does not know
+        bridge.expect(r"^member not found: NOT_FOUND CARD_NOT_FOUND: no card \*\*\*\*\*\*9999$")
         counter.reader.write(SWIPE)
         bridge.expect("^member #\\d+ 王五")
 
@@ -482,6 +484,7 @@ def test_devices_unplugged_and_plugged_back_mid_run(
         counter.wait_screen(shown("应付 Due", "37.20"))  # the last screen, shown again
     finally:
         assert bridge.stop() == 0, bridge.output()
+    assert "6200009999" not in bridge.output()
 
 
 def test_a_lost_answer_is_sent_again_with_the_same_request_id_and_charged_once(
