@@ -207,9 +207,9 @@ class Bridge:
 
     def start(self) -> None:
         self._resume()
-        self._fetch_names()
         for device in self.inputs:
             device.start()
+        self._fetch_names()
         if self.printer is not None:
             self.printer.link.open()
         self._show(self._welcome())

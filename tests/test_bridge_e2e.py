@@ -536,6 +536,11 @@ def test_an_unreachable_engine_leaves_the_checkout_to_retry_and_a_refusal_ends_i
         bridge.send("checkout --amount 5")
         bridge.expect(rf"^refused: checkout {unconfirmed[1]} is unconfirmed; `retry` it first")
         assert checkouts(shop) == []
+        # The bridge is restarted before the engine is back: the checkout is not forgotten.
+        assert bridge.stop() == 0, bridge.output()
+        bridge = start_bridge(tmp_path, config)
+        resumed = rf"^unconfirmed: checkout {unconfirmed[1]} from before the restart"
+        assert any(re.search(resumed, line) for line in bridge.seen), bridge.output()
         proxy.come_back()
         for _ in range(100):  # until the engine is reached again; each retry is the same request
             bridge.send("retry")
