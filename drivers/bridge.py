@@ -121,6 +121,10 @@ class _Pending:
 
 
 class Bridge:
+    """The counter: input devices feed a bounded queue from their threads, the prompt
+    feeds it commands, and one main loop (`run`) handles both, so the member at the
+    counter, the pending checkout and the last receipt change in one thread only."""
+
     def __init__(
         self,
         config: TerminalConfig,
@@ -671,7 +675,12 @@ def run(config_path: str, *, prompt: bool = True) -> int:
         return EXIT_USAGE
     registry = CollectorRegistry()
     engine = EngineClient(config.engine, token)
-    bridge = Bridge(config, engine, registry)
+    try:
+        bridge = Bridge(config, engine, registry)
+    except ConfigError as error:
+        engine.close()
+        print(f"mms-bridge: {error}", file=sys.stderr)
+        return EXIT_USAGE
     metrics_server = _serve_metrics(config, registry)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _signum, _frame: bridge.request_stop())

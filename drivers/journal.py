@@ -17,6 +17,7 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
+from drivers.config import ConfigError
 from engine.proto import transaction_pb2
 
 __all__ = ["Journal", "SettledRecord"]
@@ -42,7 +43,10 @@ class Journal:
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
         if folder is not None:
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as error:
+                raise ConfigError(f"state_dir {folder}: {error.strerror}") from error
 
     def save_pending(self, request: transaction_pb2.CheckoutRequest, member_name: str) -> None:
         kept = transaction_pb2.CheckoutRequest()
@@ -89,6 +93,15 @@ class Journal:
     def _write(self, name: str, data: dict[str, str]) -> None:
         if self.folder is None:
             return
+        try:
+            self._write_whole(name, data)
+        except OSError as error:
+            # The bridge goes on with what it holds in memory; a full or read-only disk
+            # must not stop a sale or its receipt.
+            _log.error("journal: cannot write %s in %s: %s", name, self.folder, error)
+
+    def _write_whole(self, name: str, data: dict[str, str]) -> None:
+        assert self.folder is not None
         target = self.folder / name
         temporary = self.folder / f".{name}.tmp"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
