@@ -590,6 +590,24 @@ def _add_serve(subparsers: Any) -> None:
     )
 
 
+def _add_bridge(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "bridge",
+        help="run the counter's terminal bridge 终端 (same as mms-bridge)",
+        description="Connect a counter's card reader, scanner, receipt printer, customer "
+        "display and cash drawer to the engine (drivers/README.md).",
+    )
+    parser.set_defaults(handler=_bridge, command_parser=parser)
+    parser.add_argument(
+        "--config", metavar="FILE", required=True, help="terminal.toml, see examples/terminal.toml"
+    )
+    parser.add_argument(
+        "--no-prompt",
+        action="store_true",
+        help="read no commands from stdin: swipes and scans only; stop with SIGTERM",
+    )
+
+
 def _add_config(top: _Commands) -> None:
     commands = top.group("config", "merchant setup 商户配置")
     apply = commands.add("apply", _config_apply, "apply a TOML config file 应用配置", mutating=True)
@@ -953,6 +971,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands = _Commands(subparsers, [_client_options(top_level=False)])
     _add_serve(subparsers)
+    _add_bridge(subparsers)
     _add_config(commands)
     _add_member(commands)
     _add_card(commands)
@@ -2028,6 +2047,12 @@ def _serve(args: argparse.Namespace, _session: Session) -> int:
     except CoreError as error:  # the data folder or an option is unusable: say which
         print(f"mms serve: cannot start: {error.message} ({error.reason})", file=sys.stderr)
         return 1
+
+
+def _bridge(args: argparse.Namespace, _session: Session) -> int:
+    from drivers import bridge  # pyserial and the drivers load only for this command
+
+    return bridge.run(args.config, prompt=not args.no_prompt)
 
 
 def _serve_until_stopped(server: Any, args: argparse.Namespace) -> int:
