@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import common
@@ -35,8 +34,11 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Core]:
     dataset.load(engine, MEMBERS)
     items = [
         catalog_pb2.CatalogItem(
-            sku=sku, name=f"商品{index}", category_code="food",
-            kind=catalog_pb2.GOODS, retail_price_fen=1_000 + 137 * index,
+            sku=sku,
+            name=f"商品{index}",
+            category_code="food",
+            kind=catalog_pb2.GOODS,
+            retail_price_fen=1_000 + 137 * index,
         )  # fmt: skip
         for index, sku in enumerate(SKUS)
     ]
