@@ -44,6 +44,8 @@ PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin",)
 DATABASE = "bench"
 START_TIMEOUT_S = 60.0
 PGBENCH_THREADS_MAX = 4
+# pgbench runs whole seconds; opening 256 connections on a busy machine can take one.
+PGBENCH_SECONDS_MIN = 3
 MAX_CONNECTIONS = 400
 
 SCHEMA = """
@@ -331,15 +333,17 @@ def pgbench(pg: Postgres, members: int, clients: int, duration_s: float) -> dict
         threads = max(1, min(PGBENCH_THREADS_MAX, clients))
         done = subprocess.run(
             [_bin("pgbench"), "-n", "-M", "prepared", "-c", str(clients), "-j", str(threads),
-             "-T", str(max(1, round(duration_s))), "-D", f"members={members}",
+             "-T", str(max(PGBENCH_SECONDS_MIN, round(duration_s))), "-D", f"members={members}",
              "-f", script, "-l", "--log-prefix", os.path.join(work, "log"),
              "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", DATABASE],
             capture_output=True, text=True, check=False, cwd=work,
         )  # fmt: skip
         if done.returncode != 0:
             raise RuntimeError(f"pgbench failed: {done.stdout}\n{done.stderr}")
-        tps = float(_TPS.search(done.stdout).group(1))  # type: ignore[union-attr]
-        processed = int(_PROCESSED.search(done.stdout).group(1))  # type: ignore[union-attr]
+        tps_match, processed_match = _TPS.search(done.stdout), _PROCESSED.search(done.stdout)
+        if not (tps_match and processed_match):
+            raise RuntimeError(f"pgbench printed no throughput:\n{done.stdout}\n{done.stderr}")
+        tps, processed = float(tps_match.group(1)), int(processed_match.group(1))
         failed_match = _FAILED.search(done.stdout)
         failed = int(failed_match.group(1)) if failed_match else 0
         latencies_s = []
