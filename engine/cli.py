@@ -1638,7 +1638,7 @@ def _payment_row(payment: common_pb2.Payment, verb: str = "Paid 支付") -> tupl
     return (label, format_fen(payment.amount_fen) + suffix)
 
 
-def _lot_use_row(use: transaction_pb2.LotUse) -> tuple[str, str]:
+def _lot_use_row(use: common_pb2.LotUse) -> tuple[str, str]:
     where = f"package 套餐 #{use.lot_id}, {use.uses_left} left 剩余"
     return (f"Used 次卡消费 {use.item_code}", f"{use.uses} ({where})")
 
