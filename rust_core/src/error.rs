@@ -111,10 +111,15 @@ pub enum Kind {
     StaffCodeRequired,
     QrInvalid,
     QrExpired,
+    StaffNotFound,
+    StaffInactive,
+    PeriodInvalid,
+    MatrixTooLarge,
+    CardOriginsFull,
 }
 
 /// Every kind, for reverse lookup of stored reasons and for exhaustive tests.
-pub const ALL_KINDS: [Kind; 76] = [
+pub const ALL_KINDS: [Kind; 81] = [
     Kind::MalformedRequest,
     Kind::UnknownMethod,
     Kind::RequestIdInvalid,
@@ -191,6 +196,11 @@ pub const ALL_KINDS: [Kind; 76] = [
     Kind::StaffCodeRequired,
     Kind::QrInvalid,
     Kind::QrExpired,
+    Kind::StaffNotFound,
+    Kind::StaffInactive,
+    Kind::PeriodInvalid,
+    Kind::MatrixTooLarge,
+    Kind::CardOriginsFull,
 ];
 
 impl Kind {
@@ -272,6 +282,11 @@ impl Kind {
             Kind::StaffCodeRequired => "STAFF_CODE_REQUIRED",
             Kind::QrInvalid => "QR_INVALID",
             Kind::QrExpired => "QR_EXPIRED",
+            Kind::StaffNotFound => "STAFF_NOT_FOUND",
+            Kind::StaffInactive => "STAFF_INACTIVE",
+            Kind::PeriodInvalid => "PERIOD_INVALID",
+            Kind::MatrixTooLarge => "MATRIX_TOO_LARGE",
+            Kind::CardOriginsFull => "CARD_ORIGINS_FULL",
         }
     }
 
@@ -353,6 +368,11 @@ impl Kind {
             Kind::StaffCodeRequired => Status::InvalidArgument,
             Kind::QrInvalid => Status::InvalidArgument,
             Kind::QrExpired => Status::FailedPrecondition,
+            Kind::StaffNotFound => Status::NotFound,
+            Kind::StaffInactive => Status::FailedPrecondition,
+            Kind::PeriodInvalid => Status::InvalidArgument,
+            Kind::MatrixTooLarge => Status::InvalidArgument,
+            Kind::CardOriginsFull => Status::FailedPrecondition,
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod annual_fee;
 pub mod cards;
+pub mod chain;
 pub mod config;
 pub mod core;
 pub mod dates;

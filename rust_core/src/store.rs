@@ -12,7 +12,7 @@ use crate::error::{CoreError, Kind, Result};
 pub type Db = Database<'static, Bytes, Bytes>;
 
 /// Named databases; keep in step with docs/STORAGE.md.
-pub const DATABASE_NAMES: [&str; 18] = [
+pub const DATABASE_NAMES: [&str; 21] = [
     "config",
     "members",
     "phones",
@@ -31,6 +31,9 @@ pub const DATABASE_NAMES: [&str; 18] = [
     "follow_ups",
     "subsidiaries",
     "merchant_keys",
+    "staff",
+    "card_origins",
+    "clearing_days",
 ];
 /// Room for the databases above plus those later versions add.
 pub const DATABASES_MAX: u32 = 32;
@@ -89,6 +92,13 @@ pub struct Dbs {
     pub subsidiaries: Db,
     /// `M` → MerchantKeys: the merchant's secrets, never in an answer
     pub merchant_keys: Db,
+    /// `M + staff code` → Staff
+    pub staff: Db,
+    /// `M + u64be(card_id)` → CardOrigins: the stores a card's stored value came from
+    pub card_origins: Db,
+    /// `M + u32be(day) + from store + 0x00 + to store` → ClearingCell: one day's clearing
+    /// between two stores (day = local days since 1970-01-01 + `clearing::DAY_KEY_BIAS`)
+    pub clearing_days: Db,
 }
 
 /// Opens (creating if needed) the environment in `path` and its databases.
@@ -130,7 +140,7 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         })?
         .commit()
         .expect("never aborted");
-    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys] =
+    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys, staff, card_origins, clearing_days] =
         dbs;
     let dbs = Dbs {
         config,
@@ -151,6 +161,9 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         follow_ups,
         subsidiaries,
         merchant_keys,
+        staff,
+        card_origins,
+        clearing_days,
     };
     Ok((env, dbs))
 }

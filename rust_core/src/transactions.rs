@@ -13,7 +13,7 @@ use crate::proto::{
 };
 use crate::rules::{self, Progress};
 use crate::store::{self, Dbs};
-use crate::{annual_fee, cards, members, validate};
+use crate::{annual_fee, cards, chain, members, validate};
 
 /// A bill is paid in a handful of ways at most.
 pub const TENDERS_MAX: usize = 8;
@@ -64,6 +64,7 @@ pub fn recharge(
     let amount_fen = money::check_amount(request.amount_fen, "recharge amount")?;
     let method = external_method(request.method, PaymentMethod::Cash)?;
     validate::external_ref(&request.external_ref)?;
+    validate::staff_code(&request.staff_code)?;
     let store_code = context.config.store_code(&request.store_code)?.to_owned();
     let (dbs, merchant) = (context.dbs, context.merchant);
     let (mut member, card) = cards::resolve(dbs, txn, merchant, request.member.as_ref(), context.now_ms)?;
@@ -93,6 +94,17 @@ pub fn recharge(
     journal.fen(takings_account(&store_code, method), -amount_fen);
     journal.fen(ledger::card_bonus(card.card_id), bonus_fen);
     journal.fen(ledger::RECHARGE_BONUS.to_owned(), -bonus_fen);
+    let amounts = (amount_fen, bonus_fen);
+    let chain_effects = chain::on_recharge(
+        context,
+        txn,
+        &mut journal,
+        &member,
+        card.card_id,
+        &store_code,
+        amounts,
+        &request.staff_code,
+    )?;
 
     member.cumulative_recharge_fen =
         money::add_within(member.cumulative_recharge_fen, amount_fen, i64::MAX, "cumulative recharge")?;
@@ -128,6 +140,7 @@ pub fn recharge(
         at_ms: context.now_ms,
         store_code,
         card_no: card.card_no.clone(),
+        chain_effects,
     };
     Ok((response, seq))
 }
@@ -236,6 +249,9 @@ pub fn checkout(
     for payment in payments.iter_mut() {
         post_payment(context, &mut journal, buyer.as_mut(), &store_code, payment)?;
     }
+    let quick_line = quick_checkout_line(list_fen, discount_fen, points_value_fen);
+    let chain_effects =
+        checkout_chain_effects(context, txn, &mut journal, buyer.as_ref(), &payments, &quick_line, request)?;
     let mut response = CheckoutResponse {
         list_amount_fen: list_fen,
         discount_bp,
@@ -246,6 +262,7 @@ pub fn checkout(
         points_earned,
         at_ms: context.now_ms,
         store_code: store_code.clone(),
+        chain_effects,
         ..Default::default()
     };
     let mut entry = LedgerEntry {
@@ -295,6 +312,44 @@ pub fn checkout(
     }
     response.ledger_seq = seq;
     Ok((response, seq))
+}
+
+/// Today's quick checkout as one priced line, for the chain effects.
+fn quick_checkout_line(list_fen: i64, discount_fen: i64, points_value_fen: i64) -> crate::pricing::PricedLine {
+    crate::pricing::PricedLine {
+        line_no: 1,
+        quantity_milli: 1000,
+        list_fen,
+        member_discount_fen: discount_fen,
+        points_fen: points_value_fen,
+        discountable: true,
+        ..Default::default()
+    }
+}
+
+/// Clearing for the stored value paid, commission and referral rebates (docs/CHECKOUT.md
+/// step 7), in the checkout's journal.
+fn checkout_chain_effects(
+    context: &Context<'_>,
+    txn: &mut RwTxn<'_>,
+    journal: &mut Journal,
+    buyer: Option<&Buyer>,
+    payments: &[Payment],
+    line: &crate::pricing::PricedLine,
+    request: &CheckoutRequest,
+) -> Result<Vec<crate::proto::ChainEffect>> {
+    let store_code = context.config.store_code(&request.store_code)?;
+    let mut effects = Vec::new();
+    let stored_value = payments.iter().find(|p| p.method == PaymentMethod::StoredValue as i32);
+    if let (Some(paid), Some(buyer)) = (stored_value, buyer) {
+        let amounts = (paid.principal_fen, paid.bonus_fen);
+        chain::on_stored_value_spent(context, txn, journal, &mut effects, buyer.payer.card_id, amounts, store_code)?;
+    }
+    let bonus_fen = stored_value.map_or(0, |p| p.bonus_fen);
+    let lines = [chain::PaidLine { line, bonus_fen, staff_code: "" }];
+    let member = buyer.map(|b| &b.member);
+    chain::on_checkout_lines(context, txn, journal, &mut effects, member, &lines, &request.staff_code, store_code)?;
+    Ok(effects)
 }
 
 /// A trial card (体验卡) with limited uses loses one per checkout.
