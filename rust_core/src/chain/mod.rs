@@ -184,14 +184,14 @@ fn post_line_effects(
     store_code: &str,
 ) -> Result<()> {
     let mut commission: BTreeMap<&str, i64> = BTreeMap::new();
-    let mut rebates: BTreeMap<(u64, i32, u64), ReferralRebate> = BTreeMap::new();
+    let mut rebates: BTreeMap<(i32, u64, u64), ReferralRebate> = BTreeMap::new();
     for line in lines {
         if line.commission_fen != 0 {
             *commission.entry(&line.commission_staff_code).or_default() += line.commission_fen;
         }
         for rebate in &line.rebates {
             let total = rebates
-                .entry((rebate.member_id, rebate.level, rebate.card_id))
+                .entry((rebate.level, rebate.member_id, rebate.card_id))
                 .or_insert_with(|| ReferralRebate { points: 0, bonus_fen: 0, ..*rebate });
             total.points += rebate.points;
             total.bonus_fen += rebate.bonus_fen;
