@@ -363,3 +363,97 @@ fn chain_config_is_checked_on_apply() {
     let refused: Result<ApplyConfigResponse, _> = h.call("/mms.v1.ConfigService/ApplyConfig", request);
     assert_eq!(refused.unwrap_err().kind, Kind::ConfigInvalid);
 }
+
+impl WithRequestId for UpsertItemsRequest {
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+    fn set_request_id(&mut self, id: String) {
+        self.request_id = id;
+    }
+}
+
+#[test]
+fn an_itemized_settlement_keeps_each_lines_commission_rebates_and_origins() {
+    let mut config = config();
+    let category = |code: &str| Category { code: code.into(), name: code.into() };
+    config.categories = vec![category("hair"), category("goods")];
+    config.commission_rules = vec![
+        rule(StaffRole::Unspecified, CommissionTarget::Item, "", 0, 500),
+        rule(StaffRole::Stylist, CommissionTarget::Category, "hair", 0, 2000),
+        rule(StaffRole::Unspecified, CommissionTarget::Item, "gel", 150, 0), // ¥1.50 a unit
+    ];
+    config.referral = Some(ReferralProgram {
+        levels: vec![ReferralLevel { consumption_rate_bp: 1000, recharge_rate_bp: 0 }],
+        reward: ReferralReward::ReferralPoints as i32,
+        base: ReferralBase::CashEquivalent as i32,
+        points_per_yuan: 100,
+    });
+    let mut h = Harness::new("settlement", config);
+    let item = |sku: &str, category: &str, price: i64, kind: ItemKind| CatalogItem {
+        sku: sku.into(),
+        name: sku.into(),
+        category_code: category.into(),
+        kind: kind as i32,
+        retail_price_fen: price,
+        ..Default::default()
+    };
+    let items = UpsertItemsRequest {
+        request_id: String::new(),
+        items: vec![item("cut", "hair", 8_000, ItemKind::Service), item("gel", "goods", 2_999, ItemKind::Goods)],
+    };
+    let _: UpsertItemsResponse = h.call("/mms.v1.CatalogService/UpsertItems", items).unwrap();
+    h.staff("T1", StaffRole::Stylist, true);
+    h.staff("C1", StaffRole::Cashier, true);
+    h.register("13800000030", "P001", None);
+    let referred = h.register("13800000031", "P002", Some("P001"));
+    h.recharge("P002", 5_000, "A", "").unwrap();
+    h.recharge("P002", 3_000, "B", "").unwrap();
+    let line = |sku: &str, quantity_milli: i64, staff: &str| BillLine {
+        sku: sku.into(),
+        quantity_milli,
+        staff_code: staff.into(),
+        ..Default::default()
+    };
+    let request = CheckoutRequest {
+        member: card("P002"),
+        lines: vec![line("cut", 1000, "T1"), line("gel", 2000, "")],
+        tenders: vec![
+            Tender { method: PaymentMethod::StoredValue as i32, take_rest: true, ..Default::default() },
+            Tender { method: PaymentMethod::Cash as i32, take_rest: true, ..Default::default() },
+        ],
+        store_code: "C".into(),
+        staff_code: "C1".into(),
+        ..Default::default()
+    };
+    let paid: CheckoutResponse = h.call(CHECKOUT, request).unwrap();
+    assert_eq!(paid.amount_due_fen, 8_000 + 5_998);
+    let lines = &paid.lines;
+    // The cut: 20% to the stylist; the gel: ¥1.50 × 2 to the bill's cashier.
+    assert_eq!((lines[0].commission_fen, lines[0].commission_staff_code.as_str()), (1_600, "T1"));
+    assert_eq!((lines[1].commission_fen, lines[1].commission_staff_code.as_str()), (300, "C1"));
+    // ¥80 of stored value went first over both lines, in proportion; A's ¥50 first.
+    let origins: Vec<Vec<(&str, i64)>> = lines.iter().map(|l| buckets(&l.principal_origins)).collect();
+    let line_principal: Vec<i64> = lines.iter().map(|l| l.payments.iter().map(|p| p.principal_fen).sum()).collect();
+    assert_eq!(line_principal.iter().sum::<i64>(), 8_000);
+    assert_eq!(origins[0].iter().map(|(_, a)| a).sum::<i64>(), line_principal[0]);
+    assert_eq!(origins[0][0], ("A", 5_000.min(line_principal[0])));
+    let all: i64 = origins.iter().flatten().map(|(_, a)| a).sum();
+    assert_eq!(all, 8_000);
+    // Rebates per line: 10% of each line's cash-equivalent amount, in points.
+    let rebate_points: Vec<i64> = lines.iter().map(|l| l.referral_rebates.iter().map(|r| r.points).sum()).collect();
+    assert_eq!(rebate_points, vec![800, 599]);
+    assert!(lines.iter().all(|l| l.referral_rebates.iter().all(|r| r.member_id == referred.referrer_member_id)));
+    let (accounts, origins_after) = h.snapshot();
+    assert_eq!(accounts["store/A/owes/C"], 5_000);
+    assert_eq!(accounts["store/B/owes/C"], 3_000);
+    assert_eq!(accounts["staff/T1/commission"], 1_600);
+    assert_eq!(accounts["staff/C1/commission"], 300);
+    assert_eq!(accounts[&format!("member/{}/points", referred.referrer_member_id)], 800 + 599);
+    assert_buckets_match(&accounts, &origins_after);
+    // The settlement kept them.
+    let request = GetSettlementRequest { seq: paid.ledger_seq };
+    let bytes = h.core.query("/mms.v1.TransactionService/GetSettlement", MERCHANT, &request.encode_to_vec()).unwrap();
+    let settlement = GetSettlementResponse::decode(bytes.as_slice()).unwrap().settlement.unwrap();
+    assert_eq!(settlement.lines, paid.lines);
+}

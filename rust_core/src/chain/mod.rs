@@ -30,7 +30,7 @@ use crate::error::{fail, Kind};
 
 use crate::ledger::Journal;
 use crate::pricing::PricedLine;
-use crate::proto::{ChainEffect, Member, ReferralRebate};
+use crate::proto::{ChainEffect, Member, Payment, PaymentMethod, ReferralRebate, SettledLine, StoreAmount};
 use crate::transactions::Context;
 use clearing::{Balance, Taken};
 use commission::Sold;
@@ -223,4 +223,79 @@ pub fn on_stored_value_spent(
     store_code: &str,
 ) -> Result<Taken> {
     clearing::spend(context, txn, journal, effects, card_id, principal_and_bonus_fen, store_code)
+}
+
+/// The chain effects of a settlement (docs/CHECKOUT.md step 7): clearing for each
+/// stored-value payment (`payer_cards[i]`: the card payment i drew on, 0 for other
+/// methods), then commission and referral rebates per line. What each line's stored value
+/// took from which store, its commission and its rebates are written into its
+/// `SettledLine` (fields 30-34), so a refund reverses exactly the line's share.
+#[allow(clippy::too_many_arguments)]
+pub fn on_settlement(
+    context: &Context<'_>,
+    txn: &mut RwTxn<'_>,
+    journal: &mut Journal,
+    member: Option<&Member>,
+    priced: &[&PricedLine],
+    settled: &mut [SettledLine],
+    (payments, payer_cards): (&[Payment], &[u64]),
+    bill_staff_code: &str,
+    store_code: &str,
+) -> Result<Vec<ChainEffect>> {
+    assert_eq!(priced.len(), settled.len(), "one settled line per priced line");
+    assert_eq!(payments.len(), payer_cards.len(), "one card (or 0) per payment");
+    let mut effects = Vec::new();
+    for (index, payment) in payments.iter().enumerate() {
+        if payment.method != PaymentMethod::StoredValue as i32 {
+            continue;
+        }
+        let amounts = (payment.principal_fen, payment.bonus_fen);
+        let taken = clearing::spend(context, txn, journal, &mut effects, payer_cards[index], amounts, store_code)?;
+        spread_origins(settled, index, &taken);
+    }
+    let results = {
+        let paid: Vec<PaidLine<'_>> = priced
+            .iter()
+            .zip(settled.iter())
+            .map(|(line, s)| PaidLine {
+                line,
+                bonus_fen: s.payments.iter().map(|p| p.bonus_fen).sum(),
+                staff_code: &s.staff_code,
+            })
+            .collect();
+        on_checkout_lines(context, txn, journal, &mut effects, member, &paid, bill_staff_code, store_code)?
+    };
+    for (line, result) in settled.iter_mut().zip(results) {
+        assert_eq!(line.line_no, result.line_no);
+        line.commission_fen = result.commission_fen;
+        line.commission_staff_code = result.commission_staff_code;
+        line.referral_rebates = result.rebates;
+    }
+    Ok(effects)
+}
+
+/// Gives each line its part of what payment `payment_index` took from the stores: the
+/// lines in order take their share of the payment's principal (and bonus) from the parts
+/// in the order they were taken, so the lines' origins add up to the payment's exactly.
+fn spread_origins(settled: &mut [SettledLine], payment_index: usize, taken: &Taken) {
+    let mut principal = taken.principal.clone();
+    let mut bonus = taken.bonus.clone();
+    for line in settled.iter_mut() {
+        let shares = line.payments.iter().filter(|p| p.payment_index as usize == payment_index);
+        let (principal_fen, bonus_fen) = shares.fold((0, 0), |(p, b), s| (p + s.principal_fen, b + s.bonus_fen));
+        for part in clearing::take_from(&mut principal, principal_fen) {
+            merge_origin(&mut line.principal_origins, part);
+        }
+        for part in clearing::take_from(&mut bonus, bonus_fen) {
+            merge_origin(&mut line.bonus_origins, part);
+        }
+    }
+    assert!(principal.is_empty() && bonus.is_empty(), "the lines took all the payment took");
+}
+
+fn merge_origin(origins: &mut Vec<StoreAmount>, part: StoreAmount) {
+    match origins.iter_mut().find(|o| o.store_code == part.store_code) {
+        Some(origin) => origin.amount_fen += part.amount_fen,
+        None => origins.push(part),
+    }
 }
