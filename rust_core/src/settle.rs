@@ -395,6 +395,7 @@ pub fn checkout(
         lines: settled,
         payments,
         points_redeemed,
+        points_earned,
         due_fen,
         staff_code: request.staff_code.clone(),
         ..Default::default()
@@ -614,6 +615,7 @@ fn settled_lines(lines: &[Line], payments: &[Payment]) -> Vec<SettledLine> {
                 } else {
                     0
                 },
+                ..Default::default()
             });
         }
     }

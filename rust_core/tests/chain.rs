@@ -14,6 +14,7 @@ use prost::Message;
 const RECHARGE: &str = "/mms.v1.TransactionService/Recharge";
 const CHECKOUT: &str = "/mms.v1.TransactionService/Checkout";
 const UPSERT_STAFF: &str = "/mms.v1.ChainService/UpsertStaff";
+const REFUND: &str = "/mms.v1.TransactionService/Refund";
 const MATRIX: &str = "/mms.v1.ChainService/GetClearingMatrix";
 
 impl WithRequestId for UpsertStaffRequest {
@@ -364,15 +365,6 @@ fn chain_config_is_checked_on_apply() {
     assert_eq!(refused.unwrap_err().kind, Kind::ConfigInvalid);
 }
 
-impl WithRequestId for UpsertItemsRequest {
-    fn request_id(&self) -> &str {
-        &self.request_id
-    }
-    fn set_request_id(&mut self, id: String) {
-        self.request_id = id;
-    }
-}
-
 #[test]
 fn an_itemized_settlement_keeps_each_lines_commission_rebates_and_origins() {
     let mut config = config();
@@ -456,4 +448,31 @@ fn an_itemized_settlement_keeps_each_lines_commission_rebates_and_origins() {
     let bytes = h.core.query("/mms.v1.TransactionService/GetSettlement", MERCHANT, &request.encode_to_vec()).unwrap();
     let settlement = GetSettlementResponse::decode(bytes.as_slice()).unwrap().settlement.unwrap();
     assert_eq!(settlement.lines, paid.lines);
+    // Refund the cut (line 1), then the rest: every chain effect comes back exactly.
+    let refund = |lines: Vec<RefundLine>| RefundRequest {
+        request_id: String::new(),
+        settlement_seq: paid.ledger_seq,
+        lines,
+        store_code: "A".into(), // refunded at another store: clearing reverses against C
+        ..Default::default()
+    };
+    let first: RefundResponse = h.call(REFUND, refund(vec![RefundLine { line_no: 1, quantity_milli: 1000 }])).unwrap();
+    assert!(first.chain_effects.iter().any(|e| e.kind == ChainEffectKind::Commission as i32 && e.amount_fen == -1_600));
+    let (accounts, origins_after) = h.snapshot();
+    assert_eq!(accounts["staff/T1/commission"], 0);
+    assert_eq!(accounts[&format!("member/{}/points", referred.referrer_member_id)], 599);
+    assert_buckets_match(&accounts, &origins_after);
+    let _: RefundResponse = h.call(REFUND, refund(vec![])).unwrap();
+    let (accounts, origins_after) = h.snapshot();
+    for account in ["store/A/owes/C", "store/B/owes/C", "staff/T1/commission", "staff/C1/commission"] {
+        assert_eq!(accounts[account], 0, "{account}");
+    }
+    assert_eq!(accounts[&format!("member/{}/points", referred.referrer_member_id)], 0);
+    // Back in the buckets they came from (a bucket emptied and given back goes first).
+    let mut back = buckets(&origins_after[&2].principal);
+    back.sort();
+    assert_eq!(back, vec![("A", 5_000), ("B", 3_000)]);
+    assert_buckets_match(&accounts, &origins_after);
+    let day = today();
+    assert!(h.matrix(&day, &day).is_empty(), "the day nets to nothing");
 }

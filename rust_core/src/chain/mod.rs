@@ -6,6 +6,7 @@
 pub mod clearing;
 pub mod commission;
 pub mod referral;
+pub mod reversal;
 pub mod staff;
 
 use crate::config::Loaded;

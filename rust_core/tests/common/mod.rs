@@ -53,7 +53,12 @@ with_request_id!(
     RunCardMaintenanceRequest,
     BuyPackageRequest,
     RefundPackageRequest,
-    SetSpendingLimitRequest
+    SetSpendingLimitRequest,
+    UpsertItemsRequest,
+    AdjustStockRequest,
+    SuspendBillRequest,
+    CancelSuspendedBillRequest,
+    RefundRequest
 );
 
 /// Submits a mutating request to `MERCHANT`, giving it the next request id `r1`, `r2` ...
