@@ -48,7 +48,7 @@ from typing import Any
 import lmdb
 from google.protobuf.message import DecodeError, Message
 
-from engine.proto import card_pb2, chain_pb2, config_pb2, member_pb2, records_pb2
+from engine.proto import card_pb2, catalog_pb2, chain_pb2, config_pb2, member_pb2, records_pb2
 
 DATABASE_NAMES = (
     "config",
@@ -69,6 +69,11 @@ DATABASE_NAMES = (
     "requests",
     "counters",
     "merchant_keys",
+    "catalog",
+    "barcodes",
+    "stock",
+    "settlements",
+    "suspended_bills",
     "staff",
     "card_origins",
     "clearing_days",
@@ -140,8 +145,10 @@ INVARIANTS = {
     13: "attached cards: their primary, who holds them, their limits",
     14: "a timed card's periods end on its expires_on; card dates are dates",
     15: "a configured merchant has one member-code key of 32 bytes",
-    16: "a card's per-store buckets add up to its principal and bonus",
-    17: "the clearing days of a store pair add up to its clearing accounts",
+    16: "settlements add up, name their checkout and refunds, never refund more than paid",
+    17: "catalog items under their SKU, barcodes index exactly the items' barcodes",
+    18: "a card's per-store buckets add up to its principal and bonus",
+    19: "the clearing days of a store pair add up to its clearing accounts",
 }
 
 COUNT_NAMES = (
@@ -163,6 +170,11 @@ COUNT_NAMES = (
     "follow_ups",
     "requests",
     "merchant_keys",
+    "catalog",
+    "barcodes",
+    "stock",
+    "settlements",
+    "suspended_bills",
     "staff",
     "card_origins",
     "clearing_days",
@@ -176,7 +188,8 @@ LOT_ACCOUNT = re.compile(rf"lot/{ID_PATTERN}/(?:(value)|uses/({CODE_PATTERN}))")
 DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 STORE_ACCOUNT = re.compile(
     rf"store/{CODE_PATTERN}/"
-    r"(cash|bank_card|scan_pay|sales|discount|card_fees|package_revenue|commission_expense)"
+    r"(cash|bank_card|scan_pay|sales|discount|card_fees|package_revenue|rounding|coupon_discount"
+    r"|commission_expense)"
 )
 # Inter-store clearing (rust_core/src/chain/clearing.rs): what A owes B, and B's claim.
 CLEARING_ACCOUNT = re.compile(rf"store/({CODE_PATTERN})/(owes|owed_by)/({CODE_PATTERN})")
@@ -593,6 +606,9 @@ class _MerchantAudit:
         self.cumulative: dict[int, list[int]] = {}
         self.request_hashes = _SeqIndex()
         self.entry_members = _SeqIndex()
+        # The kind of each entry, at the position request_hashes gives its seq.
+        self.entry_kinds = array("B")
+        self.refund_seqs: set[int] = set()
         self.entries_with_member = 0
         # seq -> the member whose card paid, for the few entries another member's card paid
         # (linked and group cards): they are listed under that member too.
@@ -635,6 +651,8 @@ class _MerchantAudit:
         self.audit_accounts()
         self.audit_requests()
         self.audit_merchant_keys()
+        self.audit_settlements()
+        self.audit_catalog()
         self.audit_staff()
         self.audit_card_origins()
         self.audit_clearing_days()
@@ -790,8 +808,12 @@ class _MerchantAudit:
             if entry is None:
                 self.request_hashes.append(seq, 0)
                 self.entry_members.append(seq, UNKNOWN)
+                self.entry_kinds.append(0)
                 continue
             self.request_hashes.append(seq, _text_hash(entry.request_id))
+            self.entry_kinds.append(entry.kind if 0 <= entry.kind < 256 else 0)
+            if entry.kind == records_pb2.REFUND:
+                self.refund_seqs.add(seq)
             self.entry_members.append(seq, entry.member_id)
             if entry.member_id not in (0, UNKNOWN):
                 self.entries_with_member += 1
@@ -829,11 +851,20 @@ class _MerchantAudit:
         for name, _, _ in postings:
             if name.startswith(HELD_PREFIXES) and name not in self.negative_reported:
                 balance = self.accounts[name].balance
-                if balance < 0:
+                if balance < 0 and not self.points_debt(name, entry.kind, postings):
                     self.negative_reported.add(name)
                     message = f"balance {balance} after ledger entry {seq}"
                     self.report(4, f"accounts:{_printable(name)}", message)
         self.add_cumulative(key, entry)
+
+    @staticmethod
+    def points_debt(name: str, kind: int, postings: list[tuple[str, int, int]]) -> bool:
+        """Points below zero are a debt (积分欠款) when a REFUND clawed back points the
+        member had spent; any later entry may only pay it down (invariant 4)."""
+        if not MEMBER_ACCOUNT.fullmatch(name):
+            return False
+        change = sum(amount for account, amount, _ in postings if account == name)
+        return kind == records_pb2.REFUND or change > 0
 
     def add_cumulative(self, key: str, entry: records_pb2.LedgerEntry) -> None:
         if entry.kind not in KNOWN_ENTRY_KINDS:
@@ -849,6 +880,8 @@ class _MerchantAudit:
             sums[0] += entry.amount_fen
         elif entry.kind == records_pb2.CHECKOUT:
             sums[1] += entry.amount_fen
+        elif entry.kind == records_pb2.REFUND:
+            sums[1] -= entry.amount_fen
 
     def add_totals(self) -> None:
         totals = self.totals
@@ -1032,7 +1065,8 @@ class _MerchantAudit:
                 self.report(7, key, f"{message}, RECHARGE entries sum to {recharged_fen}")
             if member.cumulative_spend_fen != spent_fen:
                 message = f"cumulative_spend_fen {member.cumulative_spend_fen}"
-                self.report(7, key, f"{message}, CHECKOUT entries sum to {spent_fen}")
+                message += f", CHECKOUT less REFUND entries sum to {spent_fen}"
+                self.report(7, key, message)
         self.check_counter(COUNTER_MEMBER_ID, previous_id, 6, "member id")
         for member_id in sorted(self.cumulative):
             self.report(7, f"members:{member_id}", "ledger entries name this missing member")
@@ -1107,6 +1141,72 @@ class _MerchantAudit:
                 message = f"points at {what} {target_id}, whose {field_name} is {shown}"
                 self.report(5, key, message)
 
+    # --- invariant 16 ---
+
+    def kind_of(self, seq: int) -> int | None:
+        position = self.request_hashes.position(seq)
+        return None if position is None else self.entry_kinds[position]
+
+    def audit_settlements(self) -> None:
+        unclaimed = set(self.refund_seqs)
+        for rest, value in self.segment("settlements"):
+            seq = self.u64_key("settlements", rest)
+            if seq is None:
+                continue
+            key = f"settlements:{seq}"
+            self.counts["settlements"] += 1
+            settlement = self.decode(key, value, records_pb2.Settlement)
+            if settlement is None:
+                continue
+            self.check_settlement_entry(key, seq, settlement)
+            for message in _settlement_problems(settlement):
+                self.report(16, key, message)
+            for refund_seq in settlement.refund_seqs:
+                if self.kind_of(refund_seq) != records_pb2.REFUND:
+                    self.report(16, key, f"refund seq {refund_seq} is no REFUND entry")
+                elif refund_seq not in unclaimed:
+                    self.report(16, key, f"REFUND entry {refund_seq} is listed twice")
+                else:
+                    unclaimed.discard(refund_seq)
+        for refund_seq in sorted(unclaimed):
+            self.report(16, f"ledger:{refund_seq}", "REFUND entry that no settlement lists")
+
+    def check_settlement_entry(self, key: str, seq: int, settlement: Any) -> None:
+        if settlement.seq != seq:
+            self.report(16, key, f"record's seq field is {settlement.seq}")
+        if self.kind_of(seq) != records_pb2.CHECKOUT:
+            self.report(16, key, "the ledger entry of its seq is no CHECKOUT")
+        elif self.request_hashes.get(seq) != _text_hash(settlement.request_id):
+            self.report(16, key, "its request_id is not its CHECKOUT entry's")
+        elif self.entry_members.get(seq) != settlement.member_id:
+            self.report(16, key, "its member is not its CHECKOUT entry's")
+
+    # --- invariant 17 ---
+
+    def audit_catalog(self) -> None:
+        barcodes: dict[str, str] = {}
+        for rest, value in self.segment("catalog"):
+            key = f"catalog:{_printable(rest)}"
+            self.counts["catalog"] += 1
+            sku = self.text_key("catalog", rest)
+            item = self.decode(key, value, catalog_pb2.CatalogItem)
+            if sku is None or item is None:
+                continue
+            if item.sku != sku:
+                self.report(17, key, f"record's sku is {_printable(item.sku)}")
+            if item.barcode:
+                barcodes[item.barcode] = sku
+        for rest, value in self.segment("barcodes"):
+            key = f"barcodes:{_printable(rest)}"
+            barcode = self.text_key("barcodes", rest)
+            if barcode is None:
+                continue
+            owner = barcodes.pop(barcode, None)
+            if owner is None or owner.encode() != value:
+                self.report(17, key, f"points at {_printable(value)}, no item with that barcode")
+        for barcode, sku in sorted(barcodes.items()):
+            self.report(17, f"catalog:{_printable(sku)}", f"barcode {barcode} is not indexed")
+
     # --- invariant 15 ---
 
     def audit_merchant_keys(self) -> None:
@@ -1132,7 +1232,7 @@ class _MerchantAudit:
         if keys_found and not configured:
             self.report(15, "merchant_keys:", "a member-code key, yet the merchant has no config")
 
-    # --- chain effects: staff (layout), invariants 16 and 17 ---
+    # --- chain effects: staff (layout), invariants 18 and 19 ---
 
     def audit_staff(self) -> None:
         for rest, value in self.segment("staff"):
@@ -1152,7 +1252,7 @@ class _MerchantAudit:
             return 0  # reported with the accounts
 
     def audit_card_origins(self) -> None:
-        """Invariant 16: each card's buckets, one per store, positive, add up to its
+        """Invariant 18: each card's buckets, one per store, positive, add up to its
         principal and bonus; a card holding value has buckets."""
         with_origins: set[int] = set()
         for rest, value in self.segment("card_origins"):
@@ -1164,7 +1264,7 @@ class _MerchantAudit:
                 continue
             with_origins.add(card_id)
             if card_id not in self.card_members:
-                self.report(16, key, f"buckets of card {card_id}, which does not exist")
+                self.report(18, key, f"buckets of card {card_id}, which does not exist")
             for which, buckets in (("principal", origins.principal), ("bonus", origins.bonus)):
                 self.check_buckets(key, card_id, which, buckets)
         for rest, value in self.segment("accounts", b"card/"):
@@ -1180,24 +1280,24 @@ class _MerchantAudit:
             if balance > 0:  # a negative one is reported under invariant 4
                 name = _printable(rest)
                 self.report(
-                    16, f"accounts:{name}", f"holds {balance} fen but the card has no buckets"
+                    18, f"accounts:{name}", f"holds {balance} fen but the card has no buckets"
                 )
 
     def check_buckets(self, key: str, card_id: int, which: str, buckets: Any) -> None:
         stores = [bucket.store_code for bucket in buckets]
         if len(set(stores)) != len(stores):
-            self.report(16, key, f"{which}: a store has two buckets")
+            self.report(18, key, f"{which}: a store has two buckets")
         if any(bucket.amount_fen <= 0 for bucket in buckets):
-            self.report(16, key, f"{which}: a bucket is not positive")
+            self.report(18, key, f"{which}: a bucket is not positive")
         held = sum(bucket.amount_fen for bucket in buckets)
         balance = self.account_balance(f"card/{card_id}/{which}")
         if held != balance and balance >= 0:
             self.report(
-                16, key, f"{which} buckets hold {held} fen, the card's balance is {balance}"
+                18, key, f"{which} buckets hold {held} fen, the card's balance is {balance}"
             )
 
     def audit_clearing_days(self) -> None:
-        """Invariant 17: per store pair (A, B), the days' cells add up to the balance of
+        """Invariant 19: per store pair (A, B), the days' cells add up to the balance of
         store/A/owes/B, and store/B/owed_by/A is its opposite."""
         sums: dict[tuple[str, str], int] = {}
         for rest, value in self.segment("clearing_days"):
@@ -1209,7 +1309,7 @@ class _MerchantAudit:
             expected = f"{cell.from_store}\x00{cell.to_store}".encode()
             day = int.from_bytes(rest[:CLEARING_DAY_BYTES], "big") - CLEARING_DAY_KEY_BIAS
             if rest[CLEARING_DAY_BYTES:] != expected or day < -25_567:  # 1900-01-01
-                self.report(17, key, "key is not M + u32be(day) + from + 0x00 + to of its cell")
+                self.report(19, key, "key is not M + u32be(day) + from + 0x00 + to of its cell")
                 continue
             pair = (cell.from_store, cell.to_store)
             sums[pair] = sums.get(pair, 0) + cell.amount_fen
@@ -1229,7 +1329,7 @@ class _MerchantAudit:
                     f"days add up to {total} fen; store/{from_store}/owes/{to_store} holds {owes}, "
                     f"store/{to_store}/owed_by/{from_store} {owed}"
                 )
-                self.report(17, f"clearing:{from_store}->{to_store}", message)
+                self.report(19, f"clearing:{from_store}->{to_store}", message)
 
     # --- invariant 10 ---
 
@@ -1425,7 +1525,8 @@ class _MerchantAudit:
                 continue
             self.check_account_name(key, name, record)
             self.check_account_sums(key, record, self.accounts.pop(name, None))
-            negative = record.balance < 0 and name.startswith(HELD_PREFIXES)
+            held = name.startswith(HELD_PREFIXES) and not MEMBER_ACCOUNT.fullmatch(name)
+            negative = record.balance < 0 and held
             if negative and name not in self.negative_reported:
                 self.report(4, key, f"stored balance is {record.balance}")
         for name in sorted(self.accounts):
@@ -1513,6 +1614,46 @@ class _MerchantAudit:
 
 
 # --- pure helpers ---------------------------------------------------------------------
+
+
+def _settlement_problems(settlement: Any) -> list[str]:
+    """What breaks invariant 16 inside one settlement: its lines, payments and refunds."""
+    problems = []
+    payment_count = len(settlement.payments)
+    by_payment = [0] * payment_count
+    refunded_fen = 0
+    for line in settlement.lines:
+        steps = (line.member_discount_fen, line.coupon_fen, line.points_fen, line.rounding_fen)
+        name = f"line {line.line_no}"
+        if min(line.list_fen, line.due_fen, *steps) < 0:
+            problems.append(f"{name} has a negative amount")
+        if line.list_fen - sum(steps) != line.due_fen:
+            problems.append(f"{name}: list less its steps is not its due {line.due_fen}")
+        if sum(share.amount_fen for share in line.payments) != line.due_fen:
+            problems.append(f"{name}: its payments do not add up to its due")
+        if not 0 <= line.refunded_quantity_milli <= line.quantity_milli:
+            problems.append(f"{name}: refunded quantity beyond its quantity")
+        if not 0 <= line.refunded_fen <= line.due_fen:
+            problems.append(f"{name}: refunded {line.refunded_fen} fen of {line.due_fen}")
+        for share in line.payments:
+            if share.payment_index >= payment_count:
+                problems.append(f"{name}: a share of payment {share.payment_index}, not one")
+                continue
+            by_payment[share.payment_index] += share.amount_fen
+            refunded_fen += share.refunded_fen
+            if not 0 <= share.refunded_fen <= share.amount_fen:
+                problems.append(f"{name}: a payment refunded beyond what it paid")
+            if not 0 <= share.refunded_principal_fen <= share.principal_fen:
+                problems.append(f"{name}: principal refunded beyond what it paid")
+    for index, payment in enumerate(settlement.payments):
+        if by_payment[index] != payment.amount_fen:
+            problems.append(f"payment {index}: its shares over the lines are {by_payment[index]}")
+    due = sum(line.due_fen + line.points_fen for line in settlement.lines)
+    if due != settlement.due_fen:
+        problems.append(f"due_fen {settlement.due_fen}, its lines say {due}")
+    if refunded_fen != settlement.refunded_fen:
+        problems.append(f"refunded_fen {settlement.refunded_fen}, its lines say {refunded_fen}")
+    return problems
 
 
 def _posting_problems(postings: list[tuple[str, int, int]]) -> list[str]:

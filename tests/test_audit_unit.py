@@ -14,6 +14,7 @@ from pathlib import Path
 import lmdb
 import pytest
 
+import engine.audit as auditor
 from engine.audit import (
     CLEARING_DAY_KEY_BIAS,
     DATABASE_NAMES,
@@ -30,7 +31,7 @@ from engine.audit import (
     search_key,
     yuan,
 )
-from engine.proto import card_pb2, chain_pb2, config_pb2, member_pb2, records_pb2
+from engine.proto import card_pb2, chain_pb2, common_pb2, config_pb2, member_pb2, records_pb2
 
 MAP_SIZE_BYTES = 16 * 1024 * 1024
 FEN = records_pb2.FEN
@@ -668,6 +669,11 @@ def test_consistent_world_audits_clean(tmp_path: Path) -> None:
         "follow_ups": 2,
         "requests": 21,
         "merchant_keys": 2,
+        "catalog": 0,
+        "barcodes": 0,
+        "stock": 0,
+        "settlements": 0,
+        "suspended_bills": 0,
         "staff": 0,
         "card_origins": 4,
         "clearing_days": 0,
@@ -723,7 +729,9 @@ def test_text_output_lists_problems(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main_audit(str(path), as_json=False) == 1
     out = capsys.readouterr().out
     assert "FAILED: 1 problem\n" in out
-    assert "[7] m1 members:2: cumulative_spend_fen 7, CHECKOUT entries sum to 2000" in out
+    assert (
+        "[7] m1 members:2: cumulative_spend_fen 7, CHECKOUT less REFUND entries sum to 2000" in out
+    )
 
 
 def test_a_member_may_lack_a_name_entry(tmp_path: Path) -> None:
@@ -905,8 +913,60 @@ def test_4_negative_lot_uses(tmp_path: Path) -> None:
 
 def test_4_stored_negative_balance_with_no_negative_postings(tmp_path: Path) -> None:
     world = build_world()
-    world.accounts[(M1, "member/1/points")].balance = -1
+    world.accounts[(M1, "card/1/bonus")].balance = -1
     assert invariants_of(audit_world(world, tmp_path)) == {3, 4}
+
+
+def test_4_points_below_zero_only_as_a_refund_debt() -> None:
+    spend = [("member/1/points", -50, POINTS), ("merchant/points_issued", 50, POINTS)]
+    earn = [("member/1/points", 10, POINTS), ("merchant/points_issued", -10, POINTS)]
+    debt = auditor._MerchantAudit.points_debt
+    assert debt("member/1/points", records_pb2.REFUND, spend)
+    assert debt("member/1/points", records_pb2.CHECKOUT, earn), "paying a debt down"
+    assert not debt("member/1/points", records_pb2.CHECKOUT, spend)
+    assert not debt("card/1/principal", records_pb2.REFUND, spend)
+
+
+def _settlement() -> records_pb2.Settlement:
+    """Two lines paid by stored value and cash, the first refunded in part."""
+    line_one = records_pb2.SettledLine(
+        line_no=1, quantity_milli=2000, list_fen=1000, member_discount_fen=100, rounding_fen=5,
+        due_fen=895, refunded_quantity_milli=1000, refunded_fen=448,
+        payments=[
+            records_pb2.LinePayment(payment_index=0, amount_fen=600, principal_fen=600,
+                                    refunded_fen=300, refunded_principal_fen=300),
+            records_pb2.LinePayment(payment_index=1, amount_fen=295, refunded_fen=148),
+        ],
+    )  # fmt: skip
+    line_two = records_pb2.SettledLine(
+        line_no=2, quantity_milli=1000, list_fen=500, points_fen=100, due_fen=400,
+        payments=[records_pb2.LinePayment(payment_index=1, amount_fen=400)],
+    )  # fmt: skip
+    return records_pb2.Settlement(
+        seq=7, lines=[line_one, line_two], due_fen=1395, refunded_fen=448,
+        payments=[
+            common_pb2.Payment(method=common_pb2.STORED_VALUE, amount_fen=600, principal_fen=600),
+            common_pb2.Payment(method=common_pb2.CASH, amount_fen=695),
+        ],
+    )  # fmt: skip
+
+
+def test_16_a_settlement_that_adds_up_has_no_problem() -> None:
+    assert auditor._settlement_problems(_settlement()) == []
+
+
+def test_16_settlement_problems_are_named() -> None:
+    broken = _settlement()
+    broken.lines[0].due_fen = 896
+    broken.lines[1].payments[0].refunded_fen = 401
+    broken.payments[1].amount_fen = 700
+    broken.refunded_fen = 1
+    problems = auditor._settlement_problems(broken)
+    assert "line 1: list less its steps is not its due 896" in problems
+    assert "line 1: its payments do not add up to its due" in problems
+    assert "line 2: a payment refunded beyond what it paid" in problems
+    assert "payment 1: its shares over the lines are 695" in problems
+    assert any(p.startswith("refunded_fen 1, its lines say") for p in problems)
 
 
 # --- 5: indexes and default cards -----------------------------------------------------
@@ -1695,7 +1755,7 @@ def test_problems_beyond_the_limit_are_counted_not_kept() -> None:
     assert len(sink.problems[0].message) <= 400
 
 
-# --- chain effects: invariants 16 and 17 ---------------------------------------------
+# --- chain effects: invariants 18 and 19 ---------------------------------------------
 
 
 def world_with_clearing() -> World:
@@ -1713,20 +1773,20 @@ def test_clearing_and_buckets_audit_clean(tmp_path: Path) -> None:
     assert report.counts["card_origins"] == 4
 
 
-def test_16_buckets_that_do_not_add_up_to_the_balance(tmp_path: Path) -> None:
+def test_18_buckets_that_do_not_add_up_to_the_balance(tmp_path: Path) -> None:
     world = build_world()
     path = write_world(world, tmp_path / "data")
     origins = world.card_origins()[(M1, 1)]
     origins.principal[0].amount_fen += 1
     tamper(path, "card_origins", key(M1, u64(1)), origins.SerializeToString())
     report = audit(str(path))
-    assert invariants_of(report) == {16}, report.problems
+    assert invariants_of(report) == {18}, report.problems
     assert (
         "principal buckets hold 3501 fen, the card's balance is 3500" in report.problems[0].message
     )
 
 
-def test_16_a_store_with_two_buckets_and_a_bucket_of_zero(tmp_path: Path) -> None:
+def test_18_a_store_with_two_buckets_and_a_bucket_of_zero(tmp_path: Path) -> None:
     world = build_world()
     path = write_world(world, tmp_path / "data")
     origins = world.card_origins()[(M1, 1)]
@@ -1739,23 +1799,23 @@ def test_16_a_store_with_two_buckets_and_a_bucket_of_zero(tmp_path: Path) -> Non
     assert messages == ["principal: a store has two buckets", "principal: a bucket is not positive"]
 
 
-def test_16_a_card_holding_value_without_buckets(tmp_path: Path) -> None:
+def test_18_a_card_holding_value_without_buckets(tmp_path: Path) -> None:
     path = write_world(build_world(), tmp_path / "data")
     tamper(path, "card_origins", key(M1, u64(1)), None)
     report = audit(str(path))
-    assert invariants_of(report) == {16}, report.problems
+    assert invariants_of(report) == {18}, report.problems
     assert len(report.problems) == 2  # principal and bonus
 
 
-def test_17_a_day_that_does_not_add_up_to_the_clearing_accounts(tmp_path: Path) -> None:
+def test_19_a_day_that_does_not_add_up_to_the_clearing_accounts(tmp_path: Path) -> None:
     world = world_with_clearing()
     world.clearing_days[(M1, 20_001, "S1", "S2")] = 2
-    report = assert_only(world, tmp_path, 17)
+    report = assert_only(world, tmp_path, 19)
     assert "days add up to 4502 fen; store/S1/owes/S2 holds 4501" in report.problems[0].message
 
 
-def test_17_clearing_accounts_without_any_day(tmp_path: Path) -> None:
+def test_19_clearing_accounts_without_any_day(tmp_path: Path) -> None:
     world = world_with_clearing()
     del world.clearing_days[(M1, 20_001, "S2", "S1")]
-    report = assert_only(world, tmp_path, 17)
+    report = assert_only(world, tmp_path, 19)
     assert "days add up to 0 fen; store/S2/owes/S1 holds 99" in report.problems[0].message

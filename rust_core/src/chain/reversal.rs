@@ -58,14 +58,10 @@ pub fn on_refund(
     Ok(effects)
 }
 
-/// The principal (bonus) of a line's stored-value payments refunded before this refund,
-/// and what this refund returns, per payment.
+/// The principal (bonus) of a line's stored-value payments refunded before this refund.
 fn stored_value_done(line: &crate::proto::SettledLine, settlement: &Settlement, bonus: bool) -> i64 {
     let of = |share: &crate::proto::LinePayment| {
-        if share.amount_fen == 0 {
-            return 0;
-        }
-        let principal = crate::pricing::part_of(share.principal_fen, 0, share.refunded_fen, share.amount_fen);
+        let principal = share.refunded_principal_fen;
         if bonus {
             share.refunded_fen - principal
         } else {
