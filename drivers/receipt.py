@@ -181,18 +181,23 @@ def receipt_from_checkout(
 def _bill(
     response: transaction_pb2.CheckoutResponse,
 ) -> tuple[tuple[ReceiptLine, ...], tuple[Adjustment, ...]]:
-    """The bill's lines and reductions: itemized when the answer has lines, else the
-    quick checkout's one amount and its level discount."""
-    if "lines" in response.DESCRIPTOR.fields_by_name and len(response.lines) > 0:
+    """The bill's lines and reductions: itemized when the answer's lines name items, else
+    the quick checkout's one amount and its reductions."""
+    if any(line.sku for line in response.lines):
         return itemized_lines(response.lines)
+    # A quick checkout (快速消费) answers one line without a SKU: its amount and steps.
     line = ReceiptLine(
         QUICK_LINE_NAME, _ONE_UNIT_MILLI, response.list_amount_fen, response.list_amount_fen
     )
-    adjustments = ()
+    adjustments = []
     if response.discount_fen:
         percent = format_fixed_point(response.discount_bp, 2, trim=True)
-        adjustments = (Adjustment(f"会员折扣 Discount {percent}%", response.discount_fen),)
-    return (line,), adjustments
+        adjustments.append(Adjustment(f"会员折扣 Discount {percent}%", response.discount_fen))
+    if response.coupon_fen:
+        adjustments.append(Adjustment("优惠券 Coupons", response.coupon_fen))
+    if response.rounding_fen:
+        adjustments.append(Adjustment("抹零 Rounding", response.rounding_fen))
+    return (line,), tuple(adjustments)
 
 
 # The reductions a settled line carries, by field, in the order the engine applies them

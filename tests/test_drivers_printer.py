@@ -59,7 +59,7 @@ def checkout_answer() -> transaction_pb2.CheckoutResponse:
         at_ms=1_767_225_600_000,  # 2026-01-01 08:00:00 in Shanghai
         store_code="S001",
         card_no="6200001234",
-        lot_uses=[transaction_pb2.LotUse(lot_id=3, item_code="haircut", uses=1, uses_left=9)],
+        lot_uses=[common_pb2.LotUse(lot_id=3, item_code="haircut", uses=1, uses_left=9)],
     )
 
 
