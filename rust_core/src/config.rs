@@ -193,6 +193,7 @@ pub fn validate_config(config: &MerchantConfig) -> Result<()> {
     crate::lifecycle::validate_card_types(config)?;
     crate::packages::validate_packages(config)?;
     crate::profiles::validate_attributes(config)?;
+    crate::points::rules::validate(config)?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use crate::pin::PinCheck;
 use crate::proto::*;
 use crate::store::{self, Dbs};
 use crate::transactions::{self, Context};
-use crate::{lifecycle, member_code, members, packages, profiles, validate};
+use crate::{lifecycle, member_code, members, packages, points, profiles, validate};
 
 /// Rows in one ImportMembers request at most.
 pub const IMPORT_ROWS_MAX: usize = 1000;
@@ -80,6 +80,8 @@ methods! {
         RefundPackage: RefundPackageRequest => "/mms.v1.CardService/RefundPackage",
         RunCardMaintenance: RunCardMaintenanceRequest => "/mms.v1.CardService/RunCardMaintenance",
         SetSpendingLimit: SetSpendingLimitRequest => "/mms.v1.CardService/SetSpendingLimit",
+        AdjustPoints: AdjustPointsRequest => "/mms.v1.PointsService/AdjustPoints",
+        RunPointsExpiry: RunPointsExpiryRequest => "/mms.v1.PointsService/RunPointsExpiry",
     }
     reads {
         GetConfig => "/mms.v1.ConfigService/GetConfig",
@@ -91,6 +93,7 @@ methods! {
         GetCard => "/mms.v1.CardService/GetCard",
         ListCardEvents => "/mms.v1.CardService/ListCardEvents",
         IssueMemberCode => "/mms.v1.MemberService/IssueMemberCode",
+        ListPointsBatches => "/mms.v1.PointsService/ListPointsBatches",
     }
 }
 
@@ -112,6 +115,8 @@ impl ScrubSecrets for ReplaceCardRequest {}
 impl ScrubSecrets for RenewCardRequest {}
 impl ScrubSecrets for ChargeAnnualFeeRequest {}
 impl ScrubSecrets for RunCardMaintenanceRequest {}
+impl ScrubSecrets for AdjustPointsRequest {}
+impl ScrubSecrets for RunPointsExpiryRequest {}
 
 impl ScrubSecrets for CheckoutRequest {
     fn scrub_secrets(&mut self) {
@@ -273,6 +278,8 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
         Body::RefundPackage(r) => encoded(packages::refund(&context, txn, r)?),
         Body::RunCardMaintenance(r) => (maintenance(writer.env, &context, txn, r)?.encode_to_vec(), 0),
         Body::SetSpendingLimit(r) => encoded(lifecycle::set_spending_limit(&context, txn, r)?),
+        Body::AdjustPoints(r) => encoded(points::service::adjust(&context, txn, r)?),
+        Body::RunPointsExpiry(r) => (points::service::run_expiry(&context, txn, r)?.encode_to_vec(), 0),
     };
     finish(dbs, txn, merchant, now_ms, decoded, response, seq)
 }
@@ -478,6 +485,9 @@ pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, method: Method, bytes: 
         Method::IssueMemberCode => member_code::issue(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec(),
         Method::GetCard => lifecycle::get_card(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
         Method::ListCardEvents => lifecycle::card_events(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        Method::ListPointsBatches => {
+            points::service::list(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec()
+        }
         _ => return fail(Kind::UnknownMethod, format!("{} is not a read", method.full_name())),
     })
 }

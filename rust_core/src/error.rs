@@ -111,10 +111,11 @@ pub enum Kind {
     StaffCodeRequired,
     QrInvalid,
     QrExpired,
+    PointsReasonRequired,
 }
 
 /// Every kind, for reverse lookup of stored reasons and for exhaustive tests.
-pub const ALL_KINDS: [Kind; 76] = [
+pub const ALL_KINDS: [Kind; 77] = [
     Kind::MalformedRequest,
     Kind::UnknownMethod,
     Kind::RequestIdInvalid,
@@ -191,6 +192,7 @@ pub const ALL_KINDS: [Kind; 76] = [
     Kind::StaffCodeRequired,
     Kind::QrInvalid,
     Kind::QrExpired,
+    Kind::PointsReasonRequired,
 ];
 
 impl Kind {
@@ -272,6 +274,7 @@ impl Kind {
             Kind::StaffCodeRequired => "STAFF_CODE_REQUIRED",
             Kind::QrInvalid => "QR_INVALID",
             Kind::QrExpired => "QR_EXPIRED",
+            Kind::PointsReasonRequired => "POINTS_REASON_REQUIRED",
         }
     }
 
@@ -353,6 +356,7 @@ impl Kind {
             Kind::StaffCodeRequired => Status::InvalidArgument,
             Kind::QrInvalid => Status::InvalidArgument,
             Kind::QrExpired => Status::FailedPrecondition,
+            Kind::PointsReasonRequired => Status::InvalidArgument,
         }
     }
 

@@ -12,7 +12,7 @@ use crate::error::{CoreError, Kind, Result};
 pub type Db = Database<'static, Bytes, Bytes>;
 
 /// Named databases; keep in step with docs/STORAGE.md.
-pub const DATABASE_NAMES: [&str; 18] = [
+pub const DATABASE_NAMES: [&str; 19] = [
     "config",
     "members",
     "phones",
@@ -31,6 +31,7 @@ pub const DATABASE_NAMES: [&str; 18] = [
     "follow_ups",
     "subsidiaries",
     "merchant_keys",
+    "points_batches",
 ];
 /// Room for the databases above plus those later versions add.
 pub const DATABASES_MAX: u32 = 32;
@@ -47,6 +48,7 @@ pub const COUNTER_LOT_ID: &str = "lot_id";
 pub const COUNTER_CARD_EVENT_SEQ: &str = "card_event_seq";
 pub const COUNTER_MEMBER_CHANGE_SEQ: &str = "member_change_seq";
 pub const COUNTER_FOLLOW_UP_SEQ: &str = "follow_up_seq";
+pub const COUNTER_POINTS_BATCH_ID: &str = "points_batch_id";
 /// Not a count: the layout a merchant's records are in (`upgrade::FORMAT`); absent (0)
 /// for merchants configured before it was kept.
 pub const COUNTER_FORMAT: &str = "format";
@@ -89,6 +91,8 @@ pub struct Dbs {
     pub subsidiaries: Db,
     /// `M` → MerchantKeys: the merchant's secrets, never in an answer
     pub merchant_keys: Db,
+    /// `M + u64be(member_id) + u64be(batch_id)` → PointsBatch: points left, first-earned first
+    pub points_batches: Db,
 }
 
 /// Opens (creating if needed) the environment in `path` and its databases.
@@ -130,7 +134,7 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         })?
         .commit()
         .expect("never aborted");
-    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys] =
+    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys, points_batches] =
         dbs;
     let dbs = Dbs {
         config,
@@ -151,6 +155,7 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         follow_ups,
         subsidiaries,
         merchant_keys,
+        points_batches,
     };
     Ok((env, dbs))
 }

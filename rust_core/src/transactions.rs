@@ -93,6 +93,7 @@ pub fn recharge(
     journal.fen(takings_account(&store_code, method), -amount_fen);
     journal.fen(ledger::card_bonus(card.card_id), bonus_fen);
     journal.fen(ledger::RECHARGE_BONUS.to_owned(), -bonus_fen);
+    let points_earned = crate::points::earn_on_recharge(context, txn, &mut journal, member.member_id, amount_fen)?;
 
     member.cumulative_recharge_fen =
         money::add_within(member.cumulative_recharge_fen, amount_fen, i64::MAX, "cumulative recharge")?;
@@ -128,6 +129,7 @@ pub fn recharge(
         at_ms: context.now_ms,
         store_code,
         card_no: card.card_no.clone(),
+        points_earned,
     };
     Ok((response, seq))
 }
@@ -227,7 +229,18 @@ pub fn checkout(
     let to_pay_fen = due_fen - points_value_fen;
     let stored_value = buyer.as_ref().map(Buyer::spendable);
     let mut payments = resolve_tenders(&request.tenders, to_pay_fen, stored_value)?;
-    let points_earned = level.map_or(0, |l| money::points_earned(to_pay_fen, l.milli_points_per_yuan));
+    // Points rules (积分规则): the level rate × the rule set and windows that apply.
+    let points_earned = level.map_or(0, |l| {
+        let rate = l.milli_points_per_yuan;
+        crate::points::earned_on_quick_checkout(
+            context.config,
+            &store_code,
+            rate,
+            context.now_ms,
+            to_pay_fen,
+            &payments,
+        )
+    });
 
     let mut journal = Journal::default();
     journal.fen(ledger::store_account(&store_code, "sales"), list_fen);
@@ -261,9 +274,7 @@ pub fn checkout(
             crate::packages::consume(context, txn, &mut journal, &buyer.card, &request.uses, &store_code)?;
         use_trial(&mut buyer.card, &buyer.card_type)?;
         let id = buyer.member.member_id;
-        journal.points(ledger::member_points(id), points_earned - points_redeemed);
-        journal.points(ledger::POINTS_ISSUED.to_owned(), points_redeemed - points_earned);
-        money::add_within(buyer.points - points_redeemed, points_earned, POINTS_MAX, "points balance")?;
+        crate::points::settle_checkout(context, txn, &mut journal, id, points_redeemed, points_earned)?;
         buyer.member.cumulative_spend_fen =
             money::add_within(buyer.member.cumulative_spend_fen, due_fen, i64::MAX, "cumulative spend")?;
         let progress = Progress {
