@@ -69,6 +69,7 @@ DATABASE_NAMES = (
     "requests",
     "counters",
     "merchant_keys",
+    "points_batches",
 )
 # The core opens up to 32 named databases (rust_core/src/store.rs, DATABASES_MAX).
 DATABASES_MAX = 32
@@ -86,6 +87,7 @@ COUNTER_LOT_ID = "lot_id"
 COUNTER_CARD_EVENT_SEQ = "card_event_seq"
 COUNTER_MEMBER_CHANGE_SEQ = "member_change_seq"
 COUNTER_FOLLOW_UP_SEQ = "follow_up_seq"
+COUNTER_POINTS_BATCH_ID = "points_batch_id"
 
 KEY_CHARS_MAX = 120
 MERCHANT_CHARS_MAX = 40
@@ -125,7 +127,7 @@ INVARIANTS = {
     1: "ledger sequence runs 1..n, counter ledger_seq = n",
     2: "entries sum to zero per unit, no zero postings",
     3: "accounts equal their postings",
-    4: "card, points and lot balances never negative",
+    4: "card, points and lot balances never negative (points: but for a debt)",
     5: "phone, card number and member card indexes, default cards",
     6: "member and card ids run 1..n, counters = n",
     7: "cumulative recharge and spend",
@@ -137,6 +139,7 @@ INVARIANTS = {
     13: "attached cards: their primary, who holds them, their limits",
     14: "a timed card's periods end on its expires_on; card dates are dates",
     15: "a configured merchant has one member-code key of 32 bytes",
+    16: "points batches hold each member's positive points balance",
 }
 
 COUNT_NAMES = (
@@ -158,6 +161,7 @@ COUNT_NAMES = (
     "follow_ups",
     "requests",
     "merchant_keys",
+    "points_batches",
 )
 
 ID_PATTERN = r"([1-9][0-9]{0,19})"
@@ -174,11 +178,22 @@ MERCHANT_ACCOUNT_UNITS = {
     "merchant/recharge_bonus": FEN,
     "merchant/points_redemption": FEN,
     "merchant/points_issued": POINTS,
+    "merchant/points_adjusted": POINTS,
+    "merchant/points_expired": POINTS,
     "merchant/uses_issued": USES,
     "merchant/forfeited_bonus": FEN,
 }
 # Accounts held for someone (a card holder, a member, a lot): never below zero.
 HELD_PREFIXES = ("card/", "member/", "lot/")
+# Entries that may leave a member's points negative (a points debt, 积分欠款) by taking
+# from them: claw-backs of points earned on a refunded bill. None yet: refunds come with
+# the settlement core.
+POINTS_DEBT_ENTRY_KINDS: frozenset[int] = frozenset()
+POINTS_SOURCES = frozenset(
+    value
+    for value in records_pb2.PointsSource.values()
+    if value != records_pb2.POINTS_SOURCE_UNSPECIFIED
+)
 KNOWN_ENTRY_KINDS = frozenset(
     value for value in records_pb2.EntryKind.values() if value != records_pb2.ENTRY_KIND_UNSPECIFIED
 )
@@ -617,6 +632,7 @@ class _MerchantAudit:
         for kind in CHILD_KINDS:
             self.audit_children(kind)
         self.audit_member_ledger()
+        self.audit_points_batches()
         self.audit_accounts()
         self.audit_requests()
         self.audit_merchant_keys()
@@ -811,7 +827,7 @@ class _MerchantAudit:
         for name, _, _ in postings:
             if name.startswith(HELD_PREFIXES) and name not in self.negative_reported:
                 balance = self.accounts[name].balance
-                if balance < 0:
+                if balance < 0 and not _may_owe(name, entry.kind, postings):
                     self.negative_reported.add(name)
                     message = f"balance {balance} after ledger entry {seq}"
                     self.report(4, f"accounts:{_printable(name)}", message)
@@ -1114,6 +1130,45 @@ class _MerchantAudit:
         if keys_found and not configured:
             self.report(15, "merchant_keys:", "a member-code key, yet the merchant has no config")
 
+    # --- invariant 16 ---
+
+    def audit_points_batches(self) -> None:
+        """Batches under existing members, ids unique and within their counter, and each
+        member's batches holding exactly the positive part of their points balance."""
+        held: dict[int, int] = {}
+        seen_ids: set[int] = set()
+        counter = self.read_counter(COUNTER_POINTS_BATCH_ID)
+        for rest, value in self.segment("points_batches"):
+            ids = self.u64_pair_key("points_batches", rest)
+            if ids is None:
+                continue
+            member_id, batch_id = ids
+            key = f"points_batches:{member_id}/{batch_id}"
+            self.counts["points_batches"] += 1
+            batch = self.decode(key, value, records_pb2.PointsBatch)
+            if batch is None:
+                continue
+            for message in _batch_problems(batch, member_id, batch_id, counter):
+                self.report(16, key, message)
+            if member_id not in self.member_phone_hashes:
+                self.report(16, key, f"batch of member {member_id}, who does not exist")
+            held[member_id] = held.get(member_id, 0) + max(batch.points_left, 0)
+            if batch_id in seen_ids:
+                self.report(16, key, f"batch id {batch_id} is under another member too")
+            seen_ids.add(batch_id)
+        for name, account in self.accounts.items():
+            match = MEMBER_ACCOUNT.fullmatch(name)
+            if match is None:
+                continue
+            member_id = int(match.group(1))
+            in_batches = held.pop(member_id, 0)
+            if in_batches != max(account.balance, 0):
+                message = f"batches hold {in_batches} points, the balance is {account.balance}"
+                self.report(16, f"accounts:{_printable(name)}", message)
+        for member_id, in_batches in sorted(held.items()):
+            message = f"batches hold {in_batches} points, the member has no points account"
+            self.report(16, f"points_batches:{member_id}", message)
+
     # --- invariant 10 ---
 
     def audit_names(self) -> None:
@@ -1307,9 +1362,13 @@ class _MerchantAudit:
             if name is None or record is None:
                 continue
             self.check_account_name(key, name, record)
-            self.check_account_sums(key, record, self.accounts.pop(name, None))
+            sums = self.accounts.pop(name, None)
+            self.check_account_sums(key, record, sums)
+            # A member's points may be a debt: how it got there is checked entry by entry,
+            # so a stored debt stands when the ledger makes it too.
+            vetted_debt = MEMBER_ACCOUNT.fullmatch(name) and sums and sums.balance == record.balance
             negative = record.balance < 0 and name.startswith(HELD_PREFIXES)
-            if negative and name not in self.negative_reported:
+            if negative and not vetted_debt and name not in self.negative_reported:
                 self.report(4, key, f"stored balance is {record.balance}")
         for name in sorted(self.accounts):
             message = "posted to by the ledger but missing from accounts"
@@ -1413,6 +1472,37 @@ def _posting_problems(postings: list[tuple[str, int, int]]) -> list[str]:
     for unit, total in sorted(sums.items()):
         if total != 0:
             problems.append(f"postings in {_unit_name(unit)} sum to {total}, not 0")
+    return problems
+
+
+def _may_owe(name: str, kind: int, postings: list[tuple[str, int, int]]) -> bool:
+    """Whether an entry may leave this (negative) account so: a member's points, by a
+    claw-back, or by a credit that paid off part of a debt (docs/STORAGE.md, invariant 4)."""
+    if not MEMBER_ACCOUNT.fullmatch(name):
+        return False
+    moved = sum(amount for account, amount, _ in postings if account == name)
+    return kind in POINTS_DEBT_ENTRY_KINDS or moved > 0
+
+
+def _batch_problems(
+    batch: records_pb2.PointsBatch, member_id: int, batch_id: int, counter: int | None
+) -> list[str]:
+    """What breaks invariant 16 in one batch, on its own."""
+    problems = []
+    if batch.member_id != member_id or batch.batch_id != batch_id:
+        problems.append(f"record says member {batch.member_id}, batch {batch.batch_id}")
+    if counter is not None and not 0 < batch_id <= counter:
+        problems.append(f"batch id {batch_id} outside 1..{counter} (counter points_batch_id)")
+    if not 0 < batch.points_left <= batch.points_earned:
+        problems.append(f"points_left {batch.points_left} of {batch.points_earned} earned")
+    if batch.source not in POINTS_SOURCES:
+        problems.append(f"source {batch.source} is not one records.proto lists")
+    earned_on = _parse_date(batch.earned_on) if batch.earned_on else None
+    expires_on = _parse_date(batch.expires_on) if batch.expires_on else None
+    if (batch.earned_on and earned_on is None) or (batch.expires_on and expires_on is None):
+        problems.append(f"earned_on {batch.earned_on!r} or expires_on {batch.expires_on!r}")
+    if earned_on and expires_on and expires_on < earned_on:
+        problems.append(f"expires on {batch.expires_on}, before it was earned")
     return problems
 
 
