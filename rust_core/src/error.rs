@@ -111,11 +111,22 @@ pub enum Kind {
     StaffCodeRequired,
     QrInvalid,
     QrExpired,
+    ItemNotFound,
+    ItemInvalid,
+    ItemInactive,
+    BillInvalid,
+    OutOfStock,
+    StockInvalid,
+    SuspendedBillNotFound,
+    SettlementNotFound,
+    RefundInvalid,
+    NothingToRefund,
+    RefundModeMixed,
     PointsReasonRequired,
 }
 
 /// Every kind, for reverse lookup of stored reasons and for exhaustive tests.
-pub const ALL_KINDS: [Kind; 77] = [
+pub const ALL_KINDS: [Kind; 88] = [
     Kind::MalformedRequest,
     Kind::UnknownMethod,
     Kind::RequestIdInvalid,
@@ -192,6 +203,17 @@ pub const ALL_KINDS: [Kind; 77] = [
     Kind::StaffCodeRequired,
     Kind::QrInvalid,
     Kind::QrExpired,
+    Kind::ItemNotFound,
+    Kind::ItemInvalid,
+    Kind::ItemInactive,
+    Kind::BillInvalid,
+    Kind::OutOfStock,
+    Kind::StockInvalid,
+    Kind::SuspendedBillNotFound,
+    Kind::SettlementNotFound,
+    Kind::RefundInvalid,
+    Kind::NothingToRefund,
+    Kind::RefundModeMixed,
     Kind::PointsReasonRequired,
 ];
 
@@ -274,6 +296,17 @@ impl Kind {
             Kind::StaffCodeRequired => "STAFF_CODE_REQUIRED",
             Kind::QrInvalid => "QR_INVALID",
             Kind::QrExpired => "QR_EXPIRED",
+            Kind::ItemNotFound => "ITEM_NOT_FOUND",
+            Kind::ItemInvalid => "ITEM_INVALID",
+            Kind::ItemInactive => "ITEM_INACTIVE",
+            Kind::BillInvalid => "BILL_INVALID",
+            Kind::OutOfStock => "OUT_OF_STOCK",
+            Kind::StockInvalid => "STOCK_INVALID",
+            Kind::SuspendedBillNotFound => "SUSPENDED_BILL_NOT_FOUND",
+            Kind::SettlementNotFound => "SETTLEMENT_NOT_FOUND",
+            Kind::RefundInvalid => "REFUND_INVALID",
+            Kind::NothingToRefund => "NOTHING_TO_REFUND",
+            Kind::RefundModeMixed => "REFUND_MODE_MIXED",
             Kind::PointsReasonRequired => "POINTS_REASON_REQUIRED",
         }
     }
@@ -356,6 +389,17 @@ impl Kind {
             Kind::StaffCodeRequired => Status::InvalidArgument,
             Kind::QrInvalid => Status::InvalidArgument,
             Kind::QrExpired => Status::FailedPrecondition,
+            Kind::ItemNotFound => Status::NotFound,
+            Kind::ItemInvalid => Status::InvalidArgument,
+            Kind::ItemInactive => Status::FailedPrecondition,
+            Kind::BillInvalid => Status::InvalidArgument,
+            Kind::OutOfStock => Status::FailedPrecondition,
+            Kind::StockInvalid => Status::InvalidArgument,
+            Kind::SuspendedBillNotFound => Status::NotFound,
+            Kind::SettlementNotFound => Status::NotFound,
+            Kind::RefundInvalid => Status::InvalidArgument,
+            Kind::NothingToRefund => Status::FailedPrecondition,
+            Kind::RefundModeMixed => Status::FailedPrecondition,
             Kind::PointsReasonRequired => Status::InvalidArgument,
         }
     }

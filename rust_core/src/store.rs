@@ -12,7 +12,7 @@ use crate::error::{CoreError, Kind, Result};
 pub type Db = Database<'static, Bytes, Bytes>;
 
 /// Named databases; keep in step with docs/STORAGE.md.
-pub const DATABASE_NAMES: [&str; 19] = [
+pub const DATABASE_NAMES: [&str; 24] = [
     "config",
     "members",
     "phones",
@@ -31,6 +31,11 @@ pub const DATABASE_NAMES: [&str; 19] = [
     "follow_ups",
     "subsidiaries",
     "merchant_keys",
+    "catalog",
+    "barcodes",
+    "stock",
+    "settlements",
+    "suspended_bills",
     "points_batches",
 ];
 /// Room for the databases above plus those later versions add.
@@ -91,6 +96,16 @@ pub struct Dbs {
     pub subsidiaries: Db,
     /// `M` → MerchantKeys: the merchant's secrets, never in an answer
     pub merchant_keys: Db,
+    /// `M + sku` → CatalogItem
+    pub catalog: Db,
+    /// `M + barcode` → sku
+    pub barcodes: Db,
+    /// `M + store code + 0x00 + sku` → i64be(stock in thousandths of a unit)
+    pub stock: Db,
+    /// `M + u64be(checkout ledger seq)` → Settlement
+    pub settlements: Db,
+    /// `M + store code + 0x00 + u64be(bill_no)` → SuspendedBill
+    pub suspended_bills: Db,
     /// `M + u64be(member_id) + u64be(batch_id)` → PointsBatch: points left, first-earned first
     pub points_batches: Db,
 }
@@ -134,7 +149,7 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         })?
         .commit()
         .expect("never aborted");
-    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys, points_batches] =
+    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys, catalog, barcodes, stock, settlements, suspended_bills, points_batches] =
         dbs;
     let dbs = Dbs {
         config,
@@ -155,6 +170,11 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         follow_ups,
         subsidiaries,
         merchant_keys,
+        catalog,
+        barcodes,
+        stock,
+        settlements,
+        suspended_bills,
         points_batches,
     };
     Ok((env, dbs))

@@ -280,28 +280,39 @@ pub fn earn_on_recharge(
     Ok(points)
 }
 
-/// Points a quick checkout (one amount, no SKU) earns under the merchant's rules.
-pub fn earned_on_quick_checkout(
+/// Points a settled bill earns under the merchant's rules, from each line's payments as
+/// the settlement spread them, and each line's share of the points redeemed (by its points
+/// deduction): both kept on the line (SettledLine 20-21) for a refund to return in
+/// proportion. Returns the points earned.
+pub fn earn_on_settlement(
     config: &crate::config::Loaded,
-    store_code: &str,
     level_milli_points_per_yuan: i64,
     now_ms: i64,
-    to_pay_fen: i64,
-    payments: &[crate::proto::Payment],
+    settlement: &mut crate::proto::Settlement,
 ) -> i64 {
-    let line = crate::pricing::PricedLine { line_no: 1, list_fen: to_pay_fen, ..Default::default() };
-    let payments: Vec<_> = payments
-        .iter()
-        .map(|p| (crate::proto::PaymentMethod::try_from(p.method).expect("resolved"), p.amount_fen))
-        .collect();
-    let bill = rules::Bill {
-        store_code,
-        at: rules::Moment::at(now_ms, config.utc_offset_minutes()),
-        level_milli_points_per_yuan,
-        lines: std::slice::from_ref(&line),
-        payments: &payments,
+    use crate::proto::PaymentMethod;
+    let method_of = |index: u32| {
+        let payment = &settlement.payments[index as usize];
+        PaymentMethod::try_from(payment.method).expect("settled payments have valid methods")
     };
-    rules::earned(&config.config.points_rule_sets, &bill).total
+    let lines: Vec<rules::PaidLine<'_>> = settlement
+        .lines
+        .iter()
+        .map(|line| rules::PaidLine {
+            sku: &line.sku,
+            category_code: &line.category_code,
+            paid: line.payments.iter().map(|p| (method_of(p.payment_index), p.amount_fen)).collect(),
+        })
+        .collect();
+    let at = rules::Moment::at(now_ms, config.utc_offset_minutes());
+    let rule_sets = &config.config.points_rule_sets;
+    let earned = rules::earned_by_line(rule_sets, &settlement.store_code, at, level_milli_points_per_yuan, &lines);
+    let by_value: Vec<i64> = settlement.lines.iter().map(|l| l.points_fen).collect();
+    let redeemed = crate::pricing::allocate(settlement.points_redeemed, &by_value);
+    for ((line, earned), redeemed) in settlement.lines.iter_mut().zip(&earned.per_line).zip(redeemed) {
+        (line.points_earned, line.points_redeemed) = (*earned, redeemed);
+    }
+    earned.total
 }
 
 /// Upgrade of data from before batches: each member's positive points balance that no

@@ -68,51 +68,81 @@ pub struct Earned {
     pub per_line: Vec<i64>,
 }
 
-/// Points earned by a bill (see the module's rule). Each line's exact points are taken in
-/// thousandths of a point (rounded down, `milli_points`); the bill earns the whole points
-/// of their sum (rounded down, `whole_points`), which are shared back over the lines by
-/// largest remainder. So ten lines of ¥0.99 at 1 point per yuan earn 9 points, not 0.
+/// One line as the rules see it: what it is, and what each method paid of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaidLine<'a> {
+    pub sku: &'a str,
+    pub category_code: &'a str,
+    pub paid: Vec<(PaymentMethod, i64)>,
+}
+
+/// Points earned by a bill (see the module's rule), each payment spread over the lines by
+/// their due amount (`pricing::allocate`).
 pub fn earned(rule_sets: &[PointsRuleSet], bill: &Bill<'_>) -> Earned {
     let dues: Vec<i64> = bill.lines.iter().map(PricedLine::due_fen).collect();
-    let paid: Vec<Vec<i64>> = bill.payments.iter().map(|&(_, amount)| pricing::allocate(amount, &dues)).collect();
     assert_eq!(
         bill.payments.iter().map(|p| p.1).sum::<i64>(),
         dues.iter().sum::<i64>(),
         "payments cover the bill exactly"
     );
-    let milli: Vec<i64> = (0..bill.lines.len()).map(|index| best_milli_points(rule_sets, bill, &paid, index)).collect();
+    let spread: Vec<Vec<i64>> = bill.payments.iter().map(|&(_, amount)| pricing::allocate(amount, &dues)).collect();
+    let lines: Vec<PaidLine<'_>> = bill
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(index, line)| PaidLine {
+            sku: &line.sku,
+            category_code: &line.category_code,
+            paid: bill.payments.iter().zip(&spread).map(|(&(method, _), shares)| (method, shares[index])).collect(),
+        })
+        .collect();
+    earned_by_line(rule_sets, bill.store_code, bill.at, bill.level_milli_points_per_yuan, &lines)
+}
+
+/// Points earned by lines whose payments are known per line. Each line's exact points are
+/// taken in thousandths of a point (rounded down, `milli_points`); the bill earns the whole
+/// points of their sum (rounded down, `whole_points`), shared back over the lines by
+/// largest remainder. So ten lines of ¥0.99 at 1 point per yuan earn 9 points, not 0.
+pub fn earned_by_line(
+    rule_sets: &[PointsRuleSet],
+    store_code: &str,
+    at: Moment,
+    level_milli_points_per_yuan: i64,
+    lines: &[PaidLine<'_>],
+) -> Earned {
+    let milli: Vec<i64> = lines
+        .iter()
+        .map(|line| best_milli_points(rule_sets, store_code, at, level_milli_points_per_yuan, line))
+        .collect();
     let total = whole_points(milli.iter().sum());
     Earned { total, per_line: pricing::allocate(total, &milli) }
 }
 
-/// The most thousandths of a point any applicable rule set gives line `index`.
-fn best_milli_points(rule_sets: &[PointsRuleSet], bill: &Bill<'_>, paid: &[Vec<i64>], index: usize) -> i64 {
-    let line = &bill.lines[index];
+/// The most thousandths of a point any applicable rule set gives a line.
+fn best_milli_points(rule_sets: &[PointsRuleSet], store_code: &str, at: Moment, rate: i64, line: &PaidLine<'_>) -> i64 {
     let paid_by = |earns: &dyn Fn(PaymentMethod) -> bool| -> i64 {
-        bill.payments.iter().zip(paid).filter(|((method, _), _)| earns(*method)).map(|(_, shares)| shares[index]).sum()
+        line.paid.iter().filter(|(method, _)| earns(*method)).map(|(_, amount)| amount).sum()
     };
     if rule_sets.is_empty() {
-        let every_method = |_: PaymentMethod| true;
-        return milli_points(paid_by(&every_method), bill.level_milli_points_per_yuan, BASIS_POINTS_FULL);
+        return milli_points(paid_by(&|_| true), rate, BASIS_POINTS_FULL);
     }
     rule_sets
         .iter()
-        .filter(|rule_set| applies(rule_set, bill.store_code, line))
+        .filter(|rule_set| applies(rule_set, store_code, line.sku, line.category_code))
         .map(|rule_set| {
             let earns = |method: PaymentMethod| earns_by(rule_set, method);
-            let multiplier_bp = rule_set_multiplier_bp(rule_set, bill.at);
-            milli_points(paid_by(&earns), bill.level_milli_points_per_yuan, multiplier_bp)
+            milli_points(paid_by(&earns), rate, rule_set_multiplier_bp(rule_set, at))
         })
         .max()
         .unwrap_or(0)
 }
 
 /// Whether a rule set's scope takes in this line at this store. An empty list is "every".
-pub fn applies(rule_set: &PointsRuleSet, store_code: &str, line: &PricedLine) -> bool {
+pub fn applies(rule_set: &PointsRuleSet, store_code: &str, sku: &str, category_code: &str) -> bool {
     let within = |list: &[String], code: &str| list.is_empty() || list.iter().any(|c| c == code);
     within(&rule_set.store_codes, store_code)
-        && within(&rule_set.category_codes, &line.category_code)
-        && within(&rule_set.skus, &line.sku)
+        && within(&rule_set.category_codes, category_code)
+        && within(&rule_set.skus, sku)
 }
 
 fn earns_by(rule_set: &PointsRuleSet, method: PaymentMethod) -> bool {
