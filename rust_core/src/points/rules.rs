@@ -251,7 +251,10 @@ fn validate_rule_set(config: &MerchantConfig, rule_set: &PointsRuleSet) -> Resul
         }
     }
     for category in &rule_set.category_codes {
-        validate::code(category, &format!("{what}: category"))?;
+        if !config.categories.iter().any(|c| &c.code == category) {
+            let message = format!("{what}: no category {:?}", validate::truncate(category));
+            return fail(Kind::ConfigInvalid, message);
+        }
     }
     for sku in &rule_set.skus {
         let valid = !sku.is_empty() && sku.len() <= SKU_BYTES_MAX && sku.bytes().all(|b| b.is_ascii_graphic());
@@ -527,6 +530,11 @@ mod tests {
         assert!(validate(&config_with(rule_set(10_000))).is_ok());
         let refused = |rule_set: PointsRuleSet| validate(&config_with(rule_set)).unwrap_err().kind;
         assert_eq!(refused(PointsRuleSet { store_codes: vec!["S9".into()], ..rule_set(10_000) }), Kind::ConfigInvalid);
+        let drinks = PointsRuleSet { category_codes: vec!["drink".into()], ..rule_set(10_000) };
+        assert_eq!(refused(drinks.clone()), Kind::ConfigInvalid, "no such category");
+        let mut with_drinks = config_with(drinks);
+        with_drinks.categories.push(crate::proto::Category { code: "drink".into(), name: "饮品".into() });
+        assert!(validate(&with_drinks).is_ok());
         assert_eq!(refused(rule_set(0)), Kind::ConfigInvalid);
         assert_eq!(refused(rule_set(MULTIPLIER_BP_MAX as i32 + 1)), Kind::ConfigInvalid);
         assert_eq!(refused(PointsRuleSet { earning_methods: vec![0], ..rule_set(10_000) }), Kind::ConfigInvalid);

@@ -53,7 +53,10 @@ with_request_id!(
     RunCardMaintenanceRequest,
     BuyPackageRequest,
     RefundPackageRequest,
-    SetSpendingLimitRequest
+    SetSpendingLimitRequest,
+    UpsertItemsRequest,
+    AdjustPointsRequest,
+    RunPointsExpiryRequest
 );
 
 /// Submits a mutating request to `MERCHANT`, giving it the next request id `r1`, `r2` ...
