@@ -186,9 +186,8 @@ MERCHANT_ACCOUNT_UNITS = {
 # Accounts held for someone (a card holder, a member, a lot): never below zero.
 HELD_PREFIXES = ("card/", "member/", "lot/")
 # Entries that may leave a member's points negative (a points debt, 积分欠款) by taking
-# from them: claw-backs of points earned on a refunded bill. None yet: refunds come with
-# the settlement core.
-POINTS_DEBT_ENTRY_KINDS: frozenset[int] = frozenset()
+# from them: claw-backs of points earned on a refunded bill.
+POINTS_DEBT_ENTRY_KINDS = frozenset({records_pb2.REFUND})
 POINTS_SOURCES = frozenset(
     value
     for value in records_pb2.PointsSource.values()

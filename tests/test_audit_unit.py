@@ -1746,3 +1746,11 @@ def test_4_a_credit_that_pays_off_part_of_a_debt_is_no_new_problem(tmp_path: Pat
     report = audit_world(world, tmp_path)
     # Only the entry that made the debt is reported: a credit while in debt raises it.
     assert [(p.invariant, p.key) for p in report.problems] == [(4, "accounts:member/2/points")]
+
+
+def test_4_a_refund_may_leave_a_points_debt(tmp_path: Path) -> None:
+    world = build_world()
+    postings = [("member/2/points", -25, POINTS), ("merchant/points_issued", 25, POINTS)]
+    world.post_entry(M1, records_pb2.REFUND, 2, 0, postings, "refund-claw-back")
+    world.points_batches.pop((M1, 2, 2))
+    assert audit_world(world, tmp_path).problems == []

@@ -22,6 +22,7 @@ pub mod pin;
 pub mod points;
 pub mod pricing;
 pub mod profiles;
+pub mod refund;
 
 pub mod rules;
 pub mod settle;

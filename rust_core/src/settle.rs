@@ -377,6 +377,7 @@ pub fn checkout(
     // line, on what its earning payments paid; a walk-in earns nothing.
     let level_rate = buyer.as_ref().map_or(0, |b| context.config.levels()[b.level_position].milli_points_per_yuan);
     let points_earned = crate::points::earn_on_settlement(context.config, level_rate, context.now_ms, &mut settlement);
+    settlement.points_earned = points_earned;
     let mut response = CheckoutResponse {
         list_amount_fen: lines.iter().map(|l| l.priced.list_fen).sum(),
         discount_bp: discount_bp(context.config, buyer.as_ref()),
@@ -589,6 +590,7 @@ fn settled_lines(lines: &[Line], payments: &[Payment]) -> Vec<SettledLine> {
                 } else {
                     0
                 },
+                ..Default::default()
             });
         }
     }

@@ -194,3 +194,55 @@ fn points_held_before_batches_are_batched_when_the_core_opens() {
     assert_eq!(h.batches(), vec![99]);
     assert_eq!(h.points(), 99);
 }
+
+fn adjust(h: &mut Harness, points: i64) -> AdjustPointsResponse {
+    let request = AdjustPointsRequest {
+        member: Some(MemberRef { key: Some(Key::Phone(PHONE.into())) }),
+        points,
+        reason: "兑换礼品 gift".into(),
+        staff_code: "S01".into(),
+        ..Default::default()
+    };
+    h.call(ADJUST, request).unwrap()
+}
+
+fn refund(h: &mut Harness, seq: u64, lines: Vec<RefundLine>) -> RefundResponse {
+    let request = RefundRequest { settlement_seq: seq, lines, ..Default::default() };
+    h.call("/mms.v1.TransactionService/Refund", request).unwrap()
+}
+
+#[test]
+fn a_refund_claws_back_into_a_debt_that_later_points_pay_first() {
+    let mut h = Harness::new("points-debt");
+    let bill = h.checkout(&[("CAKE", 10_000)], 0, vec![tender(PaymentMethod::Cash, 0)]);
+    assert_eq!(bill.points_earned, 99); // 99.90 yuan
+    adjust(&mut h, -90);
+    let back = refund(&mut h, bill.ledger_seq, vec![]);
+    assert_eq!((back.points_clawed_back, back.points_debt), (99, 90));
+    assert_eq!((h.points(), h.batches()), (-90, vec![]));
+    let again = h.checkout(&[("CAKE", 5_000)], 0, vec![tender(PaymentMethod::Cash, 0)]);
+    assert_eq!(again.points_earned, 49);
+    assert_eq!((h.points(), h.batches()), (-41, vec![]), "earnings pay the debt first");
+    let paid = adjust(&mut h, 50);
+    assert_eq!((paid.debt_paid, paid.points_balance), (41, 9));
+    assert_eq!(h.batches(), vec![9]);
+    h.assert_ledger_consistent();
+}
+
+#[test]
+fn a_line_refunded_returns_its_redeemed_points_as_a_batch_and_claws_back_its_earned() {
+    let mut h = Harness::new("points-return");
+    adjust(&mut h, 500);
+    let bill = h.checkout(&[("TEA", 2000), ("CAKE", 1000)], 300, vec![tender(PaymentMethod::Cash, 0)]);
+    let (tea, cake) = (&bill.lines[0], &bill.lines[1]);
+    assert_eq!(tea.points_redeemed + cake.points_redeemed, 300);
+    assert_eq!(h.batches(), vec![200, bill.points_earned]);
+    let back = refund(&mut h, bill.ledger_seq, vec![RefundLine { line_no: 1, quantity_milli: 2000 }]);
+    assert_eq!((back.points_returned, back.points_clawed_back), (tea.points_redeemed, tea.points_earned));
+    assert_eq!(back.points_debt, 0);
+    let balance = 200 + bill.points_earned + tea.points_redeemed - tea.points_earned;
+    assert_eq!(h.points(), balance);
+    // The claw-back took from the oldest batch; the returned points are the newest batch.
+    assert_eq!(h.batches(), vec![200 - tea.points_earned, bill.points_earned, tea.points_redeemed]);
+    h.assert_ledger_consistent();
+}

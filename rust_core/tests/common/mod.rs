@@ -55,6 +55,10 @@ with_request_id!(
     RefundPackageRequest,
     SetSpendingLimitRequest,
     UpsertItemsRequest,
+    AdjustStockRequest,
+    SuspendBillRequest,
+    CancelSuspendedBillRequest,
+    RefundRequest,
     AdjustPointsRequest,
     RunPointsExpiryRequest
 );
