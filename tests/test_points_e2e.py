@@ -19,7 +19,14 @@ from test_card_dates_e2e import Clock
 from client import take_rest
 from conftest import RunningServer
 from engine import audit
-from engine.proto import common_pb2, config_pb2, member_pb2, points_pb2, points_pb2_grpc
+from engine.proto import (
+    common_pb2,
+    config_pb2,
+    member_pb2,
+    points_pb2,
+    points_pb2_grpc,
+    transaction_pb2,
+)
 from test_cards_e2e import CARDS, FAILED, INVALID, P1, P2, PM, Till, refused
 
 CASH = take_rest(PM.CASH)
@@ -256,8 +263,8 @@ def test_a_bad_points_config_is_refused_whole(desk: PointsDesk) -> None:
 def test_points_survive_a_restart_and_the_server_audits_clean(
     clocked: tuple[RunningServer, Clock], tmp_path: Path
 ) -> None:
-    """Runs last: batches and balances after a restart, then a backup of every merchant
-    the tests above wrote, audited."""
+    """Batches and balances after a restart, then a backup of every merchant the tests
+    above wrote, audited."""
     server, clock = clocked
     with server.channel() as channel:
         desk = PointsDesk(channel, "points-restart", clock)
@@ -275,3 +282,28 @@ def test_points_survive_a_restart_and_the_server_audits_clean(
     report = audit.audit(str(tmp_path / "backup"))
     assert report.problems == [] and report.clean, report.problems
     assert len([m for m in report.merchants if m.startswith("points-")]) >= 6
+
+
+def test_a_refund_claws_points_back_into_a_debt_later_points_pay(desk: PointsDesk) -> None:
+    """After the audit above: the auditor's invariant 7 does not count refunds yet (a
+    refund lowers cumulative_spend_fen; the settlement core's part), so a refunded
+    merchant would fail it for a reason that is not the points'."""
+    desk.apply()
+    desk.at("2026-06-01")
+    desk.register(P1)
+    bill = desk.checkout(20_000, [CASH], phone=P1)
+    assert bill.points_earned == 200
+    desk.adjust(P1, -150, "兑换礼品 gift")
+    refund = transaction_pb2.RefundRequest(
+        request_id=desk.request_id(), settlement_seq=bill.ledger_seq, reason="退货 returned"
+    )
+    back = desk.call(desk.transactions, "Refund", refund)
+    assert (back.points_clawed_back, back.points_debt) == (200, 150)
+    assert desk.balance(P1) == -150 and desk.batches(P1) == []
+    assert desk.history(P1)[0] == ("REFUND", -200, "退货 returned")
+    assert desk.checkout(10_000, [CASH], phone=P1).points_earned == 100
+    assert desk.balance(P1) == -50 and desk.batches(P1) == [], "the debt is paid first"
+    refused(FAILED, "INSUFFICIENT_POINTS", lambda: desk.adjust(P1, -1, "in debt"))
+    paid = desk.adjust(P1, 80, "补偿 makeup")
+    assert (paid.debt_paid, paid.points_balance) == (50, 30)
+    assert desk.batches(P1) == [(30, "2026-06-01", "")]

@@ -86,6 +86,8 @@ pub fn refund(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &RefundReques
         request_id: request.request_id.clone(),
         store_code: store_code.clone(),
         amount_fen: money_fen,
+        // Why points (and money) came back, in the member's history.
+        reason: request.reason.clone(),
         ..Default::default()
     };
     if settlement.member_id != 0 {
