@@ -260,34 +260,7 @@ def test_a_bad_points_config_is_refused_whole(desk: PointsDesk) -> None:
     )
 
 
-def test_points_survive_a_restart_and_the_server_audits_clean(
-    clocked: tuple[RunningServer, Clock], tmp_path: Path
-) -> None:
-    """Batches and balances after a restart, then a backup of every merchant the tests
-    above wrote, audited."""
-    server, clock = clocked
-    with server.channel() as channel:
-        desk = PointsDesk(channel, "points-restart", clock)
-        desk.apply()
-        desk.at("2026-05-01")
-        desk.register(P1)
-        desk.checkout(12_345, [CASH], phone=P1)
-        desk.adjust(P1, -23, "核销 write-off")
-    server.restart()
-    with server.channel() as channel:
-        desk = PointsDesk(channel, "points-restart", clock)
-        assert desk.balance(P1) == 100
-        assert desk.batches(P1) == [(100, "2026-05-01", "")]
-        desk.backup(tmp_path / "backup")
-    report = audit.audit(str(tmp_path / "backup"))
-    assert report.problems == [] and report.clean, report.problems
-    assert len([m for m in report.merchants if m.startswith("points-")]) >= 6
-
-
 def test_a_refund_claws_points_back_into_a_debt_later_points_pay(desk: PointsDesk) -> None:
-    """After the audit above: the auditor's invariant 7 does not count refunds yet (a
-    refund lowers cumulative_spend_fen; the settlement core's part), so a refunded
-    merchant would fail it for a reason that is not the points'."""
     desk.apply()
     desk.at("2026-06-01")
     desk.register(P1)
@@ -307,3 +280,27 @@ def test_a_refund_claws_points_back_into_a_debt_later_points_pay(desk: PointsDes
     paid = desk.adjust(P1, 80, "补偿 makeup")
     assert (paid.debt_paid, paid.points_balance) == (50, 30)
     assert desk.batches(P1) == [(30, "2026-06-01", "")]
+
+
+def test_points_survive_a_restart_and_the_server_audits_clean(
+    clocked: tuple[RunningServer, Clock], tmp_path: Path
+) -> None:
+    """Runs last: batches and balances after a restart, then a backup of every merchant
+    the tests above wrote, audited."""
+    server, clock = clocked
+    with server.channel() as channel:
+        desk = PointsDesk(channel, "points-restart", clock)
+        desk.apply()
+        desk.at("2026-05-01")
+        desk.register(P1)
+        desk.checkout(12_345, [CASH], phone=P1)
+        desk.adjust(P1, -23, "核销 write-off")
+    server.restart()
+    with server.channel() as channel:
+        desk = PointsDesk(channel, "points-restart", clock)
+        assert desk.balance(P1) == 100
+        assert desk.batches(P1) == [(100, "2026-05-01", "")]
+        desk.backup(tmp_path / "backup")
+    report = audit.audit(str(tmp_path / "backup"))
+    assert report.problems == [] and report.clean, report.problems
+    assert len([m for m in report.merchants if m.startswith("points-")]) >= 7

@@ -80,18 +80,20 @@ pub fn refund(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &RefundReques
     };
     // HOOK(coupons): restore the coupons of a checkout refunded in full, if still valid.
     // HOOK(chain): commission, referral and clearing reversed in proportion.
+    // The part of the amount due this refund takes back: money and the points' value, as
+    // a checkout's amount_fen counts both.
+    let due_back: i64 = returned.iter().map(|r| r.line.due_fen + r.line.points_fen).sum();
     let mut entry = LedgerEntry {
         at_ms: context.now_ms,
         kind: EntryKind::Refund as i32,
         request_id: request.request_id.clone(),
         store_code: store_code.clone(),
-        amount_fen: money_fen,
+        amount_fen: due_back,
         // Why points (and money) came back, in the member's history.
         reason: request.reason.clone(),
         ..Default::default()
     };
     if settlement.member_id != 0 {
-        let due_back: i64 = returned.iter().map(|r| r.line.due_fen + r.line.points_fen).sum();
         member_side(
             context,
             txn,
@@ -108,6 +110,19 @@ pub fn refund(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &RefundReques
         entry.payer_member_id = other_payer.unwrap_or(0);
     }
     record(&mut settlement, mode, &parts, &returned, money_fen);
+    if fully_refunded(&settlement) && settlement.lot_uses_returned == 0 && !settlement.lot_uses.is_empty() {
+        // Count-card uses come back with the last of the bill: they are not spread over lines.
+        let sales_store = settlement.store_code.clone();
+        response.lot_uses = crate::packages::give_back(
+            context,
+            txn,
+            &mut journal,
+            settlement.card_id,
+            &settlement.lot_uses,
+            &sales_store,
+        )?;
+        settlement.lot_uses_returned = 1;
+    }
     let seq = journal.write(dbs, txn, merchant, entry)?;
     settlement.refund_seqs.push(seq);
     response.fully_refunded = fully_refunded(&settlement);
@@ -377,7 +392,8 @@ fn member_side(
         response.points_debt = crate::points::claw_back(dbs, txn, merchant, journal, id, points_clawed_back)?;
     }
     let mut member = members::by_id(dbs, txn, merchant, id)?;
-    member.cumulative_spend_fen = (member.cumulative_spend_fen - due_back_fen).max(0);
+    member.cumulative_spend_fen -= due_back_fen;
+    assert!(member.cumulative_spend_fen >= 0, "a refund returned more spend than member {id} had");
     let before = member.level_code.clone();
     // A level this checkout earned is re-evaluated: kept if still reached, else the level
     // the member held before it at least. A level reached since by other means stays.
