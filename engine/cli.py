@@ -938,10 +938,12 @@ def _add_checkout(commands: _Commands) -> None:
 
 
 def _signed_points(text: str) -> int:
-    value = _whole_number(text.lstrip("+"), "points", -POINTS_MAX, POINTS_MAX)
-    if value == 0:
-        raise argparse.ArgumentTypeError("points must not be 0: + to add, - to take")
-    return value
+    """+N or N adds, -N takes; N from 1 to POINTS_MAX."""
+    sign = -1 if text.startswith("-") else 1
+    magnitude = text[1:] if text[:1] in "+-" else text
+    if magnitude in ("", "0"):
+        raise argparse.ArgumentTypeError("points must be +N (add) or -N (take), N at least 1")
+    return sign * _whole_number(magnitude, "points", 1, POINTS_MAX)
 
 
 def _add_points(top: _Commands) -> None:
