@@ -151,6 +151,7 @@ fn keep_what_is_held(previous: &MerchantConfig, config: &MerchantConfig) -> Resu
         }
     }
     keep_stores(previous, config)?;
+    crate::coupons::keep_templates(previous, config)?;
     crate::profiles::keep_attributes(&previous.attributes, &config.attributes)
 }
 
@@ -193,6 +194,7 @@ pub fn validate_config(config: &MerchantConfig) -> Result<()> {
     crate::lifecycle::validate_card_types(config)?;
     crate::packages::validate_packages(config)?;
     crate::profiles::validate_attributes(config)?;
+    crate::coupons::validate_config(config)?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use crate::pin::PinCheck;
 use crate::proto::*;
 use crate::store::{self, Dbs};
 use crate::transactions::{self, Context};
-use crate::{lifecycle, member_code, members, packages, profiles, validate};
+use crate::{coupons, lifecycle, member_code, members, packages, profiles, validate};
 
 /// Rows in one ImportMembers request at most.
 pub const IMPORT_ROWS_MAX: usize = 1000;
@@ -80,6 +80,8 @@ methods! {
         RefundPackage: RefundPackageRequest => "/mms.v1.CardService/RefundPackage",
         RunCardMaintenance: RunCardMaintenanceRequest => "/mms.v1.CardService/RunCardMaintenance",
         SetSpendingLimit: SetSpendingLimitRequest => "/mms.v1.CardService/SetSpendingLimit",
+        IssueCoupons: IssueCouponsRequest => "/mms.v1.CouponService/IssueCoupons",
+        VoidCoupon: VoidCouponRequest => "/mms.v1.CouponService/VoidCoupon",
     }
     reads {
         GetConfig => "/mms.v1.ConfigService/GetConfig",
@@ -91,6 +93,8 @@ methods! {
         GetCard => "/mms.v1.CardService/GetCard",
         ListCardEvents => "/mms.v1.CardService/ListCardEvents",
         IssueMemberCode => "/mms.v1.MemberService/IssueMemberCode",
+        ListCoupons => "/mms.v1.CouponService/ListCoupons",
+        GetCoupon => "/mms.v1.CouponService/GetCoupon",
     }
 }
 
@@ -112,6 +116,8 @@ impl ScrubSecrets for ReplaceCardRequest {}
 impl ScrubSecrets for RenewCardRequest {}
 impl ScrubSecrets for ChargeAnnualFeeRequest {}
 impl ScrubSecrets for RunCardMaintenanceRequest {}
+impl ScrubSecrets for IssueCouponsRequest {}
+impl ScrubSecrets for VoidCouponRequest {}
 
 impl ScrubSecrets for CheckoutRequest {
     fn scrub_secrets(&mut self) {
@@ -256,7 +262,7 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
     };
     let (response, seq) = match &decoded.body {
         Body::ApplyConfig(_) => unreachable!("handled above"),
-        Body::RegisterMember(r) => (members::register(dbs, txn, merchant, &loaded, r, now_ms)?.encode_to_vec(), 0),
+        Body::RegisterMember(r) => (register(&context, txn, r)?.encode_to_vec(), 0),
         Body::ImportMembers(r) => (import(writer.env, &context, txn, r)?.encode_to_vec(), 0),
         Body::UpdateMember(r) => encoded(profiles::update(&context, txn, r)?),
         Body::AddFollowUp(r) => encoded(profiles::add_follow_up(&context, txn, r)?),
@@ -273,8 +279,25 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
         Body::RefundPackage(r) => encoded(packages::refund(&context, txn, r)?),
         Body::RunCardMaintenance(r) => (maintenance(writer.env, &context, txn, r)?.encode_to_vec(), 0),
         Body::SetSpendingLimit(r) => encoded(lifecycle::set_spending_limit(&context, txn, r)?),
+        Body::IssueCoupons(r) => encoded(coupons::issue(&context, txn, r)?),
+        Body::VoidCoupon(r) => encoded(coupons::void(&context, txn, r)?),
     };
     finish(dbs, txn, merchant, now_ms, decoded, response, seq)
+}
+
+/// A registration, with the coupons the merchant gives new members (not on import: an
+/// import brings in existing customers).
+fn register(
+    context: &Context<'_>,
+    txn: &mut RwTxn<'_>,
+    request: &RegisterMemberRequest,
+) -> Result<RegisterMemberResponse> {
+    let (dbs, merchant, now_ms) = (context.dbs, context.merchant, context.now_ms);
+    let response = members::register(dbs, txn, merchant, context.config, request, now_ms)?;
+    let member_id = response.member.as_ref().expect("a registration answers the member").member_id;
+    let event = CouponTriggerEvent::Registration;
+    coupons::on_event(context, txn, member_id, event, 0, &request.request_id)?;
+    Ok(response)
 }
 
 fn encoded<M: Message>((response, seq): (M, u64)) -> (Vec<u8>, u64) {
@@ -478,6 +501,8 @@ pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, method: Method, bytes: 
         Method::IssueMemberCode => member_code::issue(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec(),
         Method::GetCard => lifecycle::get_card(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
         Method::ListCardEvents => lifecycle::card_events(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        Method::ListCoupons => coupons::list(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec(),
+        Method::GetCoupon => coupons::get_by_code(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec(),
         _ => return fail(Kind::UnknownMethod, format!("{} is not a read", method.full_name())),
     })
 }

@@ -111,10 +111,24 @@ pub enum Kind {
     StaffCodeRequired,
     QrInvalid,
     QrExpired,
+    CouponCodeInvalid,
+    CouponNotFound,
+    CouponTemplateNotFound,
+    CouponUsed,
+    CouponVoid,
+    CouponExpired,
+    CouponNotYetValid,
+    CouponNotOwned,
+    CouponNotApplicable,
+    CouponMinSpend,
+    CouponNotStackable,
+    CouponsTooMany,
+    CouponTemplateInUse,
+    CouponTemplateEnded,
 }
 
 /// Every kind, for reverse lookup of stored reasons and for exhaustive tests.
-pub const ALL_KINDS: [Kind; 76] = [
+pub const ALL_KINDS: [Kind; 90] = [
     Kind::MalformedRequest,
     Kind::UnknownMethod,
     Kind::RequestIdInvalid,
@@ -191,6 +205,20 @@ pub const ALL_KINDS: [Kind; 76] = [
     Kind::StaffCodeRequired,
     Kind::QrInvalid,
     Kind::QrExpired,
+    Kind::CouponCodeInvalid,
+    Kind::CouponNotFound,
+    Kind::CouponTemplateNotFound,
+    Kind::CouponUsed,
+    Kind::CouponVoid,
+    Kind::CouponExpired,
+    Kind::CouponNotYetValid,
+    Kind::CouponNotOwned,
+    Kind::CouponNotApplicable,
+    Kind::CouponMinSpend,
+    Kind::CouponNotStackable,
+    Kind::CouponsTooMany,
+    Kind::CouponTemplateInUse,
+    Kind::CouponTemplateEnded,
 ];
 
 impl Kind {
@@ -272,6 +300,20 @@ impl Kind {
             Kind::StaffCodeRequired => "STAFF_CODE_REQUIRED",
             Kind::QrInvalid => "QR_INVALID",
             Kind::QrExpired => "QR_EXPIRED",
+            Kind::CouponCodeInvalid => "COUPON_CODE_INVALID",
+            Kind::CouponNotFound => "COUPON_NOT_FOUND",
+            Kind::CouponTemplateNotFound => "COUPON_TEMPLATE_NOT_FOUND",
+            Kind::CouponUsed => "COUPON_USED",
+            Kind::CouponVoid => "COUPON_VOID",
+            Kind::CouponExpired => "COUPON_EXPIRED",
+            Kind::CouponNotYetValid => "COUPON_NOT_YET_VALID",
+            Kind::CouponNotOwned => "COUPON_NOT_OWNED",
+            Kind::CouponNotApplicable => "COUPON_NOT_APPLICABLE",
+            Kind::CouponMinSpend => "COUPON_MIN_SPEND",
+            Kind::CouponNotStackable => "COUPON_NOT_STACKABLE",
+            Kind::CouponsTooMany => "COUPONS_TOO_MANY",
+            Kind::CouponTemplateInUse => "COUPON_TEMPLATE_IN_USE",
+            Kind::CouponTemplateEnded => "COUPON_TEMPLATE_ENDED",
         }
     }
 
@@ -353,6 +395,20 @@ impl Kind {
             Kind::StaffCodeRequired => Status::InvalidArgument,
             Kind::QrInvalid => Status::InvalidArgument,
             Kind::QrExpired => Status::FailedPrecondition,
+            Kind::CouponCodeInvalid => Status::InvalidArgument,
+            Kind::CouponNotFound => Status::NotFound,
+            Kind::CouponTemplateNotFound => Status::NotFound,
+            Kind::CouponUsed => Status::FailedPrecondition,
+            Kind::CouponVoid => Status::FailedPrecondition,
+            Kind::CouponExpired => Status::FailedPrecondition,
+            Kind::CouponNotYetValid => Status::FailedPrecondition,
+            Kind::CouponNotOwned => Status::FailedPrecondition,
+            Kind::CouponNotApplicable => Status::FailedPrecondition,
+            Kind::CouponMinSpend => Status::FailedPrecondition,
+            Kind::CouponNotStackable => Status::FailedPrecondition,
+            Kind::CouponsTooMany => Status::InvalidArgument,
+            Kind::CouponTemplateInUse => Status::FailedPrecondition,
+            Kind::CouponTemplateEnded => Status::FailedPrecondition,
         }
     }
 

@@ -6,6 +6,7 @@ pub mod annual_fee;
 pub mod cards;
 pub mod config;
 pub mod core;
+pub mod coupons;
 pub mod dates;
 pub mod dispatch;
 pub mod error;

@@ -12,7 +12,7 @@ use crate::error::{CoreError, Kind, Result};
 pub type Db = Database<'static, Bytes, Bytes>;
 
 /// Named databases; keep in step with docs/STORAGE.md.
-pub const DATABASE_NAMES: [&str; 18] = [
+pub const DATABASE_NAMES: [&str; 21] = [
     "config",
     "members",
     "phones",
@@ -31,6 +31,9 @@ pub const DATABASE_NAMES: [&str; 18] = [
     "follow_ups",
     "subsidiaries",
     "merchant_keys",
+    "coupons",
+    "coupon_codes",
+    "member_coupons",
 ];
 /// Room for the databases above plus those later versions add.
 pub const DATABASES_MAX: u32 = 32;
@@ -47,6 +50,7 @@ pub const COUNTER_LOT_ID: &str = "lot_id";
 pub const COUNTER_CARD_EVENT_SEQ: &str = "card_event_seq";
 pub const COUNTER_MEMBER_CHANGE_SEQ: &str = "member_change_seq";
 pub const COUNTER_FOLLOW_UP_SEQ: &str = "follow_up_seq";
+pub const COUNTER_COUPON_ID: &str = "coupon_id";
 /// Not a count: the layout a merchant's records are in (`upgrade::FORMAT`); absent (0)
 /// for merchants configured before it was kept.
 pub const COUNTER_FORMAT: &str = "format";
@@ -89,6 +93,12 @@ pub struct Dbs {
     pub subsidiaries: Db,
     /// `M` → MerchantKeys: the merchant's secrets, never in an answer
     pub merchant_keys: Db,
+    /// `M + u64be(coupon_id)` → Coupon
+    pub coupons: Db,
+    /// `M + coupon code` → u64be(coupon_id)
+    pub coupon_codes: Db,
+    /// `M + u64be(member_id) + u64be(coupon_id)` → empty: a member's coupons
+    pub member_coupons: Db,
 }
 
 /// Opens (creating if needed) the environment in `path` and its databases.
@@ -130,7 +140,7 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         })?
         .commit()
         .expect("never aborted");
-    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys] =
+    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys, coupons, coupon_codes, member_coupons] =
         dbs;
     let dbs = Dbs {
         config,
@@ -151,6 +161,9 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         follow_ups,
         subsidiaries,
         merchant_keys,
+        coupons,
+        coupon_codes,
+        member_coupons,
     };
     Ok((env, dbs))
 }

@@ -7,13 +7,15 @@ use crate::error::{fail, CoreError, Kind, Result};
 use crate::ledger::{self, Journal};
 use crate::money::{self, BALANCE_FEN_MAX, POINTS_MAX};
 use crate::pin::PinCheck;
+use crate::pricing::PricedLine;
 use crate::proto::{
     Card, CardType, CheckoutRequest, CheckoutResponse, EntryKind, LedgerEntry, Member, MemberRef, Payment,
     PaymentMethod, RechargeRequest, RechargeResponse, Tender,
 };
+use crate::proto::{CouponTriggerEvent, CouponUse};
 use crate::rules::{self, Progress};
 use crate::store::{self, Dbs};
-use crate::{annual_fee, cards, members, validate};
+use crate::{annual_fee, cards, coupons, members, validate};
 
 /// A bill is paid in a handful of ways at most.
 pub const TENDERS_MAX: usize = 8;
@@ -115,6 +117,7 @@ pub fn recharge(
     };
     let seq = journal.write(dbs, txn, merchant, entry)?;
     assert_eq!(cards::stored_value(dbs, txn, merchant, card.card_id)?.0, principal_before + amount_fen);
+    coupons::on_event(context, txn, id, CouponTriggerEvent::Recharge, amount_fen, &request.request_id)?;
     let balances = members::balances(dbs, txn, merchant, member.member_id, context.today())?;
     let response = RechargeResponse {
         member_id: id,
@@ -221,7 +224,9 @@ pub fn checkout(
         Some(b) => level.map_or(0, |l| l.discount_bp).max(b.card_type.discount_bp),
         None => 0,
     };
-    let (due_fen, discount_fen) = money::apply_discount(list_fen, discount_bp);
+    let (_, discount_fen) = money::apply_discount(list_fen, discount_bp);
+    let (coupon_uses, due_fen) =
+        quick_coupons(context, txn, request, buyer.as_ref(), &store_code, list_fen, discount_fen)?;
     let (points_redeemed, points_value_fen) =
         redeem_points(context.config, buyer.as_ref(), request.points_to_redeem, due_fen)?;
     let to_pay_fen = due_fen - points_value_fen;
@@ -232,6 +237,7 @@ pub fn checkout(
     let mut journal = Journal::default();
     journal.fen(ledger::store_account(&store_code, "sales"), list_fen);
     journal.fen(ledger::store_account(&store_code, "discount"), -discount_fen);
+    journal.fen(ledger::store_account(&store_code, "coupon_discount"), -coupons::total_fen(&coupon_uses));
     journal.fen(ledger::POINTS_REDEMPTION.to_owned(), -points_value_fen);
     for payment in payments.iter_mut() {
         post_payment(context, &mut journal, buyer.as_mut(), &store_code, payment)?;
@@ -290,11 +296,43 @@ pub fn checkout(
     }
     response.payments = payments;
     let seq = journal.write(dbs, txn, merchant, entry)?;
+    coupons::settled(dbs, txn, merchant, &coupon_uses, seq)?;
+    response.coupon_discount_fen = coupons::total_fen(&coupon_uses);
+    response.coupons = coupon_uses;
     if response.member_id != 0 {
         response.balances = Some(members::balances(dbs, txn, merchant, response.member_id, context.today())?);
     }
     response.ledger_seq = seq;
     Ok((response, seq))
+}
+
+/// The coupons (优惠券) of a quick checkout: its one line after the level discount, less
+/// what the coupons take. Returns what each took and the amount due.
+fn quick_coupons(
+    context: &Context<'_>,
+    txn: &mut RwTxn<'_>,
+    request: &CheckoutRequest,
+    buyer: Option<&Buyer>,
+    store_code: &str,
+    list_fen: i64,
+    discount_fen: i64,
+) -> Result<(Vec<CouponUse>, i64)> {
+    let mut lines = [PricedLine {
+        line_no: 1,
+        quantity_milli: 1000,
+        list_fen,
+        member_discount_fen: discount_fen,
+        discountable: true,
+        ..Default::default()
+    }];
+    let bill = coupons::Bill {
+        member_id: buyer.map(|b| b.member.member_id),
+        store_code,
+        today: context.today(),
+        now_ms: context.now_ms,
+    };
+    let uses = coupons::apply(context, txn, bill, &request.coupon_codes, &mut lines)?;
+    Ok((uses, lines[0].after_coupons_fen()))
 }
 
 /// A trial card (体验卡) with limited uses loses one per checkout.
