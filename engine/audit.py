@@ -48,7 +48,7 @@ from typing import Any
 import lmdb
 from google.protobuf.message import DecodeError, Message
 
-from engine.proto import card_pb2, config_pb2, member_pb2, records_pb2
+from engine.proto import card_pb2, config_pb2, coupon_pb2, member_pb2, records_pb2
 
 DATABASE_NAMES = (
     "config",
@@ -69,6 +69,9 @@ DATABASE_NAMES = (
     "requests",
     "counters",
     "merchant_keys",
+    "coupons",
+    "coupon_codes",
+    "member_coupons",
 )
 # The core opens up to 32 named databases (rust_core/src/store.rs, DATABASES_MAX).
 DATABASES_MAX = 32
@@ -86,6 +89,12 @@ COUNTER_LOT_ID = "lot_id"
 COUNTER_CARD_EVENT_SEQ = "card_event_seq"
 COUNTER_MEMBER_CHANGE_SEQ = "member_change_seq"
 COUNTER_FOLLOW_UP_SEQ = "follow_up_seq"
+COUNTER_COUPON_ID = "coupon_id"
+# rust_core/src/coupons.rs: CODE_CHARS characters of CODE_ALPHABET.
+COUPON_CODE = re.compile(r"[23456789ABCDEFGHJKLMNPQRSTUVWXYZ]{12}")
+COUPON_STATES_KEPT = frozenset(
+    {coupon_pb2.COUPON_STATE_ISSUED, coupon_pb2.COUPON_STATE_REDEEMED, coupon_pb2.COUPON_STATE_VOID}
+)
 
 KEY_CHARS_MAX = 120
 MERCHANT_CHARS_MAX = 40
@@ -137,6 +146,7 @@ INVARIANTS = {
     13: "attached cards: their primary, who holds them, their limits",
     14: "a timed card's periods end on its expires_on; card dates are dates",
     15: "a configured merchant has one member-code key of 32 bytes",
+    16: "coupons: ids, code and member indexes, templates, redemptions match their checkout",
 }
 
 COUNT_NAMES = (
@@ -158,6 +168,9 @@ COUNT_NAMES = (
     "follow_ups",
     "requests",
     "merchant_keys",
+    "coupons",
+    "coupon_codes",
+    "member_coupons",
 )
 
 ID_PATTERN = r"([1-9][0-9]{0,19})"
@@ -168,7 +181,7 @@ LOT_ACCOUNT = re.compile(rf"lot/{ID_PATTERN}/(?:(value)|uses/({CODE_PATTERN}))")
 DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 STORE_ACCOUNT = re.compile(
     rf"store/{CODE_PATTERN}/"
-    r"(cash|bank_card|scan_pay|sales|discount|card_fees|package_revenue)"
+    r"(cash|bank_card|scan_pay|sales|discount|coupon_discount|card_fees|package_revenue)"
 )
 MERCHANT_ACCOUNT_UNITS = {
     "merchant/recharge_bonus": FEN,
@@ -595,6 +608,9 @@ class _MerchantAudit:
         # Attached card id -> (primary id, link kind, member id, live), for every card
         # that names a primary or a link kind (they are few).
         self.attached: dict[int, tuple[int, int, int, bool]] = {}
+        # Ledger seq -> coupon discount it posts (store/S/coupon_discount, as a positive
+        # amount), for the entries that post one.
+        self.coupon_discounts: dict[int, int] = {}
 
     def run(self, counts: Counter[str]) -> MerchantTotals:
         if not MERCHANT_ID.fullmatch(self.prefix[:-1]):
@@ -620,6 +636,7 @@ class _MerchantAudit:
         self.audit_accounts()
         self.audit_requests()
         self.audit_merchant_keys()
+        self.audit_coupons()
         counts.update(self.counts)
         self.totals.members = self.counts["members"]
         self.totals.cards = self.counts["cards"]
@@ -806,6 +823,9 @@ class _MerchantAudit:
             account.posting_count += 1
             account.last_seq = seq
         self.counts["postings"] += len(postings)
+        coupon_fen = sum(a for n, a, _ in postings if n.endswith("/coupon_discount"))
+        if coupon_fen:
+            self.coupon_discounts[seq] = -coupon_fen
         # Checked after the whole entry: the order of postings inside one entry is no
         # moment in time, but the state after each entry is.
         for name, _, _ in postings:
@@ -1113,6 +1133,111 @@ class _MerchantAudit:
             self.report(15, "merchant_keys:", "the merchant has a config but no member-code key")
         if keys_found and not configured:
             self.report(15, "merchant_keys:", "a member-code key, yet the merchant has no config")
+
+    # --- invariant 16 ---
+
+    def audit_coupons(self) -> None:
+        """Coupons run 1..n by id under their key; each is indexed by its code and under
+        its member, which exists; names a template of the config; is kept ISSUED, REDEEMED
+        or VOID; a REDEEMED one names the checkout entry of its member that posted its
+        discount, and the coupons of an entry add up to the discount it posted."""
+        templates = self.coupon_templates()
+        codes: dict[str, int] = {}
+        owners: dict[int, int] = {}
+        redeemed: dict[int, int] = {}
+        previous_id = 0
+        for rest, value in self.segment("coupons"):
+            coupon_id = self.u64_key("coupons", rest)
+            if coupon_id is None:
+                continue
+            key = f"coupons:{coupon_id}"
+            if coupon_id != previous_id + 1:
+                self.report(16, key, _gap_message("coupon id", previous_id, coupon_id))
+            previous_id = coupon_id
+            self.counts["coupons"] += 1
+            coupon = self.decode(key, value, coupon_pb2.Coupon)
+            if coupon is None:
+                continue
+            codes[coupon.code] = coupon_id
+            owners[coupon_id] = coupon.member_id
+            for message in self.coupon_problems(coupon_id, coupon, templates, redeemed):
+                self.report(16, key, message)
+        self.check_counter(COUNTER_COUPON_ID, previous_id, 16, "coupon")
+        for seq, discount_fen in sorted(self.coupon_discounts.items()):
+            if redeemed.get(seq, 0) != discount_fen:
+                message = f"posts {discount_fen} fen of coupon discount; its coupons took "
+                self.report(16, f"ledger:{seq}", message + f"{redeemed.get(seq, 0)} fen")
+        self.audit_coupon_indexes(codes, owners)
+
+    def coupon_templates(self) -> set[str] | None:
+        """The template codes of the config; None when it is missing or does not decode
+        (reported with the config)."""
+        raw = self.get("config", b"")
+        try:
+            return (
+                None
+                if raw is None
+                else {t.code for t in config_pb2.MerchantConfig.FromString(raw).coupon_templates}
+            )
+        except DecodeError:
+            return None
+
+    def coupon_problems(
+        self, coupon_id: int, coupon: Any, templates: set[str] | None, redeemed: dict[int, int]
+    ) -> list[str]:
+        problems = []
+        if coupon.coupon_id != coupon_id:
+            problems.append(f"record's coupon_id is {coupon.coupon_id}")
+        if not COUPON_CODE.fullmatch(coupon.code):
+            problems.append(f"code {_printable(coupon.code, QUOTE_CHARS_MAX)} is not a coupon code")
+        elif self.get("coupon_codes", coupon.code.encode()) != _u64(coupon_id):
+            problems.append(f"code {coupon.code} does not point at it in coupon_codes")
+        if coupon.member_id not in self.member_phone_hashes:
+            problems.append(f"member {coupon.member_id} does not exist")
+        if self.get("member_coupons", _u64(coupon.member_id) + _u64(coupon_id)) is None:
+            problems.append(f"not listed in member_coupons under member {coupon.member_id}")
+        if templates is not None and coupon.template_code not in templates:
+            problems.append(f"template {_printable(coupon.template_code)} is not in the config")
+        first, last = _parse_date(coupon.valid_from), _parse_date(coupon.valid_until)
+        if first is None or last is None or first > last:
+            problems.append(
+                f"window {coupon.valid_from}..{coupon.valid_until} is not two dates in order"
+            )
+        if coupon.state not in COUPON_STATES_KEPT:
+            problems.append(f"state {coupon.state} is not one a coupon is kept in")
+        if coupon.state == coupon_pb2.COUPON_STATE_REDEEMED:
+            problems += self.redemption_problems(coupon, redeemed)
+        elif coupon.redeemed_seq:
+            problems.append(f"not REDEEMED, yet it names checkout {coupon.redeemed_seq}")
+        return problems
+
+    def redemption_problems(self, coupon: Any, redeemed: dict[int, int]) -> list[str]:
+        seq = coupon.redeemed_seq
+        if coupon.discount_fen <= 0:
+            return [f"REDEEMED for {coupon.discount_fen} fen"]
+        if seq not in self.coupon_discounts:
+            return [f"REDEEMED by {seq}, which is no entry with a coupon discount"]
+        redeemed[seq] = redeemed.get(seq, 0) + coupon.discount_fen
+        if self.entry_members.get(seq) != coupon.member_id:
+            return [f"REDEEMED by {seq}, an entry of member {self.entry_members.get(seq)}"]
+        return []
+
+    def audit_coupon_indexes(self, codes: dict[str, int], owners: dict[int, int]) -> None:
+        for rest, value in self.segment("coupon_codes"):
+            key = f"coupon_codes:{_printable(rest)}"
+            self.counts["coupon_codes"] += 1
+            code = self.text_key("coupon_codes", rest)
+            if code is not None and (
+                len(value) != U64_BYTES or codes.get(code) != int.from_bytes(value, "big")
+            ):
+                self.report(16, key, f"points at {_u64_text(value, 'coupon')}, whose code differs")
+        for rest, value in self.segment("member_coupons"):
+            key = f"member_coupons:{_printable(rest)}"
+            self.counts["member_coupons"] += 1
+            self.check_empty(key, value)
+            pair = self.u64_pair_key("member_coupons", rest)
+            if pair is not None and owners.get(pair[1]) != pair[0]:
+                self.report(16, key, f"coupon {pair[1]} is not a coupon of member {pair[0]}")
 
     # --- invariant 10 ---
 
