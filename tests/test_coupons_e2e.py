@@ -7,6 +7,7 @@ audits a backup of everything the others wrote, and a restart keeps every coupon
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -374,6 +375,58 @@ def test_coupons_keep_their_state_across_a_restart(tmp_path: Path) -> None:
         assert server.stop() == 0
 
 
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "merchant.toml"
+
+
+def test_the_cli_issues_lists_redeems_and_voids(
+    shared_server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """examples/merchant.toml: WELCOME10 on registration, FREEWASH on a recharge of 500,
+    FULL100 满100减20 by hand; silver (5% off) from a single recharge of 500."""
+    from engine import cli
+
+    def mms(*argv: str, expect: int = 0) -> tuple[str, str]:
+        capsys.readouterr()
+        code = cli.main([*argv, "--server", shared_server.address, "--merchant", "coupons-cli"])
+        out, err = capsys.readouterr()
+        assert code == expect, (argv, out, err)
+        return out, err
+
+    def json_of(*argv: str) -> Any:
+        return json.loads(mms(*argv, "--json")[0])
+
+    mms("config", "apply", str(EXAMPLE))
+    mms("member", "register", "--phone", P1, "--name", "张三")
+    listed = json_of("coupon", "list", "--phone", P1)["coupons"]
+    assert [view["coupon"]["template_code"] for view in listed] == ["WELCOME10"]
+    welcome = listed[0]["coupon"]["code"]
+    issued = json_of("coupon", "issue", "--template", "FULL100", "--phone", P1, "--staff", "M01")
+    assert (issued["issued"], issued["members_matched"]) == (1, 1)
+    full = issued["coupons"][0]["code"]
+    mms("recharge", "--phone", P1, "--amount", "500")
+    templates = [
+        v["coupon"]["template_code"] for v in json_of("coupon", "list", "--phone", P1)["coupons"]
+    ]
+    assert templates == ["FREEWASH", "FULL100", "WELCOME10"], "newest first"
+
+    out, _ = mms("checkout", "--phone", P1, "--amount", "120", "--coupon", full.lower())
+    assert f"Coupon 优惠券 {full}" in out and "-20.00" in out
+    assert "Amount due 应付" in out and "94.00" in out, out
+    member = json_of("member", "show", "--phone", P1)
+    assert member["balances"]["principal_fen"] == 50_000 - 9400
+    shown, _ = mms("coupon", "show", full)
+    assert "redeemed 已使用" in shown and "-20.00" in shown
+
+    voided, _ = mms("coupon", "void", welcome, "--reason", "顾客放弃 declined", "--staff", "M01")
+    assert "void 已作废" in voided
+    _, err = mms("checkout", "--phone", P1, "--amount", "120", "--coupon", welcome, expect=1)
+    assert err.startswith("error: FAILED_PRECONDITION COUPON_VOID: "), err
+    issued_now = json_of("coupon", "list", "--phone", P1, "--state", "issued")["coupons"]
+    assert [v["coupon"]["template_code"] for v in issued_now] == ["FREEWASH"]
+    _, err = mms("coupon", "issue", "--template", "FULL100", expect=2)
+    assert "exactly one of a member" in err
+
+
 def test_the_coupon_server_audits_clean(shared_server: RunningServer, tmp_path: Path) -> None:
     """Runs last in this module: every coupon, code index and redemption the tests above
     wrote, audited from a hot backup (invariant 16), finds no problem."""
@@ -383,4 +436,4 @@ def test_the_coupon_server_audits_clean(shared_server: RunningServer, tmp_path: 
         desk.backup(tmp_path / "backup")
     report = audit.audit(str(tmp_path / "backup"))
     assert report.problems == [] and report.clean, report.problems
-    assert len([m for m in report.merchants if m.startswith("coupons-")]) >= 8
+    assert len([m for m in report.merchants if m.startswith("coupons-")]) >= 9

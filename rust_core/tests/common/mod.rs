@@ -53,7 +53,9 @@ with_request_id!(
     RunCardMaintenanceRequest,
     BuyPackageRequest,
     RefundPackageRequest,
-    SetSpendingLimitRequest
+    SetSpendingLimitRequest,
+    IssueCouponsRequest,
+    VoidCouponRequest
 );
 
 /// Submits a mutating request to `MERCHANT`, giving it the next request id `r1`, `r2` ...
