@@ -725,6 +725,8 @@ def test_checkout_output_with_points_balance_and_cash(merchant: Merchant) -> Non
             "principal": "405.00",
             "bonus_fen": 8_000,
             "bonus": "80.00",
+            "member_id": 1,
+            "card_no": "C0001",
         },
         {
             "method": "CASH",
@@ -739,6 +741,8 @@ def test_checkout_output_with_points_balance_and_cash(merchant: Merchant) -> Non
             "principal": "0.00",
             "bonus_fen": 0,
             "bonus": "0.00",
+            "member_id": 0,
+            "card_no": "",
         },
     ]
     assert data["points_earned"] == 12_538  # 10448.86 yuan at silver's 1.2, rounded down

@@ -572,6 +572,8 @@ def test_message_to_json_doubles_money_fields() -> None:
         "principal": "25.00",
         "bonus_fen": 500,
         "bonus": "5.00",
+        "member_id": 0,
+        "card_no": "",
     }
     assert data["payments"][1]["change"] == "29.35"
     assert data["balances"] == {

@@ -581,7 +581,11 @@ def test_example_coupons_and_triggers() -> None:
         10_000,
         True,
     )
-    assert (care.percent_off_bp, care.cap_fen, list(care.category_codes)) == (1200, 5000, ["care"])
+    assert (care.percent_off_bp, care.cap_fen, list(care.skus)) == (
+        1200,
+        5000,
+        ["SCALP", "MASSAGE"],
+    )
     assert list(care.store_codes) == ["S001"]
     assert (wash.kind, wash.gift_sku, wash.valid_days) == (config_pb2.GIFT, "WASH", 14)
     triggers = [(t.template_code, t.event, t.min_recharge_fen) for t in config.coupon_triggers]

@@ -189,7 +189,7 @@ def test_issue_by_hand_redeem_once_to_the_fen(desk: Desk) -> None:
     assert desk.coupon(code.lower()).coupon.code == code, "codes are read in any case"
 
     paid = desk.pay(5850, [code], P1)
-    assert (paid.list_amount_fen, paid.discount_fen, paid.coupon_discount_fen) == (5850, 0, 1000)
+    assert (paid.list_amount_fen, paid.discount_fen, paid.coupon_fen) == (5850, 0, 1000)
     assert paid.amount_due_fen == 4850
     assert [(use.code, use.discount_fen) for use in paid.coupons] == [(code, 1000)]
     assert [(s.line_no, s.amount_fen) for s in paid.coupons[0].lines] == [(1, 1000)]
@@ -235,7 +235,7 @@ def test_threshold_percent_and_stacking(desk: Desk) -> None:
     refused(FAILED, "COUPON_NOT_STACKABLE", lambda: desk.pay(50_000, [second, pct], P1))
     # 20% off, capped at ¥30: 20% of 200 would be 40.
     capped = desk.pay(20_000, [pct], P1)
-    assert (capped.coupon_discount_fen, capped.amount_due_fen) == (3000, 17_000)
+    assert (capped.coupon_fen, capped.amount_due_fen) == (3000, 17_000)
     assert desk.principal(P1) == 90_000 - 7000 - 17_000
     assert desk.codes(P1, CST.COUPON_STATE_ISSUED, ("FULL100", "PCT20")) == [second]
 
@@ -247,7 +247,7 @@ def test_level_discount_then_coupon_then_points(desk: Desk) -> None:
     code = desk.issue("FULL100", phone=P1).coupons[0].code
     # 111.11 at 10% off is 100.00 (99.999 rounded): the threshold is met after the discount.
     paid = desk.pay(11_111, [code], P1)
-    assert (paid.discount_fen, paid.coupon_discount_fen, paid.amount_due_fen) == (1111, 2000, 8000)
+    assert (paid.discount_fen, paid.coupon_fen, paid.amount_due_fen) == (1111, 2000, 8000)
     assert paid.points_earned == 160, "2 points per yuan on 80.00"
 
 

@@ -151,6 +151,7 @@ fn keep_what_is_held(previous: &MerchantConfig, config: &MerchantConfig) -> Resu
         }
     }
     keep_stores(previous, config)?;
+    crate::catalog::keep_categories(previous, config)?;
     crate::coupons::keep_templates(previous, config)?;
     crate::profiles::keep_attributes(&previous.attributes, &config.attributes)
 }
@@ -194,6 +195,13 @@ pub fn validate_config(config: &MerchantConfig) -> Result<()> {
     crate::lifecycle::validate_card_types(config)?;
     crate::packages::validate_packages(config)?;
     crate::profiles::validate_attributes(config)?;
+    crate::catalog::validate_categories(config)?;
+    if crate::proto::Rounding::try_from(config.rounding).is_err() {
+        return fail(Kind::ConfigInvalid, "unknown rounding");
+    }
+    if crate::proto::StockPolicy::try_from(config.stock_policy).is_err() {
+        return fail(Kind::ConfigInvalid, "unknown stock_policy");
+    }
     crate::coupons::validate_config(config)?;
     Ok(())
 }

@@ -188,10 +188,17 @@ fn validate_scope(config: &MerchantConfig, template: &CouponTemplate) -> Result<
             }
         }
     }
-    // Categories and SKUs are checked for form only until the catalog is configured.
     for code in &template.store_codes {
         if !config.stores.iter().any(|s| &s.code == code) {
             return invalid(template, format!("no store {code:?}"));
+        }
+    }
+    // Categories are configured (and never removed); SKUs live in the catalog, which a
+    // config apply does not read: they are checked for form, and a SKU not on a bill
+    // simply puts no line in scope.
+    for code in &template.category_codes {
+        if !config.categories.iter().any(|c| &c.code == code) {
+            return invalid(template, format!("no category {code:?}"));
         }
     }
     Ok(())

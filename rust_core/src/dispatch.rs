@@ -10,7 +10,7 @@ use crate::pin::PinCheck;
 use crate::proto::*;
 use crate::store::{self, Dbs};
 use crate::transactions::{self, Context};
-use crate::{coupons, lifecycle, member_code, members, packages, profiles, validate};
+use crate::{catalog, coupons, lifecycle, member_code, members, packages, profiles, settle, suspended, validate};
 
 /// Rows in one ImportMembers request at most.
 pub const IMPORT_ROWS_MAX: usize = 1000;
@@ -80,6 +80,10 @@ methods! {
         RefundPackage: RefundPackageRequest => "/mms.v1.CardService/RefundPackage",
         RunCardMaintenance: RunCardMaintenanceRequest => "/mms.v1.CardService/RunCardMaintenance",
         SetSpendingLimit: SetSpendingLimitRequest => "/mms.v1.CardService/SetSpendingLimit",
+        UpsertItems: UpsertItemsRequest => "/mms.v1.CatalogService/UpsertItems",
+        AdjustStock: AdjustStockRequest => "/mms.v1.CatalogService/AdjustStock",
+        SuspendBill: SuspendBillRequest => "/mms.v1.TransactionService/SuspendBill",
+        CancelSuspendedBill: CancelSuspendedBillRequest => "/mms.v1.TransactionService/CancelSuspendedBill",
         IssueCoupons: IssueCouponsRequest => "/mms.v1.CouponService/IssueCoupons",
         VoidCoupon: VoidCouponRequest => "/mms.v1.CouponService/VoidCoupon",
     }
@@ -93,6 +97,10 @@ methods! {
         GetCard => "/mms.v1.CardService/GetCard",
         ListCardEvents => "/mms.v1.CardService/ListCardEvents",
         IssueMemberCode => "/mms.v1.MemberService/IssueMemberCode",
+        GetItem => "/mms.v1.CatalogService/GetItem",
+        ListItems => "/mms.v1.CatalogService/ListItems",
+        ListSuspendedBills => "/mms.v1.TransactionService/ListSuspendedBills",
+        GetSettlement => "/mms.v1.TransactionService/GetSettlement",
         ListCoupons => "/mms.v1.CouponService/ListCoupons",
         GetCoupon => "/mms.v1.CouponService/GetCoupon",
     }
@@ -116,6 +124,10 @@ impl ScrubSecrets for ReplaceCardRequest {}
 impl ScrubSecrets for RenewCardRequest {}
 impl ScrubSecrets for ChargeAnnualFeeRequest {}
 impl ScrubSecrets for RunCardMaintenanceRequest {}
+impl ScrubSecrets for UpsertItemsRequest {}
+impl ScrubSecrets for AdjustStockRequest {}
+impl ScrubSecrets for SuspendBillRequest {}
+impl ScrubSecrets for CancelSuspendedBillRequest {}
 impl ScrubSecrets for IssueCouponsRequest {}
 impl ScrubSecrets for VoidCouponRequest {}
 
@@ -267,7 +279,11 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
         Body::UpdateMember(r) => encoded(profiles::update(&context, txn, r)?),
         Body::AddFollowUp(r) => encoded(profiles::add_follow_up(&context, txn, r)?),
         Body::Recharge(r) => encoded(transactions::recharge(&context, txn, r)?),
-        Body::Checkout(r) => encoded(transactions::checkout(&context, txn, r)?),
+        Body::Checkout(r) => encoded(settle::checkout(&context, txn, r)?),
+        Body::UpsertItems(r) => (catalog::upsert(&context, txn, r)?.encode_to_vec(), 0),
+        Body::AdjustStock(r) => (catalog::adjust_stock(&context, txn, r)?.encode_to_vec(), 0),
+        Body::SuspendBill(r) => (suspended::suspend(&context, txn, r)?.encode_to_vec(), 0),
+        Body::CancelSuspendedBill(r) => (suspended::cancel(&context, txn, r)?.encode_to_vec(), 0),
         Body::IssueCard(r) => encoded(lifecycle::issue(&context, txn, r)?),
         Body::ApplyCardAction(r) => encoded(lifecycle::apply_action(&context, txn, r)?),
         Body::ChangePin(r) => encoded(lifecycle::change_pin(&context, txn, r)?),
@@ -501,6 +517,14 @@ pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, method: Method, bytes: 
         Method::IssueMemberCode => member_code::issue(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec(),
         Method::GetCard => lifecycle::get_card(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
         Method::ListCardEvents => lifecycle::card_events(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        Method::GetItem => catalog::get_item(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        Method::ListItems => catalog::list_items(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        Method::ListSuspendedBills => suspended::list(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        Method::GetSettlement => {
+            let request: GetSettlementRequest = decode_as(bytes)?;
+            let settlement = settle::settlement(dbs, txn, merchant, request.seq)?;
+            GetSettlementResponse { settlement: Some(settlement) }.encode_to_vec()
+        }
         Method::ListCoupons => coupons::list(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec(),
         Method::GetCoupon => coupons::get_by_code(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec(),
         _ => return fail(Kind::UnknownMethod, format!("{} is not a read", method.full_name())),

@@ -9,7 +9,7 @@ use crate::proto::{AccountRecord, LedgerEntry, Posting, Unit};
 use crate::store::{self, Dbs};
 
 /// One entry touches few accounts; more is a programming error.
-pub const POSTINGS_PER_ENTRY_MAX: usize = 40;
+pub const POSTINGS_PER_ENTRY_MAX: usize = 48;
 
 /// 本金 on a card, owed to its holder.
 pub fn card_principal(card_id: u64) -> String {

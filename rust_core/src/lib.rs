@@ -4,6 +4,7 @@
 
 pub mod annual_fee;
 pub mod cards;
+pub mod catalog;
 pub mod config;
 pub mod core;
 pub mod coupons;
@@ -21,8 +22,11 @@ pub mod paging;
 pub mod pin;
 pub mod pricing;
 pub mod profiles;
+
 pub mod rules;
+pub mod settle;
 pub mod store;
+pub mod suspended;
 pub mod transactions;
 pub mod upgrade;
 pub mod validate;

@@ -75,6 +75,35 @@ pub fn points_cap_fen(amount_due_fen: i64, max_share_bp: i32) -> i64 {
     i64::try_from(cap).expect("cap never exceeds the amount due")
 }
 
+/// A line's amount: `unit_price_fen` × `quantity_milli` / 1000, rounded half up to the fen
+/// (四舍五入): 0.333 kg at ¥12.99/kg is 432.567 fen, charged 433. Refused above
+/// `AMOUNT_FEN_MAX`.
+pub fn line_amount_fen(unit_price_fen: i64, quantity_milli: i64) -> Result<i64> {
+    assert!(unit_price_fen >= 0 && quantity_milli > 0, "line amount of a negative price or quantity");
+    let amount = (i128::from(unit_price_fen) * i128::from(quantity_milli) + 500) / 1000;
+    match i64::try_from(amount) {
+        Ok(amount) if amount <= AMOUNT_FEN_MAX => Ok(amount),
+        _ => fail(Kind::AmountTooLarge, format!("a line of {amount} fen is above the limit of {AMOUNT_FEN_MAX} fen")),
+    }
+}
+
+/// What rounding (抹零) lets go of `to_pay_fen`: the fen (to the jiao) or the jiao and fen
+/// (to the yuan), always down, in the customer's favour. A bill below one jiao (or one
+/// yuan) is not rounded to nothing: it is paid as it is.
+pub fn rounding_fen(to_pay_fen: i64, rounding: crate::proto::Rounding) -> i64 {
+    use crate::proto::Rounding;
+    assert!(to_pay_fen >= 0);
+    let unit = match rounding {
+        Rounding::Unspecified | Rounding::None => return 0,
+        Rounding::DownToJiao => 10,
+        Rounding::DownToYuan => 100,
+    };
+    if to_pay_fen < unit {
+        return 0;
+    }
+    to_pay_fen % unit
+}
+
 /// Adds to a balance, refusing to pass `limit`.
 pub fn add_within(balance: i64, amount: i64, limit: i64, what: &str) -> Result<i64> {
     match balance.checked_add(amount) {
@@ -161,6 +190,33 @@ mod tests {
         assert_eq!(check_amount(-5, "x").unwrap_err().kind, Kind::AmountNotPositive);
         assert_eq!(check_amount(AMOUNT_FEN_MAX, "x"), Ok(AMOUNT_FEN_MAX));
         assert_eq!(check_amount(AMOUNT_FEN_MAX + 1, "x").unwrap_err().kind, Kind::AmountTooLarge);
+    }
+
+    #[test]
+    fn line_amounts_round_half_up() {
+        assert_eq!(line_amount_fen(1299, 333), Ok(433)); // 432.567
+        assert_eq!(line_amount_fen(1, 500), Ok(1)); // 0.5 -> 1
+        assert_eq!(line_amount_fen(1, 499), Ok(0)); // 0.499 -> 0
+        assert_eq!(line_amount_fen(250, 3000), Ok(750));
+        assert_eq!(line_amount_fen(0, 1000), Ok(0));
+        assert_eq!(line_amount_fen(AMOUNT_FEN_MAX, 1000), Ok(AMOUNT_FEN_MAX));
+        assert_eq!(line_amount_fen(AMOUNT_FEN_MAX, 1001).unwrap_err().kind, Kind::AmountTooLarge);
+        assert_eq!(line_amount_fen(i64::MAX, i64::MAX).unwrap_err().kind, Kind::AmountTooLarge);
+    }
+
+    #[test]
+    fn rounding_lets_the_tail_go_never_the_bill() {
+        use crate::proto::Rounding;
+        assert_eq!(rounding_fen(5837, Rounding::None), 0);
+        assert_eq!(rounding_fen(5837, Rounding::Unspecified), 0);
+        assert_eq!(rounding_fen(5837, Rounding::DownToJiao), 7);
+        assert_eq!(rounding_fen(5837, Rounding::DownToYuan), 37);
+        assert_eq!(rounding_fen(5800, Rounding::DownToYuan), 0);
+        assert_eq!(rounding_fen(99, Rounding::DownToYuan), 0);
+        assert_eq!(rounding_fen(100, Rounding::DownToYuan), 0);
+        assert_eq!(rounding_fen(199, Rounding::DownToYuan), 99);
+        assert_eq!(rounding_fen(9, Rounding::DownToJiao), 0);
+        assert_eq!(rounding_fen(0, Rounding::DownToJiao), 0);
     }
 
     #[test]

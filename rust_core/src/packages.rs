@@ -56,9 +56,9 @@ pub const COUNT_USES_PER_CHECKOUT_MAX: usize = 8;
 pub const LOT_DRAWS_PER_CHECKOUT_MAX: usize = 8;
 
 /// Postings a checkout makes besides count-card uses: sales, discount, coupon discount,
-/// points redemption, one per tender (a stored-value tender two: principal and bonus),
-/// points earned/redeemed and their counterpart.
-const CHECKOUT_OTHER_POSTINGS_MAX: usize = 4 + TENDERS_MAX + 1 + 2;
+/// rounding, points redemption, two per tender (a stored-value tender: principal and
+/// bonus; several members' cards may pay), points earned/redeemed and their counterpart.
+const CHECKOUT_OTHER_POSTINGS_MAX: usize = 5 + 2 * TENDERS_MAX + 2;
 /// Count-card uses in a checkout: one uses posting per draw, at most one value posting per
 /// lot drawn, uses issued and package revenue.
 const CHECKOUT_USES_POSTINGS_MAX: usize = 2 * LOT_DRAWS_PER_CHECKOUT_MAX + 2;

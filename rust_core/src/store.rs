@@ -12,7 +12,7 @@ use crate::error::{CoreError, Kind, Result};
 pub type Db = Database<'static, Bytes, Bytes>;
 
 /// Named databases; keep in step with docs/STORAGE.md.
-pub const DATABASE_NAMES: [&str; 21] = [
+pub const DATABASE_NAMES: [&str; 26] = [
     "config",
     "members",
     "phones",
@@ -31,6 +31,11 @@ pub const DATABASE_NAMES: [&str; 21] = [
     "follow_ups",
     "subsidiaries",
     "merchant_keys",
+    "catalog",
+    "barcodes",
+    "stock",
+    "settlements",
+    "suspended_bills",
     "coupons",
     "coupon_codes",
     "member_coupons",
@@ -93,6 +98,16 @@ pub struct Dbs {
     pub subsidiaries: Db,
     /// `M` → MerchantKeys: the merchant's secrets, never in an answer
     pub merchant_keys: Db,
+    /// `M + sku` → CatalogItem
+    pub catalog: Db,
+    /// `M + barcode` → sku
+    pub barcodes: Db,
+    /// `M + store code + 0x00 + sku` → i64be(stock in thousandths of a unit)
+    pub stock: Db,
+    /// `M + u64be(checkout ledger seq)` → Settlement
+    pub settlements: Db,
+    /// `M + store code + 0x00 + u64be(bill_no)` → SuspendedBill
+    pub suspended_bills: Db,
     /// `M + u64be(coupon_id)` → Coupon
     pub coupons: Db,
     /// `M + coupon code` → u64be(coupon_id)
@@ -140,7 +155,7 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         })?
         .commit()
         .expect("never aborted");
-    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys, coupons, coupon_codes, member_coupons] =
+    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys, catalog, barcodes, stock, settlements, suspended_bills, coupons, coupon_codes, member_coupons] =
         dbs;
     let dbs = Dbs {
         config,
@@ -161,6 +176,11 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         follow_ups,
         subsidiaries,
         merchant_keys,
+        catalog,
+        barcodes,
+        stock,
+        settlements,
+        suspended_bills,
         coupons,
         coupon_codes,
         member_coupons,

@@ -3,16 +3,14 @@
 use heed::RwTxn;
 
 use crate::config::Loaded;
-use crate::error::{fail, CoreError, Kind, Result};
+use crate::error::{fail, Kind, Result};
 use crate::ledger::{self, Journal};
-use crate::money::{self, BALANCE_FEN_MAX, POINTS_MAX};
+use crate::money::{self, BALANCE_FEN_MAX};
 use crate::pin::PinCheck;
-use crate::pricing::PricedLine;
+use crate::proto::CouponTriggerEvent;
 use crate::proto::{
-    Card, CardType, CheckoutRequest, CheckoutResponse, EntryKind, LedgerEntry, Member, MemberRef, Payment,
-    PaymentMethod, RechargeRequest, RechargeResponse, Tender,
+    Card, EntryKind, LedgerEntry, Member, Payment, PaymentMethod, RechargeRequest, RechargeResponse, Tender,
 };
-use crate::proto::{CouponTriggerEvent, CouponUse};
 use crate::rules::{self, Progress};
 use crate::store::{self, Dbs};
 use crate::{annual_fee, cards, coupons, members, validate};
@@ -136,215 +134,11 @@ pub fn recharge(
 }
 
 /// Moves the member up if the transaction reached a threshold. Returns (before, after).
-fn upgrade(config: &Loaded, member: &mut Member, progress: Progress) -> Result<(String, String)> {
+pub(crate) fn upgrade(config: &Loaded, member: &mut Member, progress: Progress) -> Result<(String, String)> {
     let current = config.level_position(&member.level_code)?;
     let after = rules::level_after(config.levels(), current, progress);
     let before = std::mem::replace(&mut member.level_code, config.levels()[after].code.clone());
     Ok((before, member.level_code.clone()))
-}
-
-/// The member side of a checkout, absent for a walk-in customer (散客).
-struct Buyer {
-    member: Member,
-    /// The card presented.
-    card: Card,
-    card_type: CardType,
-    /// The card whose stored value pays: the primary card of an attached card.
-    payer: Card,
-    /// Why the payer may not pay now (a primary lost, frozen, or with its annual fee due):
-    /// refused only when stored value pays, so a cash visit on an attached card goes on.
-    payer_refusal: Option<CoreError>,
-    principal_fen: i64,
-    bonus_fen: i64,
-    points: i64,
-    level_position: usize,
-}
-
-fn buyer(context: &Context<'_>, txn: &RwTxn<'_>, reference: &MemberRef) -> Result<Buyer> {
-    let (dbs, merchant) = (context.dbs, context.merchant);
-    let (member, card) = cards::resolve(dbs, txn, merchant, Some(reference), context.now_ms)?;
-    let today = context.today();
-    cards::check_usable(&card, today)?;
-    let card_type = cards::card_type(context.config, &card.card_type)?;
-    annual_fee::check_paid(&card, &card_type, context.config, today)?;
-    let payer = cards::payer(dbs, txn, merchant, &card)?;
-    let payer_refusal = if payer.card_id == card.card_id {
-        None
-    } else {
-        let payer_type = cards::card_type(context.config, &payer.card_type)?;
-        cards::check_usable(&payer, today)
-            .and_then(|()| annual_fee::check_paid(&payer, &payer_type, context.config, today))
-            .err()
-    };
-    let (principal_fen, bonus_fen) = cards::stored_value(dbs, txn, merchant, payer.card_id)?;
-    let points = ledger::balance(dbs, txn, merchant, &ledger::member_points(member.member_id))?;
-    let level_position = context.config.level_position(&member.level_code)?;
-    Ok(Buyer { member, card, card_type, payer, payer_refusal, principal_fen, bonus_fen, points, level_position })
-}
-
-impl Buyer {
-    /// What stored value may pay: the payer's balance, within an attached card's limit.
-    fn spendable(&self) -> Spendable {
-        let card = &self.card;
-        let attached = card.primary_card_id != 0;
-        Spendable {
-            balance_fen: self.principal_fen + self.bonus_fen,
-            limit_left_fen: cards::limit_left_fen(card.spending_limit_fen, card.spent_fen).filter(|_| attached),
-        }
-    }
-}
-
-/// A bill of 0 is allowed only for what was paid before or is given: count-card uses, a
-/// timed card's visit, a trial card's (体验卡) visit.
-fn check_list_amount(list_fen: i64, request: &CheckoutRequest, buyer: Option<&Buyer>) -> Result<i64> {
-    use crate::proto::CardKind;
-    let visit_card = |b: &Buyer| matches!(cards::kind_of(&b.card_type), CardKind::TimedCard | CardKind::TrialCard);
-    let prepaid = !request.uses.is_empty() || buyer.is_some_and(visit_card);
-    if list_fen == 0 && prepaid {
-        return Ok(0);
-    }
-    money::check_amount(list_fen, "list amount")
-}
-
-pub fn checkout(
-    context: &Context<'_>,
-    txn: &mut RwTxn<'_>,
-    request: &CheckoutRequest,
-) -> Result<(CheckoutResponse, u64)> {
-    let store_code = context.config.store_code(&request.store_code)?.to_owned();
-    let (dbs, merchant) = (context.dbs, context.merchant);
-    let mut buyer = match &request.member {
-        Some(reference) => Some(buyer(context, txn, reference)?),
-        None if !request.uses.is_empty() => return fail(Kind::MemberRefMissing, "count-card uses need the card"),
-        None => None,
-    };
-    let list_fen = check_list_amount(request.list_amount_fen, request, buyer.as_ref())?;
-    let level = buyer.as_ref().map(|b| &context.config.levels()[b.level_position]);
-    let discount_bp = match &buyer {
-        Some(b) => level.map_or(0, |l| l.discount_bp).max(b.card_type.discount_bp),
-        None => 0,
-    };
-    let (_, discount_fen) = money::apply_discount(list_fen, discount_bp);
-    let (coupon_uses, due_fen) =
-        quick_coupons(context, txn, request, buyer.as_ref(), &store_code, list_fen, discount_fen)?;
-    let (points_redeemed, points_value_fen) =
-        redeem_points(context.config, buyer.as_ref(), request.points_to_redeem, due_fen)?;
-    let to_pay_fen = due_fen - points_value_fen;
-    let stored_value = buyer.as_ref().map(Buyer::spendable);
-    let mut payments = resolve_tenders(&request.tenders, to_pay_fen, stored_value)?;
-    let points_earned = level.map_or(0, |l| money::points_earned(to_pay_fen, l.milli_points_per_yuan));
-
-    let mut journal = Journal::default();
-    journal.fen(ledger::store_account(&store_code, "sales"), list_fen);
-    journal.fen(ledger::store_account(&store_code, "discount"), -discount_fen);
-    journal.fen(ledger::store_account(&store_code, "coupon_discount"), -coupons::total_fen(&coupon_uses));
-    journal.fen(ledger::POINTS_REDEMPTION.to_owned(), -points_value_fen);
-    for payment in payments.iter_mut() {
-        post_payment(context, &mut journal, buyer.as_mut(), &store_code, payment)?;
-    }
-    let mut response = CheckoutResponse {
-        list_amount_fen: list_fen,
-        discount_bp,
-        discount_fen,
-        amount_due_fen: due_fen,
-        points_redeemed,
-        points_value_fen,
-        points_earned,
-        at_ms: context.now_ms,
-        store_code: store_code.clone(),
-        ..Default::default()
-    };
-    let mut entry = LedgerEntry {
-        at_ms: context.now_ms,
-        kind: EntryKind::Checkout as i32,
-        request_id: request.request_id.clone(),
-        store_code: store_code.clone(),
-        amount_fen: due_fen,
-        ..Default::default()
-    };
-    if let Some(mut buyer) = buyer {
-        response.lot_uses =
-            crate::packages::consume(context, txn, &mut journal, &buyer.card, &request.uses, &store_code)?;
-        use_trial(&mut buyer.card, &buyer.card_type)?;
-        let id = buyer.member.member_id;
-        journal.points(ledger::member_points(id), points_earned - points_redeemed);
-        journal.points(ledger::POINTS_ISSUED.to_owned(), points_redeemed - points_earned);
-        money::add_within(buyer.points - points_redeemed, points_earned, POINTS_MAX, "points balance")?;
-        buyer.member.cumulative_spend_fen =
-            money::add_within(buyer.member.cumulative_spend_fen, due_fen, i64::MAX, "cumulative spend")?;
-        let progress = Progress {
-            cumulative_spend_fen: buyer.member.cumulative_spend_fen,
-            cumulative_recharge_fen: buyer.member.cumulative_recharge_fen,
-            single_recharge_fen: 0,
-        };
-        let (before, after) = upgrade(context.config, &mut buyer.member, progress)?;
-        store::put_record(&dbs.members, txn, &store::key_u64(merchant, id), &buyer.member)?;
-        cards::put(dbs, txn, merchant, &buyer.card)?;
-        entry.member_id = id;
-        entry.card_id = buyer.payer.card_id;
-        // A linked or group card spent another member's stored value: it is in their
-        // history too (消费明细 of the primary card's holder).
-        let stored_value_paid = payments.iter().any(|p| p.method == PaymentMethod::StoredValue as i32);
-        if stored_value_paid && buyer.payer.member_id != id {
-            entry.payer_member_id = buyer.payer.member_id;
-        }
-        response.member_id = id;
-        response.card_no = buyer.card.card_no.clone();
-        response.level_upgraded = before != after;
-        response.level_before = before;
-        response.level_after = after;
-    }
-    response.payments = payments;
-    let seq = journal.write(dbs, txn, merchant, entry)?;
-    coupons::settled(dbs, txn, merchant, &coupon_uses, seq)?;
-    response.coupon_discount_fen = coupons::total_fen(&coupon_uses);
-    response.coupons = coupon_uses;
-    if response.member_id != 0 {
-        response.balances = Some(members::balances(dbs, txn, merchant, response.member_id, context.today())?);
-    }
-    response.ledger_seq = seq;
-    Ok((response, seq))
-}
-
-/// The coupons (优惠券) of a quick checkout: its one line after the level discount, less
-/// what the coupons take. Returns what each took and the amount due.
-fn quick_coupons(
-    context: &Context<'_>,
-    txn: &mut RwTxn<'_>,
-    request: &CheckoutRequest,
-    buyer: Option<&Buyer>,
-    store_code: &str,
-    list_fen: i64,
-    discount_fen: i64,
-) -> Result<(Vec<CouponUse>, i64)> {
-    let mut lines = [PricedLine {
-        line_no: 1,
-        quantity_milli: 1000,
-        list_fen,
-        member_discount_fen: discount_fen,
-        discountable: true,
-        ..Default::default()
-    }];
-    let bill = coupons::Bill {
-        member_id: buyer.map(|b| b.member.member_id),
-        store_code,
-        today: context.today(),
-        now_ms: context.now_ms,
-    };
-    let uses = coupons::apply(context, txn, bill, &request.coupon_codes, &mut lines)?;
-    Ok((uses, lines[0].after_coupons_fen()))
-}
-
-/// A trial card (体验卡) with limited uses loses one per checkout.
-fn use_trial(card: &mut Card, card_type: &CardType) -> Result<()> {
-    if cards::kind_of(card_type) != crate::proto::CardKind::TrialCard || card_type.trial_uses == 0 {
-        return Ok(());
-    }
-    if card.trial_uses_left <= 0 {
-        return fail(Kind::TrialUsedUp, format!("trial card {} has no uses left (体验次数已用完)", card.card_no));
-    }
-    card.trial_uses_left -= 1;
-    Ok(())
 }
 
 /// The PIN gate of a stored-value payment: checked before the writer; here only its
@@ -387,35 +181,6 @@ pub fn verify_pin(context: &Context<'_>, card: &mut Card, given: bool, missing: 
     Ok(())
 }
 
-/// Points deduction (积分抵现): returns (points, their value in fen).
-fn redeem_points(config: &Loaded, buyer: Option<&Buyer>, points: i64, due_fen: i64) -> Result<(i64, i64)> {
-    if points == 0 {
-        return Ok((0, 0));
-    }
-    if !(1..=POINTS_MAX).contains(&points) {
-        return fail(Kind::PointsInvalid, format!("points_to_redeem must be 0-{POINTS_MAX}, got {points}"));
-    }
-    let Some(buyer) = buyer else {
-        return fail(Kind::PointsInvalid, "a walk-in customer has no points to redeem");
-    };
-    let redemption = config.config.points_redemption.unwrap_or_default();
-    if redemption.points_per_yuan == 0 {
-        return fail(Kind::PointsRedemptionDisabled, "this merchant does not take points at checkout");
-    }
-    let value_fen = money::points_value_fen(points, redemption.points_per_yuan)?;
-    let cap_fen = money::points_cap_fen(due_fen, redemption.max_share_bp);
-    if value_fen > cap_fen {
-        return fail(
-            Kind::PointsOverCap,
-            format!("{points} points are worth {value_fen} fen; points may pay at most {cap_fen} fen of this bill"),
-        );
-    }
-    if points > buyer.points {
-        return fail(Kind::InsufficientPoints, format!("member has {} points, {points} asked", buyer.points));
-    }
-    Ok((points, value_fen))
-}
-
 /// What stored value may pay of one bill: the paying card's principal + bonus, and for an
 /// attached card what its spending limit leaves (None: no limit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -436,20 +201,48 @@ impl Spendable {
     }
 }
 
+/// What a stored-value tender draws on: the paying card and what it may pay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    pub card_id: u64,
+    pub spendable: Spendable,
+}
+
 /// Turns the tenders into payments that add up to `to_pay_fen` exactly.
 /// `stored_value` is what the member's card may pay, None for a walk-in.
 pub fn resolve_tenders(tenders: &[Tender], to_pay_fen: i64, stored_value: Option<Spendable>) -> Result<Vec<Payment>> {
+    let sources = vec![stored_value.map(|spendable| Source { card_id: 0, spendable }); tenders.len()];
+    Ok(resolve_tenders_from(tenders, to_pay_fen, &sources)?.into_iter().map(|(_, payment)| payment).collect())
+}
+
+/// As `resolve_tenders`, with a source per tender (the buyer's card or another payer's,
+/// None where no stored value can pay). Returns each payment with its tender's position;
+/// tenders that take nothing are left out.
+pub fn resolve_tenders_from(
+    tenders: &[Tender],
+    to_pay_fen: i64,
+    sources: &[Option<Source>],
+) -> Result<Vec<(usize, Payment)>> {
+    assert_eq!(tenders.len(), sources.len(), "one source per tender");
     if tenders.len() > TENDERS_MAX {
         return fail(Kind::PaymentsMismatch, format!("at most {TENDERS_MAX} tenders per bill"));
     }
     let mut remaining = to_pay_fen;
-    let mut payments = Vec::with_capacity(tenders.len());
+    let mut payments: Vec<(usize, Payment)> = Vec::with_capacity(tenders.len());
     for (position, tender) in tenders.iter().enumerate() {
         let is_last = position + 1 == tenders.len();
-        let payment = resolve_tender(tender, remaining, is_last, stored_value, &payments)?;
+        let source = sources[position];
+        let same_card_before = tenders[..position].iter().zip(sources).any(|(earlier, earlier_source)| {
+            earlier.method == PaymentMethod::StoredValue as i32
+                && earlier_source.zip(source).is_some_and(|(a, b)| a.card_id == b.card_id)
+        });
+        if tender.method == PaymentMethod::StoredValue as i32 && same_card_before {
+            return fail(Kind::PaymentMethodInvalid, "stored value of one card appears twice among the tenders");
+        }
+        let payment = resolve_tender(tender, remaining, is_last, source.map(|s| s.spendable))?;
         remaining -= payment.amount_fen;
         if payment.amount_fen > 0 {
-            payments.push(payment);
+            payments.push((position, payment));
         }
     }
     if remaining != 0 {
@@ -461,13 +254,7 @@ pub fn resolve_tenders(tenders: &[Tender], to_pay_fen: i64, stored_value: Option
     Ok(payments)
 }
 
-fn resolve_tender(
-    tender: &Tender,
-    remaining: i64,
-    is_last: bool,
-    stored_value: Option<Spendable>,
-    earlier: &[Payment],
-) -> Result<Payment> {
+fn resolve_tender(tender: &Tender, remaining: i64, is_last: bool, stored_value: Option<Spendable>) -> Result<Payment> {
     let method = match PaymentMethod::try_from(tender.method) {
         Ok(PaymentMethod::Unspecified) | Err(_) => {
             return fail(Kind::PaymentMethodInvalid, format!("tender has no valid method ({})", tender.method))
@@ -479,8 +266,8 @@ fn resolve_tender(
     if is_stored_value && stored_value.is_none() {
         return fail(Kind::StoredValueNeedsMember, "a walk-in customer cannot pay with stored value");
     }
-    if is_stored_value && earlier.iter().any(|p| p.method == PaymentMethod::StoredValue as i32) {
-        return fail(Kind::PaymentMethodInvalid, "stored value appears twice among the tenders");
+    if !is_stored_value && tender.payer.is_some() {
+        return fail(Kind::PaymentMethodInvalid, "only a stored-value tender names a payer");
     }
     let amount_fen = if tender.take_rest {
         if tender.amount_fen != 0 {
@@ -516,8 +303,7 @@ fn resolve_tender(
         cash_received_fen,
         change_fen,
         external_ref: tender.external_ref.clone(),
-        principal_fen: 0,
-        bonus_fen: 0,
+        ..Default::default()
     })
 }
 
@@ -537,55 +323,6 @@ fn cash_change(tender: &Tender, method: PaymentMethod, amount_fen: i64) -> Resul
         );
     }
     Ok((received, received - amount_fen))
-}
-
-fn post_payment(
-    context: &Context<'_>,
-    journal: &mut Journal,
-    buyer: Option<&mut Buyer>,
-    store_code: &str,
-    payment: &mut Payment,
-) -> Result<()> {
-    let method = PaymentMethod::try_from(payment.method).expect("resolved tenders have valid methods");
-    if method != PaymentMethod::StoredValue {
-        journal.fen(takings_account(store_code, method), -payment.amount_fen);
-        return Ok(());
-    }
-    let buyer = buyer.expect("stored value was checked to have a member");
-    if let Some(refusal) = &buyer.payer_refusal {
-        return Err(refusal.clone());
-    }
-    // A subsidiary spending a PIN-protected primary's money needs its own PIN, even when
-    // its own type asks for none.
-    let payer_type = cards::card_type(context.config, &buyer.payer.card_type)?;
-    let pin_required = buyer.card_type.pin_required || payer_type.pin_required;
-    check_pin(context, &mut buyer.card, pin_required)?;
-    if buyer.card.primary_card_id != 0 {
-        let spent = money::add_within(buyer.card.spent_fen, payment.amount_fen, i64::MAX, "attached card spending")?;
-        if buyer.card.spending_limit_fen > 0 && spent > buyer.card.spending_limit_fen {
-            return fail(
-                Kind::SpendingLimit,
-                format!(
-                    "attached card {} may spend {} fen more, {} fen asked",
-                    buyer.card.card_no,
-                    buyer.card.spending_limit_fen - buyer.card.spent_fen,
-                    payment.amount_fen
-                ),
-            );
-        }
-        buyer.card.spent_fen = spent;
-    }
-    let (principal_fen, bonus_fen) = rules::split_stored_value(
-        payment.amount_fen,
-        buyer.principal_fen,
-        buyer.bonus_fen,
-        context.config.spend_order(),
-    )?;
-    payment.principal_fen = principal_fen;
-    payment.bonus_fen = bonus_fen;
-    journal.fen(ledger::card_principal(buyer.payer.card_id), -principal_fen);
-    journal.fen(ledger::card_bonus(buyer.payer.card_id), -bonus_fen);
-    Ok(())
 }
 
 #[cfg(test)]

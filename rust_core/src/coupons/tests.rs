@@ -59,6 +59,7 @@ fn kind_of_error<T: std::fmt::Debug>(result: Result<T>) -> Kind {
 fn config_with(templates: Vec<CouponTemplate>) -> MerchantConfig {
     MerchantConfig {
         stores: vec![Store { code: "S001".into(), name: "总店".into() }],
+        categories: vec![Category { code: "drinks".into(), name: "饮品".into() }],
         coupon_templates: templates,
         ..Default::default()
     }
@@ -301,6 +302,9 @@ fn config_validation() {
     assert_eq!(refused(backwards), Kind::ConfigInvalid);
     assert_eq!(refused(CouponTemplate { store_codes: vec!["S999".into()], ..cash(100) }), Kind::ConfigInvalid);
     assert_eq!(refused(CouponTemplate { skus: vec!["A".into(), "A".into()], ..cash(100) }), Kind::ConfigInvalid);
+    ok(CouponTemplate { category_codes: vec!["drinks".into()], ..cash(100) }).unwrap();
+    let unknown_category = CouponTemplate { category_codes: vec!["bakery".into()], ..cash(100) };
+    assert_eq!(refused(unknown_category), Kind::ConfigInvalid);
     assert_eq!(refused(CouponTemplate { kind: 0, ..cash(100) }), Kind::ConfigInvalid);
     let twice = config_with(vec![cash(100), cash(200)]);
     assert_eq!(kind_of_error(validate_config(&twice)), Kind::ConfigInvalid);
