@@ -22,6 +22,8 @@ from engine import audit
 from engine.proto import (
     admin_pb2,
     admin_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
     common_pb2,
     config_pb2,
     coupon_pb2,
@@ -61,7 +63,19 @@ COUPONS = config_pb2.MerchantConfig(
             upgrade_single_recharge_fen=100_000,
         ),
     ],
+    categories=[
+        config_pb2.Category(code="drinks", name="饮品 Drinks"),
+        config_pb2.Category(code="bakery", name="烘焙 Bakery"),
+    ],
     coupon_templates=[
+        _template(
+            "DRINKS",
+            config_pb2.PERCENT_OFF,
+            percent_off_bp=5000,
+            category_codes=["drinks"],
+            stackable=True,
+        ),  # fmt: skip
+        _template("FREECAKE", config_pb2.GIFT, gift_sku="CAKE", stackable=True),
         _template("CASH10", config_pb2.CASH_VOUCHER, amount_off_fen=1000, stackable=True),
         _template(
             "FULL100",
@@ -95,6 +109,7 @@ class Desk(Client):
 
     def __init__(self, channel: grpc.Channel, merchant: str) -> None:
         super().__init__(channel, merchant)
+        self.channel = channel
         self.coupons = coupon_pb2_grpc.CouponServiceStub(channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(channel)
 
@@ -155,6 +170,23 @@ class Desk(Client):
     def backup(self, destination: Path) -> None:
         request = admin_pb2.BackupRequest(destination_dir=str(destination))
         self.admin.Backup(request, timeout=TIMEOUT_S)
+
+
+ITEMS = [
+    catalog_pb2.CatalogItem(
+        sku="TEA", name="奶茶 Milk tea", category_code="drinks", retail_price_fen=1800
+    ),
+    catalog_pb2.CatalogItem(
+        sku="JUICE",
+        name="鲜榨 Juice",
+        category_code="drinks",
+        retail_price_fen=2001,
+        no_discount=True,
+    ),  # fmt: skip
+    catalog_pb2.CatalogItem(
+        sku="CAKE", name="蛋糕 Cake", category_code="bakery", retail_price_fen=2500
+    ),
+]
 
 
 def refused(status: grpc.StatusCode, reason: str, call: Callable[[], object]) -> str:
@@ -249,6 +281,44 @@ def test_level_discount_then_coupon_then_points(desk: Desk) -> None:
     paid = desk.pay(11_111, [code], P1)
     assert (paid.discount_fen, paid.coupon_fen, paid.amount_due_fen) == (1111, 2000, 8000)
     assert paid.points_earned == 160, "2 points per yuan on 80.00"
+
+
+def test_itemized_bill_category_scope_and_a_gift(desk: Desk) -> None:
+    catalog = catalog_pb2_grpc.CatalogServiceStub(desk.channel)
+    upsert = catalog_pb2.UpsertItemsRequest(request_id=desk.request_id(), items=ITEMS)
+    catalog.UpsertItems(upsert, timeout=TIMEOUT_S, metadata=desk.metadata)
+    desk.register(P1)
+    desk.recharge(20_000, phone=P1)
+    drinks = desk.issue("DRINKS", phone=P1).coupons[0].code
+    cake = desk.issue("FREECAKE", phone=P1).coupons[0].code
+    line = transaction_pb2.BillLine
+    lines = [
+        line(sku="TEA", quantity_milli=3000),  # 54.00
+        line(sku="JUICE"),  # 20.01, takes no discount
+        line(sku="CAKE", quantity_milli=2000),  # 50.00
+    ]
+    paid = desk.pay(0, [drinks, cake], P1, lines=lines)
+    # The gift first: one cake (25.00); then half of what the tea has left (27.00); the
+    # juice takes no coupon.
+    assert [(u.code, u.discount_fen) for u in paid.coupons] == [(cake, 2500), (drinks, 2700)]
+    assert [(s.line_no, s.amount_fen) for s in paid.coupons[0].lines] == [(3, 2500)]
+    assert [(s.line_no, s.amount_fen) for s in paid.coupons[1].lines] == [(1, 2700)]
+    assert [(ln.sku, ln.coupon_fen, ln.due_fen) for ln in paid.lines] == [
+        ("TEA", 2700, 2700),
+        ("JUICE", 0, 2001),
+        ("CAKE", 2500, 2500),
+    ]
+    assert (paid.coupon_fen, paid.amount_due_fen) == (5200, 7201)
+    assert desk.principal(P1) == 20_000 - 7201
+    settlement = desk.transactions.GetSettlement(
+        transaction_pb2.GetSettlementRequest(seq=paid.ledger_seq),
+        timeout=TIMEOUT_S,
+        metadata=desk.metadata,
+    ).settlement
+    assert [(u.code, u.discount_fen) for u in settlement.coupons] == [(cake, 2500), (drinks, 2700)]
+    only_juice = [line(sku="JUICE")]
+    other = desk.issue("DRINKS", phone=P1).coupons[0].code
+    refused(FAILED, "COUPON_NOT_APPLICABLE", lambda: desk.pay(0, [other], P1, lines=only_juice))
 
 
 def test_refusals_change_nothing(desk: Desk) -> None:

@@ -143,7 +143,7 @@ fn validate_terms(template: &CouponTemplate) -> Result<()> {
         return invalid(template, format!("cap_fen must be 0-{AMOUNT_FEN_MAX}, for PERCENT_OFF only"));
     }
     if uses_gift {
-        validate::code(&template.gift_sku, "gift SKU")?;
+        crate::catalog::check_sku(&template.gift_sku).map_err(|e| CoreError::new(Kind::ConfigInvalid, e.message))?;
     } else if !template.gift_sku.is_empty() {
         return invalid(template, "gift_sku is for GIFT coupons only");
     }
@@ -182,7 +182,10 @@ fn validate_scope(config: &MerchantConfig, template: &CouponTemplate) -> Result<
             return invalid(template, format!("at most {SCOPE_CODES_MAX} {what} codes"));
         }
         for (position, code) in codes.iter().enumerate() {
-            validate::code(code, what)?;
+            match what {
+                "SKU" => crate::catalog::check_sku(code).map_err(|e| CoreError::new(Kind::ConfigInvalid, e.message))?,
+                _ => validate::code(code, what)?,
+            }
             if codes[..position].contains(code) {
                 return invalid(template, format!("{what} {code:?} is listed twice"));
             }
