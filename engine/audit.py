@@ -72,6 +72,7 @@ DATABASE_NAMES = (
     "coupons",
     "coupon_codes",
     "member_coupons",
+    "settlements",
 )
 # The core opens up to 32 named databases (rust_core/src/store.rs, DATABASES_MAX).
 DATABASES_MAX = 32
@@ -146,7 +147,7 @@ INVARIANTS = {
     13: "attached cards: their primary, who holds them, their limits",
     14: "a timed card's periods end on its expires_on; card dates are dates",
     15: "a configured merchant has one member-code key of 32 bytes",
-    16: "coupons: ids, code and member indexes, templates, redemptions match their checkout",
+    16: "coupons: ids, code and member indexes, templates, redemptions match their settlement",
 }
 
 COUNT_NAMES = (
@@ -1144,7 +1145,7 @@ class _MerchantAudit:
         templates = self.coupon_templates()
         codes: dict[str, int] = {}
         owners: dict[int, int] = {}
-        redeemed: dict[int, int] = {}
+        uses_of: dict[int, tuple[int, int, int]] = {}
         previous_id = 0
         for rest, value in self.segment("coupons"):
             coupon_id = self.u64_key("coupons", rest)
@@ -1160,14 +1161,31 @@ class _MerchantAudit:
                 continue
             codes[coupon.code] = coupon_id
             owners[coupon_id] = coupon.member_id
-            for message in self.coupon_problems(coupon_id, coupon, templates, redeemed):
+            uses_of[coupon_id] = (coupon.state, coupon.redeemed_seq, coupon.restored_by_seq)
+            for message in self.coupon_problems(coupon_id, coupon, templates):
                 self.report(16, key, message)
         self.check_counter(COUNTER_COUPON_ID, previous_id, 16, "coupon")
         for seq, discount_fen in sorted(self.coupon_discounts.items()):
-            if redeemed.get(seq, 0) != discount_fen:
-                message = f"posts {discount_fen} fen of coupon discount; its coupons took "
-                self.report(16, f"ledger:{seq}", message + f"{redeemed.get(seq, 0)} fen")
+            settlement = self.settlement(seq)
+            taken = None if settlement is None else sum(u.discount_fen for u in settlement.coupons)
+            if taken != discount_fen:
+                message = (
+                    f"posts {discount_fen} fen of coupon discount; its settlement's coupons took "
+                )
+                self.report(16, f"ledger:{seq}", message + f"{taken} fen")
+            self.check_coupon_uses(seq, [] if settlement is None else settlement.coupons, uses_of)
         self.audit_coupon_indexes(codes, owners)
+
+    def check_coupon_uses(
+        self, seq: int, uses: Any, uses_of: dict[int, tuple[int, int, int]]
+    ) -> None:
+        """Each coupon a settlement used is still REDEEMED by it, or was restored since."""
+        for use in uses:
+            state, redeemed_seq, restored_by_seq = uses_of.get(use.coupon_id, (0, 0, 0))
+            used_here = state == coupon_pb2.COUPON_STATE_REDEEMED and redeemed_seq == seq
+            if not (used_here or restored_by_seq):
+                message = f"its settlement used coupon {use.coupon_id}, which is neither "
+                self.report(16, f"ledger:{seq}", message + "REDEEMED by it nor restored")
 
     def coupon_templates(self) -> set[str] | None:
         """The template codes of the config; None when it is missing or does not decode
@@ -1182,9 +1200,7 @@ class _MerchantAudit:
         except DecodeError:
             return None
 
-    def coupon_problems(
-        self, coupon_id: int, coupon: Any, templates: set[str] | None, redeemed: dict[int, int]
-    ) -> list[str]:
+    def coupon_problems(self, coupon_id: int, coupon: Any, templates: set[str] | None) -> list[str]:
         problems = []
         if coupon.coupon_id != coupon_id:
             problems.append(f"record's coupon_id is {coupon.coupon_id}")
@@ -1206,20 +1222,37 @@ class _MerchantAudit:
         if coupon.state not in COUPON_STATES_KEPT:
             problems.append(f"state {coupon.state} is not one a coupon is kept in")
         if coupon.state == coupon_pb2.COUPON_STATE_REDEEMED:
-            problems += self.redemption_problems(coupon, redeemed)
+            problems += self.redemption_problems(coupon)
         elif coupon.redeemed_seq:
             problems.append(f"not REDEEMED, yet it names checkout {coupon.redeemed_seq}")
+        if coupon.restored_by_seq and self.entry_members.get(coupon.restored_by_seq) is None:
+            problems.append(f"restored by {coupon.restored_by_seq}, which is no ledger entry")
         return problems
 
-    def redemption_problems(self, coupon: Any, redeemed: dict[int, int]) -> list[str]:
+    def settlement(self, seq: int) -> Any:
+        """The settlement kept under a checkout's seq, None if absent or undecodable."""
+        raw = self.get("settlements", _u64(seq))
+        try:
+            return None if raw is None else records_pb2.Settlement.FromString(raw)
+        except DecodeError:
+            return None
+
+    def redemption_problems(self, coupon: Any) -> list[str]:
         seq = coupon.redeemed_seq
         if coupon.discount_fen <= 0:
             return [f"REDEEMED for {coupon.discount_fen} fen"]
         if seq not in self.coupon_discounts:
             return [f"REDEEMED by {seq}, which is no entry with a coupon discount"]
-        redeemed[seq] = redeemed.get(seq, 0) + coupon.discount_fen
         if self.entry_members.get(seq) != coupon.member_id:
             return [f"REDEEMED by {seq}, an entry of member {self.entry_members.get(seq)}"]
+        settlement = self.settlement(seq)
+        uses = [] if settlement is None else settlement.coupons
+        if not any(
+            (u.coupon_id, u.discount_fen) == (coupon.coupon_id, coupon.discount_fen) for u in uses
+        ):
+            return [
+                f"REDEEMED by {seq} for {coupon.discount_fen} fen; its settlement does not say so"
+            ]
         return []
 
     def audit_coupon_indexes(self, codes: dict[str, int], owners: dict[int, int]) -> None:

@@ -92,6 +92,7 @@ class World:
     coupons: dict[tuple[str, int], coupon_pb2.Coupon] = field(default_factory=dict)
     coupon_codes: dict[tuple[str, str], int] = field(default_factory=dict)
     member_coupons: set[tuple[str, int, int]] = field(default_factory=set)
+    settlements: dict[tuple[str, int], records_pb2.Settlement] = field(default_factory=dict)
 
     def next_counter(self, merchant: str, name: str) -> int:
         value = self.counters.get((merchant, name), 0) + 1
@@ -346,6 +347,8 @@ class World:
         coupon.state = coupon_pb2.COUPON_STATE_REDEEMED
         coupon.redeemed_seq = seq
         coupon.discount_fen = discount_fen
+        settlement = self.settlements.setdefault((merchant, seq), records_pb2.Settlement(seq=seq))
+        settlement.coupons.add(coupon_id=coupon_id, code=coupon.code, discount_fen=discount_fen)
 
     # --- count packages ---
 
@@ -531,6 +534,10 @@ class World:
         ]
         rows += [("coupon_codes", key(m, c), u64(i)) for (m, c), i in self.coupon_codes.items()]
         rows += [("member_coupons", key(m, pair(i, c)), b"") for m, i, c in self.member_coupons]
+        rows += [
+            ("settlements", key(m, u64(s)), r.SerializeToString())
+            for (m, s), r in self.settlements.items()
+        ]
         return rows
 
 
@@ -1724,7 +1731,24 @@ def test_16_checkout_discount_without_its_coupon(tmp_path: Path) -> None:
     world.coupons[(M2, used)].state = coupon_pb2.COUPON_STATE_ISSUED
     world.coupons[(M2, used)].redeemed_seq = 0
     report = assert_only(world, tmp_path, 16)
-    assert any("coupon discount" in p.message for p in report.problems), report.problems
+    assert any("nor restored" in p.message for p in report.problems), report.problems
+
+
+def test_16_settlement_must_list_the_coupon(tmp_path: Path) -> None:
+    world, used, _ = coupon_world()
+    seq = world.coupons[(M2, used)].redeemed_seq
+    world.settlements[(M2, seq)].coupons[0].discount_fen = 400
+    assert_only(world, tmp_path / "less", 16)
+    del world.settlements[(M2, seq)]
+    assert_only(world, tmp_path / "none", 16)
+
+
+def test_16_restored_coupon_names_its_refund(tmp_path: Path) -> None:
+    world, _, unused = coupon_world()
+    world.coupons[(M2, unused)].restored_by_seq = 2
+    assert audit_world(world, tmp_path / "ok").problems == []
+    world.coupons[(M2, unused)].restored_by_seq = 99
+    assert_only(world, tmp_path / "gone", 16)
 
 
 def test_16_unused_coupon_names_a_checkout(tmp_path: Path) -> None:

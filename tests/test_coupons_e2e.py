@@ -321,6 +321,33 @@ def test_itemized_bill_category_scope_and_a_gift(desk: Desk) -> None:
     refused(FAILED, "COUPON_NOT_APPLICABLE", lambda: desk.pay(0, [other], P1, lines=only_juice))
 
 
+def test_a_full_refund_restores_the_coupon_a_partial_one_does_not(desk: Desk) -> None:
+    desk.register(P1)
+    desk.recharge(20_000, phone=P1)
+    code = desk.issue("CASH10", phone=P1).coupons[0].code
+    paid = desk.pay(5000, [code], P1)
+    assert paid.amount_due_fen == 4000
+
+    def refund(amount_fen: int) -> transaction_pb2.RefundResponse:
+        request = transaction_pb2.RefundRequest(
+            request_id=desk.request_id(), settlement_seq=paid.ledger_seq, amount_fen=amount_fen
+        )
+        return desk.transactions.Refund(request, timeout=TIMEOUT_S, metadata=desk.metadata)
+
+    part = refund(1000)
+    assert (part.refunded_fen, part.fully_refunded, list(part.coupons)) == (1000, False, [])
+    assert desk.coupon(code).state == CST.COUPON_STATE_REDEEMED
+    rest = refund(3000)
+    assert (rest.refunded_fen, rest.fully_refunded) == (3000, True)
+    assert [(c.code, c.restored) for c in rest.coupons] == [(code, True)]
+    view = desk.coupon(code)
+    assert (view.state, view.coupon.restored_by_seq) == (CST.COUPON_STATE_ISSUED, rest.ledger_seq)
+    assert desk.principal(P1) == 20_000
+    again = desk.pay(5000, [code], P1)
+    assert (again.coupon_fen, again.amount_due_fen) == (1000, 4000)
+    assert desk.coupon(code).coupon.redeemed_seq == again.ledger_seq
+
+
 def test_refusals_change_nothing(desk: Desk) -> None:
     desk.register(P1)
     desk.register(P2)

@@ -909,16 +909,10 @@ pub fn percent_off_fen(base_fen: i64, percent_off_bp: i32, cap_fen: i64) -> i64 
     }
 }
 
-/// What a full refund of a settlement does to a coupon it used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Restored {
-    pub code: String,
-    /// Back to ISSUED; false: its window has ended, it stays used.
-    pub restored: bool,
-}
-
-/// A full refund (退货) of the settlement `settlement_seq`: each coupon it used returns to
-/// ISSUED if `today` is still in its window, else stays REDEEMED.
+/// A full refund (退货) of the settlement `settlement_seq`, written as ledger entry
+/// `refund_seq`: each coupon it used returns to ISSUED if `today` is still in its window,
+/// else stays REDEEMED. A checkout is completed by one refund only, and a REDEEMED coupon
+/// cannot be voided, so each coupon is still as its checkout left it.
 pub fn restore(
     dbs: &Dbs,
     txn: &mut RwTxn<'_>,
@@ -927,7 +921,7 @@ pub fn restore(
     settlement_seq: u64,
     refund_seq: u64,
     today: Date,
-) -> Result<Vec<Restored>> {
+) -> Result<Vec<CouponRestore>> {
     let mut restored = Vec::with_capacity(uses.len());
     for use_ in uses {
         let mut coupon = get(dbs, txn, merchant, use_.coupon_id)?;
@@ -943,7 +937,7 @@ pub fn restore(
             coupon.discount_fen = 0;
             put(dbs, txn, merchant, &coupon)?;
         }
-        restored.push(Restored { code: coupon.code, restored: in_window });
+        restored.push(CouponRestore { code: coupon.code, restored: in_window, valid_until: coupon.valid_until });
     }
     Ok(restored)
 }

@@ -10,7 +10,9 @@ use crate::pin::PinCheck;
 use crate::proto::*;
 use crate::store::{self, Dbs};
 use crate::transactions::{self, Context};
-use crate::{catalog, coupons, lifecycle, member_code, members, packages, profiles, settle, suspended, validate};
+use crate::{
+    catalog, coupons, lifecycle, member_code, members, packages, profiles, refund, settle, suspended, validate,
+};
 
 /// Rows in one ImportMembers request at most.
 pub const IMPORT_ROWS_MAX: usize = 1000;
@@ -84,6 +86,7 @@ methods! {
         AdjustStock: AdjustStockRequest => "/mms.v1.CatalogService/AdjustStock",
         SuspendBill: SuspendBillRequest => "/mms.v1.TransactionService/SuspendBill",
         CancelSuspendedBill: CancelSuspendedBillRequest => "/mms.v1.TransactionService/CancelSuspendedBill",
+        Refund: RefundRequest => "/mms.v1.TransactionService/Refund",
         IssueCoupons: IssueCouponsRequest => "/mms.v1.CouponService/IssueCoupons",
         VoidCoupon: VoidCouponRequest => "/mms.v1.CouponService/VoidCoupon",
     }
@@ -128,6 +131,7 @@ impl ScrubSecrets for UpsertItemsRequest {}
 impl ScrubSecrets for AdjustStockRequest {}
 impl ScrubSecrets for SuspendBillRequest {}
 impl ScrubSecrets for CancelSuspendedBillRequest {}
+impl ScrubSecrets for RefundRequest {}
 impl ScrubSecrets for IssueCouponsRequest {}
 impl ScrubSecrets for VoidCouponRequest {}
 
@@ -284,6 +288,7 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
         Body::AdjustStock(r) => (catalog::adjust_stock(&context, txn, r)?.encode_to_vec(), 0),
         Body::SuspendBill(r) => (suspended::suspend(&context, txn, r)?.encode_to_vec(), 0),
         Body::CancelSuspendedBill(r) => (suspended::cancel(&context, txn, r)?.encode_to_vec(), 0),
+        Body::Refund(r) => encoded(refund::refund(&context, txn, r)?),
         Body::IssueCard(r) => encoded(lifecycle::issue(&context, txn, r)?),
         Body::ApplyCardAction(r) => encoded(lifecycle::apply_action(&context, txn, r)?),
         Body::ChangePin(r) => encoded(lifecycle::change_pin(&context, txn, r)?),

@@ -22,6 +22,7 @@ pub mod paging;
 pub mod pin;
 pub mod pricing;
 pub mod profiles;
+pub mod refund;
 
 pub mod rules;
 pub mod settle;

@@ -310,6 +310,51 @@ pub fn consume(
     Ok(lot_uses)
 }
 
+/// Gives count-card uses a refunded checkout took back to the lots they came from (the
+/// card that replaced the card, when it was replaced): the lot's value recognised for them
+/// comes back as unused value. A lot refunded (退次) since cannot take them: those uses
+/// stay used, and are not in the answer.
+pub fn give_back(
+    context: &Context<'_>,
+    txn: &mut RwTxn<'_>,
+    journal: &mut Journal,
+    card_id: u64,
+    lot_uses: &[LotUse],
+    store_code: &str,
+) -> Result<Vec<LotUse>> {
+    let (dbs, merchant) = (context.dbs, context.merchant);
+    let mut card = cards::get(dbs, txn, merchant, card_id)?;
+    while card.replaced_by_card_id != 0 {
+        card = cards::get(dbs, txn, merchant, card.replaced_by_card_id)?;
+    }
+    let mut given = Vec::with_capacity(lot_uses.len());
+    for taken in lot_uses {
+        let mut lot = find_lot(dbs, txn, merchant, &card, taken.lot_id)?;
+        if lot.refunded {
+            continue;
+        }
+        let total = i64::from(lot.uses_total);
+        let used_before = uses_used(&lot);
+        let Some(item) = lot.items.iter_mut().find(|i| i.item_code == taken.item_code) else {
+            return fail(Kind::CorruptRecord, format!("lot {} has no item {}", lot.lot_id, taken.item_code));
+        };
+        if item.uses_left + taken.uses > item.uses_total {
+            return fail(Kind::CorruptRecord, format!("lot {} would hold more uses than it was sold with", lot.lot_id));
+        }
+        item.uses_left += taken.uses;
+        let uses_left = item.uses_left;
+        let value_fen =
+            recognised_fen(lot.price_fen, used_before, total) - recognised_fen(lot.price_fen, uses_used(&lot), total);
+        journal.uses(ledger::lot_uses(lot.lot_id, &taken.item_code), i64::from(taken.uses));
+        journal.uses(ledger::USES_ISSUED.to_owned(), -i64::from(taken.uses));
+        journal.fen(ledger::lot_value(lot.lot_id), value_fen);
+        journal.fen(ledger::store_account(store_code, "package_revenue"), -value_fen);
+        put_lot(dbs, txn, merchant, &lot)?;
+        given.push(LotUse { lot_id: lot.lot_id, item_code: taken.item_code.clone(), uses: taken.uses, uses_left });
+    }
+    Ok(given)
+}
+
 /// Uses taken from one item of one lot.
 struct Draw {
     lot_index: usize,

@@ -400,6 +400,7 @@ pub fn checkout(
         lines: settled_lines(&lines, &payments),
         payments,
         points_redeemed,
+        points_earned,
         due_fen,
         staff_code: request.staff_code.clone(),
         ..Default::default()
@@ -622,6 +623,7 @@ fn settled_lines(lines: &[Line], payments: &[Payment]) -> Vec<SettledLine> {
                 } else {
                     0
                 },
+                ..Default::default()
             });
         }
     }

@@ -180,13 +180,19 @@ fn a_full_refund_restores_a_coupon_in_its_window_only() {
     let day = |text: &str| Date::parse(text).unwrap();
     let mut txn = env.write_txn().unwrap();
     let last_day = coupons::restore(&dbs, &mut txn, MERCHANT, &paid.coupons, paid.ledger_seq, 99, day("2026-03-12"));
-    assert_eq!(last_day.unwrap(), vec![coupons::Restored { code: days.code.clone(), restored: true }]);
+    assert_eq!(
+        last_day.unwrap(),
+        vec![CouponRestore { code: days.code.clone(), restored: true, valid_until: "2026-03-12".into() }]
+    );
     let restored = coupons::by_code(&dbs, &txn, MERCHANT, &days.code).unwrap();
     assert_eq!((restored.state, restored.redeemed_seq, restored.restored_by_seq), (CouponState::Issued as i32, 0, 99));
     txn.abort();
     let mut txn = env.write_txn().unwrap();
     let past = coupons::restore(&dbs, &mut txn, MERCHANT, &paid.coupons, paid.ledger_seq, 99, day("2026-03-13"));
-    assert_eq!(past.unwrap(), vec![coupons::Restored { code: days.code.clone(), restored: false }]);
+    assert_eq!(
+        past.unwrap(),
+        vec![CouponRestore { code: days.code.clone(), restored: false, valid_until: "2026-03-12".into() }]
+    );
     let kept = coupons::by_code(&dbs, &txn, MERCHANT, &days.code).unwrap();
     assert_eq!((kept.state, kept.redeemed_seq), (CouponState::Redeemed as i32, paid.ledger_seq));
     txn.abort();

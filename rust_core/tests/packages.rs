@@ -650,3 +650,33 @@ fn packages_are_checked_when_the_config_is_applied() {
     assert_eq!(h.refund("C0011", 1, PaymentMethod::Cash).unwrap().refund_fen, 6_667);
     h.finish();
 }
+
+#[test]
+fn a_refunded_visit_gives_its_uses_back_to_their_lots() {
+    let mut h = Harness::new("visit-refund");
+    h.register("13800138009", "K0009", "count");
+    h.buy("K0009", "wash-massage", vec![pay(PaymentMethod::BankCard)]).unwrap();
+    h.use_items("K0009", &[("wash", 1)]).unwrap();
+    let before = h.finish();
+    let visit = h.checkout("K0009", 2_000, vec![pay(PaymentMethod::Cash)], &[("wash", 2), ("massage", 1)]).unwrap();
+    let request = RefundRequest { settlement_seq: visit.ledger_seq, ..Default::default() };
+    let back: RefundResponse = h.call("/mms.v1.TransactionService/Refund", request).unwrap();
+    assert!(back.fully_refunded);
+    assert_eq!(back.refunded_fen, 2_000);
+    let given: Vec<(u64, &str, i32, i32)> =
+        back.lot_uses.iter().map(|u| (u.lot_id, u.item_code.as_str(), u.uses, u.uses_left)).collect();
+    assert_eq!(given, vec![(1, "wash", 2, 4), (1, "massage", 1, 5)]);
+    let after = h.finish();
+    assert_eq!(after.lots, before.lots, "the lots hold what they held before the visit");
+    for (account, balance) in &before.accounts {
+        if !account.starts_with("store/S001/sales") && !account.starts_with("store/S001/cash") {
+            assert_eq!(after.balance(account), *balance, "{account}");
+        }
+    }
+    assert_eq!(after.balance("store/S001/cash"), before.balance("store/S001/cash"));
+    let again = RefundRequest { settlement_seq: visit.ledger_seq, ..Default::default() };
+    assert_eq!(
+        h.call::<RefundResponse>("/mms.v1.TransactionService/Refund", again).unwrap_err().kind,
+        Kind::NothingToRefund
+    );
+}

@@ -54,6 +54,11 @@ with_request_id!(
     BuyPackageRequest,
     RefundPackageRequest,
     SetSpendingLimitRequest,
+    UpsertItemsRequest,
+    AdjustStockRequest,
+    SuspendBillRequest,
+    CancelSuspendedBillRequest,
+    RefundRequest,
     IssueCouponsRequest,
     VoidCouponRequest
 );
