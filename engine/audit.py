@@ -825,7 +825,7 @@ class _MerchantAudit:
             account.last_seq = seq
         self.counts["postings"] += len(postings)
         coupon_fen = sum(a for n, a, _ in postings if n.endswith("/coupon_discount"))
-        if coupon_fen:
+        if coupon_fen and entry.kind == records_pb2.CHECKOUT:  # a refund gives it back
             self.coupon_discounts[seq] = -coupon_fen
         # Checked after the whole entry: the order of postings inside one entry is no
         # moment in time, but the state after each entry is.
