@@ -14,6 +14,7 @@ from pathlib import Path
 import lmdb
 import pytest
 
+import engine.audit as auditor
 from engine.audit import (
     DATABASE_NAMES,
     PROBLEMS_MAX,
@@ -29,7 +30,7 @@ from engine.audit import (
     search_key,
     yuan,
 )
-from engine.proto import card_pb2, config_pb2, coupon_pb2, member_pb2, records_pb2
+from engine.proto import card_pb2, common_pb2, config_pb2, coupon_pb2, member_pb2, records_pb2
 
 MAP_SIZE_BYTES = 16 * 1024 * 1024
 FEN = records_pb2.FEN
@@ -347,7 +348,11 @@ class World:
         coupon.state = coupon_pb2.COUPON_STATE_REDEEMED
         coupon.redeemed_seq = seq
         coupon.discount_fen = discount_fen
-        settlement = self.settlements.setdefault((merchant, seq), records_pb2.Settlement(seq=seq))
+        entry = self.ledger[(merchant, seq)]
+        settlement = self.settlements.setdefault(
+            (merchant, seq),
+            records_pb2.Settlement(seq=seq, request_id=entry.request_id, member_id=entry.member_id),
+        )
         settlement.coupons.add(coupon_id=coupon_id, code=coupon.code, discount_fen=discount_fen)
 
     # --- count packages ---
@@ -664,6 +669,11 @@ def test_consistent_world_audits_clean(tmp_path: Path) -> None:
         "follow_ups": 2,
         "requests": 21,
         "merchant_keys": 2,
+        "catalog": 0,
+        "barcodes": 0,
+        "stock": 0,
+        "settlements": 0,
+        "suspended_bills": 0,
         "coupons": 0,
         "coupon_codes": 0,
         "member_coupons": 0,
@@ -719,7 +729,9 @@ def test_text_output_lists_problems(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main_audit(str(path), as_json=False) == 1
     out = capsys.readouterr().out
     assert "FAILED: 1 problem\n" in out
-    assert "[7] m1 members:2: cumulative_spend_fen 7, CHECKOUT entries sum to 2000" in out
+    assert (
+        "[7] m1 members:2: cumulative_spend_fen 7, CHECKOUT less REFUND entries sum to 2000" in out
+    )
 
 
 def test_a_member_may_lack_a_name_entry(tmp_path: Path) -> None:
@@ -901,8 +913,60 @@ def test_4_negative_lot_uses(tmp_path: Path) -> None:
 
 def test_4_stored_negative_balance_with_no_negative_postings(tmp_path: Path) -> None:
     world = build_world()
-    world.accounts[(M1, "member/1/points")].balance = -1
+    world.accounts[(M1, "card/1/bonus")].balance = -1
     assert invariants_of(audit_world(world, tmp_path)) == {3, 4}
+
+
+def test_4_points_below_zero_only_as_a_refund_debt() -> None:
+    spend = [("member/1/points", -50, POINTS), ("merchant/points_issued", 50, POINTS)]
+    earn = [("member/1/points", 10, POINTS), ("merchant/points_issued", -10, POINTS)]
+    debt = auditor._MerchantAudit.points_debt
+    assert debt("member/1/points", records_pb2.REFUND, spend)
+    assert debt("member/1/points", records_pb2.CHECKOUT, earn), "paying a debt down"
+    assert not debt("member/1/points", records_pb2.CHECKOUT, spend)
+    assert not debt("card/1/principal", records_pb2.REFUND, spend)
+
+
+def _settlement() -> records_pb2.Settlement:
+    """Two lines paid by stored value and cash, the first refunded in part."""
+    line_one = records_pb2.SettledLine(
+        line_no=1, quantity_milli=2000, list_fen=1000, member_discount_fen=100, rounding_fen=5,
+        due_fen=895, refunded_quantity_milli=1000, refunded_fen=448,
+        payments=[
+            records_pb2.LinePayment(payment_index=0, amount_fen=600, principal_fen=600,
+                                    refunded_fen=300, refunded_principal_fen=300),
+            records_pb2.LinePayment(payment_index=1, amount_fen=295, refunded_fen=148),
+        ],
+    )  # fmt: skip
+    line_two = records_pb2.SettledLine(
+        line_no=2, quantity_milli=1000, list_fen=500, points_fen=100, due_fen=400,
+        payments=[records_pb2.LinePayment(payment_index=1, amount_fen=400)],
+    )  # fmt: skip
+    return records_pb2.Settlement(
+        seq=7, lines=[line_one, line_two], due_fen=1395, refunded_fen=448,
+        payments=[
+            common_pb2.Payment(method=common_pb2.STORED_VALUE, amount_fen=600, principal_fen=600),
+            common_pb2.Payment(method=common_pb2.CASH, amount_fen=695),
+        ],
+    )  # fmt: skip
+
+
+def test_16_a_settlement_that_adds_up_has_no_problem() -> None:
+    assert auditor._settlement_problems(_settlement()) == []
+
+
+def test_16_settlement_problems_are_named() -> None:
+    broken = _settlement()
+    broken.lines[0].due_fen = 896
+    broken.lines[1].payments[0].refunded_fen = 401
+    broken.payments[1].amount_fen = 700
+    broken.refunded_fen = 1
+    problems = auditor._settlement_problems(broken)
+    assert "line 1: list less its steps is not its due 896" in problems
+    assert "line 1: its payments do not add up to its due" in problems
+    assert "line 2: a payment refunded beyond what it paid" in problems
+    assert "payment 1: its shares over the lines are 695" in problems
+    assert any(p.startswith("refunded_fen 1, its lines say") for p in problems)
 
 
 # --- 5: indexes and default cards -----------------------------------------------------
@@ -1691,7 +1755,7 @@ def test_problems_beyond_the_limit_are_counted_not_kept() -> None:
     assert len(sink.problems[0].message) <= 400
 
 
-# --- invariant 16: coupons ------------------------------------------------------------
+# --- invariant 18: coupons ------------------------------------------------------------
 
 
 def coupon_world() -> tuple[World, int, int]:
@@ -1708,7 +1772,7 @@ def coupon_world() -> tuple[World, int, int]:
     return world, used, unused
 
 
-def test_16_coupons_audit_clean(tmp_path: Path) -> None:
+def test_18_coupons_audit_clean(tmp_path: Path) -> None:
     world, _, _ = coupon_world()
     report = audit_world(world, tmp_path)
     assert report.problems == []
@@ -1717,69 +1781,69 @@ def test_16_coupons_audit_clean(tmp_path: Path) -> None:
     assert report.totals[M2].principal_fen == 4_700 - 300
 
 
-def test_16_redeemed_coupon_must_match_its_checkout(tmp_path: Path) -> None:
+def test_18_redeemed_coupon_must_match_its_checkout(tmp_path: Path) -> None:
     world, used, _ = coupon_world()
     world.coupons[(M2, used)].discount_fen = 499
-    assert_only(world, tmp_path / "less", 16)
+    assert_only(world, tmp_path / "less", 18)
     world.coupons[(M2, used)].discount_fen = 500
     world.coupons[(M2, used)].redeemed_seq = 1  # the recharge
-    assert_only(world, tmp_path / "recharge", 16)
+    assert_only(world, tmp_path / "recharge", 18)
 
 
-def test_16_checkout_discount_without_its_coupon(tmp_path: Path) -> None:
+def test_18_checkout_discount_without_its_coupon(tmp_path: Path) -> None:
     world, used, _ = coupon_world()
     world.coupons[(M2, used)].state = coupon_pb2.COUPON_STATE_ISSUED
     world.coupons[(M2, used)].redeemed_seq = 0
-    report = assert_only(world, tmp_path, 16)
+    report = assert_only(world, tmp_path, 18)
     assert any("nor restored" in p.message for p in report.problems), report.problems
 
 
-def test_16_settlement_must_list_the_coupon(tmp_path: Path) -> None:
+def test_18_settlement_must_list_the_coupon(tmp_path: Path) -> None:
     world, used, _ = coupon_world()
     seq = world.coupons[(M2, used)].redeemed_seq
     world.settlements[(M2, seq)].coupons[0].discount_fen = 400
-    assert_only(world, tmp_path / "less", 16)
+    assert_only(world, tmp_path / "less", 18)
     del world.settlements[(M2, seq)]
-    assert_only(world, tmp_path / "none", 16)
+    assert_only(world, tmp_path / "none", 18)
 
 
-def test_16_restored_coupon_names_its_refund(tmp_path: Path) -> None:
+def test_18_restored_coupon_names_its_refund(tmp_path: Path) -> None:
     world, _, unused = coupon_world()
     world.coupons[(M2, unused)].restored_by_seq = 2
     assert audit_world(world, tmp_path / "ok").problems == []
     world.coupons[(M2, unused)].restored_by_seq = 99
-    assert_only(world, tmp_path / "gone", 16)
+    assert_only(world, tmp_path / "gone", 18)
 
 
-def test_16_unused_coupon_names_a_checkout(tmp_path: Path) -> None:
+def test_18_unused_coupon_names_a_checkout(tmp_path: Path) -> None:
     world, _, unused = coupon_world()
     world.coupons[(M2, unused)].redeemed_seq = 2
-    assert_only(world, tmp_path, 16)
+    assert_only(world, tmp_path, 18)
 
 
-def test_16_code_index_and_member_index(tmp_path: Path) -> None:
+def test_18_code_index_and_member_index(tmp_path: Path) -> None:
     world, used, unused = coupon_world()
     code = world.coupons[(M2, used)].code
     world.coupon_codes[(M2, code)] = unused
-    assert_only(world, tmp_path / "code", 16)
+    assert_only(world, tmp_path / "code", 18)
     world.coupon_codes[(M2, code)] = used
     world.member_coupons.discard((M2, 1, unused))
-    assert_only(world, tmp_path / "member", 16)
+    assert_only(world, tmp_path / "member", 18)
     world.member_coupons.add((M2, 1, unused))
     world.member_coupons.add((M2, 7, used))
-    assert_only(world, tmp_path / "stray", 16)
+    assert_only(world, tmp_path / "stray", 18)
 
 
-def test_16_template_state_window_and_ids(tmp_path: Path) -> None:
+def test_18_template_state_window_and_ids(tmp_path: Path) -> None:
     world, _, unused = coupon_world()
     world.coupons[(M2, unused)].template_code = "GONE"
-    assert_only(world, tmp_path / "template", 16)
+    assert_only(world, tmp_path / "template", 18)
     world.coupons[(M2, unused)].template_code = "CASH5"
     world.coupons[(M2, unused)].state = coupon_pb2.COUPON_STATE_EXPIRED
-    assert_only(world, tmp_path / "state", 16)
+    assert_only(world, tmp_path / "state", 18)
     world.coupons[(M2, unused)].state = coupon_pb2.COUPON_STATE_ISSUED
     world.coupons[(M2, unused)].valid_until = "2025-12-31"
-    assert_only(world, tmp_path / "window", 16)
+    assert_only(world, tmp_path / "window", 18)
     world.coupons[(M2, unused)].valid_until = "2026-01-30"
     world.counters[(M2, "coupon_id")] = 3
-    assert_only(world, tmp_path / "counter", 16)
+    assert_only(world, tmp_path / "counter", 18)

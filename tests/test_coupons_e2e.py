@@ -322,8 +322,7 @@ def test_itemized_bill_category_scope_and_a_gift(desk: Desk) -> None:
 
 
 def test_a_full_refund_restores_the_coupon_a_partial_one_does_not(tmp_path: Path) -> None:
-    """On a server of its own: the auditor does not follow refunds in cumulative spend
-    (invariant 7) yet, so only invariant 16 is asserted on its backup."""
+    """On a server of its own, audited clean after (coupons: invariant 18)."""
     server = RunningServer(tmp_path / "data")
     server.start()
     try:
@@ -334,8 +333,8 @@ def test_a_full_refund_restores_the_coupon_a_partial_one_does_not(tmp_path: Path
             desk.backup(tmp_path / "backup")
     finally:
         assert server.stop() == 0
-    problems = audit.audit(str(tmp_path / "backup")).problems
-    assert [p for p in problems if p.invariant == 16] == [], problems
+    report = audit.audit(str(tmp_path / "backup"))
+    assert report.problems == [] and report.clean, report.problems
 
 
 def _refund_and_restore(desk: Desk) -> None:
@@ -543,7 +542,7 @@ def test_the_cli_issues_lists_redeems_and_voids(
 
 def test_the_coupon_server_audits_clean(shared_server: RunningServer, tmp_path: Path) -> None:
     """Runs last in this module: every coupon, code index and redemption the tests above
-    wrote, audited from a hot backup (invariant 16), finds no problem."""
+    wrote, audited from a hot backup (invariant 18), finds no problem."""
     with shared_server.channel() as channel:
         desk = Desk(channel, "coupons-audit")
         desk.apply(COUPONS)
