@@ -28,6 +28,7 @@ from engine.proto import (
     admin_pb2,
     card_pb2,
     catalog_pb2,
+    chain_pb2,
     config_pb2,
     coupon_pb2,
     member_pb2,
@@ -60,6 +61,7 @@ CORE_SERVICES = (
     transaction_pb2.DESCRIPTOR.services_by_name["TransactionService"],
     card_pb2.DESCRIPTOR.services_by_name["CardService"],
     catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"],
+    chain_pb2.DESCRIPTOR.services_by_name["ChainService"],
     coupon_pb2.DESCRIPTOR.services_by_name["CouponService"],
 )
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"]

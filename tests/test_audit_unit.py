@@ -16,6 +16,7 @@ import pytest
 
 import engine.audit as auditor
 from engine.audit import (
+    CLEARING_DAY_KEY_BIAS,
     DATABASE_NAMES,
     PROBLEMS_MAX,
     AuditError,
@@ -30,7 +31,15 @@ from engine.audit import (
     search_key,
     yuan,
 )
-from engine.proto import card_pb2, common_pb2, config_pb2, coupon_pb2, member_pb2, records_pb2
+from engine.proto import (
+    card_pb2,
+    chain_pb2,
+    common_pb2,
+    config_pb2,
+    coupon_pb2,
+    member_pb2,
+    records_pb2,
+)
 
 MAP_SIZE_BYTES = 16 * 1024 * 1024
 FEN = records_pb2.FEN
@@ -90,6 +99,8 @@ class World:
     follow_ups: dict[tuple[str, int, int], member_pb2.FollowUp] = field(default_factory=dict)
     requests: dict[tuple[str, str], records_pb2.RequestRecord] = field(default_factory=dict)
     counters: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (merchant, day, from store, to store) -> fen: the clearing aggregate
+    clearing_days: dict[tuple[str, int, str, str], int] = field(default_factory=dict)
     coupons: dict[tuple[str, int], coupon_pb2.Coupon] = field(default_factory=dict)
     coupon_codes: dict[tuple[str, str], int] = field(default_factory=dict)
     member_coupons: set[tuple[str, int, int]] = field(default_factory=set)
@@ -234,6 +245,38 @@ class World:
             ledger_seq=seq,
         )
         return seq
+
+    def clear(
+        self, merchant: str, from_store: str, to_store: str, amount_fen: int, day: int
+    ) -> int:
+        """A walk-in entry carrying one inter-store clearing pair, and its day's cell."""
+        postings = [
+            (f"store/{from_store}/owes/{to_store}", amount_fen, FEN),
+            (f"store/{to_store}/owed_by/{from_store}", -amount_fen, FEN),
+        ]
+        seq = self.post_entry(
+            merchant, records_pb2.CHECKOUT, 0, 0, postings, self.request_id("clear", merchant)
+        )
+        cell = (merchant, day, from_store, to_store)
+        self.clearing_days[cell] = self.clearing_days.get(cell, 0) + amount_fen
+        return seq
+
+    def card_origins(self) -> dict[tuple[str, int], records_pb2.CardOrigins]:
+        """Every card holding value, its balances in one bucket at the merchant's first
+        store (where the world's money is said to come from)."""
+        origins: dict[tuple[str, int], records_pb2.CardOrigins] = {}
+        for (merchant, account), record in self.accounts.items():
+            parts = account.split("/")
+            if (
+                parts[0] != "card"
+                or record.balance <= 0
+                or (merchant, int(parts[1])) not in self.cards
+            ):
+                continue  # no buckets for what invariants 0 and 4 report
+            store = self.configs[merchant].stores[0].code
+            found = origins.setdefault((merchant, int(parts[1])), records_pb2.CardOrigins())
+            getattr(found, parts[2]).add(store_code=store, amount_fen=record.balance)
+        return origins
 
     def request_id(self, what: str, merchant: str) -> str:
         return f"{what}-{merchant}-{len(self.ledger)}"
@@ -543,6 +586,18 @@ class World:
             ("settlements", key(m, u64(s)), r.SerializeToString())
             for (m, s), r in self.settlements.items()
         ]
+        rows += [
+            ("card_origins", key(m, u64(c)), o.SerializeToString())
+            for (m, c), o in self.card_origins().items()
+        ]
+        rows += [
+            (
+                "clearing_days",
+                key(m, (d + CLEARING_DAY_KEY_BIAS).to_bytes(4, "big") + f"{a}\x00{b}".encode()),
+                chain_pb2.ClearingCell(from_store=a, to_store=b, amount_fen=v).SerializeToString(),
+            )
+            for (m, d, a, b), v in self.clearing_days.items()
+        ]
         return rows
 
 
@@ -674,6 +729,9 @@ def test_consistent_world_audits_clean(tmp_path: Path) -> None:
         "stock": 0,
         "settlements": 0,
         "suspended_bills": 0,
+        "staff": 0,
+        "card_origins": 4,
+        "clearing_days": 0,
         "coupons": 0,
         "coupon_codes": 0,
         "member_coupons": 0,
@@ -1755,7 +1813,73 @@ def test_problems_beyond_the_limit_are_counted_not_kept() -> None:
     assert len(sink.problems[0].message) <= 400
 
 
-# --- invariant 18: coupons ------------------------------------------------------------
+# --- chain effects: invariants 18 and 19 ---------------------------------------------
+
+
+def world_with_clearing() -> World:
+    world = build_world()
+    world.clear(M1, "S1", "S2", 4_500, 20_000)
+    world.clear(M1, "S1", "S2", 1, 20_001)
+    world.clear(M1, "S2", "S1", 99, 20_001)
+    return world
+
+
+def test_clearing_and_buckets_audit_clean(tmp_path: Path) -> None:
+    report = audit_world(world_with_clearing(), tmp_path)
+    assert report.problems == []
+    assert report.counts["clearing_days"] == 3
+    assert report.counts["card_origins"] == 4
+
+
+def test_18_buckets_that_do_not_add_up_to_the_balance(tmp_path: Path) -> None:
+    world = build_world()
+    path = write_world(world, tmp_path / "data")
+    origins = world.card_origins()[(M1, 1)]
+    origins.principal[0].amount_fen += 1
+    tamper(path, "card_origins", key(M1, u64(1)), origins.SerializeToString())
+    report = audit(str(path))
+    assert invariants_of(report) == {18}, report.problems
+    assert (
+        "principal buckets hold 3501 fen, the card's balance is 3500" in report.problems[0].message
+    )
+
+
+def test_18_a_store_with_two_buckets_and_a_bucket_of_zero(tmp_path: Path) -> None:
+    world = build_world()
+    path = write_world(world, tmp_path / "data")
+    origins = world.card_origins()[(M1, 1)]
+    whole = origins.principal[0].amount_fen
+    origins.principal[0].amount_fen = whole - 1
+    origins.principal.add(store_code=origins.principal[0].store_code, amount_fen=1)
+    origins.principal.add(store_code="S2", amount_fen=0)
+    tamper(path, "card_origins", key(M1, u64(1)), origins.SerializeToString())
+    messages = [p.message for p in audit(str(path)).problems]
+    assert messages == ["principal: a store has two buckets", "principal: a bucket is not positive"]
+
+
+def test_18_a_card_holding_value_without_buckets(tmp_path: Path) -> None:
+    path = write_world(build_world(), tmp_path / "data")
+    tamper(path, "card_origins", key(M1, u64(1)), None)
+    report = audit(str(path))
+    assert invariants_of(report) == {18}, report.problems
+    assert len(report.problems) == 2  # principal and bonus
+
+
+def test_19_a_day_that_does_not_add_up_to_the_clearing_accounts(tmp_path: Path) -> None:
+    world = world_with_clearing()
+    world.clearing_days[(M1, 20_001, "S1", "S2")] = 2
+    report = assert_only(world, tmp_path, 19)
+    assert "days add up to 4502 fen; store/S1/owes/S2 holds 4501" in report.problems[0].message
+
+
+def test_19_clearing_accounts_without_any_day(tmp_path: Path) -> None:
+    world = world_with_clearing()
+    del world.clearing_days[(M1, 20_001, "S2", "S1")]
+    report = assert_only(world, tmp_path, 19)
+    assert "days add up to 0 fen; store/S2/owes/S1 holds 99" in report.problems[0].message
+
+
+# --- invariant 20: coupons ------------------------------------------------------------
 
 
 def coupon_world() -> tuple[World, int, int]:
@@ -1772,7 +1896,7 @@ def coupon_world() -> tuple[World, int, int]:
     return world, used, unused
 
 
-def test_18_coupons_audit_clean(tmp_path: Path) -> None:
+def test_20_coupons_audit_clean(tmp_path: Path) -> None:
     world, _, _ = coupon_world()
     report = audit_world(world, tmp_path)
     assert report.problems == []
@@ -1781,69 +1905,69 @@ def test_18_coupons_audit_clean(tmp_path: Path) -> None:
     assert report.totals[M2].principal_fen == 4_700 - 300
 
 
-def test_18_redeemed_coupon_must_match_its_checkout(tmp_path: Path) -> None:
+def test_20_redeemed_coupon_must_match_its_checkout(tmp_path: Path) -> None:
     world, used, _ = coupon_world()
     world.coupons[(M2, used)].discount_fen = 499
-    assert_only(world, tmp_path / "less", 18)
+    assert_only(world, tmp_path / "less", 20)
     world.coupons[(M2, used)].discount_fen = 500
     world.coupons[(M2, used)].redeemed_seq = 1  # the recharge
-    assert_only(world, tmp_path / "recharge", 18)
+    assert_only(world, tmp_path / "recharge", 20)
 
 
-def test_18_checkout_discount_without_its_coupon(tmp_path: Path) -> None:
+def test_20_checkout_discount_without_its_coupon(tmp_path: Path) -> None:
     world, used, _ = coupon_world()
     world.coupons[(M2, used)].state = coupon_pb2.COUPON_STATE_ISSUED
     world.coupons[(M2, used)].redeemed_seq = 0
-    report = assert_only(world, tmp_path, 18)
+    report = assert_only(world, tmp_path, 20)
     assert any("nor restored" in p.message for p in report.problems), report.problems
 
 
-def test_18_settlement_must_list_the_coupon(tmp_path: Path) -> None:
+def test_20_settlement_must_list_the_coupon(tmp_path: Path) -> None:
     world, used, _ = coupon_world()
     seq = world.coupons[(M2, used)].redeemed_seq
     world.settlements[(M2, seq)].coupons[0].discount_fen = 400
-    assert_only(world, tmp_path / "less", 18)
+    assert_only(world, tmp_path / "less", 20)
     del world.settlements[(M2, seq)]
-    assert_only(world, tmp_path / "none", 18)
+    assert_only(world, tmp_path / "none", 20)
 
 
-def test_18_restored_coupon_names_its_refund(tmp_path: Path) -> None:
+def test_20_restored_coupon_names_its_refund(tmp_path: Path) -> None:
     world, _, unused = coupon_world()
     world.coupons[(M2, unused)].restored_by_seq = 2
     assert audit_world(world, tmp_path / "ok").problems == []
     world.coupons[(M2, unused)].restored_by_seq = 99
-    assert_only(world, tmp_path / "gone", 18)
+    assert_only(world, tmp_path / "gone", 20)
 
 
-def test_18_unused_coupon_names_a_checkout(tmp_path: Path) -> None:
+def test_20_unused_coupon_names_a_checkout(tmp_path: Path) -> None:
     world, _, unused = coupon_world()
     world.coupons[(M2, unused)].redeemed_seq = 2
-    assert_only(world, tmp_path, 18)
+    assert_only(world, tmp_path, 20)
 
 
-def test_18_code_index_and_member_index(tmp_path: Path) -> None:
+def test_20_code_index_and_member_index(tmp_path: Path) -> None:
     world, used, unused = coupon_world()
     code = world.coupons[(M2, used)].code
     world.coupon_codes[(M2, code)] = unused
-    assert_only(world, tmp_path / "code", 18)
+    assert_only(world, tmp_path / "code", 20)
     world.coupon_codes[(M2, code)] = used
     world.member_coupons.discard((M2, 1, unused))
-    assert_only(world, tmp_path / "member", 18)
+    assert_only(world, tmp_path / "member", 20)
     world.member_coupons.add((M2, 1, unused))
     world.member_coupons.add((M2, 7, used))
-    assert_only(world, tmp_path / "stray", 18)
+    assert_only(world, tmp_path / "stray", 20)
 
 
-def test_18_template_state_window_and_ids(tmp_path: Path) -> None:
+def test_20_template_state_window_and_ids(tmp_path: Path) -> None:
     world, _, unused = coupon_world()
     world.coupons[(M2, unused)].template_code = "GONE"
-    assert_only(world, tmp_path / "template", 18)
+    assert_only(world, tmp_path / "template", 20)
     world.coupons[(M2, unused)].template_code = "CASH5"
     world.coupons[(M2, unused)].state = coupon_pb2.COUPON_STATE_EXPIRED
-    assert_only(world, tmp_path / "state", 18)
+    assert_only(world, tmp_path / "state", 20)
     world.coupons[(M2, unused)].state = coupon_pb2.COUPON_STATE_ISSUED
     world.coupons[(M2, unused)].valid_until = "2025-12-31"
-    assert_only(world, tmp_path / "window", 18)
+    assert_only(world, tmp_path / "window", 20)
     world.coupons[(M2, unused)].valid_until = "2026-01-30"
     world.counters[(M2, "coupon_id")] = 3
-    assert_only(world, tmp_path / "counter", 18)
+    assert_only(world, tmp_path / "counter", 20)

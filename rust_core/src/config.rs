@@ -203,7 +203,7 @@ pub fn validate_config(config: &MerchantConfig) -> Result<()> {
         return fail(Kind::ConfigInvalid, "unknown stock_policy");
     }
     crate::coupons::validate_config(config)?;
-    Ok(())
+    crate::chain::validate_config(config)
 }
 
 fn validate_stores(config: &MerchantConfig) -> Result<()> {

@@ -11,7 +11,7 @@ use crate::proto::*;
 use crate::store::{self, Dbs};
 use crate::transactions::{self, Context};
 use crate::{
-    catalog, coupons, lifecycle, member_code, members, packages, profiles, refund, settle, suspended, validate,
+    catalog, chain, coupons, lifecycle, member_code, members, packages, profiles, refund, settle, suspended, validate,
 };
 
 /// Rows in one ImportMembers request at most.
@@ -87,6 +87,7 @@ methods! {
         SuspendBill: SuspendBillRequest => "/mms.v1.TransactionService/SuspendBill",
         CancelSuspendedBill: CancelSuspendedBillRequest => "/mms.v1.TransactionService/CancelSuspendedBill",
         Refund: RefundRequest => "/mms.v1.TransactionService/Refund",
+        UpsertStaff: UpsertStaffRequest => "/mms.v1.ChainService/UpsertStaff",
         IssueCoupons: IssueCouponsRequest => "/mms.v1.CouponService/IssueCoupons",
         VoidCoupon: VoidCouponRequest => "/mms.v1.CouponService/VoidCoupon",
     }
@@ -104,6 +105,8 @@ methods! {
         ListItems => "/mms.v1.CatalogService/ListItems",
         ListSuspendedBills => "/mms.v1.TransactionService/ListSuspendedBills",
         GetSettlement => "/mms.v1.TransactionService/GetSettlement",
+        ListStaff => "/mms.v1.ChainService/ListStaff",
+        GetClearingMatrix => "/mms.v1.ChainService/GetClearingMatrix",
         ListCoupons => "/mms.v1.CouponService/ListCoupons",
         GetCoupon => "/mms.v1.CouponService/GetCoupon",
     }
@@ -132,6 +135,7 @@ impl ScrubSecrets for AdjustStockRequest {}
 impl ScrubSecrets for SuspendBillRequest {}
 impl ScrubSecrets for CancelSuspendedBillRequest {}
 impl ScrubSecrets for RefundRequest {}
+impl ScrubSecrets for UpsertStaffRequest {}
 impl ScrubSecrets for IssueCouponsRequest {}
 impl ScrubSecrets for VoidCouponRequest {}
 
@@ -306,6 +310,7 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
         Body::RefundPackage(r) => encoded(packages::refund(&context, txn, r)?),
         Body::RunCardMaintenance(r) => (maintenance(writer.env, &context, txn, r)?.encode_to_vec(), 0),
         Body::SetSpendingLimit(r) => encoded(lifecycle::set_spending_limit(&context, txn, r)?),
+        Body::UpsertStaff(r) => (chain::staff::upsert(&context, txn, r)?.encode_to_vec(), 0),
         Body::IssueCoupons(r) => encoded(coupons::issue(&context, txn, r)?),
         Body::VoidCoupon(r) => encoded(coupons::void(&context, txn, r)?),
     };
@@ -536,6 +541,8 @@ pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, method: Method, bytes: 
             let settlement = settle::settlement(dbs, txn, merchant, request.seq)?;
             GetSettlementResponse { settlement: Some(settlement) }.encode_to_vec()
         }
+        Method::ListStaff => chain::staff::list(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        Method::GetClearingMatrix => chain::clearing::matrix(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
         Method::ListCoupons => coupons::list(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec(),
         Method::GetCoupon => coupons::get_by_code(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec(),
         _ => return fail(Kind::UnknownMethod, format!("{} is not a read", method.full_name())),
