@@ -76,7 +76,9 @@ def test_the_bill_is_bounded_and_an_inactive_item_is_refused() -> None:
     bill.add(catalog_pb2.CatalogItem(sku="s0", name="x", retail_price_fen=1))  # same: +1
     assert len(bill) == BILL_LINES_MAX == 200 and bill.lines[0].quantity_milli == 2000
     with pytest.raises(BillError, match="停售"):
-        Bill().add(catalog_pb2.CatalogItem(sku="old", name="旧货", retail_price_fen=1, inactive=True))
+        Bill().add(
+            catalog_pb2.CatalogItem(sku="old", name="旧货", retail_price_fen=1, inactive=True)
+        )
 
 
 def test_line_amounts_round_half_up_to_the_fen() -> None:
