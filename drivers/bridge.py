@@ -525,7 +525,7 @@ class Bridge:
             key = self.at_counter.ref.WhichOneof("key")
             setattr(args, _MEMBER_KEYS[key], getattr(self.at_counter.ref, key))
         try:
-            request = cli.build_checkout_request(args, bill)
+            request = _checkout_request(args, bill)
         except cli.UsageError as error:
             self.say(f"checkout: {error}")
             return
@@ -545,7 +545,7 @@ class Bridge:
         """The bill at the counter as `mms checkout` takes a bill's lines (the shape of a
         suspended bill, lines only); None when the command brings its own (a quick
         --amount, or --item/--barcode lines); False, said why, when it cannot be settled."""
-        own = args.amount is not None or bool(args.lines)
+        own = args.amount is not None or bool(getattr(args, "lines", None))
         if not self.bill.lines:
             if not own:
                 self.say(
@@ -822,10 +822,36 @@ def _bill_command(rest: list[str]) -> Command:
     return Command("bill", action=action, line_no=line_no, value=value)
 
 
+def _checkout_request(
+    args: argparse.Namespace, bill: transaction_pb2.SuspendedBill | None
+) -> transaction_pb2.CheckoutRequest:
+    """`mms checkout`'s request (tenders, member, points, coupons, count-card uses, store,
+    staff) for `args`, settling `bill`'s lines when there is one.
+
+    Until `mms checkout` takes bill lines itself (branch issue4-cli: `--item`, `--barcode`,
+    `build_checkout_request(args, bill)`), the lines replace the request's list amount."""
+    if bill is None:
+        return cli.build_checkout_request(args)
+    args.amount = 1  # a stand-in that passes the quick bill's checks, cleared below
+    request = cli.build_checkout_request(args)
+    request.list_amount_fen = 0
+    request.lines.extend(bill.lines)
+    return request
+
+
+def _gives_amount(rest: list[str]) -> bool:
+    return any(token == "--amount" or token.startswith("--amount=") for token in rest)
+
+
 def _checkout_command(rest: list[str]) -> Command:
-    args = _cli_args(["checkout", *rest])
+    # Without --amount the checkout settles the bill at the counter; `mms checkout`'s
+    # parser wants one, so a stand-in is given and taken back (amount None: no amount).
+    given = _gives_amount(rest)
+    args = _cli_args(["checkout", *rest] if given else ["checkout", "--amount", "0", *rest])
     if args is None:
         return Command("invalid", error="checkout takes the options of `mms checkout`")
+    if not given:
+        args.amount = None
     try:
         pin = cli.read_pin(args)
     except cli.UsageError as error:
