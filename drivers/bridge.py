@@ -2,9 +2,13 @@
 reader, scanner, receipt printer, customer display and cash drawer, connected to the
 engine.
 
-A swipe or a scan looks the member up and shows them on the customer display. The
-cashier settles at the bridge's prompt with the options of `mms checkout`; the engine's
-answer is shown on the display, opens the drawer when cash was paid and is printed.
+A swipe or a scan of a member code looks the member up and shows them on the customer
+display. A scanned goods barcode is looked up in the engine's catalog and added to the
+bill at the counter (the same item again: one more of it), the item and the running
+total shown to the customer. The cashier settles at the bridge's prompt with the options
+of `mms checkout`: the bill's lines, or a quick amount; the engine's answer is shown on
+the display, opens the drawer when cash was paid and is printed, line by line with
+every pricing step the engine applied.
 The sale is the engine's: once it answered, nothing a device does undoes or repeats it.
 A printer out of paper or unplugged leaves the receipt to `reprint`; an answer that
 never came leaves the checkout to `retry` with the same request_id, which the engine
@@ -34,6 +38,7 @@ from zoneinfo import ZoneInfo
 import grpc
 from prometheus_client import CollectorRegistry, start_http_server
 
+from drivers.bill import Bill, BillError, BillLine
 from drivers.card_reader import CardRead, mask_card_no, parse_card_frame
 from drivers.config import (
     ConfigError,
@@ -42,7 +47,7 @@ from drivers.config import (
     read_token,
     state_path,
 )
-from drivers.display import PoleDisplay, Screen, amount_line
+from drivers.display import PoleDisplay, Screen, amount_line, item_line
 from drivers.engine_client import UNCERTAIN_CODES, EngineClient, error_reason
 from drivers.framing import FrameSplitter, Rejected
 from drivers.input import InputDevice
@@ -59,7 +64,13 @@ from drivers.receipt import (
 )
 from drivers.scanner import GoodsScan, MemberCode, parse_scan
 from engine import cli
-from engine.money import format_fen, parse_yuan
+from engine.money import (
+    MILLI_PER_UNIT,
+    format_fen,
+    format_fixed_point,
+    parse_fixed_point,
+    parse_yuan,
+)
 from engine.proto import common_pb2, member_pb2, transaction_pb2
 
 __all__ = ["Bridge", "Command", "main", "parse_command", "run"]
@@ -78,12 +89,21 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 
 _SIMPLE_COMMANDS = ("clear", "reprint", "drawer", "retry", "status", "help", "quit")
+_BILL_USAGE = "bill [add CODE | qty N QUANTITY | price N YUAN | remove N | clear]"
 _HELP = """\
 commands:
-  checkout --amount YUAN [--pay balance|cash|balance+cash|bank_card|scan_pay]
-           [--cash-received YUAN] [--points N] [--use ITEM=N] [--pin-stdin] [--ref R]
-           settle for the member at the counter (or the one named: --card, --phone, --qr, --id)
-  total YUAN          show the bill's total on the customer display
+  checkout [--pay balance|cash|balance+cash|bank_card|scan_pay] [--cash-received YUAN]
+           [--points N] [--coupon CODE] [--use ITEM=N] [--pin-stdin] [--ref R]
+           settle the bill at the counter (its scanned lines) for the member at the
+           counter (or the one named: --card, --phone, --qr, --id); or, with no bill,
+           a quick amount: checkout --amount YUAN ...
+  bill                the bill at the counter: its lines and list total
+  bill add CODE       add a goods barcode keyed in by hand (as a scan would)
+  bill qty N QUANTITY set line N's quantity (2, or 1.5 for kg)
+  bill price N YUAN   the price of line N, an item priced at the counter (现场定价)
+  bill remove N       take line N off the bill
+  bill clear          empty the bill
+  total YUAN          show a quick bill's total on the customer display
   member --card C | --phone P | --qr CODE | --id N     look a member up by hand
   clear               forget the member at the counter
   reprint             print the last receipt again (marked 重印 REPRINT)
@@ -91,6 +111,7 @@ commands:
   retry               send an unconfirmed checkout again (same request_id: never twice)
   status              devices, unconfirmed checkout, last receipt
   quit                stop the bridge"""
+_log = logging.getLogger("mms.bridge")
 _MEMBER_KEYS = {"card_no": "card_no", "qr": "qr", "phone": "phone", "member_id": "member_id"}
 
 
@@ -102,6 +123,12 @@ class Command:
     member: common_pb2.MemberRef | None = None
     amount_fen: int = 0
     error: str = ""
+    # `bill` commands: what to do, to which line (from 1), and the barcode or the value
+    # (a quantity in thousandths, a price in fen).
+    action: str = ""
+    line_no: int = 0
+    value: int = 0
+    code: str = ""
 
 
 @dataclass
@@ -146,6 +173,7 @@ class Bridge:
         self.at_counter: _AtCounter | None = None
         self.pending: _Pending | None = None
         self.last: SettledRecord | None = None
+        self.bill = Bill()
         devices = tuple(
             name
             for name in ("card_reader", "scanner", "printer", "display")
@@ -280,7 +308,7 @@ class Bridge:
             self._look_up(common_pb2.MemberRef(qr=item.payload))
         elif isinstance(item, GoodsScan):
             self.metrics.event(device, "goods_scanned")
-            self.say(f"goods {item.code} ({item.symbology})")
+            self._add_goods(item)
 
     def _look_up(self, ref: common_pb2.MemberRef) -> bool:
         try:
@@ -307,12 +335,138 @@ class Bridge:
         self._show(self._member_screen())
         return True
 
+    # --- goods and the bill at the counter -------------------------------------------------
+
+    def _add_goods(self, scan: GoodsScan) -> None:
+        """A goods barcode (scanned, or keyed in with `bill add`): the catalog's item goes
+        on the bill, one more of it when it is there already. A barcode the catalog does
+        not know is refused, never added."""
+        what = f"goods {scan.code} ({scan.symbology})"
+        if self._bill_in_flight():
+            self.say(f"refused: {what}: the bill's checkout is unconfirmed; `retry` it first")
+            return
+        try:
+            found = self.engine.get_item(scan.code, self.config.terminal.store)
+        except grpc.RpcError as error:
+            unknown = error.code() == grpc.StatusCode.NOT_FOUND
+            self.metrics.event("scanner", "goods_unknown" if unknown else "goods_lookup_failed")
+            reason = f"{error.code().name} {error_reason(error)}"
+            if unknown:
+                _log.warning("%s refused: not in the catalog (%s)", what, reason)
+                self.say(f"refused: {what}: not in the catalog ({reason}); not added")
+                self._show(self._bill_screen("未知商品 Unknown"))
+            else:
+                _log.error("%s: item lookup failed (%s)", what, reason)
+                self.say(f"refused: {what}: item lookup failed ({reason}); scan it again")
+                self._show(self._bill_screen("请重扫 Scan again"))
+            return
+        try:
+            number, line = self.bill.add(found.item, scan.code)
+        except BillError as error:
+            _log.warning("%s refused: %s", what, error)
+            self.say(f"refused: {what}: {error}; not added")
+            self._show(self._bill_screen("停售 Not for sale"))
+            return
+        stock = ""
+        if found.has_stock:
+            stock = f" stock {format_fixed_point(found.stock_milli, 3, trim=True)}"
+        self.say(f"{what} line {number}: {self._line_text(line)}{stock}; {self._total_text()}")
+        self._show_line(line)
+
+    def _bill_in_flight(self) -> bool:
+        """A checkout of the bill was sent and its answer has not come: the bill is the
+        one being settled, it is not changed under it."""
+        return self.pending is not None and len(self.pending.request.lines) > 0
+
+    def _bill_command(self, command: Command) -> None:
+        if command.action == "show":
+            self._show_bill()
+            return
+        if self._bill_in_flight():
+            self.say("refused: the bill's checkout is unconfirmed; `retry` it first")
+            return
+        if command.action == "add":
+            scan = parse_scan(command.code.encode("ascii", errors="replace"))
+            if not isinstance(scan, GoodsScan):
+                reason = scan.reason if hasattr(scan, "reason") else "not a goods barcode"
+                self.say(f"refused: bill add {command.code}: {reason}")
+                return
+            self._add_goods(scan)
+            return
+        if command.action == "clear":
+            self.bill.clear()
+            self.say("bill cleared")
+            self._show(self._member_screen() if self.at_counter else self._welcome())
+            return
+        try:
+            if command.action == "remove":
+                line = self.bill.remove(command.line_no)
+                self.say(f"removed line {command.line_no}: {line.name}; {self._total_text()}")
+                self._show(self._bill_screen(f"取消 {line.name}"))
+                return
+            if command.action == "qty":
+                line = self.bill.set_quantity(command.line_no, command.value)
+            else:
+                line = self.bill.set_price(command.line_no, command.value)
+        except BillError as error:
+            self.say(f"refused: bill {command.action}: {error}")
+            return
+        self.say(f"line {command.line_no}: {self._line_text(line)}; {self._total_text()}")
+        self._show_line(line)
+
+    def _show_bill(self) -> None:
+        if not self.bill.lines:
+            self.say("bill: empty")
+            return
+        for number, line in enumerate(self.bill.lines, start=1):
+            code = line.barcode or line.sku
+            self.say(f"  {number}. {code} {self._line_text(line)}")
+        self.say(f"bill: {self._total_text()}")
+
+    @staticmethod
+    def _line_text(line: BillLine) -> str:
+        quantity = format_fixed_point(line.quantity_milli, 3, trim=True)
+        if not line.priced:
+            return f"{line.name} {quantity} x ? (priced at the counter: `bill price N YUAN`)"
+        return (
+            f"{line.name} {quantity} x {format_fen(line.unit_price_fen)} "
+            f"= {format_fen(line.list_fen)}"
+        )
+
+    def _total_text(self) -> str:
+        text = f"total {format_fen(self.bill.total_fen())} ({len(self.bill)} lines)"
+        unpriced = self.bill.unpriced()
+        if unpriced:
+            text += f", line(s) {', '.join(map(str, unpriced))} to price"
+        return text
+
+    def _show_line(self, line: BillLine) -> None:
+        """The item just scanned or changed above, the bill's running total below."""
+        settings = self.config.display.display if self.config.display else None
+        columns = settings.columns if settings else 20
+        encoding = settings.encoding if settings else "gb18030"
+        name = line.name
+        if line.quantity_milli != MILLI_PER_UNIT:
+            name = f"{format_fixed_point(line.quantity_milli, 3, trim=True)}x {name}"
+        self._show(
+            self._bill_screen(
+                item_line(name, line.list_fen, columns, encoding) if line.priced else name
+            )
+        )
+
+    def _bill_screen(self, upper: str) -> Screen:
+        """`upper` above, the bill's running total (or the member's balance) below."""
+        if self.bill.lines:
+            return Screen(upper, self._amount_line("合计 Total", self.bill.total_fen()))
+        return Screen(upper, self._balance_line() if self.at_counter else "")
+
     # --- commands -----------------------------------------------------------------------
 
     def _on_command(self, command: Command) -> None:
         handlers: dict[str, Callable[[Command], None]] = {
             "checkout": self._checkout,
             "total": self._total,
+            "bill": self._bill_command,
             "member": self._member,
             "clear": self._clear,
             "reprint": lambda _c: self._reprint(),
@@ -360,6 +514,10 @@ class Bridge:
             return
         args = command.args
         assert args is not None
+        sale = self._bill_to_settle(args)
+        if sale is False:
+            return
+        bill = sale if isinstance(sale, transaction_pb2.SuspendedBill) else None
         named = cli.member_ref(args)
         if named is not None and not self._look_up(named):
             return
@@ -367,7 +525,7 @@ class Bridge:
             key = self.at_counter.ref.WhichOneof("key")
             setattr(args, _MEMBER_KEYS[key], getattr(self.at_counter.ref, key))
         try:
-            request = cli.build_checkout_request(args)
+            request = _checkout_request(args, bill)
         except cli.UsageError as error:
             self.say(f"checkout: {error}")
             return
@@ -380,6 +538,35 @@ class Bridge:
         self.pending = _Pending(request, member_name)
         self.journal.save_pending(request, member_name)
         self._send_pending()
+
+    def _bill_to_settle(
+        self, args: argparse.Namespace
+    ) -> transaction_pb2.SuspendedBill | bool | None:
+        """The bill at the counter as `mms checkout` takes a bill's lines (the shape of a
+        suspended bill, lines only); None when the command brings its own (a quick
+        --amount, or --item/--barcode lines); False, said why, when it cannot be settled."""
+        own = args.amount is not None or bool(getattr(args, "lines", None))
+        if not self.bill.lines:
+            if not own:
+                self.say(
+                    "checkout: the bill is empty: scan goods, or give --amount for a quick bill"
+                )
+                return False
+            return None
+        if own:
+            self.say(
+                f"checkout: the bill at the counter has {len(self.bill)} lines: `checkout` "
+                "without --amount, --item or --barcode settles it (or `bill clear` first)"
+            )
+            return False
+        unpriced = self.bill.unpriced()
+        if unpriced:
+            self.say(
+                f"checkout: line(s) {', '.join(map(str, unpriced))} need a price given at the "
+                "counter: `bill price N YUAN`"
+            )
+            return False
+        return transaction_pb2.SuspendedBill(lines=self.bill.request_lines())
 
     def _retry(self) -> None:
         if self.pending is None:
@@ -436,6 +623,8 @@ class Bridge:
         self.journal.clear_pending()
         self.pending = None
         self.last = record
+        if pending.request.lines:
+            self.bill.clear()  # settled: the next customer's bill starts empty
         self.metrics.checkouts.labels(outcome="replayed" if replayed else "settled").inc()
         receipt = self._receipt(record)
         self.say(
@@ -593,6 +782,8 @@ def parse_command(line: str) -> Command | None:
         if args is None:
             return Command("invalid", error="member takes one of --card, --phone, --qr, --id")
         return Command("member", member=cli.member_ref(args))
+    if name == "bill":
+        return _bill_command(rest)
     if name == "total":
         try:
             (text,) = rest
@@ -606,10 +797,61 @@ def parse_command(line: str) -> Command | None:
     return Command("invalid", error=f"unknown command {name!r}")
 
 
+def _bill_command(rest: list[str]) -> Command:
+    """`bill`, `bill add CODE`, `bill qty N QUANTITY`, `bill price N YUAN`, `bill remove N`,
+    `bill clear`."""
+    action, arguments = (rest[0], rest[1:]) if rest else ("show", [])
+    shapes = {"show": 0, "clear": 0, "add": 1, "remove": 1, "qty": 2, "price": 2}
+    if shapes.get(action) != len(arguments):
+        return Command("invalid", error=f"usage: {_BILL_USAGE}")
+    if action in ("show", "clear"):
+        return Command("bill", action=action)
+    if action == "add":
+        return Command("bill", action=action, code=arguments[0])
+    try:
+        line_no = int(arguments[0]) if arguments[0].isascii() and arguments[0].isdigit() else 0
+        if line_no < 1:
+            raise ValueError(f"line number {arguments[0]!r}: a line number from 1 (`bill`)")
+        value = 0
+        if action == "qty":
+            value = parse_fixed_point(arguments[1], 3, what="quantity")
+        elif action == "price":
+            value = parse_yuan(arguments[1])
+    except ValueError as error:
+        return Command("invalid", error=f"bill {action}: {error}")
+    return Command("bill", action=action, line_no=line_no, value=value)
+
+
+def _checkout_request(
+    args: argparse.Namespace, bill: transaction_pb2.SuspendedBill | None
+) -> transaction_pb2.CheckoutRequest:
+    """`mms checkout`'s request (tenders, member, points, coupons, count-card uses, store,
+    staff) for `args`, settling `bill`'s lines when there is one.
+
+    Until `mms checkout` takes bill lines itself (branch issue4-cli: `--item`, `--barcode`,
+    `build_checkout_request(args, bill)`), the lines replace the request's list amount."""
+    if bill is None:
+        return cli.build_checkout_request(args)
+    args.amount = 1  # a stand-in that passes the quick bill's checks, cleared below
+    request = cli.build_checkout_request(args)
+    request.list_amount_fen = 0
+    request.lines.extend(bill.lines)
+    return request
+
+
+def _gives_amount(rest: list[str]) -> bool:
+    return any(token == "--amount" or token.startswith("--amount=") for token in rest)
+
+
 def _checkout_command(rest: list[str]) -> Command:
-    args = _cli_args(["checkout", *rest])
+    # Without --amount the checkout settles the bill at the counter; `mms checkout`'s
+    # parser wants one, so a stand-in is given and taken back (amount None: no amount).
+    given = _gives_amount(rest)
+    args = _cli_args(["checkout", *rest] if given else ["checkout", "--amount", "0", *rest])
     if args is None:
         return Command("invalid", error="checkout takes the options of `mms checkout`")
+    if not given:
+        args.amount = None
     try:
         pin = cli.read_pin(args)
     except cli.UsageError as error:

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from drivers.link import DeviceMissing, SerialLink
 from engine.money import format_fen
 
-__all__ = ["DisplaySettings", "PoleDisplay", "Screen", "amount_line", "encode_screen"]
+__all__ = [
+    "DisplaySettings",
+    "PoleDisplay",
+    "Screen",
+    "amount_line",
+    "encode_screen",
+    "item_line",
+]
 
 ESC = 0x1B
 CLEAR = b"\x0c"
@@ -65,6 +72,16 @@ def amount_line(label: str, amount_fen: int, columns: int, encoding: str) -> str
         if pad >= 1 or not candidate:
             return candidate + " " * max(pad, 0) + amount
     raise AssertionError("unreachable: the empty label always fits")
+
+
+def item_line(name: str, amount_fen: int, columns: int, encoding: str) -> str:
+    """An item's name left, cut on a character boundary to leave room for its amount,
+    right-aligned and never cut ("牛奶 Milk 1L      6.50")."""
+    amount = format_fen(amount_fen)
+    room = columns - len(amount) - 1
+    shown = fit(name, max(room, 0), encoding).decode(encoding, errors="replace").rstrip()
+    pad = columns - len(shown.encode(encoding, errors="replace")) - len(amount)
+    return shown + " " * max(pad, 0) + amount
 
 
 def encode_screen(screen: Screen, settings: DisplaySettings) -> bytes:

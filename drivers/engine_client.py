@@ -1,5 +1,6 @@
-"""The bridge as a gRPC client of the engine, like any POS: member lookup, checkout, the
-merchant's config (store and level names for the receipt)."""
+"""The bridge as a gRPC client of the engine, like any POS: member lookup, item lookup by
+barcode (the catalog), checkout, the merchant's config (store and level names for the
+receipt)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from grpc_status import rpc_status
 
 from drivers.config import EngineSettings
 from engine.proto import (
+    catalog_pb2,
+    catalog_pb2_grpc,
     common_pb2,
     config_pb2,
     config_pb2_grpc,
@@ -69,6 +72,7 @@ class EngineClient:
         self._members = member_pb2_grpc.MemberServiceStub(self._channel)
         self._transactions = transaction_pb2_grpc.TransactionServiceStub(self._channel)
         self._config = config_pb2_grpc.ConfigServiceStub(self._channel)
+        self._catalog = catalog_pb2_grpc.CatalogServiceStub(self._channel)
         metadata: list[tuple[str, str]] = [(MERCHANT_METADATA_KEY, settings.merchant)]
         if token:
             metadata.append(("authorization", f"Bearer {token}"))
@@ -77,6 +81,13 @@ class EngineClient:
     def get_member(self, ref: common_pb2.MemberRef) -> member_pb2.GetMemberResponse:
         request = member_pb2.GetMemberRequest(member=ref)
         return self._members.GetMember(
+            request, timeout=self.settings.timeout_s, metadata=self._metadata
+        )
+
+    def get_item(self, barcode: str, store_code: str) -> catalog_pb2.GetItemResponse:
+        """The catalog's item of a scanned barcode, with its stock at `store_code`."""
+        request = catalog_pb2.GetItemRequest(barcode=barcode, store_code=store_code)
+        return self._catalog.GetItem(
             request, timeout=self.settings.timeout_s, metadata=self._metadata
         )
 

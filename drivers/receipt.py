@@ -21,6 +21,7 @@ from engine.money import format_fen, format_fixed_point
 from engine.proto import common_pb2, transaction_pb2
 
 __all__ = [
+    "LINE_DUE_LABEL",
     "Adjustment",
     "MemberPart",
     "PaymentLine",
@@ -49,19 +50,24 @@ _log = logging.getLogger("mms.bridge.receipt")
 
 
 @dataclass(frozen=True)
+class Adjustment:
+    """A reduction of the bill or of a line (member price or discount, coupon, points,
+    rounding), as a positive amount."""
+
+    label: str
+    amount_fen: int
+
+
+@dataclass(frozen=True)
 class ReceiptLine:
     name: str
     quantity_milli: int  # 1000 = one unit
     unit_price_fen: int
     amount_fen: int  # the line's list amount, before any discount
-
-
-@dataclass(frozen=True)
-class Adjustment:
-    """A reduction of the bill (member discount, coupon, rounding), as a positive amount."""
-
-    label: str
-    amount_fen: int
+    # An itemized line's pricing steps as the engine answered them, in the order it
+    # applies them, and what is left to pay for the line after them (due_fen).
+    steps: tuple[Adjustment, ...] = ()
+    due_fen: int | None = None
 
 
 @dataclass(frozen=True)
@@ -168,7 +174,7 @@ def receipt_from_checkout(
         number=response.ledger_seq,
         request_id=context.request_id,
         lines=lines,
-        list_total_fen=sum(line.amount_fen for line in lines),
+        list_total_fen=response.list_amount_fen,
         adjustments=adjustments,
         amount_due_fen=response.amount_due_fen,
         payments=payments,
@@ -181,45 +187,75 @@ def receipt_from_checkout(
 def _bill(
     response: transaction_pb2.CheckoutResponse,
 ) -> tuple[tuple[ReceiptLine, ...], tuple[Adjustment, ...]]:
-    """The bill's lines and reductions: itemized when the answer's lines name items, else
-    the quick checkout's one amount and its reductions."""
-    if any(line.sku for line in response.lines):
-        return itemized_lines(response.lines)
-    # A quick checkout (快速消费) answers one line without a SKU: its amount and steps.
-    line = ReceiptLine(
-        QUICK_LINE_NAME, _ONE_UNIT_MILLI, response.list_amount_fen, response.list_amount_fen
-    )
+    """The bill's lines and its reductions, from the answer's totals: itemized when the
+    answer's lines name items (each with its own steps), else the quick checkout's one
+    amount (快速消费: one line without a SKU)."""
     adjustments = []
-    if response.discount_fen:
-        percent = format_fixed_point(response.discount_bp, 2, trim=True)
-        adjustments.append(Adjustment(f"会员折扣 Discount {percent}%", response.discount_fen))
+    if any(line.sku for line in response.lines):
+        lines, _ = itemized_lines(response.lines)
+        if response.discount_fen:
+            adjustments.append(Adjustment(_MEMBER_REDUCTION, response.discount_fen))
+    else:
+        lines = (
+            ReceiptLine(
+                QUICK_LINE_NAME, _ONE_UNIT_MILLI, response.list_amount_fen, response.list_amount_fen
+            ),
+        )
+        if response.discount_fen:
+            percent = format_fixed_point(response.discount_bp, 2, trim=True)
+            adjustments.append(Adjustment(f"会员折扣 Discount {percent}%", response.discount_fen))
     if response.coupon_fen:
         adjustments.append(Adjustment("优惠券 Coupons", response.coupon_fen))
     if response.rounding_fen:
         adjustments.append(Adjustment("抹零 Rounding", response.rounding_fen))
-    return (line,), tuple(adjustments)
+    return lines, tuple(adjustments)
 
 
+_MEMBER_REDUCTION = "会员优惠 Member discount"
 # The reductions a settled line carries, by field, in the order the engine applies them
-# (docs/CHECKOUT.md); points are shown as a payment, from the answer's own fields.
+# (docs/CHECKOUT.md); the bill's totals come from the answer's own fields (points are
+# shown as a payment there).
 _LINE_REDUCTIONS = (
-    ("member_discount_fen", "会员优惠 Member discount"),
+    ("member_discount_fen", _MEMBER_REDUCTION),
     ("coupon_fen", "优惠券 Coupons"),
     ("rounding_fen", "抹零 Rounding"),
 )
+# The same steps under each line of the receipt, points included (积分抵现, step 4).
+_LINE_STEPS = (
+    ("member_discount_fen", "会员价/折扣 Member"),
+    ("coupon_fen", "优惠券 Coupon"),
+    ("points_fen", "积分抵现 Points"),
+    ("rounding_fen", "抹零 Rounding"),
+)
+LINE_STEP_INDENT = "  "
+LINE_DUE_LABEL = "小计 Line due"
 
 
 def itemized_lines(
     settled: Iterable[Any],
 ) -> tuple[tuple[ReceiptLine, ...], tuple[Adjustment, ...]]:
-    """Receipt lines and reduction rows from settled bill lines (the shape of
-    records.proto SettledLine: name or sku, quantity_milli, unit_price_fen, list_fen and
-    one field per reduction step)."""
+    """Receipt lines (each with its pricing steps and what is due for it) and the bill's
+    reduction rows summed over them, from settled bill lines (records.proto SettledLine:
+    name or sku, quantity_milli, unit_price_fen, list_fen, one field per step, due_fen)."""
     lines = []
     totals = dict.fromkeys((name for name, _ in _LINE_REDUCTIONS), 0)
     for line in settled:
         name = getattr(line, "name", "") or getattr(line, "sku", "") or QUICK_LINE_NAME
-        lines.append(ReceiptLine(name, line.quantity_milli, line.unit_price_fen, line.list_fen))
+        steps = tuple(
+            Adjustment(label, getattr(line, field_name, 0))
+            for field_name, label in _LINE_STEPS
+            if getattr(line, field_name, 0)
+        )
+        lines.append(
+            ReceiptLine(
+                name,
+                line.quantity_milli,
+                line.unit_price_fen,
+                line.list_fen,
+                steps=steps,
+                due_fen=getattr(line, "due_fen", None),
+            )
+        )
         for field_name in totals:
             totals[field_name] += getattr(line, field_name, 0)
     adjustments = tuple(
@@ -321,7 +357,11 @@ def _line_rows(receipt: Receipt, columns: int) -> list[str]:
         rows += _row(line.name, format_fen(line.amount_fen), columns)
         if line.quantity_milli != _ONE_UNIT_MILLI or line.unit_price_fen != line.amount_fen:
             quantity = format_fixed_point(line.quantity_milli, 3, trim=True)
-            rows.append(f"  {quantity} x {format_fen(line.unit_price_fen)}")
+            rows.append(f"{LINE_STEP_INDENT}{quantity} x {format_fen(line.unit_price_fen)}")
+        for step in line.steps:
+            rows += _row(LINE_STEP_INDENT + step.label, "-" + format_fen(step.amount_fen), columns)
+        if line.steps and line.due_fen is not None:
+            rows += _row(LINE_STEP_INDENT + LINE_DUE_LABEL, format_fen(line.due_fen), columns)
     rows.append(_rule(columns))
     return rows
 

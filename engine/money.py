@@ -13,10 +13,12 @@ import re
 
 __all__ = [
     "FEN_PER_YUAN",
+    "MILLI_PER_UNIT",
     "TEXT_LENGTH_MAX",
     "WHOLE_DIGITS_MAX",
     "format_fen",
     "format_fixed_point",
+    "line_amount_fen",
     "parse_fixed_point",
     "parse_yuan",
 ]
@@ -108,3 +110,16 @@ def format_fixed_point(value: int, decimals: int, *, trim: bool = False) -> str:
 def format_fen(fen: int) -> str:
     """Fen as yuan text with exactly two decimals: 5850 -> "58.50", -5 -> "-0.05"."""
     return format_fixed_point(fen, 2)
+
+
+MILLI_PER_UNIT = 1000
+
+
+def line_amount_fen(unit_price_fen: int, quantity_milli: int) -> int:
+    """A bill line's list amount as the engine computes it (rust_core money::line_amount_fen):
+    `unit_price_fen` x `quantity_milli` / 1000, rounded half up to the fen (四舍五入):
+    0.333 kg at 12.99/kg is 432.567 fen, 433. For showing a bill before it is settled; the
+    settlement's own figures are the engine's."""
+    if unit_price_fen < 0 or quantity_milli <= 0:
+        raise ValueError("a line amount needs a price >= 0 and a quantity > 0")
+    return (unit_price_fen * quantity_milli + MILLI_PER_UNIT // 2) // MILLI_PER_UNIT

@@ -68,6 +68,7 @@ def error_reason(error: grpc.RpcError) -> str:
 
 class Client:
     def __init__(self, channel: grpc.Channel, merchant: str = "default") -> None:
+        self.channel = channel
         self.config = config_pb2_grpc.ConfigServiceStub(channel)
         self.members = member_pb2_grpc.MemberServiceStub(channel)
         self.transactions = transaction_pb2_grpc.TransactionServiceStub(channel)

@@ -24,9 +24,19 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from client import Client
+from client import DEMO_CONFIG, Client
 from conftest import REPO, RunningServer
-from engine.proto import common_pb2, member_pb2
+from engine.proto import (
+    catalog_pb2,
+    catalog_pb2_grpc,
+    common_pb2,
+    config_pb2,
+    coupon_pb2,
+    coupon_pb2_grpc,
+    member_pb2,
+    records_pb2,
+    transaction_pb2,
+)
 from serial_devices import (
     WAIT_S,
     DeviceEnd,
@@ -376,13 +386,14 @@ def test_metrics_are_served_and_well_formed(
         url = bridge.expect(r"metrics on (http://\S+/metrics)")[1]
         bridge.expect_all(UP)
         counter.scanner.write(b"4006381333931\r4006381333932\r")
-        bridge.expect(r"^goods 4006381333931 \(EAN-13\)$")
+        bridge.expect(r"^refused: goods 4006381333931 \(EAN-13\): not in the catalog")
         bridge.expect(r"^scanner: not read \(EAN-13 check digit wrong")
         text = urllib.request.urlopen(url, timeout=WAIT_S).read().decode()
         for device in DEVICES:
             assert f'mms_bridge_device_up{{device="{device}"}} 1.0' in text
         assert 'mms_bridge_device_events_total{device="scanner",event="goods_scanned"} 1.0' in text
         assert 'mms_bridge_device_events_total{device="scanner",event="frame_rejected"} 1.0' in text
+        assert 'mms_bridge_device_events_total{device="scanner",event="goods_unknown"} 1.0' in text
         checked = subprocess.run(
             ["promtool", "check", "metrics"], input=text, capture_output=True, text=True
         )
@@ -590,3 +601,295 @@ def test_mms_bridge_subcommand_and_a_bad_config(tmp_path: Path) -> None:
     )
     assert ran.returncode == 2
     assert "unknown key 'baud'" in ran.stderr
+
+
+# --- goods scanned into a bill, settled itemized -----------------------------------------
+
+MILK_EAN13 = "6901234567892"
+CIG_EAN8 = "96385074"
+BREAD_UPCA = "036000291452"
+UNKNOWN_EAN13 = "4006381333931"  # a valid code the catalog does not have
+GOODS = [
+    catalog_pb2.CatalogItem(
+        sku="milk",
+        name="牛奶 Milk",
+        category_code="food",
+        retail_price_fen=650,
+        member_prices=[catalog_pb2.LevelPrice(level_code="gold", price_fen=590)],
+        barcode=MILK_EAN13,
+        track_stock=True,
+    ),
+    catalog_pb2.CatalogItem(
+        sku="bread",
+        name="面包 Bread",
+        category_code="food",
+        retail_price_fen=1299,
+        barcode=BREAD_UPCA,
+    ),
+    catalog_pb2.CatalogItem(
+        sku="cig",
+        name="香烟 Cigarettes",
+        category_code="tobacco",
+        retail_price_fen=2500,
+        no_discount=True,
+        barcode=CIG_EAN8,
+    ),
+]
+# Each step under a settled line, in the engine's order: (SettledLine field, receipt label).
+LINE_STEPS = (
+    ("member_discount_fen", "会员价/折扣 Member"),
+    ("coupon_fen", "优惠券 Coupon"),
+    ("points_fen", "积分抵现 Points"),
+    ("rounding_fen", "抹零 Rounding"),
+)
+
+
+def stock_up(shop: Client) -> str:
+    """The shop as a supermarket: categories, 抹零 to the jiao, a 3-yuan voucher, the goods
+    and 50 of milk at S001. The voucher's template code."""
+    config = config_pb2.MerchantConfig()
+    config.CopyFrom(DEMO_CONFIG)
+    config.categories.extend(
+        [
+            config_pb2.Category(code="food", name="食品 Food"),
+            config_pb2.Category(code="tobacco", name="烟酒 Tobacco"),
+        ]
+    )
+    config.rounding = config_pb2.ROUNDING_DOWN_TO_JIAO
+    config.coupon_templates.append(
+        config_pb2.CouponTemplate(
+            code="CASH3",
+            name="3元券 Voucher",
+            kind=config_pb2.CASH_VOUCHER,
+            amount_off_fen=300,
+            valid_days=30,
+        )
+    )
+    shop.apply(config)
+    catalog = catalog_pb2_grpc.CatalogServiceStub(shop.channel)
+    catalog.UpsertItems(
+        catalog_pb2.UpsertItemsRequest(request_id=shop.request_id(), items=GOODS),
+        timeout=WAIT_S,
+        metadata=shop.metadata,
+    )
+    catalog.AdjustStock(
+        catalog_pb2.AdjustStockRequest(
+            request_id=shop.request_id(),
+            store_code="S001",
+            sku="milk",
+            move=catalog_pb2.STOCK_IN,
+            quantity_milli=50_000,
+        ),
+        timeout=WAIT_S,
+        metadata=shop.metadata,
+    )
+    return "CASH3"
+
+
+def settlement(shop: Client, seq: int) -> records_pb2.Settlement:
+    request = transaction_pb2.GetSettlementRequest(seq=seq)
+    return shop.transactions.GetSettlement(
+        request, timeout=WAIT_S, metadata=shop.metadata
+    ).settlement
+
+
+def rows_of(lines: list[str]) -> list[tuple[str, str]]:
+    """Receipt rows as (label, figure): the figure is the last word, right-aligned."""
+    return [(line.rsplit(" ", 1)[0].rstrip(), line.rsplit(" ", 1)[-1]) for line in lines]
+
+
+def expected_line_rows(line: records_pb2.SettledLine) -> list[tuple[str, str]]:
+    """What the receipt must print for one settled line, from the engine's record."""
+    rows = [(line.name, yuan(line.list_fen))]
+    if line.quantity_milli != 1000 or line.unit_price_fen != line.list_fen:
+        quantity = f"{line.quantity_milli // 1000}"
+        assert line.quantity_milli % 1000 == 0
+        rows.append((f"  {quantity} x", yuan(line.unit_price_fen)))
+    steps = [
+        (f"  {label}", "-" + yuan(getattr(line, name)))
+        for name, label in LINE_STEPS
+        if getattr(line, name)
+    ]
+    rows += steps
+    if steps:
+        rows.append(("  小计 Line due", yuan(line.due_fen)))
+    return rows
+
+
+def test_scanned_goods_build_the_bill_and_settle_itemized_to_the_fen(
+    tmp_path: Path, counter: Counter, shop: Client, shared_server
+) -> None:
+    voucher = stock_up(shop)
+    shop.register("13800138010", "周八", card_no=CARD)
+    shop.recharge(300_000, card_no=CARD)  # gold: 10% off, milk at its member price 5.90
+    shop.checkout(20_000, card_no=CARD)  # earns the points redeemed below
+    coupons = coupon_pb2_grpc.CouponServiceStub(shop.channel)
+    issued = coupons.IssueCoupons(
+        coupon_pb2.IssueCouponsRequest(
+            request_id=shop.request_id(),
+            template_code=voucher,
+            member=common_pb2.MemberRef(card_no=CARD),
+        ),
+        timeout=WAIT_S,
+        metadata=shop.metadata,
+    )
+    (coupon,) = issued.coupons
+    config = write_config(tmp_path, counter, shop.metadata[0][1], shared_server.address)
+    bridge = start_bridge(tmp_path, config)
+    try:
+        counter.reader.write(SWIPE)
+        bridge.expect(r"^member #\d+ 周八")
+
+        # A scan looks the item up (with the store's stock) and shows it with the total.
+        counter.scanner.write(MILK_EAN13.encode() + b"\r")
+        bridge.expect(
+            rf"^goods {MILK_EAN13} \(EAN-13\) line 1: 牛奶 Milk 1 x 6.50 = 6.50 stock 50; "
+            r"total 6.50 \(1 lines\)$"
+        )
+        counter.wait_screen(shown("牛奶 Milk", "6.50"))
+        assert counter.screen().lower == shown("合计 Total", "6.50")
+        # The same item again: one more on its line.
+        counter.scanner.write(MILK_EAN13.encode() + b"\r")
+        bridge.expect(rf"^goods {MILK_EAN13} \(EAN-13\) line 1: 牛奶 Milk 2 x 6.50 = 13.00 ")
+        counter.wait_screen(shown("2x 牛奶 Milk", "13.00"))
+        assert counter.screen().lower == shown("合计 Total", "13.00")
+        counter.scanner.write(BREAD_UPCA.encode() + b"\r" + CIG_EAN8.encode() + b"\r")
+        bridge.expect(rf"^goods {BREAD_UPCA} \(UPC-A\) line 2: 面包 Bread 1 x 12.99 = 12.99; ")
+        bridge.expect(rf"^goods {CIG_EAN8} \(EAN-8\) line 3: 香烟 Cigarettes 1 x 25.00 = 25.00; ")
+        counter.wait_screen("香烟 Cigarette 25.00")  # the name gives way, never the amount
+        assert counter.screen().lower == shown("合计 Total", "50.99")
+
+        # An unknown barcode is refused, logged and shown; the bill is unchanged.
+        counter.scanner.write(UNKNOWN_EAN13.encode() + b"\r")
+        bridge.expect(
+            rf"^refused: goods {UNKNOWN_EAN13} \(EAN-13\): not in the catalog "
+            r"\(NOT_FOUND \w+\); not added$"
+        )
+        counter.wait_screen("未知商品 Unknown")
+        assert counter.screen().lower == shown("合计 Total", "50.99")
+        wait_until(
+            lambda: (
+                f"goods {UNKNOWN_EAN13} (EAN-13) refused: not in the catalog"
+                in bridge.log.read_text()
+            ),
+            "the refusal in the log",
+        )
+
+        # The cashier's bill commands: change a quantity, take a line off, key a code in.
+        bridge.send("bill qty 2 2")
+        bridge.expect(r"^line 2: 面包 Bread 2 x 12.99 = 25.98; total 63.98 \(3 lines\)$")
+        bridge.send("bill remove 3")
+        bridge.expect(r"^removed line 3: 香烟 Cigarettes; total 38.98 \(2 lines\)$")
+        bridge.send(f"bill add {CIG_EAN8}")
+        bridge.expect(rf"^goods {CIG_EAN8} \(EAN-8\) line 3: 香烟 Cigarettes 1 x 25.00 = 25.00; ")
+        bridge.send("bill add 96385075")  # a check digit keyed wrong
+        bridge.expect(r"^refused: bill add 96385075: EAN-8 check digit wrong")
+        bridge.send("bill")
+        bridge.expect(rf"^  1\. {MILK_EAN13} 牛奶 Milk 2 x 6.50 = 13.00$")
+        bridge.expect(rf"^  2\. {BREAD_UPCA} 面包 Bread 2 x 12.99 = 25.98$")
+        bridge.expect(rf"^  3\. {CIG_EAN8} 香烟 Cigarettes 1 x 25.00 = 25.00$")
+        bridge.expect(r"^bill: total 63.98 \(3 lines\)$")
+        bridge.send("checkout --amount 5")  # a quick amount while a bill is rung up
+        bridge.expect(r"^checkout: the bill at the counter has 3 lines")
+
+        mark = len(counter.printer.snapshot())
+        bridge.send(f"checkout --points 200 --coupon {coupon.code} --pay cash --cash-received 100")
+        settled = bridge.expect(r"^settled No. (\d+) checkout (\S+) due (\S+) change (\S+)$")
+        bridge.expect("^drawer opened$")
+        bridge.expect(rf"^receipt printed No. {settled[1]}$")
+        record = settlement(shop, int(settled[1]))
+        assert record.request_id == settled[2]
+        (receipt,) = counter.receipts(mark)
+    finally:
+        assert bridge.stop() == 0, bridge.output()
+
+    # The engine settled the scanned lines, by barcode, in scan order, with every step.
+    assert [(line.sku, line.quantity_milli) for line in record.lines] == [
+        ("milk", 2000),
+        ("bread", 2000),
+        ("cig", 1000),
+    ]
+    milk, bread, cig = record.lines
+    assert milk.member_discount_fen == 2 * (650 - 590)  # the gold member price
+    assert bread.member_discount_fen > 0 and cig.member_discount_fen == 0  # 不打折
+    for name, _label in LINE_STEPS:
+        assert sum(getattr(line, name) for line in record.lines) > 0, name
+    # The receipt: each line and its steps as the engine recorded them.
+    rows = rows_of(receipt.lines)
+    for line in record.lines:
+        expected = expected_line_rows(line)
+        start = rows.index(expected[0])
+        assert rows[start : start + len(expected)] == expected, (line.name, rows)
+    # The totals, to the fen.
+    list_fen = sum(line.list_fen for line in record.lines)
+    points_fen = sum(line.points_fen for line in record.lines)
+    due_fen = sum(line.due_fen for line in record.lines) + points_fen
+    (cash,) = record.payments
+    assert list_fen == 2 * 650 + 2 * 1299 + 2500
+    assert receipt.value("合计 Total") == yuan(list_fen)
+    assert receipt.value("会员优惠 Member discount") == "-" + yuan(
+        sum(line.member_discount_fen for line in record.lines)
+    )
+    assert receipt.value("优惠券 Coupons") == "-" + yuan(
+        sum(line.coupon_fen for line in record.lines)
+    )
+    assert receipt.value("抹零 Rounding") == "-" + yuan(
+        sum(line.rounding_fen for line in record.lines)
+    )
+    assert receipt.value("应付 Amount due") == yuan(due_fen) == settled[3]
+    assert receipt.value(f"积分抵现 Points {record.points_redeemed}") == yuan(points_fen)
+    assert record.points_redeemed == 200
+    assert cash.method == common_pb2.CASH and cash.amount_fen == due_fen - points_fen
+    assert receipt.value("现金 Cash") == yuan(cash.amount_fen)
+    assert receipt.value("找零 Change") == yuan(cash.change_fen) == settled[4]
+    assert cash.cash_received_fen - cash.amount_fen == cash.change_fen
+    # Stock went out of the terminal's store; the customer display has the engine's figures.
+    catalog = catalog_pb2_grpc.CatalogServiceStub(shop.channel)
+    milk_now = catalog.GetItem(
+        catalog_pb2.GetItemRequest(sku="milk", store_code="S001"),
+        timeout=WAIT_S,
+        metadata=shop.metadata,
+    )
+    assert milk_now.stock_milli == 48_000
+    assert counter.screen().upper == shown("应付 Due", yuan(due_fen))
+    assert counter.screen().lower == shown("找零 Change", yuan(cash.change_fen))
+    assert CARD not in bridge.output()
+
+
+def test_a_settled_bill_starts_the_next_one_empty_and_a_lost_answer_keeps_it_until_retried(
+    tmp_path: Path, counter: Counter, shop: Client, shared_server
+) -> None:
+    stock_up(shop)
+    proxy = Proxy(shared_server.address)
+    config = write_config(tmp_path, counter, shop.metadata[0][1], proxy.address)
+    bridge = start_bridge(tmp_path, config)
+    try:
+        bridge.send("checkout --pay cash")
+        bridge.expect(r"^checkout: the bill is empty")
+        counter.scanner.write(MILK_EAN13.encode() + b"\r")
+        bridge.expect(rf"^goods {MILK_EAN13} \(EAN-13\) line 1: ")
+        proxy.go_down()
+        bridge.send("checkout --pay cash")  # a walk-in
+        unconfirmed = bridge.expect(r"^unconfirmed: checkout (\S+): no answer from the engine")
+        # The bill is the one being settled: it does not change under it.
+        counter.scanner.write(CIG_EAN8.encode() + b"\r")
+        bridge.expect(rf"^refused: goods {CIG_EAN8} \(EAN-8\): the bill's checkout is unconfirmed")
+        bridge.send("bill clear")
+        bridge.expect(r"^refused: the bill's checkout is unconfirmed")
+        proxy.come_back()
+        for _ in range(100):  # until the engine is reached again; each retry is the same request
+            bridge.send("retry")
+            outcome = bridge.expect(
+                rf"^(?:settled No. \d+ checkout|unconfirmed: checkout) {unconfirmed[1]}\b"
+            )
+            if outcome[0].startswith("settled"):
+                break
+        settled = re.search(r"No\. (\d+) checkout \S+ due 6.50 change 0.00$", outcome.string)
+        assert settled, outcome.string
+        (line,) = settlement(shop, int(settled[1])).lines
+        assert (line.sku, line.quantity_milli, line.due_fen) == ("milk", 1000, 650)
+        bridge.send("bill")
+        bridge.expect(r"^bill: empty$")
+    finally:
+        assert bridge.stop() == 0, bridge.output()
+        proxy.close()

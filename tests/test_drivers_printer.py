@@ -266,3 +266,71 @@ def test_printer_on_a_serial_line_out_of_paper_and_unplugged(printer_line) -> No
     end.wait_for(b"\x1dVB\x04", mark)
     assert len(split_receipts(end.snapshot()[mark:])) == 1
     printer.link.close()
+
+
+def test_an_itemized_answer_prints_each_line_with_its_steps_and_the_answers_totals() -> None:
+    answer = transaction_pb2.CheckoutResponse(
+        member_id=7,
+        list_amount_fen=3_599,
+        discount_bp=1000,
+        discount_fen=600,
+        coupon_fen=300,
+        rounding_fen=9,
+        amount_due_fen=2_690,
+        points_redeemed=100,
+        points_value_fen=100,
+        payments=[common_pb2.Payment(method=PM.CASH, amount_fen=2_590)],
+        lines=[
+            records_pb2.SettledLine(
+                line_no=1,
+                sku="apple",
+                name="苹果 Apple (kg)",
+                quantity_milli=2000,
+                unit_price_fen=1_299,
+                list_fen=2_598,
+                member_discount_fen=600,
+                coupon_fen=300,
+                points_fen=57,
+                rounding_fen=5,
+                due_fen=1_636,
+            ),
+            records_pb2.SettledLine(
+                line_no=2,
+                sku="cig",
+                name="香烟 Cigarettes",
+                quantity_milli=1000,
+                unit_price_fen=1_001,
+                list_fen=1_001,
+                points_fen=43,
+                rounding_fen=4,
+                due_fen=954,
+            ),
+        ],
+        ledger_seq=12,
+        at_ms=1_767_225_600_000,
+    )
+    receipt = receipt_from_checkout(answer, context())
+    printout = decode_escpos(render_receipt(receipt, ReceiptLayout()))
+    text = printout.lines
+    apple = text.index(next(line for line in text if line.startswith("苹果 Apple (kg)")))
+    assert text[apple].endswith(" 25.98")
+    assert text[apple + 1 : apple + 7] == [
+        "  2 x 12.99",
+        "  会员价/折扣 Member" + " " * 7 + "-6.00",
+        "  优惠券 Coupon" + " " * 12 + "-3.00",
+        "  积分抵现 Points" + " " * 10 + "-0.57",
+        "  抹零 Rounding" + " " * 12 + "-0.05",
+        "  小计 Line due" + " " * 12 + "16.36",
+    ]
+    cig = apple + 7
+    assert text[cig].startswith("香烟 Cigarettes") and text[cig].endswith(" 10.01")
+    assert [line.split()[-1] for line in text[cig + 1 : cig + 4]] == ["-0.43", "-0.04", "9.54"]
+    # The totals are the answer's own fields, not sums made here.
+    assert printout.value("合计 Total") == "35.99"
+    assert printout.value("会员优惠 Member discount") == "-6.00"
+    assert printout.value("优惠券 Coupons") == "-3.00"
+    assert printout.value("抹零 Rounding") == "-0.09"
+    assert printout.value("应付 Amount due") == "26.90"
+    assert printout.value("积分抵现 Points 100") == "1.00"
+    assert printout.value("现金 Cash") == "25.90"
+    assert all(columns_of(line) <= 32 for line in text)
