@@ -654,16 +654,16 @@ def payment_rows(
     payments: Sequence[common_pb2.Payment], buyer_member_id: int | None, verb: str = "Paid 支付"
 ) -> list[tuple[str, str]]:
     """A row per payment. Stored value of another member than `buyer_member_id` (多人收款)
-    names whose card paid; with None, every stored-value row names its card (a refund says
-    where the money went back to)."""
+    names whose card paid ("of #2"); with None, every stored-value row names the card its
+    money went back to ("to #1"), as a refund does."""
     rows = []
     for payment in payments:
         label, value = cli._payment_row(payment, verb)
         other = payment.member_id and payment.member_id != buyer_member_id
         if payment.method == common_pb2.STORED_VALUE and other:
-            value += f" to card 卡号 {payment.card_no} of member #{payment.member_id}"
-            if buyer_member_id is not None:
-                value = value.replace(" to card", " from card", 1)
+            preposition = "to" if buyer_member_id is None else "of"
+            label += f" {preposition} #{payment.member_id}"
+            value += f" card 卡号 {payment.card_no}"
         rows.append((label, value))
     return rows
 
