@@ -48,7 +48,7 @@ from typing import Any
 import lmdb
 from google.protobuf.message import DecodeError, Message
 
-from engine.proto import card_pb2, config_pb2, member_pb2, records_pb2
+from engine.proto import card_pb2, catalog_pb2, config_pb2, member_pb2, records_pb2
 
 DATABASE_NAMES = (
     "config",
@@ -69,6 +69,11 @@ DATABASE_NAMES = (
     "requests",
     "counters",
     "merchant_keys",
+    "catalog",
+    "barcodes",
+    "stock",
+    "settlements",
+    "suspended_bills",
 )
 # The core opens up to 32 named databases (rust_core/src/store.rs, DATABASES_MAX).
 DATABASES_MAX = 32
@@ -137,6 +142,8 @@ INVARIANTS = {
     13: "attached cards: their primary, who holds them, their limits",
     14: "a timed card's periods end on its expires_on; card dates are dates",
     15: "a configured merchant has one member-code key of 32 bytes",
+    16: "settlements add up, name their checkout and refunds, never refund more than paid",
+    17: "catalog items under their SKU, barcodes index exactly the items' barcodes",
 }
 
 COUNT_NAMES = (
@@ -158,6 +165,11 @@ COUNT_NAMES = (
     "follow_ups",
     "requests",
     "merchant_keys",
+    "catalog",
+    "barcodes",
+    "stock",
+    "settlements",
+    "suspended_bills",
 )
 
 ID_PATTERN = r"([1-9][0-9]{0,19})"
@@ -168,7 +180,7 @@ LOT_ACCOUNT = re.compile(rf"lot/{ID_PATTERN}/(?:(value)|uses/({CODE_PATTERN}))")
 DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 STORE_ACCOUNT = re.compile(
     rf"store/{CODE_PATTERN}/"
-    r"(cash|bank_card|scan_pay|sales|discount|card_fees|package_revenue)"
+    r"(cash|bank_card|scan_pay|sales|discount|card_fees|package_revenue|rounding|coupon_discount)"
 )
 MERCHANT_ACCOUNT_UNITS = {
     "merchant/recharge_bonus": FEN,
@@ -578,6 +590,9 @@ class _MerchantAudit:
         self.cumulative: dict[int, list[int]] = {}
         self.request_hashes = _SeqIndex()
         self.entry_members = _SeqIndex()
+        # The kind of each entry, at the position request_hashes gives its seq.
+        self.entry_kinds = array("B")
+        self.refund_seqs: set[int] = set()
         self.entries_with_member = 0
         # seq -> the member whose card paid, for the few entries another member's card paid
         # (linked and group cards): they are listed under that member too.
@@ -620,6 +635,8 @@ class _MerchantAudit:
         self.audit_accounts()
         self.audit_requests()
         self.audit_merchant_keys()
+        self.audit_settlements()
+        self.audit_catalog()
         counts.update(self.counts)
         self.totals.members = self.counts["members"]
         self.totals.cards = self.counts["cards"]
@@ -772,8 +789,12 @@ class _MerchantAudit:
             if entry is None:
                 self.request_hashes.append(seq, 0)
                 self.entry_members.append(seq, UNKNOWN)
+                self.entry_kinds.append(0)
                 continue
             self.request_hashes.append(seq, _text_hash(entry.request_id))
+            self.entry_kinds.append(entry.kind if 0 <= entry.kind < 256 else 0)
+            if entry.kind == records_pb2.REFUND:
+                self.refund_seqs.add(seq)
             self.entry_members.append(seq, entry.member_id)
             if entry.member_id not in (0, UNKNOWN):
                 self.entries_with_member += 1
@@ -811,11 +832,20 @@ class _MerchantAudit:
         for name, _, _ in postings:
             if name.startswith(HELD_PREFIXES) and name not in self.negative_reported:
                 balance = self.accounts[name].balance
-                if balance < 0:
+                if balance < 0 and not self.points_debt(name, entry.kind, postings):
                     self.negative_reported.add(name)
                     message = f"balance {balance} after ledger entry {seq}"
                     self.report(4, f"accounts:{_printable(name)}", message)
         self.add_cumulative(key, entry)
+
+    @staticmethod
+    def points_debt(name: str, kind: int, postings: list[tuple[str, int, int]]) -> bool:
+        """Points below zero are a debt (积分欠款) when a REFUND clawed back points the
+        member had spent; any later entry may only pay it down (invariant 4)."""
+        if not MEMBER_ACCOUNT.fullmatch(name):
+            return False
+        change = sum(amount for account, amount, _ in postings if account == name)
+        return kind == records_pb2.REFUND or change > 0
 
     def add_cumulative(self, key: str, entry: records_pb2.LedgerEntry) -> None:
         if entry.kind not in KNOWN_ENTRY_KINDS:
@@ -831,6 +861,8 @@ class _MerchantAudit:
             sums[0] += entry.amount_fen
         elif entry.kind == records_pb2.CHECKOUT:
             sums[1] += entry.amount_fen
+        elif entry.kind == records_pb2.REFUND:
+            sums[1] -= entry.amount_fen
 
     def add_totals(self) -> None:
         totals = self.totals
@@ -1014,7 +1046,8 @@ class _MerchantAudit:
                 self.report(7, key, f"{message}, RECHARGE entries sum to {recharged_fen}")
             if member.cumulative_spend_fen != spent_fen:
                 message = f"cumulative_spend_fen {member.cumulative_spend_fen}"
-                self.report(7, key, f"{message}, CHECKOUT entries sum to {spent_fen}")
+                message += f", CHECKOUT less REFUND entries sum to {spent_fen}"
+                self.report(7, key, message)
         self.check_counter(COUNTER_MEMBER_ID, previous_id, 6, "member id")
         for member_id in sorted(self.cumulative):
             self.report(7, f"members:{member_id}", "ledger entries name this missing member")
@@ -1088,6 +1121,72 @@ class _MerchantAudit:
                 shown = _printable(actual, QUOTE_CHARS_MAX)
                 message = f"points at {what} {target_id}, whose {field_name} is {shown}"
                 self.report(5, key, message)
+
+    # --- invariant 16 ---
+
+    def kind_of(self, seq: int) -> int | None:
+        position = self.request_hashes.position(seq)
+        return None if position is None else self.entry_kinds[position]
+
+    def audit_settlements(self) -> None:
+        unclaimed = set(self.refund_seqs)
+        for rest, value in self.segment("settlements"):
+            seq = self.u64_key("settlements", rest)
+            if seq is None:
+                continue
+            key = f"settlements:{seq}"
+            self.counts["settlements"] += 1
+            settlement = self.decode(key, value, records_pb2.Settlement)
+            if settlement is None:
+                continue
+            self.check_settlement_entry(key, seq, settlement)
+            for message in _settlement_problems(settlement):
+                self.report(16, key, message)
+            for refund_seq in settlement.refund_seqs:
+                if self.kind_of(refund_seq) != records_pb2.REFUND:
+                    self.report(16, key, f"refund seq {refund_seq} is no REFUND entry")
+                elif refund_seq not in unclaimed:
+                    self.report(16, key, f"REFUND entry {refund_seq} is listed twice")
+                else:
+                    unclaimed.discard(refund_seq)
+        for refund_seq in sorted(unclaimed):
+            self.report(16, f"ledger:{refund_seq}", "REFUND entry that no settlement lists")
+
+    def check_settlement_entry(self, key: str, seq: int, settlement: Any) -> None:
+        if settlement.seq != seq:
+            self.report(16, key, f"record's seq field is {settlement.seq}")
+        if self.kind_of(seq) != records_pb2.CHECKOUT:
+            self.report(16, key, "the ledger entry of its seq is no CHECKOUT")
+        elif self.request_hashes.get(seq) != _text_hash(settlement.request_id):
+            self.report(16, key, "its request_id is not its CHECKOUT entry's")
+        elif self.entry_members.get(seq) != settlement.member_id:
+            self.report(16, key, "its member is not its CHECKOUT entry's")
+
+    # --- invariant 17 ---
+
+    def audit_catalog(self) -> None:
+        barcodes: dict[str, str] = {}
+        for rest, value in self.segment("catalog"):
+            key = f"catalog:{_printable(rest)}"
+            self.counts["catalog"] += 1
+            sku = self.text_key("catalog", rest)
+            item = self.decode(key, value, catalog_pb2.CatalogItem)
+            if sku is None or item is None:
+                continue
+            if item.sku != sku:
+                self.report(17, key, f"record's sku is {_printable(item.sku)}")
+            if item.barcode:
+                barcodes[item.barcode] = sku
+        for rest, value in self.segment("barcodes"):
+            key = f"barcodes:{_printable(rest)}"
+            barcode = self.text_key("barcodes", rest)
+            if barcode is None:
+                continue
+            owner = barcodes.pop(barcode, None)
+            if owner is None or owner.encode() != value:
+                self.report(17, key, f"points at {_printable(value)}, no item with that barcode")
+        for barcode, sku in sorted(barcodes.items()):
+            self.report(17, f"catalog:{_printable(sku)}", f"barcode {barcode} is not indexed")
 
     # --- invariant 15 ---
 
@@ -1308,7 +1407,8 @@ class _MerchantAudit:
                 continue
             self.check_account_name(key, name, record)
             self.check_account_sums(key, record, self.accounts.pop(name, None))
-            negative = record.balance < 0 and name.startswith(HELD_PREFIXES)
+            held = name.startswith(HELD_PREFIXES) and not MEMBER_ACCOUNT.fullmatch(name)
+            negative = record.balance < 0 and held
             if negative and name not in self.negative_reported:
                 self.report(4, key, f"stored balance is {record.balance}")
         for name in sorted(self.accounts):
@@ -1396,6 +1496,46 @@ class _MerchantAudit:
 
 
 # --- pure helpers ---------------------------------------------------------------------
+
+
+def _settlement_problems(settlement: Any) -> list[str]:
+    """What breaks invariant 16 inside one settlement: its lines, payments and refunds."""
+    problems = []
+    payment_count = len(settlement.payments)
+    by_payment = [0] * payment_count
+    refunded_fen = 0
+    for line in settlement.lines:
+        steps = (line.member_discount_fen, line.coupon_fen, line.points_fen, line.rounding_fen)
+        name = f"line {line.line_no}"
+        if min(line.list_fen, line.due_fen, *steps) < 0:
+            problems.append(f"{name} has a negative amount")
+        if line.list_fen - sum(steps) != line.due_fen:
+            problems.append(f"{name}: list less its steps is not its due {line.due_fen}")
+        if sum(share.amount_fen for share in line.payments) != line.due_fen:
+            problems.append(f"{name}: its payments do not add up to its due")
+        if not 0 <= line.refunded_quantity_milli <= line.quantity_milli:
+            problems.append(f"{name}: refunded quantity beyond its quantity")
+        if not 0 <= line.refunded_fen <= line.due_fen:
+            problems.append(f"{name}: refunded {line.refunded_fen} fen of {line.due_fen}")
+        for share in line.payments:
+            if share.payment_index >= payment_count:
+                problems.append(f"{name}: a share of payment {share.payment_index}, not one")
+                continue
+            by_payment[share.payment_index] += share.amount_fen
+            refunded_fen += share.refunded_fen
+            if not 0 <= share.refunded_fen <= share.amount_fen:
+                problems.append(f"{name}: a payment refunded beyond what it paid")
+            if not 0 <= share.refunded_principal_fen <= share.principal_fen:
+                problems.append(f"{name}: principal refunded beyond what it paid")
+    for index, payment in enumerate(settlement.payments):
+        if by_payment[index] != payment.amount_fen:
+            problems.append(f"payment {index}: its shares over the lines are {by_payment[index]}")
+    due = sum(line.due_fen + line.points_fen for line in settlement.lines)
+    if due != settlement.due_fen:
+        problems.append(f"due_fen {settlement.due_fen}, its lines say {due}")
+    if refunded_fen != settlement.refunded_fen:
+        problems.append(f"refunded_fen {settlement.refunded_fen}, its lines say {refunded_fen}")
+    return problems
 
 
 def _posting_problems(postings: list[tuple[str, int, int]]) -> list[str]:

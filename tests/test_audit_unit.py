@@ -14,6 +14,7 @@ from pathlib import Path
 import lmdb
 import pytest
 
+import engine.audit as auditor
 from engine.audit import (
     DATABASE_NAMES,
     PROBLEMS_MAX,
@@ -29,7 +30,7 @@ from engine.audit import (
     search_key,
     yuan,
 )
-from engine.proto import card_pb2, config_pb2, member_pb2, records_pb2
+from engine.proto import card_pb2, common_pb2, config_pb2, member_pb2, records_pb2
 
 MAP_SIZE_BYTES = 16 * 1024 * 1024
 FEN = records_pb2.FEN
@@ -621,6 +622,11 @@ def test_consistent_world_audits_clean(tmp_path: Path) -> None:
         "follow_ups": 2,
         "requests": 21,
         "merchant_keys": 2,
+        "catalog": 0,
+        "barcodes": 0,
+        "stock": 0,
+        "settlements": 0,
+        "suspended_bills": 0,
     }
 
 
@@ -673,7 +679,9 @@ def test_text_output_lists_problems(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main_audit(str(path), as_json=False) == 1
     out = capsys.readouterr().out
     assert "FAILED: 1 problem\n" in out
-    assert "[7] m1 members:2: cumulative_spend_fen 7, CHECKOUT entries sum to 2000" in out
+    assert (
+        "[7] m1 members:2: cumulative_spend_fen 7, CHECKOUT less REFUND entries sum to 2000" in out
+    )
 
 
 def test_a_member_may_lack_a_name_entry(tmp_path: Path) -> None:
@@ -855,8 +863,60 @@ def test_4_negative_lot_uses(tmp_path: Path) -> None:
 
 def test_4_stored_negative_balance_with_no_negative_postings(tmp_path: Path) -> None:
     world = build_world()
-    world.accounts[(M1, "member/1/points")].balance = -1
+    world.accounts[(M1, "card/1/bonus")].balance = -1
     assert invariants_of(audit_world(world, tmp_path)) == {3, 4}
+
+
+def test_4_points_below_zero_only_as_a_refund_debt() -> None:
+    spend = [("member/1/points", -50, POINTS), ("merchant/points_issued", 50, POINTS)]
+    earn = [("member/1/points", 10, POINTS), ("merchant/points_issued", -10, POINTS)]
+    debt = auditor._MerchantAudit.points_debt
+    assert debt("member/1/points", records_pb2.REFUND, spend)
+    assert debt("member/1/points", records_pb2.CHECKOUT, earn), "paying a debt down"
+    assert not debt("member/1/points", records_pb2.CHECKOUT, spend)
+    assert not debt("card/1/principal", records_pb2.REFUND, spend)
+
+
+def _settlement() -> records_pb2.Settlement:
+    """Two lines paid by stored value and cash, the first refunded in part."""
+    line_one = records_pb2.SettledLine(
+        line_no=1, quantity_milli=2000, list_fen=1000, member_discount_fen=100, rounding_fen=5,
+        due_fen=895, refunded_quantity_milli=1000, refunded_fen=448,
+        payments=[
+            records_pb2.LinePayment(payment_index=0, amount_fen=600, principal_fen=600,
+                                    refunded_fen=300, refunded_principal_fen=300),
+            records_pb2.LinePayment(payment_index=1, amount_fen=295, refunded_fen=148),
+        ],
+    )  # fmt: skip
+    line_two = records_pb2.SettledLine(
+        line_no=2, quantity_milli=1000, list_fen=500, points_fen=100, due_fen=400,
+        payments=[records_pb2.LinePayment(payment_index=1, amount_fen=400)],
+    )  # fmt: skip
+    return records_pb2.Settlement(
+        seq=7, lines=[line_one, line_two], due_fen=1395, refunded_fen=448,
+        payments=[
+            common_pb2.Payment(method=common_pb2.STORED_VALUE, amount_fen=600, principal_fen=600),
+            common_pb2.Payment(method=common_pb2.CASH, amount_fen=695),
+        ],
+    )  # fmt: skip
+
+
+def test_16_a_settlement_that_adds_up_has_no_problem() -> None:
+    assert auditor._settlement_problems(_settlement()) == []
+
+
+def test_16_settlement_problems_are_named() -> None:
+    broken = _settlement()
+    broken.lines[0].due_fen = 896
+    broken.lines[1].payments[0].refunded_fen = 401
+    broken.payments[1].amount_fen = 700
+    broken.refunded_fen = 1
+    problems = auditor._settlement_problems(broken)
+    assert "line 1: list less its steps is not its due 896" in problems
+    assert "line 1: its payments do not add up to its due" in problems
+    assert "line 2: a payment refunded beyond what it paid" in problems
+    assert "payment 1: its shares over the lines are 695" in problems
+    assert any(p.startswith("refunded_fen 1, its lines say") for p in problems)
 
 
 # --- 5: indexes and default cards -----------------------------------------------------

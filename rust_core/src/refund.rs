@@ -80,16 +80,18 @@ pub fn refund(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &RefundReques
     // HOOK(coupons): restore the coupons of a checkout refunded in full, if still valid.
     // HOOK(points): points returned and clawed back through the points batches.
     // HOOK(chain): commission, referral and clearing reversed in proportion.
+    // The part of the amount due this refund takes back: money and the points' value, as
+    // a checkout's amount_fen counts both.
+    let due_back: i64 = returned.iter().map(|r| r.line.due_fen + r.line.points_fen).sum();
     let mut entry = LedgerEntry {
         at_ms: context.now_ms,
         kind: EntryKind::Refund as i32,
         request_id: request.request_id.clone(),
         store_code: store_code.clone(),
-        amount_fen: money_fen,
+        amount_fen: due_back,
         ..Default::default()
     };
     if settlement.member_id != 0 {
-        let due_back: i64 = returned.iter().map(|r| r.line.due_fen + r.line.points_fen).sum();
         member_side(
             context,
             txn,
@@ -363,7 +365,8 @@ fn member_side(
     journal.points(ledger::member_points(id), points_returned - points_clawed_back);
     journal.points(ledger::POINTS_ISSUED.to_owned(), points_clawed_back - points_returned);
     let mut member = members::by_id(dbs, txn, merchant, id)?;
-    member.cumulative_spend_fen = (member.cumulative_spend_fen - due_back_fen).max(0);
+    member.cumulative_spend_fen -= due_back_fen;
+    assert!(member.cumulative_spend_fen >= 0, "a refund returned more spend than member {id} had");
     let before = member.level_code.clone();
     // A level this checkout earned is re-evaluated: kept if still reached, else the level
     // the member held before it at least. A level reached since by other means stays.
