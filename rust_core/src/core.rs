@@ -267,6 +267,7 @@ impl Core {
         validate::merchant_id(merchant)?;
         let mut decoded = dispatch::decode(method, request)?;
         decoded.pin = self.check_pin(merchant, &decoded)?;
+        decoded.payer_pins = self.check_payer_pins(merchant, &decoded)?;
         decoded.new_pin = match &decoded.body {
             Body::IssueCard(r) if !r.pin.is_empty() => Some(crate::pin::NewPin::from_plain(&r.pin)?),
             Body::ChangePin(r) if !r.new_pin.is_empty() => Some(crate::pin::NewPin::from_plain(&r.new_pin)?),
@@ -310,6 +311,31 @@ impl Core {
             Body::SetSpendingLimit(r) if !r.primary_pin.is_empty() => (&r.primary_pin, CardRef::PrimaryOf(&r.card_no)),
             _ => return Ok(None),
         };
+        self.check_card_pin(merchant, decoded, pin, card_ref)
+    }
+
+    /// The PINs of other members' cards that pay part of a checkout (多人收款), each
+    /// checked as the buyer's is.
+    fn check_payer_pins(&self, merchant: &str, decoded: &Decoded) -> Result<Vec<PinCheck>> {
+        let Body::Checkout(request) = &decoded.body else { return Ok(Vec::new()) };
+        let mut checks = Vec::new();
+        for tender in request.tenders.iter().filter(|t| !t.pin.is_empty() && t.payer.is_some()) {
+            if let Some(check) =
+                self.check_card_pin(merchant, decoded, &tender.pin, CardRef::Member(tender.payer.as_ref()))?
+            {
+                checks.push(check);
+            }
+        }
+        Ok(checks)
+    }
+
+    fn check_card_pin(
+        &self,
+        merchant: &str,
+        decoded: &Decoded,
+        pin: &str,
+        card_ref: CardRef<'_>,
+    ) -> Result<Option<PinCheck>> {
         let shared = self.shared()?;
         let (card, locked) = {
             let _no_resize = shared.resize_lock.read().expect("lock");
@@ -571,7 +597,9 @@ fn run_one(shared: &Shared, cache: &mut Cache, txn: &mut RwTxn<'_>, job: &Job, n
     if !error.kind.is_deterministic() {
         return Ok(Err(error));
     }
-    let error = match (&job.decoded.pin, error.kind) {
+    // The wrong PIN: the buyer's, or else the first other payer's that was wrong.
+    let wrong = job.decoded.pin.iter().chain(&job.decoded.payer_pins).find(|check| !check.correct);
+    let error = match (wrong, error.kind) {
         (Some(check), Kind::WrongPin) => {
             let config = cache.get(dbs, txn, &job.merchant)?;
             let request_id = &job.decoded.request_id;

@@ -130,6 +130,9 @@ impl ScrubSecrets for RefundRequest {}
 impl ScrubSecrets for CheckoutRequest {
     fn scrub_secrets(&mut self) {
         self.pin.clear();
+        for tender in &mut self.tenders {
+            tender.pin.clear();
+        }
     }
 }
 
@@ -189,6 +192,8 @@ pub struct Decoded {
     pub body: Body,
     pub pin: Option<PinCheck>,
     pub new_pin: Option<crate::pin::NewPin>,
+    /// PIN checks of other members' cards paying part of a checkout (多人收款).
+    pub payer_pins: Vec<PinCheck>,
 }
 
 fn decode_as<M: Message + Default>(bytes: &[u8]) -> Result<M> {
@@ -199,7 +204,7 @@ fn decode_as<M: Message + Default>(bytes: &[u8]) -> Result<M> {
 pub fn decode(method: Method, bytes: &[u8]) -> Result<Decoded> {
     let (request_id, digest, body) = decode_body(method, bytes)?;
     validate::request_id(&request_id)?;
-    Ok(Decoded { method, request_id, digest, body, pin: None, new_pin: None })
+    Ok(Decoded { method, request_id, digest, body, pin: None, new_pin: None, payer_pins: Vec::new() })
 }
 
 /// SHA-256 of a request's canonical encoding: what a request record keeps of the request,
@@ -267,6 +272,7 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
         now_ms,
         pin: decoded.pin.as_ref(),
         new_pin: decoded.new_pin.as_ref(),
+        payer_pins: &decoded.payer_pins,
     };
     let (response, seq) = match &decoded.body {
         Body::ApplyConfig(_) => unreachable!("handled above"),

@@ -531,13 +531,6 @@ fn post_payment(
     // its own type asks for none.
     let payer_type = cards::card_type(context.config, &wallet.payer.card_type)?;
     let pin_required = wallet.card_type.pin_required || payer_type.pin_required;
-    if !wallet.is_buyer && pin_required {
-        // The request carries one PIN, checked before the writer for the buyer's card.
-        return fail(
-            Kind::PinRequired,
-            format!("card {} asks for its PIN: it pays as the buyer's card, in a bill of its own", wallet.card.card_no),
-        );
-    }
     transactions::check_pin(context, &mut wallet.card, pin_required)?;
     if wallet.card.primary_card_id != 0 {
         let spent = money::add_within(wallet.card.spent_fen, payment.amount_fen, i64::MAX, "attached card spending")?;

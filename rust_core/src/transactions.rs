@@ -25,6 +25,8 @@ pub struct Context<'a> {
     pub now_ms: i64,
     /// The PIN check made before the writer, when the request carried a PIN.
     pub pin: Option<&'a PinCheck>,
+    /// The PIN checks of other members' cards that pay part of a checkout.
+    pub payer_pins: &'a [PinCheck],
     /// A new PIN the request sets, hashed before the writer.
     pub new_pin: Option<&'a crate::pin::NewPin>,
 }
@@ -32,6 +34,11 @@ pub struct Context<'a> {
 impl Context<'_> {
     pub fn today(&self) -> crate::dates::Date {
         self.config.today(self.now_ms)
+    }
+
+    /// The PIN check the request carried for this card: the buyer's, or another payer's.
+    pub fn pin_check(&self, card_id: u64) -> Option<&PinCheck> {
+        self.pin.into_iter().chain(self.payer_pins).find(|check| check.card_id == card_id)
     }
 }
 
@@ -149,7 +156,7 @@ pub fn check_pin(context: &Context<'_>, card: &mut Card, pin_required: bool) -> 
     if card.pin_hash.is_empty() {
         return fail(Kind::PinRequired, format!("card {} needs a PIN for stored value: set one first", card.card_no));
     }
-    let given = context.pin.is_some_and(|c| c.card_id == card.card_id);
+    let given = context.pin_check(card.card_id).is_some();
     verify_pin(context, card, given, &format!("card {} asks for its PIN (请输入会员密码)", card.card_no))
 }
 
@@ -169,7 +176,7 @@ pub fn verify_pin(context: &Context<'_>, card: &mut Card, given: bool, missing: 
     if !given {
         return fail(Kind::PinRequired, missing.to_owned());
     }
-    let Some(check) = context.pin.filter(|c| c.card_id == card.card_id && c.hash_seen == card.pin_hash) else {
+    let Some(check) = context.pin_check(card.card_id).filter(|c| c.hash_seen == card.pin_hash) else {
         return fail(Kind::PinChanged, "the PIN changed while this request was checked; send it again");
     };
     if !check.correct {

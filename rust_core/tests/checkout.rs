@@ -39,6 +39,21 @@ fn config(rounding: Rounding) -> MerchantConfig {
         ],
         rounding: rounding as i32,
         stock_policy: StockPolicy::RefuseNegative as i32,
+        card_types: vec![
+            CardType {
+                code: "sv".into(),
+                name: "储值卡".into(),
+                kind: CardKind::StoredValueCard as i32,
+                ..Default::default()
+            },
+            CardType {
+                code: "vip".into(),
+                name: "VIP".into(),
+                kind: CardKind::StoredValueCard as i32,
+                pin_required: true,
+                ..Default::default()
+            },
+        ],
         ..Default::default()
     }
 }
@@ -102,8 +117,10 @@ impl Till {
     fn member(&mut self, phone: &str, recharge_fen: i64) {
         let register = RegisterMemberRequest { phone: phone.into(), name: "李四".into(), ..Default::default() };
         self.call::<RegisterMemberResponse>("/mms.v1.MemberService/RegisterMember", register).unwrap();
-        let recharge = RechargeRequest { member: by_phone(phone), amount_fen: recharge_fen, ..Default::default() };
-        self.call::<RechargeResponse>("/mms.v1.TransactionService/Recharge", recharge).unwrap();
+        if recharge_fen > 0 {
+            let recharge = RechargeRequest { member: by_phone(phone), amount_fen: recharge_fen, ..Default::default() };
+            self.call::<RechargeResponse>("/mms.v1.TransactionService/Recharge", recharge).unwrap();
+        }
     }
 
     fn balances(&self, phone: &str) -> Balances {
@@ -401,5 +418,61 @@ fn random_bills_and_refunds_restore_every_balance_exactly() {
         let settlement = GetSettlementResponse::decode(bytes.as_slice()).unwrap().settlement.unwrap();
         assert_eq!(settlement.refunded_fen, paid.payments.iter().map(|p| p.amount_fen).sum::<i64>());
     }
+    till.assert_ledger();
+}
+
+#[test]
+fn another_payer_with_a_pin_gives_it_in_the_tender() {
+    let mut till = Till::new("payer-pin", Rounding::None);
+    till.member("13800000011", 1_000);
+    till.member("13800000012", 0);
+    let issue = IssueCardRequest {
+        member: by_phone("13800000012"),
+        card_no: "V0012".into(),
+        card_type: "vip".into(),
+        activate: true,
+        pin: "135790".into(),
+        ..Default::default()
+    };
+    till.call::<CardResponse>("/mms.v1.CardService/IssueCard", issue).unwrap();
+    let recharge = RechargeRequest {
+        member: Some(MemberRef { key: Some(Key::CardNo("V0012".into())) }),
+        amount_fen: 5_000,
+        ..Default::default()
+    };
+    till.call::<RechargeResponse>("/mms.v1.TransactionService/Recharge", recharge).unwrap();
+    let bill = |pin: &str| CheckoutRequest {
+        member: by_phone("13800000011"),
+        lines: vec![line("milk", 2000)],
+        tenders: vec![
+            tender(PaymentMethod::StoredValue, 0),
+            Tender {
+                method: PaymentMethod::StoredValue as i32,
+                take_rest: true,
+                payer: Some(MemberRef { key: Some(Key::CardNo("V0012".into())) }),
+                pin: pin.into(),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    assert_eq!(till.call::<CheckoutResponse>(CHECKOUT, bill("")).unwrap_err().kind, Kind::PinRequired);
+    assert_eq!(till.call::<CheckoutResponse>(CHECKOUT, bill("000000")).unwrap_err().kind, Kind::WrongPin);
+    let card = GetCardRequest { card_no: "V0012".into() };
+    let bytes = till.core.query("/mms.v1.CardService/GetCard", MERCHANT, &card.encode_to_vec()).unwrap();
+    let view = CardResponse::decode(bytes.as_slice()).unwrap().card.unwrap();
+    assert_eq!(view.pin_failures, 1, "the payer's wrong PIN is counted on the payer's card");
+    let paid: CheckoutResponse = till.call(CHECKOUT, bill("135790")).unwrap();
+    assert_eq!(
+        paid.payments.iter().map(|p| (p.card_no.as_str(), p.amount_fen)).collect::<Vec<_>>(),
+        vec![("E0000000001", 1_000), ("V0012", 300)]
+    );
+    assert_eq!((till.balances("13800000011").principal_fen, till.balances("13800000012").principal_fen), (0, 4_700));
+    let bytes = till.core.query("/mms.v1.CardService/GetCard", MERCHANT, &card.encode_to_vec()).unwrap();
+    assert_eq!(
+        CardResponse::decode(bytes.as_slice()).unwrap().card.unwrap().pin_failures,
+        0,
+        "a right PIN resets the count"
+    );
     till.assert_ledger();
 }
