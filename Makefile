@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTOS := $(wildcard proto/mms/v1/*.proto)
 GEN := engine/_gen
-RUST_SOURCES := $(shell find rust_core -name '*.rs' -o -name Cargo.toml) Cargo.toml $(PROTOS)
+RUST_SOURCES := $(shell find rust_core -name '*.rs' -o -name Cargo.toml) Cargo.toml $(PROTOS) pyproject.toml
 EXT_STAMP := $(VENV)/.ext-release
 
 .DEFAULT_GOAL := help
@@ -32,7 +32,8 @@ $(GEN)/.stamp: $(PROTOS) $(VENV)/.deps
 .PHONY: proto
 proto: $(GEN)/.stamp  ## regenerate the Python protobuf stubs from proto/
 
-# Release build of the extension into .venv (stale .so files removed first).
+# Release build of the extension into .venv (stale .so files removed first); pyproject.toml
+# too: its scripts (mms, mms-bridge) and packages are installed by this step.
 $(EXT_STAMP): $(RUST_SOURCES) $(VENV)/.deps
 	rm -f engine/_core*.so
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
@@ -66,8 +67,8 @@ lint: $(GEN)/.stamp  ## rustfmt, clippy, ruff
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	$(PY) -m pip install -q ruff
-	$(VENV)/bin/ruff check engine tests bench
-	$(VENV)/bin/ruff format --check engine tests bench
+	$(VENV)/bin/ruff check engine drivers tests bench
+	$(VENV)/bin/ruff format --check engine drivers tests bench
 
 .PHONY: bench
 bench: build  ## benchmarks: see bench/README.md

@@ -591,6 +591,24 @@ def _add_serve(subparsers: Any) -> None:
     )
 
 
+def _add_bridge(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "bridge",
+        help="run the counter's terminal bridge 终端 (same as mms-bridge)",
+        description="Connect a counter's card reader, scanner, receipt printer, customer "
+        "display and cash drawer to the engine (drivers/README.md).",
+    )
+    parser.set_defaults(handler=_bridge, command_parser=parser)
+    parser.add_argument(
+        "--config", metavar="FILE", required=True, help="terminal.toml, see examples/terminal.toml"
+    )
+    parser.add_argument(
+        "--no-prompt",
+        action="store_true",
+        help="read no commands from stdin: swipes and scans only; stop with SIGTERM",
+    )
+
+
 def _add_config(top: _Commands) -> None:
     commands = top.group("config", "merchant setup 商户配置")
     apply = commands.add("apply", _config_apply, "apply a TOML config file 应用配置", mutating=True)
@@ -959,6 +977,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands = _Commands(subparsers, [_client_options(top_level=False)])
     _add_serve(subparsers)
+    _add_bridge(subparsers)
     _add_config(commands)
     _add_member(commands)
     _add_card(commands)
@@ -1637,7 +1656,7 @@ def _payment_row(payment: common_pb2.Payment, verb: str = "Paid 支付") -> tupl
     return (label, format_fen(payment.amount_fen) + suffix)
 
 
-def _lot_use_row(use: transaction_pb2.LotUse) -> tuple[str, str]:
+def _lot_use_row(use: common_pb2.LotUse) -> tuple[str, str]:
     where = f"package 套餐 #{use.lot_id}, {use.uses_left} left 剩余"
     return (f"Used 次卡消费 {use.item_code}", f"{use.uses} ({where})")
 
@@ -2053,6 +2072,12 @@ def _serve(args: argparse.Namespace, _session: Session) -> int:
     except CoreError as error:  # the data folder or an option is unusable: say which
         print(f"mms serve: cannot start: {error.message} ({error.reason})", file=sys.stderr)
         return 1
+
+
+def _bridge(args: argparse.Namespace, _session: Session) -> int:
+    from drivers import bridge  # pyserial and the drivers load only for this command
+
+    return bridge.run(args.config, prompt=not args.no_prompt)
 
 
 def _serve_until_stopped(server: Any, args: argparse.Namespace) -> int:

@@ -1,0 +1,723 @@
+"""`mms-bridge --config terminal.toml` (or `mms bridge --config ...`): a counter's card
+reader, scanner, receipt printer, customer display and cash drawer, connected to the
+engine.
+
+A swipe or a scan looks the member up and shows them on the customer display. The
+cashier settles at the bridge's prompt with the options of `mms checkout`; the engine's
+answer is shown on the display, opens the drawer when cash was paid and is printed.
+The sale is the engine's: once it answered, nothing a device does undoes or repeats it.
+A printer out of paper or unplugged leaves the receipt to `reprint`; an answer that
+never came leaves the checkout to `retry` with the same request_id, which the engine
+answers with the first answer instead of charging twice.
+
+Output: one line per event on stdout (for the cashier, and for scripts); logs on
+stderr. Neither ever holds a whole card number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import queue
+import shlex
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+import grpc
+from prometheus_client import CollectorRegistry, start_http_server
+
+from drivers.card_reader import CardRead, mask_card_no, parse_card_frame
+from drivers.config import (
+    ConfigError,
+    TerminalConfig,
+    load_terminal_config,
+    read_token,
+    state_path,
+)
+from drivers.display import PoleDisplay, Screen, amount_line
+from drivers.engine_client import UNCERTAIN_CODES, EngineClient, error_reason
+from drivers.framing import FrameSplitter, Rejected
+from drivers.input import InputDevice
+from drivers.journal import Journal, SettledRecord
+from drivers.link import DeviceState, SerialLink
+from drivers.metrics import BridgeMetrics
+from drivers.printer import ReceiptPrinter
+from drivers.receipt import (
+    Receipt,
+    ReceiptContext,
+    mask_name,
+    receipt_from_checkout,
+    render_receipt,
+)
+from drivers.scanner import GoodsScan, MemberCode, parse_scan
+from engine import cli
+from engine.money import format_fen, parse_yuan
+from engine.proto import common_pb2, member_pb2, transaction_pb2
+
+__all__ = ["Bridge", "Command", "main", "parse_command", "run"]
+
+# The main loop wakes this often to redraw a replugged display and notice a printer.
+TICK_S = 0.2
+# Device events and commands waiting for the main loop; a reader never blocks on it.
+EVENTS_MAX = 256
+# A command line longer than this is a mistake (or a scanner typing into the prompt).
+LINE_CHARS_MAX = 1024
+# Pauses before the automatic resends of a checkout whose answer did not come.
+RESEND_PAUSES_S = (0.2, 0.5, 1.0, 2.0, 4.0)
+# An unknown level code on an answer refreshes the names, at most this often.
+NAMES_REFRESH_S = 60.0
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+_SIMPLE_COMMANDS = ("clear", "reprint", "drawer", "retry", "status", "help", "quit")
+_HELP = """\
+commands:
+  checkout --amount YUAN [--pay balance|cash|balance+cash|bank_card|scan_pay]
+           [--cash-received YUAN] [--points N] [--use ITEM=N] [--pin-stdin] [--ref R]
+           settle for the member at the counter (or the one named: --card, --phone, --qr, --id)
+  total YUAN          show the bill's total on the customer display
+  member --card C | --phone P | --qr CODE | --id N     look a member up by hand
+  clear               forget the member at the counter
+  reprint             print the last receipt again (marked 重印 REPRINT)
+  drawer              open the cash drawer
+  retry               send an unconfirmed checkout again (same request_id: never twice)
+  status              devices, unconfirmed checkout, last receipt
+  quit                stop the bridge"""
+_MEMBER_KEYS = {"card_no": "card_no", "qr": "qr", "phone": "phone", "member_id": "member_id"}
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    args: argparse.Namespace | None = None
+    pin: str = ""
+    member: common_pb2.MemberRef | None = None
+    amount_fen: int = 0
+    error: str = ""
+
+
+@dataclass
+class _AtCounter:
+    """The member at the counter, as the last lookup found them."""
+
+    ref: common_pb2.MemberRef
+    found: member_pb2.GetMemberResponse
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A checkout sent whose answer has not come: it is sent again as it is."""
+
+    request: transaction_pb2.CheckoutRequest
+    member_name: str
+
+
+class Bridge:
+    """The counter: input devices feed a bounded queue from their threads, the prompt
+    feeds it commands, and one main loop (`run`) handles both, so the member at the
+    counter, the pending checkout and the last receipt change in one thread only."""
+
+    def __init__(
+        self,
+        config: TerminalConfig,
+        engine: EngineClient,
+        registry: CollectorRegistry,
+        out: TextIO = sys.stdout,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.events: queue.Queue[tuple[str, Any, Any]] = queue.Queue(maxsize=EVENTS_MAX)
+        self.journal = Journal(state_path(config))
+        self._out = out
+        self._out_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._timezone = ZoneInfo(config.terminal.timezone)
+        self._store_name = config.terminal.store
+        self._level_names: dict[str, str] = {}
+        self._names_fetched_s = -NAMES_REFRESH_S
+        self.at_counter: _AtCounter | None = None
+        self.pending: _Pending | None = None
+        self.last: SettledRecord | None = None
+        devices = tuple(
+            name
+            for name in ("card_reader", "scanner", "printer", "display")
+            if getattr(config, name)
+        )
+        self.metrics = BridgeMetrics(registry, devices)
+        self._build_devices()
+
+    # --- devices ----------------------------------------------------------------------
+
+    def _link(self, name: str, settings: Any) -> SerialLink:
+        return SerialLink(name, settings, on_state=self._device_state)
+
+    def _build_devices(self) -> None:
+        config = self.config
+        self.inputs: list[InputDevice] = []
+        if config.card_reader is not None:
+            reader = config.card_reader
+            self.inputs.append(
+                InputDevice(
+                    self._link("card_reader", reader.serial),
+                    FrameSplitter(reader.framing),
+                    lambda frame: parse_card_frame(frame, reader.format),
+                    self._device_input,
+                )
+            )
+        if config.scanner is not None:
+            scanner = config.scanner
+            self.inputs.append(
+                InputDevice(
+                    self._link("scanner", scanner.serial),
+                    FrameSplitter(scanner.framing),
+                    parse_scan,
+                    self._device_input,
+                )
+            )
+        self.printer = None
+        if config.printer is not None:
+            link = self._link("printer", config.printer.serial)
+            self.printer = ReceiptPrinter(link, config.printer.printer)
+        self.display = None
+        if config.display is not None:
+            link = self._link("display", config.display.serial)
+            self.display = PoleDisplay(link, config.display.display)
+
+    def _device_state(self, device: str, state: DeviceState, reason: str) -> None:
+        self.metrics.device_state(device, state, reason)
+        self.say(f"{device}: {state.value} ({reason})")
+
+    def _device_input(self, device: str, item: Any) -> None:
+        """From a reader thread: hands the item to the main loop, never waiting on it."""
+        try:
+            self.events.put_nowait(("input", device, item))
+        except queue.Full:
+            self.metrics.event(device, "dropped")
+            logging.getLogger("mms.bridge").error("%s: input dropped: the bridge is busy", device)
+
+    # --- running ----------------------------------------------------------------------
+
+    def say(self, line: str) -> None:
+        with self._out_lock:
+            print(line, file=self._out, flush=True)
+
+    def start(self) -> None:
+        self._resume()
+        for device in self.inputs:
+            device.start()
+        self._fetch_names()
+        if self.printer is not None:
+            self.printer.link.open()
+        self._show(self._welcome())
+        self.say(f"ready: terminal {self.config.terminal.id} store {self.config.terminal.store}")
+
+    def _resume(self) -> None:
+        """Picks up what an earlier run left: the last receipt, an unconfirmed checkout."""
+        self.last = self.journal.load_settled()
+        pending = self.journal.load_pending()
+        if pending is not None:
+            request, member_name = pending
+            self.pending = _Pending(request, member_name)
+            self.say(
+                f"unconfirmed: checkout {request.request_id} from before the restart got no "
+                "answer; `retry` sends it again (it cannot charge twice)"
+            )
+
+    def submit(self, command: Command) -> None:
+        """From the prompt thread: waits for room, a person can wait."""
+        self.events.put(("command", command, None))
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    def run(self) -> None:
+        """The main loop, until `quit`, the end of stdin or `request_stop()`."""
+        while not self._stopping.is_set():
+            try:
+                kind, first, second = self.events.get(timeout=TICK_S)
+            except queue.Empty:
+                kind = ""
+            if kind == "input":
+                self._on_input(first, second)
+            elif kind == "command":
+                self._on_command(first)
+            self._tick()
+
+    def close(self) -> None:
+        for device in self.inputs:
+            device.stop()
+        for output in (self.printer, self.display):
+            if output is not None:
+                output.link.close()
+
+    def _tick(self) -> None:
+        if self.display is not None:
+            self.display.link.probe()
+            self.display.refresh()
+        if self.printer is not None:
+            self.printer.link.probe()
+            self.printer.link.open()
+
+    # --- devices' input -----------------------------------------------------------------
+
+    def _on_input(self, device: str, item: Any) -> None:
+        if isinstance(item, Rejected):
+            self.metrics.event(device, "frame_rejected")
+            self.say(f"{device}: not read ({item.reason}); swipe or scan again")
+        elif isinstance(item, CardRead):
+            self.metrics.event(device, "card_read")
+            self._look_up(common_pb2.MemberRef(card_no=item.card_no))
+        elif isinstance(item, MemberCode):
+            self.metrics.event(device, "member_code_scanned")
+            self._look_up(common_pb2.MemberRef(qr=item.payload))
+        elif isinstance(item, GoodsScan):
+            self.metrics.event(device, "goods_scanned")
+            self.say(f"goods {item.code} ({item.symbology})")
+
+    def _look_up(self, ref: common_pb2.MemberRef) -> bool:
+        try:
+            found = self.engine.get_member(ref)
+        except grpc.RpcError as error:
+            not_found = error.code() == grpc.StatusCode.NOT_FOUND
+            self.metrics.lookups.labels(outcome="not_found" if not_found else "failed").inc()
+            what = "member not found" if not_found else "member lookup failed"
+            self.say(
+                f"{what}: {error.code().name} {error_reason(error)}: {_masked_details(error, ref)}"
+            )
+            self._show(Screen("会员未找到 Not found", ""))
+            return False
+        self.metrics.lookups.labels(outcome="found").inc()
+        self.at_counter = _AtCounter(ref, found)
+        member, balances = found.member, found.balances
+        card = mask_card_no(member.card_no) if member.card_no else "-"
+        self.say(
+            f"member #{member.member_id} {member.name} card {card} "
+            f"level {found.level_name or member.level_code} "
+            f"balance {format_fen(balances.principal_fen + balances.bonus_fen)} "
+            f"points {balances.points}"
+        )
+        self._show(self._member_screen())
+        return True
+
+    # --- commands -----------------------------------------------------------------------
+
+    def _on_command(self, command: Command) -> None:
+        handlers: dict[str, Callable[[Command], None]] = {
+            "checkout": self._checkout,
+            "total": self._total,
+            "member": self._member,
+            "clear": self._clear,
+            "reprint": lambda _c: self._reprint(),
+            "drawer": lambda _c: self._open_drawer(asked=True),
+            "retry": lambda _c: self._retry(),
+            "status": lambda _c: self._status(),
+            "help": lambda _c: self.say(_HELP),
+            "quit": lambda _c: self._stopping.set(),
+            "invalid": lambda c: self.say(f"not understood: {c.error}; `help` lists the commands"),
+        }
+        handlers[command.name](command)
+
+    def _member(self, command: Command) -> None:
+        assert command.member is not None
+        self._look_up(command.member)
+
+    def _total(self, command: Command) -> None:
+        lower = self._balance_line() if self.at_counter else ""
+        self._show(Screen(self._amount_line("合计 Total", command.amount_fen), lower))
+        self.say(f"total {format_fen(command.amount_fen)} shown")
+
+    def _clear(self, _command: Command) -> None:
+        self.at_counter = None
+        self._show(self._welcome())
+        self.say("cleared")
+
+    def _status(self) -> None:
+        links = [device.link for device in self.inputs]
+        links += [output.link for output in (self.printer, self.display) if output is not None]
+        for link in links:
+            self.say(f"{link.name}: {link.state.value} ({link.reason})")
+        if self.pending is not None:
+            self.say(f"unconfirmed checkout {self.pending.request.request_id}: `retry`")
+        if self.last is not None:
+            self.say(f"last receipt No. {self.last.response.ledger_seq}")
+
+    # --- checkout -----------------------------------------------------------------------
+
+    def _checkout(self, command: Command) -> None:
+        if self.pending is not None:
+            self.say(
+                f"refused: checkout {self.pending.request.request_id} is unconfirmed; "
+                "`retry` it first (a new one could charge the customer twice)"
+            )
+            return
+        args = command.args
+        assert args is not None
+        named = cli.member_ref(args)
+        if named is not None and not self._look_up(named):
+            return
+        if named is None and self.at_counter is not None:
+            key = self.at_counter.ref.WhichOneof("key")
+            setattr(args, _MEMBER_KEYS[key], getattr(self.at_counter.ref, key))
+        try:
+            request = cli.build_checkout_request(args)
+        except cli.UsageError as error:
+            self.say(f"checkout: {error}")
+            return
+        request.store_code = request.store_code or self.config.terminal.store
+        request.staff_code = request.staff_code or self.config.terminal.cashier
+        request.pin = command.pin
+        member_name = ""
+        if request.HasField("member") and self.at_counter is not None:
+            member_name = mask_name(self.at_counter.found.member.name)
+        self.pending = _Pending(request, member_name)
+        self.journal.save_pending(request, member_name)
+        self._send_pending()
+
+    def _retry(self) -> None:
+        if self.pending is None:
+            self.say("nothing to retry: no checkout is unconfirmed")
+            return
+        self._send_pending()
+
+    def _send_pending(self) -> None:
+        """Sends the pending checkout, again with the same request_id while its fate is
+        unknown; keeps it pending when no answer came at all."""
+        pending = self.pending
+        assert pending is not None
+        error: grpc.RpcError | None = None
+        for attempt in range(self.config.engine.checkout_attempts):
+            if attempt and self._stopping.wait(
+                RESEND_PAUSES_S[min(attempt, len(RESEND_PAUSES_S)) - 1]
+            ):
+                break
+            try:
+                response, replayed = self.engine.checkout(pending.request)
+            except grpc.RpcError as failed:
+                error = failed
+                if failed.code() in UNCERTAIN_CODES:
+                    continue
+                self._refused(pending, failed)
+                return
+            self._settled(pending, response, replayed)
+            return
+        self.metrics.checkouts.labels(outcome="unconfirmed").inc()
+        code = error.code().name if error is not None else "STOPPED"
+        self.say(
+            f"unconfirmed: checkout {pending.request.request_id}: no answer from the engine "
+            f"({code}); `retry` sends the same request again and cannot charge twice"
+        )
+
+    def _refused(self, pending: _Pending, error: grpc.RpcError) -> None:
+        """A definite refusal: nothing moved, the checkout is over."""
+        self.pending = None
+        self.journal.clear_pending()
+        self.metrics.checkouts.labels(outcome="refused").inc()
+        self.say(
+            f"refused: checkout {pending.request.request_id}: {error.code().name} "
+            f"{error_reason(error)}: {_masked_details(error, pending.request.member)}"
+        )
+        self._show(self._member_screen() if self.at_counter else self._welcome())
+
+    def _settled(
+        self, pending: _Pending, response: transaction_pb2.CheckoutResponse, replayed: bool
+    ) -> None:
+        record = SettledRecord(pending.request.request_id, pending.member_name, response)
+        # The receipt is kept before the pending request is let go: a crash in between
+        # leaves a retry, which the engine answers with this same answer.
+        self.journal.save_settled(record)
+        self.journal.clear_pending()
+        self.pending = None
+        self.last = record
+        self.metrics.checkouts.labels(outcome="replayed" if replayed else "settled").inc()
+        receipt = self._receipt(record)
+        self.say(
+            f"settled No. {receipt.number} checkout {record.request_id} "
+            f"due {format_fen(receipt.amount_due_fen)} change {format_fen(receipt.change_fen)}"
+            + (" (a retry: the engine had settled it, nothing charged again)" if replayed else "")
+        )
+        self._show(self._settled_screen(receipt))
+        if receipt.cash_paid:
+            self._open_drawer(asked=False)
+        self._print(receipt)
+        self.at_counter = None
+
+    # --- receipts and the drawer ----------------------------------------------------------
+
+    def _receipt(self, record: SettledRecord, *, reprint: bool = False) -> Receipt:
+        if record.response.level_after and record.response.level_after not in self._level_names:
+            self._fetch_names()
+        context = ReceiptContext(
+            store_name=self._store_name,
+            terminal_id=self.config.terminal.id,
+            cashier=self.config.terminal.cashier,
+            timezone=self._timezone,
+            request_id=record.request_id,
+            member_name=record.member_name,
+            level_names=self._level_names,
+        )
+        receipt = receipt_from_checkout(record.response, context)
+        return dataclasses.replace(receipt, reprint=True) if reprint else receipt
+
+    def _print(self, receipt: Receipt) -> None:
+        if self.printer is None or self.config.printer is None:
+            self.say(f"receipt not printed No. {receipt.number}: no printer configured")
+            return
+        result = self.printer.print_receipt(render_receipt(receipt, self.config.printer.layout))
+        if result.printed:
+            self.metrics.event("printer", "receipt_printed")
+            self.say(f"receipt printed No. {receipt.number}")
+            return
+        self.metrics.event(
+            "printer", "paper_out" if result.reason == "paper out" else "print_failed"
+        )
+        self.say(
+            f"receipt not printed No. {receipt.number}: {result.reason}; the sale stands; "
+            "`reprint` once the printer is ready"
+        )
+
+    def _reprint(self) -> None:
+        if self.last is None:
+            self.say("nothing to reprint: no settlement yet")
+            return
+        self._print(self._receipt(self.last, reprint=True))
+
+    def _open_drawer(self, *, asked: bool) -> None:
+        printer_config = self.config.printer
+        if self.printer is None or printer_config is None or printer_config.drawer is None:
+            if asked:
+                self.say("no cash drawer configured")
+            return
+        result = self.printer.kick_drawer(printer_config.drawer)
+        self.metrics.event("printer", "drawer_opened" if result.printed else "drawer_failed")
+        self.say("drawer opened" if result.printed else f"drawer not opened: {result.reason}")
+
+    def _fetch_names(self) -> None:
+        """Store and level names for receipts and the display, from the merchant config;
+        codes stand in for them while the engine cannot be asked."""
+        now_s = time.monotonic()
+        if now_s - self._names_fetched_s < NAMES_REFRESH_S:
+            return
+        self._names_fetched_s = now_s
+        try:
+            merchant = self.engine.merchant_config()
+        except grpc.RpcError as error:
+            logging.getLogger("mms.bridge").warning(
+                "merchant config not read: %s", error.code().name
+            )
+            return
+        for store in merchant.stores:
+            if store.code == self.config.terminal.store:
+                self._store_name = store.name or store.code
+        self._level_names = {level.code: level.name for level in merchant.levels}
+
+    # --- the customer display -------------------------------------------------------------
+
+    def _show(self, screen: Screen) -> None:
+        if self.display is not None:
+            self.display.show(screen)
+
+    def _amount_line(self, label: str, amount_fen: int) -> str:
+        settings = self.config.display.display if self.config.display else None
+        columns = settings.columns if settings else 20
+        encoding = settings.encoding if settings else "gb18030"
+        return amount_line(label, amount_fen, columns, encoding)
+
+    def _welcome(self) -> Screen:
+        settings = self.config.display.display if self.config.display else None
+        return Screen(settings.welcome if settings else "")
+
+    def _balance_line(self) -> str:
+        assert self.at_counter is not None
+        balances = self.at_counter.found.balances
+        return self._amount_line("余额 Balance", balances.principal_fen + balances.bonus_fen)
+
+    def _member_screen(self) -> Screen:
+        assert self.at_counter is not None
+        found = self.at_counter.found
+        return Screen(f"{mask_name(found.member.name)} {found.level_name}", self._balance_line())
+
+    def _settled_screen(self, receipt: Receipt) -> Screen:
+        upper = self._amount_line("应付 Due", receipt.amount_due_fen)
+        if receipt.change_fen:
+            return Screen(upper, self._amount_line("找零 Change", receipt.change_fen))
+        if receipt.member is not None:
+            balance_fen = receipt.member.principal_fen + receipt.member.bonus_fen
+            return Screen(upper, self._amount_line("余额 Balance", balance_fen))
+        return Screen(upper, "谢谢 Thank you")
+
+
+def _masked_details(error: grpc.RpcError, ref: common_pb2.MemberRef) -> str:
+    """The engine's message, with the card number or member code it may repeat masked:
+    this goes to the cashier's screen and to whatever records stdout."""
+    details = error.details() or ""
+    for secret in (ref.card_no, ref.qr):
+        if secret:
+            details = details.replace(secret, mask_card_no(secret))
+    return details
+
+
+# --- the prompt ------------------------------------------------------------------------
+
+
+def _cli_args(argv: list[str]) -> argparse.Namespace | None:
+    """`mms`'s own parser, so the prompt takes exactly `mms checkout`'s options; argparse
+    has already said what was wrong when this returns None."""
+    try:
+        return cli.parse_args(argv)
+    except SystemExit:
+        return None
+
+
+def parse_command(line: str) -> Command | None:
+    """One prompt line as a command; None for a blank line. Runs in the prompt thread:
+    a `--pin-stdin` PIN is the next line of stdin, `--pin` asks without echo."""
+    try:
+        tokens = shlex.split(line)
+    except ValueError as error:
+        return Command("invalid", error=str(error))
+    if not tokens:
+        return None
+    name, rest = tokens[0], tokens[1:]
+    if name == "checkout":
+        return _checkout_command(rest)
+    if name == "member":
+        args = _cli_args(["member", "show", *rest])
+        if args is None:
+            return Command("invalid", error="member takes one of --card, --phone, --qr, --id")
+        return Command("member", member=cli.member_ref(args))
+    if name == "total":
+        try:
+            (text,) = rest
+            return Command("total", amount_fen=parse_yuan(text))
+        except ValueError as error:
+            return Command("invalid", error=f"total YUAN: {error}")
+    if name in _SIMPLE_COMMANDS:
+        if rest:
+            return Command("invalid", error=f"{name} takes no arguments")
+        return Command(name)
+    return Command("invalid", error=f"unknown command {name!r}")
+
+
+def _checkout_command(rest: list[str]) -> Command:
+    args = _cli_args(["checkout", *rest])
+    if args is None:
+        return Command("invalid", error="checkout takes the options of `mms checkout`")
+    try:
+        pin = cli.read_pin(args)
+    except cli.UsageError as error:
+        return Command("invalid", error=str(error))
+    return Command("checkout", args=args, pin=pin)
+
+
+def _prompt(bridge: Bridge, stream: TextIO) -> None:
+    """Reads commands until the end of `stream`, which stops the bridge."""
+    while True:
+        line = stream.readline(LINE_CHARS_MAX + 1)
+        if not line:
+            bridge.submit(Command("quit"))
+            return
+        if len(line) > LINE_CHARS_MAX and not line.endswith("\n"):
+            while line and not line.endswith("\n"):
+                line = stream.readline(LINE_CHARS_MAX + 1)
+            bridge.submit(Command("invalid", error=f"line longer than {LINE_CHARS_MAX} characters"))
+            continue
+        command = parse_command(line)
+        if command is not None:
+            bridge.submit(command)
+
+
+# --- the command ------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mms-bridge",
+        description="Connect a counter's card reader, scanner, receipt printer, customer "
+        "display and cash drawer to the engine. Commands are read from stdin (`help`).",
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", required=True, help="terminal.toml (see examples/terminal.toml)"
+    )
+    parser.add_argument(
+        "--no-prompt",
+        action="store_true",
+        help="read no commands from stdin: swipes and scans only; stop with SIGTERM",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(args.config, prompt=not args.no_prompt)
+
+
+def run(config_path: str, *, prompt: bool = True) -> int:
+    """Runs the bridge until `quit`, the end of stdin, SIGTERM or Ctrl-C; returns the exit
+    code (2: the config or the token file cannot be used)."""
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        config = load_terminal_config(config_path)
+        token = _token(config)
+    except ConfigError as error:
+        print(f"mms-bridge: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    registry = CollectorRegistry()
+    engine = EngineClient(config.engine, token)
+    try:
+        bridge = Bridge(config, engine, registry)
+    except ConfigError as error:
+        engine.close()
+        print(f"mms-bridge: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    metrics_server = _serve_metrics(config, registry)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: bridge.request_stop())
+    try:
+        bridge.start()
+        if prompt:
+            threading.Thread(
+                target=_prompt, args=(bridge, sys.stdin), name="bridge-prompt", daemon=True
+            ).start()
+        bridge.run()
+    finally:
+        bridge.close()
+        engine.close()
+        if metrics_server is not None:
+            metrics_server.shutdown()
+    bridge.say("stopped")
+    return EXIT_OK
+
+
+def _token(config: TerminalConfig) -> str:
+    if not config.engine.token_file:
+        return ""
+    path = config.engine.token_file
+    if not os.path.isabs(path) and config.path:
+        path = os.path.join(os.path.dirname(os.path.abspath(config.path)), path)
+    return read_token(path)
+
+
+def _serve_metrics(config: TerminalConfig, registry: CollectorRegistry) -> Any:
+    listen = config.metrics.listen
+    if not listen:
+        return None
+    host, _, port = listen.rpartition(":")
+    server, _thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+    print(f"mms-bridge: metrics on http://{host}:{server.server_port}/metrics", flush=True)
+    return server
+
+
+if __name__ == "__main__":
+    sys.exit(main())
