@@ -58,7 +58,7 @@ from drivers.receipt import (
     render_receipt,
 )
 from drivers.scanner import GoodsScan, MemberCode, parse_scan
-from engine import cli
+from engine import cli, cli_sales
 from engine.money import format_fen, parse_yuan
 from engine.proto import common_pb2, member_pb2, transaction_pb2
 
@@ -612,6 +612,9 @@ def _checkout_command(rest: list[str]) -> Command:
         return Command("invalid", error="checkout takes the options of `mms checkout`")
     try:
         pin = cli.read_pin(args)
+        # The bill's shape (an amount or lines, not both; no suspended bill here), checked
+        # after its PIN line is read, so that the PIN is never taken for a command.
+        cli_sales.checkout_bill(args)
     except cli.UsageError as error:
         return Command("invalid", error=str(error))
     return Command("checkout", args=args, pin=pin)

@@ -411,6 +411,8 @@ def checkout_bill(
     lines = bill_lines(args)
     if lines and args.amount is not None:
         raise cli.UsageError("give --amount or the bill's lines (--item, --barcode), not both")
+    if args.bill is not None and bill is None:
+        raise cli.UsageError(f"--bill {args.bill}: the suspended bill is not at hand here")
     member = cli.member_ref(args)
     staff_code = args.staff
     amount_fen = args.amount or 0

@@ -33,7 +33,9 @@ def test_checkout_takes_mms_checkout_options_and_a_fresh_request_id() -> None:
     assert first.name == "checkout"
     assert (first.args.amount, first.args.cash_received, first.args.pay) == (5_850, 10_000, "cash")
     assert first.args.request_id and first.args.request_id != second.args.request_id
-    assert parse_command("checkout --pay cash").name == "invalid"  # --amount is required
+    assert parse_command("checkout --pay cash").name == "invalid"  # an amount or lines
+    assert parse_command("checkout --amount 5 --item D001").name == "invalid"
+    assert parse_command("checkout --bill 1 --store S001").name == "invalid"  # not here
     assert parse_command("checkout --amount 1.001").name == "invalid"
 
 
