@@ -70,9 +70,37 @@ lint: $(GEN)/.stamp  ## rustfmt, clippy, ruff
 	$(VENV)/bin/ruff check engine drivers tests bench
 	$(VENV)/bin/ruff format --check engine drivers tests bench
 
+# What the benchmark suite needs besides the build: PostgreSQL 15 (Debian's package, for
+# the peer; installed when missing if we are root, as `tools` does for promtool) and
+# bench/requirements.txt (psycopg, matplotlib, py-spy), which `make test` never installs.
+$(VENV)/.bench-deps: bench/requirements.txt $(VENV)/.deps
+	$(PY) -m pip install -q -r bench/requirements.txt
+	touch $@
+
+.PHONY: bench-setup
+bench-setup: $(VENV)/.bench-deps  ## what `make bench` needs: PostgreSQL 15, psycopg, matplotlib
+	@test -x /usr/lib/postgresql/15/bin/postgres && command -v pgbench >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing PostgreSQL 15 (Debian package postgresql-15)"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends postgresql-15 postgresql-client-15 >/dev/null; \
+	  else echo "PostgreSQL 15 is missing: install Debian's postgresql-15 package" >&2; exit 1; fi; }
+
+# BENCH_ARGS passes options to bench/suite.py, e.g. BENCH_ARGS="--members 20000 --quick".
+BENCH_ARGS ?=
 .PHONY: bench
-bench: build  ## benchmarks: see bench/README.md
-	$(PY) -m pytest bench -q --benchmark-only
+bench: build bench-setup  ## the benchmark suite (1M members, peers, ratios; ~6 min): bench/README.md
+	$(PY) bench/suite.py $(BENCH_ARGS)
+
+MICRO := $(PY) -m pytest bench -q -p no:cacheprovider --benchmark-only \
+	--benchmark-storage=file://bench/baseline
+.PHONY: bench-micro
+bench-micro: build  ## micro-benchmarks (pytest-benchmark), compared with bench/baseline/
+	$(MICRO) --benchmark-compare --benchmark-columns=min,median,mean,ops,rounds
+
+.PHONY: bench-micro-save
+bench-micro-save: build  ## run the micro-benchmarks and save them as the new baseline
+	$(MICRO) --benchmark-save=baseline
 
 .PHONY: clean
 clean:  ## remove build outputs (keeps ./data)

@@ -48,7 +48,7 @@ from typing import Any
 import lmdb
 from google.protobuf.message import DecodeError, Message
 
-from engine.proto import card_pb2, catalog_pb2, config_pb2, member_pb2, records_pb2
+from engine.proto import card_pb2, catalog_pb2, chain_pb2, config_pb2, member_pb2, records_pb2
 
 DATABASE_NAMES = (
     "config",
@@ -74,6 +74,9 @@ DATABASE_NAMES = (
     "stock",
     "settlements",
     "suspended_bills",
+    "staff",
+    "card_origins",
+    "clearing_days",
 )
 # The core opens up to 32 named databases (rust_core/src/store.rs, DATABASES_MAX).
 DATABASES_MAX = 32
@@ -144,6 +147,8 @@ INVARIANTS = {
     15: "a configured merchant has one member-code key of 32 bytes",
     16: "settlements add up, name their checkout and refunds, never refund more than paid",
     17: "catalog items under their SKU, barcodes index exactly the items' barcodes",
+    18: "a card's per-store buckets add up to its principal and bonus",
+    19: "the clearing days of a store pair add up to its clearing accounts",
 }
 
 COUNT_NAMES = (
@@ -170,6 +175,9 @@ COUNT_NAMES = (
     "stock",
     "settlements",
     "suspended_bills",
+    "staff",
+    "card_origins",
+    "clearing_days",
 )
 
 ID_PATTERN = r"([1-9][0-9]{0,19})"
@@ -180,14 +188,22 @@ LOT_ACCOUNT = re.compile(rf"lot/{ID_PATTERN}/(?:(value)|uses/({CODE_PATTERN}))")
 DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 STORE_ACCOUNT = re.compile(
     rf"store/{CODE_PATTERN}/"
-    r"(cash|bank_card|scan_pay|sales|discount|card_fees|package_revenue|rounding|coupon_discount)"
+    r"(cash|bank_card|scan_pay|sales|discount|card_fees|package_revenue|rounding|coupon_discount"
+    r"|commission_expense)"
 )
+# Inter-store clearing (rust_core/src/chain/clearing.rs): what A owes B, and B's claim.
+CLEARING_ACCOUNT = re.compile(rf"store/({CODE_PATTERN})/(owes|owed_by)/({CODE_PATTERN})")
+STAFF_ACCOUNT = re.compile(rf"staff/{CODE_PATTERN}/commission")
+# Day numbers in clearing_days keys: local days since 1970-01-01 plus this bias, u32be.
+CLEARING_DAY_KEY_BIAS = 1_000_000
+CLEARING_DAY_BYTES = 4
 MERCHANT_ACCOUNT_UNITS = {
     "merchant/recharge_bonus": FEN,
     "merchant/points_redemption": FEN,
     "merchant/points_issued": POINTS,
     "merchant/uses_issued": USES,
     "merchant/forfeited_bonus": FEN,
+    "merchant/referral_rebate": FEN,
 }
 # Accounts held for someone (a card holder, a member, a lot): never below zero.
 HELD_PREFIXES = ("card/", "member/", "lot/")
@@ -637,6 +653,9 @@ class _MerchantAudit:
         self.audit_merchant_keys()
         self.audit_settlements()
         self.audit_catalog()
+        self.audit_staff()
+        self.audit_card_origins()
+        self.audit_clearing_days()
         counts.update(self.counts)
         self.totals.members = self.counts["members"]
         self.totals.cards = self.counts["cards"]
@@ -1213,6 +1232,105 @@ class _MerchantAudit:
         if keys_found and not configured:
             self.report(15, "merchant_keys:", "a member-code key, yet the merchant has no config")
 
+    # --- chain effects: staff (layout), invariants 18 and 19 ---
+
+    def audit_staff(self) -> None:
+        for rest, value in self.segment("staff"):
+            key = f"staff:{_printable(rest)}"
+            self.counts["staff"] += 1
+            staff = self.decode(key, value, chain_pb2.Staff)
+            if staff is not None and staff.code.encode() != rest:
+                self.report(0, key, f"record's code is {_printable(staff.code)}")
+
+    def account_balance(self, name: str) -> int:
+        raw = self.get("accounts", name.encode())
+        if raw is None:
+            return 0
+        try:
+            return records_pb2.AccountRecord.FromString(raw).balance
+        except DecodeError:
+            return 0  # reported with the accounts
+
+    def audit_card_origins(self) -> None:
+        """Invariant 18: each card's buckets, one per store, positive, add up to its
+        principal and bonus; a card holding value has buckets."""
+        with_origins: set[int] = set()
+        for rest, value in self.segment("card_origins"):
+            key = f"card_origins:{_printable(rest)}"
+            self.counts["card_origins"] += 1
+            card_id = self.u64_key("card_origins", rest)
+            origins = self.decode(key, value, records_pb2.CardOrigins)
+            if card_id is None or origins is None:
+                continue
+            with_origins.add(card_id)
+            if card_id not in self.card_members:
+                self.report(18, key, f"buckets of card {card_id}, which does not exist")
+            for which, buckets in (("principal", origins.principal), ("bonus", origins.bonus)):
+                self.check_buckets(key, card_id, which, buckets)
+        for rest, value in self.segment("accounts", b"card/"):
+            match = CARD_ACCOUNT.fullmatch(rest.decode("utf-8", "replace"))
+            if match is None or int(match.group(1)) in with_origins:
+                continue
+            if int(match.group(1)) not in self.card_members:
+                continue  # reported under invariant 0
+            try:
+                balance = records_pb2.AccountRecord.FromString(value).balance
+            except DecodeError:
+                continue
+            if balance > 0:  # a negative one is reported under invariant 4
+                name = _printable(rest)
+                self.report(
+                    18, f"accounts:{name}", f"holds {balance} fen but the card has no buckets"
+                )
+
+    def check_buckets(self, key: str, card_id: int, which: str, buckets: Any) -> None:
+        stores = [bucket.store_code for bucket in buckets]
+        if len(set(stores)) != len(stores):
+            self.report(18, key, f"{which}: a store has two buckets")
+        if any(bucket.amount_fen <= 0 for bucket in buckets):
+            self.report(18, key, f"{which}: a bucket is not positive")
+        held = sum(bucket.amount_fen for bucket in buckets)
+        balance = self.account_balance(f"card/{card_id}/{which}")
+        if held != balance and balance >= 0:
+            self.report(
+                18, key, f"{which} buckets hold {held} fen, the card's balance is {balance}"
+            )
+
+    def audit_clearing_days(self) -> None:
+        """Invariant 19: per store pair (A, B), the days' cells add up to the balance of
+        store/A/owes/B, and store/B/owed_by/A is its opposite."""
+        sums: dict[tuple[str, str], int] = {}
+        for rest, value in self.segment("clearing_days"):
+            key = f"clearing_days:{_printable(rest)}"
+            self.counts["clearing_days"] += 1
+            cell = self.decode(key, value, chain_pb2.ClearingCell)
+            if cell is None:
+                continue
+            expected = f"{cell.from_store}\x00{cell.to_store}".encode()
+            day = int.from_bytes(rest[:CLEARING_DAY_BYTES], "big") - CLEARING_DAY_KEY_BIAS
+            if rest[CLEARING_DAY_BYTES:] != expected or day < -25_567:  # 1900-01-01
+                self.report(19, key, "key is not M + u32be(day) + from + 0x00 + to of its cell")
+                continue
+            pair = (cell.from_store, cell.to_store)
+            sums[pair] = sums.get(pair, 0) + cell.amount_fen
+        for rest, _ in self.segment("accounts", b"store/"):
+            match = CLEARING_ACCOUNT.fullmatch(rest.decode("utf-8", "replace"))
+            if match is not None:
+                owes = match.group(2) == "owes"
+                pair = (
+                    (match.group(1), match.group(3)) if owes else (match.group(3), match.group(1))
+                )
+                sums.setdefault(pair, 0)
+        for (from_store, to_store), total in sorted(sums.items()):
+            owes = self.account_balance(f"store/{from_store}/owes/{to_store}")
+            owed = self.account_balance(f"store/{to_store}/owed_by/{from_store}")
+            if owes != total or owed != -total:
+                message = (
+                    f"days add up to {total} fen; store/{from_store}/owes/{to_store} holds {owes}, "
+                    f"store/{to_store}/owed_by/{from_store} {owed}"
+                )
+                self.report(19, f"clearing:{from_store}->{to_store}", message)
+
     # --- invariant 10 ---
 
     def audit_names(self) -> None:
@@ -1559,6 +1677,8 @@ def _posting_problems(postings: list[tuple[str, int, int]]) -> list[str]:
 def _expected_unit(account: str) -> int | None:
     """The unit docs/STORAGE.md gives the account name; None if the table lacks it."""
     if CARD_ACCOUNT.fullmatch(account) or STORE_ACCOUNT.fullmatch(account):
+        return FEN
+    if CLEARING_ACCOUNT.fullmatch(account) or STAFF_ACCOUNT.fullmatch(account):
         return FEN
     if MEMBER_ACCOUNT.fullmatch(account):
         return POINTS

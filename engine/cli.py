@@ -41,6 +41,8 @@ from engine.proto import (
     admin_pb2_grpc,
     card_pb2,
     card_pb2_grpc,
+    chain_pb2,
+    chain_pb2_grpc,
     common_pb2,
     config_pb2,
     config_pb2_grpc,
@@ -899,6 +901,49 @@ def _add_recharge(commands: _Commands) -> None:
     )
     _add_ref_option(parser)
     _add_store_option(parser)
+    _add_staff_option(parser, "staff who took it 经办员工 (earns recharge commission 充值提成)")
+
+
+_STAFF_ROLES = {
+    "cashier": chain_pb2.CASHIER,
+    "store_manager": chain_pb2.STORE_MANAGER,
+    "region_manager": chain_pb2.REGION_MANAGER,
+    "head_office_admin": chain_pb2.HEAD_OFFICE_ADMIN,
+    "auditor": chain_pb2.AUDITOR,
+    "stylist": chain_pb2.STYLIST,
+    "sales": chain_pb2.SALES,
+}
+STAFF_PAGE_SIZE = 1000
+
+
+def _add_staff(commands: _Commands) -> None:
+    staff = commands.group("staff", "staff 员工: who earns commission 提成")
+    add = staff.add(
+        "add", _staff_add, "add a staff member or change one 添加/修改员工", mutating=True
+    )
+    add.add_argument("code", metavar="CODE", type=_non_empty, help="staff code 工号")
+    add.add_argument("name", metavar="NAME", type=_non_empty, help="name 姓名")
+    add.add_argument("--role", choices=list(_STAFF_ROLES), required=True, help="role 角色")
+    add.add_argument("--store", metavar="S", default="", help="their store 所属门店")
+    add.add_argument("--inactive", action="store_true", help="stopped 停用: earns nothing, refused")
+    listing = staff.add("list", _staff_list, "list staff and the commission owed 员工列表")
+    listing.add_argument("--store", metavar="S", default="", help="only this store's staff")
+
+
+def _add_clearing(commands: _Commands) -> None:
+    parser = commands.add(
+        "clearing",
+        _clearing,
+        "inter-store clearing matrix 店铺间结算: what each store owes another for its stored "
+        "value spent there",
+    )
+    parser.add_argument(
+        "--from", dest="from_date", metavar="DATE", required=True, help="YYYY-MM-DD"
+    )
+    parser.add_argument(
+        "--to", dest="to_date", metavar="DATE", required=True, help="YYYY-MM-DD, inclusive"
+    )
+    parser.add_argument("--store", metavar="S", default="", help="only pairs with this store")
 
 
 def _add_checkout(commands: _Commands) -> None:
@@ -984,6 +1029,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_package(commands)
     _add_recharge(commands)
     _add_checkout(commands)
+    _add_staff(commands)
+    _add_clearing(commands)
     _add_db(commands)
     from engine import cli_sales  # item, stock, bill, refund, settlement
 
@@ -1114,6 +1161,7 @@ def build_recharge_request(args: argparse.Namespace) -> transaction_pb2.Recharge
         method=_METHODS[args.method],
         store_code=args.store,
         external_ref=args.ref,
+        staff_code=args.staff,
     )
 
 
@@ -2423,6 +2471,62 @@ def _checkout(args: argparse.Namespace, session: Session) -> int:
     request.pin = read_pin(args)
     response = session.call(transaction_pb2_grpc.TransactionServiceStub, "Checkout", request)
     return _output(args, response, lambda: _checkout_text(response, args.request_id))
+
+
+def _staff_add(args: argparse.Namespace, session: Session) -> int:
+    staff = chain_pb2.Staff(
+        code=args.code,
+        name=args.name,
+        role=_STAFF_ROLES[args.role],
+        store_code=args.store,
+        active=not args.inactive,
+    )
+    request = chain_pb2.UpsertStaffRequest(request_id=args.request_id, staff=staff)
+    response = session.call(chain_pb2_grpc.ChainServiceStub, "UpsertStaff", request)
+    rows = [
+        ("Code 工号", response.staff.code),
+        ("Name 姓名", response.staff.name),
+        ("Role 角色", args.role),
+        ("Store 门店", response.staff.store_code or "-"),
+        ("Active 在职", "yes" if response.staff.active else "no (停用)"),
+        ("Commission 提成", f"¥{format_fen(response.commission_fen)}"),
+    ]
+    title = "Staff added 已添加员工" if response.created else "Staff changed 已修改员工"
+    return _output(args, response, lambda: _fields_text(title, rows))
+
+
+def _staff_list(args: argparse.Namespace, session: Session) -> int:
+    request = chain_pb2.ListStaffRequest(store_code=args.store, page_size=STAFF_PAGE_SIZE)
+    response = session.call(chain_pb2_grpc.ChainServiceStub, "ListStaff", request)
+    roles = {number: name for name, number in _STAFF_ROLES.items()}
+    rows = [
+        [
+            view.staff.code,
+            view.staff.name,
+            roles.get(view.staff.role, "?"),
+            view.staff.store_code or "-",
+            "yes" if view.staff.active else "no",
+            f"¥{format_fen(view.commission_fen)}",
+        ]
+        for view in response.staff
+    ]
+    headers = ["Code 工号", "Name 姓名", "Role 角色", "Store 门店", "Active", "Commission 提成"]
+    text = _table_text("Staff 员工", headers, rows)
+    if response.next_page_token:
+        text += f"\n  (more than {STAFF_PAGE_SIZE}: use --store)"
+    return _output(args, response, lambda: text)
+
+
+def _clearing(args: argparse.Namespace, session: Session) -> int:
+    request = chain_pb2.GetClearingMatrixRequest(
+        from_date=args.from_date, to_date=args.to_date, store_code=args.store
+    )
+    response = session.call(chain_pb2_grpc.ChainServiceStub, "GetClearingMatrix", request)
+    rows = [[c.from_store, c.to_store, f"¥{format_fen(c.amount_fen)}"] for c in response.cells]
+    title = f"Clearing 店铺间结算 {response.from_date} .. {response.to_date}"
+    headers = ["Owes 应付门店", "To 应收门店", "Amount 金额"]
+    text = _table_text(title, headers, rows) + f"\n  Total 合计  ¥{format_fen(response.total_fen)}"
+    return _output(args, response, lambda: text)
 
 
 def _size_text(size_bytes: int) -> str:

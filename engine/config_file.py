@@ -26,7 +26,7 @@ from engine.money import (
     format_fixed_point,
     parse_fixed_point,
 )
-from engine.proto import catalog_pb2, config_pb2
+from engine.proto import catalog_pb2, chain_pb2, config_pb2
 
 __all__ = [
     "CONFIG_FILE_BYTES_MAX",
@@ -492,6 +492,73 @@ def _read_utc_offset(root: _Table, config: config_pb2.MerchantConfig) -> None:
         root.fail("utc_offset", str(error))
 
 
+STAFF_ROLES = {
+    "cashier": chain_pb2.CASHIER,
+    "store_manager": chain_pb2.STORE_MANAGER,
+    "region_manager": chain_pb2.REGION_MANAGER,
+    "head_office_admin": chain_pb2.HEAD_OFFICE_ADMIN,
+    "auditor": chain_pb2.AUDITOR,
+    "stylist": chain_pb2.STYLIST,
+    "sales": chain_pb2.SALES,
+}
+COMMISSION_TARGETS = {
+    "item": config_pb2.ITEM,
+    "category": config_pb2.CATEGORY,
+    "card_sale": config_pb2.CARD_SALE,
+    "package_sale": config_pb2.PACKAGE_SALE,
+    "recharge": config_pb2.RECHARGE_SALE,
+}
+REFERRAL_REWARDS = {"points": config_pb2.REFERRAL_POINTS, "bonus": config_pb2.REFERRAL_BONUS}
+REFERRAL_BASES = {
+    "cash_equivalent": config_pb2.CASH_EQUIVALENT,
+    "amount_due": config_pb2.AMOUNT_DUE,
+}
+
+
+def _read_commission_rule(table: _Table) -> config_pb2.CommissionRule:
+    """员工提成: `fixed` yuan per unit sold, or `rate` ("5%") of what was paid for it."""
+    rule = config_pb2.CommissionRule(
+        role=table.choice("role", STAFF_ROLES, required=False),
+        target=table.choice("target", COMMISSION_TARGETS, required=True),
+        code=table.text("code", required=False),
+        fixed_fen_per_unit=table.yuan_fen("fixed", required=False),
+        rate_bp=table.percent_bp("rate", "rate_bp", required=False),
+    )
+    table.finish()
+    return rule
+
+
+def _read_referral(table: _Table | None) -> config_pb2.ReferralProgram | None:
+    """推荐返利: 1 or 2 levels, each with a rate on consumption and on recharge."""
+    if table is None:
+        return None
+    program = config_pb2.ReferralProgram(
+        reward=table.choice("reward", REFERRAL_REWARDS, required=False)
+        or config_pb2.REFERRAL_POINTS,
+        base=table.choice("base", REFERRAL_BASES, required=False) or config_pb2.CASH_EQUIVALENT,
+        points_per_yuan=table.count("points_per_yuan", required=False),
+    )
+    for level in table.tables("levels"):
+        program.levels.add(
+            consumption_rate_bp=level.percent_bp(
+                "consumption_rate", "consumption_rate_bp", required=False
+            ),
+            recharge_rate_bp=level.percent_bp("recharge_rate", "recharge_rate_bp", required=False),
+        )
+        level.finish()
+    table.finish()
+    return program
+
+
+def _read_clearing(table: _Table | None) -> config_pb2.ClearingPolicy | None:
+    """店铺间结算: whether bonus spent at another store clears too (default: principal only)."""
+    if table is None:
+        return None
+    policy = config_pb2.ClearingPolicy(include_bonus=table.flag("include_bonus"))
+    table.finish()
+    return policy
+
+
 def _read_spend_order(table: _Table) -> int:
     value = table.text("spend_order", required=False)
     if not value:
@@ -523,8 +590,17 @@ def _read_config(
         categories=[_read_category(table) for table in root.tables("categories")],
         rounding=root.choice("rounding", ROUNDINGS, required=False),
         stock_policy=root.choice("stock_policy", STOCK_POLICIES, required=False),
+        commission_rules=[
+            _read_commission_rule(table) for table in root.tables("commission_rules")
+        ],
     )
     items = [_read_item(table) for table in root.tables("items")]
+    referral = _read_referral(root.table("referral"))
+    if referral is not None:
+        config.referral.CopyFrom(referral)
+    clearing = _read_clearing(root.table("clearing"))
+    if clearing is not None:
+        config.clearing.CopyFrom(clearing)
     _read_utc_offset(root, config)
     root.finish()
     return config, items
@@ -710,6 +786,45 @@ def _attribute_lines(attribute: config_pb2.AttributeDefinition) -> list[str]:
     return lines
 
 
+def _commission_rule_lines(rule: config_pb2.CommissionRule) -> list[str]:
+    lines = ["[[commission_rules]]"]
+    if rule.role:
+        lines.append(f'role = "{_name_of(STAFF_ROLES, rule.role)}"')
+    lines.append(f'target = "{_name_of(COMMISSION_TARGETS, rule.target)}"')
+    if rule.code:
+        lines.append(f"code = {_toml_string(rule.code)}")
+    if rule.fixed_fen_per_unit:
+        lines.append(f'fixed = "{_yuan_text(rule.fixed_fen_per_unit)}"')
+    if rule.rate_bp:
+        lines.append(f'rate = "{_percent_text(rule.rate_bp)}"')
+    return lines
+
+
+def _chain_blocks(config: config_pb2.MerchantConfig) -> list[list[str]]:
+    blocks = [_commission_rule_lines(rule) for rule in config.commission_rules]
+    if config.HasField("referral"):
+        program = config.referral
+        lines = [
+            "[referral]",
+            f'reward = "{_name_of(REFERRAL_REWARDS, program.reward) or "points"}"',
+            f'base = "{_name_of(REFERRAL_BASES, program.base) or "cash_equivalent"}"',
+        ]
+        if program.points_per_yuan:
+            lines.append(f"points_per_yuan = {program.points_per_yuan}")
+        for level in program.levels:
+            lines += [
+                "",
+                "[[referral.levels]]",
+                f'consumption_rate = "{_percent_text(level.consumption_rate_bp)}"',
+                f'recharge_rate = "{_percent_text(level.recharge_rate_bp)}"',
+            ]
+        blocks.append(lines)
+    if config.HasField("clearing"):
+        include = "true" if config.clearing.include_bonus else "false"
+        blocks.append(["[clearing]", f"include_bonus = {include}"])
+    return blocks
+
+
 def _root_extra_lines(config: config_pb2.MerchantConfig) -> list[str]:
     lines = []
     if config.default_card_type:
@@ -807,5 +922,6 @@ def dumps_config(
                 f"name = {_toml_string(category.name)}",
             ]
         )
+    blocks += _chain_blocks(config)
     blocks += [_item_lines(item) for item in items]
     return "\n\n".join("\n".join(block) for block in blocks) + "\n"

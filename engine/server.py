@@ -24,7 +24,15 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from engine._core import Core, CoreError
 from engine.metrics import CoreCollector, GrpcMetrics, MetricsInterceptor
-from engine.proto import admin_pb2, card_pb2, catalog_pb2, config_pb2, member_pb2, transaction_pb2
+from engine.proto import (
+    admin_pb2,
+    card_pb2,
+    catalog_pb2,
+    chain_pb2,
+    config_pb2,
+    member_pb2,
+    transaction_pb2,
+)
 
 ERROR_DOMAIN = "mms.v1"
 MERCHANT_METADATA_KEY = "mms-merchant"
@@ -52,6 +60,7 @@ CORE_SERVICES = (
     transaction_pb2.DESCRIPTOR.services_by_name["TransactionService"],
     card_pb2.DESCRIPTOR.services_by_name["CardService"],
     catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"],
+    chain_pb2.DESCRIPTOR.services_by_name["ChainService"],
 )
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"]
 

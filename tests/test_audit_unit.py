@@ -16,6 +16,7 @@ import pytest
 
 import engine.audit as auditor
 from engine.audit import (
+    CLEARING_DAY_KEY_BIAS,
     DATABASE_NAMES,
     PROBLEMS_MAX,
     AuditError,
@@ -30,7 +31,7 @@ from engine.audit import (
     search_key,
     yuan,
 )
-from engine.proto import card_pb2, common_pb2, config_pb2, member_pb2, records_pb2
+from engine.proto import card_pb2, chain_pb2, common_pb2, config_pb2, member_pb2, records_pb2
 
 MAP_SIZE_BYTES = 16 * 1024 * 1024
 FEN = records_pb2.FEN
@@ -90,6 +91,8 @@ class World:
     follow_ups: dict[tuple[str, int, int], member_pb2.FollowUp] = field(default_factory=dict)
     requests: dict[tuple[str, str], records_pb2.RequestRecord] = field(default_factory=dict)
     counters: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (merchant, day, from store, to store) -> fen: the clearing aggregate
+    clearing_days: dict[tuple[str, int, str, str], int] = field(default_factory=dict)
 
     def next_counter(self, merchant: str, name: str) -> int:
         value = self.counters.get((merchant, name), 0) + 1
@@ -230,6 +233,38 @@ class World:
             ledger_seq=seq,
         )
         return seq
+
+    def clear(
+        self, merchant: str, from_store: str, to_store: str, amount_fen: int, day: int
+    ) -> int:
+        """A walk-in entry carrying one inter-store clearing pair, and its day's cell."""
+        postings = [
+            (f"store/{from_store}/owes/{to_store}", amount_fen, FEN),
+            (f"store/{to_store}/owed_by/{from_store}", -amount_fen, FEN),
+        ]
+        seq = self.post_entry(
+            merchant, records_pb2.CHECKOUT, 0, 0, postings, self.request_id("clear", merchant)
+        )
+        cell = (merchant, day, from_store, to_store)
+        self.clearing_days[cell] = self.clearing_days.get(cell, 0) + amount_fen
+        return seq
+
+    def card_origins(self) -> dict[tuple[str, int], records_pb2.CardOrigins]:
+        """Every card holding value, its balances in one bucket at the merchant's first
+        store (where the world's money is said to come from)."""
+        origins: dict[tuple[str, int], records_pb2.CardOrigins] = {}
+        for (merchant, account), record in self.accounts.items():
+            parts = account.split("/")
+            if (
+                parts[0] != "card"
+                or record.balance <= 0
+                or (merchant, int(parts[1])) not in self.cards
+            ):
+                continue  # no buckets for what invariants 0 and 4 report
+            store = self.configs[merchant].stores[0].code
+            found = origins.setdefault((merchant, int(parts[1])), records_pb2.CardOrigins())
+            getattr(found, parts[2]).add(store_code=store, amount_fen=record.balance)
+        return origins
 
     def request_id(self, what: str, merchant: str) -> str:
         return f"{what}-{merchant}-{len(self.ledger)}"
@@ -496,6 +531,18 @@ class World:
             ("requests", key(m, r), v.SerializeToString()) for (m, r), v in self.requests.items()
         ]
         rows += [("counters", key(m, n), u64(v)) for (m, n), v in self.counters.items()]
+        rows += [
+            ("card_origins", key(m, u64(c)), o.SerializeToString())
+            for (m, c), o in self.card_origins().items()
+        ]
+        rows += [
+            (
+                "clearing_days",
+                key(m, (d + CLEARING_DAY_KEY_BIAS).to_bytes(4, "big") + f"{a}\x00{b}".encode()),
+                chain_pb2.ClearingCell(from_store=a, to_store=b, amount_fen=v).SerializeToString(),
+            )
+            for (m, d, a, b), v in self.clearing_days.items()
+        ]
         return rows
 
 
@@ -627,6 +674,9 @@ def test_consistent_world_audits_clean(tmp_path: Path) -> None:
         "stock": 0,
         "settlements": 0,
         "suspended_bills": 0,
+        "staff": 0,
+        "card_origins": 4,
+        "clearing_days": 0,
     }
 
 
@@ -1703,3 +1753,69 @@ def test_problems_beyond_the_limit_are_counted_not_kept() -> None:
     assert len(sink.problems) == PROBLEMS_MAX
     assert sink.omitted == 5
     assert len(sink.problems[0].message) <= 400
+
+
+# --- chain effects: invariants 18 and 19 ---------------------------------------------
+
+
+def world_with_clearing() -> World:
+    world = build_world()
+    world.clear(M1, "S1", "S2", 4_500, 20_000)
+    world.clear(M1, "S1", "S2", 1, 20_001)
+    world.clear(M1, "S2", "S1", 99, 20_001)
+    return world
+
+
+def test_clearing_and_buckets_audit_clean(tmp_path: Path) -> None:
+    report = audit_world(world_with_clearing(), tmp_path)
+    assert report.problems == []
+    assert report.counts["clearing_days"] == 3
+    assert report.counts["card_origins"] == 4
+
+
+def test_18_buckets_that_do_not_add_up_to_the_balance(tmp_path: Path) -> None:
+    world = build_world()
+    path = write_world(world, tmp_path / "data")
+    origins = world.card_origins()[(M1, 1)]
+    origins.principal[0].amount_fen += 1
+    tamper(path, "card_origins", key(M1, u64(1)), origins.SerializeToString())
+    report = audit(str(path))
+    assert invariants_of(report) == {18}, report.problems
+    assert (
+        "principal buckets hold 3501 fen, the card's balance is 3500" in report.problems[0].message
+    )
+
+
+def test_18_a_store_with_two_buckets_and_a_bucket_of_zero(tmp_path: Path) -> None:
+    world = build_world()
+    path = write_world(world, tmp_path / "data")
+    origins = world.card_origins()[(M1, 1)]
+    whole = origins.principal[0].amount_fen
+    origins.principal[0].amount_fen = whole - 1
+    origins.principal.add(store_code=origins.principal[0].store_code, amount_fen=1)
+    origins.principal.add(store_code="S2", amount_fen=0)
+    tamper(path, "card_origins", key(M1, u64(1)), origins.SerializeToString())
+    messages = [p.message for p in audit(str(path)).problems]
+    assert messages == ["principal: a store has two buckets", "principal: a bucket is not positive"]
+
+
+def test_18_a_card_holding_value_without_buckets(tmp_path: Path) -> None:
+    path = write_world(build_world(), tmp_path / "data")
+    tamper(path, "card_origins", key(M1, u64(1)), None)
+    report = audit(str(path))
+    assert invariants_of(report) == {18}, report.problems
+    assert len(report.problems) == 2  # principal and bonus
+
+
+def test_19_a_day_that_does_not_add_up_to_the_clearing_accounts(tmp_path: Path) -> None:
+    world = world_with_clearing()
+    world.clearing_days[(M1, 20_001, "S1", "S2")] = 2
+    report = assert_only(world, tmp_path, 19)
+    assert "days add up to 4502 fen; store/S1/owes/S2 holds 4501" in report.problems[0].message
+
+
+def test_19_clearing_accounts_without_any_day(tmp_path: Path) -> None:
+    world = world_with_clearing()
+    del world.clearing_days[(M1, 20_001, "S2", "S1")]
+    report = assert_only(world, tmp_path, 19)
+    assert "days add up to 0 fen; store/S2/owes/S1 holds 99" in report.problems[0].message

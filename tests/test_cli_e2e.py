@@ -588,6 +588,10 @@ def merchant(shared_server: RunningServer, capsys: pytest.CaptureFixture[str]) -
     """A merchant of its own on the shared server, examples/merchant.toml applied."""
     chain = Merchant(shared_server.address, f"chain-{next(_MERCHANT_NUMBERS)}", capsys)
     chain.mms("config", "apply", str(EXAMPLE))
+    # The example pays commission, so the staff its sales name are registered (an
+    # unregistered code is refused: STAFF_NOT_FOUND).
+    chain.mms("staff", "add", "A01", "店员 Clerk", "--role", "cashier", "--store", "S001")
+    chain.mms("staff", "add", "T07", "技师 Stylist", "--role", "stylist")
     return chain
 
 

@@ -139,7 +139,10 @@ def test_a_stop_under_load_loses_nothing_acknowledged(
                 request_id = f"lane{lane}-{index}"
                 try:
                     client.checkout(
-                        100, tenders=[take_rest(PM.CASH)], request_id=request_id, phone=PHONE
+                        100,
+                        tenders=[take_rest(PM.STORED_VALUE)],
+                        request_id=request_id,
+                        phone=PHONE,
                     )
                 except grpc.RpcError:
                     return
@@ -167,7 +170,7 @@ def test_a_stop_under_load_loses_nothing_acknowledged(
                     request_id=request_id,
                     member=common_pb2.MemberRef(phone=PHONE),
                     list_amount_fen=100,
-                    tenders=[take_rest(PM.CASH)],
+                    tenders=[take_rest(PM.STORED_VALUE)],
                 ),
                 timeout=30,
                 metadata=client.metadata,
@@ -178,6 +181,8 @@ def test_a_stop_under_load_loses_nothing_acknowledged(
         assert shown.member.cumulative_spend_fen >= 100 * len(acknowledged)
     report = backup_and_audit(server, tmp_path, f"after-{stop_signal}")
     assert report.problems == []
-    # the books hold exactly the checkouts that were committed, acknowledged or not
+    # the books hold exactly the checkouts that were committed, acknowledged or not, each
+    # whole: its spend and the stored value it took are there with its entry, or none is
     entries = report.counts["ledger_entries"]
     assert shown.member.cumulative_spend_fen == 100 * (entries - 1)
+    assert shown.balances.principal_fen == 1_000_000 - 100 * (entries - 1)

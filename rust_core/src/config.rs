@@ -201,7 +201,7 @@ pub fn validate_config(config: &MerchantConfig) -> Result<()> {
     if crate::proto::StockPolicy::try_from(config.stock_policy).is_err() {
         return fail(Kind::ConfigInvalid, "unknown stock_policy");
     }
-    Ok(())
+    crate::chain::validate_config(config)
 }
 
 fn validate_stores(config: &MerchantConfig) -> Result<()> {

@@ -10,7 +10,7 @@ use crate::pin::PinCheck;
 use crate::proto::*;
 use crate::store::{self, Dbs};
 use crate::transactions::{self, Context};
-use crate::{catalog, lifecycle, member_code, members, packages, profiles, refund, settle, suspended, validate};
+use crate::{catalog, chain, lifecycle, member_code, members, packages, profiles, refund, settle, suspended, validate};
 
 /// Rows in one ImportMembers request at most.
 pub const IMPORT_ROWS_MAX: usize = 1000;
@@ -85,6 +85,7 @@ methods! {
         SuspendBill: SuspendBillRequest => "/mms.v1.TransactionService/SuspendBill",
         CancelSuspendedBill: CancelSuspendedBillRequest => "/mms.v1.TransactionService/CancelSuspendedBill",
         Refund: RefundRequest => "/mms.v1.TransactionService/Refund",
+        UpsertStaff: UpsertStaffRequest => "/mms.v1.ChainService/UpsertStaff",
     }
     reads {
         GetConfig => "/mms.v1.ConfigService/GetConfig",
@@ -100,6 +101,8 @@ methods! {
         ListItems => "/mms.v1.CatalogService/ListItems",
         ListSuspendedBills => "/mms.v1.TransactionService/ListSuspendedBills",
         GetSettlement => "/mms.v1.TransactionService/GetSettlement",
+        ListStaff => "/mms.v1.ChainService/ListStaff",
+        GetClearingMatrix => "/mms.v1.ChainService/GetClearingMatrix",
     }
 }
 
@@ -126,6 +129,7 @@ impl ScrubSecrets for AdjustStockRequest {}
 impl ScrubSecrets for SuspendBillRequest {}
 impl ScrubSecrets for CancelSuspendedBillRequest {}
 impl ScrubSecrets for RefundRequest {}
+impl ScrubSecrets for UpsertStaffRequest {}
 
 impl ScrubSecrets for CheckoutRequest {
     fn scrub_secrets(&mut self) {
@@ -298,6 +302,7 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
         Body::RefundPackage(r) => encoded(packages::refund(&context, txn, r)?),
         Body::RunCardMaintenance(r) => (maintenance(writer.env, &context, txn, r)?.encode_to_vec(), 0),
         Body::SetSpendingLimit(r) => encoded(lifecycle::set_spending_limit(&context, txn, r)?),
+        Body::UpsertStaff(r) => (chain::staff::upsert(&context, txn, r)?.encode_to_vec(), 0),
     };
     finish(dbs, txn, merchant, now_ms, decoded, response, seq)
 }
@@ -511,6 +516,8 @@ pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, method: Method, bytes: 
             let settlement = settle::settlement(dbs, txn, merchant, request.seq)?;
             GetSettlementResponse { settlement: Some(settlement) }.encode_to_vec()
         }
+        Method::ListStaff => chain::staff::list(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        Method::GetClearingMatrix => chain::clearing::matrix(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
         _ => return fail(Kind::UnknownMethod, format!("{} is not a read", method.full_name())),
     })
 }

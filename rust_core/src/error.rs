@@ -122,10 +122,15 @@ pub enum Kind {
     RefundInvalid,
     NothingToRefund,
     RefundModeMixed,
+    StaffNotFound,
+    StaffInactive,
+    PeriodInvalid,
+    MatrixTooLarge,
+    CardOriginsFull,
 }
 
 /// Every kind, for reverse lookup of stored reasons and for exhaustive tests.
-pub const ALL_KINDS: [Kind; 87] = [
+pub const ALL_KINDS: [Kind; 92] = [
     Kind::MalformedRequest,
     Kind::UnknownMethod,
     Kind::RequestIdInvalid,
@@ -213,6 +218,11 @@ pub const ALL_KINDS: [Kind; 87] = [
     Kind::RefundInvalid,
     Kind::NothingToRefund,
     Kind::RefundModeMixed,
+    Kind::StaffNotFound,
+    Kind::StaffInactive,
+    Kind::PeriodInvalid,
+    Kind::MatrixTooLarge,
+    Kind::CardOriginsFull,
 ];
 
 impl Kind {
@@ -305,6 +315,11 @@ impl Kind {
             Kind::RefundInvalid => "REFUND_INVALID",
             Kind::NothingToRefund => "NOTHING_TO_REFUND",
             Kind::RefundModeMixed => "REFUND_MODE_MIXED",
+            Kind::StaffNotFound => "STAFF_NOT_FOUND",
+            Kind::StaffInactive => "STAFF_INACTIVE",
+            Kind::PeriodInvalid => "PERIOD_INVALID",
+            Kind::MatrixTooLarge => "MATRIX_TOO_LARGE",
+            Kind::CardOriginsFull => "CARD_ORIGINS_FULL",
         }
     }
 
@@ -397,6 +412,11 @@ impl Kind {
             Kind::RefundInvalid => Status::InvalidArgument,
             Kind::NothingToRefund => Status::FailedPrecondition,
             Kind::RefundModeMixed => Status::FailedPrecondition,
+            Kind::StaffNotFound => Status::NotFound,
+            Kind::StaffInactive => Status::FailedPrecondition,
+            Kind::PeriodInvalid => Status::InvalidArgument,
+            Kind::MatrixTooLarge => Status::InvalidArgument,
+            Kind::CardOriginsFull => Status::FailedPrecondition,
         }
     }
 

@@ -8,8 +8,10 @@ use crate::error::Result;
 use crate::proto::{AccountRecord, LedgerEntry, Posting, Unit};
 use crate::store::{self, Dbs};
 
-/// One entry touches few accounts; more is a programming error.
-pub const POSTINGS_PER_ENTRY_MAX: usize = 32;
+/// One entry touches few accounts; more is a programming error. A checkout's own postings
+/// take about 20; clearing adds two per store its stored value came from (at most
+/// `clearing::ORIGIN_STORES_MAX` per balance), commission and referral rebates a few more.
+pub const POSTINGS_PER_ENTRY_MAX: usize = 96;
 
 /// 本金 on a card, owed to its holder.
 pub fn card_principal(card_id: u64) -> String {

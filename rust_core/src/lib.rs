@@ -5,6 +5,7 @@
 pub mod annual_fee;
 pub mod cards;
 pub mod catalog;
+pub mod chain;
 pub mod config;
 pub mod core;
 pub mod dates;

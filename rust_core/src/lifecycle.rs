@@ -76,7 +76,7 @@ use crate::paging::{self, Page};
 use crate::proto::*;
 use crate::store::{self, Dbs};
 use crate::transactions::{self, Context};
-use crate::{annual_fee, members, pin, validate};
+use crate::{annual_fee, chain, members, pin, validate};
 
 /// Card types one merchant may define.
 pub const CARD_TYPES_MAX: usize = 256;
@@ -293,13 +293,15 @@ pub fn issue(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &IssueCardRequ
     let card = cards::create(dbs, txn, merchant, card)?;
     let mut journal = Journal::default();
     post_fee(&mut journal, &store_code, fee_fen, &payments);
+    let sold = chain::commission::Sold::Card { card_type: &card_type.code };
+    let chain_effects = chain::on_sale(context, txn, &mut journal, &request.staff_code, &store_code, sold, fee_fen)?;
     let seq = op.entry(txn, journal, EntryKind::CardIssue, &card, &store_code, fee_fen)?;
     let event = op.event(txn, &card, "ISSUE", CardStatus::Unspecified, "", seq)?;
     if let Some(Attachment { primary, .. }) = &attachment {
         cards::put(dbs, txn, merchant, primary)?; // a right PIN reset its count of wrong ones
         op.event(txn, primary, "ATTACH", cards::status_of(primary), &attached_note(&card), 0)?;
     }
-    let response = CardResponse { fee_fen, payments, ..op.respond(txn, &card, event, seq)? };
+    let response = CardResponse { fee_fen, payments, chain_effects, ..op.respond(txn, &card, event, seq)? };
     Ok((response, seq))
 }
 
@@ -619,6 +621,7 @@ pub fn replace(
     journal.fen(ledger::card_bonus(old.card_id), -bonus_fen);
     journal.fen(ledger::card_bonus(new.card_id), bonus_fen);
     move_lots(dbs, txn, merchant, old.card_id, new.card_id)?;
+    chain::clearing::move_all(dbs, txn, merchant, old.card_id, new.card_id)?;
 
     let before = cards::status_of(&old);
     old.status_before = old.status;
@@ -729,6 +732,12 @@ pub fn return_card(
     journal.fen(transactions::takings_account(&store_code, method), refund_fen);
     journal.fen(ledger::card_bonus(card.card_id), -bonus_fen);
     journal.fen(ledger::FORFEITED_BONUS.to_owned(), bonus_fen);
+    // The principal leaves at this store (paid out, or kept as the fee): clearing with the
+    // stores that took it. Forfeited bonus was spent by nobody.
+    let mut chain_effects = Vec::new();
+    let principal = (principal_fen, 0);
+    chain::clearing::spend(context, txn, &mut journal, &mut chain_effects, card.card_id, principal, &store_code)?;
+    chain::clearing::forfeit(dbs, txn, merchant, card.card_id, bonus_fen)?;
     let seq = op.entry(txn, journal, EntryKind::CardReturn, &card, &store_code, refund_fen)?;
     let note = format!("refund {refund_fen} fen, fee {fee_fen} fen, bonus forfeited {bonus_fen} fen");
     let event = close(&op, txn, &mut card, &note, seq)?;
@@ -745,6 +754,7 @@ pub fn return_card(
         refund_fen,
         forfeited_bonus_fen: bonus_fen,
         payments,
+        chain_effects,
         ..op.respond(txn, &card, event, seq)?
     };
     Ok((response, seq))
@@ -957,9 +967,15 @@ pub fn charge_annual_fee(
     let fee_fen = card_type.annual_fee_fen;
     let payments = annual_fee_payments(context, txn, &card, &request.tenders, fee_fen)?;
     let mut journal = Journal::default();
+    let mut chain_effects = Vec::new();
     for payment in &payments {
         let account = match PaymentMethod::try_from(payment.method).expect("resolved tenders have valid methods") {
-            PaymentMethod::StoredValue => ledger::card_principal(card.card_id),
+            PaymentMethod::StoredValue => {
+                let principal = (payment.amount_fen, 0);
+                let effects = &mut chain_effects;
+                chain::clearing::spend(context, txn, &mut journal, effects, card.card_id, principal, &store_code)?;
+                ledger::card_principal(card.card_id)
+            }
             method => transactions::takings_account(&store_code, method),
         };
         journal.fen(account, -payment.amount_fen);
@@ -971,7 +987,7 @@ pub fn charge_annual_fee(
     cards::put(dbs, txn, merchant, &card)?;
     let note = format!("card year {} to {}", year.first_day.format(), year.last_day.format());
     let event = op.event(txn, &card, "ANNUAL_FEE", before, &note, seq)?;
-    Ok((CardResponse { fee_fen, payments, ..op.respond(txn, &card, event, seq)? }, seq))
+    Ok((CardResponse { fee_fen, payments, chain_effects, ..op.respond(txn, &card, event, seq)? }, seq))
 }
 
 /// The tenders that pay an annual fee: STORED_VALUE draws on the card's own principal

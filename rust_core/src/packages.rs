@@ -37,7 +37,7 @@ use crate::money::{self, AMOUNT_FEN_MAX, BALANCE_FEN_MAX};
 use crate::proto::*;
 use crate::store::{self, Dbs};
 use crate::transactions::{self, Context, Spendable, TENDERS_MAX};
-use crate::{rules, validate};
+use crate::{chain, rules, validate};
 
 /// Packages one merchant configures at most.
 pub const PACKAGES_MAX: usize = 1000;
@@ -120,6 +120,7 @@ pub fn buy(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &BuyPackageReque
     for payment in payments.iter_mut() {
         post_payment(context, &mut journal, &mut card, &card_type, stored_value, &store_code, payment)?;
     }
+    let chain_effects = package_chain_effects(context, txn, &mut journal, &card, &payments, request, package)?;
     let mut lot = new_lot(context, txn, &card, package)?;
     lot.bonus_paid_fen = payments.iter().map(|payment| payment.bonus_fen).sum();
     put_lot(dbs, txn, merchant, &lot)?;
@@ -148,9 +149,31 @@ pub fn buy(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &BuyPackageReque
         ledger_seq: seq,
         payments,
         lot: Some(lot),
+        chain_effects,
         ..Default::default()
     };
     Ok((response, seq))
+}
+
+/// A package sold: clearing for the stored value that paid it, the seller's commission.
+fn package_chain_effects(
+    context: &Context<'_>,
+    txn: &mut RwTxn<'_>,
+    journal: &mut Journal,
+    card: &Card,
+    payments: &[Payment],
+    request: &BuyPackageRequest,
+    package: &CountPackage,
+) -> Result<Vec<crate::proto::ChainEffect>> {
+    let store_code = context.config.store_code(&request.store_code)?;
+    let mut effects = Vec::new();
+    for paid in payments.iter().filter(|p| p.method == PaymentMethod::StoredValue as i32) {
+        let amounts = (paid.principal_fen, paid.bonus_fen);
+        chain::on_stored_value_spent(context, txn, journal, &mut effects, card.card_id, amounts, store_code)?;
+    }
+    let sold = chain::commission::Sold::Package { package_code: &package.code };
+    effects.extend(chain::on_sale(context, txn, journal, &request.staff_code, store_code, sold, package.price_fen)?);
+    Ok(effects)
 }
 
 fn check_holds_packages(card: &Card, card_type: &CardType) -> Result<()> {
@@ -507,6 +530,12 @@ pub fn refund(
     if paid_back_fen > 0 {
         journal.fen(refund_account(context, txn, &card, method, &store_code, paid_back_fen)?, paid_back_fen);
     }
+    // Value back on the card is held by the store that refunds it (it gives it back).
+    use chain::clearing::Balance;
+    if method == PaymentMethod::StoredValue {
+        chain::clearing::deposit(context, txn, card.card_id, Balance::Principal, &store_code, paid_back_fen)?;
+    }
+    chain::clearing::deposit(context, txn, card.card_id, Balance::Bonus, &store_code, bonus_back_fen)?;
     for item in lot.items.iter_mut() {
         journal.uses(ledger::lot_uses(lot.lot_id, &item.item_code), -i64::from(item.uses_left));
         item.uses_left = 0;

@@ -22,7 +22,7 @@ use crate::proto::{
 use crate::rules::Progress;
 use crate::store;
 use crate::transactions::{self, Context};
-use crate::{cards, catalog, members, settle, validate};
+use crate::{cards, catalog, chain, members, settle, validate};
 
 pub const REASON_CHARS_MAX: usize = 200;
 /// Refunds against one checkout at most: more is not a customer, it is a leak.
@@ -61,7 +61,7 @@ pub fn refund(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &RefundReques
     let (mode, parts) = parts(&settlement, request)?;
     let returned = returns(&settlement, mode, &parts);
     let mut journal = Journal::default();
-    let money_fen = post_returns(context, txn, &mut journal, &settlement, &returned, &store_code)?;
+    let (money_fen, payer_cards) = post_returns(context, txn, &mut journal, &settlement, &returned, &store_code)?;
     for item in returned.iter().filter(|r| r.quantity_milli > 0) {
         let sku = &item.line.sku;
         let Some(stocked) = catalog::get(dbs, txn, merchant, sku)?.filter(|i| i.track_stock) else { continue };
@@ -79,7 +79,13 @@ pub fn refund(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &RefundReques
     };
     // HOOK(coupons): restore the coupons of a checkout refunded in full, if still valid.
     // HOOK(points): points returned and clawed back through the points batches.
-    // HOOK(chain): commission, referral and clearing reversed in proportion.
+    let chain_lines: Vec<chain::reversal::LineRefund<'_>> = parts
+        .iter()
+        .zip(&returned)
+        .map(|(part, r)| chain::reversal::LineRefund { part: *part, payments: &r.payments })
+        .collect();
+    response.chain_effects =
+        chain::reversal::on_refund(context, txn, &mut journal, &settlement, &chain_lines, &payer_cards)?;
     // The part of the amount due this refund takes back: money and the points' value, as
     // a checkout's amount_fen counts both.
     let due_back: i64 = returned.iter().map(|r| r.line.due_fen + r.line.points_fen).sum();
@@ -298,7 +304,7 @@ fn post_returns(
     settlement: &Settlement,
     returned: &[Returned],
     store_code: &str,
-) -> Result<i64> {
+) -> Result<(i64, Vec<u64>)> {
     let sum = |amount: fn(&SettledLine) -> i64| returned.iter().map(|r| amount(&r.line)).sum::<i64>();
     let sales_store = &settlement.store_code;
     journal.fen(ledger::store_account(sales_store, "sales"), -sum(|l| l.list_fen));
@@ -308,6 +314,8 @@ fn post_returns(
     // The coupons' share goes back to the account the coupons step took it from.
     journal.fen(ledger::store_account(sales_store, "coupon_discount"), sum(|l| l.coupon_fen));
     let mut money_fen = 0;
+    // The card each stored-value payment goes back to, for the chain effects' buckets.
+    let mut payer_cards = vec![0; settlement.payments.len()];
     for (index, payment) in settlement.payments.iter().enumerate() {
         let amount_fen: i64 = returned.iter().map(|r| r.payments[index].0).sum();
         let principal_fen: i64 = returned.iter().map(|r| r.payments[index].1).sum();
@@ -321,10 +329,11 @@ fn post_returns(
             continue;
         }
         let payer_card_id = stored_value_back(context, txn, payment, amount_fen)?;
+        payer_cards[index] = payer_card_id;
         journal.fen(ledger::card_principal(payer_card_id), principal_fen);
         journal.fen(ledger::card_bonus(payer_card_id), amount_fen - principal_fen);
     }
-    Ok(money_fen)
+    Ok((money_fen, payer_cards))
 }
 
 /// The card stored value goes back to: the card that paid (the primary of an attached

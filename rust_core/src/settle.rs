@@ -17,7 +17,7 @@ use crate::proto::{
 use crate::rules::{self, Progress};
 use crate::store::{self, Dbs};
 use crate::transactions::{self, Context, Source, Spendable};
-use crate::{annual_fee, cards, members, suspended};
+use crate::{annual_fee, cards, chain, members, suspended};
 
 /// Lines on one bill at most: a full supermarket trolley.
 pub const LINES_MAX: usize = 200;
@@ -308,6 +308,15 @@ fn wallets(context: &Context<'_>, txn: &RwTxn<'_>, buyer: Option<Buyer>, tenders
     Ok((buyer, all, of_tender))
 }
 
+/// The card each stored-value payment drew on (0 for the other methods), for clearing.
+fn payer_cards(payments: &[(usize, Payment)], of_tender: &[Option<usize>], wallets: &[Wallet]) -> Vec<u64> {
+    let card_of = |(tender_index, payment): &(usize, Payment)| match of_tender[*tender_index] {
+        Some(index) if payment.method == PaymentMethod::StoredValue as i32 => wallets[index].payer.card_id,
+        _ => 0,
+    };
+    payments.iter().map(card_of).collect()
+}
+
 fn placeholder_wallet() -> Wallet {
     Wallet {
         member_id: 0,
@@ -354,6 +363,7 @@ pub fn checkout(
         let wallet = of_tender[*tender_index].map(|index| &mut wallets[index]);
         post_payment(context, &mut journal, wallet, &store_code, payment)?;
     }
+    let payer_cards = payer_cards(&payments, &of_tender, &wallets);
     let payments: Vec<Payment> = payments.into_iter().map(|(_, payment)| payment).collect();
     let level_rate = buyer.as_ref().map_or(0, |b| context.config.levels()[b.level_position].milli_points_per_yuan);
     // HOOK(points): points earned by rule sets; today the level's rate on what money paid.
@@ -363,13 +373,26 @@ pub fn checkout(
             catalog::move_stock(context, txn, &store_code, item, -line.priced.quantity_milli)?;
         }
     }
-    // HOOK(chain): commission, referral and clearing from the lines and payments.
     let due_fen = lines.iter().map(|l| l.priced.due_fen() + l.priced.points_fen).sum::<i64>();
+    let mut settled = settled_lines(&lines, &payments);
+    let priced: Vec<&PricedLine> = lines.iter().map(|l| &l.priced).collect();
+    let member = buyer.as_ref().map(|b| &b.member);
+    let chain_effects = chain::on_settlement(
+        context,
+        txn,
+        &mut journal,
+        member,
+        &priced,
+        &mut settled,
+        (&payments, &payer_cards),
+        &request.staff_code,
+        &store_code,
+    )?;
     let mut settlement = Settlement {
         request_id: request.request_id.clone(),
         at_ms: context.now_ms,
         store_code: store_code.clone(),
-        lines: settled_lines(&lines, &payments),
+        lines: settled,
         payments,
         points_redeemed,
         points_earned,
@@ -389,6 +412,7 @@ pub fn checkout(
         coupon_fen: lines.iter().map(|l| l.priced.coupon_fen).sum(),
         at_ms: context.now_ms,
         store_code: store_code.clone(),
+        chain_effects,
         ..Default::default()
     };
     let mut entry = LedgerEntry {

@@ -12,7 +12,7 @@ use crate::error::{CoreError, Kind, Result};
 pub type Db = Database<'static, Bytes, Bytes>;
 
 /// Named databases; keep in step with docs/STORAGE.md.
-pub const DATABASE_NAMES: [&str; 23] = [
+pub const DATABASE_NAMES: [&str; 26] = [
     "config",
     "members",
     "phones",
@@ -36,6 +36,9 @@ pub const DATABASE_NAMES: [&str; 23] = [
     "stock",
     "settlements",
     "suspended_bills",
+    "staff",
+    "card_origins",
+    "clearing_days",
 ];
 /// Room for the databases above plus those later versions add.
 pub const DATABASES_MAX: u32 = 32;
@@ -104,6 +107,13 @@ pub struct Dbs {
     pub settlements: Db,
     /// `M + store code + 0x00 + u64be(bill_no)` → SuspendedBill
     pub suspended_bills: Db,
+    /// `M + staff code` → Staff
+    pub staff: Db,
+    /// `M + u64be(card_id)` → CardOrigins: the stores a card's stored value came from
+    pub card_origins: Db,
+    /// `M + u32be(day) + from store + 0x00 + to store` → ClearingCell: one day's clearing
+    /// between two stores (day = local days since 1970-01-01 + `clearing::DAY_KEY_BIAS`)
+    pub clearing_days: Db,
 }
 
 /// Opens (creating if needed) the environment in `path` and its databases.
@@ -145,7 +155,7 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         })?
         .commit()
         .expect("never aborted");
-    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys, catalog, barcodes, stock, settlements, suspended_bills] =
+    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys, catalog, barcodes, stock, settlements, suspended_bills, staff, card_origins, clearing_days] =
         dbs;
     let dbs = Dbs {
         config,
@@ -171,6 +181,9 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         stock,
         settlements,
         suspended_bills,
+        staff,
+        card_origins,
+        clearing_days,
     };
     Ok((env, dbs))
 }

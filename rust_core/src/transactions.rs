@@ -12,7 +12,7 @@ use crate::proto::{
 };
 use crate::rules::{self, Progress};
 use crate::store::{self, Dbs};
-use crate::{annual_fee, cards, members, validate};
+use crate::{annual_fee, cards, chain, members, validate};
 
 /// A bill is paid in a handful of ways at most.
 pub const TENDERS_MAX: usize = 8;
@@ -70,6 +70,7 @@ pub fn recharge(
     let amount_fen = money::check_amount(request.amount_fen, "recharge amount")?;
     let method = external_method(request.method, PaymentMethod::Cash)?;
     validate::external_ref(&request.external_ref)?;
+    validate::staff_code(&request.staff_code)?;
     let store_code = context.config.store_code(&request.store_code)?.to_owned();
     let (dbs, merchant) = (context.dbs, context.merchant);
     let (mut member, card) = cards::resolve(dbs, txn, merchant, request.member.as_ref(), context.now_ms)?;
@@ -99,6 +100,17 @@ pub fn recharge(
     journal.fen(takings_account(&store_code, method), -amount_fen);
     journal.fen(ledger::card_bonus(card.card_id), bonus_fen);
     journal.fen(ledger::RECHARGE_BONUS.to_owned(), -bonus_fen);
+    let amounts = (amount_fen, bonus_fen);
+    let chain_effects = chain::on_recharge(
+        context,
+        txn,
+        &mut journal,
+        &member,
+        card.card_id,
+        &store_code,
+        amounts,
+        &request.staff_code,
+    )?;
 
     member.cumulative_recharge_fen =
         money::add_within(member.cumulative_recharge_fen, amount_fen, i64::MAX, "cumulative recharge")?;
@@ -134,6 +146,7 @@ pub fn recharge(
         at_ms: context.now_ms,
         store_code,
         card_no: card.card_no.clone(),
+        chain_effects,
     };
     Ok((response, seq))
 }

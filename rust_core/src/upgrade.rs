@@ -10,8 +10,9 @@ use crate::error::{CoreError, Kind, Result};
 use crate::store::{self, Dbs, COUNTER_FORMAT};
 
 /// The layout this version writes: 1 = the name index keyed by search keys, and a
-/// member-code key for every configured merchant.
-pub const FORMAT: u64 = 1;
+/// member-code key for every configured merchant; 2 = every card holding stored value has
+/// its per-store buckets (`chain::clearing`).
+pub const FORMAT: u64 = 2;
 
 /// Brings every merchant behind `FORMAT` up to it, in one write transaction; returns how
 /// many records each step changed.
@@ -21,6 +22,9 @@ pub fn run(env: &Env<WithoutTls>, dbs: &Dbs) -> Result<Upgraded> {
     for merchant in merchants_behind(dbs, &txn)? {
         upgraded.names_folded += crate::profiles::fold_names_index(dbs, &mut txn, &merchant)?;
         upgraded.member_code_keys_made += usize::from(crate::member_code::ensure_key(dbs, &mut txn, &merchant)?);
+        let first_store = crate::config::read(dbs, &txn, &merchant)?.stores.first().map(|s| s.code.clone());
+        let first_store = first_store.unwrap_or_default();
+        upgraded.card_origins_seeded += crate::chain::clearing::seed_origins(dbs, &mut txn, &merchant, &first_store)?;
         store::put_u64(&dbs.counters, &mut txn, &store::key(&merchant, COUNTER_FORMAT.as_bytes()), FORMAT)?;
     }
     txn.commit()?;
@@ -41,6 +45,8 @@ pub struct Upgraded {
     pub names_folded: usize,
     /// Member-code keys made for merchants configured before there were any.
     pub member_code_keys_made: usize,
+    /// Cards holding stored value given their first bucket (at the store that sold them).
+    pub card_origins_seeded: usize,
 }
 
 /// The configured merchants whose records are in an earlier layout.
@@ -81,7 +87,10 @@ mod tests {
             dbs.names.put(&mut txn, &raw_key("m1", name, member_id), &[]).unwrap();
         }
         txn.commit().unwrap();
-        assert_eq!(run(&env, &dbs).unwrap(), Upgraded { names_folded: 2, member_code_keys_made: 1 });
+        assert_eq!(
+            run(&env, &dbs).unwrap(),
+            Upgraded { names_folded: 2, member_code_keys_made: 1, card_origins_seeded: 0 }
+        );
         let txn = env.read_txn().unwrap();
         let keys: Vec<Vec<u8>> = dbs.names.iter(&txn).unwrap().map(|item| item.unwrap().0.to_vec()).collect();
         let expected = vec![
@@ -115,7 +124,10 @@ mod tests {
         crate::member_code::ensure_key(&dbs, &mut txn, "m2").unwrap();
         let kept = dbs.merchant_keys.get(&txn, &store::key("m2", b"")).unwrap().unwrap().to_vec();
         txn.commit().unwrap();
-        assert_eq!(run(&env, &dbs).unwrap(), Upgraded { names_folded: 0, member_code_keys_made: 1 });
+        assert_eq!(
+            run(&env, &dbs).unwrap(),
+            Upgraded { names_folded: 0, member_code_keys_made: 1, card_origins_seeded: 0 }
+        );
         let txn = env.read_txn().unwrap();
         let key = |merchant: &str| -> crate::proto::MerchantKeys {
             store::get_record(&dbs.merchant_keys, &txn, &store::key(merchant, b"")).unwrap().unwrap()
