@@ -77,6 +77,7 @@ DATABASE_NAMES = (
     "staff",
     "card_origins",
     "clearing_days",
+    "points_batches",
 )
 # The core opens up to 32 named databases (rust_core/src/store.rs, DATABASES_MAX).
 DATABASES_MAX = 32
@@ -94,6 +95,7 @@ COUNTER_LOT_ID = "lot_id"
 COUNTER_CARD_EVENT_SEQ = "card_event_seq"
 COUNTER_MEMBER_CHANGE_SEQ = "member_change_seq"
 COUNTER_FOLLOW_UP_SEQ = "follow_up_seq"
+COUNTER_POINTS_BATCH_ID = "points_batch_id"
 
 KEY_CHARS_MAX = 120
 MERCHANT_CHARS_MAX = 40
@@ -133,7 +135,7 @@ INVARIANTS = {
     1: "ledger sequence runs 1..n, counter ledger_seq = n",
     2: "entries sum to zero per unit, no zero postings",
     3: "accounts equal their postings",
-    4: "card, points and lot balances never negative",
+    4: "card, points and lot balances never negative (points: but for a debt)",
     5: "phone, card number and member card indexes, default cards",
     6: "member and card ids run 1..n, counters = n",
     7: "cumulative recharge and spend",
@@ -149,6 +151,7 @@ INVARIANTS = {
     17: "catalog items under their SKU, barcodes index exactly the items' barcodes",
     18: "a card's per-store buckets add up to its principal and bonus",
     19: "the clearing days of a store pair add up to its clearing accounts",
+    21: "points batches hold each member's positive points balance",
 }
 
 COUNT_NAMES = (
@@ -178,6 +181,7 @@ COUNT_NAMES = (
     "staff",
     "card_origins",
     "clearing_days",
+    "points_batches",
 )
 
 ID_PATTERN = r"([1-9][0-9]{0,19})"
@@ -201,12 +205,19 @@ MERCHANT_ACCOUNT_UNITS = {
     "merchant/recharge_bonus": FEN,
     "merchant/points_redemption": FEN,
     "merchant/points_issued": POINTS,
+    "merchant/points_adjusted": POINTS,
+    "merchant/points_expired": POINTS,
     "merchant/uses_issued": USES,
     "merchant/forfeited_bonus": FEN,
     "merchant/referral_rebate": FEN,
 }
 # Accounts held for someone (a card holder, a member, a lot): never below zero.
 HELD_PREFIXES = ("card/", "member/", "lot/")
+POINTS_SOURCES = frozenset(
+    value
+    for value in records_pb2.PointsSource.values()
+    if value != records_pb2.POINTS_SOURCE_UNSPECIFIED
+)
 KNOWN_ENTRY_KINDS = frozenset(
     value for value in records_pb2.EntryKind.values() if value != records_pb2.ENTRY_KIND_UNSPECIFIED
 )
@@ -648,6 +659,7 @@ class _MerchantAudit:
         for kind in CHILD_KINDS:
             self.audit_children(kind)
         self.audit_member_ledger()
+        self.audit_points_batches()
         self.audit_accounts()
         self.audit_requests()
         self.audit_merchant_keys()
@@ -1331,6 +1343,45 @@ class _MerchantAudit:
                 )
                 self.report(19, f"clearing:{from_store}->{to_store}", message)
 
+    # --- invariant 21 ---
+
+    def audit_points_batches(self) -> None:
+        """Batches under existing members, ids unique and within their counter, and each
+        member's batches holding exactly the positive part of their points balance."""
+        held: dict[int, int] = {}
+        seen_ids: set[int] = set()
+        counter = self.read_counter(COUNTER_POINTS_BATCH_ID)
+        for rest, value in self.segment("points_batches"):
+            ids = self.u64_pair_key("points_batches", rest)
+            if ids is None:
+                continue
+            member_id, batch_id = ids
+            key = f"points_batches:{member_id}/{batch_id}"
+            self.counts["points_batches"] += 1
+            batch = self.decode(key, value, records_pb2.PointsBatch)
+            if batch is None:
+                continue
+            for message in _batch_problems(batch, member_id, batch_id, counter):
+                self.report(21, key, message)
+            if member_id not in self.member_phone_hashes:
+                self.report(21, key, f"batch of member {member_id}, who does not exist")
+            held[member_id] = held.get(member_id, 0) + max(batch.points_left, 0)
+            if batch_id in seen_ids:
+                self.report(21, key, f"batch id {batch_id} is under another member too")
+            seen_ids.add(batch_id)
+        for name, account in self.accounts.items():
+            match = MEMBER_ACCOUNT.fullmatch(name)
+            if match is None:
+                continue
+            member_id = int(match.group(1))
+            in_batches = held.pop(member_id, 0)
+            if in_batches != max(account.balance, 0):
+                message = f"batches hold {in_batches} points, the balance is {account.balance}"
+                self.report(21, f"accounts:{_printable(name)}", message)
+        for member_id, in_batches in sorted(held.items()):
+            message = f"batches hold {in_batches} points, the member has no points account"
+            self.report(21, f"points_batches:{member_id}", message)
+
     # --- invariant 10 ---
 
     def audit_names(self) -> None:
@@ -1671,6 +1722,28 @@ def _posting_problems(postings: list[tuple[str, int, int]]) -> list[str]:
     for unit, total in sorted(sums.items()):
         if total != 0:
             problems.append(f"postings in {_unit_name(unit)} sum to {total}, not 0")
+    return problems
+
+
+def _batch_problems(
+    batch: records_pb2.PointsBatch, member_id: int, batch_id: int, counter: int | None
+) -> list[str]:
+    """What breaks invariant 18 in one batch, on its own."""
+    problems = []
+    if batch.member_id != member_id or batch.batch_id != batch_id:
+        problems.append(f"record says member {batch.member_id}, batch {batch.batch_id}")
+    if counter is not None and not 0 < batch_id <= counter:
+        problems.append(f"batch id {batch_id} outside 1..{counter} (counter points_batch_id)")
+    if not 0 < batch.points_left <= batch.points_earned:
+        problems.append(f"points_left {batch.points_left} of {batch.points_earned} earned")
+    if batch.source not in POINTS_SOURCES:
+        problems.append(f"source {batch.source} is not one records.proto lists")
+    earned_on = _parse_date(batch.earned_on) if batch.earned_on else None
+    expires_on = _parse_date(batch.expires_on) if batch.expires_on else None
+    if (batch.earned_on and earned_on is None) or (batch.expires_on and expires_on is None):
+        problems.append(f"earned_on {batch.earned_on!r} or expires_on {batch.expires_on!r}")
+    if earned_on and expires_on and expires_on < earned_on:
+        problems.append(f"expires on {batch.expires_on}, before it was earned")
     return problems
 
 

@@ -48,6 +48,9 @@ from engine.proto import (
     config_pb2_grpc,
     member_pb2,
     member_pb2_grpc,
+    points_pb2,
+    points_pb2_grpc,
+    records_pb2,
     transaction_pb2,
     transaction_pb2_grpc,
 )
@@ -108,6 +111,11 @@ ERRORS_SHOWN_MAX = 100
 # The daily card run: cards per request, and requests at most (10 million cards).
 DAILY_RUN_STEP_CARDS = 1000
 DAILY_RUN_STEPS_MAX = 100_000
+# Points expiry (积分过期): batches looked at per request, and requests at most per run.
+EXPIRY_STEP_BATCHES = 1000
+EXPIRY_STEPS_MAX = 100_000
+# A points adjustment's reason (调整原因), as the core bounds it.
+POINTS_REASON_CHARS_MAX = 200
 DAILY_RUN_SHORT_LISTED_MAX = 100
 # A PIN is six digits; a longer line on stdin is a mistake, not a PIN.
 PIN_LINE_CHARS_MAX = 64
@@ -215,6 +223,8 @@ _ACTION_LABELS = {
     "REFUND_PACKAGE": "退次",
     "ATTACH": "附卡关联",
     "DETACH": "附卡解除",
+    "POINTS_ADJUST": "积分调整",
+    "POINTS_EXPIRE": "积分过期",
     "SET_LIMIT": "限额",
     "RECHARGE": "充值",
     "CHECKOUT": "消费",
@@ -996,6 +1006,55 @@ def _add_checkout(commands: _Commands) -> None:
     _add_staff_option(parser)
 
 
+def _signed_points(text: str) -> int:
+    """+N or N adds, -N takes; N from 1 to POINTS_MAX."""
+    sign = -1 if text.startswith("-") else 1
+    magnitude = text[1:] if text[:1] in "+-" else text
+    if magnitude in ("", "0"):
+        raise argparse.ArgumentTypeError("points must be +N (add) or -N (take), N at least 1")
+    return sign * _whole_number(magnitude, "points", 1, POINTS_MAX)
+
+
+def _add_points(top: _Commands) -> None:
+    commands = top.group("points", "members' points 积分")
+    adjust = commands.add(
+        "adjust", _points_adjust, "add (+N) or take (-N) points by hand 积分调整", mutating=True
+    )
+    _add_member_selector(adjust, required=True)
+    adjust.add_argument(
+        "--points", metavar="N", type=_signed_points, required=True,
+        help="+N adds (paying off a points debt first), -N takes, first-earned first",
+    )  # fmt: skip
+    adjust.add_argument(
+        "--reason", metavar="TEXT", type=_non_empty, required=True,
+        help=f"why 调整原因 (at most {POINTS_REASON_CHARS_MAX} characters), kept in the history",
+    )  # fmt: skip
+    _add_staff_option(adjust, "who adjusted 员工", required=True)
+    _add_store_option(adjust)
+    expire = commands.add(
+        "expire",
+        _points_expire,
+        "expire the points past their last day, as of the server's today 积分过期",
+        mutating=True,
+    )
+    expire.add_argument(
+        "--step", metavar="N", type=int, default=EXPIRY_STEP_BATCHES,
+        help=f"batches per request (default {EXPIRY_STEP_BATCHES}, at most 10000)",
+    )  # fmt: skip
+    batches = commands.add(
+        "batches", _points_batches, "a member's points by batch, oldest first 积分批次"
+    )
+    _add_member_selector(batches, required=True)
+    batches.add_argument(
+        "--page-size", dest="page_size", metavar="N", type=_page_size, default=0,
+        help="batches per page (default 20, at most 100)",
+    )  # fmt: skip
+    batches.add_argument(
+        "--after", dest="after_batch_id", metavar="ID", type=int, default=0,
+        help="list after this batch id (the next page)",
+    )  # fmt: skip
+
+
 def _add_db(top: _Commands) -> None:
     commands = top.group("db", "backup and audit of the data 数据")
     backup = commands.add("backup", _db_backup, "hot backup of the server's data 备份")
@@ -1031,6 +1090,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkout(commands)
     _add_staff(commands)
     _add_clearing(commands)
+    _add_points(commands)
     _add_db(commands)
     from engine import cli_sales  # item, stock, bill, refund, settlement
 
@@ -2439,6 +2499,94 @@ def _card_daily_run(args: argparse.Namespace, session: Session) -> int:
         return _fields_text("Daily card run 日终处理", rows)
 
     return _output(args, totals, text)
+
+
+def _points_adjust(args: argparse.Namespace, session: Session) -> int:
+    request = points_pb2.AdjustPointsRequest(
+        request_id=args.request_id,
+        member=member_ref(args),
+        points=args.points,
+        reason=args.reason,
+        staff_code=args.staff,
+        store_code=args.store,
+    )
+    response = session.call(points_pb2_grpc.PointsServiceStub, "AdjustPoints", request)
+    rows = [
+        ("Member 会员", f"#{response.member_id}"),
+        ("Points 调整", f"{response.points:+,}"),
+        ("Balance 积分余额", f"{response.points_balance:,}"),
+        ("Debt paid 还欠分", f"{response.debt_paid:,}"),
+        ("Reason 原因", args.reason.strip()),
+        ("Ledger seq 流水号", str(response.ledger_seq)),
+    ]
+    return _output(args, response, lambda: _fields_text("Points adjusted 积分调整", rows))
+
+
+def _points_expire(args: argparse.Namespace, session: Session) -> int:
+    """Walks every batch in steps; each step is its own request, retryable by id."""
+    totals = points_pb2.RunPointsExpiryResponse()
+    after = (0, 0)
+    for step in range(EXPIRY_STEPS_MAX):
+        request = points_pb2.RunPointsExpiryRequest(
+            request_id=f"{args.request_id}-{step}",
+            after_member_id=after[0],
+            after_batch_id=after[1],
+            limit=args.step,
+        )
+        response = session.call(points_pb2_grpc.PointsServiceStub, "RunPointsExpiry", request)
+        totals.as_of = response.as_of
+        for name in ("batches_seen", "batches_expired", "points_expired", "members_affected"):
+            setattr(totals, name, getattr(totals, name) + getattr(response, name))
+        after = (response.next_after_member_id, response.next_after_batch_id)
+        if after == (0, 0):
+            break
+    rows = [
+        ("As of 截至", totals.as_of),
+        ("Batches seen 批次", str(totals.batches_seen)),
+        ("Batches expired 过期批次", str(totals.batches_expired)),
+        ("Points expired 过期积分", f"{totals.points_expired:,}"),
+        ("Members 会员数", str(totals.members_affected)),
+    ]
+    return _output(args, totals, lambda: _fields_text("Points expiry 积分过期", rows))
+
+
+_POINTS_SOURCE_LABELS = {
+    "POINTS_SOURCE_CHECKOUT": "消费 checkout",
+    "POINTS_SOURCE_RECHARGE": "充值 recharge",
+    "POINTS_SOURCE_ADJUSTMENT": "调整 adjustment",
+    "POINTS_SOURCE_REFUND": "退货返还 refund",
+    "POINTS_SOURCE_BEFORE_BATCHES": "历史积分 before batches",
+}
+
+
+def _points_batches(args: argparse.Namespace, session: Session) -> int:
+    request = points_pb2.ListPointsBatchesRequest(
+        member=member_ref(args), page_size=args.page_size, after_batch_id=args.after_batch_id
+    )
+    response = session.call(points_pb2_grpc.PointsServiceStub, "ListPointsBatches", request)
+
+    def text() -> str:
+        headers = ("BATCH", "EARNED", "EXPIRES", "LEFT", "OF", "SOURCE")
+        rows = [
+            (
+                str(batch.batch_id),
+                batch.earned_on or "-",
+                batch.expires_on or "never 永久",
+                f"{batch.points_left:,}",
+                f"{batch.points_earned:,}",
+                _POINTS_SOURCE_LABELS.get(records_pb2.PointsSource.Name(batch.source), "?"),
+            )
+            for batch in response.batches
+        ]
+        title = f"Points of member #{response.member_id}: {response.points_balance:,} 积分"
+        if response.points_balance < 0:
+            title += " (debt 欠分)"
+        table = _table_text(title, headers, rows)
+        if response.next_after_batch_id:
+            table += f"\n  more: --after {response.next_after_batch_id}"
+        return table
+
+    return _output(args, response, text)
 
 
 def _package_buy(args: argparse.Namespace, session: Session) -> int:

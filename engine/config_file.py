@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import tomllib
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -26,7 +27,7 @@ from engine.money import (
     format_fixed_point,
     parse_fixed_point,
 )
-from engine.proto import catalog_pb2, chain_pb2, config_pb2
+from engine.proto import catalog_pb2, chain_pb2, common_pb2, config_pb2
 
 __all__ = [
     "CONFIG_FILE_BYTES_MAX",
@@ -53,7 +54,25 @@ _FLOAT_ADVICE = {
     "yuan": 'write amounts as strings like "58.50" or whole integers',
     "percent": 'write percentages as strings like "5%" or "7.5%"',
     "points": 'write points per yuan as strings like "1.2" or whole integers',
+    "multiplier": 'write multipliers as strings like "2" or "1.5"',
 }
+# Points rules (积分规则): a multiplier "1.5" is 15000 basis points.
+MULTIPLIER_DECIMALS = 4
+PAYMENT_METHODS = {
+    "stored_value": common_pb2.STORED_VALUE,
+    "cash": common_pb2.CASH,
+    "bank_card": common_pb2.BANK_CARD,
+    "scan_pay": common_pb2.SCAN_PAY,
+}
+POINTS_EXPIRY_KINDS = {
+    "never": config_pb2.POINTS_EXPIRY_KIND_NEVER,
+    "days_after_earning": config_pb2.POINTS_EXPIRY_KIND_DAYS_AFTER_EARNING,
+    "end_of_next_year": config_pb2.POINTS_EXPIRY_KIND_END_OF_NEXT_YEAR,
+}
+MINUTES_PER_DAY = 1440
+# A window's hours as written: "10:00-12:00", from (in force) to (not in force); "24:00"
+# is the end of the day.
+_HOURS = re.compile(r"([0-9]{2}):([0-9]{2})-([0-9]{2}):([0-9]{2})")
 CARD_KINDS = {
     "stored_value": config_pb2.STORED_VALUE_CARD,
     "points": config_pb2.POINTS_CARD,
@@ -372,6 +391,103 @@ def _read_points_redemption(table: _Table | None) -> config_pb2.PointsRedemption
     return redemption
 
 
+def _read_multiplier(table: _Table) -> int:
+    return table.scaled("multiplier", MULTIPLIER_DECIMALS, "multiplier", required=True)
+
+
+def _parse_hours(text: str) -> tuple[int, int] | None:
+    """ "10:00-12:00" as (600, 720) minutes; None when it is not hh:mm-hh:mm of a day."""
+    match = _HOURS.fullmatch(text.strip())
+    if match is None:
+        return None
+    start_h, start_m, end_h, end_m = (int(part) for part in match.groups())
+    start, end = start_h * 60 + start_m, end_h * 60 + end_m
+    if start_m > 59 or end_m > 59 or not 0 <= start < end <= MINUTES_PER_DAY:
+        return None
+    return start, end
+
+
+def _format_hours(start: int, end: int) -> str:
+    return f"{start // 60:02}:{start % 60:02}-{end // 60:02}:{end % 60:02}"
+
+
+def _read_weekdays(table: _Table) -> list[int]:
+    value = table.take("weekdays", required=False)
+    if value is None:
+        return []
+    valid = isinstance(value, list) and all(
+        isinstance(day, int) and not isinstance(day, bool) for day in value
+    )
+    if not valid:
+        table.wrong_type("weekdays", value, "an array of whole numbers (1 = Monday ... 7)")
+        return []
+    return list(value)
+
+
+def _read_points_window(table: _Table) -> config_pb2.PointsWindow:
+    window = config_pb2.PointsWindow(
+        name=table.text("name", required=False),
+        from_date=table.text("from_date", required=False),
+        to_date=table.text("to_date", required=False),
+        weekdays=_read_weekdays(table),
+        multiplier_bp=_read_multiplier(table),
+    )
+    hours = table.text("hours", required=False)
+    if hours:
+        parsed = _parse_hours(hours)
+        if parsed is None:
+            table.fail(
+                "hours", f'must be "hh:mm-hh:mm" within a day, e.g. "10:00-12:00", got {hours!r}'
+            )
+        else:
+            window.start_minute, window.end_minute = parsed
+    table.finish()
+    return window
+
+
+def _read_points_rule_set(table: _Table) -> config_pb2.PointsRuleSet:
+    methods = []
+    for name in table.texts("earning_methods"):
+        if name not in PAYMENT_METHODS:
+            names = ", ".join(f'"{known}"' for known in PAYMENT_METHODS)
+            table.fail("earning_methods", f"must name methods among {names}, got {name!r}")
+        else:
+            methods.append(PAYMENT_METHODS[name])
+    rule_set = config_pb2.PointsRuleSet(
+        code=table.text("code", required=True),
+        name=table.text("name", required=False),
+        store_codes=table.texts("stores"),
+        category_codes=table.texts("categories"),
+        skus=table.texts("skus"),
+        earning_methods=methods,
+        multiplier_bp=_read_multiplier(table),
+        windows=[_read_points_window(window) for window in table.tables("windows")],
+    )
+    table.finish()
+    return rule_set
+
+
+def _read_points_expiry(table: _Table | None) -> config_pb2.PointsExpiry | None:
+    if table is None:
+        return None
+    expiry = config_pb2.PointsExpiry(
+        kind=table.choice("policy", POINTS_EXPIRY_KINDS, required=True),
+        days=table.count("days", required=False),
+    )
+    table.finish()
+    return expiry
+
+
+def _read_points_on_recharge(table: _Table | None) -> config_pb2.PointsOnRecharge | None:
+    if table is None:
+        return None
+    rate = table.scaled(
+        "points_per_yuan", MILLI_POINTS_DECIMALS, "points", required=True, what="rate"
+    )
+    table.finish()
+    return config_pb2.PointsOnRecharge(milli_points_per_yuan=rate)
+
+
 def _read_card_type(table: _Table) -> config_pb2.CardType:
     card_type = config_pb2.CardType(
         code=table.text("code", required=True),
@@ -602,6 +718,15 @@ def _read_config(
     if clearing is not None:
         config.clearing.CopyFrom(clearing)
     _read_utc_offset(root, config)
+    config.points_rule_sets.extend(
+        _read_points_rule_set(table) for table in root.tables("points_rule_sets")
+    )
+    expiry = _read_points_expiry(root.table("points_expiry"))
+    if expiry is not None:
+        config.points_expiry.CopyFrom(expiry)
+    on_recharge = _read_points_on_recharge(root.table("points_on_recharge"))
+    if on_recharge is not None:
+        config.points_on_recharge.CopyFrom(on_recharge)
     root.finish()
     return config, items
 
@@ -840,6 +965,62 @@ def _root_extra_lines(config: config_pb2.MerchantConfig) -> list[str]:
     return lines
 
 
+def _multiplier_text(bp: int) -> str:
+    return format_fixed_point(bp, MULTIPLIER_DECIMALS, trim=True)
+
+
+def _points_window_lines(window: config_pb2.PointsWindow) -> list[str]:
+    lines = ["", "[[points_rule_sets.windows]]"]
+    if window.name:
+        lines.append(f"name = {_toml_string(window.name)}")
+    for key in ("from_date", "to_date"):
+        if getattr(window, key):
+            lines.append(f"{key} = {_toml_string(getattr(window, key))}")
+    if window.weekdays:
+        lines.append("weekdays = [" + ", ".join(str(day) for day in window.weekdays) + "]")
+    if window.start_minute or window.end_minute:
+        lines.append(f'hours = "{_format_hours(window.start_minute, window.end_minute)}"')
+    lines.append(f'multiplier = "{_multiplier_text(window.multiplier_bp)}"')
+    return lines
+
+
+def _points_rule_set_lines(rule_set: config_pb2.PointsRuleSet) -> list[str]:
+    lines = ["[[points_rule_sets]]", f"code = {_toml_string(rule_set.code)}"]
+    if rule_set.name:
+        lines.append(f"name = {_toml_string(rule_set.name)}")
+    for key, values in (
+        ("stores", rule_set.store_codes),
+        ("categories", rule_set.category_codes),
+        ("skus", rule_set.skus),
+        ("earning_methods", [_name_of(PAYMENT_METHODS, m) for m in rule_set.earning_methods]),
+    ):
+        if values:
+            lines.append(f"{key} = {_strings(list(values))}")
+    lines.append(f'multiplier = "{_multiplier_text(rule_set.multiplier_bp)}"')
+    for window in rule_set.windows:
+        lines += _points_window_lines(window)
+    return lines
+
+
+def _points_lines(config: config_pb2.MerchantConfig) -> list[list[str]]:
+    blocks = [_points_rule_set_lines(rule_set) for rule_set in config.points_rule_sets]
+    if config.HasField("points_expiry"):
+        expiry = config.points_expiry
+        block = ["[points_expiry]", f'policy = "{_name_of(POINTS_EXPIRY_KINDS, expiry.kind)}"']
+        if expiry.days:
+            block.append(f"days = {expiry.days}")
+        blocks.append(block)
+    if config.HasField("points_on_recharge"):
+        rate = config.points_on_recharge.milli_points_per_yuan
+        blocks.append(
+            [
+                "[points_on_recharge]",
+                f'points_per_yuan = "{format_fixed_point(rate, 3, trim=True)}"',
+            ]
+        )
+    return blocks
+
+
 def _item_lines(item: catalog_pb2.CatalogItem) -> list[str]:
     lines = [
         "[[items]]",
@@ -923,5 +1104,6 @@ def dumps_config(
             ]
         )
     blocks += _chain_blocks(config)
+    blocks += _points_lines(config)
     blocks += [_item_lines(item) for item in items]
     return "\n\n".join("\n".join(block) for block in blocks) + "\n"

@@ -31,6 +31,7 @@ from engine.proto import (
     chain_pb2,
     config_pb2,
     member_pb2,
+    points_pb2,
     transaction_pb2,
 )
 
@@ -61,6 +62,7 @@ CORE_SERVICES = (
     card_pb2.DESCRIPTOR.services_by_name["CardService"],
     catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"],
     chain_pb2.DESCRIPTOR.services_by_name["ChainService"],
+    points_pb2.DESCRIPTOR.services_by_name["PointsService"],
 )
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"]
 

@@ -93,6 +93,9 @@ class World:
     counters: dict[tuple[str, str], int] = field(default_factory=dict)
     # (merchant, day, from store, to store) -> fen: the clearing aggregate
     clearing_days: dict[tuple[str, int, str, str], int] = field(default_factory=dict)
+    points_batches: dict[tuple[str, int, int], records_pb2.PointsBatch] = field(
+        default_factory=dict
+    )
 
     def next_counter(self, merchant: str, name: str) -> int:
         value = self.counters.get((merchant, name), 0) + 1
@@ -480,6 +483,29 @@ class World:
         self.record_event(merchant, old, "REPLACE", seq)
         return new
 
+    def batch_points(self) -> None:
+        """One batch per member for the points they hold (docs/STORAGE.md, invariant 18)."""
+        for (merchant, account), record in sorted(self.accounts.items()):
+            if not (account.startswith("member/") and account.endswith("/points")):
+                continue
+            member_id = int(account.split("/")[1])
+            if record.balance > 0:
+                self.add_batch(merchant, member_id, record.balance)
+
+    def add_batch(self, merchant: str, member_id: int, points: int) -> int:
+        batch_id = self.next_counter(merchant, "points_batch_id")
+        self.points_batches[(merchant, member_id, batch_id)] = records_pb2.PointsBatch(
+            batch_id=batch_id,
+            member_id=member_id,
+            earned_at_ms=1_700_000_000_000,
+            earned_on="2023-11-15",
+            expires_on="2024-12-31",
+            points_earned=points,
+            points_left=points,
+            source=records_pb2.POINTS_SOURCE_CHECKOUT,
+        )
+        return batch_id
+
     # --- writing ---
 
     def rows(self) -> list[tuple[str, bytes, bytes]]:
@@ -543,6 +569,10 @@ class World:
             )
             for (m, d, a, b), v in self.clearing_days.items()
         ]
+        rows += [
+            ("points_batches", key(m, pair(i, b)), r.SerializeToString())
+            for (m, i, b), r in self.points_batches.items()
+        ]
         return rows
 
 
@@ -596,6 +626,7 @@ def build_world() -> World:
     other = world.register(M2, "13900000001", "Bob", card_no="A1234")
     world.recharge(M2, other, "S9", "bank_card", 5_000, 500)
     world.checkout(M2, other, "S9", 800, principal_fen=300, bonus_fen=500, points_earned=8)
+    world.batch_points()
     return world
 
 
@@ -677,6 +708,7 @@ def test_consistent_world_audits_clean(tmp_path: Path) -> None:
         "staff": 0,
         "card_origins": 4,
         "clearing_days": 0,
+        "points_batches": 4,
     }
 
 
@@ -824,6 +856,7 @@ def test_2_points_not_zero_sum(tmp_path: Path) -> None:
     world = build_world()
     postings = [("member/3/points", 10, POINTS), ("merchant/points_issued", -9, POINTS)]
     world.post_entry(M1, records_pb2.CHECKOUT, 3, 0, postings, "points-unbalanced")
+    world.add_batch(M1, 3, 10)
     assert_only(world, tmp_path, 2)
 
 
@@ -1819,3 +1852,73 @@ def test_19_clearing_accounts_without_any_day(tmp_path: Path) -> None:
     del world.clearing_days[(M1, 20_001, "S2", "S1")]
     report = assert_only(world, tmp_path, 19)
     assert "days add up to 0 fen; store/S2/owes/S1 holds 99" in report.problems[0].message
+
+
+# --- invariant 21 and the points part of 4 ----------------------------------------------
+
+
+def adjust_points(world: World, merchant: str, member: int, points: int, what: str) -> int:
+    postings = [
+        (f"member/{member}/points", points, POINTS),
+        ("merchant/points_adjusted", -points, POINTS),
+    ]
+    return world.post_entry(merchant, records_pb2.POINTS_ADJUST, member, 0, postings, what)
+
+
+def test_21_batches_split_and_adjusted_points_are_clean(tmp_path: Path) -> None:
+    world = build_world()
+    # Member 2 holds 20 points in one batch; 5 more by hand are a second batch.
+    adjust_points(world, M1, 2, 5, "bonus-5")
+    world.add_batch(M1, 2, 5)
+    assert audit_world(world, tmp_path).problems == []
+
+
+def test_21_batches_holding_less_than_the_balance(tmp_path: Path) -> None:
+    world = build_world()
+    adjust_points(world, M1, 2, 5, "bonus-5")  # no batch for the 5
+    report = assert_only(world, tmp_path, 21)
+    assert "batches hold 20 points, the balance is 25" in report.problems[0].message
+
+
+def test_21_batches_holding_more_than_the_balance(tmp_path: Path) -> None:
+    world = build_world()
+    world.add_batch(M1, 3, 1)
+    world.add_batch(M1, 3, 1)
+    report = assert_only(world, tmp_path, 21)
+    assert "batches hold 12 points, the balance is 10" in report.problems[0].message
+
+
+def test_21_a_batch_with_nothing_left(tmp_path: Path) -> None:
+    world = build_world()
+    batch_key = (M1, 2, 2)
+    assert world.points_batches[batch_key].points_left == 20
+    world.points_batches[batch_key].points_left = 0
+    world.points_batches[batch_key].points_earned = 0
+    assert invariants_of(audit_world(world, tmp_path)) == {21}
+
+
+def test_21_a_batch_id_past_its_counter_and_dates_out_of_order(tmp_path: Path) -> None:
+    world = build_world()
+    batch = world.points_batches[(M1, 2, 2)]
+    batch.expires_on = "2023-01-01"
+    world.counters[(M1, "points_batch_id")] = 1
+    messages = [p.message for p in assert_only(world, tmp_path, 21).problems]
+    assert any("outside 1..1" in m for m in messages), messages
+    assert any("before it was earned" in m for m in messages), messages
+
+
+def test_4_a_points_debt_from_an_adjustment_is_reported(tmp_path: Path) -> None:
+    world = build_world()
+    adjust_points(world, M1, 2, -25, "too-much")  # 20 held: -5 is no debt an adjustment may make
+    world.points_batches.pop((M1, 2, 2))
+    assert invariants_of(audit_world(world, tmp_path)) == {4}
+
+
+def test_4_a_credit_that_pays_off_part_of_a_debt_is_no_new_problem(tmp_path: Path) -> None:
+    world = build_world()
+    adjust_points(world, M1, 2, -25, "too-much")
+    adjust_points(world, M1, 2, 3, "pays-3")
+    world.points_batches.pop((M1, 2, 2))
+    report = audit_world(world, tmp_path)
+    # Only the entry that made the debt is reported: a credit while in debt raises it.
+    assert [(p.invariant, p.key) for p in report.problems] == [(4, "accounts:member/2/points")]

@@ -1326,3 +1326,37 @@ def test_card_daily_run_walks_every_card_in_steps(merchant: Merchant) -> None:
     assert result["next_after_card_id"] == 0
     text = merchant.mms("card", "daily-run").stdout
     assert "Daily card run 日终处理" in text and "Cards seen 处理卡数" in text
+
+
+def test_points_commands(merchant: Merchant) -> None:
+    """mms points adjust | batches | expire, with examples/merchant.toml's points rules."""
+    merchant.mms("member", "register", "--phone", PHONE, "--name", "张三", "--card", CARD)
+    merchant.mms("recharge", "--phone", PHONE, "--amount", "100")
+    merchant.mms("checkout", "--phone", PHONE, "--amount", "58.50", "--store", "S001")
+    adjusted = merchant.json(
+        "points", "adjust", "--phone", PHONE, "--points", "+20", "--reason", "生日 birthday",
+        "--staff", "S01",
+    )  # fmt: skip
+    assert (adjusted["points"], adjusted["points_balance"]) == (20, 78)
+    text = merchant.mms(
+        "points", "adjust", "--phone", PHONE, "--points", "-8", "--reason", "兑换 gift",
+        "--staff", "S01",
+    ).stdout  # fmt: skip
+    title, rows = fields(text)
+    assert title == "Points adjusted 积分调整"
+    assert (rows["Points 调整"], rows["Balance 积分余额"]) == ("-8", "70")
+    merchant.refused(
+        "points", "adjust", "--phone", PHONE, "--points", "-71", "--reason", "too many",
+        "--staff", "S01", status="FAILED_PRECONDITION", reason="INSUFFICIENT_POINTS",
+    )  # fmt: skip
+    batches = table(merchant.mms("points", "batches", "--phone", PHONE).stdout)
+    assert [row[3:5] for row in batches[1:]] == [["50", "58"], ["20", "20"]]
+    assert batches[1][2] == batches[2][2] and batches[1][2].endswith("-12-31")
+    expired = merchant.json("points", "expire", "--step", "1")
+    assert (expired["batches_seen"], expired.get("points_expired", 0)) == (2, 0)
+    history = merchant.json("member", "history", "--phone", PHONE)["items"]
+    assert [(item["kind"], item.get("points", 0)) for item in history[:2]] == [
+        ("POINTS_ADJUST", -8),
+        ("POINTS_ADJUST", 20),
+    ]
+    assert history[0]["reason"] == "兑换 gift"

@@ -18,7 +18,7 @@ from engine.config_file import (
     loads_config,
     loads_config_and_items,
 )
-from engine.proto import catalog_pb2, config_pb2
+from engine.proto import catalog_pb2, common_pb2, config_pb2
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "merchant.toml"
 
@@ -763,3 +763,74 @@ def test_example_has_the_demo_catalog() -> None:
     assert by_sku["D001"].barcode and by_sku["D002"].barcode
     assert load_config(EXAMPLE) == config
     assert loads_config_and_items(dumps_config(config, items)) == (config, items)
+
+
+def test_points_rules_read_and_written() -> None:
+    text = """
+name = "x"
+[[stores]]
+code = "S1"
+name = "一店"
+[[levels]]
+code = "l"
+name = "普通"
+discount = "0%"
+points_per_yuan = 1
+
+[[points_rule_sets]]
+code = "drinks"
+stores = ["S1"]
+skus = ["TEA-01"]
+earning_methods = ["cash", "bank_card"]
+multiplier = "1.5"
+
+[[points_rule_sets.windows]]
+weekdays = [6, 7]
+hours = "00:00-24:00"
+multiplier = "2"
+
+[points_expiry]
+policy = "days_after_earning"
+days = 365
+
+[points_on_recharge]
+points_per_yuan = "0.5"
+"""
+    config = loads_config(text)
+    (rule_set,) = config.points_rule_sets
+    assert (rule_set.multiplier_bp, list(rule_set.skus)) == (15_000, ["TEA-01"])
+    assert list(rule_set.earning_methods) == [common_pb2.CASH, common_pb2.BANK_CARD]
+    (window,) = rule_set.windows
+    assert (list(window.weekdays), window.start_minute, window.end_minute) == ([6, 7], 0, 1440)
+    assert window.multiplier_bp == 20_000
+    assert config.points_expiry.kind == config_pb2.POINTS_EXPIRY_KIND_DAYS_AFTER_EARNING
+    assert config.points_expiry.days == 365
+    assert config.points_on_recharge.milli_points_per_yuan == 500
+    assert loads_config(dumps_config(config)) == config
+
+
+@pytest.mark.parametrize(
+    ("snippet", "problem"),
+    [
+        ('hours = "12:00-10:00"', "points_rule_sets[0].windows[0].hours: must be"),
+        ('hours = "10:60-11:00"', "points_rule_sets[0].windows[0].hours: must be"),
+        ('weekdays = ["Mon"]', "points_rule_sets[0].windows[0].weekdays: must be an array"),
+        ("multiplier = 2.0", "points_rule_sets[0].windows[0].multiplier: is a TOML float"),
+    ],
+)
+def test_bad_points_windows_are_named(snippet: str, problem: str) -> None:
+    text = f"""
+name = "x"
+[[points_rule_sets]]
+code = "r"
+multiplier = "1"
+earning_methods = ["cheque"]
+[[points_rule_sets.windows]]
+{snippet}
+{"" if "multiplier" in snippet else 'multiplier = "2"'}
+"""
+    with pytest.raises(ConfigFileError) as caught:
+        loads_config(text)
+    problems = caught.value.problems
+    assert any(p.startswith(problem) for p in problems), problems
+    assert any("earning_methods: must name methods" in p for p in problems), problems

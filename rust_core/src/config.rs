@@ -201,6 +201,7 @@ pub fn validate_config(config: &MerchantConfig) -> Result<()> {
     if crate::proto::StockPolicy::try_from(config.stock_policy).is_err() {
         return fail(Kind::ConfigInvalid, "unknown stock_policy");
     }
+    crate::points::rules::validate(config)?;
     crate::chain::validate_config(config)
 }
 

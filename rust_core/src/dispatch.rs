@@ -10,7 +10,9 @@ use crate::pin::PinCheck;
 use crate::proto::*;
 use crate::store::{self, Dbs};
 use crate::transactions::{self, Context};
-use crate::{catalog, chain, lifecycle, member_code, members, packages, profiles, refund, settle, suspended, validate};
+use crate::{
+    catalog, chain, lifecycle, member_code, members, packages, points, profiles, refund, settle, suspended, validate,
+};
 
 /// Rows in one ImportMembers request at most.
 pub const IMPORT_ROWS_MAX: usize = 1000;
@@ -86,6 +88,8 @@ methods! {
         CancelSuspendedBill: CancelSuspendedBillRequest => "/mms.v1.TransactionService/CancelSuspendedBill",
         Refund: RefundRequest => "/mms.v1.TransactionService/Refund",
         UpsertStaff: UpsertStaffRequest => "/mms.v1.ChainService/UpsertStaff",
+        AdjustPoints: AdjustPointsRequest => "/mms.v1.PointsService/AdjustPoints",
+        RunPointsExpiry: RunPointsExpiryRequest => "/mms.v1.PointsService/RunPointsExpiry",
     }
     reads {
         GetConfig => "/mms.v1.ConfigService/GetConfig",
@@ -103,6 +107,7 @@ methods! {
         GetSettlement => "/mms.v1.TransactionService/GetSettlement",
         ListStaff => "/mms.v1.ChainService/ListStaff",
         GetClearingMatrix => "/mms.v1.ChainService/GetClearingMatrix",
+        ListPointsBatches => "/mms.v1.PointsService/ListPointsBatches",
     }
 }
 
@@ -130,6 +135,8 @@ impl ScrubSecrets for SuspendBillRequest {}
 impl ScrubSecrets for CancelSuspendedBillRequest {}
 impl ScrubSecrets for RefundRequest {}
 impl ScrubSecrets for UpsertStaffRequest {}
+impl ScrubSecrets for AdjustPointsRequest {}
+impl ScrubSecrets for RunPointsExpiryRequest {}
 
 impl ScrubSecrets for CheckoutRequest {
     fn scrub_secrets(&mut self) {
@@ -303,6 +310,8 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
         Body::RunCardMaintenance(r) => (maintenance(writer.env, &context, txn, r)?.encode_to_vec(), 0),
         Body::SetSpendingLimit(r) => encoded(lifecycle::set_spending_limit(&context, txn, r)?),
         Body::UpsertStaff(r) => (chain::staff::upsert(&context, txn, r)?.encode_to_vec(), 0),
+        Body::AdjustPoints(r) => encoded(points::service::adjust(&context, txn, r)?),
+        Body::RunPointsExpiry(r) => (points::service::run_expiry(&context, txn, r)?.encode_to_vec(), 0),
     };
     finish(dbs, txn, merchant, now_ms, decoded, response, seq)
 }
@@ -518,6 +527,9 @@ pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, method: Method, bytes: 
         }
         Method::ListStaff => chain::staff::list(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
         Method::GetClearingMatrix => chain::clearing::matrix(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        Method::ListPointsBatches => {
+            points::service::list(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec()
+        }
         _ => return fail(Kind::UnknownMethod, format!("{} is not a read", method.full_name())),
     })
 }

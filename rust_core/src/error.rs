@@ -127,10 +127,11 @@ pub enum Kind {
     PeriodInvalid,
     MatrixTooLarge,
     CardOriginsFull,
+    PointsReasonRequired,
 }
 
 /// Every kind, for reverse lookup of stored reasons and for exhaustive tests.
-pub const ALL_KINDS: [Kind; 92] = [
+pub const ALL_KINDS: [Kind; 93] = [
     Kind::MalformedRequest,
     Kind::UnknownMethod,
     Kind::RequestIdInvalid,
@@ -223,6 +224,7 @@ pub const ALL_KINDS: [Kind; 92] = [
     Kind::PeriodInvalid,
     Kind::MatrixTooLarge,
     Kind::CardOriginsFull,
+    Kind::PointsReasonRequired,
 ];
 
 impl Kind {
@@ -320,6 +322,7 @@ impl Kind {
             Kind::PeriodInvalid => "PERIOD_INVALID",
             Kind::MatrixTooLarge => "MATRIX_TOO_LARGE",
             Kind::CardOriginsFull => "CARD_ORIGINS_FULL",
+            Kind::PointsReasonRequired => "POINTS_REASON_REQUIRED",
         }
     }
 
@@ -417,6 +420,7 @@ impl Kind {
             Kind::PeriodInvalid => Status::InvalidArgument,
             Kind::MatrixTooLarge => Status::InvalidArgument,
             Kind::CardOriginsFull => Status::FailedPrecondition,
+            Kind::PointsReasonRequired => Status::InvalidArgument,
         }
     }
 

@@ -43,10 +43,17 @@ pub const USES_ISSUED: &str = "merchant/uses_issued";
 pub const FORFEITED_BONUS: &str = "merchant/forfeited_bonus";
 pub const POINTS_REDEMPTION: &str = "merchant/points_redemption";
 pub const POINTS_ISSUED: &str = "merchant/points_issued";
+/// Counterpart of points added or taken by hand (积分调整).
+pub const POINTS_ADJUSTED: &str = "merchant/points_adjusted";
+/// Counterpart of points expired (积分过期).
+pub const POINTS_EXPIRED: &str = "merchant/points_expired";
 
 #[derive(Default)]
 pub struct Journal {
     postings: Vec<Posting>,
+    /// Member points accounts this entry may leave negative: a claw-back of points earned
+    /// on a refunded bill (`points::claw_back`), recorded as a debt.
+    debt_allowed: Vec<String>,
 }
 
 impl Journal {
@@ -63,6 +70,19 @@ impl Journal {
 
     pub fn points(&mut self, account: String, points: i64) {
         self.post(account, points, Unit::Points);
+    }
+
+    /// Adds points to the account's posting in this journal, if it has one: a checkout that
+    /// redeems and earns moves each account once, by the difference (none when it is 0).
+    pub fn points_net(&mut self, account: String, points: i64) {
+        let unit = Unit::Points as i32;
+        let Some(position) = self.postings.iter().position(|p| p.account == account && p.unit == unit) else {
+            return self.points(account, points);
+        };
+        self.postings[position].amount += points;
+        if self.postings[position].amount == 0 {
+            self.postings.remove(position);
+        }
     }
 
     pub fn uses(&mut self, account: String, uses: i64) {
@@ -88,6 +108,19 @@ impl Journal {
         self.postings.is_empty()
     }
 
+    /// What this journal has posted to `account` so far, not yet written.
+    pub fn pending(&self, account: &str) -> i64 {
+        self.postings.iter().filter(|p| p.account == account).map(|p| p.amount).sum()
+    }
+
+    /// Lets this entry leave a member's points account negative (a points debt).
+    pub fn allow_debt(&mut self, account: String) {
+        assert!(account.starts_with("member/") && account.ends_with("/points"), "only points may be owed");
+        if !self.debt_allowed.contains(&account) {
+            self.debt_allowed.push(account);
+        }
+    }
+
     /// Appends the entry and applies it to the accounts. Returns its sequence number.
     pub fn write(self, dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, mut entry: LedgerEntry) -> Result<u64> {
         assert_eq!(self.sums(), [0, 0, 0], "ledger entry does not balance: {:?}", self.postings);
@@ -95,7 +128,8 @@ impl Journal {
         assert!(entry.postings.is_empty() && entry.seq == 0);
         let seq = store::next_counter(dbs, txn, merchant, store::COUNTER_LEDGER_SEQ)?;
         for posting in &self.postings {
-            apply_posting(dbs, txn, merchant, posting, seq)?;
+            let may_owe = self.debt_allowed.contains(&posting.account);
+            apply_posting(dbs, txn, merchant, posting, seq, may_owe)?;
         }
         if entry.member_id != 0 {
             dbs.member_ledger.put(txn, &store::key_u64_pair(merchant, entry.member_id, seq), &[])?;
@@ -111,7 +145,14 @@ impl Journal {
     }
 }
 
-fn apply_posting(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, posting: &Posting, seq: u64) -> Result<()> {
+fn apply_posting(
+    dbs: &Dbs,
+    txn: &mut RwTxn<'_>,
+    merchant: &str,
+    posting: &Posting,
+    seq: u64,
+    may_owe: bool,
+) -> Result<()> {
     let key = store::key(merchant, posting.account.as_bytes());
     let mut account = store::get_record::<AccountRecord>(&dbs.accounts, txn, &key)?.unwrap_or_else(|| AccountRecord {
         account: posting.account.clone(),
@@ -121,7 +162,9 @@ fn apply_posting(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, posting: &Posti
     assert_eq!(account.unit, posting.unit, "account {} used with two units", posting.account);
     account.balance = account.balance.checked_add(posting.amount).expect("balances are bounded far below i64");
     let held_for_someone = ["member/", "card/", "lot/"].iter().any(|p| posting.account.starts_with(p));
-    assert!(account.balance >= 0 || !held_for_someone, "account {} would go negative", posting.account);
+    // A credit to an account in debt (points owed) pays it off and is always allowed.
+    let may_go_negative = !held_for_someone || may_owe || posting.amount > 0;
+    assert!(account.balance >= 0 || may_go_negative, "account {} would go negative", posting.account);
     account.posting_count += 1;
     account.last_seq = seq;
     store::put_record(&dbs.accounts, txn, &key, &account)

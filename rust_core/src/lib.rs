@@ -20,6 +20,7 @@ pub mod money;
 pub mod packages;
 pub mod paging;
 pub mod pin;
+pub mod points;
 pub mod pricing;
 pub mod profiles;
 pub mod refund;

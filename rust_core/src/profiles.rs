@@ -470,6 +470,7 @@ pub fn history(
             }
         };
         let kind = EntryKind::try_from(entry.kind).unwrap_or(EntryKind::Unspecified);
+        let points = points_moved(&entry, member.member_id);
         items.push(HistoryItem {
             ledger_seq: seq,
             at_ms: entry.at_ms,
@@ -479,9 +480,17 @@ pub fn history(
             amount_fen: entry.amount_fen,
             request_id: entry.request_id,
             member_id: entry.member_id,
+            points,
+            reason: entry.reason,
         });
     }
     Ok(ListHistoryResponse { items, next_page_token })
+}
+
+/// What an entry moved of a member's points: the sum of its postings to their account.
+fn points_moved(entry: &LedgerEntry, member_id: u64) -> i64 {
+    let account = crate::ledger::member_points(member_id);
+    entry.postings.iter().filter(|p| p.account == account).map(|p| p.amount).sum()
 }
 
 /// A member's follow-up records (回访记录), newest first.

@@ -17,7 +17,8 @@ use crate::error::{fail, Kind, Result};
 use crate::ledger::{self, Journal};
 use crate::pricing::{self, LinePart};
 use crate::proto::{
-    EntryKind, LedgerEntry, Payment, PaymentMethod, RefundRequest, RefundResponse, SettledLine, Settlement,
+    EntryKind, LedgerEntry, Payment, PaymentMethod, PointsSource, RefundRequest, RefundResponse, SettledLine,
+    Settlement,
 };
 use crate::rules::Progress;
 use crate::store;
@@ -78,7 +79,6 @@ pub fn refund(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &RefundReques
         ..Default::default()
     };
     // HOOK(coupons): restore the coupons of a checkout refunded in full, if still valid.
-    // HOOK(points): points returned and clawed back through the points batches.
     let chain_lines: Vec<chain::reversal::LineRefund<'_>> = parts
         .iter()
         .zip(&returned)
@@ -95,6 +95,8 @@ pub fn refund(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &RefundReques
         request_id: request.request_id.clone(),
         store_code: store_code.clone(),
         amount_fen: due_back,
+        // Why points (and money) came back, in the member's history.
+        reason: request.reason.clone(),
         ..Default::default()
     };
     if settlement.member_id != 0 {
@@ -239,14 +241,7 @@ fn amount_parts(settlement: &Settlement, amount_fen: i64) -> Result<Vec<LinePart
 /// Each line's returned amounts. The money of the line goes back to its payments by what
 /// each still holds; the list price is what balances the steps, so the entry sums to zero.
 fn returns(settlement: &Settlement, mode: i32, parts: &[LinePart]) -> Vec<Returned> {
-    let points_fen: Vec<i64> = settlement.lines.iter().map(|l| l.points_fen).collect();
-    let redeemed_by_line = pricing::allocate(settlement.points_redeemed, &points_fen);
-    let dues: Vec<i64> = settlement.lines.iter().map(|l| l.due_fen).collect();
-    let earned_by_line = if dues.iter().sum::<i64>() == 0 {
-        vec![0; dues.len()]
-    } else {
-        pricing::allocate(settlement.points_earned, &dues)
-    };
+    let (redeemed_by_line, earned_by_line) = points_by_line(settlement);
     let mut returned = Vec::with_capacity(parts.len());
     for (index, (line, part)) in settlement.lines.iter().zip(parts).enumerate() {
         let money_fen = part.of(line.due_fen);
@@ -294,6 +289,29 @@ fn returns(settlement: &Settlement, mode: i32, parts: &[LinePart]) -> Vec<Return
         });
     }
     returned
+}
+
+/// Each line's points redeemed and earned: as the settlement kept them per line (the points
+/// rules' shares, SettledLine 20-21), or, for a settlement that has not kept them, the
+/// bill's totals spread by each line's points deduction and due.
+fn points_by_line(settlement: &Settlement) -> (Vec<i64>, Vec<i64>) {
+    let kept_redeemed: Vec<i64> = settlement.lines.iter().map(|l| l.points_redeemed).collect();
+    let kept_earned: Vec<i64> = settlement.lines.iter().map(|l| l.points_earned).collect();
+    let redeemed_by_line = if kept_redeemed.iter().sum::<i64>() == settlement.points_redeemed {
+        kept_redeemed
+    } else {
+        let points_fen: Vec<i64> = settlement.lines.iter().map(|l| l.points_fen).collect();
+        pricing::allocate(settlement.points_redeemed, &points_fen)
+    };
+    let dues: Vec<i64> = settlement.lines.iter().map(|l| l.due_fen).collect();
+    let earned_by_line = if kept_earned.iter().sum::<i64>() == settlement.points_earned {
+        kept_earned
+    } else if dues.iter().sum::<i64>() == 0 {
+        vec![0; dues.len()]
+    } else {
+        pricing::allocate(settlement.points_earned, &dues)
+    };
+    (redeemed_by_line, earned_by_line)
 }
 
 /// Posts the reversal: sales out, each pricing step back, money back per payment.
@@ -359,7 +377,10 @@ fn stored_value_back(context: &Context<'_>, txn: &mut RwTxn<'_>, payment: &Payme
 }
 
 /// The member's side: points back and clawed back (the balance may go below zero: a debt
-/// the next points earned pay first, never silently floored), spend and level.
+/// the next points earned pay first, never silently floored), spend and level. The points
+/// redeemed come back as a new batch (积分返还), earned today under today's expiry policy:
+/// the batches they were taken from may have expired or been spent since. They are
+/// credited before the claw-back, so a refund leaves no debt its own returned points cover.
 fn member_side(
     context: &Context<'_>,
     txn: &mut RwTxn<'_>,
@@ -371,8 +392,14 @@ fn member_side(
 ) -> Result<()> {
     let (dbs, merchant) = (context.dbs, context.merchant);
     let id = settlement.member_id;
-    journal.points(ledger::member_points(id), points_returned - points_clawed_back);
-    journal.points(ledger::POINTS_ISSUED.to_owned(), points_clawed_back - points_returned);
+    if points_returned > 0 {
+        let batch = crate::points::NewBatch::now(context.config, PointsSource::Refund, context.now_ms);
+        let reason = crate::points::Reason::Issue;
+        crate::points::credit(dbs, txn, merchant, journal, id, points_returned, reason, batch)?;
+    }
+    if points_clawed_back > 0 {
+        response.points_debt = crate::points::claw_back(dbs, txn, merchant, journal, id, points_clawed_back)?;
+    }
     let mut member = members::by_id(dbs, txn, merchant, id)?;
     member.cumulative_spend_fen -= due_back_fen;
     assert!(member.cumulative_spend_fen >= 0, "a refund returned more spend than member {id} had");

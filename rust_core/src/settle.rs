@@ -365,9 +365,6 @@ pub fn checkout(
     }
     let payer_cards = payer_cards(&payments, &of_tender, &wallets);
     let payments: Vec<Payment> = payments.into_iter().map(|(_, payment)| payment).collect();
-    let level_rate = buyer.as_ref().map_or(0, |b| context.config.levels()[b.level_position].milli_points_per_yuan);
-    // HOOK(points): points earned by rule sets; today the level's rate on what money paid.
-    let points_earned = money::points_earned(to_pay_fen, level_rate);
     for line in &lines {
         if let Some(item) = line.item.as_ref().filter(|i| i.track_stock && i.kind != ItemKind::Service as i32) {
             catalog::move_stock(context, txn, &store_code, item, -line.priced.quantity_milli)?;
@@ -395,11 +392,15 @@ pub fn checkout(
         lines: settled,
         payments,
         points_redeemed,
-        points_earned,
         due_fen,
         staff_code: request.staff_code.clone(),
         ..Default::default()
     };
+    // Points rules (积分规则): the level rate × the rule set and windows that apply to each
+    // line, on what its earning payments paid; a walk-in earns nothing.
+    let level_rate = buyer.as_ref().map_or(0, |b| context.config.levels()[b.level_position].milli_points_per_yuan);
+    let points_earned = crate::points::earn_on_settlement(context.config, level_rate, context.now_ms, &mut settlement);
+    settlement.points_earned = points_earned;
     let mut response = CheckoutResponse {
         list_amount_fen: lines.iter().map(|l| l.priced.list_fen).sum(),
         discount_bp: discount_bp(context.config, buyer.as_ref()),
@@ -486,9 +487,7 @@ fn settle_buyer(
     use_trial(&mut buyer.wallet.card, &buyer.wallet.card_type)?;
     let id = buyer.member.member_id;
     let (earned, redeemed) = (effects.points_earned, effects.points_redeemed);
-    journal.points(ledger::member_points(id), earned - redeemed);
-    journal.points(ledger::POINTS_ISSUED.to_owned(), redeemed - earned);
-    money::add_within(buyer.points - redeemed, earned, POINTS_MAX, "points balance")?;
+    crate::points::settle_checkout(context, txn, journal, id, redeemed, earned)?;
     buyer.member.cumulative_spend_fen =
         money::add_within(buyer.member.cumulative_spend_fen, effects.due_fen, i64::MAX, "cumulative spend")?;
     let progress = Progress {

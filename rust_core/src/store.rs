@@ -12,7 +12,7 @@ use crate::error::{CoreError, Kind, Result};
 pub type Db = Database<'static, Bytes, Bytes>;
 
 /// Named databases; keep in step with docs/STORAGE.md.
-pub const DATABASE_NAMES: [&str; 26] = [
+pub const DATABASE_NAMES: [&str; 27] = [
     "config",
     "members",
     "phones",
@@ -39,6 +39,7 @@ pub const DATABASE_NAMES: [&str; 26] = [
     "staff",
     "card_origins",
     "clearing_days",
+    "points_batches",
 ];
 /// Room for the databases above plus those later versions add.
 pub const DATABASES_MAX: u32 = 32;
@@ -55,6 +56,7 @@ pub const COUNTER_LOT_ID: &str = "lot_id";
 pub const COUNTER_CARD_EVENT_SEQ: &str = "card_event_seq";
 pub const COUNTER_MEMBER_CHANGE_SEQ: &str = "member_change_seq";
 pub const COUNTER_FOLLOW_UP_SEQ: &str = "follow_up_seq";
+pub const COUNTER_POINTS_BATCH_ID: &str = "points_batch_id";
 /// Not a count: the layout a merchant's records are in (`upgrade::FORMAT`); absent (0)
 /// for merchants configured before it was kept.
 pub const COUNTER_FORMAT: &str = "format";
@@ -114,6 +116,8 @@ pub struct Dbs {
     /// `M + u32be(day) + from store + 0x00 + to store` → ClearingCell: one day's clearing
     /// between two stores (day = local days since 1970-01-01 + `clearing::DAY_KEY_BIAS`)
     pub clearing_days: Db,
+    /// `M + u64be(member_id) + u64be(batch_id)` → PointsBatch: points left, first-earned first
+    pub points_batches: Db,
 }
 
 /// Opens (creating if needed) the environment in `path` and its databases.
@@ -155,7 +159,7 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         })?
         .commit()
         .expect("never aborted");
-    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys, catalog, barcodes, stock, settlements, suspended_bills, staff, card_origins, clearing_days] =
+    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys, catalog, barcodes, stock, settlements, suspended_bills, staff, card_origins, clearing_days, points_batches] =
         dbs;
     let dbs = Dbs {
         config,
@@ -184,6 +188,7 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         staff,
         card_origins,
         clearing_days,
+        points_batches,
     };
     Ok((env, dbs))
 }

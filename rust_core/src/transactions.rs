@@ -111,6 +111,7 @@ pub fn recharge(
         amounts,
         &request.staff_code,
     )?;
+    let points_earned = crate::points::earn_on_recharge(context, txn, &mut journal, member.member_id, amount_fen)?;
 
     member.cumulative_recharge_fen =
         money::add_within(member.cumulative_recharge_fen, amount_fen, i64::MAX, "cumulative recharge")?;
@@ -147,6 +148,7 @@ pub fn recharge(
         store_code,
         card_no: card.card_no.clone(),
         chain_effects,
+        points_earned,
     };
     Ok((response, seq))
 }

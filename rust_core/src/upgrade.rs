@@ -11,7 +11,8 @@ use crate::store::{self, Dbs, COUNTER_FORMAT};
 
 /// The layout this version writes: 1 = the name index keyed by search keys, and a
 /// member-code key for every configured merchant; 2 = every card holding stored value has
-/// its per-store buckets (`chain::clearing`).
+/// its per-store buckets (`chain::clearing`), and every member's points are held in
+/// batches (`points_batches`).
 pub const FORMAT: u64 = 2;
 
 /// Brings every merchant behind `FORMAT` up to it, in one write transaction; returns how
@@ -25,6 +26,7 @@ pub fn run(env: &Env<WithoutTls>, dbs: &Dbs) -> Result<Upgraded> {
         let first_store = crate::config::read(dbs, &txn, &merchant)?.stores.first().map(|s| s.code.clone());
         let first_store = first_store.unwrap_or_default();
         upgraded.card_origins_seeded += crate::chain::clearing::seed_origins(dbs, &mut txn, &merchant, &first_store)?;
+        upgraded.points_batches_made += crate::points::batch_unbatched_points(dbs, &mut txn, &merchant)?;
         store::put_u64(&dbs.counters, &mut txn, &store::key(&merchant, COUNTER_FORMAT.as_bytes()), FORMAT)?;
     }
     txn.commit()?;
@@ -47,6 +49,8 @@ pub struct Upgraded {
     pub member_code_keys_made: usize,
     /// Cards holding stored value given their first bucket (at the store that sold them).
     pub card_origins_seeded: usize,
+    /// Batches made of the points members held before batches were kept.
+    pub points_batches_made: usize,
 }
 
 /// The configured merchants whose records are in an earlier layout.
@@ -89,7 +93,7 @@ mod tests {
         txn.commit().unwrap();
         assert_eq!(
             run(&env, &dbs).unwrap(),
-            Upgraded { names_folded: 2, member_code_keys_made: 1, card_origins_seeded: 0 }
+            Upgraded { names_folded: 2, member_code_keys_made: 1, card_origins_seeded: 0, points_batches_made: 0 }
         );
         let txn = env.read_txn().unwrap();
         let keys: Vec<Vec<u8>> = dbs.names.iter(&txn).unwrap().map(|item| item.unwrap().0.to_vec()).collect();
@@ -126,7 +130,7 @@ mod tests {
         txn.commit().unwrap();
         assert_eq!(
             run(&env, &dbs).unwrap(),
-            Upgraded { names_folded: 0, member_code_keys_made: 1, card_origins_seeded: 0 }
+            Upgraded { names_folded: 0, member_code_keys_made: 1, card_origins_seeded: 0, points_batches_made: 0 }
         );
         let txn = env.read_txn().unwrap();
         let key = |merchant: &str| -> crate::proto::MerchantKeys {

@@ -20,7 +20,7 @@ use super::clearing::{self, Balance};
 use crate::cards;
 use crate::error::Result;
 use crate::ledger::{self, Journal};
-use crate::money::{self, BALANCE_FEN_MAX, BASIS_POINTS_FULL, POINTS_MAX};
+use crate::money::{self, BALANCE_FEN_MAX, BASIS_POINTS_FULL};
 use crate::proto::{
     CardStatus, ChainEffect, ChainEffectKind, Member, MerchantConfig, ReferralBase, ReferralProgram, ReferralRebate,
     ReferralReward,
@@ -172,20 +172,23 @@ pub fn post(
     Ok(())
 }
 
-/// Points to (or back from) a referrer. One function, so the points engine's batches
-/// (`points::credit`, issue 4's points part) replace it in one place.
+/// Points to (or back from) a referrer, through the points batches: a rebate is a batch
+/// of its own (it expires by the merchant's policy), one taken back on a refund comes first
+/// from the oldest batches and may leave a debt, as any points clawed back do.
 fn award_points(
     context: &Context<'_>,
-    txn: &RoTxn<'_>,
+    txn: &mut RwTxn<'_>,
     journal: &mut Journal,
     member_id: u64,
     points: i64,
 ) -> Result<()> {
-    let account = ledger::member_points(member_id);
-    let before = ledger::balance(context.dbs, txn, context.merchant, &account)?;
-    money::add_within(before, points, POINTS_MAX, "points balance")?;
-    journal.points(account, points);
-    journal.points(ledger::POINTS_ISSUED.to_owned(), -points);
+    let (dbs, merchant) = (context.dbs, context.merchant);
+    if points > 0 {
+        let batch = crate::points::NewBatch::now(context.config, crate::proto::PointsSource::Referral, context.now_ms);
+        crate::points::credit(dbs, txn, merchant, journal, member_id, points, crate::points::Reason::Issue, batch)?;
+    } else {
+        crate::points::claw_back(dbs, txn, merchant, journal, member_id, -points)?;
+    }
     Ok(())
 }
 

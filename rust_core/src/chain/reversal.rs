@@ -10,9 +10,11 @@
 //! kept together: each card gets back exactly its amount, the stores it is attributed to
 //! come from the line's sequence.
 //!
-//! A referral clawback takes back points and bonus in proportion, but never below zero:
-//! the ledger keeps a member's points and a card's bonus non-negative, so what the
-//! referrer no longer holds is left (the answer's effect shows what was taken).
+//! A referral clawback takes back points and bonus in proportion. Points come back whole,
+//! through the points batches: what the referrer spent meanwhile is a debt (积分欠款)
+//! their next points pay first. Bonus comes back only as far as the card still holds it
+//! (stored value is never negative); what it no longer holds is left, and the answer's
+//! effect shows what was taken.
 
 use heed::RwTxn;
 
@@ -123,7 +125,8 @@ fn segment(origins: &[StoreAmount], from_fen: i64, amount_fen: i64) -> Vec<Store
     parts
 }
 
-/// One rebate's share back from its referrer, never below what they hold.
+/// One rebate's share back from its referrer: points whole (a debt if need be), bonus
+/// never below what the card holds.
 fn claw_back(
     context: &Context<'_>,
     txn: &mut RwTxn<'_>,
@@ -133,13 +136,14 @@ fn claw_back(
     part: &LinePart,
 ) -> Result<()> {
     let (dbs, merchant) = (context.dbs, context.merchant);
-    let points_held = ledger::balance(dbs, txn, merchant, &ledger::member_points(rebate.member_id))?;
     let bonus_held = match rebate.card_id {
         0 => 0,
         card_id => ledger::balance(dbs, txn, merchant, &ledger::card_bonus(card_id))?,
     };
     let back = ReferralRebate {
-        points: part.of(rebate.points).min(points_held.max(0)),
+        // Points come back whole, as a debt when the referrer spent them (积分欠款); bonus
+        // only as far as the card still holds it: stored value is never negative.
+        points: part.of(rebate.points),
         bonus_fen: part.of(rebate.bonus_fen).min(bonus_held.max(0)),
         ..*rebate
     };
@@ -147,8 +151,7 @@ fn claw_back(
         return Ok(());
     }
     if back.points != 0 {
-        journal.points(ledger::member_points(back.member_id), -back.points);
-        journal.points(ledger::POINTS_ISSUED.to_owned(), back.points);
+        crate::points::claw_back(dbs, txn, merchant, journal, back.member_id, back.points)?;
     }
     if back.bonus_fen != 0 {
         journal.fen(ledger::card_bonus(back.card_id), -back.bonus_fen);

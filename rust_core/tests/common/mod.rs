@@ -58,7 +58,9 @@ with_request_id!(
     AdjustStockRequest,
     SuspendBillRequest,
     CancelSuspendedBillRequest,
-    RefundRequest
+    RefundRequest,
+    AdjustPointsRequest,
+    RunPointsExpiryRequest
 );
 
 /// Submits a mutating request to `MERCHANT`, giving it the next request id `r1`, `r2` ...
