@@ -48,7 +48,15 @@ from typing import Any
 import lmdb
 from google.protobuf.message import DecodeError, Message
 
-from engine.proto import card_pb2, catalog_pb2, chain_pb2, config_pb2, member_pb2, records_pb2
+from engine.proto import (
+    card_pb2,
+    catalog_pb2,
+    chain_pb2,
+    config_pb2,
+    coupon_pb2,
+    member_pb2,
+    records_pb2,
+)
 
 DATABASE_NAMES = (
     "config",
@@ -78,9 +86,12 @@ DATABASE_NAMES = (
     "card_origins",
     "clearing_days",
     "points_batches",
+    "coupons",
+    "coupon_codes",
+    "member_coupons",
 )
-# The core opens up to 32 named databases (rust_core/src/store.rs, DATABASES_MAX).
-DATABASES_MAX = 32
+# The core opens up to 64 named databases (rust_core/src/store.rs, DATABASES_MAX).
+DATABASES_MAX = 64
 SEPARATOR = b"\x00"
 # Every key of merchant M (M 0x00 ...) sorts below M + NEXT_PREFIX_BYTE.
 NEXT_PREFIX_BYTE = b"\x01"
@@ -96,6 +107,12 @@ COUNTER_CARD_EVENT_SEQ = "card_event_seq"
 COUNTER_MEMBER_CHANGE_SEQ = "member_change_seq"
 COUNTER_FOLLOW_UP_SEQ = "follow_up_seq"
 COUNTER_POINTS_BATCH_ID = "points_batch_id"
+COUNTER_COUPON_ID = "coupon_id"
+# rust_core/src/coupons.rs: CODE_CHARS characters of CODE_ALPHABET.
+COUPON_CODE = re.compile(r"[23456789ABCDEFGHJKLMNPQRSTUVWXYZ]{12}")
+COUPON_STATES_KEPT = frozenset(
+    {coupon_pb2.COUPON_STATE_ISSUED, coupon_pb2.COUPON_STATE_REDEEMED, coupon_pb2.COUPON_STATE_VOID}
+)
 
 KEY_CHARS_MAX = 120
 MERCHANT_CHARS_MAX = 40
@@ -151,6 +168,7 @@ INVARIANTS = {
     17: "catalog items under their SKU, barcodes index exactly the items' barcodes",
     18: "a card's per-store buckets add up to its principal and bonus",
     19: "the clearing days of a store pair add up to its clearing accounts",
+    20: "coupons: ids, code and member indexes, templates, redemptions match their settlement",
     21: "points batches hold each member's positive points balance",
 }
 
@@ -182,6 +200,9 @@ COUNT_NAMES = (
     "card_origins",
     "clearing_days",
     "points_batches",
+    "coupons",
+    "coupon_codes",
+    "member_coupons",
 )
 
 ID_PATTERN = r"([1-9][0-9]{0,19})"
@@ -637,6 +658,9 @@ class _MerchantAudit:
         # Attached card id -> (primary id, link kind, member id, live), for every card
         # that names a primary or a link kind (they are few).
         self.attached: dict[int, tuple[int, int, int, bool]] = {}
+        # Ledger seq -> coupon discount it posts (store/S/coupon_discount, as a positive
+        # amount), for the entries that post one.
+        self.coupon_discounts: dict[int, int] = {}
 
     def run(self, counts: Counter[str]) -> MerchantTotals:
         if not MERCHANT_ID.fullmatch(self.prefix[:-1]):
@@ -668,6 +692,7 @@ class _MerchantAudit:
         self.audit_staff()
         self.audit_card_origins()
         self.audit_clearing_days()
+        self.audit_coupons()
         counts.update(self.counts)
         self.totals.members = self.counts["members"]
         self.totals.cards = self.counts["cards"]
@@ -858,6 +883,9 @@ class _MerchantAudit:
             account.posting_count += 1
             account.last_seq = seq
         self.counts["postings"] += len(postings)
+        coupon_fen = sum(a for n, a, _ in postings if n.endswith("/coupon_discount"))
+        if coupon_fen and entry.kind == records_pb2.CHECKOUT:  # a refund gives it back
+            self.coupon_discounts[seq] = -coupon_fen
         # Checked after the whole entry: the order of postings inside one entry is no
         # moment in time, but the state after each entry is.
         for name, _, _ in postings:
@@ -1381,6 +1409,143 @@ class _MerchantAudit:
         for member_id, in_batches in sorted(held.items()):
             message = f"batches hold {in_batches} points, the member has no points account"
             self.report(21, f"points_batches:{member_id}", message)
+
+    # --- invariant 20 ---
+
+    def audit_coupons(self) -> None:
+        """Coupons run 1..n by id under their key; each is indexed by its code and under
+        its member, which exists; names a template of the config; is kept ISSUED, REDEEMED
+        or VOID; a REDEEMED one names the checkout entry of its member that posted its
+        discount, and the coupons of an entry add up to the discount it posted."""
+        templates = self.coupon_templates()
+        codes: dict[str, int] = {}
+        owners: dict[int, int] = {}
+        uses_of: dict[int, tuple[int, int, int]] = {}
+        previous_id = 0
+        for rest, value in self.segment("coupons"):
+            coupon_id = self.u64_key("coupons", rest)
+            if coupon_id is None:
+                continue
+            key = f"coupons:{coupon_id}"
+            if coupon_id != previous_id + 1:
+                self.report(20, key, _gap_message("coupon id", previous_id, coupon_id))
+            previous_id = coupon_id
+            self.counts["coupons"] += 1
+            coupon = self.decode(key, value, coupon_pb2.Coupon)
+            if coupon is None:
+                continue
+            codes[coupon.code] = coupon_id
+            owners[coupon_id] = coupon.member_id
+            uses_of[coupon_id] = (coupon.state, coupon.redeemed_seq, coupon.restored_by_seq)
+            for message in self.coupon_problems(coupon_id, coupon, templates):
+                self.report(20, key, message)
+        self.check_counter(COUNTER_COUPON_ID, previous_id, 20, "coupon")
+        for seq, discount_fen in sorted(self.coupon_discounts.items()):
+            settlement = self.settlement(seq)
+            taken = None if settlement is None else sum(u.discount_fen for u in settlement.coupons)
+            if taken != discount_fen:
+                message = (
+                    f"posts {discount_fen} fen of coupon discount; its settlement's coupons took "
+                )
+                self.report(20, f"ledger:{seq}", message + f"{taken} fen")
+            self.check_coupon_uses(seq, [] if settlement is None else settlement.coupons, uses_of)
+        self.audit_coupon_indexes(codes, owners)
+
+    def check_coupon_uses(
+        self, seq: int, uses: Any, uses_of: dict[int, tuple[int, int, int]]
+    ) -> None:
+        """Each coupon a settlement used is still REDEEMED by it, or was restored since."""
+        for use in uses:
+            state, redeemed_seq, restored_by_seq = uses_of.get(use.coupon_id, (0, 0, 0))
+            used_here = state == coupon_pb2.COUPON_STATE_REDEEMED and redeemed_seq == seq
+            if not (used_here or restored_by_seq):
+                message = f"its settlement used coupon {use.coupon_id}, which is neither "
+                self.report(20, f"ledger:{seq}", message + "REDEEMED by it nor restored")
+
+    def coupon_templates(self) -> set[str] | None:
+        """The template codes of the config; None when it is missing or does not decode
+        (reported with the config)."""
+        raw = self.get("config", b"")
+        try:
+            return (
+                None
+                if raw is None
+                else {t.code for t in config_pb2.MerchantConfig.FromString(raw).coupon_templates}
+            )
+        except DecodeError:
+            return None
+
+    def coupon_problems(self, coupon_id: int, coupon: Any, templates: set[str] | None) -> list[str]:
+        problems = []
+        if coupon.coupon_id != coupon_id:
+            problems.append(f"record's coupon_id is {coupon.coupon_id}")
+        if not COUPON_CODE.fullmatch(coupon.code):
+            problems.append(f"code {_printable(coupon.code, QUOTE_CHARS_MAX)} is not a coupon code")
+        elif self.get("coupon_codes", coupon.code.encode()) != _u64(coupon_id):
+            problems.append(f"code {coupon.code} does not point at it in coupon_codes")
+        if coupon.member_id not in self.member_phone_hashes:
+            problems.append(f"member {coupon.member_id} does not exist")
+        if self.get("member_coupons", _u64(coupon.member_id) + _u64(coupon_id)) is None:
+            problems.append(f"not listed in member_coupons under member {coupon.member_id}")
+        if templates is not None and coupon.template_code not in templates:
+            problems.append(f"template {_printable(coupon.template_code)} is not in the config")
+        first, last = _parse_date(coupon.valid_from), _parse_date(coupon.valid_until)
+        if first is None or last is None or first > last:
+            problems.append(
+                f"window {coupon.valid_from}..{coupon.valid_until} is not two dates in order"
+            )
+        if coupon.state not in COUPON_STATES_KEPT:
+            problems.append(f"state {coupon.state} is not one a coupon is kept in")
+        if coupon.state == coupon_pb2.COUPON_STATE_REDEEMED:
+            problems += self.redemption_problems(coupon)
+        elif coupon.redeemed_seq:
+            problems.append(f"not REDEEMED, yet it names checkout {coupon.redeemed_seq}")
+        if coupon.restored_by_seq and self.entry_members.get(coupon.restored_by_seq) is None:
+            problems.append(f"restored by {coupon.restored_by_seq}, which is no ledger entry")
+        return problems
+
+    def settlement(self, seq: int) -> Any:
+        """The settlement kept under a checkout's seq, None if absent or undecodable."""
+        raw = self.get("settlements", _u64(seq))
+        try:
+            return None if raw is None else records_pb2.Settlement.FromString(raw)
+        except DecodeError:
+            return None
+
+    def redemption_problems(self, coupon: Any) -> list[str]:
+        seq = coupon.redeemed_seq
+        if coupon.discount_fen <= 0:
+            return [f"REDEEMED for {coupon.discount_fen} fen"]
+        if seq not in self.coupon_discounts:
+            return [f"REDEEMED by {seq}, which is no entry with a coupon discount"]
+        if self.entry_members.get(seq) != coupon.member_id:
+            return [f"REDEEMED by {seq}, an entry of member {self.entry_members.get(seq)}"]
+        settlement = self.settlement(seq)
+        uses = [] if settlement is None else settlement.coupons
+        if not any(
+            (u.coupon_id, u.discount_fen) == (coupon.coupon_id, coupon.discount_fen) for u in uses
+        ):
+            return [
+                f"REDEEMED by {seq} for {coupon.discount_fen} fen; its settlement does not say so"
+            ]
+        return []
+
+    def audit_coupon_indexes(self, codes: dict[str, int], owners: dict[int, int]) -> None:
+        for rest, value in self.segment("coupon_codes"):
+            key = f"coupon_codes:{_printable(rest)}"
+            self.counts["coupon_codes"] += 1
+            code = self.text_key("coupon_codes", rest)
+            if code is not None and (
+                len(value) != U64_BYTES or codes.get(code) != int.from_bytes(value, "big")
+            ):
+                self.report(20, key, f"points at {_u64_text(value, 'coupon')}, whose code differs")
+        for rest, value in self.segment("member_coupons"):
+            key = f"member_coupons:{_printable(rest)}"
+            self.counts["member_coupons"] += 1
+            self.check_empty(key, value)
+            pair = self.u64_pair_key("member_coupons", rest)
+            if pair is not None and owners.get(pair[1]) != pair[0]:
+                self.report(20, key, f"coupon {pair[1]} is not a coupon of member {pair[0]}")
 
     # --- invariant 10 ---
 

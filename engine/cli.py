@@ -46,6 +46,8 @@ from engine.proto import (
     common_pb2,
     config_pb2,
     config_pb2_grpc,
+    coupon_pb2,
+    coupon_pb2_grpc,
     member_pb2,
     member_pb2_grpc,
     points_pb2,
@@ -63,6 +65,7 @@ __all__ = [
     "build_card_action_request",
     "build_change_pin_request",
     "build_checkout_request",
+    "build_issue_coupons_request",
     "build_follow_up_request",
     "build_issue_card_request",
     "build_parser",
@@ -893,6 +896,57 @@ def _add_package(top: _Commands) -> None:
     _add_staff_option(refund)
 
 
+_COUPON_STATES = {
+    "issued": coupon_pb2.COUPON_STATE_ISSUED,
+    "redeemed": coupon_pb2.COUPON_STATE_REDEEMED,
+    "expired": coupon_pb2.COUPON_STATE_EXPIRED,
+    "void": coupon_pb2.COUPON_STATE_VOID,
+}
+_COUPON_STATE_LABELS = {
+    coupon_pb2.COUPON_STATE_ISSUED: "issued 未使用",
+    coupon_pb2.COUPON_STATE_REDEEMED: "redeemed 已使用",
+    coupon_pb2.COUPON_STATE_EXPIRED: "expired 已过期",
+    coupon_pb2.COUPON_STATE_VOID: "void 已作废",
+}
+
+
+def _add_coupon(top: _Commands) -> None:
+    commands = top.group("coupon", "coupons 优惠券")
+    issue = commands.add(
+        "issue",
+        _coupon_issue,
+        "issue coupons of a template to a member, a level or a tag 发券",
+        mutating=True,
+    )
+    issue.add_argument(
+        "--template", dest="template_code", metavar="CODE", type=_non_empty, required=True,
+        help="coupon template 优惠券模板",
+    )  # fmt: skip
+    _add_member_selector(issue, required=False)
+    issue.add_argument(
+        "--level", dest="level_code", metavar="L", default="", help="to a level 等级"
+    )
+    issue.add_argument("--tag", metavar="T", default="", help="to the members with a tag 标签")
+    issue.add_argument(
+        "--count", metavar="N", type=lambda t: _whole_number(t, "--count", 1, 10), default=1,
+        help="coupons per member (1-10, default 1)",
+    )  # fmt: skip
+    issue.add_argument(
+        "--after-member", dest="after_member_id", metavar="ID", type=_member_id, default=0,
+        help="level/tag: continue after this member id (what the last run printed)",
+    )  # fmt: skip
+    _add_staff_option(issue)
+    listing = commands.add("list", _coupon_list, "a member's coupons 我的优惠券")
+    _add_member_selector(listing, required=True)
+    listing.add_argument("--state", choices=list(_COUPON_STATES), help="only coupons in this state")
+    show = commands.add("show", _coupon_show, "one coupon by its code 查询优惠券")
+    show.add_argument("code", metavar="CODE", type=_non_empty, help="coupon code 券码")
+    void = commands.add("void", _coupon_void, "void an unused coupon 作废", mutating=True)
+    void.add_argument("code", metavar="CODE", type=_non_empty, help="coupon code 券码")
+    void.add_argument("--reason", metavar="TEXT", type=_non_empty, required=True, help="why 原因")
+    _add_staff_option(void, required=True)
+
+
 def _add_recharge(commands: _Commands) -> None:
     parser = commands.add("recharge", _recharge, "recharge stored value 充值", mutating=True)
     _add_member_selector(parser, required=True)
@@ -1000,6 +1054,14 @@ def _add_checkout(commands: _Commands) -> None:
         action="append",
         help="count-card uses 次卡消费, repeatable",
     )
+    parser.add_argument(
+        "--coupon",
+        dest="coupons",
+        metavar="CODE",
+        type=_non_empty,
+        action="append",
+        help="a coupon 优惠券 of the member's, repeatable",
+    )
     _add_pin_options(parser, "the card's PIN 会员密码, when its type asks for one")
     _add_ref_option(parser)
     _add_store_option(parser)
@@ -1086,6 +1148,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_member(commands)
     _add_card(commands)
     _add_package(commands)
+    _add_coupon(commands)
     _add_recharge(commands)
     _add_checkout(commands)
     _add_staff(commands)
@@ -1300,6 +1363,28 @@ def build_checkout_request(
         store_code=args.store,
         uses=uses,
         staff_code=sale.staff_code,
+        coupon_codes=args.coupons or [],
+    )
+
+
+def build_issue_coupons_request(args: argparse.Namespace) -> coupon_pb2.IssueCouponsRequest:
+    """The IssueCouponsRequest of `mms coupon issue`; raises UsageError unless exactly one
+    of a member, --level and --tag is given."""
+    member = member_ref(args)
+    named = [member is not None, bool(args.level_code), bool(args.tag)]
+    if sum(named) != 1:
+        raise UsageError("give exactly one of a member (--phone, --card, --id), --level or --tag")
+    if member is not None and args.after_member_id:
+        raise UsageError("--after-member is for --level and --tag")
+    return coupon_pb2.IssueCouponsRequest(
+        request_id=args.request_id,
+        template_code=args.template_code,
+        member=member,
+        level_code=args.level_code,
+        tag=args.tag,
+        count=args.count,
+        after_member_id=args.after_member_id,
+        staff_code=args.staff,
     )
 
 
@@ -1769,6 +1854,58 @@ def _lot_use_row(use: common_pb2.LotUse) -> tuple[str, str]:
     return (f"Used 次卡消费 {use.item_code}", f"{use.uses} ({where})")
 
 
+def _coupon_use_row(use: coupon_pb2.CouponUse) -> tuple[str, str]:
+    return (f"Coupon 优惠券 {use.code}", f"-{format_fen(use.discount_fen)} ({use.template_name})")
+
+
+def _coupon_rows(view: coupon_pb2.CouponView) -> list[tuple[str, str]]:
+    coupon = view.coupon
+    rows = [
+        ("Code 券码", coupon.code),
+        ("Template 模板", f"{coupon.template_code} {view.template_name} ({view.kind})"),
+        ("Member 会员", f"#{coupon.member_id}"),
+        ("State 状态", _COUPON_STATE_LABELS.get(view.state, str(view.state))),
+        ("Valid 有效期", f"{coupon.valid_from} .. {coupon.valid_until}"),
+        ("Issued 发放", _time_text(coupon.issued_at_ms)),
+    ]
+    if coupon.redeemed_seq:
+        where = f"checkout {coupon.redeemed_seq} at {coupon.redeemed_store_code}"
+        rows.append(("Used 使用", f"-{format_fen(coupon.discount_fen)} ({where})"))
+    if coupon.voided_at_ms:
+        rows.append(("Voided 作废", f"{coupon.void_reason} ({coupon.voided_by})"))
+    return rows
+
+
+def _coupons_text(response: coupon_pb2.ListCouponsResponse) -> str:
+    rows = [
+        [
+            view.coupon.code,
+            view.coupon.template_code,
+            view.template_name,
+            _COUPON_STATE_LABELS.get(view.state, str(view.state)),
+            view.coupon.valid_until,
+        ]
+        for view in response.coupons
+    ]
+    headers = ["Code 券码", "Template", "Name 名称", "State 状态", "Until 截止"]
+    return _table_text(f"Coupons 优惠券 of member #{response.member_id}", headers, rows)
+
+
+def _issued_text(response: coupon_pb2.IssueCouponsResponse, request_id: str) -> str:
+    rows = [
+        ("Members 会员", f"{response.members_matched} of {response.members_seen} looked at"),
+        ("Issued 已发", str(response.issued)),
+        ("Refused by limit 超限", str(response.refused_by_limit)),
+    ]
+    rows += [
+        (f"Coupon {coupon.code}", f"member #{coupon.member_id}") for coupon in response.coupons
+    ]
+    if response.next_after_member_id:
+        rows.append(("More 继续", f"--after-member {response.next_after_member_id}"))
+    rows.append(("Request 请求号", request_id))
+    return _fields_text("Coupons issued 发券", rows)
+
+
 def _checkout_text(response: transaction_pb2.CheckoutResponse, request_id: str) -> str:
     """The receipt: the totals in pricing order, payments, the member's balances after;
     then, for a bill of catalog lines, each line with its pricing steps."""
@@ -1779,10 +1916,11 @@ def _checkout_text(response: transaction_pb2.CheckoutResponse, request_id: str) 
     if response.card_no:
         rows.append(("Card 卡号", response.card_no))
     discount = f"{format_fen(response.discount_fen)} ({_percent_text(response.discount_bp)})"
+    coupons = [_coupon_use_row(use) for use in response.coupons]
     rows += cli_sales.price_rows(
         response.list_amount_fen,
         discount,
-        response.coupon_fen,
+        coupons,
         response.rounding_fen,
         response.amount_due_fen,
     )
@@ -2675,6 +2813,38 @@ def _clearing(args: argparse.Namespace, session: Session) -> int:
     headers = ["Owes 应付门店", "To 应收门店", "Amount 金额"]
     text = _table_text(title, headers, rows) + f"\n  Total 合计  ¥{format_fen(response.total_fen)}"
     return _output(args, response, lambda: text)
+
+
+def _coupon_call(session: Session, method: str, request: Message) -> Any:
+    return session.call(coupon_pb2_grpc.CouponServiceStub, method, request)
+
+
+def _coupon_issue(args: argparse.Namespace, session: Session) -> int:
+    response = _coupon_call(session, "IssueCoupons", build_issue_coupons_request(args))
+    return _output(args, response, lambda: _issued_text(response, args.request_id))
+
+
+def _coupon_list(args: argparse.Namespace, session: Session) -> int:
+    state = _COUPON_STATES.get(args.state or "", 0)
+    request = coupon_pb2.ListCouponsRequest(member=member_ref(args), state=state)
+    response = _coupon_call(session, "ListCoupons", request)
+    return _output(args, response, lambda: _coupons_text(response))
+
+
+def _coupon_show(args: argparse.Namespace, session: Session) -> int:
+    response = _coupon_call(session, "GetCoupon", coupon_pb2.GetCouponRequest(code=args.code))
+    return _output(
+        args, response, lambda: _fields_text("Coupon 优惠券", _coupon_rows(response.coupon))
+    )
+
+
+def _coupon_void(args: argparse.Namespace, session: Session) -> int:
+    request = coupon_pb2.VoidCouponRequest(
+        request_id=args.request_id, code=args.code, reason=args.reason, staff_code=args.staff
+    )
+    response = _coupon_call(session, "VoidCoupon", request)
+    text = lambda: _fields_text("Coupon voided 已作废", _coupon_rows(response.coupon))  # noqa: E731
+    return _output(args, response, text)
 
 
 def _size_text(size_bytes: int) -> str:

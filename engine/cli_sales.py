@@ -673,14 +673,13 @@ def payment_rows(
 def price_rows(
     list_fen: int,
     discount: str,
-    coupon_fen: int,
+    coupons: Sequence[tuple[str, str]],
     rounding_fen: int,
     amount_due_fen: int,
 ) -> list[tuple[str, str]]:
-    """The bill's totals in pricing order; coupons and rounding only when they took off."""
-    rows = [("List price 原价", format_fen(list_fen)), ("Discount 折扣", discount)]
-    if coupon_fen:
-        rows.append(("Coupons 优惠券", format_fen(coupon_fen)))
+    """The bill's totals in pricing order: list price, discount, the coupons' rows (优惠券),
+    rounding (抹零) when it let something go, the amount due."""
+    rows = [("List price 原价", format_fen(list_fen)), ("Discount 折扣", discount), *coupons]
     if rounding_fen:
         rows.append(("Rounding 抹零", format_fen(rounding_fen)))
     rows.append(("Amount due 应付", format_fen(amount_due_fen)))
@@ -727,6 +726,10 @@ def _refund_text(response: transaction_pb2.RefundResponse, request_id: str) -> s
     )
 
 
+def _coupons_total_rows(coupon_fen: int) -> list[tuple[str, str]]:
+    return [("Coupons 优惠券", format_fen(coupon_fen))] if coupon_fen else []
+
+
 def _settlement_text(settlement: records_pb2.Settlement) -> str:
     member = f"#{settlement.member_id}" if settlement.member_id else "walk-in 散客"
     list_fen = sum(line.list_fen for line in settlement.lines)
@@ -738,7 +741,7 @@ def _settlement_text(settlement: records_pb2.Settlement) -> str:
         *price_rows(
             list_fen,
             format_fen(discount_fen),
-            sum(line.coupon_fen for line in settlement.lines),
+            _coupons_total_rows(sum(line.coupon_fen for line in settlement.lines)),
             sum(line.rounding_fen for line in settlement.lines),
             settlement.due_fen,
         ),

@@ -87,6 +87,16 @@ ATTRIBUTE_TYPES = {
     "date": config_pb2.DATE,
     "choice": config_pb2.CHOICE,
 }
+COUPON_KINDS = {
+    "cash_voucher": config_pb2.CASH_VOUCHER,
+    "percent_off": config_pb2.PERCENT_OFF,
+    "threshold": config_pb2.THRESHOLD,
+    "gift": config_pb2.GIFT,
+}
+COUPON_TRIGGER_EVENTS = {
+    "registration": config_pb2.COUPON_TRIGGER_EVENT_REGISTRATION,
+    "recharge": config_pb2.COUPON_TRIGGER_EVENT_RECHARGE,
+}
 # A UTC offset as written in the file: "+08:00", "-05:30".
 UTC_OFFSET_MINUTES_MAX = 14 * 60
 # 抹零: what is let go of a bill's tail (see config.proto, Rounding).
@@ -277,6 +287,18 @@ class _Table:
         except ValueError as error:
             self.fail(key, str(error))
             return 0
+
+    def date_text(self, key: str) -> str:
+        """An optional local date, as a TOML date (2026-01-31) or a string "2026-01-31"."""
+        value = self.take(key, required=False)
+        if value is None:
+            return ""
+        if isinstance(value, datetime.date) and not isinstance(value, datetime.datetime):
+            return value.isoformat()
+        if not isinstance(value, str):
+            self.wrong_type(key, value, "a date like 2026-01-31")
+            return ""
+        return value
 
     def flag(self, key: str) -> bool:
         """An optional TOML boolean, false when absent."""
@@ -530,6 +552,40 @@ def _read_package(table: _Table) -> config_pb2.CountPackage:
     return package
 
 
+def _read_coupon_template(table: _Table) -> config_pb2.CouponTemplate:
+    template = config_pb2.CouponTemplate(
+        code=table.text("code", required=True),
+        name=table.text("name", required=True),
+        kind=table.choice("kind", COUPON_KINDS, required=True),
+        amount_off_fen=table.yuan_fen("amount_off", required=False),
+        percent_off_bp=table.percent_bp("percent_off", "percent_off_bp", required=False),
+        cap_fen=table.yuan_fen("cap", required=False),
+        gift_sku=table.text("gift_sku", required=False),
+        valid_from=table.date_text("valid_from"),
+        valid_until=table.date_text("valid_until"),
+        valid_days=table.count("valid_days", required=False),
+        store_codes=table.texts("stores"),
+        category_codes=table.texts("categories"),
+        skus=table.texts("skus"),
+        min_spend_fen=table.yuan_fen("min_spend", required=False),
+        stackable=table.flag("stackable"),
+        per_member_max=table.count("per_member_max", required=False),
+    )
+    table.finish()
+    return template
+
+
+def _read_coupon_trigger(table: _Table) -> config_pb2.CouponTrigger:
+    trigger = config_pb2.CouponTrigger(
+        template_code=table.text("template", required=True),
+        event=table.choice("event", COUPON_TRIGGER_EVENTS, required=True),
+        min_recharge_fen=table.yuan_fen("min_recharge", required=False),
+        count=table.count("count", required=False),
+    )
+    table.finish()
+    return trigger
+
+
 def _read_attribute(table: _Table) -> config_pb2.AttributeDefinition:
     attribute = config_pb2.AttributeDefinition(
         code=table.text("code", required=True),
@@ -701,6 +757,10 @@ def _read_config(
         card_types=[_read_card_type(table) for table in root.tables("card_types")],
         packages=[_read_package(table) for table in root.tables("packages")],
         attributes=[_read_attribute(table) for table in root.tables("attributes")],
+        coupon_templates=[
+            _read_coupon_template(table) for table in root.tables("coupon_templates")
+        ],
+        coupon_triggers=[_read_coupon_trigger(table) for table in root.tables("coupon_triggers")],
         default_card_type=root.text("default_card_type", required=False),
         pin_attempts_max=root.count("pin_attempts_max", required=False),
         categories=[_read_category(table) for table in root.tables("categories")],
@@ -950,6 +1010,53 @@ def _chain_blocks(config: config_pb2.MerchantConfig) -> list[list[str]]:
     return blocks
 
 
+def _coupon_template_lines(template: config_pb2.CouponTemplate) -> list[str]:
+    lines = [
+        "[[coupon_templates]]",
+        f"code = {_toml_string(template.code)}",
+        f"name = {_toml_string(template.name)}",
+        f'kind = "{_name_of(COUPON_KINDS, template.kind)}"',
+    ]
+    amounts = [
+        ("amount_off", template.amount_off_fen),
+        ("cap", template.cap_fen),
+        ("min_spend", template.min_spend_fen),
+    ]
+    lines += [f'{key} = "{_yuan_text(fen)}"' for key, fen in amounts if fen]
+    if template.percent_off_bp:
+        lines.append(f'percent_off = "{_percent_text(template.percent_off_bp)}"')
+    texts = [
+        ("gift_sku", template.gift_sku),
+        ("valid_from", template.valid_from),
+        ("valid_until", template.valid_until),
+    ]
+    lines += [f"{key} = {_toml_string(value)}" for key, value in texts if value]
+    lists = [
+        ("stores", template.store_codes),
+        ("categories", template.category_codes),
+        ("skus", template.skus),
+    ]
+    lines += [f"{key} = {_strings(list(values))}" for key, values in lists if values]
+    counts = [("valid_days", template.valid_days), ("per_member_max", template.per_member_max)]
+    lines += [f"{key} = {value}" for key, value in counts if value]
+    if template.stackable:
+        lines.append("stackable = true")
+    return lines
+
+
+def _coupon_trigger_lines(trigger: config_pb2.CouponTrigger) -> list[str]:
+    lines = [
+        "[[coupon_triggers]]",
+        f"template = {_toml_string(trigger.template_code)}",
+        f'event = "{_name_of(COUPON_TRIGGER_EVENTS, trigger.event)}"',
+    ]
+    if trigger.min_recharge_fen:
+        lines.append(f'min_recharge = "{_yuan_text(trigger.min_recharge_fen)}"')
+    if trigger.count:
+        lines.append(f"count = {trigger.count}")
+    return lines
+
+
 def _root_extra_lines(config: config_pb2.MerchantConfig) -> list[str]:
     lines = []
     if config.default_card_type:
@@ -1105,5 +1212,7 @@ def dumps_config(
         )
     blocks += _chain_blocks(config)
     blocks += _points_lines(config)
+    blocks += [_coupon_template_lines(template) for template in config.coupon_templates]
+    blocks += [_coupon_trigger_lines(trigger) for trigger in config.coupon_triggers]
     blocks += [_item_lines(item) for item in items]
     return "\n\n".join("\n".join(block) for block in blocks) + "\n"

@@ -30,6 +30,7 @@ from engine.proto import (
     catalog_pb2,
     chain_pb2,
     config_pb2,
+    coupon_pb2,
     member_pb2,
     points_pb2,
     transaction_pb2,
@@ -63,6 +64,7 @@ CORE_SERVICES = (
     catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"],
     chain_pb2.DESCRIPTOR.services_by_name["ChainService"],
     points_pb2.DESCRIPTOR.services_by_name["PointsService"],
+    coupon_pb2.DESCRIPTOR.services_by_name["CouponService"],
 )
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"]
 

@@ -5,11 +5,22 @@ use std::path::PathBuf;
 
 fn main() -> std::io::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("proto");
-    let files: Vec<PathBuf> =
-        ["common", "chain", "config", "catalog", "card", "member", "transaction", "admin", "records", "points"]
-            .iter()
-            .map(|name| root.join("mms").join("v1").join(format!("{name}.proto")))
-            .collect();
+    let files: Vec<PathBuf> = [
+        "common",
+        "chain",
+        "config",
+        "catalog",
+        "card",
+        "member",
+        "coupon",
+        "transaction",
+        "admin",
+        "records",
+        "points",
+    ]
+    .iter()
+    .map(|name| root.join("mms").join("v1").join(format!("{name}.proto")))
+    .collect();
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

@@ -31,7 +31,15 @@ from engine.audit import (
     search_key,
     yuan,
 )
-from engine.proto import card_pb2, chain_pb2, common_pb2, config_pb2, member_pb2, records_pb2
+from engine.proto import (
+    card_pb2,
+    chain_pb2,
+    common_pb2,
+    config_pb2,
+    coupon_pb2,
+    member_pb2,
+    records_pb2,
+)
 
 MAP_SIZE_BYTES = 16 * 1024 * 1024
 FEN = records_pb2.FEN
@@ -96,6 +104,10 @@ class World:
     points_batches: dict[tuple[str, int, int], records_pb2.PointsBatch] = field(
         default_factory=dict
     )
+    coupons: dict[tuple[str, int], coupon_pb2.Coupon] = field(default_factory=dict)
+    coupon_codes: dict[tuple[str, str], int] = field(default_factory=dict)
+    member_coupons: set[tuple[str, int, int]] = field(default_factory=set)
+    settlements: dict[tuple[str, int], records_pb2.Settlement] = field(default_factory=dict)
 
     def next_counter(self, merchant: str, name: str) -> int:
         value = self.counters.get((merchant, name), 0) + 1
@@ -310,6 +322,7 @@ class World:
         list_fen: int,
         *,
         discount_fen: int = 0,
+        coupon_fen: int = 0,
         principal_fen: int = 0,
         bonus_fen: int = 0,
         tenders_fen: dict[str, int] | None = None,
@@ -318,7 +331,7 @@ class World:
         points_earned: int = 0,
         uses: tuple[tuple[int, str, int], ...] = (),
     ) -> int:
-        due_fen = list_fen - discount_fen
+        due_fen = list_fen - discount_fen - coupon_fen
         tenders_fen = tenders_fen or {}
         paid_fen = principal_fen + bonus_fen + points_value_fen + sum(tenders_fen.values())
         assert paid_fen == due_fen, "the test's checkout does not add up"
@@ -326,6 +339,7 @@ class World:
         postings = [
             (f"store/{store}/sales", list_fen, FEN),
             (f"store/{store}/discount", -discount_fen, FEN),
+            (f"store/{store}/coupon_discount", -coupon_fen, FEN),
         ]
         if card:
             postings += [
@@ -354,6 +368,38 @@ class World:
             store_code=store,
             card_id=card,
         )
+
+    # --- coupons ---
+
+    def issue_coupon(self, merchant: str, member_id: int, template_code: str) -> int:
+        """An ISSUED coupon of the member's; its code is made from its id."""
+        coupon_id = self.next_counter(merchant, "coupon_id")
+        code = f"CPN{coupon_id:09d}".replace("0", "A").replace("1", "B")
+        self.coupons[(merchant, coupon_id)] = coupon_pb2.Coupon(
+            coupon_id=coupon_id,
+            code=code,
+            template_code=template_code,
+            member_id=member_id,
+            state=coupon_pb2.COUPON_STATE_ISSUED,
+            valid_from="2026-01-01",
+            valid_until="2026-01-30",
+            source=coupon_pb2.BY_HAND,
+        )
+        self.coupon_codes[(merchant, code)] = coupon_id
+        self.member_coupons.add((merchant, member_id, coupon_id))
+        return coupon_id
+
+    def redeem_coupon(self, merchant: str, coupon_id: int, seq: int, discount_fen: int) -> None:
+        coupon = self.coupons[(merchant, coupon_id)]
+        coupon.state = coupon_pb2.COUPON_STATE_REDEEMED
+        coupon.redeemed_seq = seq
+        coupon.discount_fen = discount_fen
+        entry = self.ledger[(merchant, seq)]
+        settlement = self.settlements.setdefault(
+            (merchant, seq),
+            records_pb2.Settlement(seq=seq, request_id=entry.request_id, member_id=entry.member_id),
+        )
+        settlement.coupons.add(coupon_id=coupon_id, code=coupon.code, discount_fen=discount_fen)
 
     # --- count packages ---
 
@@ -558,6 +604,15 @@ class World:
         ]
         rows += [("counters", key(m, n), u64(v)) for (m, n), v in self.counters.items()]
         rows += [
+            ("coupons", key(m, u64(i)), c.SerializeToString()) for (m, i), c in self.coupons.items()
+        ]
+        rows += [("coupon_codes", key(m, c), u64(i)) for (m, c), i in self.coupon_codes.items()]
+        rows += [("member_coupons", key(m, pair(i, c)), b"") for m, i, c in self.member_coupons]
+        rows += [
+            ("settlements", key(m, u64(s)), r.SerializeToString())
+            for (m, s), r in self.settlements.items()
+        ]
+        rows += [
             ("card_origins", key(m, u64(c)), o.SerializeToString())
             for (m, c), o in self.card_origins().items()
         ]
@@ -632,7 +687,7 @@ def build_world() -> World:
 
 def write_world(world: World, path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
-    environment = lmdb.open(str(path), map_size=MAP_SIZE_BYTES, max_dbs=32, subdir=True)
+    environment = lmdb.open(str(path), map_size=MAP_SIZE_BYTES, max_dbs=64, subdir=True)
     try:
         with environment.begin(write=True) as transaction:
             databases = {
@@ -709,6 +764,9 @@ def test_consistent_world_audits_clean(tmp_path: Path) -> None:
         "card_origins": 4,
         "clearing_days": 0,
         "points_batches": 4,
+        "coupons": 0,
+        "coupon_codes": 0,
+        "member_coupons": 0,
     }
 
 
@@ -1922,3 +1980,98 @@ def test_4_a_credit_that_pays_off_part_of_a_debt_is_no_new_problem(tmp_path: Pat
     report = audit_world(world, tmp_path)
     # Only the entry that made the debt is reported: a credit while in debt raises it.
     assert [(p.invariant, p.key) for p in report.problems] == [(4, "accounts:member/2/points")]
+
+
+# --- invariant 20: coupons ------------------------------------------------------------
+
+
+def coupon_world() -> tuple[World, int, int]:
+    """build_world, and in M2 a ¥5 voucher (代金券) used at a checkout of 8 yuan and one
+    left unused. Returns the world and the two coupon ids (used, unused)."""
+    world = build_world()
+    world.configs[M2].coupon_templates.add(
+        code="CASH5", name="5元券", kind=config_pb2.CASH_VOUCHER, amount_off_fen=500, valid_days=30
+    )
+    used = world.issue_coupon(M2, 1, "CASH5")
+    unused = world.issue_coupon(M2, 1, "CASH5")
+    seq = world.checkout(M2, 1, "S9", 800, coupon_fen=500, principal_fen=300, points_earned=3)
+    world.add_batch(M2, 1, 3)  # the points the checkout earned (invariant 21)
+    world.redeem_coupon(M2, used, seq, 500)
+    return world, used, unused
+
+
+def test_20_coupons_audit_clean(tmp_path: Path) -> None:
+    world, _, _ = coupon_world()
+    report = audit_world(world, tmp_path)
+    assert report.problems == []
+    counts = report.counts
+    assert (counts["coupons"], counts["coupon_codes"], counts["member_coupons"]) == (2, 2, 2)
+    assert report.totals[M2].principal_fen == 4_700 - 300
+
+
+def test_20_redeemed_coupon_must_match_its_checkout(tmp_path: Path) -> None:
+    world, used, _ = coupon_world()
+    world.coupons[(M2, used)].discount_fen = 499
+    assert_only(world, tmp_path / "less", 20)
+    world.coupons[(M2, used)].discount_fen = 500
+    world.coupons[(M2, used)].redeemed_seq = 1  # the recharge
+    assert_only(world, tmp_path / "recharge", 20)
+
+
+def test_20_checkout_discount_without_its_coupon(tmp_path: Path) -> None:
+    world, used, _ = coupon_world()
+    world.coupons[(M2, used)].state = coupon_pb2.COUPON_STATE_ISSUED
+    world.coupons[(M2, used)].redeemed_seq = 0
+    report = assert_only(world, tmp_path, 20)
+    assert any("nor restored" in p.message for p in report.problems), report.problems
+
+
+def test_20_settlement_must_list_the_coupon(tmp_path: Path) -> None:
+    world, used, _ = coupon_world()
+    seq = world.coupons[(M2, used)].redeemed_seq
+    world.settlements[(M2, seq)].coupons[0].discount_fen = 400
+    assert_only(world, tmp_path / "less", 20)
+    del world.settlements[(M2, seq)]
+    assert_only(world, tmp_path / "none", 20)
+
+
+def test_20_restored_coupon_names_its_refund(tmp_path: Path) -> None:
+    world, _, unused = coupon_world()
+    world.coupons[(M2, unused)].restored_by_seq = 2
+    assert audit_world(world, tmp_path / "ok").problems == []
+    world.coupons[(M2, unused)].restored_by_seq = 99
+    assert_only(world, tmp_path / "gone", 20)
+
+
+def test_20_unused_coupon_names_a_checkout(tmp_path: Path) -> None:
+    world, _, unused = coupon_world()
+    world.coupons[(M2, unused)].redeemed_seq = 2
+    assert_only(world, tmp_path, 20)
+
+
+def test_20_code_index_and_member_index(tmp_path: Path) -> None:
+    world, used, unused = coupon_world()
+    code = world.coupons[(M2, used)].code
+    world.coupon_codes[(M2, code)] = unused
+    assert_only(world, tmp_path / "code", 20)
+    world.coupon_codes[(M2, code)] = used
+    world.member_coupons.discard((M2, 1, unused))
+    assert_only(world, tmp_path / "member", 20)
+    world.member_coupons.add((M2, 1, unused))
+    world.member_coupons.add((M2, 7, used))
+    assert_only(world, tmp_path / "stray", 20)
+
+
+def test_20_template_state_window_and_ids(tmp_path: Path) -> None:
+    world, _, unused = coupon_world()
+    world.coupons[(M2, unused)].template_code = "GONE"
+    assert_only(world, tmp_path / "template", 20)
+    world.coupons[(M2, unused)].template_code = "CASH5"
+    world.coupons[(M2, unused)].state = coupon_pb2.COUPON_STATE_EXPIRED
+    assert_only(world, tmp_path / "state", 20)
+    world.coupons[(M2, unused)].state = coupon_pb2.COUPON_STATE_ISSUED
+    world.coupons[(M2, unused)].valid_until = "2025-12-31"
+    assert_only(world, tmp_path / "window", 20)
+    world.coupons[(M2, unused)].valid_until = "2026-01-30"
+    world.counters[(M2, "coupon_id")] = 3
+    assert_only(world, tmp_path / "counter", 20)

@@ -26,6 +26,7 @@ from engine.proto import (
     card_pb2,
     catalog_pb2,
     common_pb2,
+    coupon_pb2,
     member_pb2,
     records_pb2,
     transaction_pb2,
@@ -1634,6 +1635,7 @@ RECEIPT = transaction_pb2.CheckoutResponse(
     discount_bp=500,
     discount_fen=20,
     coupon_fen=1_000,
+    coupons=[coupon_pb2.CouponUse(code="Q1", template_name="满100减10", discount_fen=1_000)],
     rounding_fen=5,
     amount_due_fen=9_445,
     points_redeemed=100,
@@ -1670,7 +1672,7 @@ Checkout 消费
   Card 卡号                          C0001
   List price 原价                    104.70
   Discount 折扣                      0.20 (5%)
-  Coupons 优惠券                     10.00
+  Coupon 优惠券 Q1                   -10.00 (满100减10)
   Rounding 抹零                      0.05
   Amount due 应付                    94.45
   Points used 积分抵现               100 = 1.00

@@ -834,3 +834,55 @@ earning_methods = ["cheque"]
     problems = caught.value.problems
     assert any(p.startswith(problem) for p in problems), problems
     assert any("earning_methods: must name methods" in p for p in problems), problems
+
+
+def test_example_coupons_and_triggers() -> None:
+    config = load_config(EXAMPLE)
+    templates = {t.code: t for t in config.coupon_templates}
+    assert list(templates) == ["WELCOME10", "FULL100", "CARE88", "FREEWASH"]
+    welcome, full, care, wash = templates.values()
+    assert (welcome.kind, welcome.amount_off_fen, welcome.per_member_max) == (
+        config_pb2.CASH_VOUCHER,
+        1000,
+        1,
+    )
+    assert (full.kind, full.amount_off_fen, full.min_spend_fen, full.stackable) == (
+        config_pb2.THRESHOLD,
+        2000,
+        10_000,
+        True,
+    )
+    assert (care.percent_off_bp, care.cap_fen, list(care.skus)) == (
+        1200,
+        5000,
+        ["SCALP", "MASSAGE"],
+    )
+    assert list(care.store_codes) == ["S001"]
+    assert (wash.kind, wash.gift_sku, wash.valid_days) == (config_pb2.GIFT, "WASH", 14)
+    triggers = [(t.template_code, t.event, t.min_recharge_fen) for t in config.coupon_triggers]
+    assert triggers == [
+        ("WELCOME10", config_pb2.COUPON_TRIGGER_EVENT_REGISTRATION, 0),
+        ("FREEWASH", config_pb2.COUPON_TRIGGER_EVENT_RECHARGE, 50_000),
+    ]
+
+
+def test_coupon_dates_as_toml_dates_or_strings_and_refusals() -> None:
+    base = 'name = "x"\n[[coupon_templates]]\ncode = "A"\nname = "a"\nkind = "cash_voucher"\n'
+    as_date = loads_config(base + "valid_until = 2027-01-31\n")
+    as_text = loads_config(base + 'valid_until = "2027-01-31"\n')
+    assert (
+        as_date.coupon_templates[0].valid_until
+        == "2027-01-31"
+        == as_text.coupon_templates[0].valid_until
+    )
+    with pytest.raises(ConfigFileError) as caught:
+        loads_config(base + 'kind2 = "x"\nvalid_until = 2027-01-31T10:00:00\n')
+    assert caught.value.problems == [
+        "coupon_templates[0].valid_until: must be a date like 2026-01-31, not a date/time",
+        "coupon_templates[0].kind2: is not a known key (a typo?)",
+    ]
+    with pytest.raises(ConfigFileError) as caught:
+        loads_config('name = "x"\n[[coupon_triggers]]\ntemplate = "A"\nevent = "birthday"\n')
+    assert caught.value.problems == [
+        'coupon_triggers[0].event: must be one of "registration", "recharge", got \'birthday\''
+    ]

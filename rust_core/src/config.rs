@@ -152,6 +152,7 @@ fn keep_what_is_held(previous: &MerchantConfig, config: &MerchantConfig) -> Resu
     }
     keep_stores(previous, config)?;
     crate::catalog::keep_categories(previous, config)?;
+    crate::coupons::keep_templates(previous, config)?;
     crate::profiles::keep_attributes(&previous.attributes, &config.attributes)
 }
 
@@ -202,6 +203,7 @@ pub fn validate_config(config: &MerchantConfig) -> Result<()> {
         return fail(Kind::ConfigInvalid, "unknown stock_policy");
     }
     crate::points::rules::validate(config)?;
+    crate::coupons::validate_config(config)?;
     crate::chain::validate_config(config)
 }
 

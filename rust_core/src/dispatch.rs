@@ -11,7 +11,8 @@ use crate::proto::*;
 use crate::store::{self, Dbs};
 use crate::transactions::{self, Context};
 use crate::{
-    catalog, chain, lifecycle, member_code, members, packages, points, profiles, refund, settle, suspended, validate,
+    catalog, chain, coupons, lifecycle, member_code, members, packages, points, profiles, refund, settle, suspended,
+    validate,
 };
 
 /// Rows in one ImportMembers request at most.
@@ -90,6 +91,8 @@ methods! {
         UpsertStaff: UpsertStaffRequest => "/mms.v1.ChainService/UpsertStaff",
         AdjustPoints: AdjustPointsRequest => "/mms.v1.PointsService/AdjustPoints",
         RunPointsExpiry: RunPointsExpiryRequest => "/mms.v1.PointsService/RunPointsExpiry",
+        IssueCoupons: IssueCouponsRequest => "/mms.v1.CouponService/IssueCoupons",
+        VoidCoupon: VoidCouponRequest => "/mms.v1.CouponService/VoidCoupon",
     }
     reads {
         GetConfig => "/mms.v1.ConfigService/GetConfig",
@@ -108,6 +111,8 @@ methods! {
         ListStaff => "/mms.v1.ChainService/ListStaff",
         GetClearingMatrix => "/mms.v1.ChainService/GetClearingMatrix",
         ListPointsBatches => "/mms.v1.PointsService/ListPointsBatches",
+        ListCoupons => "/mms.v1.CouponService/ListCoupons",
+        GetCoupon => "/mms.v1.CouponService/GetCoupon",
     }
 }
 
@@ -137,6 +142,8 @@ impl ScrubSecrets for RefundRequest {}
 impl ScrubSecrets for UpsertStaffRequest {}
 impl ScrubSecrets for AdjustPointsRequest {}
 impl ScrubSecrets for RunPointsExpiryRequest {}
+impl ScrubSecrets for IssueCouponsRequest {}
+impl ScrubSecrets for VoidCouponRequest {}
 
 impl ScrubSecrets for CheckoutRequest {
     fn scrub_secrets(&mut self) {
@@ -287,7 +294,7 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
     };
     let (response, seq) = match &decoded.body {
         Body::ApplyConfig(_) => unreachable!("handled above"),
-        Body::RegisterMember(r) => (members::register(dbs, txn, merchant, &loaded, r, now_ms)?.encode_to_vec(), 0),
+        Body::RegisterMember(r) => (register(&context, txn, r)?.encode_to_vec(), 0),
         Body::ImportMembers(r) => (import(writer.env, &context, txn, r)?.encode_to_vec(), 0),
         Body::UpdateMember(r) => encoded(profiles::update(&context, txn, r)?),
         Body::AddFollowUp(r) => encoded(profiles::add_follow_up(&context, txn, r)?),
@@ -312,8 +319,25 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
         Body::UpsertStaff(r) => (chain::staff::upsert(&context, txn, r)?.encode_to_vec(), 0),
         Body::AdjustPoints(r) => encoded(points::service::adjust(&context, txn, r)?),
         Body::RunPointsExpiry(r) => (points::service::run_expiry(&context, txn, r)?.encode_to_vec(), 0),
+        Body::IssueCoupons(r) => encoded(coupons::issue(&context, txn, r)?),
+        Body::VoidCoupon(r) => encoded(coupons::void(&context, txn, r)?),
     };
     finish(dbs, txn, merchant, now_ms, decoded, response, seq)
+}
+
+/// A registration, with the coupons the merchant gives new members (not on import: an
+/// import brings in existing customers).
+fn register(
+    context: &Context<'_>,
+    txn: &mut RwTxn<'_>,
+    request: &RegisterMemberRequest,
+) -> Result<RegisterMemberResponse> {
+    let (dbs, merchant, now_ms) = (context.dbs, context.merchant, context.now_ms);
+    let response = members::register(dbs, txn, merchant, context.config, request, now_ms)?;
+    let member_id = response.member.as_ref().expect("a registration answers the member").member_id;
+    let event = CouponTriggerEvent::Registration;
+    coupons::on_event(context, txn, member_id, event, 0, &request.request_id)?;
+    Ok(response)
 }
 
 fn encoded<M: Message>((response, seq): (M, u64)) -> (Vec<u8>, u64) {
@@ -530,6 +554,8 @@ pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, method: Method, bytes: 
         Method::ListPointsBatches => {
             points::service::list(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec()
         }
+        Method::ListCoupons => coupons::list(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec(),
+        Method::GetCoupon => coupons::get_by_code(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec(),
         _ => return fail(Kind::UnknownMethod, format!("{} is not a read", method.full_name())),
     })
 }

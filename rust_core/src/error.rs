@@ -128,10 +128,24 @@ pub enum Kind {
     MatrixTooLarge,
     CardOriginsFull,
     PointsReasonRequired,
+    CouponCodeInvalid,
+    CouponNotFound,
+    CouponTemplateNotFound,
+    CouponUsed,
+    CouponVoid,
+    CouponExpired,
+    CouponNotYetValid,
+    CouponNotOwned,
+    CouponNotApplicable,
+    CouponMinSpend,
+    CouponNotStackable,
+    CouponsTooMany,
+    CouponTemplateInUse,
+    CouponTemplateEnded,
 }
 
 /// Every kind, for reverse lookup of stored reasons and for exhaustive tests.
-pub const ALL_KINDS: [Kind; 93] = [
+pub const ALL_KINDS: [Kind; 107] = [
     Kind::MalformedRequest,
     Kind::UnknownMethod,
     Kind::RequestIdInvalid,
@@ -225,6 +239,20 @@ pub const ALL_KINDS: [Kind; 93] = [
     Kind::MatrixTooLarge,
     Kind::CardOriginsFull,
     Kind::PointsReasonRequired,
+    Kind::CouponCodeInvalid,
+    Kind::CouponNotFound,
+    Kind::CouponTemplateNotFound,
+    Kind::CouponUsed,
+    Kind::CouponVoid,
+    Kind::CouponExpired,
+    Kind::CouponNotYetValid,
+    Kind::CouponNotOwned,
+    Kind::CouponNotApplicable,
+    Kind::CouponMinSpend,
+    Kind::CouponNotStackable,
+    Kind::CouponsTooMany,
+    Kind::CouponTemplateInUse,
+    Kind::CouponTemplateEnded,
 ];
 
 impl Kind {
@@ -323,6 +351,20 @@ impl Kind {
             Kind::MatrixTooLarge => "MATRIX_TOO_LARGE",
             Kind::CardOriginsFull => "CARD_ORIGINS_FULL",
             Kind::PointsReasonRequired => "POINTS_REASON_REQUIRED",
+            Kind::CouponCodeInvalid => "COUPON_CODE_INVALID",
+            Kind::CouponNotFound => "COUPON_NOT_FOUND",
+            Kind::CouponTemplateNotFound => "COUPON_TEMPLATE_NOT_FOUND",
+            Kind::CouponUsed => "COUPON_USED",
+            Kind::CouponVoid => "COUPON_VOID",
+            Kind::CouponExpired => "COUPON_EXPIRED",
+            Kind::CouponNotYetValid => "COUPON_NOT_YET_VALID",
+            Kind::CouponNotOwned => "COUPON_NOT_OWNED",
+            Kind::CouponNotApplicable => "COUPON_NOT_APPLICABLE",
+            Kind::CouponMinSpend => "COUPON_MIN_SPEND",
+            Kind::CouponNotStackable => "COUPON_NOT_STACKABLE",
+            Kind::CouponsTooMany => "COUPONS_TOO_MANY",
+            Kind::CouponTemplateInUse => "COUPON_TEMPLATE_IN_USE",
+            Kind::CouponTemplateEnded => "COUPON_TEMPLATE_ENDED",
         }
     }
 
@@ -421,6 +463,20 @@ impl Kind {
             Kind::MatrixTooLarge => Status::InvalidArgument,
             Kind::CardOriginsFull => Status::FailedPrecondition,
             Kind::PointsReasonRequired => Status::InvalidArgument,
+            Kind::CouponCodeInvalid => Status::InvalidArgument,
+            Kind::CouponNotFound => Status::NotFound,
+            Kind::CouponTemplateNotFound => Status::NotFound,
+            Kind::CouponUsed => Status::FailedPrecondition,
+            Kind::CouponVoid => Status::FailedPrecondition,
+            Kind::CouponExpired => Status::FailedPrecondition,
+            Kind::CouponNotYetValid => Status::FailedPrecondition,
+            Kind::CouponNotOwned => Status::FailedPrecondition,
+            Kind::CouponNotApplicable => Status::FailedPrecondition,
+            Kind::CouponMinSpend => Status::FailedPrecondition,
+            Kind::CouponNotStackable => Status::FailedPrecondition,
+            Kind::CouponsTooMany => Status::InvalidArgument,
+            Kind::CouponTemplateInUse => Status::FailedPrecondition,
+            Kind::CouponTemplateEnded => Status::FailedPrecondition,
         }
     }
 

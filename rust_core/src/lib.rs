@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod chain;
 pub mod config;
 pub mod core;
+pub mod coupons;
 pub mod dates;
 pub mod dispatch;
 pub mod error;

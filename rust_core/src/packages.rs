@@ -55,10 +55,10 @@ pub const COUNT_USES_PER_CHECKOUT_MAX: usize = 8;
 /// value posting, and the checkout's entry must stay within POSTINGS_PER_ENTRY_MAX.
 pub const LOT_DRAWS_PER_CHECKOUT_MAX: usize = 8;
 
-/// Postings a checkout makes besides count-card uses: sales, discount, points redemption,
-/// one per tender (a stored-value tender two: principal and bonus), points earned/redeemed
-/// and their counterpart.
-const CHECKOUT_OTHER_POSTINGS_MAX: usize = 3 + TENDERS_MAX + 1 + 2;
+/// Postings a checkout makes besides count-card uses: sales, discount, coupon discount,
+/// rounding, points redemption, two per tender (a stored-value tender: principal and
+/// bonus; several members' cards may pay), points earned/redeemed and their counterpart.
+const CHECKOUT_OTHER_POSTINGS_MAX: usize = 5 + 2 * TENDERS_MAX + 2;
 /// Count-card uses in a checkout: one uses posting per draw, at most one value posting per
 /// lot drawn, uses issued and package revenue.
 const CHECKOUT_USES_POSTINGS_MAX: usize = 2 * LOT_DRAWS_PER_CHECKOUT_MAX + 2;

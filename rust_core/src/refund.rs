@@ -78,7 +78,7 @@ pub fn refund(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &RefundReques
         at_ms: context.now_ms,
         ..Default::default()
     };
-    // HOOK(coupons): restore the coupons of a checkout refunded in full, if still valid.
+    // Coupons: restored below, once the refund that completes the checkout has its seq.
     let chain_lines: Vec<chain::reversal::LineRefund<'_>> = parts
         .iter()
         .zip(&returned)
@@ -132,6 +132,11 @@ pub fn refund(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &RefundReques
     let seq = journal.write(dbs, txn, merchant, entry)?;
     settlement.refund_seqs.push(seq);
     response.fully_refunded = fully_refunded(&settlement);
+    if response.fully_refunded {
+        // The coupons come back with the last of the bill, while their window lasts.
+        let uses = &settlement.coupons;
+        response.coupons = crate::coupons::restore(dbs, txn, merchant, uses, settlement.seq, seq, context.today())?;
+    }
     store::put_record(&dbs.settlements, txn, &store::key_u64(merchant, settlement.seq), &settlement)?;
     response.payments = returned_payments(&settlement, &returned);
     response.lines = returned.into_iter().map(|r| r.line).collect();

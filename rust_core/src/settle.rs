@@ -10,6 +10,7 @@ use crate::error::{fail, CoreError, Kind, Result};
 use crate::ledger::{self, Journal};
 use crate::money::{self, POINTS_MAX};
 use crate::pricing::{self, PricedLine};
+use crate::proto::CouponUse;
 use crate::proto::{
     BillLine, Card, CardKind, CardType, CatalogItem, CheckoutRequest, CheckoutResponse, EntryKind, ItemKind,
     LedgerEntry, LinePayment, Member, MemberRef, Payment, PaymentMethod, Rounding, SettledLine, Settlement, Tender,
@@ -17,7 +18,7 @@ use crate::proto::{
 use crate::rules::{self, Progress};
 use crate::store::{self, Dbs};
 use crate::transactions::{self, Context, Source, Spendable};
-use crate::{annual_fee, cards, chain, members, suspended};
+use crate::{annual_fee, cards, chain, coupons, members, suspended};
 
 /// Lines on one bill at most: a full supermarket trolley.
 pub const LINES_MAX: usize = 200;
@@ -221,6 +222,33 @@ fn price_line(
     Ok(Line { priced, name: item.name.clone(), unit_price_fen, staff_code, item: Some(item) })
 }
 
+/// Coupons (优惠券), step 3: each presented coupon checked, marked REDEEMED and its
+/// discount spread over its lines (`coupons::apply`); what each took.
+fn apply_coupons(
+    context: &Context<'_>,
+    txn: &mut RwTxn<'_>,
+    request: &CheckoutRequest,
+    buyer: Option<&Buyer>,
+    store_code: &str,
+    lines: &mut [Line],
+) -> Result<Vec<CouponUse>> {
+    if request.coupon_codes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut priced: Vec<PricedLine> = lines.iter().map(|l| l.priced.clone()).collect();
+    let bill = coupons::Bill {
+        member_id: buyer.map(|b| b.member.member_id),
+        store_code,
+        today: context.today(),
+        now_ms: context.now_ms,
+    };
+    let uses = coupons::apply(context, txn, bill, &request.coupon_codes, &mut priced)?;
+    for (line, after) in lines.iter_mut().zip(priced) {
+        line.priced.coupon_fen = after.coupon_fen;
+    }
+    Ok(uses)
+}
+
 /// Points deduction (积分抵现), step 4: returns (points, their value in fen), the value
 /// spread over the lines by what each has left after coupons.
 fn redeem_points(config: &Loaded, buyer: Option<&Buyer>, points: i64, lines: &mut [Line]) -> Result<(i64, i64)> {
@@ -344,7 +372,7 @@ pub fn checkout(
         None => None,
     };
     let mut lines = price_bill(context, txn, request, buyer.as_ref())?;
-    // HOOK(coupons): step 3, coupons::apply over the lines' after_member_fen.
+    let coupon_uses = apply_coupons(context, txn, request, buyer.as_ref(), &store_code, &mut lines)?;
     let (points_redeemed, points_value_fen) =
         redeem_points(context.config, buyer.as_ref(), request.points_to_redeem, &mut lines)?;
     let rounding_fen = round_bill(context.config, &mut lines);
@@ -442,7 +470,10 @@ pub fn checkout(
         suspended::take(context, txn, &store_code, request.suspended_bill_no)?;
     }
     let seq = journal.write(dbs, txn, merchant, entry)?;
+    coupons::settled(dbs, txn, merchant, &coupon_uses, seq)?;
     settlement.seq = seq;
+    settlement.coupons = coupon_uses.clone();
+    response.coupons = coupon_uses;
     store::put_record(&dbs.settlements, txn, &store::key_u64(merchant, seq), &settlement)?;
     if response.member_id != 0 {
         response.balances = Some(members::balances(dbs, txn, merchant, response.member_id, context.today())?);
@@ -458,6 +489,7 @@ fn post_lines(journal: &mut Journal, store_code: &str, lines: &[Line]) {
     let sum = |amount: fn(&PricedLine) -> i64| lines.iter().map(|l| amount(&l.priced)).sum::<i64>();
     journal.fen(ledger::store_account(store_code, "sales"), sum(|l| l.list_fen));
     journal.fen(ledger::store_account(store_code, "discount"), -sum(|l| l.member_discount_fen));
+    journal.fen(ledger::store_account(store_code, "coupon_discount"), -sum(|l| l.coupon_fen));
     journal.fen(ledger::store_account(store_code, "rounding"), -sum(|l| l.rounding_fen));
 }
 

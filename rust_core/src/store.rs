@@ -12,7 +12,7 @@ use crate::error::{CoreError, Kind, Result};
 pub type Db = Database<'static, Bytes, Bytes>;
 
 /// Named databases; keep in step with docs/STORAGE.md.
-pub const DATABASE_NAMES: [&str; 27] = [
+pub const DATABASE_NAMES: [&str; 30] = [
     "config",
     "members",
     "phones",
@@ -40,9 +40,12 @@ pub const DATABASE_NAMES: [&str; 27] = [
     "card_origins",
     "clearing_days",
     "points_batches",
+    "coupons",
+    "coupon_codes",
+    "member_coupons",
 ];
 /// Room for the databases above plus those later versions add.
-pub const DATABASES_MAX: u32 = 32;
+pub const DATABASES_MAX: u32 = 64;
 /// Reader slots: gRPC worker threads plus backups, with room to spare.
 pub const READERS_MAX: u32 = 1024;
 /// A record larger than this is refused before it is written (a config of 10,000 stores
@@ -57,6 +60,7 @@ pub const COUNTER_CARD_EVENT_SEQ: &str = "card_event_seq";
 pub const COUNTER_MEMBER_CHANGE_SEQ: &str = "member_change_seq";
 pub const COUNTER_FOLLOW_UP_SEQ: &str = "follow_up_seq";
 pub const COUNTER_POINTS_BATCH_ID: &str = "points_batch_id";
+pub const COUNTER_COUPON_ID: &str = "coupon_id";
 /// Not a count: the layout a merchant's records are in (`upgrade::FORMAT`); absent (0)
 /// for merchants configured before it was kept.
 pub const COUNTER_FORMAT: &str = "format";
@@ -118,6 +122,12 @@ pub struct Dbs {
     pub clearing_days: Db,
     /// `M + u64be(member_id) + u64be(batch_id)` → PointsBatch: points left, first-earned first
     pub points_batches: Db,
+    /// `M + u64be(coupon_id)` → Coupon
+    pub coupons: Db,
+    /// `M + coupon code` → u64be(coupon_id)
+    pub coupon_codes: Db,
+    /// `M + u64be(member_id) + u64be(coupon_id)` → empty: a member's coupons
+    pub member_coupons: Db,
 }
 
 /// Opens (creating if needed) the environment in `path` and its databases.
@@ -159,7 +169,7 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         })?
         .commit()
         .expect("never aborted");
-    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys, catalog, barcodes, stock, settlements, suspended_bills, staff, card_origins, clearing_days, points_batches] =
+    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys, catalog, barcodes, stock, settlements, suspended_bills, staff, card_origins, clearing_days, points_batches, coupons, coupon_codes, member_coupons] =
         dbs;
     let dbs = Dbs {
         config,
@@ -189,6 +199,9 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         card_origins,
         clearing_days,
         points_batches,
+        coupons,
+        coupon_codes,
+        member_coupons,
     };
     Ok((env, dbs))
 }

@@ -7,12 +7,13 @@ use crate::error::{fail, Kind, Result};
 use crate::ledger::{self, Journal};
 use crate::money::{self, BALANCE_FEN_MAX};
 use crate::pin::PinCheck;
+use crate::proto::CouponTriggerEvent;
 use crate::proto::{
     Card, EntryKind, LedgerEntry, Member, Payment, PaymentMethod, RechargeRequest, RechargeResponse, Tender,
 };
 use crate::rules::{self, Progress};
 use crate::store::{self, Dbs};
-use crate::{annual_fee, cards, chain, members, validate};
+use crate::{annual_fee, cards, chain, coupons, members, validate};
 
 /// A bill is paid in a handful of ways at most.
 pub const TENDERS_MAX: usize = 8;
@@ -134,6 +135,7 @@ pub fn recharge(
     };
     let seq = journal.write(dbs, txn, merchant, entry)?;
     assert_eq!(cards::stored_value(dbs, txn, merchant, card.card_id)?.0, principal_before + amount_fen);
+    coupons::on_event(context, txn, id, CouponTriggerEvent::Recharge, amount_fen, &request.request_id)?;
     let balances = members::balances(dbs, txn, merchant, member.member_id, context.today())?;
     let response = RechargeResponse {
         member_id: id,

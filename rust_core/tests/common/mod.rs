@@ -60,7 +60,9 @@ with_request_id!(
     CancelSuspendedBillRequest,
     RefundRequest,
     AdjustPointsRequest,
-    RunPointsExpiryRequest
+    RunPointsExpiryRequest,
+    IssueCouponsRequest,
+    VoidCouponRequest
 );
 
 /// Submits a mutating request to `MERCHANT`, giving it the next request id `r1`, `r2` ...
