@@ -63,7 +63,7 @@ from drivers.receipt import (
     render_receipt,
 )
 from drivers.scanner import GoodsScan, MemberCode, parse_scan
-from engine import cli
+from engine import cli, cli_sales
 from engine.money import (
     MILLI_PER_UNIT,
     format_fen,
@@ -826,34 +826,24 @@ def _checkout_request(
     args: argparse.Namespace, bill: transaction_pb2.SuspendedBill | None
 ) -> transaction_pb2.CheckoutRequest:
     """`mms checkout`'s request (tenders, member, points, coupons, count-card uses, store,
-    staff) for `args`, settling `bill`'s lines when there is one.
-
-    Until `mms checkout` takes bill lines itself (branch issue4-cli: `--item`, `--barcode`,
-    `build_checkout_request(args, bill)`), the lines replace the request's list amount."""
-    if bill is None:
-        return cli.build_checkout_request(args)
-    args.amount = 1  # a stand-in that passes the quick bill's checks, cleared below
-    request = cli.build_checkout_request(args)
-    request.list_amount_fen = 0
-    request.lines.extend(bill.lines)
-    return request
-
-
-def _gives_amount(rest: list[str]) -> bool:
-    return any(token == "--amount" or token.startswith("--amount=") for token in rest)
+    staff) for `args`, settling the counter's `bill` when the command gives no amount nor
+    lines of its own."""
+    return cli.build_checkout_request(args, bill)
 
 
 def _checkout_command(rest: list[str]) -> Command:
-    # Without --amount the checkout settles the bill at the counter; `mms checkout`'s
-    # parser wants one, so a stand-in is given and taken back (amount None: no amount).
-    given = _gives_amount(rest)
-    args = _cli_args(["checkout", *rest] if given else ["checkout", "--amount", "0", *rest])
+    args = _cli_args(["checkout", *rest])
     if args is None:
         return Command("invalid", error="checkout takes the options of `mms checkout`")
-    if not given:
-        args.amount = None
+    if args.bill is not None:
+        return Command("invalid", error="--bill: resume a suspended bill with `mms checkout`")
     try:
         pin = cli.read_pin(args)
+        # The bill's shape (an amount or lines, not both), checked after its PIN line is
+        # read, so that the PIN is never taken for a command. Without either, the checkout
+        # settles the bill rung up at the counter, which the bridge's loop checks.
+        if args.amount is not None or cli_sales.bill_lines(args):
+            cli_sales.checkout_bill(args)
     except cli.UsageError as error:
         return Command("invalid", error=str(error))
     return Command("checkout", args=args, pin=pin)

@@ -34,7 +34,7 @@ import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 
-from engine.config_file import ConfigFileError, dumps_config, load_config
+from engine.config_file import ConfigFileError, dumps_config, load_config_and_items
 from engine.money import format_fen, format_fixed_point, parse_yuan
 from engine.proto import (
     admin_pb2,
@@ -238,6 +238,7 @@ _ACTION_LABELS = {
     "ANNUAL_FEE": "年费",
     "PACKAGE_PURCHASE": "充次",
     "PACKAGE_REFUND": "退次",
+    "REFUND": "退货",
 }
 _DIGITS = re.compile(r"[0-9]+", re.ASCII)
 
@@ -629,6 +630,9 @@ def _add_config(top: _Commands) -> None:
     apply.add_argument("file", metavar="FILE", help="config file, see examples/merchant.toml")
     show = commands.add("show", _config_show, "show the merchant's config 查看配置")
     show.add_argument("--toml", action="store_true", help="print as a TOML config file")
+    show.add_argument(
+        "--items", action="store_true", help="with --toml: the catalog's items too 商品"
+    )
 
 
 def _add_member(top: _Commands) -> None:
@@ -1018,9 +1022,11 @@ def _add_checkout(commands: _Commands) -> None:
         "--amount",
         metavar="YUAN",
         type=_yuan,
-        required=True,
-        help="list price 原价 (0 only with --use)",
+        help="a quick bill's list price 原价 (0 only with --use); or give its lines",
     )
+    from engine import cli_sales  # itemized bills: engine/cli_sales.py
+
+    cli_sales.add_checkout_options(parser)
     parser.add_argument(
         "--pay",
         choices=list(_PAY_TENDERS),
@@ -1149,6 +1155,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_clearing(commands)
     _add_points(commands)
     _add_db(commands)
+    from engine import cli_sales  # item, stock, bill, refund, settlement
+
+    cli_sales.add_commands(commands)
     return parser
 
 
@@ -1329,22 +1338,31 @@ def _checkout_uses(args: argparse.Namespace, has_member: bool) -> list[transacti
     return [transaction_pb2.CountUse(item_code=item, uses=count) for item, count in uses.items()]
 
 
-def build_checkout_request(args: argparse.Namespace) -> transaction_pb2.CheckoutRequest:
-    """The CheckoutRequest of `mms checkout` without its PIN (see `read_pin`); raises
-    UsageError for options that clash."""
-    member = member_ref(args)
-    pay = _checkout_pay(args, member is not None)
-    uses = _checkout_uses(args, member is not None)
-    tenders = build_tenders(pay, cash_received_fen=args.cash_received, external_ref=args.ref)
+def build_checkout_request(
+    args: argparse.Namespace, bill: transaction_pb2.SuspendedBill | None = None
+) -> transaction_pb2.CheckoutRequest:
+    """The CheckoutRequest of `mms checkout` without its PIN (see `read_pin`); `bill`: the
+    suspended bill --bill names, filling in what the options leave out. Raises UsageError
+    for options that clash."""
+    from engine import cli_sales
+
+    sale = cli_sales.checkout_bill(args, bill)
+    has_member = sale.member is not None
+    pay = _checkout_pay(args, has_member)
+    uses = _checkout_uses(args, has_member)
+    tenders = cli_sales.payer_tenders(args, has_member)
+    tenders += build_tenders(pay, cash_received_fen=args.cash_received, external_ref=args.ref)
     return transaction_pb2.CheckoutRequest(
         request_id=args.request_id,
-        member=member,
-        list_amount_fen=args.amount,
+        member=sale.member,
+        list_amount_fen=sale.list_amount_fen,
+        lines=sale.lines,
+        suspended_bill_no=sale.bill_no,
         points_to_redeem=args.points,
         tenders=tenders,
         store_code=args.store,
         uses=uses,
-        staff_code=args.staff,
+        staff_code=sale.staff_code,
         coupon_codes=args.coupons or [],
     )
 
@@ -1889,23 +1907,27 @@ def _issued_text(response: coupon_pb2.IssueCouponsResponse, request_id: str) -> 
 
 
 def _checkout_text(response: transaction_pb2.CheckoutResponse, request_id: str) -> str:
+    """The receipt: the totals in pricing order, payments, the member's balances after;
+    then, for a bill of catalog lines, each line with its pricing steps."""
+    from engine import cli_sales
+
     member = f"#{response.member_id}" if response.member_id else "walk-in 散客"
     rows = [("Member 会员", member)]
     if response.card_no:
         rows.append(("Card 卡号", response.card_no))
-    rows += [
-        ("List price 原价", format_fen(response.list_amount_fen)),
-        (
-            "Discount 折扣",
-            f"{format_fen(response.discount_fen)} ({_percent_text(response.discount_bp)})",
-        ),
-    ]
-    rows += [_coupon_use_row(use) for use in response.coupons]
-    rows.append(("Amount due 应付", format_fen(response.amount_due_fen)))
+    discount = f"{format_fen(response.discount_fen)} ({_percent_text(response.discount_bp)})"
+    coupons = [_coupon_use_row(use) for use in response.coupons]
+    rows += cli_sales.price_rows(
+        response.list_amount_fen,
+        discount,
+        coupons,
+        response.rounding_fen,
+        response.amount_due_fen,
+    )
     if response.points_redeemed:
         value = format_fen(response.points_value_fen)
         rows.append(("Points used 积分抵现", f"{response.points_redeemed} = {value}"))
-    rows += [_payment_row(payment) for payment in response.payments]
+    rows += cli_sales.payment_rows(response.payments, response.member_id)
     rows += [_lot_use_row(use) for use in response.lot_uses]
     if response.member_id:
         rows.append(("Points earned 获得积分", str(response.points_earned)))
@@ -1914,7 +1936,10 @@ def _checkout_text(response: transaction_pb2.CheckoutResponse, request_id: str) 
             _level_row(response.level_before, response.level_after, response.level_upgraded)
         )
     rows += _entry_rows(response.ledger_seq, response.store_code, response.at_ms, request_id)
-    return _fields_text("Checkout 消费", rows)
+    text = _fields_text("Checkout 消费", rows)
+    if not cli_sales.is_itemized(response.lines):
+        return text
+    return text + "\n\n" + cli_sales.lines_text("Lines 明细", response.lines)
 
 
 def _recharge_text(response: transaction_pb2.RechargeResponse, method: str, request_id: str) -> str:
@@ -2313,23 +2338,38 @@ def _serve_until_stopped(server: Any, args: argparse.Namespace) -> int:
 
 
 def _config_apply(args: argparse.Namespace, session: Session) -> int:
-    config = load_config(args.file)
+    """ApplyConfig, then the file's catalog items with UpsertItems (their request ids
+    derived from the command's, so that running it again with --request-id changes
+    nothing)."""
+    from engine import cli_sales
+
+    config, items = load_config_and_items(args.file)
     request = config_pb2.ApplyConfigRequest(request_id=args.request_id, config=config)
     response = session.call(config_pb2_grpc.ConfigServiceStub, "ApplyConfig", request)
-    return _output(
-        args,
-        response,
-        lambda: "Config applied 配置已生效\n\n" + _config_text(response.config),
-    )
+    created, updated = cli_sales.upsert_items(session, items, args.request_id)
+    if args.json:
+        counts = {"count": len(items), "created": created, "updated": updated}
+        _print_json(args, {**message_to_json(response), "items": counts})
+        return EXIT_OK
+    text = "Config applied 配置已生效\n\n" + _config_text(response.config)
+    if items:
+        text += f"\n\nItems 商品: {len(items)} sent, {created} created 新建, {updated} updated 更新"
+    print(text)
+    return EXIT_OK
 
 
 def _config_show(args: argparse.Namespace, session: Session) -> int:
     if args.toml and args.json:
         raise UsageError("choose one of --toml and --json")
+    if args.items and not args.toml:
+        raise UsageError("--items is for --toml")
     request = config_pb2.GetConfigRequest()
     response = session.call(config_pb2_grpc.ConfigServiceStub, "GetConfig", request)
     if args.toml:
-        sys.stdout.write(dumps_config(response.config))
+        from engine import cli_sales
+
+        items = cli_sales.list_all_items(session) if args.items else []
+        sys.stdout.write(dumps_config(response.config, items))
         return EXIT_OK
     return _output(args, response, lambda: _config_text(response.config))
 
@@ -2706,7 +2746,14 @@ def _recharge(args: argparse.Namespace, session: Session) -> int:
 
 
 def _checkout(args: argparse.Namespace, session: Session) -> int:
-    request = build_checkout_request(args)
+    from engine import cli_sales
+
+    bill = None
+    if args.bill is not None:
+        bill = cli_sales.fetch_bill(args, session)
+        if bill is None:
+            return cli_sales.report_missing_bill(args)
+    request = build_checkout_request(args, bill)
     request.pin = read_pin(args)
     response = session.call(transaction_pb2_grpc.TransactionServiceStub, "Checkout", request)
     return _output(args, response, lambda: _checkout_text(response, args.request_id))

@@ -1,6 +1,8 @@
 """The merchant config file (TOML) <-> `mms.v1.MerchantConfig`.
 
-`examples/merchant.toml` documents the format. This module checks syntax, types and units
+`examples/merchant.toml` documents the format. Besides the `MerchantConfig`, a file may
+list catalog items (`[[items]]`): they are records of their own, sent with UpsertItems
+after the config is applied, so `load_config_and_items` returns them apart. This module checks syntax, types and units
 only: every key known, every value of the right TOML type, money and rates written
 exactly (never as TOML floats, which cannot hold 0.1 exactly). Whether the levels are in a
 sensible order, codes are unique and so on is the server core's check, made when the
@@ -16,7 +18,7 @@ import datetime
 import os
 import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from engine.money import (
@@ -25,14 +27,19 @@ from engine.money import (
     format_fixed_point,
     parse_fixed_point,
 )
-from engine.proto import chain_pb2, common_pb2, config_pb2
+from engine.proto import catalog_pb2, chain_pb2, common_pb2, config_pb2
 
 __all__ = [
     "CONFIG_FILE_BYTES_MAX",
+    "ITEM_KINDS",
+    "ROUNDINGS",
+    "STOCK_POLICIES",
     "ConfigFileError",
     "dumps_config",
     "load_config",
+    "load_config_and_items",
     "loads_config",
+    "loads_config_and_items",
 ]
 
 # A chain's whole setup fits in a few kilobytes; anything near this is a wrong file.
@@ -92,6 +99,17 @@ COUPON_TRIGGER_EVENTS = {
 }
 # A UTC offset as written in the file: "+08:00", "-05:30".
 UTC_OFFSET_MINUTES_MAX = 14 * 60
+# 抹零: what is let go of a bill's tail (see config.proto, Rounding).
+ROUNDINGS = {
+    "none": config_pb2.ROUNDING_NONE,
+    "jiao": config_pb2.ROUNDING_DOWN_TO_JIAO,  # 抹分: to the jiao
+    "yuan": config_pb2.ROUNDING_DOWN_TO_YUAN,  # 抹角: to the yuan
+}
+STOCK_POLICIES = {
+    "allow_negative": config_pb2.ALLOW_NEGATIVE,
+    "refuse_negative": config_pb2.REFUSE_NEGATIVE,
+}
+ITEM_KINDS = {"goods": catalog_pb2.GOODS, "service": catalog_pb2.SERVICE}
 _SPEND_ORDERS = {
     "principal_first": config_pb2.PRINCIPAL_FIRST,
     "bonus_first": config_pb2.BONUS_FIRST,
@@ -580,6 +598,44 @@ def _read_attribute(table: _Table) -> config_pb2.AttributeDefinition:
     return attribute
 
 
+def _read_category(table: _Table) -> config_pb2.Category:
+    category = config_pb2.Category(
+        code=table.text("code", required=True),
+        name=table.text("name", required=True),
+    )
+    table.finish()
+    return category
+
+
+def _read_member_prices(table: _Table | None) -> list[catalog_pb2.LevelPrice]:
+    """`member_prices = { gold = "9.99" }`: a member price per level code, in yuan."""
+    if table is None:
+        return []
+    prices = [
+        catalog_pb2.LevelPrice(level_code=code, price_fen=table.yuan_fen(code, required=True))
+        for code in list(table.data)
+    ]
+    table.finish()
+    return prices
+
+
+def _read_item(table: _Table) -> catalog_pb2.CatalogItem:
+    item = catalog_pb2.CatalogItem(
+        sku=table.text("sku", required=True),
+        name=table.text("name", required=True),
+        category_code=table.text("category", required=True),
+        kind=table.choice("kind", ITEM_KINDS, required=False) or catalog_pb2.GOODS,
+        retail_price_fen=table.yuan_fen("price", required=True),
+        member_prices=_read_member_prices(table.table("member_prices")),
+        barcode=table.text("barcode", required=False),
+        no_discount=table.flag("no_discount"),
+        track_stock=table.flag("track_stock"),
+        inactive=table.flag("inactive"),
+    )
+    table.finish()
+    return item
+
+
 def parse_utc_offset(text: str) -> int:
     """Minutes east of UTC from "+08:00" / "-05:30"; ValueError otherwise."""
     sign = {"+": 1, "-": -1}.get(text[:1])
@@ -686,7 +742,9 @@ def _read_spend_order(table: _Table) -> int:
     return _SPEND_ORDERS[value]
 
 
-def _read_config(root: _Table) -> config_pb2.MerchantConfig:
+def _read_config(
+    root: _Table,
+) -> tuple[config_pb2.MerchantConfig, list[catalog_pb2.CatalogItem]]:
     config = config_pb2.MerchantConfig(
         name=root.text("name", required=True),
         spend_order=_read_spend_order(root),
@@ -705,10 +763,14 @@ def _read_config(root: _Table) -> config_pb2.MerchantConfig:
         coupon_triggers=[_read_coupon_trigger(table) for table in root.tables("coupon_triggers")],
         default_card_type=root.text("default_card_type", required=False),
         pin_attempts_max=root.count("pin_attempts_max", required=False),
+        categories=[_read_category(table) for table in root.tables("categories")],
+        rounding=root.choice("rounding", ROUNDINGS, required=False),
+        stock_policy=root.choice("stock_policy", STOCK_POLICIES, required=False),
         commission_rules=[
             _read_commission_rule(table) for table in root.tables("commission_rules")
         ],
     )
+    items = [_read_item(table) for table in root.tables("items")]
     referral = _read_referral(root.table("referral"))
     if referral is not None:
         config.referral.CopyFrom(referral)
@@ -726,23 +788,39 @@ def _read_config(root: _Table) -> config_pb2.MerchantConfig:
     if on_recharge is not None:
         config.points_on_recharge.CopyFrom(on_recharge)
     root.finish()
-    return config
+    return config, items
 
 
-def loads_config(text: str, source: str = "<config>") -> config_pb2.MerchantConfig:
-    """Parses config TOML text; raises ConfigFileError naming `source` and each problem."""
+def loads_config_and_items(
+    text: str, source: str = "<config>"
+) -> tuple[config_pb2.MerchantConfig, list[catalog_pb2.CatalogItem]]:
+    """Parses config TOML text into the config and the catalog items it lists
+    (`[[items]]`); raises ConfigFileError naming `source` and each problem."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigFileError(source, [f"not valid TOML: {error}"]) from None
     problems = _Problems()
-    config = _read_config(_Table(data, "", problems))
+    config, items = _read_config(_Table(data, "", problems))
     problems.raise_if_any(source)
-    return config
+    return config, items
+
+
+def loads_config(text: str, source: str = "<config>") -> config_pb2.MerchantConfig:
+    """Parses config TOML text; its items, if any, are checked and left out."""
+    return loads_config_and_items(text, source)[0]
 
 
 def load_config(path: str | os.PathLike[str]) -> config_pb2.MerchantConfig:
-    """Reads and parses a config file (UTF-8, a byte-order mark tolerated)."""
+    """Reads and parses a config file; its items, if any, are checked and left out."""
+    return load_config_and_items(path)[0]
+
+
+def load_config_and_items(
+    path: str | os.PathLike[str],
+) -> tuple[config_pb2.MerchantConfig, list[catalog_pb2.CatalogItem]]:
+    """Reads and parses a config file (UTF-8, a byte-order mark tolerated) into the config
+    and its catalog items."""
     source = os.fspath(path)
     try:
         with open(path, "rb") as file:
@@ -755,7 +833,7 @@ def load_config(path: str | os.PathLike[str]) -> config_pb2.MerchantConfig:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise ConfigFileError(source, [f"not UTF-8 text: {error}"]) from None
-    return loads_config(text, source)
+    return loads_config_and_items(text, source)
 
 
 # --- writing --------------------------------------------------------------------------
@@ -987,6 +1065,10 @@ def _root_extra_lines(config: config_pb2.MerchantConfig) -> list[str]:
         lines.append(f"pin_attempts_max = {config.pin_attempts_max}")
     if config.HasField("utc_offset_minutes"):
         lines.append(f'utc_offset = "{format_utc_offset(config.utc_offset_minutes)}"')
+    if config.rounding:
+        lines.append(f'rounding = "{_name_of(ROUNDINGS, config.rounding)}"')
+    if config.stock_policy:
+        lines.append(f'stock_policy = "{_name_of(STOCK_POLICIES, config.stock_policy)}"')
     return lines
 
 
@@ -1046,8 +1128,42 @@ def _points_lines(config: config_pb2.MerchantConfig) -> list[list[str]]:
     return blocks
 
 
-def dumps_config(config: config_pb2.MerchantConfig) -> str:
-    """The config as TOML text that `loads_config` reads back to the same message.
+def _item_lines(item: catalog_pb2.CatalogItem) -> list[str]:
+    lines = [
+        "[[items]]",
+        f"sku = {_toml_string(item.sku)}",
+        f"name = {_toml_string(item.name)}",
+        f"category = {_toml_string(item.category_code)}",
+        f'kind = "{_name_of(ITEM_KINDS, item.kind) or "goods"}"',
+        f'price = "{_yuan_text(item.retail_price_fen)}"',
+    ]
+    if item.member_prices:
+        prices = ", ".join(
+            f'{_toml_key(price.level_code)} = "{_yuan_text(price.price_fen)}"'
+            for price in item.member_prices
+        )
+        lines.append(f"member_prices = {{ {prices} }}")
+    if item.barcode:
+        lines.append(f"barcode = {_toml_string(item.barcode)}")
+    lines += [f"{flag} = true" for flag in _ITEM_FLAGS if getattr(item, flag)]
+    return lines
+
+
+_ITEM_FLAGS = ("no_discount", "track_stock", "inactive")
+
+
+def _toml_key(key: str) -> str:
+    """A bare key when TOML allows one (level codes do), else a quoted one."""
+    if key and all(char.isascii() and (char.isalnum() or char in "_-") for char in key):
+        return key
+    return _toml_string(key)
+
+
+def dumps_config(
+    config: config_pb2.MerchantConfig, items: Sequence[catalog_pb2.CatalogItem] = ()
+) -> str:
+    """The config (and catalog items, when given) as TOML text that
+    `loads_config_and_items` reads back to the same messages.
 
     `version` and `applied_at_ms` are assigned by the server, so they are written as a
     comment only.
@@ -1086,8 +1202,17 @@ def dumps_config(config: config_pb2.MerchantConfig) -> str:
     blocks += [_card_type_lines(card_type) for card_type in config.card_types]
     blocks += [_package_lines(package) for package in config.packages]
     blocks += [_attribute_lines(attribute) for attribute in config.attributes]
+    for category in config.categories:
+        blocks.append(
+            [
+                "[[categories]]",
+                f"code = {_toml_string(category.code)}",
+                f"name = {_toml_string(category.name)}",
+            ]
+        )
     blocks += _chain_blocks(config)
     blocks += _points_lines(config)
     blocks += [_coupon_template_lines(template) for template in config.coupon_templates]
     blocks += [_coupon_trigger_lines(trigger) for trigger in config.coupon_triggers]
+    blocks += [_item_lines(item) for item in items]
     return "\n\n".join("\n".join(block) for block in blocks) + "\n"

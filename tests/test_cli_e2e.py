@@ -698,8 +698,10 @@ def test_checkout_output_with_points_balance_and_cash(merchant: Merchant) -> Non
     merchant.mms("member", "register", "--phone", PHONE, "--name", "张三", "--card", CARD)
     merchant.mms("recharge", "--card", CARD, "--amount", "500")  # silver, 500.00 + 80.00
     merchant.mms("checkout", "--card", CARD, "--amount", "100")  # 95.00, 114 points
-    # 11000.00 less 5% is 10450.00; 114 points pay 1.14; the stored value 405.00 +
-    # 80.00 pays 485.00; cash pays the other 9963.86 of 10000.00 handed over.
+    # 11000.00 less 5% is 10450.00; 114 points pay 1.14; the 10448.86 left is rounded
+    # down to the jiao (抹零 0.06: the example's rounding = "jiao"), so 10449.94 is due;
+    # the stored value 405.00 + 80.00 pays 485.00; cash pays the other 9963.80 of
+    # 10000.00 handed over.
     checkout = (
         "checkout", "--phone", PHONE, "--amount", "11000", "--points", "114",
         "--pay", "balance+cash", "--cash-received", "10000", "--request-id", "till-7-0001",
@@ -713,7 +715,8 @@ def test_checkout_output_with_points_balance_and_cash(merchant: Merchant) -> Non
         55_000,
         "550.00",
     )
-    assert (data["amount_due_fen"], data["amount_due"]) == (1_045_000, "10450.00")
+    assert (data["rounding_fen"], data["rounding"]) == (6, "0.06")
+    assert (data["amount_due_fen"], data["amount_due"]) == (1_044_994, "10449.94")
     assert (data["points_redeemed"], data["points_value_fen"]) == (114, 114)
     assert data["payments"] == [
         {
@@ -734,12 +737,12 @@ def test_checkout_output_with_points_balance_and_cash(merchant: Merchant) -> Non
         },
         {
             "method": "CASH",
-            "amount_fen": 996_386,
-            "amount": "9963.86",
+            "amount_fen": 996_380,
+            "amount": "9963.80",
             "cash_received_fen": 1_000_000,
             "cash_received": "10000.00",
-            "change_fen": 3_614,
-            "change": "36.14",
+            "change_fen": 3_620,
+            "change": "36.20",
             "external_ref": "",
             "principal_fen": 0,
             "principal": "0.00",
@@ -749,7 +752,7 @@ def test_checkout_output_with_points_balance_and_cash(merchant: Merchant) -> Non
             "card_no": "",
         },
     ]
-    assert data["points_earned"] == 12_538  # 10448.86 yuan at silver's 1.2, rounded down
+    assert data["points_earned"] == 12_538  # 10448.80 yuan at silver's 1.2, rounded down
     assert data["balances"] == {
         "principal_fen": 0,
         "principal": "0.00",
@@ -771,10 +774,11 @@ def test_checkout_output_with_points_balance_and_cash(merchant: Merchant) -> Non
         "Card 卡号": CARD,
         "List price 原价": "11000.00",
         "Discount 折扣": "550.00 (5%)",
-        "Amount due 应付": "10450.00",
+        "Rounding 抹零": "0.06",
+        "Amount due 应付": "10449.94",
         "Points used 积分抵现": "114 = 1.14",
         "Paid 支付 stored value 储值": "485.00 (principal 本金 405.00, bonus 赠送金 80.00)",
-        "Paid 支付 cash 现金": "9963.86 (received 实收 10000.00, change 找零 36.14)",
+        "Paid 支付 cash 现金": "9963.80 (received 实收 10000.00, change 找零 36.20)",
         "Points earned 获得积分": "12538",
         "Balance 余额": "0.00 (principal 本金 0.00 + bonus 赠送金 0.00)",
         "Points 积分": "12538",
@@ -785,7 +789,7 @@ def test_checkout_output_with_points_balance_and_cash(merchant: Merchant) -> Non
     }
     shown = merchant.json("member", "show", "--card", CARD)
     assert shown["member"]["level_code"] == "gold"
-    assert shown["member"]["cumulative_spend_fen"] == 9_500 + 1_045_000  # once
+    assert shown["member"]["cumulative_spend_fen"] == 9_500 + 1_044_994  # once
     assert shown["balances"]["points"] == 12_538
 
 

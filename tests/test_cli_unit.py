@@ -17,11 +17,20 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from engine import cli
-from engine.proto import card_pb2, common_pb2, member_pb2, transaction_pb2
+from engine import cli, cli_sales
+from engine.proto import (
+    card_pb2,
+    catalog_pb2,
+    common_pb2,
+    coupon_pb2,
+    member_pb2,
+    records_pb2,
+    transaction_pb2,
+)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "merchant.toml"
 PHONE = "13800138000"
@@ -1275,3 +1284,565 @@ def test_an_unreadable_import_file_is_refused_before_any_call(
     code, out, err = run(capsys, *argv)
     assert (code, out) == (2, "")
     assert f"mms member import: error: --errors: cannot write {nowhere}" in err
+
+
+# --- itemized sales: engine/cli_sales.py ----------------------------------------------
+
+SALES_PATHS = [
+    ["item"],
+    ["item", "add"],
+    ["item", "show"],
+    ["item", "list"],
+    ["item", "import"],
+    ["stock"],
+    *[["stock", move] for move in ("in", "out", "count", "transfer")],
+    ["bill"],
+    ["bill", "suspend"],
+    ["bill", "list"],
+    ["bill", "cancel"],
+    ["refund"],
+    ["settlement"],
+    ["settlement", "show"],
+]
+SALES_MUTATING = [
+    ["item", "add"],
+    ["item", "import"],
+    *[["stock", move] for move in ("in", "out", "count", "transfer")],
+    ["bill", "suspend"],
+    ["bill", "cancel"],
+    ["refund"],
+]
+
+
+@pytest.mark.parametrize("path", SALES_PATHS, ids=" ".join)
+def test_sales_help(path: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, *path, "--help")
+    assert (code, err) == (0, "")
+    assert out.startswith("usage: mms")
+    if len(path) > 1:
+        assert ("--request-id" in out) == (path in SALES_MUTATING)
+
+
+def test_top_level_help_lists_the_sales_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "--help")
+    for command in ("item", "stock", "bill", "refund", "settlement"):
+        assert f"    {command} " in out
+
+
+def checkout_request(*argv: str) -> transaction_pb2.CheckoutRequest:
+    return cli.build_checkout_request(cli.parse_args(["checkout", *argv]))
+
+
+def test_checkout_lines_in_the_order_given() -> None:
+    request = checkout_request(
+        "--phone", PHONE, "--item", "D001=6", "--barcode", "6921168509256=2",
+        "--item", "F003=1.35", "--item", "H003@120", "--item", " T001 ",
+    )  # fmt: skip
+    assert list(request.lines) == [
+        transaction_pb2.BillLine(sku="D001", quantity_milli=6000),
+        transaction_pb2.BillLine(barcode="6921168509256", quantity_milli=2000),
+        transaction_pb2.BillLine(sku="F003", quantity_milli=1350),
+        transaction_pb2.BillLine(sku="H003", quantity_milli=1000, unit_price_fen=12_000),
+        transaction_pb2.BillLine(sku="T001", quantity_milli=1000),
+    ]
+    assert request.list_amount_fen == 0
+    assert request.suspended_bill_no == 0
+    assert [(t.method, t.take_rest) for t in request.tenders] == [(SV, True)]
+
+
+def test_checkout_quantities_are_exact() -> None:
+    # 0.1 + 0.2 kinds of input: thousandths as integers, never a float
+    for text, milli in (("0.1", 100), ("0.3", 300), ("2.675", 2675), ("100000", 100_000_000)):
+        (line,) = checkout_request("--item", f"F003={text}").lines
+        assert line.quantity_milli == milli
+
+
+def test_checkout_price_goes_on_the_one_line() -> None:
+    (line,) = checkout_request("--item", "H003", "--price", "99.9").lines
+    assert (line.sku, line.unit_price_fen) == ("H003", 9990)
+    (line,) = checkout_request("--item", "H003=2@15").lines
+    assert (line.quantity_milli, line.unit_price_fen) == (2000, 1500)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--item", "D001", "--amount", "5"], "give --amount or the bill's lines"),
+        ([], "give --amount, the bill's lines (--item, --barcode) or --bill N"),
+        (["--item", "A", "--item", "B", "--price", "1"], "--price is for a bill of one line"),
+        (["--item", "A@2", "--price", "1"], "the price is given twice"),
+        (["--item", "A", "--payer", "card:C2=5"], "--payer pays a member's bill"),
+    ],
+)
+def test_checkout_line_clashes(
+    argv: list[str], message: str, nobody_listens: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(cli.UsageError, match=re.escape(message)):
+        checkout_request(*argv)
+    code, out, err = run(capsys, "checkout", *argv, "--server", nobody_listens)
+    assert (code, out) == (2, "")  # a call would have exited 3
+    assert f"mms checkout: error: {message}" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["checkout", "--item", "D001=0"],
+        ["checkout", "--item", "D001=1.2345"],
+        ["checkout", "--item", "D001=-1"],
+        ["checkout", "--item", "D001=1e3"],
+        ["checkout", "--item", "=2"],
+        ["checkout", "--item", "D001@0"],
+        ["checkout", "--item", "D001@1.001"],
+        ["checkout", "--barcode", ""],
+        ["checkout", "--item", "H003", "--price", "0"],
+        ["checkout", "--phone", PHONE, "--item", "A", "--payer", "13900139000=5"],
+        ["checkout", "--phone", PHONE, "--item", "A", "--payer", "name:王=5"],
+        ["checkout", "--phone", PHONE, "--item", "A", "--payer", "card:=5"],
+        ["checkout", "--phone", PHONE, "--item", "A", "--payer", "card:C2=0"],
+        ["checkout", "--phone", PHONE, "--item", "A", "--payer", "id:x"],
+        ["checkout", "--item", "A", "--bill", "0"],
+        ["refund"],
+        ["refund", "0"],
+        ["refund", "5", "--line", "1"],
+        ["refund", "5", "--line", "0=1"],
+        ["refund", "5", "--line", "1=0"],
+        ["refund", "5", "--amount", "0"],
+        ["settlement", "show", "x"],
+        ["bill", "suspend", "--item", "A"],  # --store missing
+        ["bill", "list"],
+        ["bill", "cancel", "1"],
+        ["bill", "cancel", "x", "--store", "S001"],
+        ["stock", "in", "--store", "S001", "--sku", "A", "--qty", "0"],
+        ["stock", "out", "--store", "S001", "--sku", "A"],
+        ["stock", "count", "--store", "S001", "--sku", "A", "--qty", "-1"],
+        ["stock", "transfer", "--store", "S001", "--sku", "A", "--qty", "1"],
+        ["item", "add", "--sku", "A", "--name", "A", "--category", "c"],  # --price missing
+        ["item", "add", "--sku", "A", "--name", "A", "--category", "c", "--price", "1.005"],
+        ["item", "add", "--sku", "A", "--name", "A", "--category", "c", "--price", "1",
+         "--member-price", "gold"],
+        ["item", "show"],
+        ["item", "show", "--sku", "A", "--barcode", "123"],
+        ["item", "list", "--page-size", "0"],
+    ],
+)  # fmt: skip
+def test_sales_usage_errors_exit_2(
+    argv: list[str], nobody_listens: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, *argv, "--server", nobody_listens)
+    assert (code, out) == (2, ""), err
+    assert "error:" in err
+
+
+def test_checkout_payers_pay_first() -> None:
+    request = checkout_request(
+        "--card", "C1", "--item", "H002", "--payer", "phone:13900139000=50",
+        "--payer", "card:C3", "--payer", "id:7=1.5", "--pay", "balance+cash",
+        "--cash-received", "400",
+    )  # fmt: skip
+    assert [
+        (t.method, t.amount_fen, t.take_rest, t.payer.WhichOneof("key"), t.cash_received_fen)
+        for t in request.tenders
+    ] == [
+        (SV, 5000, False, "phone", 0),
+        (SV, 0, True, "card_no", 0),
+        (SV, 150, False, "member_id", 0),
+        (SV, 0, True, None, 0),
+        (CASH, 0, True, None, 40_000),
+    ]
+    assert request.tenders[0].payer.phone == "13900139000"
+    assert request.tenders[1].payer.card_no == "C3"
+    assert request.tenders[2].payer.member_id == 7
+
+
+def suspended_bill(**fields: Any) -> transaction_pb2.SuspendedBill:
+    return transaction_pb2.SuspendedBill(
+        bill_no=4,
+        store_code="S001",
+        member=common_pb2.MemberRef(phone=PHONE),
+        lines=[transaction_pb2.BillLine(sku="H001", quantity_milli=1000)],
+        staff_code="S07",
+        **fields,
+    )
+
+
+def test_checkout_of_a_suspended_bill() -> None:
+    args = cli.parse_args(["checkout", "--bill", "4", "--store", "S001"])
+    request = cli.build_checkout_request(args, suspended_bill())
+    assert request.suspended_bill_no == 4
+    assert request.member == common_pb2.MemberRef(phone=PHONE)
+    assert [line.sku for line in request.lines] == ["H001"]
+    assert (request.staff_code, request.store_code, request.list_amount_fen) == ("S07", "S001", 0)
+    # what the command gives wins over the bill
+    args = cli.parse_args(
+        ["checkout", "--bill", "4", "--store", "S001", "--card", "C9", "--item", "D001=2",
+         "--staff", "S01"]
+    )  # fmt: skip
+    request = cli.build_checkout_request(args, suspended_bill())
+    assert request.member == common_pb2.MemberRef(card_no="C9")
+    assert [(line.sku, line.quantity_milli) for line in request.lines] == [("D001", 2000)]
+    assert request.staff_code == "S01"
+    # a walk-in's quick bill
+    quick = transaction_pb2.SuspendedBill(bill_no=2, store_code="S001", list_amount_fen=3550)
+    args = cli.parse_args(["checkout", "--bill", "2", "--store", "S001"])
+    request = cli.build_checkout_request(args, quick)
+    assert (request.list_amount_fen, request.HasField("member"), len(request.lines)) == (
+        3550,
+        False,
+        0,
+    )
+    assert [t.method for t in request.tenders] == [CASH]
+
+
+def test_checkout_of_a_bill_needs_its_store(
+    nobody_listens: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "checkout", "--bill", "1", "--server", nobody_listens)
+    assert (code, out) == (2, "")
+    assert "--bill needs --store" in err
+
+
+def test_refund_requests() -> None:
+    args = cli.parse_args(
+        ["refund", "17", "--line", "1=2", "--line", "3=0.35", "--reason", "退货", "--staff", "S1"]
+    )
+    request = cli_sales.build_refund_request(args)
+    assert request.settlement_seq == 17
+    assert [(line.line_no, line.quantity_milli) for line in request.lines] == [(1, 2000), (3, 350)]
+    assert (request.amount_fen, request.reason, request.staff_code) == (0, "退货", "S1")
+    assert request.request_id == args.request_id
+    by_amount = cli_sales.build_refund_request(cli.parse_args(["refund", "17", "--amount", "8.3"]))
+    assert (by_amount.amount_fen, len(by_amount.lines)) == (830, 0)
+    everything = cli_sales.build_refund_request(cli.parse_args(["refund", "17", "--store", "S2"]))
+    assert (everything.amount_fen, len(everything.lines), everything.store_code) == (0, 0, "S2")
+    for argv, message in (
+        (["--line", "1=1", "--amount", "1"], "refund by --line or by --amount, not both"),
+        (["--line", "1=1", "--line", "1=2"], "--line 1 is given twice"),
+    ):
+        with pytest.raises(cli.UsageError, match=re.escape(message)):
+            cli_sales.build_refund_request(cli.parse_args(["refund", "17", *argv]))
+
+
+@pytest.mark.parametrize(
+    ("move", "expected"),
+    [
+        ("in", catalog_pb2.STOCK_IN),
+        ("out", catalog_pb2.STOCK_OUT),
+        ("count", catalog_pb2.STOCK_ADJUST),
+        ("transfer", catalog_pb2.STOCK_TRANSFER),
+    ],
+)
+def test_stock_requests(move: str, expected: int) -> None:
+    argv = ["stock", move, "--store", "S001", "--sku", "F001", "--qty", "1.5", "--reason", "r"]
+    if move == "transfer":
+        argv += ["--to-store", "S002"]
+    args = cli.parse_args(argv)
+    request = cli_sales.build_adjust_stock_request(args)
+    assert (request.move, request.quantity_milli, request.sku, request.store_code) == (
+        expected,
+        1500,
+        "F001",
+        "S001",
+    )
+    assert request.to_store_code == ("S002" if move == "transfer" else "")
+    assert request.reason == "r"
+    counted = cli.parse_args(["stock", "count", "--store", "S1", "--sku", "A", "--qty", "0"])
+    assert cli_sales.build_adjust_stock_request(counted).quantity_milli == 0
+
+
+def test_item_add_builds_the_item() -> None:
+    args = cli.parse_args(
+        ["item", "add", "--sku", "D001", "--name", "可乐", "--category", "drinks",
+         "--price", "3.5", "--member-price", "silver=3.3", "--member-price", "gold=3",
+         "--barcode", " 6901939621271 ", "--track-stock"]
+    )  # fmt: skip
+    assert cli_sales.build_item(args) == catalog_pb2.CatalogItem(
+        sku="D001",
+        name="可乐",
+        category_code="drinks",
+        kind=catalog_pb2.GOODS,
+        retail_price_fen=350,
+        member_prices=[
+            catalog_pb2.LevelPrice(level_code="silver", price_fen=330),
+            catalog_pb2.LevelPrice(level_code="gold", price_fen=300),
+        ],
+        barcode="6901939621271",
+        track_stock=True,
+    )
+    service = cli.parse_args(
+        ["item", "add", "--sku", "H3", "--name", "造型", "--category", "hair", "--price", "0",
+         "--service", "--inactive", "--no-discount"]
+    )  # fmt: skip
+    item = cli_sales.build_item(service)
+    assert (item.kind, item.retail_price_fen, item.inactive, item.no_discount) == (
+        catalog_pb2.SERVICE,
+        0,
+        True,
+        True,
+    )
+    base = ["item", "add", "--sku", "A", "--name", "A", "--category", "c", "--price", "1"]
+    for extra, message in (
+        (["--service", "--track-stock"], "--track-stock is for goods"),
+        (["--member-price", "gold=1", "--member-price", "gold=2"], "--member-price gold is given"),
+    ):
+        with pytest.raises(cli.UsageError, match=re.escape(message)):
+            cli_sales.build_item(cli.parse_args(base + extra))
+
+
+def test_suspend_requests() -> None:
+    args = cli.parse_args(
+        ["bill", "suspend", "--store", "S001", "--terminal", "T1", "--card", "C1",
+         "--item", "H001", "--barcode", "69012345=2", "--note", "等朋友"]
+    )  # fmt: skip
+    request = cli_sales.build_suspend_request(args)
+    assert (request.store_code, request.terminal_id, request.note) == ("S001", "T1", "等朋友")
+    assert request.member == common_pb2.MemberRef(card_no="C1")
+    assert [(line.sku, line.barcode, line.quantity_milli) for line in request.lines] == [
+        ("H001", "", 1000),
+        ("", "69012345", 2000),
+    ]
+    quick = cli.parse_args(["bill", "suspend", "--store", "S001", "--amount", "35.5"])
+    request = cli_sales.build_suspend_request(quick)
+    assert (request.list_amount_fen, len(request.lines), request.HasField("member")) == (
+        3550,
+        0,
+        False,
+    )
+    for extra in ([], ["--item", "A", "--amount", "1"]):
+        with pytest.raises(cli.UsageError, match="one of them"):
+            cli_sales.build_suspend_request(
+                cli.parse_args(["bill", "suspend", "--store", "S001", *extra])
+            )
+
+
+def test_derived_request_ids_stay_within_the_bound() -> None:
+    assert cli_sales.derived_request_id("cfg-1", "-items-0") == "cfg-1-items-0"
+    long_id = "r" * 64
+    derived = cli_sales.derived_request_id(long_id, "-items-12")
+    assert len(derived) <= 64 and derived.endswith("-items-12")
+    assert derived == cli_sales.derived_request_id(long_id, "-items-12")  # the same each run
+    assert derived != cli_sales.derived_request_id("r" * 63 + "s", "-items-12")
+
+
+def settled_line(line_no: int, sku: str, name: str, **fen: int) -> records_pb2.SettledLine:
+    return records_pb2.SettledLine(line_no=line_no, sku=sku, name=name, **fen)
+
+
+RECEIPT = transaction_pb2.CheckoutResponse(
+    member_id=1,
+    card_no="C0001",
+    list_amount_fen=10_470,
+    discount_bp=500,
+    discount_fen=20,
+    coupon_fen=1_000,
+    coupons=[coupon_pb2.CouponUse(code="Q1", template_name="满100减10", discount_fen=1_000)],
+    rounding_fen=5,
+    amount_due_fen=9_445,
+    points_redeemed=100,
+    points_value_fen=100,
+    payments=[
+        common_pb2.Payment(
+            method=SV, amount_fen=4_000, principal_fen=4_000, member_id=2, card_no="C0002"
+        ),
+        common_pb2.Payment(
+            method=CASH, amount_fen=5_345, cash_received_fen=6_000, change_fen=655
+        ),
+    ],
+    points_earned=53,
+    balances=common_pb2.Balances(principal_fen=100, bonus_fen=0, points=53),
+    level_before="regular",
+    level_after="regular",
+    ledger_seq=9,
+    store_code="S001",
+    lines=[
+        settled_line(1, "D002", "矿泉水", quantity_milli=2000, unit_price_fen=200,
+                     list_fen=400, member_discount_fen=20, points_fen=4, rounding_fen=1,
+                     due_fen=375),
+        settled_line(2, "F003", "苹果", quantity_milli=1350, unit_price_fen=1280,
+                     list_fen=1728, coupon_fen=1000, points_fen=96, rounding_fen=4,
+                     due_fen=628),
+    ],
+)  # fmt: skip
+
+
+def test_receipt_text() -> None:
+    expected = """\
+Checkout 消费
+  Member 会员                        #1
+  Card 卡号                          C0001
+  List price 原价                    104.70
+  Discount 折扣                      0.20 (5%)
+  Coupon 优惠券 Q1                   -10.00 (满100减10)
+  Rounding 抹零                      0.05
+  Amount due 应付                    94.45
+  Points used 积分抵现               100 = 1.00
+  Paid 支付 stored value 储值 of #2  40.00 (principal 本金 40.00, bonus 赠送金 0.00) card 卡号 C0002
+  Paid 支付 cash 现金                53.45 (received 实收 60.00, change 找零 6.55)
+  Points earned 获得积分             53
+  Balance 余额                       1.00 (principal 本金 1.00 + bonus 赠送金 0.00)
+  Points 积分                        53
+  Level 等级                         regular
+  Ledger seq 流水号                  9
+  Store 门店                         S001
+  Time 时间                          -
+  Request 请求号                     till-9
+
+Lines 明细
+  NO  SKU   ITEM    QTY   PRICE  LIST   DISCOUNT  COUPON  POINTS  ROUNDING  DUE
+  1   D002  矿泉水  2     2.00   4.00   -0.20     -       -0.04   -0.01     3.75
+  2   F003  苹果    1.35  12.80  17.28  -         -10.00  -0.96   -0.04     6.28"""
+    assert cli._checkout_text(RECEIPT, "till-9") == expected
+
+
+def test_a_quick_receipt_has_no_lines_and_no_empty_steps() -> None:
+    quick = transaction_pb2.CheckoutResponse(
+        list_amount_fen=3720,
+        amount_due_fen=3720,
+        payments=[common_pb2.Payment(method=CASH, amount_fen=3720)],
+        lines=[records_pb2.SettledLine(line_no=1, list_fen=3720, due_fen=3720)],
+    )
+    text = cli._checkout_text(quick, "r")
+    assert "Lines" not in text and "Coupons" not in text and "Rounding" not in text
+    assert text.splitlines()[1].split() == ["Member", "会员", "walk-in", "散客"]
+
+
+def test_refund_and_settlement_text() -> None:
+    refund = transaction_pb2.RefundResponse(
+        settlement_seq=9,
+        ledger_seq=12,
+        refunded_fen=375,
+        payments=[
+            common_pb2.Payment(
+                method=SV, amount_fen=160, principal_fen=160, member_id=2, card_no="C0002"
+            ),
+            common_pb2.Payment(method=CASH, amount_fen=215),
+        ],
+        points_returned=4,
+        points_clawed_back=3,
+        lines=[
+            settled_line(1, "D002", "矿泉水", quantity_milli=2000, unit_price_fen=200,
+                         list_fen=400, member_discount_fen=20, points_fen=4, rounding_fen=1,
+                         due_fen=375),
+            settled_line(2, "F003", "苹果", unit_price_fen=1280),  # nothing of it: left out
+        ],
+        balances=common_pb2.Balances(principal_fen=100, points=54),
+        level_before="silver",
+        level_after="regular",
+        fully_refunded=False,
+    )  # fmt: skip
+    summary, lines = cli_sales._refund_text(refund, "ret-1").split("\n\n")
+    assert summary.splitlines()[0] == "Refund 退货"
+    assert "  Refunded 退款 stored value 储值 to #2  1.60 (principal 本金 1.60, " in summary
+    assert "Points returned 退回积分" in summary and "silver → regular" in summary
+    assert "Fully refunded 全部退完" in summary and "no 否" in summary
+    assert lines.splitlines()[1:] == [
+        "  NO  SKU   ITEM    QTY  PRICE  LIST  DISCOUNT  POINTS  ROUNDING  DUE",
+        "  1   D002  矿泉水  2    2.00   4.00  -0.20     -0.04   -0.01     3.75",
+    ]
+    settlement = records_pb2.Settlement(
+        seq=9,
+        store_code="S001",
+        lines=[
+            settled_line(1, "D002", "矿泉水", quantity_milli=2000, unit_price_fen=200,
+                         list_fen=400, due_fen=400, refunded_quantity_milli=1000),
+            settled_line(2, "", "", quantity_milli=1000, list_fen=500, due_fen=500,
+                         refunded_fen=120),
+        ],
+        payments=[common_pb2.Payment(method=CASH, amount_fen=900)],
+        due_fen=900,
+        refund_seqs=[10, 11],
+        refunded_fen=320,
+    )  # fmt: skip
+    summary, lines = cli_sales._settlement_text(settlement).split("\n\n")
+    assert summary.splitlines()[0] == "Settlement 结算单 9"
+    assert "  Refunds 退货" in summary and "10, 11" in summary
+    assert [line.split()[-1] for line in lines.splitlines()[1:]] == ["REFUNDED", "2", "1.20"]
+    assert "1 of 2" in lines
+
+
+def test_bills_text() -> None:
+    response = transaction_pb2.ListSuspendedBillsResponse(
+        bills=[
+            suspended_bill(terminal_id="T1", note="去取钱\n马上回"),
+            transaction_pb2.SuspendedBill(bill_no=5, list_amount_fen=3550),
+            transaction_pb2.SuspendedBill(
+                bill_no=6,
+                member=common_pb2.MemberRef(member_id=3),
+                lines=[
+                    transaction_pb2.BillLine(
+                        barcode="69012345", quantity_milli=1500, unit_price_fen=990
+                    )
+                ],
+            ),  # fmt: skip
+        ]
+    )
+    rows = [line.split("  ") for line in cli_sales._bills_text("S001", response).splitlines()]
+    text = cli_sales._bills_text("S001", response)
+    assert text.splitlines()[0] == "Suspended bills 挂单 at S001"
+    assert "H001×1" in text and "去取钱 马上回" in text and "S07" in text
+    assert "amount 金额 35.50" in text and "walk-in 散客" in text
+    assert "#3" in text and "69012345×1.5@9.90" in text
+    assert len(rows) == 5
+
+
+def test_item_import_parses_gbk_and_reports_rows(tmp_path: Path) -> None:
+    from engine import item_import
+
+    path = tmp_path / "items.csv"
+    path.write_bytes(
+        (
+            "商品编码,名称,分类,类型,零售价,条码,不打折,管理库存,停售,会员价:gold\n"
+            "A1,可乐,drinks,商品,3.50,6901939621271,否,是,,3\n"
+            "A2,剪发,hair,服务,30,,,,是,\n"
+            "A3,坏价,food,,3.5.0,,,,,\n"
+            "A4,坏标志,food,,1,,maybe,,,\n"
+            "A5,坏类型,food,drink,1,,,,,\n"
+            ",无编码,food,,1,,,,,\n"
+            "A6,重复条码,food,,1,6901939621271,,,,\n"
+            "\n"
+        ).encode("gbk")
+    )
+    parsed = item_import.parse_items(str(path))
+    assert (parsed.encoding, parsed.rows) == ("GB18030", 7)
+    assert [(row, item.sku) for row, item in parsed.items] == [(2, "A1"), (3, "A2")]
+    assert parsed.items[0][1] == catalog_pb2.CatalogItem(
+        sku="A1",
+        name="可乐",
+        category_code="drinks",
+        kind=catalog_pb2.GOODS,
+        retail_price_fen=350,
+        barcode="6901939621271",
+        track_stock=True,
+        member_prices=[catalog_pb2.LevelPrice(level_code="gold", price_fen=300)],
+    )
+    assert (parsed.items[1][1].kind, parsed.items[1][1].inactive) == (catalog_pb2.SERVICE, True)
+    assert [(error.row_number, error.reason) for error in parsed.errors] == [
+        (4, "AMOUNT_INVALID"),
+        (5, "FLAG_INVALID"),
+        (6, "KIND_INVALID"),
+        (7, "FIELD_MISSING"),
+        (8, "BARCODE_DUPLICATE"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("sku,name,category\n", "the header has no price column"),
+        ("sku,name,category,price,colour\n", "'colour' is not a known column"),
+        ("sku,name,category,price,sku\n", "sku is given twice"),
+        ("sku,name,category,price,member_price:\n", "names no level"),
+    ],
+)
+def test_item_import_refuses_a_bad_header_before_any_call(
+    header: str,
+    message: str,
+    tmp_path: Path,
+    nobody_listens: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "items.csv"
+    path.write_text(header + "A,B,c,1,x\n", encoding="utf-8")
+    code, out, err = run(capsys, "item", "import", str(path), "--server", nobody_listens)
+    assert (code, out) == (2, "")  # a call would have exited 3
+    assert message in err

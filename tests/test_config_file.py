@@ -14,9 +14,11 @@ from engine.config_file import (
     ConfigFileError,
     dumps_config,
     load_config,
+    load_config_and_items,
     loads_config,
+    loads_config_and_items,
 )
-from engine.proto import common_pb2, config_pb2
+from engine.proto import catalog_pb2, common_pb2, config_pb2
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "merchant.toml"
 
@@ -563,6 +565,204 @@ def test_the_readme_excerpt_is_a_valid_config() -> None:
     assert [level.code for level in config.levels] == ["regular", "silver"]
     assert config.card_types[0].annual_fee_fen == 10_000
     assert config.packages[0].items[0].uses == 10
+
+
+# --- catalog: categories, rounding, stock policy, items ----------------------------------
+
+CATALOG_ROOT = """
+rounding = "yuan"
+stock_policy = "refuse_negative"
+"""
+CATALOG = """
+[[categories]]
+code = "drinks"
+name = "饮料 Drinks"
+
+[[categories]]
+code = "hair"
+name = "美发服务"
+
+[[items]]
+sku = "D001"
+name = "可口可乐"
+category = "drinks"
+price = "3.50"
+member_prices = { silver = "3.30", gold = 3 }
+barcode = "06901939621271"
+track_stock = true
+
+[[items]]
+sku = "H003"
+name = "造型 Styling"
+category = "hair"
+kind = "service"
+price = "0"
+inactive = true
+
+[[items]]
+sku = "T001"
+name = "香烟"
+category = "drinks"
+kind = "goods"
+price = 45
+no_discount = true
+"""
+
+
+def test_catalog_keys_parse() -> None:
+    config, items = loads_config_and_items(CATALOG_ROOT + MINIMAL + CATALOG)
+    assert config.rounding == config_pb2.ROUNDING_DOWN_TO_YUAN
+    assert config.stock_policy == config_pb2.REFUSE_NEGATIVE
+    assert [(c.code, c.name) for c in config.categories] == [
+        ("drinks", "饮料 Drinks"),
+        ("hair", "美发服务"),
+    ]
+    assert items == [
+        catalog_pb2.CatalogItem(
+            sku="D001",
+            name="可口可乐",
+            category_code="drinks",
+            kind=catalog_pb2.GOODS,
+            retail_price_fen=350,
+            member_prices=[
+                catalog_pb2.LevelPrice(level_code="silver", price_fen=330),
+                catalog_pb2.LevelPrice(level_code="gold", price_fen=300),
+            ],
+            barcode="06901939621271",  # a string: its leading zero stays
+            track_stock=True,
+        ),
+        catalog_pb2.CatalogItem(
+            sku="H003",
+            name="造型 Styling",
+            category_code="hair",
+            kind=catalog_pb2.SERVICE,
+            retail_price_fen=0,  # priced at the counter
+            inactive=True,
+        ),
+        catalog_pb2.CatalogItem(
+            sku="T001",
+            name="香烟",
+            category_code="drinks",
+            kind=catalog_pb2.GOODS,
+            retail_price_fen=4500,
+            no_discount=True,
+        ),
+    ]
+    # the config alone, for the callers that want only it: the items are checked, not kept
+    assert loads_config(CATALOG_ROOT + MINIMAL + CATALOG) == config
+
+
+@pytest.mark.parametrize(
+    ("text", "rounding"),
+    [
+        ("", config_pb2.ROUNDING_UNSPECIFIED),
+        ('rounding = "none"\n', config_pb2.ROUNDING_NONE),
+        ('rounding = "jiao"\n', config_pb2.ROUNDING_DOWN_TO_JIAO),
+        ('rounding = "yuan"\n', config_pb2.ROUNDING_DOWN_TO_YUAN),
+    ],
+)
+def test_rounding_values(text: str, rounding: int) -> None:
+    config = loads_config(text + MINIMAL)
+    assert config.rounding == rounding
+    assert loads_config(dumps_config(config)) == config  # unset stays unset
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('rounding = "fen"\n', 'rounding: must be one of "none", "jiao", "yuan", got \'fen\''),
+        ("rounding = 1\n", "rounding: must be a string, not an integer"),
+        (
+            'stock_policy = "never"\n',
+            'stock_policy: must be one of "allow_negative", "refuse_negative", got \'never\'',
+        ),
+        ("[[categories]]\ncode = 'a'\n", "categories[0].name: is required"),
+        (
+            "[[categories]]\ncode = 'a'\nname = 'A'\nparent = 'b'\n",
+            "categories[0].parent: is not a known key (a typo?)",
+        ),
+        ("[[items]]\nsku = 'A'\nname = 'A'\ncategory = 'c'\n", "items[0].price: is required"),
+        (
+            "[[items]]\nsku = 'A'\nname = 'A'\ncategory = 'c'\nprice = 3.5\n",
+            "items[0].price: is a TOML float (3.5); write amounts as strings",
+        ),
+        (
+            "[[items]]\nsku = 'A'\nname = 'A'\ncategory = 'c'\nprice = '3.555'\n",
+            "items[0].price: amount '3.555' has more than 2 decimals",
+        ),
+        (
+            "[[items]]\nsku = 'A'\nname = 'A'\ncategory = 'c'\nprice = '1'\nkind = 'food'\n",
+            'items[0].kind: must be one of "goods", "service", got \'food\'',
+        ),
+        (
+            "[[items]]\nsku = 'A'\nname = 'A'\ncategory = 'c'\nprice = '1'\n"
+            "member_prices = { gold = 0.9 }\n",
+            "items[0].member_prices.gold: is a TOML float (0.9)",
+        ),
+        (
+            "[[items]]\nsku = 'A'\nname = 'A'\ncategory = 'c'\nprice = '1'\n"
+            "member_prices = ['gold']\n",
+            "items[0].member_prices: must be a table, not an array",
+        ),
+        (
+            "[[items]]\nsku = 'A'\nname = 'A'\ncategory = 'c'\nprice = '1'\nbarcode = 6901\n",
+            "items[0].barcode: must be a string, not an integer",
+        ),
+        (
+            "[[items]]\nsku = 'A'\nname = 'A'\ncategory = 'c'\nprice = '1'\nstock = true\n",
+            "items[0].stock: is not a known key (a typo?)",
+        ),
+        (
+            "[[items]]\nsku = 'A'\nname = 'A'\ncategory = 'c'\nprice = '1'\nno_discount = 'yes'\n",
+            "items[0].no_discount: must be true or false, not a string",
+        ),
+    ],
+)
+def test_catalog_problems_are_located(text: str, problem: str) -> None:
+    whole = MINIMAL + text if text.startswith("[[") else text + MINIMAL  # root keys first
+    assert one_problem(whole).startswith(problem)
+
+
+def test_catalog_problems_of_several_items_at_once() -> None:
+    text = MINIMAL + (
+        "[[items]]\nsku = 'A'\nname = 'A'\nprice = '1'\n"
+        "[[items]]\nsku = 'B'\nname = 'B'\ncategory = 'c'\nprice = '-1'\n"
+    )
+    assert problems_of(text) == [
+        "items[0].category: is required",
+        "items[1].price: amount '-1' must not be negative",
+    ]
+
+
+def test_catalog_round_trips() -> None:
+    config, items = loads_config_and_items(CATALOG_ROOT + MINIMAL + CATALOG)
+    text = dumps_config(config, items)
+    assert loads_config_and_items(text) == (config, items)
+    assert dumps_config(*loads_config_and_items(text)) == text
+    assert 'member_prices = { silver = "3.30", gold = "3" }' in text
+    assert 'rounding = "yuan"' in text and 'stock_policy = "refuse_negative"' in text
+    assert "[[items]]" not in dumps_config(config)  # the config alone has none
+
+
+def test_example_has_the_demo_catalog() -> None:
+    config, items = load_config_and_items(EXAMPLE)
+    assert config.rounding == config_pb2.ROUNDING_DOWN_TO_JIAO
+    assert config.stock_policy == config_pb2.ALLOW_NEGATIVE
+    assert [c.code for c in config.categories] == ["food", "drinks", "fresh", "tobacco", "hair"]
+    assert len(items) >= 12
+    by_sku = {item.sku: item for item in items}
+    assert len(by_sku) == len(items)
+    assert {item.category_code for item in items} <= {c.code for c in config.categories}
+    levels = {level.code for level in config.levels}
+    for item in items:
+        assert {price.level_code for price in item.member_prices} <= levels
+        assert all(price.price_fen <= item.retail_price_fen for price in item.member_prices)
+    assert [item.sku for item in items if item.no_discount] == ["T001"]
+    assert by_sku["F003"].retail_price_fen == 1280  # apples, per kg
+    assert by_sku["H003"].retail_price_fen == 0  # priced at the counter
+    assert by_sku["D001"].barcode and by_sku["D002"].barcode
+    assert load_config(EXAMPLE) == config
+    assert loads_config_and_items(dumps_config(config, items)) == (config, items)
 
 
 def test_points_rules_read_and_written() -> None:

@@ -36,6 +36,8 @@ def test_checkout_takes_mms_checkout_options_and_a_fresh_request_id() -> None:
     # Without --amount: the bill rung up at the counter, which the bridge's loop checks.
     bill = parse_command("checkout --pay cash")
     assert (bill.name, bill.args.amount) == ("checkout", None)
+    assert parse_command("checkout --amount 5 --item D001").name == "invalid"
+    assert parse_command("checkout --bill 1 --store S001").name == "invalid"  # not here
     assert parse_command("checkout --amount 1.001").name == "invalid"
 
 

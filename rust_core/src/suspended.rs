@@ -114,11 +114,9 @@ pub fn list(
     merchant: &str,
     request: ListSuspendedBillsRequest,
 ) -> Result<ListSuspendedBillsResponse> {
-    let config = crate::config::read(dbs, txn, merchant)?;
-    if !config.stores.iter().any(|s| s.code == request.store_code) {
-        return fail(Kind::StoreNotFound, format!("no store {:?}", validate::truncate(&request.store_code)));
-    }
-    Ok(ListSuspendedBillsResponse { bills: bills_at(dbs, txn, merchant, &request.store_code)? })
+    let config = crate::config::Loaded::new(crate::config::read(dbs, txn, merchant)?);
+    let store_code = config.store_code(&request.store_code)?;
+    Ok(ListSuspendedBillsResponse { bills: bills_at(dbs, txn, merchant, store_code)? })
 }
 
 /// Removes a suspended bill of the store: settled by a checkout, or cancelled.
