@@ -60,7 +60,7 @@ pub fn refund(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &RefundReques
         );
     }
     let (mode, parts) = parts(&settlement, request)?;
-    let returned = returns(&settlement, mode, &parts);
+    let returned = returns(&settlement, mode, &parts)?;
     let mut journal = Journal::default();
     let (money_fen, payer_cards) = post_returns(context, txn, &mut journal, &settlement, &returned, &store_code)?;
     for item in returned.iter().filter(|r| r.quantity_milli > 0) {
@@ -245,8 +245,8 @@ fn amount_parts(settlement: &Settlement, amount_fen: i64) -> Result<Vec<LinePart
 
 /// Each line's returned amounts. The money of the line goes back to its payments by what
 /// each still holds; the list price is what balances the steps, so the entry sums to zero.
-fn returns(settlement: &Settlement, mode: i32, parts: &[LinePart]) -> Vec<Returned> {
-    let (redeemed_by_line, earned_by_line) = points_by_line(settlement);
+fn returns(settlement: &Settlement, mode: i32, parts: &[LinePart]) -> Result<Vec<Returned>> {
+    let (redeemed_by_line, earned_by_line) = points_by_line(settlement)?;
     let mut returned = Vec::with_capacity(parts.len());
     for (index, (line, part)) in settlement.lines.iter().zip(parts).enumerate() {
         let money_fen = part.of(line.due_fen);
@@ -293,30 +293,23 @@ fn returns(settlement: &Settlement, mode: i32, parts: &[LinePart]) -> Vec<Return
             points_earned: part.of(earned_by_line[index]),
         });
     }
-    returned
+    Ok(returned)
 }
 
-/// Each line's points redeemed and earned: as the settlement kept them per line (the points
-/// rules' shares, SettledLine 20-21), or, for a settlement that has not kept them, the
-/// bill's totals spread by each line's points deduction and due.
-fn points_by_line(settlement: &Settlement) -> (Vec<i64>, Vec<i64>) {
-    let kept_redeemed: Vec<i64> = settlement.lines.iter().map(|l| l.points_redeemed).collect();
-    let kept_earned: Vec<i64> = settlement.lines.iter().map(|l| l.points_earned).collect();
-    let redeemed_by_line = if kept_redeemed.iter().sum::<i64>() == settlement.points_redeemed {
-        kept_redeemed
-    } else {
-        let points_fen: Vec<i64> = settlement.lines.iter().map(|l| l.points_fen).collect();
-        pricing::allocate(settlement.points_redeemed, &points_fen)
-    };
-    let dues: Vec<i64> = settlement.lines.iter().map(|l| l.due_fen).collect();
-    let earned_by_line = if kept_earned.iter().sum::<i64>() == settlement.points_earned {
-        kept_earned
-    } else if dues.iter().sum::<i64>() == 0 {
-        vec![0; dues.len()]
-    } else {
-        pricing::allocate(settlement.points_earned, &dues)
-    };
-    (redeemed_by_line, earned_by_line)
+/// Each line's points redeemed and earned, as the settlement kept them (SettledLine
+/// 20-21); checked against the bill's totals as the record is read.
+fn points_by_line(settlement: &Settlement) -> Result<(Vec<i64>, Vec<i64>)> {
+    let redeemed: Vec<i64> = settlement.lines.iter().map(|l| l.points_redeemed).collect();
+    let earned: Vec<i64> = settlement.lines.iter().map(|l| l.points_earned).collect();
+    if redeemed.iter().sum::<i64>() != settlement.points_redeemed
+        || earned.iter().sum::<i64>() != settlement.points_earned
+    {
+        return fail(
+            Kind::CorruptRecord,
+            format!("settlement {}: its lines' points do not add up to the bill's", settlement.seq),
+        );
+    }
+    Ok((redeemed, earned))
 }
 
 /// Posts the reversal: sales out, each pricing step back, money back per payment.

@@ -26,7 +26,6 @@ pub const LINES_MAX: usize = 200;
 /// A stored-value card that pays part of a bill: the buyer's own, or another member's
 /// (多人收款).
 pub struct Wallet {
-    pub member_id: u64,
     /// The card presented (an attached card draws on its primary within its limit).
     pub card: Card,
     pub card_type: CardType,
@@ -37,19 +36,18 @@ pub struct Wallet {
     pub payer_refusal: Option<CoreError>,
     pub principal_fen: i64,
     pub bonus_fen: i64,
-    /// The card presented is the buyer's.
-    pub is_buyer: bool,
 }
 
-/// The member side of a checkout, absent for a walk-in customer (散客).
+/// The member side of a checkout, absent for a walk-in customer (散客). The card the
+/// buyer presented is the first of the checkout's wallets.
 struct Buyer {
     member: Member,
-    wallet: Wallet,
-    points: i64,
+    /// The type of the card presented: its discount, and whether a bill of 0 is a visit.
+    card_type: CardType,
     level_position: usize,
 }
 
-fn wallet(context: &Context<'_>, txn: &RwTxn<'_>, member: &Member, card: Card, is_buyer: bool) -> Result<Wallet> {
+fn wallet(context: &Context<'_>, txn: &RwTxn<'_>, card: Card) -> Result<Wallet> {
     let (dbs, merchant, today) = (context.dbs, context.merchant, context.today());
     cards::check_usable(&card, today)?;
     let card_type = cards::card_type(context.config, &card.card_type)?;
@@ -64,25 +62,16 @@ fn wallet(context: &Context<'_>, txn: &RwTxn<'_>, member: &Member, card: Card, i
             .err()
     };
     let (principal_fen, bonus_fen) = cards::stored_value(dbs, txn, merchant, payer.card_id)?;
-    Ok(Wallet {
-        member_id: member.member_id,
-        card,
-        card_type,
-        payer,
-        payer_refusal,
-        principal_fen,
-        bonus_fen,
-        is_buyer,
-    })
+    Ok(Wallet { card, card_type, payer, payer_refusal, principal_fen, bonus_fen })
 }
 
-fn buyer(context: &Context<'_>, txn: &RwTxn<'_>, reference: &MemberRef) -> Result<Buyer> {
+/// The buyer, and the wallet of the card they presented.
+fn buyer(context: &Context<'_>, txn: &RwTxn<'_>, reference: &MemberRef) -> Result<(Buyer, Wallet)> {
     let (dbs, merchant) = (context.dbs, context.merchant);
     let (member, card) = cards::resolve(dbs, txn, merchant, Some(reference), context.now_ms)?;
-    let wallet = wallet(context, txn, &member, card, true)?;
-    let points = ledger::balance(dbs, txn, merchant, &ledger::member_points(member.member_id))?;
+    let wallet = wallet(context, txn, card)?;
     let level_position = context.config.level_position(&member.level_code)?;
-    Ok(Buyer { member, wallet, points, level_position })
+    Ok((Buyer { member, card_type: wallet.card_type.clone(), level_position }, wallet))
 }
 
 impl Wallet {
@@ -100,8 +89,7 @@ impl Wallet {
 /// A bill of 0 is allowed only for what was paid before or is given: count-card uses, a
 /// timed card's visit, a trial card's (体验卡) visit.
 fn check_list_amount(list_fen: i64, request: &CheckoutRequest, buyer: Option<&Buyer>) -> Result<i64> {
-    let visit_card =
-        |b: &Buyer| matches!(cards::kind_of(&b.wallet.card_type), CardKind::TimedCard | CardKind::TrialCard);
+    let visit_card = |b: &Buyer| matches!(cards::kind_of(&b.card_type), CardKind::TimedCard | CardKind::TrialCard);
     let prepaid = !request.uses.is_empty() || buyer.is_some_and(visit_card);
     if list_fen == 0 && prepaid {
         return Ok(0);
@@ -122,7 +110,7 @@ struct Line {
 /// of the level's and the card's.
 fn discount_bp(config: &Loaded, buyer: Option<&Buyer>) -> i32 {
     match buyer {
-        Some(b) => config.levels()[b.level_position].discount_bp.max(b.wallet.card_type.discount_bp),
+        Some(b) => config.levels()[b.level_position].discount_bp.max(b.card_type.discount_bp),
         None => 0,
     }
 }
@@ -258,9 +246,9 @@ fn redeem_points(config: &Loaded, buyer: Option<&Buyer>, points: i64, lines: &mu
     if !(1..=POINTS_MAX).contains(&points) {
         return fail(Kind::PointsInvalid, format!("points_to_redeem must be 0-{POINTS_MAX}, got {points}"));
     }
-    let Some(buyer) = buyer else {
+    if buyer.is_none() {
         return fail(Kind::PointsInvalid, "a walk-in customer has no points to redeem");
-    };
+    }
     let redemption = config.config.points_redemption.unwrap_or_default();
     if redemption.points_per_yuan == 0 {
         return fail(Kind::PointsRedemptionDisabled, "this merchant does not take points at checkout");
@@ -274,9 +262,8 @@ fn redeem_points(config: &Loaded, buyer: Option<&Buyer>, points: i64, lines: &mu
             format!("{points} points are worth {value_fen} fen; points may pay at most {cap_fen} fen of this bill"),
         );
     }
-    if points > buyer.points {
-        return fail(Kind::InsufficientPoints, format!("member has {} points, {points} asked", buyer.points));
-    }
+    // Whether the member holds them is the points batches' own check (`points::debit`),
+    // made when the member's side is settled, in this same transaction.
     for (line, share) in lines.iter_mut().zip(pricing::allocate(value_fen, &weights)) {
         line.priced.points_fen = share;
     }
@@ -295,45 +282,40 @@ fn round_bill(config: &Loaded, lines: &mut [Line]) -> i64 {
     rounding_fen
 }
 
-/// The buyer (its wallet moved to the first place of the wallets), every wallet, and per
-/// tender the index of its wallet.
-type Wallets = (Option<Buyer>, Vec<Wallet>, Vec<Option<usize>>);
-
-/// The wallet each tender draws on: the buyer's, or another member's when the tender names
-/// a payer. Returns the wallets (the buyer's first when there is one) and, per tender,
-/// the index of its wallet.
-fn wallets(context: &Context<'_>, txn: &RwTxn<'_>, buyer: Option<Buyer>, tenders: &[Tender]) -> Result<Wallets> {
-    let mut buyer = buyer;
-    let mut others: Vec<Wallet> = Vec::new();
+/// The wallet each tender draws on: the buyer's (`own`, the first wallet), or another
+/// member's when the tender names a payer. Returns every wallet and, per tender, the
+/// index of its wallet (None: no stored value can pay it).
+fn wallets(
+    context: &Context<'_>,
+    txn: &RwTxn<'_>,
+    own: Option<Wallet>,
+    tenders: &[Tender],
+) -> Result<(Vec<Wallet>, Vec<Option<usize>>)> {
+    let has_buyer = own.is_some();
+    let mut all: Vec<Wallet> = own.into_iter().collect();
     let mut of_tender = Vec::with_capacity(tenders.len());
     for tender in tenders {
         let Some(reference) = tender.payer.as_ref().filter(|_| tender.method == PaymentMethod::StoredValue as i32)
         else {
-            of_tender.push(buyer.as_ref().map(|_| 0));
+            of_tender.push(has_buyer.then_some(0));
             continue;
         };
-        if buyer.is_none() {
+        if !has_buyer {
             return fail(Kind::StoredValueNeedsMember, "a walk-in bill is not paid from members' cards");
         }
-        let (member, card) = cards::resolve(context.dbs, txn, context.merchant, Some(reference), context.now_ms)?;
-        let other = wallet(context, txn, &member, card, false)?;
-        let buyer_card = buyer.as_ref().map(|b| b.wallet.card.card_id);
-        if Some(other.card.card_id) == buyer_card {
+        let (_, card) = cards::resolve(context.dbs, txn, context.merchant, Some(reference), context.now_ms)?;
+        if card.card_id == all[0].card.card_id {
             of_tender.push(Some(0));
             continue;
         }
+        let other = wallet(context, txn, card)?;
         if !cards::holds_stored_value(&other.card_type) {
             return fail(Kind::CardKindMismatch, format!("card {} holds no stored value", other.card.card_no));
         }
-        others.push(other);
-        of_tender.push(Some(others.len()));
+        all.push(other);
+        of_tender.push(Some(all.len() - 1));
     }
-    let mut all = Vec::with_capacity(others.len() + 1);
-    if let Some(b) = buyer.as_mut() {
-        all.push(std::mem::replace(&mut b.wallet, placeholder_wallet()));
-    }
-    all.extend(others);
-    Ok((buyer, all, of_tender))
+    Ok((all, of_tender))
 }
 
 /// The card each stored-value payment drew on (0 for the other methods), for clearing.
@@ -345,19 +327,6 @@ fn payer_cards(payments: &[(usize, Payment)], of_tender: &[Option<usize>], walle
     payments.iter().map(card_of).collect()
 }
 
-fn placeholder_wallet() -> Wallet {
-    Wallet {
-        member_id: 0,
-        card: Card::default(),
-        card_type: CardType::default(),
-        payer: Card::default(),
-        payer_refusal: None,
-        principal_fen: 0,
-        bonus_fen: 0,
-        is_buyer: false,
-    }
-}
-
 pub fn checkout(
     context: &Context<'_>,
     txn: &mut RwTxn<'_>,
@@ -366,10 +335,13 @@ pub fn checkout(
     let store_code = context.config.store_code(&request.store_code)?.to_owned();
     crate::validate::staff_code(&request.staff_code)?;
     let (dbs, merchant) = (context.dbs, context.merchant);
-    let buyer = match &request.member {
-        Some(reference) => Some(buyer(context, txn, reference)?),
+    let (buyer, own_wallet) = match &request.member {
+        Some(reference) => {
+            let (buyer, wallet) = buyer(context, txn, reference)?;
+            (Some(buyer), Some(wallet))
+        }
         None if !request.uses.is_empty() => return fail(Kind::MemberRefMissing, "count-card uses need the card"),
-        None => None,
+        None => (None, None),
     };
     let mut lines = price_bill(context, txn, request, buyer.as_ref())?;
     let coupon_uses = apply_coupons(context, txn, request, buyer.as_ref(), &store_code, &mut lines)?;
@@ -378,7 +350,7 @@ pub fn checkout(
     let rounding_fen = round_bill(context.config, &mut lines);
     let to_pay_fen: i64 = lines.iter().map(|l| l.priced.due_fen()).sum();
 
-    let (buyer, mut wallets, of_tender) = wallets(context, txn, buyer, &request.tenders)?;
+    let (mut wallets, of_tender) = wallets(context, txn, own_wallet, &request.tenders)?;
     let sources: Vec<Option<Source>> = of_tender
         .iter()
         .map(|w| w.map(|index| Source { card_id: wallets[index].payer.card_id, spendable: wallets[index].spendable() }))
@@ -452,16 +424,26 @@ pub fn checkout(
         amount_fen: due_fen,
         ..Default::default()
     };
+    // Other payers' cards: a right PIN resets their count, an attached card counts its spending.
     for wallet in wallets.iter().skip(usize::from(buyer.is_some())) {
         cards::put(dbs, txn, merchant, &wallet.card)?;
     }
     if let Some(mut buyer) = buyer {
-        buyer.wallet = wallets.swap_remove(0);
+        let wallet = &mut wallets[0];
         let effects =
             BuyerEffects { points_redeemed, points_earned, due_fen, uses: &request.uses, store_code: &store_code };
-        settle_buyer(context, txn, &mut journal, &mut buyer, &effects, &mut response, &mut entry, &settlement)?;
+        settle_buyer(
+            context,
+            txn,
+            &mut journal,
+            (&mut buyer, wallet),
+            &effects,
+            &mut response,
+            &mut entry,
+            &settlement,
+        )?;
         settlement.member_id = response.member_id;
-        settlement.card_id = buyer.wallet.card.card_id;
+        settlement.card_id = wallets[0].card.card_id;
         settlement.level_before = response.level_before.clone();
         settlement.level_after = response.level_after.clone();
         settlement.lot_uses = response.lot_uses.clone();
@@ -507,7 +489,7 @@ fn settle_buyer(
     context: &Context<'_>,
     txn: &mut RwTxn<'_>,
     journal: &mut Journal,
-    buyer: &mut Buyer,
+    (buyer, wallet): (&mut Buyer, &mut Wallet),
     effects: &BuyerEffects<'_>,
     response: &mut CheckoutResponse,
     entry: &mut LedgerEntry,
@@ -515,8 +497,8 @@ fn settle_buyer(
 ) -> Result<()> {
     let (dbs, merchant) = (context.dbs, context.merchant);
     response.lot_uses =
-        crate::packages::consume(context, txn, journal, &buyer.wallet.card, effects.uses, effects.store_code)?;
-    use_trial(&mut buyer.wallet.card, &buyer.wallet.card_type)?;
+        crate::packages::consume(context, txn, journal, &wallet.card, effects.uses, effects.store_code)?;
+    use_trial(&mut wallet.card, &wallet.card_type)?;
     let id = buyer.member.member_id;
     let (earned, redeemed) = (effects.points_earned, effects.points_redeemed);
     crate::points::settle_checkout(context, txn, journal, id, redeemed, earned)?;
@@ -529,17 +511,17 @@ fn settle_buyer(
     };
     let (before, after) = transactions::upgrade(context.config, &mut buyer.member, progress)?;
     store::put_record(&dbs.members, txn, &store::key_u64(merchant, id), &buyer.member)?;
-    cards::put(dbs, txn, merchant, &buyer.wallet.card)?;
+    cards::put(dbs, txn, merchant, &wallet.card)?;
     entry.member_id = id;
-    entry.card_id = buyer.wallet.payer.card_id;
+    entry.card_id = wallet.payer.card_id;
     // A linked or group card spent another member's stored value: it is in their
     // history too (消费明细 of the primary card's holder).
     let own_stored_value_paid = settlement
         .payments
         .iter()
-        .any(|p| p.method == PaymentMethod::StoredValue as i32 && p.card_no == buyer.wallet.card.card_no);
-    if own_stored_value_paid && buyer.wallet.payer.member_id != id {
-        entry.payer_member_id = buyer.wallet.payer.member_id;
+        .any(|p| p.method == PaymentMethod::StoredValue as i32 && p.card_no == wallet.card.card_no);
+    if own_stored_value_paid && wallet.payer.member_id != id {
+        entry.payer_member_id = wallet.payer.member_id;
     }
     // Another member paid part of the bill from their card (多人收款): theirs too.
     let other_payer = settlement.payments.iter().map(|p| p.member_id).find(|&m| m != 0 && m != id);
@@ -547,7 +529,7 @@ fn settle_buyer(
         entry.payer_member_id = other_payer.unwrap_or(0);
     }
     response.member_id = id;
-    response.card_no = buyer.wallet.card.card_no.clone();
+    response.card_no = wallet.card.card_no.clone();
     response.level_upgraded = before != after;
     response.level_before = before;
     response.level_after = after;
