@@ -172,6 +172,8 @@ INVARIANTS = {
     21: "points batches hold each member's positive points balance",
 }
 
+# What the report counts: records of the first databases by kind (ledger entries and
+# their postings apart), those of the databases added since by their database's name.
 COUNT_NAMES = (
     "merchants",
     "configs",
@@ -191,19 +193,7 @@ COUNT_NAMES = (
     "follow_ups",
     "requests",
     "merchant_keys",
-    "catalog",
-    "barcodes",
-    "stock",
-    "settlements",
-    "suspended_bills",
-    "staff",
-    "card_origins",
-    "clearing_days",
-    "points_batches",
-    "coupons",
-    "coupon_codes",
-    "member_coupons",
-)
+) + DATABASE_NAMES[DATABASE_NAMES.index("catalog") :]
 
 ID_PATTERN = r"([1-9][0-9]{0,19})"
 CODE_PATTERN = r"[A-Za-z0-9_-]{1,16}"
