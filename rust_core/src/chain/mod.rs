@@ -25,13 +25,15 @@ pub fn pays_commission(config: &Loaded) -> bool {
 
 use std::collections::BTreeMap;
 
-use heed::{RoTxn, RwTxn};
+use heed::RwTxn;
 
 use crate::error::{fail, Kind};
 
 use crate::ledger::Journal;
 use crate::pricing::PricedLine;
-use crate::proto::{ChainEffect, Member, Payment, PaymentMethod, ReferralRebate, SettledLine, StoreAmount};
+use crate::proto::{
+    ChainEffect, Member, MerchantConfig, Payment, PaymentMethod, ReferralRebate, SettledLine, Staff, StoreAmount,
+};
 use crate::transactions::Context;
 use clearing::{Balance, Taken};
 use commission::Sold;
@@ -140,9 +142,24 @@ pub fn on_checkout_lines(
     bill_staff_code: &str,
     store_code: &str,
 ) -> Result<Vec<LineEffects>> {
+    // Found once for the bill: who the member's rebates go to, and each staff member named.
+    let payees = match member {
+        Some(member) => Some(referral::payees(context, txn, member)?),
+        None => None,
+    };
+    let mut staff_found: Vec<(&str, Option<Staff>)> = Vec::new();
     let mut results = Vec::with_capacity(lines.len());
     for paid in lines {
-        results.push(line_effects(context, txn, member, paid, bill_staff_code)?);
+        let staff_code = if paid.staff_code.is_empty() { bill_staff_code } else { paid.staff_code };
+        let staff = match staff_found.iter().find(|(code, _)| *code == staff_code) {
+            Some((_, staff)) => staff.clone(),
+            None => {
+                let staff = staff::for_commission(context, txn, staff_code)?;
+                staff_found.push((staff_code, staff.clone()));
+                staff
+            }
+        };
+        results.push(line_effects(&context.config.config, staff, payees.as_ref(), paid));
     }
     post_line_effects(context, txn, journal, effects, &results, store_code)?;
     Ok(results)
@@ -150,29 +167,28 @@ pub fn on_checkout_lines(
 
 /// One line's commission and rebates, computed, not posted.
 fn line_effects(
-    context: &Context<'_>,
-    txn: &RoTxn<'_>,
-    member: Option<&Member>,
+    config: &MerchantConfig,
+    staff: Option<Staff>,
+    payees: Option<&referral::Payees>,
     paid: &PaidLine<'_>,
-    bill_staff_code: &str,
-) -> Result<LineEffects> {
-    let config = &context.config.config;
+) -> LineEffects {
     let line = paid.line;
-    let staff_code = if paid.staff_code.is_empty() { bill_staff_code } else { paid.staff_code };
     let sold = Sold::Line { sku: &line.sku, category_code: &line.category_code };
     let due_fen = line.due_fen();
     let mut result = LineEffects { line_no: line.line_no, ..Default::default() };
-    if let Some(staff) = staff::for_commission(context, txn, staff_code)? {
+    if let Some(staff) = staff {
         result.commission_fen = commission::earned_fen(config, &staff, sold, due_fen, line.quantity_milli);
         if result.commission_fen != 0 {
             result.commission_staff_code = staff.code;
         }
     }
-    if let Some(member) = member {
+    if let Some(payees) = payees {
         let base_fen = if referral::base_includes_bonus(config) { due_fen } else { due_fen - paid.bonus_fen };
-        result.rebates = referral::rebates(context, txn, member, Occasion::Consumption, base_fen)?;
+        if base_fen != 0 {
+            result.rebates = payees.rebates(Occasion::Consumption, base_fen);
+        }
     }
-    Ok(result)
+    result
 }
 
 /// Posts the lines' commission per staff member and rebates per referrer.

@@ -89,6 +89,60 @@ pub fn referrers(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, member: &Member, le
     Ok(found)
 }
 
+/// Who a member's rebates go to: each referrer with their level and, for bonus rebates,
+/// the card it lands on. Found once for a bill, whatever its number of lines.
+pub struct Payees {
+    program: ReferralProgram,
+    /// (referrer, level from 1, the card of a bonus rebate)
+    referrers: Vec<(u64, i32, u64)>,
+}
+
+pub fn payees(context: &Context<'_>, txn: &RoTxn<'_>, member: &Member) -> Result<Payees> {
+    let program = context.config.config.referral.clone().unwrap_or_default();
+    let mut found = Vec::new();
+    if program.levels.is_empty() {
+        return Ok(Payees { program, referrers: found });
+    }
+    let bonus = ReferralReward::try_from(program.reward) == Ok(ReferralReward::ReferralBonus);
+    let referrers = referrers(context.dbs, txn, context.merchant, member, program.levels.len())?;
+    for (index, referrer) in referrers.iter().enumerate() {
+        let card_id = if bonus {
+            // A referrer with no card that holds stored value gets no bonus rebate.
+            let Some(card_id) = bonus_card(context, txn, referrer)? else { continue };
+            card_id
+        } else {
+            0
+        };
+        found.push((referrer.member_id, index as i32 + 1, card_id));
+    }
+    Ok(Payees { program, referrers: found })
+}
+
+impl Payees {
+    /// What each referrer gets at their level's rate of `base_fen` (not posted).
+    pub fn rebates(&self, occasion: Occasion, base_fen: i64) -> Vec<ReferralRebate> {
+        let program = &self.program;
+        let mut rebates = Vec::with_capacity(self.referrers.len());
+        for &(member_id, level, card_id) in &self.referrers {
+            let rates = &program.levels[level as usize - 1];
+            let rate_bp = match occasion {
+                Occasion::Consumption => rates.consumption_rate_bp,
+                Occasion::Recharge => rates.recharge_rate_bp,
+            };
+            let mut rebate = ReferralRebate { member_id, level, card_id, ..Default::default() };
+            if card_id != 0 {
+                rebate.bonus_fen = rebate_fen(base_fen, rate_bp);
+            } else {
+                rebate.points = rebate_points(base_fen, rate_bp, points_per_yuan(program));
+            }
+            if rebate.points != 0 || rebate.bonus_fen != 0 {
+                rebates.push(rebate);
+            }
+        }
+        rebates
+    }
+}
+
 /// What each referrer of `member` gets at their level's rate of `base_fen` (not posted).
 pub fn rebates(
     context: &Context<'_>,
@@ -97,32 +151,10 @@ pub fn rebates(
     occasion: Occasion,
     base_fen: i64,
 ) -> Result<Vec<ReferralRebate>> {
-    let program = context.config.config.referral.clone().unwrap_or_default();
-    if program.levels.is_empty() || base_fen == 0 {
+    if base_fen == 0 {
         return Ok(Vec::new());
     }
-    let referrers = referrers(context.dbs, txn, context.merchant, member, program.levels.len())?;
-    let mut rebates = Vec::with_capacity(referrers.len());
-    for (index, referrer) in referrers.iter().enumerate() {
-        let level = &program.levels[index];
-        let rate_bp = match occasion {
-            Occasion::Consumption => level.consumption_rate_bp,
-            Occasion::Recharge => level.recharge_rate_bp,
-        };
-        let mut rebate =
-            ReferralRebate { member_id: referrer.member_id, level: index as i32 + 1, ..Default::default() };
-        if ReferralReward::try_from(program.reward) == Ok(ReferralReward::ReferralBonus) {
-            let Some(card_id) = bonus_card(context, txn, referrer)? else { continue };
-            rebate.card_id = card_id;
-            rebate.bonus_fen = rebate_fen(base_fen, rate_bp);
-        } else {
-            rebate.points = rebate_points(base_fen, rate_bp, points_per_yuan(&program));
-        }
-        if rebate.points != 0 || rebate.bonus_fen != 0 {
-            rebates.push(rebate);
-        }
-    }
-    Ok(rebates)
+    Ok(payees(context, txn, member)?.rebates(occasion, base_fen))
 }
 
 /// The card a bonus rebate goes to: the referrer's default card, if it holds stored value
