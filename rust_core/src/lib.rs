@@ -3,6 +3,7 @@
 //! that knows Python exists, and `cargo test` runs everything below without it.
 
 pub mod annual_fee;
+pub mod auth;
 pub mod cards;
 pub mod catalog;
 pub mod chain;

@@ -12,7 +12,7 @@ use crate::error::{CoreError, Kind, Result};
 pub type Db = Database<'static, Bytes, Bytes>;
 
 /// Named databases; keep in step with docs/STORAGE.md.
-pub const DATABASE_NAMES: [&str; 30] = [
+pub const DATABASE_NAMES: [&str; 32] = [
     "config",
     "members",
     "phones",
@@ -43,6 +43,8 @@ pub const DATABASE_NAMES: [&str; 30] = [
     "coupons",
     "coupon_codes",
     "member_coupons",
+    "tokens",
+    "staff_tokens",
 ];
 /// Room for the databases above plus those later versions add.
 pub const DATABASES_MAX: u32 = 64;
@@ -128,6 +130,11 @@ pub struct Dbs {
     pub coupon_codes: Db,
     /// `M + u64be(member_id) + u64be(coupon_id)` → empty: a member's coupons
     pub member_coupons: Db,
+    /// `SHA-256(token text)` → TokenRecord: the one database not keyed by merchant, since
+    /// the merchant is what a token lookup finds (docs/AUTH.md)
+    pub tokens: Db,
+    /// `M + staff code + 0x00 + SHA-256(token)` → empty: a staff member's tokens
+    pub staff_tokens: Db,
 }
 
 /// Opens (creating if needed) the environment in `path` and its databases.
@@ -169,7 +176,7 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         })?
         .commit()
         .expect("never aborted");
-    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys, catalog, barcodes, stock, settlements, suspended_bills, staff, card_origins, clearing_days, points_batches, coupons, coupon_codes, member_coupons] =
+    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys, catalog, barcodes, stock, settlements, suspended_bills, staff, card_origins, clearing_days, points_batches, coupons, coupon_codes, member_coupons, tokens, staff_tokens] =
         dbs;
     let dbs = Dbs {
         config,
@@ -202,6 +209,8 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         coupons,
         coupon_codes,
         member_coupons,
+        tokens,
+        staff_tokens,
     };
     Ok((env, dbs))
 }
