@@ -22,6 +22,8 @@ if _GEN_DIR not in sys.path:
 from mms.v1 import (  # noqa: E402 (the path above must come first)
     admin_pb2,
     admin_pb2_grpc,
+    auth_pb2,
+    auth_pb2_grpc,
     card_pb2,
     card_pb2_grpc,
     catalog_pb2,
@@ -45,6 +47,8 @@ from mms.v1 import (  # noqa: E402 (the path above must come first)
 __all__ = [
     "admin_pb2",
     "admin_pb2_grpc",
+    "auth_pb2",
+    "auth_pb2_grpc",
     "card_pb2",
     "card_pb2_grpc",
     "catalog_pb2",

@@ -17,6 +17,7 @@ fn main() -> std::io::Result<()> {
         "admin",
         "records",
         "points",
+        "auth",
     ]
     .iter()
     .map(|name| root.join("mms").join("v1").join(format!("{name}.proto")))
