@@ -23,6 +23,7 @@ import datetime
 import getpass
 import json
 import os
+import stat
 import re
 import sys
 import unicodedata
@@ -92,6 +93,14 @@ DEFAULT_SERVER = "127.0.0.1:50051"
 SERVER_ENVIRONMENT_VARIABLE = "MMS_SERVER"
 DEFAULT_MERCHANT = "default"
 MERCHANT_METADATA_KEY = "mms-merchant"
+# The staff token (docs/AUTH.md section 8): from the environment or a file only nobody
+# else can read, never from a flag (flags land in shell history and `ps`).
+TOKEN_ENVIRONMENT_VARIABLE = "MMS_TOKEN"
+TOKEN_FILE_ENVIRONMENT_VARIABLE = "MMS_TOKEN_FILE"
+TOKEN_FILE_DEFAULT = "~/.config/mms/token"
+# A manager's token approving a cashier's refund above the limit or a price override.
+APPROVER_TOKEN_ENVIRONMENT_VARIABLE = "MMS_APPROVER_TOKEN"
+TERMINAL_ENVIRONMENT_VARIABLE = "MMS_TERMINAL"
 CALL_TIMEOUT_S = 10.0
 # A hot backup copies the whole environment; a big one takes longer than a request.
 BACKUP_TIMEOUT_S = 600.0
@@ -378,8 +387,9 @@ def _client_options(*, top_level: bool) -> argparse.ArgumentParser:
     group.add_argument(
         "--merchant",
         metavar="ID",
-        default=default(DEFAULT_MERCHANT),
-        help=f"merchant id 商户 (default {DEFAULT_MERCHANT!r})",
+        default=default(""),
+        help="system operator only: the merchant a maintenance run is for (staff tokens "
+        "name their own merchant)",
     )
     group.add_argument(
         "--timeout",
@@ -586,12 +596,6 @@ def _add_serve(subparsers: Any) -> None:
         type=_port,
         default=9464,
         help="Prometheus /metrics port (default 9464; 0 picks a free one)",
-    )
-    parser.add_argument(
-        "--merchant",
-        metavar="ID",
-        default=argparse.SUPPRESS,
-        help=f"merchant of calls that name none (default {DEFAULT_MERCHANT!r})",
     )
     parser.add_argument(
         "--no-sync",
@@ -1155,9 +1159,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_clearing(commands)
     _add_points(commands)
     _add_db(commands)
-    from engine import cli_sales  # item, stock, bill, refund, settlement
+    from engine import cli_auth, cli_sales  # item, stock, bill, refund, settlement; tokens
 
     cli_sales.add_commands(commands)
+    cli_auth.add_commands(commands, subparsers)
     return parser
 
 
@@ -1625,11 +1630,25 @@ class Session:
         self.merchant = merchant
         self.timeout_s = timeout_s
         self._channel: grpc.Channel | None = None
+        self._metadata: tuple[tuple[str, str], ...] | None = None
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        """What every call sends: the merchant."""
-        return ((MERCHANT_METADATA_KEY, self.merchant),)
+        """What every call sends: the staff token, and when set the approver's token, the
+        terminal and (for a system operator) the merchant. Read on the first call, so
+        that commands that call nothing need no token."""
+        if self._metadata is None:
+            metadata = [("authorization", f"Bearer {read_token()}")]
+            approver = os.environ.get(APPROVER_TOKEN_ENVIRONMENT_VARIABLE, "").strip()
+            if approver:
+                metadata.append(("mms-approver", f"Bearer {approver}"))
+            terminal = os.environ.get(TERMINAL_ENVIRONMENT_VARIABLE, "").strip()
+            if terminal:
+                metadata.append(("mms-terminal", terminal))
+            if self.merchant:
+                metadata.append((MERCHANT_METADATA_KEY, self.merchant))
+            self._metadata = tuple(metadata)
+        return self._metadata
 
     def stub(self, stub_class: type) -> Any:
         """A stub of the service on the session's channel."""
@@ -1650,6 +1669,36 @@ class Session:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+
+
+def read_token() -> str:
+    """The staff token: $MMS_TOKEN, else the file $MMS_TOKEN_FILE or ~/.config/mms/token,
+    which must be a regular file of ours that nobody else can read."""
+    token = os.environ.get(TOKEN_ENVIRONMENT_VARIABLE, "").strip()
+    if token:
+        return token
+    path = os.path.expanduser(os.environ.get(TOKEN_FILE_ENVIRONMENT_VARIABLE) or TOKEN_FILE_DEFAULT)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise UsageError(
+            f"no staff token: set ${TOKEN_ENVIRONMENT_VARIABLE} or write it to {path} (chmod 600); "
+            "a merchant's first one comes from `mms auth bootstrap` on the server machine"
+        ) from None
+    except OSError as error:
+        raise UsageError(f"token file {path}: {error.strerror}") from None
+    with os.fdopen(descriptor, encoding="ascii", errors="replace") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(f"token file {path}: not a regular file")
+        if info.st_uid != os.getuid():
+            raise UsageError(f"token file {path}: owned by uid {info.st_uid}, not by this user")
+        if info.st_mode & 0o077:
+            raise UsageError(f"token file {path}: others may read it; chmod 600 {path}")
+        token = file.read(4096).strip()
+    if not token:
+        raise UsageError(f"token file {path} is empty")
+    return token
 
 
 def _session(args: argparse.Namespace) -> Session:
@@ -2331,7 +2380,6 @@ def _serve_until_stopped(server: Any, args: argparse.Namespace) -> int:
         data_dir=args.data,
         listen=args.listen,
         metrics_port=args.metrics_port,
-        default_merchant=args.merchant,
         durable=not args.no_sync,
         clock_file=args.clock_file,
     )

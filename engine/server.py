@@ -15,17 +15,17 @@ from concurrent import futures
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from grpc_status import rpc_status
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from engine._core import Core, CoreError
+from engine.auth import DENIAL_STATUSES, AuthInterceptor, current_actor, denial_counter
+from engine.errors import REPLAYED_METADATA, abort_with_core_error
 from engine.metrics import CoreCollector, GrpcMetrics, MetricsInterceptor
 from engine.proto import (
     admin_pb2,
+    auth_pb2,
     card_pb2,
     catalog_pb2,
     chain_pb2,
@@ -36,12 +36,6 @@ from engine.proto import (
     transaction_pb2,
 )
 
-ERROR_DOMAIN = "mms.v1"
-MERCHANT_METADATA_KEY = "mms-merchant"
-# Trailing metadata on an answer (or error) that is the first answer to an earlier request
-# with the same request_id, given again: the retry changed nothing.
-REPLAYED_METADATA = ("mms-replayed", "1")
-DEFAULT_MERCHANT = "default"
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_METRICS_PORT = 9464
 WORKERS_DEFAULT = 64
@@ -65,63 +59,32 @@ CORE_SERVICES = (
     chain_pb2.DESCRIPTOR.services_by_name["ChainService"],
     points_pb2.DESCRIPTOR.services_by_name["PointsService"],
     coupon_pb2.DESCRIPTOR.services_by_name["CouponService"],
+    auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
+    auth_pb2.DESCRIPTOR.services_by_name["AuditService"],
 )
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"]
-
-_STATUS_CODES = {code.name: code for code in grpc.StatusCode}
-
-
-class _Status(grpc.Status):
-    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: tuple) -> None:
-        self.code = code
-        self.details = details
-        self.trailing_metadata = trailing_metadata
-
-
-def abort_with_core_error(context: grpc.ServicerContext, error: CoreError) -> None:
-    """Ends the RPC with the error's status, its reason as a google.rpc.ErrorInfo, and the
-    replay mark when it is the first answer to the same request_id given again."""
-    code = _STATUS_CODES.get(error.status, grpc.StatusCode.INTERNAL)
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)
-    detail = any_pb2.Any()
-    detail.Pack(info)
-    status = rpc_status.to_status(
-        status_pb2.Status(code=code.value[0], message=error.message, details=[detail])
-    )
-    trailing = tuple(status.trailing_metadata)
-    if getattr(error, "replayed", False):
-        trailing += (REPLAYED_METADATA,)
-    context.abort_with_status(_Status(status.code, status.details, trailing))
-
-
-def _merchant(context: grpc.ServicerContext, default_merchant: str) -> str:
-    # Until staff tokens exist, the merchant is named in metadata (see README: Security).
-    for key, value in context.invocation_metadata():
-        if key == MERCHANT_METADATA_KEY:
-            return value
-    return default_merchant
-
 
 def _core_handler(
     core: Core,
     method: Any,
-    default_merchant: str,
     on_core_down: Callable[[], None],
     replays: Counter,
+    denied: Counter,
 ) -> grpc.RpcMethodHandler:
-    full_name = f"/{method.containing_service.full_name}/{method.name}"
-    replayed_here = replays.labels(method.containing_service.full_name, method.name)
+    service_name = method.containing_service.full_name
+    full_name = f"/{service_name}/{method.name}"
+    replayed_here = replays.labels(service_name, method.name)
 
     def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
         try:
-            response, replayed = core.submit(
-                full_name, _merchant(context, default_merchant), request
-            )
+            response, replayed = core.submit(full_name, current_actor(), request)
         except CoreError as error:
             if error.reason == CORE_DOWN_REASON:
                 on_core_down()
             if error.replayed:
                 replayed_here.inc()
+            if error.status in DENIAL_STATUSES:
+                denied.labels(service_name, method.name, error.reason.lower()).inc()
             abort_with_core_error(context, error)
             raise AssertionError("abort returns only by raising") from error
         if replayed:
@@ -151,12 +114,12 @@ def _backup_handler(core: Core) -> grpc.RpcMethodHandler:
 
 
 def _generic_handlers(
-    core: Core, default_merchant: str, on_core_down: Callable[[], None], replays: Counter
+    core: Core, on_core_down: Callable[[], None], replays: Counter, denied: Counter
 ) -> list[grpc.GenericRpcHandler]:
     handlers = []
     for service in CORE_SERVICES:
         methods = {
-            method.name: _core_handler(core, method, default_merchant, on_core_down, replays)
+            method.name: _core_handler(core, method, on_core_down, replays, denied)
             for method in service.methods
         }
         handlers.append(grpc.method_handlers_generic_handler(service.full_name, methods))
@@ -170,10 +133,10 @@ def create_server(
     address: str,
     *,
     registry: CollectorRegistry,
-    default_merchant: str = DEFAULT_MERCHANT,
     workers: int = WORKERS_DEFAULT,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """Builds the server (not started). Returns it, the bound port and its health servicer."""
+    denied = denial_counter(registry)
     options = [
         ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
         ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
@@ -181,7 +144,8 @@ def create_server(
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mms-grpc"),
-        interceptors=[MetricsInterceptor(GrpcMetrics(registry))],
+        # Metrics outermost, so calls the auth interceptor refuses are counted too.
+        interceptors=[MetricsInterceptor(GrpcMetrics(registry)), AuthInterceptor(core, denied)],
         options=options,
         maximum_concurrent_rpcs=CONCURRENT_RPCS_MAX,
     )
@@ -203,7 +167,7 @@ def create_server(
         ["grpc_service", "grpc_method"],
         registry=registry,
     )
-    handlers = _generic_handlers(core, default_merchant, on_core_down, replays)
+    handlers = _generic_handlers(core, on_core_down, replays, denied)
     server.add_generic_rpc_handlers(handlers)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     set_health(health_pb2.HealthCheckResponse.SERVING)
@@ -231,7 +195,6 @@ def serve(
     data_dir: str = "./data",
     listen: str = DEFAULT_LISTEN,
     metrics_port: int = DEFAULT_METRICS_PORT,
-    default_merchant: str = DEFAULT_MERCHANT,
     durable: bool = True,
     workers: int = WORKERS_DEFAULT,
     clock_file: str | None = None,
@@ -246,7 +209,7 @@ def serve(
     registry = CollectorRegistry()
     registry.register(CoreCollector(core))
     server, port, health_servicer = create_server(
-        core, listen, registry=registry, default_merchant=default_merchant, workers=workers
+        core, listen, registry=registry, workers=workers
     )
     host = listen.rpartition(":")[0] or "127.0.0.1"
     metrics_server, _ = start_http_server(metrics_port, addr=host.strip("[]"), registry=registry)

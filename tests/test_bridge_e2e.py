@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from client import DEMO_CONFIG, Client
-from conftest import REPO, RunningServer
+from conftest import REPO, RunningServer, token_file_for
 from engine.proto import (
     catalog_pb2,
     catalog_pb2_grpc,
@@ -278,7 +278,8 @@ def shop(shared_server: RunningServer):
 def write_config(folder: Path, counter: Counter, merchant: str, engine: str, **extra: str) -> Path:
     sections = {
         "terminal": f'id = "T01"\nstore = "S001"\ncashier = "C007"\nstate_dir = "{folder / "state"}"',
-        "engine": f'address = "{engine}"\nmerchant = "{merchant}"\ntimeout_s = 10',
+        "engine": f'address = "{engine}"\nmerchant = "{merchant}"\ntimeout_s = 10\n'
+        f'token_file = "{token_file_for(folder, merchant)}"',
         "card_reader": f'port = "{counter.reader.path}"\nreconnect_interval_s = 0.1\nframe_gap_s = 10.0',
         "scanner": f'port = "{counter.scanner.path}"\nreconnect_interval_s = 0.1',
         "printer": f'port = "{counter.printer_port.path}"\nreconnect_interval_s = 0.1\nstatus_timeout_s = 10.0',

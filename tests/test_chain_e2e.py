@@ -6,6 +6,7 @@ restart."""
 from __future__ import annotations
 
 import datetime
+import os
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ import grpc
 import pytest
 
 from client import TIMEOUT_S, Client, error_reason, take_rest
-from conftest import REPO, RunningServer
+from conftest import REPO, RunningServer, token_env
 from engine.proto import chain_pb2, chain_pb2_grpc, common_pb2, config_pb2, transaction_pb2
 
 PM = common_pb2.PaymentMethod
@@ -134,7 +135,7 @@ def test_clearing_matrix_commission_and_referral_after_cross_store_spending(
         assert chain.matrix(day, day, store="B") == [("B", "C", 2_001)]
         assert chain.matrix("2001-01-01", "2001-12-31") == []
         # Commission: S1 ¥2 for the recharge + 5% of ¥10 cash; M1 10% of ¥120.01.
-        assert chain.commission() == {"M1": 1_200, "S1": 200 + 50}
+        assert chain.commission() == {"M1": 1_200, "S1": 200 + 50, "admin": 0}
         # Referral: the member (level 1) gets 1% of ¥100 + ¥50 recharged = 150 points, 10% of
         # ¥120.01 + ¥10 = 1,200 + 100 points; the referrer (level 2) 5% of them: 600 + 50.
         assert chain.points("13900000002") == 100 + 50 + 1_200 + 100
@@ -152,10 +153,11 @@ def test_clearing_matrix_commission_and_referral_after_cross_store_spending(
     with server.channel() as channel:
         chain = Chain(channel)
         assert chain.matrix(day, day) == expected
-        assert chain.commission() == {"M1": 1_200, "S1": 250}
+        assert chain.commission() == {"M1": 1_200, "S1": 250, "admin": 0}
         result = subprocess.run(
             [sys.executable, "-m", "engine", "clearing", "--from", day, "--to", day]
             + ["--server", server.address, "--merchant", "chain"],
+            env={**os.environ, **token_env(server.address, ["--merchant", "chain"])},
             capture_output=True,
             text=True,
             encoding="utf-8",
@@ -181,4 +183,4 @@ def test_staff_are_registered_and_listed(server: RunningServer) -> None:
         with pytest.raises(grpc.RpcError) as refused:
             chain.staff("bad code", chain_pb2.CASHIER)
         assert error_reason(refused.value) == "TEXT_INVALID"
-        assert chain.commission() == {"S9": 0}
+        assert chain.commission() == {"S9": 0, "admin": 0}

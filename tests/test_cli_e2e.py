@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from conftest import RunningServer
+from conftest import RunningServer, acting_as, token_env
 from engine import cli
 from engine.config_file import load_config, loads_config
 
@@ -59,7 +59,7 @@ def mms(
         text=True,
         encoding="utf-8",
         timeout=COMMAND_TIMEOUT_S,
-        env={**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})},
+        env={**os.environ, **token_env(address, argv), "PYTHONIOENCODING": "utf-8", **(env or {})},
     )
     assert result.returncode == expect, (argv, result.stdout, result.stderr)
     return result
@@ -263,10 +263,12 @@ def into_a_closed_pipe(*argv: str) -> subprocess.CompletedProcess[str]:
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
+        address = argv[argv.index("--server") + 1] if "--server" in argv else ""
         return subprocess.run(
             [sys.executable, "-m", "engine", *argv],
             check=False,
             cwd=REPO,
+            env={**os.environ, **token_env(address, argv)},
             stdout=write_end,
             stderr=subprocess.PIPE,
             text=True,
@@ -564,7 +566,8 @@ class Merchant:
     def mms(self, *argv: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
         full = [*argv, "--server", self.address, "--merchant", self.merchant_id]
         self.capsys.readouterr()
-        code = cli.main(full)
+        with acting_as(self.address, self.merchant_id):
+            code = cli.main(full)
         out, err = self.capsys.readouterr()
         assert code == expect, (argv, out, err)
         return subprocess.CompletedProcess(full, code, out, err)
@@ -917,7 +920,8 @@ def test_card_issue_loss_and_unloss_output(
     events = table(merchant.mms("card", "events", CARD).stdout)
     assert events[0] == ["SEQ", "TIME", "ACTION", "STAFF", "LEDGER", "REQUEST"]
     assert [(row[2], row[3]) for row in events[1:]] == [
-        ("CANCEL_LOSS 解挂: lost 挂失 → active 正常", "-"),
+        # Who cancelled the loss: the staff member of the token (the merchant's admin).
+        ("CANCEL_LOSS 解挂: lost 挂失 → active 正常", "admin"),
         ("REPORT_LOSS 挂失: active 正常 → lost 挂失 (顾客挂失)", "A01"),
         ("ISSUE 售卡: - → active 正常 (issued with the registration, no fee)", "-"),
     ]

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from test_cli_e2e import EXAMPLE, fields, mms, table
 
-from conftest import RunningServer
+from conftest import RunningServer, acting_as, token_env
 from engine import cli
 from engine.config_file import load_config_and_items, loads_config_and_items
 
@@ -41,7 +41,8 @@ class Merchant:
     def mms(self, *argv: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
         full = [*argv, "--server", self.address, "--merchant", self.merchant_id]
         self.capsys.readouterr()
-        code = cli.main(full)
+        with acting_as(self.address, self.merchant_id):
+            code = cli.main(full)
         out, err = self.capsys.readouterr()
         assert code == expect, (argv, out, err)
         return subprocess.CompletedProcess(full, code, out, err)

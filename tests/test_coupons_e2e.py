@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from client import TIMEOUT_S, Client, error_reason, take_rest
-from conftest import RunningServer
+from conftest import RunningServer, acting_as
 from engine import audit
 from engine.proto import (
     admin_pb2,
@@ -500,7 +500,8 @@ def test_the_cli_issues_lists_redeems_and_voids(
 
     def mms(*argv: str, expect: int = 0) -> tuple[str, str]:
         capsys.readouterr()
-        code = cli.main([*argv, "--server", shared_server.address, "--merchant", "coupons-cli"])
+        with acting_as(shared_server.address, "coupons-cli"):
+            code = cli.main([*argv, "--server", shared_server.address, "--merchant", "coupons-cli"])
         out, err = capsys.readouterr()
         assert code == expect, (argv, out, err)
         return out, err

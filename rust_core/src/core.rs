@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use heed::{CompactionOption, Env, RwTxn, WithoutTls};
 
+use crate::auth::{self, Actor};
 use crate::config::Cache;
 use crate::dispatch::{self, Body, Decoded, Method};
 use crate::error::{fail, CoreError, Kind, Result};
@@ -179,8 +180,19 @@ enum CardRef<'a> {
     PrimaryOf(&'a str),
 }
 
+/// What a caller presents (docs/AUTH.md section 5): the bearer token, a manager's token
+/// approving a limit (empty = none), the terminal, the method, and for a system operator
+/// the merchant its maintenance runs for.
+pub struct Credentials<'a> {
+    pub token: &'a str,
+    pub approver_token: &'a str,
+    pub terminal_id: &'a str,
+    pub method_name: &'a str,
+    pub operator_merchant: &'a str,
+}
+
 struct Job {
-    merchant: String,
+    actor: Actor,
     decoded: Decoded,
     reply: SyncSender<Answer>,
 }
@@ -242,30 +254,78 @@ impl Core {
         }
     }
 
+    /// Who presents `token` (and `approver_token`, a manager's, when given), and whether
+    /// their role may call `method_name` at all (docs/AUTH.md section 5). A system
+    /// operator's token names no merchant: `operator_merchant` says which one its
+    /// maintenance runs for. Reads only; the writer checks the token again.
+    pub fn authenticate(&self, request: &Credentials<'_>) -> Result<Actor> {
+        let method = Method::from_name(request.method_name)?;
+        let shared = self.shared()?;
+        let _no_resize = shared.resize_lock.read().expect("lock");
+        let txn = shared.env.read_txn()?;
+        let now_ms = shared.clock.now_ms();
+        let mut actor = auth::authenticate(&shared.dbs, &txn, request.token, request.terminal_id, now_ms)?;
+        if !auth::policy::role_allows(actor.role, method) {
+            return fail(
+                Kind::RoleNotAllowed,
+                format!("a {} may not call {}", actor.role.as_str_name(), method.full_name()),
+            );
+        }
+        if actor.scope == auth::Scope::Server && auth::policy::operator_names_merchant(method) {
+            validate::merchant_id(request.operator_merchant)?;
+            actor.merchant = request.operator_merchant.to_owned();
+        }
+        if !request.approver_token.is_empty() {
+            let approver = auth::authenticate(&shared.dbs, &txn, request.approver_token, request.terminal_id, now_ms)
+                .map_err(|e| CoreError::new(Kind::ApproverInvalid, format!("the approver's token: {}", e.message)))?;
+            if approver.merchant != actor.merchant || !approver.is_manager() {
+                return fail(Kind::ApproverInvalid, "the approver must be a manager of the same merchant");
+            }
+            actor.approver = Some(Box::new(approver));
+        }
+        Ok(actor)
+    }
+
+    /// Creates a merchant's first head office admin, or a system operator, and issues its
+    /// token (`mms auth bootstrap`, on the server machine).
+    pub fn bootstrap(&self, request: &auth::service::Bootstrap<'_>) -> Result<crate::proto::IssueTokenResponse> {
+        let shared = self.shared()?;
+        let _no_resize = shared.resize_lock.read().expect("lock");
+        let mut txn = shared.env.write_txn()?;
+        let response = auth::service::bootstrap(&shared.dbs, &mut txn, request, shared.clock.now_ms())?;
+        txn.commit()?;
+        Ok(response)
+    }
+
     /// Runs a mutating request through the writer; answers after its batch is durable.
-    pub fn submit(&self, method_name: &str, merchant: &str, request: &[u8]) -> Result<Vec<u8>> {
-        self.submit_answer(method_name, merchant, request).result
+    pub fn submit(&self, method_name: &str, actor: &Actor, request: &[u8]) -> Result<Vec<u8>> {
+        self.submit_answer(method_name, actor, request).result
     }
 
     /// `submit`, telling also whether the answer was given before to the same request_id.
-    pub fn submit_answer(&self, method_name: &str, merchant: &str, request: &[u8]) -> Answer {
+    pub fn submit_answer(&self, method_name: &str, actor: &Actor, request: &[u8]) -> Answer {
         let method = match Method::from_name(method_name) {
             Ok(method) => method,
             Err(error) => return Answer::new(Err(error)),
         };
         if !method.is_mutation() {
-            return Answer::new(self.query(method_name, merchant, request));
+            return Answer::new(self.query(method_name, actor, request));
         }
-        match self.prepare(method, merchant, request) {
-            Ok(decoded) => self.run_in_writer(merchant, decoded),
+        match self.prepare(method, actor, request) {
+            Ok(decoded) => self.run_in_writer(actor, decoded),
             Err(error) => Answer::new(Err(error)),
         }
     }
 
     /// Decodes and checks a mutating request on the caller's thread, hashing its PINs.
-    fn prepare(&self, method: Method, merchant: &str, request: &[u8]) -> Result<Decoded> {
+    fn prepare(&self, method: Method, actor: &Actor, request: &[u8]) -> Result<Decoded> {
+        let merchant = actor.merchant.as_str();
         validate::merchant_id(merchant)?;
+        if actor.scope != auth::Scope::Local && !auth::policy::role_allows(actor.role, method) {
+            return fail(Kind::RoleNotAllowed, format!("a {} may not call {}", actor.role.as_str_name(), method.full_name()));
+        }
         let mut decoded = dispatch::decode(method, request)?;
+        auth::policy::fill_in(actor, &mut decoded.body);
         decoded.pin = self.check_pin(merchant, &decoded)?;
         decoded.payer_pins = self.check_payer_pins(merchant, &decoded)?;
         decoded.new_pin = match &decoded.body {
@@ -276,13 +336,13 @@ impl Core {
         Ok(decoded)
     }
 
-    fn run_in_writer(&self, merchant: &str, decoded: Decoded) -> Answer {
+    fn run_in_writer(&self, actor: &Actor, decoded: Decoded) -> Answer {
         let sender = match &*self.sender.lock().expect("lock") {
             Some(sender) => sender.clone(),
             None => return Answer::new(fail(Kind::ShuttingDown, "the engine is shutting down")),
         };
         let (reply, answer) = mpsc::sync_channel(1);
-        let job = Job { merchant: merchant.to_owned(), decoded, reply };
+        let job = Job { actor: actor.clone(), decoded, reply };
         match sender.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -378,13 +438,18 @@ impl Core {
     }
 
     /// Runs a read on this thread, without waiting for the writer.
-    pub fn query(&self, method_name: &str, merchant: &str, request: &[u8]) -> Result<Vec<u8>> {
+    pub fn query(&self, method_name: &str, actor: &Actor, request: &[u8]) -> Result<Vec<u8>> {
         let method = Method::from_name(method_name)?;
-        validate::merchant_id(merchant)?;
+        if actor.scope != auth::Scope::Server {
+            validate::merchant_id(&actor.merchant)?;
+        }
+        if actor.scope != auth::Scope::Local && !auth::policy::role_allows(actor.role, method) {
+            return fail(Kind::RoleNotAllowed, format!("a {} may not call {}", actor.role.as_str_name(), method.full_name()));
+        }
         let shared = self.shared()?;
         let _no_resize = shared.resize_lock.read().expect("lock");
         let txn = shared.env.read_txn()?;
-        dispatch::query(&shared.dbs, &txn, merchant, method, request, shared.clock.now_ms())
+        dispatch::query(&shared.dbs, &txn, actor, method, request, shared.clock.now_ms())
     }
 
     /// A compacting copy of the environment into `destination_dir/data.mdb`, taken in a
@@ -564,7 +629,8 @@ fn run_batch(shared: &Shared, cache: &mut Cache, batch: &[Job]) -> Result<Vec<An
     let mut answers = Vec::with_capacity(batch.len());
     for job in batch {
         let now_ms = shared.clock.now_ms();
-        let answer = match dispatch::replay(dbs, &txn, &job.merchant, &job.decoded) {
+        let checked = crate::auth::still_valid(dbs, &txn, &job.actor, now_ms);
+        let answer = match checked.and_then(|()| dispatch::replay(dbs, &txn, &job.actor.merchant, &job.decoded)) {
             Ok(Some(first_answer)) => Answer { result: first_answer, replayed: true },
             Err(error) => Answer::new(Err(error)),
             Ok(None) => Answer::new(run_one(shared, cache, &mut txn, job, now_ms)?),
@@ -579,7 +645,7 @@ fn run_batch(shared: &Shared, cache: &mut Cache, batch: &[Job]) -> Result<Vec<An
 fn run_one(shared: &Shared, cache: &mut Cache, txn: &mut RwTxn<'_>, job: &Job, now_ms: i64) -> Result<Result<Vec<u8>>> {
     let dbs = &shared.dbs;
     let mut nested = shared.env.nested_write_txn(txn)?;
-    let mut writer = dispatch::Writer { env: &shared.env, dbs, cache, merchant: &job.merchant, now_ms };
+    let mut writer = dispatch::Writer { env: &shared.env, dbs, cache, actor: &job.actor, now_ms };
     let error = match dispatch::execute(&mut writer, &mut nested, &job.decoded) {
         Ok(response) => {
             nested.commit()?;
@@ -601,13 +667,14 @@ fn run_one(shared: &Shared, cache: &mut Cache, txn: &mut RwTxn<'_>, job: &Job, n
     let wrong = job.decoded.pin.iter().chain(&job.decoded.payer_pins).find(|check| !check.correct);
     let error = match (wrong, error.kind) {
         (Some(check), Kind::WrongPin) => {
-            let config = cache.get(dbs, txn, &job.merchant)?;
+            let merchant = &job.actor.merchant;
+            let config = cache.get(dbs, txn, merchant)?;
             let request_id = &job.decoded.request_id;
-            crate::lifecycle::record_wrong_pin(dbs, txn, &job.merchant, &config, check.card_id, request_id, now_ms)?
+            crate::lifecycle::record_wrong_pin(dbs, txn, merchant, &config, check.card_id, request_id, now_ms)?
         }
         _ => error,
     };
-    match dispatch::record_failure(dbs, txn, &job.merchant, now_ms, &job.decoded, &error) {
+    match dispatch::record_failure(dbs, txn, &job.actor.merchant, now_ms, &job.decoded, &error) {
         Ok(()) => Ok(Err(error)),
         // Only a fault of the store aborts the batch; a record that cannot be kept for
         // any other reason leaves this refusal unrecorded, and the others go on.

@@ -10,6 +10,7 @@ use crate::pin::PinCheck;
 use crate::proto::*;
 use crate::store::{self, Dbs};
 use crate::transactions::{self, Context};
+use crate::auth::{self, audit, policy, Actor};
 use crate::{
     catalog, chain, coupons, lifecycle, member_code, members, packages, points, profiles, refund, settle, suspended,
     validate,
@@ -93,6 +94,8 @@ methods! {
         RunPointsExpiry: RunPointsExpiryRequest => "/mms.v1.PointsService/RunPointsExpiry",
         IssueCoupons: IssueCouponsRequest => "/mms.v1.CouponService/IssueCoupons",
         VoidCoupon: VoidCouponRequest => "/mms.v1.CouponService/VoidCoupon",
+        IssueToken: IssueTokenRequest => "/mms.v1.AuthService/IssueToken",
+        RevokeToken: RevokeTokenRequest => "/mms.v1.AuthService/RevokeToken",
     }
     reads {
         GetConfig => "/mms.v1.ConfigService/GetConfig",
@@ -113,6 +116,11 @@ methods! {
         ListPointsBatches => "/mms.v1.PointsService/ListPointsBatches",
         ListCoupons => "/mms.v1.CouponService/ListCoupons",
         GetCoupon => "/mms.v1.CouponService/GetCoupon",
+        ListTokens => "/mms.v1.AuthService/ListTokens",
+        WhoAmI => "/mms.v1.AuthService/WhoAmI",
+        ListAudit => "/mms.v1.AuditService/ListAudit",
+        // Served by the Python front (a copy of the environment), listed for the role table.
+        Backup => "/mms.v1.AdminService/Backup",
     }
 }
 
@@ -144,6 +152,8 @@ impl ScrubSecrets for AdjustPointsRequest {}
 impl ScrubSecrets for RunPointsExpiryRequest {}
 impl ScrubSecrets for IssueCouponsRequest {}
 impl ScrubSecrets for VoidCouponRequest {}
+impl ScrubSecrets for IssueTokenRequest {}
+impl ScrubSecrets for RevokeTokenRequest {}
 
 impl ScrubSecrets for CheckoutRequest {
     fn scrub_secrets(&mut self) {
@@ -269,20 +279,24 @@ pub struct Writer<'a> {
     pub env: &'a Env<WithoutTls>,
     pub dbs: &'a Dbs,
     pub cache: &'a mut Cache,
-    pub merchant: &'a str,
+    pub actor: &'a Actor,
     pub now_ms: i64,
 }
 
 /// Runs a decoded request. On success the request record is written in the same
 /// transaction as the effects; the caller records deterministic failures itself.
 pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) -> Result<Vec<u8>> {
-    let (dbs, merchant, now_ms) = (writer.dbs, writer.merchant, writer.now_ms);
+    let (dbs, actor, now_ms) = (writer.dbs, writer.actor, writer.now_ms);
+    let merchant = actor.merchant.as_str();
     if let Body::ApplyConfig(request) = &decoded.body {
         let response = config::apply(dbs, txn, merchant, request.clone(), now_ms)?;
         writer.cache.stage(merchant, response.config.clone().expect("apply returns the config"));
-        return finish(dbs, txn, merchant, now_ms, decoded, response.encode_to_vec(), 0);
+        let response = response.encode_to_vec();
+        audit::record(dbs, txn, actor, decoded, &response, 0, now_ms)?;
+        return finish(dbs, txn, merchant, now_ms, decoded, response, 0);
     }
     let loaded = writer.cache.get(dbs, txn, merchant)?;
+    policy::check_mutation(dbs, txn, &loaded, actor, &decoded.body)?;
     let context = Context {
         dbs,
         merchant,
@@ -291,6 +305,7 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
         pin: decoded.pin.as_ref(),
         new_pin: decoded.new_pin.as_ref(),
         payer_pins: &decoded.payer_pins,
+        price_override: policy::may_override_price(actor, &loaded, &decoded.body),
     };
     let (response, seq) = match &decoded.body {
         Body::ApplyConfig(_) => unreachable!("handled above"),
@@ -316,13 +331,34 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
         Body::RefundPackage(r) => encoded(packages::refund(&context, txn, r)?),
         Body::RunCardMaintenance(r) => (maintenance(writer.env, &context, txn, r)?.encode_to_vec(), 0),
         Body::SetSpendingLimit(r) => encoded(lifecycle::set_spending_limit(&context, txn, r)?),
-        Body::UpsertStaff(r) => (chain::staff::upsert(&context, txn, r)?.encode_to_vec(), 0),
+        Body::UpsertStaff(r) => (upsert_staff(&context, txn, r)?.encode_to_vec(), 0),
         Body::AdjustPoints(r) => encoded(points::service::adjust(&context, txn, r)?),
         Body::RunPointsExpiry(r) => (points::service::run_expiry(&context, txn, r)?.encode_to_vec(), 0),
         Body::IssueCoupons(r) => encoded(coupons::issue(&context, txn, r)?),
         Body::VoidCoupon(r) => encoded(coupons::void(&context, txn, r)?),
+        Body::IssueToken(r) => {
+            let response = auth::service::issue(dbs, txn, &loaded, actor, r, now_ms)?;
+            // The token is in this answer only: the answer kept for retries has it blanked.
+            let kept = IssueTokenResponse { token: String::new(), ..response.clone() };
+            audit::record(dbs, txn, actor, decoded, &[], 0, now_ms)?;
+            finish(dbs, txn, merchant, now_ms, decoded, kept.encode_to_vec(), 0)?;
+            return Ok(response.encode_to_vec());
+        }
+        Body::RevokeToken(r) => (auth::service::revoke(dbs, txn, &loaded, actor, r, now_ms)?.encode_to_vec(), 0),
     };
+    policy::check_outcome(&loaded, actor, &decoded.body, &response)?;
+    audit::record(dbs, txn, actor, decoded, &response, seq, now_ms)?;
     finish(dbs, txn, merchant, now_ms, decoded, response, seq)
+}
+
+/// A staff change; disabling someone revokes every token they hold, in the same
+/// transaction.
+fn upsert_staff(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &UpsertStaffRequest) -> Result<UpsertStaffResponse> {
+    let response = chain::staff::upsert(context, txn, request)?;
+    if let Some(staff) = response.staff.as_ref().filter(|s| !s.active) {
+        auth::tokens::revoke_all_of(context.dbs, txn, context.merchant, &staff.code, context.now_ms)?;
+    }
+    Ok(response)
 }
 
 /// A registration, with the coupons the merchant gives new members (not on import: an
@@ -526,7 +562,14 @@ pub fn record_failure(
 
 /// Serves a read on the caller's thread; `now_ms` says which day and time it is (which
 /// count-card lots are still usable, whether a member code has expired).
-pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, method: Method, bytes: &[u8], now_ms: i64) -> Result<Vec<u8>> {
+pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, actor: &Actor, method: Method, bytes: &[u8], now_ms: i64) -> Result<Vec<u8>> {
+    let merchant = actor.merchant.as_str();
+    if actor.scope == auth::Scope::Server {
+        return match method {
+            Method::WhoAmI => Ok(auth::service::who_am_i(actor).encode_to_vec()),
+            _ => fail(Kind::RoleNotAllowed, format!("a system operator does not call {}", method.full_name())),
+        };
+    }
     Ok(match method {
         Method::GetConfig => {
             let _: GetConfigRequest = decode_as(bytes)?;
@@ -541,21 +584,78 @@ pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, method: Method, bytes: 
         Method::IssueMemberCode => member_code::issue(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec(),
         Method::GetCard => lifecycle::get_card(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
         Method::ListCardEvents => lifecycle::card_events(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
-        Method::GetItem => catalog::get_item(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        Method::GetItem => {
+            let request: GetItemRequest = decode_as(bytes)?;
+            stock_in_scope(dbs, txn, actor, &request.store_code)?;
+            catalog::get_item(dbs, txn, merchant, request)?.encode_to_vec()
+        }
         Method::ListItems => catalog::list_items(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
-        Method::ListSuspendedBills => suspended::list(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        Method::ListSuspendedBills => {
+            let mut request: ListSuspendedBillsRequest = decode_as(bytes)?;
+            scoped_filter(dbs, txn, actor, &mut request.store_code)?;
+            suspended::list(dbs, txn, merchant, request)?.encode_to_vec()
+        }
         Method::GetSettlement => {
             let request: GetSettlementRequest = decode_as(bytes)?;
             let settlement = settle::settlement(dbs, txn, merchant, request.seq)?;
+            if !matches!(actor.scope, auth::Scope::Merchant | auth::Scope::Local) {
+                let config = config::read(dbs, txn, merchant)?;
+                if !actor.covers_store(&config, &settlement.store_code) {
+                    return fail(Kind::OutOfScope, format!("settlement {} is of store {}", request.seq, settlement.store_code));
+                }
+            }
             GetSettlementResponse { settlement: Some(settlement) }.encode_to_vec()
         }
-        Method::ListStaff => chain::staff::list(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
-        Method::GetClearingMatrix => chain::clearing::matrix(dbs, txn, merchant, decode_as(bytes)?)?.encode_to_vec(),
+        Method::ListStaff => {
+            let mut request: ListStaffRequest = decode_as(bytes)?;
+            scoped_filter(dbs, txn, actor, &mut request.store_code)?;
+            chain::staff::list(dbs, txn, merchant, request)?.encode_to_vec()
+        }
+        Method::GetClearingMatrix => {
+            let mut request: GetClearingMatrixRequest = decode_as(bytes)?;
+            scoped_filter(dbs, txn, actor, &mut request.store_code)?;
+            chain::clearing::matrix(dbs, txn, merchant, request)?.encode_to_vec()
+        }
         Method::ListPointsBatches => {
             points::service::list(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec()
         }
         Method::ListCoupons => coupons::list(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec(),
         Method::GetCoupon => coupons::get_by_code(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec(),
+        Method::WhoAmI => {
+            let _: WhoAmIRequest = decode_as(bytes)?;
+            auth::service::who_am_i(actor).encode_to_vec()
+        }
+        Method::ListTokens => {
+            let loaded = config::Loaded::new(config::read(dbs, txn, merchant)?);
+            auth::service::list(dbs, txn, &loaded, actor, &decode_as(bytes)?, now_ms)?.encode_to_vec()
+        }
+        Method::ListAudit => {
+            let config = config::read(dbs, txn, merchant)?;
+            audit::list(dbs, txn, actor, &config, &decode_as(bytes)?)?.encode_to_vec()
+        }
         _ => return fail(Kind::UnknownMethod, format!("{} is not a read", method.full_name())),
     })
+}
+
+/// A read's store filter, for staff of a store or region: filled with their store when
+/// empty, and refused outside their scope.
+fn scoped_filter(dbs: &Dbs, txn: &RoTxn<'_>, actor: &Actor, store_code: &mut String) -> Result<()> {
+    if matches!(actor.scope, auth::Scope::Merchant | auth::Scope::Local) {
+        return Ok(());
+    }
+    let loaded = config::Loaded::new(config::read(dbs, txn, &actor.merchant)?);
+    policy::at_store(actor, &loaded, store_code)
+}
+
+/// A store's stock is shown to staff of that store (or its region) only.
+fn stock_in_scope(dbs: &Dbs, txn: &RoTxn<'_>, actor: &Actor, store_code: &str) -> Result<()> {
+    if store_code.is_empty() || matches!(actor.scope, auth::Scope::Merchant | auth::Scope::Local) {
+        return Ok(());
+    }
+    let config = config::read(dbs, txn, &actor.merchant)?;
+    if actor.covers_store(&config, store_code) {
+        Ok(())
+    } else {
+        fail(Kind::OutOfScope, format!("staff {} may not see store {store_code}'s stock", actor.staff_code))
+    }
 }

@@ -16,6 +16,8 @@ pub enum Status {
     ResourceExhausted,
     Unavailable,
     Internal,
+    Unauthenticated,
+    PermissionDenied,
 }
 
 impl Status {
@@ -28,6 +30,8 @@ impl Status {
             Status::ResourceExhausted => "RESOURCE_EXHAUSTED",
             Status::Unavailable => "UNAVAILABLE",
             Status::Internal => "INTERNAL",
+            Status::Unauthenticated => "UNAUTHENTICATED",
+            Status::PermissionDenied => "PERMISSION_DENIED",
         }
     }
 }
@@ -142,10 +146,26 @@ pub enum Kind {
     CouponsTooMany,
     CouponTemplateInUse,
     CouponTemplateEnded,
+    TokenMissing,
+    TokenMalformed,
+    TokenUnknown,
+    TokenExpired,
+    TokenRevoked,
+    StaffDisabled,
+    RoleNotAllowed,
+    OutOfScope,
+    RefundNeedsManager,
+    RechargeNotAllowed,
+    PriceOverrideNeedsManager,
+    RoleCeiling,
+    ApproverInvalid,
+    RoleCannotLogIn,
+    TokenNotFound,
+    AdminExists,
 }
 
 /// Every kind, for reverse lookup of stored reasons and for exhaustive tests.
-pub const ALL_KINDS: [Kind; 107] = [
+pub const ALL_KINDS: [Kind; 123] = [
     Kind::MalformedRequest,
     Kind::UnknownMethod,
     Kind::RequestIdInvalid,
@@ -253,6 +273,22 @@ pub const ALL_KINDS: [Kind; 107] = [
     Kind::CouponsTooMany,
     Kind::CouponTemplateInUse,
     Kind::CouponTemplateEnded,
+    Kind::TokenMissing,
+    Kind::TokenMalformed,
+    Kind::TokenUnknown,
+    Kind::TokenExpired,
+    Kind::TokenRevoked,
+    Kind::StaffDisabled,
+    Kind::RoleNotAllowed,
+    Kind::OutOfScope,
+    Kind::RefundNeedsManager,
+    Kind::RechargeNotAllowed,
+    Kind::PriceOverrideNeedsManager,
+    Kind::RoleCeiling,
+    Kind::ApproverInvalid,
+    Kind::RoleCannotLogIn,
+    Kind::TokenNotFound,
+    Kind::AdminExists,
 ];
 
 impl Kind {
@@ -365,6 +401,22 @@ impl Kind {
             Kind::CouponsTooMany => "COUPONS_TOO_MANY",
             Kind::CouponTemplateInUse => "COUPON_TEMPLATE_IN_USE",
             Kind::CouponTemplateEnded => "COUPON_TEMPLATE_ENDED",
+            Kind::TokenMissing => "TOKEN_MISSING",
+            Kind::TokenMalformed => "TOKEN_MALFORMED",
+            Kind::TokenUnknown => "TOKEN_UNKNOWN",
+            Kind::TokenExpired => "TOKEN_EXPIRED",
+            Kind::TokenRevoked => "TOKEN_REVOKED",
+            Kind::StaffDisabled => "STAFF_DISABLED",
+            Kind::RoleNotAllowed => "ROLE_NOT_ALLOWED",
+            Kind::OutOfScope => "OUT_OF_SCOPE",
+            Kind::RefundNeedsManager => "REFUND_NEEDS_MANAGER",
+            Kind::RechargeNotAllowed => "RECHARGE_NOT_ALLOWED",
+            Kind::PriceOverrideNeedsManager => "PRICE_OVERRIDE_NEEDS_MANAGER",
+            Kind::RoleCeiling => "ROLE_CEILING",
+            Kind::ApproverInvalid => "APPROVER_INVALID",
+            Kind::RoleCannotLogIn => "ROLE_CANNOT_LOG_IN",
+            Kind::TokenNotFound => "TOKEN_NOT_FOUND",
+            Kind::AdminExists => "ADMIN_EXISTS",
         }
     }
 
@@ -477,6 +529,22 @@ impl Kind {
             Kind::CouponsTooMany => Status::InvalidArgument,
             Kind::CouponTemplateInUse => Status::FailedPrecondition,
             Kind::CouponTemplateEnded => Status::FailedPrecondition,
+            Kind::TokenMissing => Status::Unauthenticated,
+            Kind::TokenMalformed => Status::Unauthenticated,
+            Kind::TokenUnknown => Status::Unauthenticated,
+            Kind::TokenExpired => Status::Unauthenticated,
+            Kind::TokenRevoked => Status::Unauthenticated,
+            Kind::StaffDisabled => Status::Unauthenticated,
+            Kind::RoleNotAllowed => Status::PermissionDenied,
+            Kind::OutOfScope => Status::PermissionDenied,
+            Kind::RefundNeedsManager => Status::PermissionDenied,
+            Kind::RechargeNotAllowed => Status::PermissionDenied,
+            Kind::PriceOverrideNeedsManager => Status::PermissionDenied,
+            Kind::RoleCeiling => Status::PermissionDenied,
+            Kind::ApproverInvalid => Status::PermissionDenied,
+            Kind::RoleCannotLogIn => Status::PermissionDenied,
+            Kind::TokenNotFound => Status::NotFound,
+            Kind::AdminExists => Status::AlreadyExists,
         }
     }
 
@@ -489,7 +557,13 @@ impl Kind {
             Status::InvalidArgument | Status::NotFound | Status::FailedPrecondition | Status::AlreadyExists => {
                 !matches!(self, Kind::RequestIdReused | Kind::MerchantNotConfigured)
             }
-            Status::ResourceExhausted | Status::Unavailable | Status::Internal => false,
+            // Who asked is not a verdict on the request: the same request_id may be sent
+            // again by someone allowed to (a manager approving a cashier's refund).
+            Status::ResourceExhausted
+            | Status::Unavailable
+            | Status::Internal
+            | Status::Unauthenticated
+            | Status::PermissionDenied => false,
         }
     }
 

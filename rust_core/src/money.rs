@@ -13,6 +13,13 @@ pub const BALANCE_FEN_MAX: i64 = 10_000_000_000;
 pub const POINTS_MAX: i64 = 1_000_000_000_000;
 
 /// A positive amount no larger than `AMOUNT_FEN_MAX`.
+/// An amount for a message: `12.34` yuan (元), from fen, exact.
+pub fn yuan(amount_fen: i64) -> String {
+    let sign = if amount_fen < 0 { "-" } else { "" };
+    let magnitude = amount_fen.unsigned_abs();
+    format!("{sign}{}.{:02}", magnitude / 100, magnitude % 100)
+}
+
 pub fn check_amount(amount_fen: i64, what: &str) -> Result<i64> {
     if amount_fen <= 0 {
         return fail(Kind::AmountNotPositive, format!("{what} must be positive, got {amount_fen} fen"));
@@ -123,6 +130,15 @@ fn gcd(a: i64, b: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn yuan_is_exact() {
+        assert_eq!(yuan(0), "0.00");
+        assert_eq!(yuan(5), "0.05");
+        assert_eq!(yuan(123_456), "1234.56");
+        assert_eq!(yuan(-1), "-0.01");
+        assert_eq!(yuan(i64::MIN), "-92233720368547758.08");
+    }
 
     #[test]
     fn discount_rounds_half_up_to_the_fen() {

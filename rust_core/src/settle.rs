@@ -184,8 +184,14 @@ fn price_line(
         (0, 0) => return fail(Kind::BillInvalid, format!("line {line_no}: item {} needs its price given", item.sku)),
         (0, given) => money::check_amount(given, "unit price")?,
         (retail, 0) => retail,
-        // A price override is a manager's decision: it comes with staff permissions.
-        (_, _) => return fail(Kind::BillInvalid, format!("line {line_no}: item {} has a catalog price", item.sku)),
+        // A price override (改价) is a manager's decision.
+        (_, given) if context.price_override => money::check_amount(given, "unit price")?,
+        (_, _) => {
+            return fail(
+                Kind::PriceOverrideNeedsManager,
+                format!("line {line_no}: item {} has a catalog price; overriding it needs a manager", item.sku),
+            )
+        }
     };
     let list_fen = money::line_amount_fen(unit_price_fen, quantity_milli)?;
     let discountable = !item.no_discount;

@@ -12,7 +12,7 @@ use crate::error::{CoreError, Kind, Result};
 pub type Db = Database<'static, Bytes, Bytes>;
 
 /// Named databases; keep in step with docs/STORAGE.md.
-pub const DATABASE_NAMES: [&str; 32] = [
+pub const DATABASE_NAMES: [&str; 34] = [
     "config",
     "members",
     "phones",
@@ -45,6 +45,8 @@ pub const DATABASE_NAMES: [&str; 32] = [
     "member_coupons",
     "tokens",
     "staff_tokens",
+    "audit_log",
+    "audit_staff",
 ];
 /// Room for the databases above plus those later versions add.
 pub const DATABASES_MAX: u32 = 64;
@@ -135,6 +137,10 @@ pub struct Dbs {
     pub tokens: Db,
     /// `M + staff code + 0x00 + SHA-256(token)` → empty: a staff member's tokens
     pub staff_tokens: Db,
+    /// `M + u64be(audit_seq)` → AuditEntry: who changed what (append-only)
+    pub audit_log: Db,
+    /// `M + staff code + 0x00 + u64be(audit_seq)` → empty: a staff member's entries
+    pub audit_staff: Db,
 }
 
 /// Opens (creating if needed) the environment in `path` and its databases.
@@ -176,7 +182,7 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         })?
         .commit()
         .expect("never aborted");
-    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys, catalog, barcodes, stock, settlements, suspended_bills, staff, card_origins, clearing_days, points_batches, coupons, coupon_codes, member_coupons, tokens, staff_tokens] =
+    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys, catalog, barcodes, stock, settlements, suspended_bills, staff, card_origins, clearing_days, points_batches, coupons, coupon_codes, member_coupons, tokens, staff_tokens, audit_log, audit_staff] =
         dbs;
     let dbs = Dbs {
         config,
@@ -211,6 +217,8 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         member_coupons,
         tokens,
         staff_tokens,
+        audit_log,
+        audit_staff,
     };
     Ok((env, dbs))
 }

@@ -30,6 +30,9 @@ pub struct Context<'a> {
     pub payer_pins: &'a [PinCheck],
     /// A new PIN the request sets, hashed before the writer.
     pub new_pin: Option<&'a crate::pin::NewPin>,
+    /// Whether a bill line may set its own price on an item with a catalog price: the
+    /// caller or their approver is a manager of the store (docs/AUTH.md section 6).
+    pub price_override: bool,
 }
 
 impl Context<'_> {

@@ -27,7 +27,7 @@ impl WithRequestId for UpsertStaffRequest {
 }
 
 fn config() -> MerchantConfig {
-    let store = |code: &str| Store { code: code.into(), name: format!("{code} 店") };
+    let store = |code: &str| Store { code: code.into(), name: format!("{code} 店"), ..Default::default() };
     MerchantConfig {
         name: "chain".into(),
         stores: vec![store("A"), store("B"), store("C")],
@@ -133,7 +133,7 @@ impl Harness {
     fn matrix(&self, from: &str, to: &str) -> Vec<(String, String, i64)> {
         let request =
             GetClearingMatrixRequest { from_date: from.into(), to_date: to.into(), store_code: String::new() };
-        let bytes = self.core.query(MATRIX, MERCHANT, &request.encode_to_vec()).unwrap();
+        let bytes = self.core.query(MATRIX, &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap();
         let response = GetClearingMatrixResponse::decode(bytes.as_slice()).unwrap();
         response.cells.into_iter().map(|c| (c.from_store, c.to_store, c.amount_fen)).collect()
     }
@@ -445,7 +445,7 @@ fn an_itemized_settlement_keeps_each_lines_commission_rebates_and_origins() {
     assert_buckets_match(&accounts, &origins_after);
     // The settlement kept them.
     let request = GetSettlementRequest { seq: paid.ledger_seq };
-    let bytes = h.core.query("/mms.v1.TransactionService/GetSettlement", MERCHANT, &request.encode_to_vec()).unwrap();
+    let bytes = h.core.query("/mms.v1.TransactionService/GetSettlement", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap();
     let settlement = GetSettlementResponse::decode(bytes.as_slice()).unwrap().settlement.unwrap();
     assert_eq!(settlement.lines, paid.lines);
     // Refund the cut (line 1), then the rest: every chain effect comes back exactly.

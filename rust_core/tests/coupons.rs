@@ -38,7 +38,7 @@ fn template(code: &str, amount_off_fen: i64) -> CouponTemplate {
 fn config() -> MerchantConfig {
     MerchantConfig {
         name: "券测试 Coupons".into(),
-        stores: vec![Store { code: "S001".into(), name: "总店".into() }],
+        stores: vec![Store { code: "S001".into(), name: "总店".into(), ..Default::default() }],
         levels: vec![Level { code: "regular".into(), name: "普通".into(), ..Default::default() }],
         coupon_templates: vec![
             template("DAYS3", 500),
@@ -111,7 +111,7 @@ impl Harness {
 
     fn list(&self, state: CouponState) -> Vec<(String, i32)> {
         let request = ListCouponsRequest { member: Some(member()), state: state as i32 };
-        let bytes = self.core.query("/mms.v1.CouponService/ListCoupons", MERCHANT, &request.encode_to_vec()).unwrap();
+        let bytes = self.core.query("/mms.v1.CouponService/ListCoupons", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap();
         let response = ListCouponsResponse::decode(bytes.as_slice()).unwrap();
         response.coupons.into_iter().map(|v| (v.coupon.unwrap().template_code, v.state)).collect()
     }

@@ -29,8 +29,8 @@ fn demo_config() -> MerchantConfig {
     MerchantConfig {
         name: "示例 Demo".into(),
         stores: vec![
-            Store { code: "S001".into(), name: "总店".into() },
-            Store { code: "S002".into(), name: "东区店".into() },
+            Store { code: "S001".into(), name: "总店".into(), ..Default::default() },
+            Store { code: "S002".into(), name: "东区店".into(), ..Default::default() },
         ],
         levels: vec![
             level("regular", 0, 1000, 0, 0),
@@ -103,7 +103,7 @@ impl Harness {
 
     fn get(&self, key: Key) -> Result<GetMemberResponse, mms_core::CoreError> {
         let request = GetMemberRequest { member: Some(MemberRef { key: Some(key) }) };
-        let bytes = self.core.query("/mms.v1.MemberService/GetMember", MERCHANT, &request.encode_to_vec())?;
+        let bytes = self.core.query("/mms.v1.MemberService/GetMember", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec())?;
         Ok(GetMemberResponse::decode(bytes.as_slice()).unwrap())
     }
 
@@ -202,15 +202,15 @@ fn a_retry_answers_the_same_and_charges_once() {
         vec![pay(PaymentMethod::StoredValue)],
     );
     request.request_id = "pos-7-0001".into();
-    let first = h.core.submit(CHECKOUT, MERCHANT, &request.encode_to_vec()).unwrap();
-    let second = h.core.submit(CHECKOUT, MERCHANT, &request.encode_to_vec()).unwrap();
+    let first = h.core.submit(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap();
+    let second = h.core.submit(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap();
     assert_eq!(first, second);
     let shown = h.get(Key::Phone("13700137000".into())).unwrap();
     assert_eq!(shown.balances.unwrap().principal_fen, 9_000);
 
     let mut different = request.clone();
     different.list_amount_fen = 2_000;
-    let error = h.core.submit(CHECKOUT, MERCHANT, &different.encode_to_vec()).unwrap_err();
+    let error = h.core.submit(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &different.encode_to_vec()).unwrap_err();
     assert_eq!(error.kind, Kind::RequestIdReused);
 
     // A failed request stays failed, even once it could succeed.
@@ -221,10 +221,10 @@ fn a_retry_answers_the_same_and_charges_once() {
         vec![pay(PaymentMethod::StoredValue)],
     );
     too_much.request_id = "pos-7-0002".into();
-    let error = h.core.submit(CHECKOUT, MERCHANT, &too_much.encode_to_vec()).unwrap_err();
+    let error = h.core.submit(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &too_much.encode_to_vec()).unwrap_err();
     assert_eq!(error.kind, Kind::InsufficientBalance);
     h.recharge("13700137000", 100_000).unwrap();
-    let again = h.core.submit(CHECKOUT, MERCHANT, &too_much.encode_to_vec()).unwrap_err();
+    let again = h.core.submit(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &too_much.encode_to_vec()).unwrap_err();
     assert_eq!(again.kind, Kind::InsufficientBalance);
     h.assert_ledger_consistent();
 }
@@ -241,20 +241,20 @@ fn replays_are_marked_and_the_first_answer_stands() {
         vec![pay(PaymentMethod::StoredValue)],
     );
     request.request_id = "pos-8-0001".into();
-    let first = h.core.submit_answer(CHECKOUT, MERCHANT, &request.encode_to_vec());
+    let first = h.core.submit_answer(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec());
     assert!(!first.replayed);
-    let again = h.core.submit_answer(CHECKOUT, MERCHANT, &request.encode_to_vec());
+    let again = h.core.submit_answer(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec());
     assert!(again.replayed);
     assert_eq!(again.result.unwrap(), first.result.unwrap());
     // A refusal given again is marked too; one never given before is not.
     request.request_id = "pos-8-0002".into();
     request.list_amount_fen = 1_000_000;
-    let refused = h.core.submit_answer(CHECKOUT, MERCHANT, &request.encode_to_vec());
+    let refused = h.core.submit_answer(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec());
     assert_eq!((refused.result.unwrap_err().kind, refused.replayed), (Kind::InsufficientBalance, false));
-    let refused = h.core.submit_answer(CHECKOUT, MERCHANT, &request.encode_to_vec());
+    let refused = h.core.submit_answer(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec());
     assert_eq!((refused.result.unwrap_err().kind, refused.replayed), (Kind::InsufficientBalance, true));
     // Garbage is answered without reaching the writer, and never marked.
-    let garbage = h.core.submit_answer(CHECKOUT, MERCHANT, b"\xff\xff\xff");
+    let garbage = h.core.submit_answer(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), b"\xff\xff\xff");
     assert_eq!((garbage.result.unwrap_err().kind, garbage.replayed), (Kind::MalformedRequest, false));
 }
 
@@ -270,11 +270,11 @@ fn a_request_refused_before_the_merchant_is_configured_runs_once_it_is() {
         name: "早到".into(),
         ..Default::default()
     };
-    let early = core.submit_answer("/mms.v1.MemberService/RegisterMember", MERCHANT, &register.encode_to_vec());
+    let early = core.submit_answer("/mms.v1.MemberService/RegisterMember", &mms_core::auth::Actor::local(MERCHANT), &register.encode_to_vec());
     assert_eq!((early.result.unwrap_err().kind, early.replayed), (Kind::MerchantNotConfigured, false));
     let apply = ApplyConfigRequest { request_id: "config-1".into(), config: Some(demo_config()) };
-    core.submit("/mms.v1.ConfigService/ApplyConfig", MERCHANT, &apply.encode_to_vec()).unwrap();
-    let later = core.submit_answer("/mms.v1.MemberService/RegisterMember", MERCHANT, &register.encode_to_vec());
+    core.submit("/mms.v1.ConfigService/ApplyConfig", &mms_core::auth::Actor::local(MERCHANT), &apply.encode_to_vec()).unwrap();
+    let later = core.submit_answer("/mms.v1.MemberService/RegisterMember", &mms_core::auth::Actor::local(MERCHANT), &register.encode_to_vec());
     assert!(!later.replayed);
     let registered = RegisterMemberResponse::decode(later.result.unwrap().as_slice()).unwrap();
     assert_eq!(registered.member.unwrap().member_id, 1);
@@ -319,7 +319,7 @@ fn a_retry_with_a_pin_gets_its_first_answer_whatever_became_of_the_card() {
     );
     request.request_id = "pos-9-0001".into();
     request.pin = "246810".into();
-    let first = h.core.submit_answer(CHECKOUT, MERCHANT, &request.encode_to_vec());
+    let first = h.core.submit_answer(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec());
     let first = first.result.unwrap();
 
     // The member's phone changes: the old phone no longer finds the card. The POS, which
@@ -332,12 +332,12 @@ fn a_retry_with_a_pin_gets_its_first_answer_whatever_became_of_the_card() {
         ..Default::default()
     };
     let _: UpdateMemberResponse = h.call("/mms.v1.MemberService/UpdateMember", update).unwrap();
-    let retry = h.core.submit_answer(CHECKOUT, MERCHANT, &request.encode_to_vec());
+    let retry = h.core.submit_answer(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec());
     assert!(retry.replayed);
     assert_eq!(retry.result.unwrap(), first);
     // A retry whose PIN was mistyped (even malformed) is the same request: same answer.
     request.pin = "12".into();
-    let retry = h.core.submit_answer(CHECKOUT, MERCHANT, &request.encode_to_vec());
+    let retry = h.core.submit_answer(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec());
     assert_eq!(retry.result.unwrap(), first);
     let shown = h.get(Key::Phone("13700137003".into())).unwrap();
     assert_eq!(shown.balances.unwrap().principal_fen, 9_000);
@@ -348,9 +348,9 @@ fn a_retry_with_a_pin_gets_its_first_answer_whatever_became_of_the_card() {
         checkout_request(stored_value(Key::CardNo("NOSUCH01".into())), 1_000, 0, vec![pay(PaymentMethod::StoredValue)]);
     unknown.request_id = "pos-9-0002".into();
     unknown.pin = "246810".into();
-    let refused = h.core.submit_answer(CHECKOUT, MERCHANT, &unknown.encode_to_vec());
+    let refused = h.core.submit_answer(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &unknown.encode_to_vec());
     assert_eq!((refused.result.unwrap_err().kind, refused.replayed), (Kind::CardNotFound, false));
-    let refused = h.core.submit_answer(CHECKOUT, MERCHANT, &unknown.encode_to_vec());
+    let refused = h.core.submit_answer(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &unknown.encode_to_vec());
     assert_eq!((refused.result.unwrap_err().kind, refused.replayed), (Kind::CardNotFound, true));
     h.assert_ledger_consistent();
 }
@@ -365,7 +365,7 @@ fn request_records_keep_a_digest_so_a_10000_store_config_fits() {
     let kept = config.stores.len();
     config.stores.extend(
         (kept..10_000)
-            .map(|index| Store { code: format!("S{index:015}"), name: format!("{index:05}{}", "店".repeat(59)) }),
+            .map(|index| Store { code: format!("S{index:015}"), name: format!("{index:05}{}", "店".repeat(59)), ..Default::default() }),
     );
     let mut h = Harness::new("big-config");
     let applied: ApplyConfigResponse = h
@@ -414,7 +414,7 @@ fn concurrent_checkouts_never_overdraw_and_batch_together() {
                 let mut request =
                     checkout_request(stored_value(Key::MemberId(1)), 1_000, 0, vec![pay(PaymentMethod::StoredValue)]);
                 request.request_id = format!("c{index}");
-                core.submit(CHECKOUT, MERCHANT, &request.encode_to_vec()).map_err(|e| e.kind)
+                core.submit(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).map_err(|e| e.kind)
             })
         })
         .collect();
@@ -424,7 +424,7 @@ fn concurrent_checkouts_never_overdraw_and_batch_together() {
     assert_eq!(succeeded, 100);
     let request = GetMemberRequest { member: stored_value(Key::MemberId(1)) };
     let shown = GetMemberResponse::decode(
-        core.query("/mms.v1.MemberService/GetMember", MERCHANT, &request.encode_to_vec()).unwrap().as_slice(),
+        core.query("/mms.v1.MemberService/GetMember", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap().as_slice(),
     )
     .unwrap();
     assert_eq!(shown.balances.unwrap(), Balances { principal_fen: 0, bonus_fen: 0, points: 1_000, uses: Vec::new() });
@@ -486,7 +486,7 @@ fn a_compacted_copy_that_must_be_upgraded_opens_with_a_small_map() {
     let h2 = Harness { core, path: copy, next_request: 1000 };
     assert_eq!(h2.get(Key::Phone("13500000299".into())).unwrap().member.unwrap().member_id, 300);
     let code = IssueMemberCodeRequest { member: stored_value(Key::MemberId(300)) };
-    h2.core.query("/mms.v1.MemberService/IssueMemberCode", MERCHANT, &code.encode_to_vec()).unwrap();
+    h2.core.query("/mms.v1.MemberService/IssueMemberCode", &mms_core::auth::Actor::local(MERCHANT), &code.encode_to_vec()).unwrap();
 }
 
 #[test]

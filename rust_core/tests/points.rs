@@ -30,7 +30,7 @@ fn config() -> MerchantConfig {
     let everything = PointsRuleSet { code: "all".into(), multiplier_bp: 10_000, ..Default::default() };
     MerchantConfig {
         name: "积分 Points".into(),
-        stores: vec![Store { code: "S1".into(), name: "一店".into() }],
+        stores: vec![Store { code: "S1".into(), name: "一店".into(), ..Default::default() }],
         levels: vec![level],
         categories: vec![category("drink"), category("food")],
         points_redemption: Some(PointsRedemption { points_per_yuan: 100, max_share_bp: 5000 }),
@@ -95,7 +95,7 @@ impl Harness {
 
     fn points(&self) -> i64 {
         let request = GetMemberRequest { member: Some(MemberRef { key: Some(Key::Phone(PHONE.into())) }) };
-        let bytes = self.core.query("/mms.v1.MemberService/GetMember", MERCHANT, &request.encode_to_vec()).unwrap();
+        let bytes = self.core.query("/mms.v1.MemberService/GetMember", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap();
         GetMemberResponse::decode(bytes.as_slice()).unwrap().balances.unwrap().points
     }
 
@@ -105,7 +105,7 @@ impl Harness {
             ..Default::default()
         };
         let bytes =
-            self.core.query("/mms.v1.PointsService/ListPointsBatches", MERCHANT, &request.encode_to_vec()).unwrap();
+            self.core.query("/mms.v1.PointsService/ListPointsBatches", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap();
         ListPointsBatchesResponse::decode(bytes.as_slice()).unwrap().batches.iter().map(|b| b.points_left).collect()
     }
 
@@ -140,7 +140,7 @@ fn an_itemized_bill_earns_per_line_and_keeps_each_lines_points() {
     let settlement: GetSettlementResponse = {
         let request = GetSettlementRequest { seq: bill.ledger_seq };
         let bytes =
-            h.core.query("/mms.v1.TransactionService/GetSettlement", MERCHANT, &request.encode_to_vec()).unwrap();
+            h.core.query("/mms.v1.TransactionService/GetSettlement", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap();
         GetSettlementResponse::decode(bytes.as_slice()).unwrap()
     };
     let kept: Vec<i64> = settlement.settlement.unwrap().lines.iter().map(|l| l.points_earned).collect();

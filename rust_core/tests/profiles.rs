@@ -45,8 +45,8 @@ fn profile_config() -> MerchantConfig {
     MerchantConfig {
         name: "示例 Demo".into(),
         stores: vec![
-            Store { code: "S001".into(), name: "总店".into() },
-            Store { code: "S002".into(), name: "东区店".into() },
+            Store { code: "S001".into(), name: "总店".into(), ..Default::default() },
+            Store { code: "S002".into(), name: "东区店".into(), ..Default::default() },
         ],
         levels: vec![Level {
             code: "regular".into(),
@@ -100,7 +100,7 @@ impl Harness {
     }
 
     fn query<R: Message + Default>(&self, method: &str, request: impl Message) -> Result<R, CoreError> {
-        let bytes = self.core.query(method, MERCHANT, &request.encode_to_vec())?;
+        let bytes = self.core.query(method, &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec())?;
         Ok(R::decode(bytes.as_slice()).expect("response decodes"))
     }
 
@@ -708,19 +708,19 @@ fn a_retried_update_answers_the_same_and_records_once() {
     let h = Harness::new("retry");
     let mut register = RegisterMemberRequest { profile: Some(full_profile()), ..plain("13800000001", "重试") };
     register.request_id = "reg-1".into();
-    let first = h.core.submit(REGISTER, MERCHANT, &register.encode_to_vec()).unwrap();
+    let first = h.core.submit(REGISTER, &mms_core::auth::Actor::local(MERCHANT), &register.encode_to_vec()).unwrap();
     // The core re-encodes each request to recognise a retry; with several attributes the
     // map's encoding must come out the same every time.
-    let again = h.core.submit(REGISTER, MERCHANT, &register.clone().encode_to_vec()).unwrap();
+    let again = h.core.submit(REGISTER, &mms_core::auth::Actor::local(MERCHANT), &register.clone().encode_to_vec()).unwrap();
     assert_eq!(first, again);
 
     let attributes = pairs(&[("size", "L"), ("height", "175.5"), ("note", "重试"), ("since", "2021-01-01")]);
     let mut request =
         update_request(1, &["attributes", "tags"], Profile { attributes, tags: strings(&["a"]), ..Default::default() });
     request.request_id = "upd-1".into();
-    let first = h.core.submit(UPDATE, MERCHANT, &request.encode_to_vec()).unwrap();
+    let first = h.core.submit(UPDATE, &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap();
     h.advance(1_000);
-    let again = h.core.submit(UPDATE, MERCHANT, &request.clone().encode_to_vec()).unwrap();
+    let again = h.core.submit(UPDATE, &mms_core::auth::Actor::local(MERCHANT), &request.clone().encode_to_vec()).unwrap();
     assert_eq!(first, again);
     let response = UpdateMemberResponse::decode(first.as_slice()).unwrap();
     assert_eq!(response.changes.len(), 5, "four attributes and the tags");
@@ -731,7 +731,7 @@ fn a_retried_update_answers_the_same_and_records_once() {
 fn a_config_cannot_make_stored_members_invalid() {
     let mut h = Harness::new("keep");
     let mut config = profile_config();
-    config.stores.push(Store { code: "S003".into(), name: "西区店".into() });
+    config.stores.push(Store { code: "S003".into(), name: "西区店".into(), ..Default::default() });
     h.apply_config(config.clone()).unwrap();
     let profile = Profile { attributes: pairs(&[("size", "M"), ("height", "170")]), ..Default::default() };
     let request =
@@ -997,11 +997,11 @@ fn a_forged_or_tampered_member_code_is_refused() {
 
     // Another merchant on the same server, with the same e-card numbers, has its own key.
     let config = ApplyConfigRequest { request_id: "other-config".into(), config: Some(profile_config()) };
-    h.core.submit(APPLY_CONFIG, "other", &config.encode_to_vec()).unwrap();
+    h.core.submit(APPLY_CONFIG, &mms_core::auth::Actor::local("other"), &config.encode_to_vec()).unwrap();
     let register = RegisterMemberRequest { request_id: "other-1".into(), ..plain("13800000001", "别家") };
-    h.core.submit(REGISTER, "other", &register.encode_to_vec()).unwrap();
+    h.core.submit(REGISTER, &mms_core::auth::Actor::local("other"), &register.encode_to_vec()).unwrap();
     let lookup = GetMemberRequest { member: by(Key::Qr(code.clone())) };
-    let error = h.core.query(GET, "other", &lookup.encode_to_vec()).unwrap_err();
+    let error = h.core.query(GET, &mms_core::auth::Actor::local("other"), &lookup.encode_to_vec()).unwrap_err();
     assert_eq!(error.kind, Kind::QrInvalid);
     assert_eq!(h.get(Key::Qr(code)).unwrap().member_id, first.member_id, "still good where it was issued");
     let nobody = h.member_code(Key::Phone("13999999999".into()));

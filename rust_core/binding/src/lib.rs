@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use mms_core::core::{FileClock, BATCH_SIZE_BOUNDS, COMMIT_MICROS_BOUNDS};
+use mms_core::auth::service::Bootstrap;
+use mms_core::auth::{Actor, Scope};
+use mms_core::core::{Credentials, FileClock, BATCH_SIZE_BOUNDS, COMMIT_MICROS_BOUNDS};
 use mms_core::{CoreError as DomainError, Options, Status};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -29,6 +31,8 @@ fn status_name(status: Status) -> &'static str {
         Status::ResourceExhausted => "RESOURCE_EXHAUSTED",
         Status::Unavailable => "UNAVAILABLE",
         Status::Internal => "INTERNAL",
+        Status::Unauthenticated => "UNAUTHENTICATED",
+        Status::PermissionDenied => "PERMISSION_DENIED",
     }
 }
 
@@ -53,6 +57,59 @@ fn to_python_replayed(py: Python<'_>, error: DomainError, replayed: bool) -> PyE
         return failure;
     }
     exception
+}
+
+/// Who makes a request: only `Core.authenticate` makes one (from a verified token), so
+/// Python code cannot name a merchant or a role it was not given.
+#[pyclass(frozen, name = "Actor", module = "engine._core")]
+struct PyActor {
+    inner: Actor,
+}
+
+#[pymethods]
+impl PyActor {
+    #[getter]
+    fn merchant(&self) -> &str {
+        &self.inner.merchant
+    }
+    #[getter]
+    fn staff_code(&self) -> &str {
+        &self.inner.staff_code
+    }
+    /// The StaffRole number (chain.proto).
+    #[getter]
+    fn role(&self) -> i32 {
+        self.inner.role as i32
+    }
+    #[getter]
+    fn role_name(&self) -> &'static str {
+        self.inner.role.as_str_name()
+    }
+    #[getter]
+    fn store_code(&self) -> &str {
+        match &self.inner.scope {
+            Scope::Store(code) => code,
+            _ => "",
+        }
+    }
+    #[getter]
+    fn region_code(&self) -> &str {
+        match &self.inner.scope {
+            Scope::Region(code) => code,
+            _ => "",
+        }
+    }
+    #[getter]
+    fn token_id(&self) -> &str {
+        &self.inner.token_id
+    }
+    #[getter]
+    fn terminal_id(&self) -> &str {
+        &self.inner.terminal_id
+    }
+    fn __repr__(&self) -> String {
+        format!("Actor({}/{} {})", self.inner.merchant, self.inner.staff_code, self.inner.role.as_str_name())
+    }
 }
 
 /// The engine on one LMDB folder. Open it once per process.
@@ -93,17 +150,56 @@ impl PyCore {
         opened.map(|inner| PyCore { inner }).map_err(|e| to_python(py, e))
     }
 
-    /// Runs a mutating request (full gRPC method name, merchant id, request bytes) and
+    /// The actor presenting `token` for `method` (CoreError UNAUTHENTICATED or
+    /// PERMISSION_DENIED otherwise); `approver_token` is a manager's approving a limit,
+    /// `operator_merchant` the merchant a system operator's maintenance runs for.
+    #[pyo3(signature = (token, method, *, approver_token = "", terminal_id = "", operator_merchant = ""))]
+    fn authenticate(
+        &self,
+        py: Python<'_>,
+        token: &str,
+        method: &str,
+        approver_token: &str,
+        terminal_id: &str,
+        operator_merchant: &str,
+    ) -> PyResult<PyActor> {
+        let credentials = Credentials { token, approver_token, terminal_id, method_name: method, operator_merchant };
+        let actor = py.detach(|| self.inner.authenticate(&credentials));
+        actor.map(|inner| PyActor { inner }).map_err(|e| to_python(py, e))
+    }
+
+    /// Creates a merchant's first head office admin (or, with `operator`, a system
+    /// operator) and returns (token, token_id). For `mms auth bootstrap` on the server
+    /// machine only: there is no network path to it.
+    #[pyo3(signature = (merchant, staff_code, name, *, operator = false, again = false, lifetime_days = 0))]
+    #[allow(clippy::too_many_arguments)]
+    fn bootstrap(
+        &self,
+        py: Python<'_>,
+        merchant: &str,
+        staff_code: &str,
+        name: &str,
+        operator: bool,
+        again: bool,
+        lifetime_days: i32,
+    ) -> PyResult<(String, String)> {
+        let request = Bootstrap { merchant, staff_code, name, operator, again, lifetime_days };
+        let issued = py.detach(|| self.inner.bootstrap(&request)).map_err(|e| to_python(py, e))?;
+        let token_id = issued.view.map(|v| v.token_id).unwrap_or_default();
+        Ok((issued.token, token_id))
+    }
+
+    /// Runs a mutating request (full gRPC method name, the caller, request bytes) and
     /// returns (response bytes, replayed) once its batch is durable: `replayed` is true
     /// when the answer is the one given before to the same request_id (a retry).
     fn submit<'py>(
         &self,
         py: Python<'py>,
         method: &str,
-        merchant: &str,
+        actor: &PyActor,
         request: &[u8],
     ) -> PyResult<(Bound<'py, PyBytes>, bool)> {
-        let answer = py.detach(|| self.inner.submit_answer(method, merchant, request));
+        let answer = py.detach(|| self.inner.submit_answer(method, &actor.inner, request));
         match answer.result {
             Ok(bytes) => Ok((PyBytes::new(py, &bytes), answer.replayed)),
             Err(error) => Err(to_python_replayed(py, error, answer.replayed)),
@@ -115,10 +211,10 @@ impl PyCore {
         &self,
         py: Python<'py>,
         method: &str,
-        merchant: &str,
+        actor: &PyActor,
         request: &[u8],
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let answer = py.detach(|| self.inner.query(method, merchant, request));
+        let answer = py.detach(|| self.inner.query(method, &actor.inner, request));
         answer.map(|bytes| PyBytes::new(py, &bytes)).map_err(|e| to_python(py, e))
     }
 
@@ -181,6 +277,7 @@ fn canonical_phone(py: Python<'_>, text: &str) -> PyResult<String> {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCore>()?;
+    m.add_class::<PyActor>()?;
     m.add_function(wrap_pyfunction!(canonical_phone, m)?)?;
     m.add("CoreError", m.py().get_type::<CoreError>())?;
     Ok(())

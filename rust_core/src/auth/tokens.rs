@@ -29,9 +29,8 @@ pub const TOKEN_LIFETIME_MS_MAX: i64 = 400 * DAY_MS;
 pub const TOKEN_LABEL_CHARS_MAX: usize = 64;
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
-/// Why a presented token is refused. All of them are UNAUTHENTICATED to the caller; the
-/// reason goes to the denial counter. Kept apart from `error::Kind` until the server is
-/// wired (docs/AUTH.md section 5), so main's behaviour is unchanged.
+/// Why a presented token is refused. All of them are UNAUTHENTICATED to the caller
+/// (`auth::authenticate` turns each into its own `Kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     Malformed,
@@ -138,30 +137,56 @@ pub fn verify(
     Ok(Ok(record))
 }
 
-/// Revokes the token of `merchant` whose public id is `token_id`; true when one was live.
-/// Revoking twice changes nothing; a token of another merchant is not found.
-pub fn revoke(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, token_id: &str, now_ms: i64) -> Result<bool> {
+/// The key and record of the token of `merchant` whose public id is `token_id`; a token
+/// of another merchant is not found.
+pub fn find_by_id(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, token_id: &str) -> Result<Option<(Vec<u8>, TokenRecord)>> {
     let Some(prefix) = hex::decode(token_id).filter(|p| p.len() == TOKEN_ID_BYTES) else {
         return Err(CoreError::new(Kind::MalformedRequest, "a token id is 16 hex digits"));
     };
-    let mut found = None;
     for item in dbs.tokens.prefix_iter(txn, &prefix)? {
         let (key, bytes) = item?;
         let record = <TokenRecord as prost::Message>::decode(bytes)?;
         if record.merchant == merchant {
-            found = Some((key.to_vec(), record));
-            break;
+            return Ok(Some((key.to_vec(), record)));
         }
     }
-    let Some((key, mut record)) = found else {
+    Ok(None)
+}
+
+/// Revokes the token stored under `key`; true when it was live. Revoking twice changes
+/// nothing (the first instant stays).
+pub fn revoke_key(dbs: &Dbs, txn: &mut RwTxn<'_>, key: &[u8], now_ms: i64) -> Result<bool> {
+    let Some(mut record): Option<TokenRecord> = store::get_record(&dbs.tokens, txn, key)? else {
         return Ok(false);
     };
     if record.revoked_at_ms != 0 {
         return Ok(false);
     }
     record.revoked_at_ms = now_ms.max(1);
-    store::put_record(&dbs.tokens, txn, &key, &record)?;
+    store::put_record(&dbs.tokens, txn, key, &record)?;
     Ok(true)
+}
+
+/// Revokes the token of `merchant` whose public id is `token_id`; true when one was live.
+pub fn revoke(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, token_id: &str, now_ms: i64) -> Result<bool> {
+    match find_by_id(dbs, txn, merchant, token_id)? {
+        Some((key, _)) => revoke_key(dbs, txn, &key, now_ms),
+        None => Ok(false),
+    }
+}
+
+/// A staff member's tokens, in hash order.
+pub fn of_staff(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, staff_code: &str) -> Result<Vec<TokenRecord>> {
+    let prefix = staff_token_key(merchant, staff_code, &[]);
+    let mut records = Vec::new();
+    for item in dbs.staff_tokens.prefix_iter(txn, &prefix)? {
+        let (key, _) = item?;
+        let record = store::get_record(&dbs.tokens, txn, &key[prefix.len()..])?
+            .ok_or_else(|| CoreError::new(Kind::CorruptRecord, "staff_tokens names a token that is not stored"))?;
+        records.push(record);
+    }
+    records.sort_by(|a: &TokenRecord, b| a.token_id.cmp(&b.token_id));
+    Ok(records)
 }
 
 /// Revokes every live token of a staff member (when they are disabled); the count revoked.

@@ -111,3 +111,19 @@ pub fn for_commission(context: &Context<'_>, txn: &RoTxn<'_>, staff_code: &str) 
         Some(staff) => Ok(Some(staff)),
     }
 }
+
+/// Every staff record of a merchant, in code order (bootstrap and ListTokens; a merchant's
+/// staff are thousands at most).
+pub fn all(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str) -> Result<Vec<Staff>> {
+    let prefix = store::key(merchant, b"");
+    let mut staff = Vec::new();
+    for item in dbs.staff.prefix_iter(txn, &prefix)? {
+        let (_, bytes) = item?;
+        staff.push(<Staff as prost::Message>::decode(bytes)?);
+    }
+    Ok(staff)
+}
+
+pub fn all_codes(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str) -> Result<Vec<String>> {
+    Ok(all(dbs, txn, merchant)?.into_iter().map(|s| s.code).collect())
+}

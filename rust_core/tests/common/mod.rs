@@ -78,6 +78,6 @@ pub fn submit<R: Message + Default>(
         *next_request += 1;
         request.set_request_id(format!("r{next_request}"));
     }
-    let bytes = core.submit(method, MERCHANT, &request.encode_to_vec())?;
+    let bytes = core.submit(method, &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec())?;
     Ok(R::decode(bytes.as_slice()).expect("response decodes"))
 }

@@ -1,0 +1,338 @@
+//! Who may call what (docs/AUTH.md section 4): the role column, one arm per method with no
+//! wildcard, so a new method does not compile without a decision; and the checks that
+//! depend on the request's data (the store it acts at, the store of a refund's checkout,
+//! limits), made inside the write transaction.
+
+use heed::RoTxn;
+use prost::Message;
+
+use super::{Actor, Scope};
+use crate::config::Loaded;
+use crate::dispatch::{Body, Method};
+use crate::error::{fail, Kind, Result};
+use crate::proto::{CardAction, CardResponse, RefundResponse, StaffRole};
+use crate::store::Dbs;
+
+#[derive(Clone, Copy)]
+struct Roles {
+    cashier: bool,
+    store_manager: bool,
+    region_manager: bool,
+    head_office: bool,
+    auditor: bool,
+    operator: bool,
+}
+
+const fn roles(cashier: bool, store_manager: bool, region_manager: bool, head_office: bool, auditor: bool, operator: bool) -> Roles {
+    Roles { cashier, store_manager, region_manager, head_office, auditor, operator }
+}
+
+/// Everyone on the floor and at head office, not the auditor.
+const STAFF: Roles = roles(true, true, true, true, false, false);
+/// Every staff role, the auditor included: reads of member data.
+const READERS: Roles = roles(true, true, true, true, true, false);
+const MANAGERS: Roles = roles(false, true, true, true, false, false);
+const MANAGER_READERS: Roles = roles(false, true, true, true, true, false);
+const HEAD_OFFICE: Roles = roles(false, false, false, true, false, false);
+const HEAD_OFFICE_OR_OPERATOR: Roles = roles(false, false, false, true, false, true);
+const OPERATOR: Roles = roles(false, false, false, false, false, true);
+const EVERYONE: Roles = roles(true, true, true, true, true, true);
+
+fn table(method: Method) -> Roles {
+    match method {
+        Method::ApplyConfig => HEAD_OFFICE,
+        Method::GetConfig => READERS,
+        Method::RegisterMember => STAFF,
+        Method::GetMember => READERS,
+        Method::UpdateMember => STAFF,
+        Method::ListMemberChanges => READERS,
+        Method::SearchMembers => READERS,
+        Method::ListHistory => READERS,
+        Method::AddFollowUp => STAFF,
+        Method::ListFollowUps => READERS,
+        Method::ImportMembers => HEAD_OFFICE,
+        Method::IssueMemberCode => STAFF,
+        Method::Recharge => STAFF,
+        Method::Checkout => STAFF,
+        Method::SuspendBill => STAFF,
+        Method::ListSuspendedBills => READERS,
+        Method::CancelSuspendedBill => STAFF,
+        Method::Refund => STAFF,
+        Method::GetSettlement => READERS,
+        Method::IssueCard => STAFF,
+        Method::ApplyCardAction => STAFF,
+        Method::ChangePin => STAFF,
+        Method::ReplaceCard => STAFF,
+        Method::ReturnCard => STAFF,
+        Method::RenewCard => STAFF,
+        Method::ChargeAnnualFee => STAFF,
+        Method::BuyPackage => STAFF,
+        Method::RefundPackage => STAFF,
+        Method::GetCard => READERS,
+        Method::ListCardEvents => READERS,
+        Method::RunCardMaintenance => HEAD_OFFICE_OR_OPERATOR,
+        Method::SetSpendingLimit => MANAGERS,
+        Method::UpsertItems => HEAD_OFFICE,
+        Method::GetItem => READERS,
+        Method::ListItems => READERS,
+        Method::AdjustStock => MANAGERS,
+        Method::UpsertStaff => MANAGERS,
+        Method::ListStaff => MANAGER_READERS,
+        Method::GetClearingMatrix => MANAGER_READERS,
+        Method::AdjustPoints => MANAGERS,
+        Method::RunPointsExpiry => HEAD_OFFICE_OR_OPERATOR,
+        Method::ListPointsBatches => READERS,
+        Method::IssueCoupons => MANAGERS,
+        Method::ListCoupons => READERS,
+        Method::GetCoupon => READERS,
+        Method::VoidCoupon => MANAGERS,
+        Method::IssueToken => MANAGERS,
+        Method::RevokeToken => EVERYONE,
+        Method::ListTokens => MANAGER_READERS,
+        Method::WhoAmI => EVERYONE,
+        Method::ListAudit => MANAGER_READERS,
+        Method::Backup => OPERATOR,
+    }
+}
+
+/// Whether the role may call the method at all (the interceptor's check).
+pub fn role_allows(role: StaffRole, method: Method) -> bool {
+    let allowed = table(method);
+    match role {
+        StaffRole::Cashier => allowed.cashier,
+        StaffRole::StoreManager => allowed.store_manager,
+        StaffRole::RegionManager => allowed.region_manager,
+        StaffRole::HeadOfficeAdmin => allowed.head_office,
+        StaffRole::Auditor => allowed.auditor,
+        StaffRole::SystemOperator => allowed.operator,
+        StaffRole::Stylist | StaffRole::Sales | StaffRole::Unspecified => false,
+    }
+}
+
+/// Methods the operator runs for a merchant it names (`mms-merchant`).
+pub fn operator_names_merchant(method: Method) -> bool {
+    matches!(method, Method::RunCardMaintenance | Method::RunPointsExpiry)
+}
+
+fn out_of_scope(actor: &Actor, store_code: &str) -> Result<()> {
+    let whose = match &actor.scope {
+        Scope::Store(own) => format!("store {own}"),
+        Scope::Region(region) => format!("region {region}"),
+        Scope::Merchant | Scope::Local => "the merchant".to_owned(),
+        Scope::Server => "the server".to_owned(),
+    };
+    fail(Kind::OutOfScope, format!("staff {} works in {whose}, not at store {store_code:?}", actor.staff_code))
+}
+
+/// Checks that the actor may act at the store, filling in its own store when none is
+/// named (a cashier's requests are at their store). A region manager names the store.
+pub fn at_store(actor: &Actor, config: &Loaded, store_code: &mut String) -> Result<()> {
+    if store_code.is_empty() {
+        match &actor.scope {
+            Scope::Store(own) => *store_code = own.clone(),
+            Scope::Region(region) => {
+                return fail(Kind::OutOfScope, format!("a region manager names the store (one of region {region})"))
+            }
+            Scope::Merchant | Scope::Local | Scope::Server => return Ok(()),
+        }
+    }
+    if actor.covers_store(&config.config, store_code) {
+        Ok(())
+    } else {
+        out_of_scope(actor, store_code)
+    }
+}
+
+/// The store-bound field of a mutating request, if it has one, by reference (`$ref`) or
+/// mutably: one list for both.
+macro_rules! store_field {
+    ($body:expr, $($ref:tt)+) => {
+        match $body {
+            Body::RegisterMember(r) => Some($($ref)+ r.store_code),
+            Body::Recharge(r) => Some($($ref)+ r.store_code),
+            Body::Checkout(r) => Some($($ref)+ r.store_code),
+            Body::SuspendBill(r) => Some($($ref)+ r.store_code),
+            Body::CancelSuspendedBill(r) => Some($($ref)+ r.store_code),
+            Body::Refund(r) => Some($($ref)+ r.store_code),
+            Body::IssueCard(r) => Some($($ref)+ r.store_code),
+            Body::ReplaceCard(r) => Some($($ref)+ r.store_code),
+            Body::ReturnCard(r) => Some($($ref)+ r.store_code),
+            Body::RenewCard(r) => Some($($ref)+ r.store_code),
+            Body::ChargeAnnualFee(r) => Some($($ref)+ r.store_code),
+            Body::BuyPackage(r) => Some($($ref)+ r.store_code),
+            Body::RefundPackage(r) => Some($($ref)+ r.store_code),
+            Body::AdjustStock(r) => Some($($ref)+ r.store_code),
+            Body::AdjustPoints(r) => Some($($ref)+ r.store_code),
+            Body::ApplyConfig(_)
+            | Body::UpdateMember(_)
+            | Body::AddFollowUp(_)
+            | Body::ImportMembers(_)
+            | Body::ApplyCardAction(_)
+            | Body::ChangePin(_)
+            | Body::RunCardMaintenance(_)
+            | Body::SetSpendingLimit(_)
+            | Body::UpsertItems(_)
+            | Body::UpsertStaff(_)
+            | Body::RunPointsExpiry(_)
+            | Body::IssueCoupons(_)
+            | Body::VoidCoupon(_)
+            | Body::IssueToken(_)
+            | Body::RevokeToken(_) => None,
+        }
+    };
+}
+
+/// The store a mutating request acts at, as named (empty = the core's default).
+pub fn request_store(body: &Body) -> String {
+    store_field!(body, &).cloned().unwrap_or_default()
+}
+
+/// The staff field that says who made a change, filled with the actor when empty.
+fn staff_field(body: &mut Body) -> Option<&mut String> {
+    match body {
+        Body::UpdateMember(r) => Some(&mut r.staff_code),
+        Body::AddFollowUp(r) => Some(&mut r.staff_code),
+        Body::ApplyCardAction(r) => Some(&mut r.staff_code),
+        Body::AdjustPoints(r) => Some(&mut r.staff_code),
+        _ => None,
+    }
+}
+
+/// On the caller's thread, before the writer: fills in the actor's store and staff code
+/// where the request names none (so the request record and the audit say where and who).
+pub fn fill_in(actor: &Actor, body: &mut Body) {
+    if let (Some(own), Some(field)) = (actor.own_store(), store_field!(body, &mut)) {
+        if field.is_empty() {
+            *field = own.to_owned();
+        }
+    }
+    if let Some(field) = staff_field(body) {
+        if field.is_empty() && !actor.staff_code.is_empty() {
+            *field = actor.staff_code.clone();
+        }
+    }
+}
+
+/// Inside the write transaction, before the request runs: scope and the limits that can
+/// be known from the request. Merchant-wide actors pass the scope checks.
+pub fn check_mutation(dbs: &Dbs, txn: &RoTxn<'_>, config: &Loaded, actor: &Actor, body: &Body) -> Result<()> {
+    if let Some(store_code) = store_field!(body, &) {
+        // Filled in before the writer for a store's staff; empty here = the default.
+        let mut store_code = store_code.clone();
+        at_store(actor, config, &mut store_code)?;
+    }
+    match body {
+        Body::Refund(request) => {
+            let settlement = crate::settle::settlement(dbs, txn, &actor.merchant, request.settlement_seq)?;
+            if !actor.covers_store(&config.config, &settlement.store_code) {
+                return out_of_scope(actor, &settlement.store_code);
+            }
+        }
+        Body::Recharge(request) => recharge_allowed(actor, config, config.store_code(&request.store_code)?)?,
+        Body::ApplyCardAction(request) if actor.role == StaffRole::Cashier => {
+            let action = CardAction::try_from(request.action).unwrap_or(CardAction::Unspecified);
+            if !matches!(action, CardAction::Activate | CardAction::ReportLoss | CardAction::Freeze | CardAction::SetDefault) {
+                return fail(Kind::RoleNotAllowed, format!("a cashier may not {}: a manager may", action.as_str_name()));
+            }
+        }
+        Body::UpsertStaff(request) => staff_grant(dbs, txn, config, actor, request.staff.as_ref())?,
+        _ => {}
+    }
+    Ok(())
+}
+
+fn recharge_allowed(actor: &Actor, config: &Loaded, store_code: &str) -> Result<()> {
+    let Some(policy) = &config.config.staff_policy else {
+        return Ok(());
+    };
+    if !policy.recharge_store_codes.is_empty() && !policy.recharge_store_codes.iter().any(|s| s == store_code) {
+        return fail(Kind::RechargeNotAllowed, format!("store {store_code} does not take recharges (储值只在指定门店)"));
+    }
+    let exempt = matches!(actor.role, StaffRole::HeadOfficeAdmin) || actor.scope == Scope::Local;
+    if policy.recharge_designated_staff_only && !actor.can_recharge && !exempt {
+        return fail(Kind::RechargeNotAllowed, format!("staff {} is not designated to take recharges", actor.staff_code));
+    }
+    Ok(())
+}
+
+/// Nobody grants a role above their own, nor a scope outside their own, nor changes
+/// someone outside it.
+fn staff_grant(dbs: &Dbs, txn: &RoTxn<'_>, config: &Loaded, actor: &Actor, staff: Option<&crate::proto::Staff>) -> Result<()> {
+    let Some(staff) = staff else {
+        return Ok(()); // the handler refuses it
+    };
+    let previous = crate::chain::staff::get(dbs, txn, &actor.merchant, &staff.code)?;
+    for record in std::iter::once(staff).chain(previous.as_ref()) {
+        let role = StaffRole::try_from(record.role).unwrap_or(StaffRole::Unspecified);
+        staff_within(actor, config, role, &record.store_code, &record.region_code)?;
+    }
+    Ok(())
+}
+
+/// A staff member of this role, store and region is within what the actor may manage.
+pub fn staff_within(actor: &Actor, config: &Loaded, role: StaffRole, store_code: &str, region_code: &str) -> Result<()> {
+    if matches!(actor.scope, Scope::Merchant | Scope::Local) && actor.role == StaffRole::HeadOfficeAdmin {
+        return Ok(());
+    }
+    if Actor::rank(role) > Actor::rank(actor.role) || role == StaffRole::Auditor {
+        return fail(
+            Kind::RoleCeiling,
+            format!("staff {} ({}) may not manage a {}", actor.staff_code, actor.role.as_str_name(), role.as_str_name()),
+        );
+    }
+    let within = match &actor.scope {
+        Scope::Store(own) => store_code == own && region_code.is_empty(),
+        Scope::Region(region) => {
+            (region_code.is_empty() || region_code == region)
+                && (store_code.is_empty() && region_code == region || actor.covers_store(&config.config, store_code))
+        }
+        Scope::Merchant | Scope::Local => true,
+        Scope::Server => false,
+    };
+    if within {
+        Ok(())
+    } else {
+        fail(Kind::OutOfScope, format!("staff {} may not manage staff outside their scope", actor.staff_code))
+    }
+}
+
+/// After the request ran, in its nested transaction: a cashier's refund above the
+/// merchant's limit needs a manager's approval; refusing here undoes all of it.
+pub fn check_outcome(config: &Loaded, actor: &Actor, body: &Body, response: &[u8]) -> Result<()> {
+    let limit_fen = config.config.staff_policy.as_ref().map_or(0, |p| p.refund_manager_above_fen);
+    if limit_fen <= 0 || actor.is_manager() {
+        return Ok(());
+    }
+    let (refund_fen, store_code) = match body {
+        Body::Refund(r) => (RefundResponse::decode(response)?.refunded_fen, r.store_code.as_str()),
+        Body::ReturnCard(r) => (CardResponse::decode(response)?.refund_fen, r.store_code.as_str()),
+        Body::RefundPackage(r) => (CardResponse::decode(response)?.refund_fen, r.store_code.as_str()),
+        _ => return Ok(()),
+    };
+    if refund_fen <= limit_fen {
+        return Ok(());
+    }
+    let store = config.store_code(store_code)?;
+    if actor.manager_for(&config.config, store).is_some() {
+        return Ok(());
+    }
+    fail(
+        Kind::RefundNeedsManager,
+        format!(
+            "a refund of {} above {} needs a manager's approval (mms-approver)",
+            crate::money::yuan(refund_fen),
+            crate::money::yuan(limit_fen)
+        ),
+    )
+}
+
+/// Whether the checkout may override catalog prices: a manager covering the store, the
+/// actor or its approver.
+pub fn may_override_price(actor: &Actor, config: &Loaded, body: &Body) -> bool {
+    let store_code = match body {
+        Body::Checkout(r) => r.store_code.as_str(),
+        Body::SuspendBill(r) => r.store_code.as_str(),
+        _ => return false,
+    };
+    config.store_code(store_code).is_ok_and(|store| actor.manager_for(&config.config, store).is_some())
+}
