@@ -35,6 +35,8 @@ OPEN_SERVICES = frozenset(
         "grpc.reflection.v1.ServerReflection",
     }
 )
+# The core's reason when it cannot take requests any more.
+CORE_DOWN_REASON = "SHUTTING_DOWN"
 # Statuses of a refusal (counted as denials, whether the interceptor or the core refused).
 DENIAL_STATUSES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
 
@@ -73,9 +75,16 @@ def current_actor() -> Actor:
 class AuthInterceptor(grpc.ServerInterceptor):
     """Authenticates every call of the engine's services before its handler runs."""
 
-    def __init__(self, core: Core, denied: Counter, terminal_of: TerminalOf | None = None):
+    def __init__(
+        self,
+        core: Core,
+        denied: Counter,
+        on_core_down: Callable[[], None],
+        terminal_of: TerminalOf | None = None,
+    ):
         self.core = core
         self.denied = denied
+        self.on_core_down = on_core_down
         self.terminal_of = terminal_of
 
     def intercept_service(
@@ -108,7 +117,10 @@ class AuthInterceptor(grpc.ServerInterceptor):
                     operator_merchant=str(metadata.get(MERCHANT_KEY, "")),
                 )
             except CoreError as error:
-                self.denied.labels(service, method, error.reason.lower()).inc()
+                if error.status in DENIAL_STATUSES:
+                    self.denied.labels(service, method, error.reason.lower()).inc()
+                elif error.reason == CORE_DOWN_REASON:
+                    self.on_core_down()
                 abort_with_core_error(context, error)
                 raise AssertionError("abort returns only by raising") from error
             token = CURRENT_ACTOR.set(actor)

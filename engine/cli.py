@@ -23,8 +23,8 @@ import datetime
 import getpass
 import json
 import os
-import stat
 import re
+import stat
 import sys
 import unicodedata
 import uuid

@@ -54,9 +54,15 @@ def _add_bootstrap(subparsers: Any) -> None:
         "unless --again.",
     )
     parser.set_defaults(handler=_bootstrap, command_parser=parser)
-    parser.add_argument("--data", metavar="DIR", default="./data", help="data folder (default ./data)")
-    parser.add_argument("--merchant", metavar="ID", default="default", help="merchant (default 'default')")
-    parser.add_argument("--staff", metavar="CODE", default="admin", help="staff code (default admin)")
+    parser.add_argument(
+        "--data", metavar="DIR", default="./data", help="data folder (default ./data)"
+    )
+    parser.add_argument(
+        "--merchant", metavar="ID", default="default", help="merchant (default 'default')"
+    )
+    parser.add_argument(
+        "--staff", metavar="CODE", default="admin", help="staff code (default admin)"
+    )
     parser.add_argument("--name", metavar="NAME", default="Head office admin 总部管理员")
     parser.add_argument(
         "--operator",
@@ -99,7 +105,7 @@ def _date_ms(text: str) -> int:
         day = datetime.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
-    start = datetime.datetime.combine(day, datetime.time(), tzinfo=datetime.timezone.utc)
+    start = datetime.datetime.combine(day, datetime.time(), tzinfo=datetime.UTC)
     return int(start.timestamp() * 1000)
 
 
@@ -119,7 +125,9 @@ def _bootstrap(args: argparse.Namespace, _session: cli.Session) -> int:
     from engine._core import Core, CoreError
 
     if not os.path.isdir(args.data):
-        raise cli.UsageError(f"--data {args.data}: no such folder (start the server once, or mkdir)")
+        raise cli.UsageError(
+            f"--data {args.data}: no such folder (start the server once, or mkdir)"
+        )
     core = Core(args.data)
     try:
         token, token_id = core.bootstrap(
@@ -171,8 +179,10 @@ def _token_issue(args: argparse.Namespace, session: cli.Session) -> int:
         cli._print_json(args, cli.message_to_json(response))
         return cli.EXIT_OK
     view = response.view
-    print(f"Token for {view.staff_code} ({_role_name(view.role)}), id {view.token_id}, "
-          f"expires {cli._time_text(view.expires_at_ms)}")
+    print(
+        f"Token for {view.staff_code} ({_role_name(view.role)}), id {view.token_id}, "
+        f"expires {cli._time_text(view.expires_at_ms)}"
+    )
     print("The token, shown this once:" if not args.save else f"Saved to {args.save} (0600).")
     if not args.save:
         print(response.token)
@@ -208,7 +218,9 @@ def _token_revoke(args: argparse.Namespace, session: cli.Session) -> int:
 
 def _whoami(args: argparse.Namespace, session: cli.Session) -> int:
     response = _token_call(session, "WhoAmI", auth_pb2.WhoAmIRequest())
-    scope = response.store_code or (f"region {response.region_code}" if response.region_code else "")
+    scope = response.store_code or (
+        f"region {response.region_code}" if response.region_code else ""
+    )
     text = (
         f"{response.staff_code or '-'} {response.name} ({_role_name(response.role)}) "
         f"of {response.merchant or 'the server'}{' at ' + scope if scope else ''}; "
@@ -244,5 +256,15 @@ def _audit(args: argparse.Namespace, session: cli.Session) -> int:
         ]
         for entry in response.entries
     ]
-    headers = ["#", "At 时间", "Staff", "Store", "Terminal", "Method", "Member", "Approver", "Request"]
+    headers = [
+        "#",
+        "At 时间",
+        "Staff",
+        "Store",
+        "Terminal",
+        "Method",
+        "Member",
+        "Approver",
+        "Request",
+    ]
     return cli._output(args, response, lambda: cli._table_text("Audit 操作日志", headers, rows))

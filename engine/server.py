@@ -20,7 +20,13 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from engine._core import Core, CoreError
-from engine.auth import DENIAL_STATUSES, AuthInterceptor, current_actor, denial_counter
+from engine.auth import (
+    CORE_DOWN_REASON,
+    DENIAL_STATUSES,
+    AuthInterceptor,
+    current_actor,
+    denial_counter,
+)
 from engine.errors import REPLAYED_METADATA, abort_with_core_error
 from engine.metrics import CoreCollector, GrpcMetrics, MetricsInterceptor
 from engine.proto import (
@@ -46,8 +52,6 @@ CONCURRENT_RPCS_MAX = 1024
 # A config of 10,000 stores is well under this; anything larger is refused by grpc.
 MESSAGE_BYTES_MAX = 8 * 1024 * 1024
 SHUTDOWN_GRACE_SECONDS = 15.0
-# The core's reason when it cannot take requests any more.
-CORE_DOWN_REASON = "SHUTTING_DOWN"
 
 # Services whose every method the core serves, request bytes in, response bytes out.
 CORE_SERVICES = (
@@ -63,6 +67,7 @@ CORE_SERVICES = (
     auth_pb2.DESCRIPTOR.services_by_name["AuditService"],
 )
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"]
+
 
 def _core_handler(
     core: Core,
@@ -136,19 +141,6 @@ def create_server(
     workers: int = WORKERS_DEFAULT,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """Builds the server (not started). Returns it, the bound port and its health servicer."""
-    denied = denial_counter(registry)
-    options = [
-        ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
-        ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
-        ("grpc.so_reuseport", 0),
-    ]
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mms-grpc"),
-        # Metrics outermost, so calls the auth interceptor refuses are counted too.
-        interceptors=[MetricsInterceptor(GrpcMetrics(registry)), AuthInterceptor(core, denied)],
-        options=options,
-        maximum_concurrent_rpcs=CONCURRENT_RPCS_MAX,
-    )
     health_servicer = health.HealthServicer()
     names = [service.full_name for service in (*CORE_SERVICES, ADMIN_SERVICE)]
 
@@ -161,6 +153,23 @@ def create_server(
     def on_core_down() -> None:
         set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
 
+    denied = denial_counter(registry)
+    options = [
+        ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
+        ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
+        ("grpc.so_reuseport", 0),
+    ]
+    # Metrics outermost, so calls the auth interceptor refuses are counted too.
+    interceptors = [
+        MetricsInterceptor(GrpcMetrics(registry)),
+        AuthInterceptor(core, denied, on_core_down),
+    ]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mms-grpc"),
+        interceptors=interceptors,
+        options=options,
+        maximum_concurrent_rpcs=CONCURRENT_RPCS_MAX,
+    )
     replays = Counter(
         "mms_requests_replayed_total",
         "Requests answered with the first answer to the same request_id (client retries).",
@@ -208,9 +217,7 @@ def serve(
     core = Core(data_dir, durable=durable, clock_file=clock_file)
     registry = CollectorRegistry()
     registry.register(CoreCollector(core))
-    server, port, health_servicer = create_server(
-        core, listen, registry=registry, workers=workers
-    )
+    server, port, health_servicer = create_server(core, listen, registry=registry, workers=workers)
     host = listen.rpartition(":")[0] or "127.0.0.1"
     metrics_server, _ = start_http_server(metrics_port, addr=host.strip("[]"), registry=registry)
     server.start()

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-
-import contextlib
-import threading
 
 import grpc
 import pytest
@@ -43,7 +42,11 @@ def bootstrap_token(
         try:
             staff = "operator" if operator else "admin"
             token, _ = core.bootstrap(
-                "" if operator else merchant, staff, "Test admin 测试", operator=operator, again=True
+                "" if operator else merchant,
+                staff,
+                "Test admin 测试",
+                operator=operator,
+                again=True,
             )
         finally:
             core.close()
@@ -70,7 +73,10 @@ class _TokenInterceptor(grpc.UnaryUnaryClientInterceptor):
             metadata.append(("authorization", f"Bearer {token}"))
             details = client_call_details._replace(metadata=tuple(metadata))
             answer = continuation(details, request)
-            if answer.code() != grpc.StatusCode.UNAUTHENTICATED or "expired" not in answer.details():
+            if (
+                answer.code() != grpc.StatusCode.UNAUTHENTICATED
+                or "expired" not in answer.details()
+            ):
                 return answer
             # A test moved its clock past the token's life: the admin logs in again (a new
             # token), and the call is sent again (nothing ran: the token was checked first).
@@ -122,7 +128,9 @@ class RunningServer:
         """The merchant's head office admin token, bootstrapped on first use."""
         if merchant not in self.tokens:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            self.tokens[merchant] = bootstrap_token(self.data_dir, merchant, clock_file=self.clock_file)
+            self.tokens[merchant] = bootstrap_token(
+                self.data_dir, merchant, clock_file=self.clock_file
+            )
         return self.tokens[merchant]
 
     def operator_token(self) -> str:

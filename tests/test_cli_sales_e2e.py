@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from test_cli_e2e import EXAMPLE, fields, mms, table
 
-from conftest import RunningServer, acting_as, token_env
+from conftest import RunningServer, acting_as
 from engine import cli
 from engine.config_file import load_config_and_items, loads_config_and_items
 

@@ -39,8 +39,10 @@ CASH = common_pb2.CASH
 
 
 @pytest.fixture
-def nobody_listens() -> str:
-    """A loopback address with nothing listening: a call to it exits 3, never 2."""
+def nobody_listens(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A loopback address with nothing listening: a call to it exits 3, never 2 (a token
+    is set: without one a command stops before calling)."""
+    monkeypatch.setenv("MMS_TOKEN", "mms_" + "0" * 64)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return f"127.0.0.1:{probe.getsockname()[1]}"
@@ -474,11 +476,8 @@ def test_client_options_before_or_after_the_command() -> None:
             2.5,
         )
     plain = cli.parse_args(["member", "show", "--id", "1"])
-    assert (plain.server, plain.merchant, plain.json) == (
-        "127.0.0.1:50051",
-        "default",
-        False,
-    )
+    # The merchant is the token's; --merchant names one only for a system operator.
+    assert (plain.server, plain.merchant, plain.json) == ("127.0.0.1:50051", "", False)
     assert plain.timeout is None and plain.default_timeout_s == cli.CALL_TIMEOUT_S
 
 
@@ -508,13 +507,12 @@ def test_serve_options() -> None:
         9464,
         False,
     )
-    assert plain.merchant == "default"
     assert plain.clock_file is None
     assert cli.parse_args(["serve", "--clock-file", "/t/now"]).clock_file == "/t/now"
     args = cli.parse_args(
         [
             "serve", "--data", "/d", "--listen", "0.0.0.0:7", "--metrics-port", "0",
-            "--merchant", "m2", "--no-sync",
+            "--no-sync",
         ]
     )  # fmt: skip
     assert (args.data, args.listen, args.metrics_port, args.no_sync) == (
@@ -523,8 +521,9 @@ def test_serve_options() -> None:
         0,
         True,
     )
-    assert args.merchant == "m2"
-    assert cli.parse_args(["--merchant", "m3", "serve"]).merchant == "m3"
+    # The server takes no merchant: every call's comes from its token.
+    with pytest.raises(SystemExit):
+        cli.parse_args(["serve", "--merchant", "m2"])
 
 
 def test_db_audit_options() -> None:

@@ -249,11 +249,21 @@ def test_the_extension_matches_its_stub() -> None:
 
     stub = ast.parse((Path(inspect.getfile(_core)).parent / "_core.pyi").read_text())
     classes = {node.name: node for node in stub.body if isinstance(node, ast.ClassDef)}
-    assert set(classes) == {"Core", "CoreError"}
-    stubbed = {f.name for f in classes["Core"].body if isinstance(f, ast.FunctionDef)}
-    built = {name for name in dir(_core.Core) if not name.startswith("_")}
-    assert stubbed - {"__init__"} == built
+    assert set(classes) == {"Actor", "Core", "CoreError"}
+    for name in ("Actor", "Core"):
+        stubbed = {f.name for f in classes[name].body if isinstance(f, ast.FunctionDef)}
+        built = {member for member in dir(getattr(_core, name)) if not member.startswith("_")}
+        assert stubbed - {"__init__"} == built, name
     assert issubclass(_core.CoreError, Exception)
+
+
+class _WithMetadata(grpc.UnaryUnaryClientInterceptor):
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.metadata = metadata
+
+    def intercept_unary_unary(self, continuation, details, request):
+        metadata = (*(details.metadata or ()), *self.metadata)
+        return continuation(details._replace(metadata=metadata), request)
 
 
 def test_health_turns_not_serving_when_the_core_stops_answering(tmp_path) -> None:
@@ -266,10 +276,14 @@ def test_health_turns_not_serving_when_the_core_stops_answering(tmp_path) -> Non
     from engine.server import create_server
 
     core = Core(str(tmp_path / "data"))
+    token, _ = core.bootstrap("default", "admin", "Admin")
     server, port, _ = create_server(core, "127.0.0.1:0", registry=CollectorRegistry())
     server.start()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        authorization = (("authorization", f"Bearer {token}"),)
+        with grpc.intercept_channel(
+            grpc.insecure_channel(f"127.0.0.1:{port}"), _WithMetadata(authorization)
+        ) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             serving = health_pb2.HealthCheckResponse.SERVING
             assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == serving
@@ -326,7 +340,9 @@ growths = 0
 for round in range(int(sys.argv[2])):
     core = Core(f"{sys.argv[1]}/{round}", durable=False, map_size_bytes=64 * 1024)
     config = config_pb2.ApplyConfigRequest(request_id="config", config=DEMO_CONFIG)
-    core.submit("/mms.v1.ConfigService/ApplyConfig", "m", config.SerializeToString())
+    token, _ = core.bootstrap("m", "admin", "Admin")
+    actor = core.authenticate(token, "/mms.v1.AuthService/WhoAmI")
+    core.submit("/mms.v1.ConfigService/ApplyConfig", actor, config.SerializeToString())
     done = threading.Event()
 
     def scrape():
@@ -341,7 +357,7 @@ for round in range(int(sys.argv[2])):
             for row in range(1000)
         ]
         request = member_pb2.ImportMembersRequest(request_id=f"import-{chunk}", rows=rows)
-        core.submit("/mms.v1.MemberService/ImportMembers", "m", request.SerializeToString())
+        core.submit("/mms.v1.MemberService/ImportMembers", actor, request.SerializeToString())
     done.set()
     scraper.join()
     growths += core.stats()["map_growths"]

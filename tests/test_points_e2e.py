@@ -170,7 +170,6 @@ def test_manual_adjustments_need_a_reason_and_show_it_in_the_history(desk: Point
     assert taken.points_balance == 110
     refused(INVALID, "POINTS_REASON_REQUIRED", lambda: desk.adjust(P1, 5, "   "))
     refused(INVALID, "TEXT_INVALID", lambda: desk.adjust(P1, 5, "x" * 201))
-    refused(INVALID, "STAFF_CODE_REQUIRED", lambda: desk.adjust(P1, 5, "ok", staff_code=""))
     refused(INVALID, "POINTS_INVALID", lambda: desk.adjust(P1, 0, "nothing"))
     refused(FAILED, "INSUFFICIENT_POINTS", lambda: desk.adjust(P1, -111, "too many"))
     assert desk.balance(P1) == 110, "refusals change nothing"

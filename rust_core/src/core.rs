@@ -277,7 +277,9 @@ impl Core {
         }
         if !request.approver_token.is_empty() {
             let approver = auth::authenticate(&shared.dbs, &txn, request.approver_token, request.terminal_id, now_ms)
-                .map_err(|e| CoreError::new(Kind::ApproverInvalid, format!("the approver's token: {}", e.message)))?;
+                .map_err(|e| {
+                CoreError::new(Kind::ApproverInvalid, format!("the approver's token: {}", e.message))
+            })?;
             if approver.merchant != actor.merchant || !approver.is_manager() {
                 return fail(Kind::ApproverInvalid, "the approver must be a manager of the same merchant");
             }
@@ -322,7 +324,10 @@ impl Core {
         let merchant = actor.merchant.as_str();
         validate::merchant_id(merchant)?;
         if actor.scope != auth::Scope::Local && !auth::policy::role_allows(actor.role, method) {
-            return fail(Kind::RoleNotAllowed, format!("a {} may not call {}", actor.role.as_str_name(), method.full_name()));
+            return fail(
+                Kind::RoleNotAllowed,
+                format!("a {} may not call {}", actor.role.as_str_name(), method.full_name()),
+            );
         }
         let mut decoded = dispatch::decode(method, request)?;
         auth::policy::fill_in(actor, &mut decoded.body);
@@ -444,7 +449,10 @@ impl Core {
             validate::merchant_id(&actor.merchant)?;
         }
         if actor.scope != auth::Scope::Local && !auth::policy::role_allows(actor.role, method) {
-            return fail(Kind::RoleNotAllowed, format!("a {} may not call {}", actor.role.as_str_name(), method.full_name()));
+            return fail(
+                Kind::RoleNotAllowed,
+                format!("a {} may not call {}", actor.role.as_str_name(), method.full_name()),
+            );
         }
         let shared = self.shared()?;
         let _no_resize = shared.resize_lock.read().expect("lock");

@@ -4,13 +4,13 @@
 use heed::{Env, RoTxn, RwTxn, WithoutTls};
 use prost::Message;
 
+use crate::auth::{self, audit, policy, Actor};
 use crate::config::{self, Cache};
 use crate::error::{fail, CoreError, Kind, Result};
 use crate::pin::PinCheck;
 use crate::proto::*;
 use crate::store::{self, Dbs};
 use crate::transactions::{self, Context};
-use crate::auth::{self, audit, policy, Actor};
 use crate::{
     catalog, chain, coupons, lifecycle, member_code, members, packages, points, profiles, refund, settle, suspended,
     validate,
@@ -353,7 +353,11 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
 
 /// A staff change; disabling someone revokes every token they hold, in the same
 /// transaction.
-fn upsert_staff(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &UpsertStaffRequest) -> Result<UpsertStaffResponse> {
+fn upsert_staff(
+    context: &Context<'_>,
+    txn: &mut RwTxn<'_>,
+    request: &UpsertStaffRequest,
+) -> Result<UpsertStaffResponse> {
     let response = chain::staff::upsert(context, txn, request)?;
     if let Some(staff) = response.staff.as_ref().filter(|s| !s.active) {
         auth::tokens::revoke_all_of(context.dbs, txn, context.merchant, &staff.code, context.now_ms)?;
@@ -601,7 +605,10 @@ pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, actor: &Actor, method: Method, bytes: &
             if !matches!(actor.scope, auth::Scope::Merchant | auth::Scope::Local) {
                 let config = config::read(dbs, txn, merchant)?;
                 if !actor.covers_store(&config, &settlement.store_code) {
-                    return fail(Kind::OutOfScope, format!("settlement {} is of store {}", request.seq, settlement.store_code));
+                    return fail(
+                        Kind::OutOfScope,
+                        format!("settlement {} is of store {}", request.seq, settlement.store_code),
+                    );
                 }
             }
             GetSettlementResponse { settlement: Some(settlement) }.encode_to_vec()

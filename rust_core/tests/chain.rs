@@ -445,7 +445,14 @@ fn an_itemized_settlement_keeps_each_lines_commission_rebates_and_origins() {
     assert_buckets_match(&accounts, &origins_after);
     // The settlement kept them.
     let request = GetSettlementRequest { seq: paid.ledger_seq };
-    let bytes = h.core.query("/mms.v1.TransactionService/GetSettlement", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap();
+    let bytes = h
+        .core
+        .query(
+            "/mms.v1.TransactionService/GetSettlement",
+            &mms_core::auth::Actor::local(MERCHANT),
+            &request.encode_to_vec(),
+        )
+        .unwrap();
     let settlement = GetSettlementResponse::decode(bytes.as_slice()).unwrap().settlement.unwrap();
     assert_eq!(settlement.lines, paid.lines);
     // Refund the cut (line 1), then the rest: every chain effect comes back exactly.

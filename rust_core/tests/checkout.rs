@@ -125,13 +125,19 @@ impl Till {
 
     fn balances(&self, phone: &str) -> Balances {
         let request = GetMemberRequest { member: by_phone(phone) };
-        let bytes = self.core.query("/mms.v1.MemberService/GetMember", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap();
+        let bytes = self
+            .core
+            .query("/mms.v1.MemberService/GetMember", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec())
+            .unwrap();
         GetMemberResponse::decode(bytes.as_slice()).unwrap().balances.unwrap()
     }
 
     fn stock(&self, sku: &str) -> i64 {
         let request = GetItemRequest { key: Some(get_item_request::Key::Sku(sku.into())), store_code: "S1".into() };
-        let bytes = self.core.query("/mms.v1.CatalogService/GetItem", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap();
+        let bytes = self
+            .core
+            .query("/mms.v1.CatalogService/GetItem", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec())
+            .unwrap();
         GetItemResponse::decode(bytes.as_slice()).unwrap().stock_milli
     }
 
@@ -413,7 +419,11 @@ fn random_bills_and_refunds_restore_every_balance_exactly() {
         let settlement_request = GetSettlementRequest { seq: paid.ledger_seq };
         let bytes = till
             .core
-            .query("/mms.v1.TransactionService/GetSettlement", &mms_core::auth::Actor::local(MERCHANT), &settlement_request.encode_to_vec())
+            .query(
+                "/mms.v1.TransactionService/GetSettlement",
+                &mms_core::auth::Actor::local(MERCHANT),
+                &settlement_request.encode_to_vec(),
+            )
             .unwrap();
         let settlement = GetSettlementResponse::decode(bytes.as_slice()).unwrap().settlement.unwrap();
         assert_eq!(settlement.refunded_fen, paid.payments.iter().map(|p| p.amount_fen).sum::<i64>());
@@ -459,7 +469,10 @@ fn another_payer_with_a_pin_gives_it_in_the_tender() {
     assert_eq!(till.call::<CheckoutResponse>(CHECKOUT, bill("")).unwrap_err().kind, Kind::PinRequired);
     assert_eq!(till.call::<CheckoutResponse>(CHECKOUT, bill("000000")).unwrap_err().kind, Kind::WrongPin);
     let card = GetCardRequest { card_no: "V0012".into() };
-    let bytes = till.core.query("/mms.v1.CardService/GetCard", &mms_core::auth::Actor::local(MERCHANT), &card.encode_to_vec()).unwrap();
+    let bytes = till
+        .core
+        .query("/mms.v1.CardService/GetCard", &mms_core::auth::Actor::local(MERCHANT), &card.encode_to_vec())
+        .unwrap();
     let view = CardResponse::decode(bytes.as_slice()).unwrap().card.unwrap();
     assert_eq!(view.pin_failures, 1, "the payer's wrong PIN is counted on the payer's card");
     let paid: CheckoutResponse = till.call(CHECKOUT, bill("135790")).unwrap();
@@ -468,7 +481,10 @@ fn another_payer_with_a_pin_gives_it_in_the_tender() {
         vec![("E0000000001", 1_000), ("V0012", 300)]
     );
     assert_eq!((till.balances("13800000011").principal_fen, till.balances("13800000012").principal_fen), (0, 4_700));
-    let bytes = till.core.query("/mms.v1.CardService/GetCard", &mms_core::auth::Actor::local(MERCHANT), &card.encode_to_vec()).unwrap();
+    let bytes = till
+        .core
+        .query("/mms.v1.CardService/GetCard", &mms_core::auth::Actor::local(MERCHANT), &card.encode_to_vec())
+        .unwrap();
     assert_eq!(
         CardResponse::decode(bytes.as_slice()).unwrap().card.unwrap().pin_failures,
         0,

@@ -111,7 +111,14 @@ impl Harness {
 
     fn list(&self, state: CouponState) -> Vec<(String, i32)> {
         let request = ListCouponsRequest { member: Some(member()), state: state as i32 };
-        let bytes = self.core.query("/mms.v1.CouponService/ListCoupons", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap();
+        let bytes = self
+            .core
+            .query(
+                "/mms.v1.CouponService/ListCoupons",
+                &mms_core::auth::Actor::local(MERCHANT),
+                &request.encode_to_vec(),
+            )
+            .unwrap();
         let response = ListCouponsResponse::decode(bytes.as_slice()).unwrap();
         response.coupons.into_iter().map(|v| (v.coupon.unwrap().template_code, v.state)).collect()
     }

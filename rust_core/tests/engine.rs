@@ -103,7 +103,11 @@ impl Harness {
 
     fn get(&self, key: Key) -> Result<GetMemberResponse, mms_core::CoreError> {
         let request = GetMemberRequest { member: Some(MemberRef { key: Some(key) }) };
-        let bytes = self.core.query("/mms.v1.MemberService/GetMember", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec())?;
+        let bytes = self.core.query(
+            "/mms.v1.MemberService/GetMember",
+            &mms_core::auth::Actor::local(MERCHANT),
+            &request.encode_to_vec(),
+        )?;
         Ok(GetMemberResponse::decode(bytes.as_slice()).unwrap())
     }
 
@@ -210,7 +214,8 @@ fn a_retry_answers_the_same_and_charges_once() {
 
     let mut different = request.clone();
     different.list_amount_fen = 2_000;
-    let error = h.core.submit(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &different.encode_to_vec()).unwrap_err();
+    let error =
+        h.core.submit(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &different.encode_to_vec()).unwrap_err();
     assert_eq!(error.kind, Kind::RequestIdReused);
 
     // A failed request stays failed, even once it could succeed.
@@ -221,10 +226,12 @@ fn a_retry_answers_the_same_and_charges_once() {
         vec![pay(PaymentMethod::StoredValue)],
     );
     too_much.request_id = "pos-7-0002".into();
-    let error = h.core.submit(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &too_much.encode_to_vec()).unwrap_err();
+    let error =
+        h.core.submit(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &too_much.encode_to_vec()).unwrap_err();
     assert_eq!(error.kind, Kind::InsufficientBalance);
     h.recharge("13700137000", 100_000).unwrap();
-    let again = h.core.submit(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &too_much.encode_to_vec()).unwrap_err();
+    let again =
+        h.core.submit(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &too_much.encode_to_vec()).unwrap_err();
     assert_eq!(again.kind, Kind::InsufficientBalance);
     h.assert_ledger_consistent();
 }
@@ -270,11 +277,20 @@ fn a_request_refused_before_the_merchant_is_configured_runs_once_it_is() {
         name: "早到".into(),
         ..Default::default()
     };
-    let early = core.submit_answer("/mms.v1.MemberService/RegisterMember", &mms_core::auth::Actor::local(MERCHANT), &register.encode_to_vec());
+    let early = core.submit_answer(
+        "/mms.v1.MemberService/RegisterMember",
+        &mms_core::auth::Actor::local(MERCHANT),
+        &register.encode_to_vec(),
+    );
     assert_eq!((early.result.unwrap_err().kind, early.replayed), (Kind::MerchantNotConfigured, false));
     let apply = ApplyConfigRequest { request_id: "config-1".into(), config: Some(demo_config()) };
-    core.submit("/mms.v1.ConfigService/ApplyConfig", &mms_core::auth::Actor::local(MERCHANT), &apply.encode_to_vec()).unwrap();
-    let later = core.submit_answer("/mms.v1.MemberService/RegisterMember", &mms_core::auth::Actor::local(MERCHANT), &register.encode_to_vec());
+    core.submit("/mms.v1.ConfigService/ApplyConfig", &mms_core::auth::Actor::local(MERCHANT), &apply.encode_to_vec())
+        .unwrap();
+    let later = core.submit_answer(
+        "/mms.v1.MemberService/RegisterMember",
+        &mms_core::auth::Actor::local(MERCHANT),
+        &register.encode_to_vec(),
+    );
     assert!(!later.replayed);
     let registered = RegisterMemberResponse::decode(later.result.unwrap().as_slice()).unwrap();
     assert_eq!(registered.member.unwrap().member_id, 1);
@@ -363,10 +379,11 @@ fn request_records_keep_a_digest_so_a_10000_store_config_fits() {
     // longest there can be.
     let mut config = demo_config();
     let kept = config.stores.len();
-    config.stores.extend(
-        (kept..10_000)
-            .map(|index| Store { code: format!("S{index:015}"), name: format!("{index:05}{}", "店".repeat(59)), ..Default::default() }),
-    );
+    config.stores.extend((kept..10_000).map(|index| Store {
+        code: format!("S{index:015}"),
+        name: format!("{index:05}{}", "店".repeat(59)),
+        ..Default::default()
+    }));
     let mut h = Harness::new("big-config");
     let applied: ApplyConfigResponse = h
         .call(
@@ -414,7 +431,8 @@ fn concurrent_checkouts_never_overdraw_and_batch_together() {
                 let mut request =
                     checkout_request(stored_value(Key::MemberId(1)), 1_000, 0, vec![pay(PaymentMethod::StoredValue)]);
                 request.request_id = format!("c{index}");
-                core.submit(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).map_err(|e| e.kind)
+                core.submit(CHECKOUT, &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec())
+                    .map_err(|e| e.kind)
             })
         })
         .collect();
@@ -424,7 +442,13 @@ fn concurrent_checkouts_never_overdraw_and_batch_together() {
     assert_eq!(succeeded, 100);
     let request = GetMemberRequest { member: stored_value(Key::MemberId(1)) };
     let shown = GetMemberResponse::decode(
-        core.query("/mms.v1.MemberService/GetMember", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap().as_slice(),
+        core.query(
+            "/mms.v1.MemberService/GetMember",
+            &mms_core::auth::Actor::local(MERCHANT),
+            &request.encode_to_vec(),
+        )
+        .unwrap()
+        .as_slice(),
     )
     .unwrap();
     assert_eq!(shown.balances.unwrap(), Balances { principal_fen: 0, bonus_fen: 0, points: 1_000, uses: Vec::new() });
@@ -486,7 +510,9 @@ fn a_compacted_copy_that_must_be_upgraded_opens_with_a_small_map() {
     let h2 = Harness { core, path: copy, next_request: 1000 };
     assert_eq!(h2.get(Key::Phone("13500000299".into())).unwrap().member.unwrap().member_id, 300);
     let code = IssueMemberCodeRequest { member: stored_value(Key::MemberId(300)) };
-    h2.core.query("/mms.v1.MemberService/IssueMemberCode", &mms_core::auth::Actor::local(MERCHANT), &code.encode_to_vec()).unwrap();
+    h2.core
+        .query("/mms.v1.MemberService/IssueMemberCode", &mms_core::auth::Actor::local(MERCHANT), &code.encode_to_vec())
+        .unwrap();
 }
 
 #[test]

@@ -278,7 +278,11 @@ impl Harness {
 
     fn find_card(&self, card_no: &str) -> Result<CardView, CoreError> {
         let request = GetCardRequest { card_no: card_no.into() };
-        let bytes = self.core.query("/mms.v1.CardService/GetCard", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec())?;
+        let bytes = self.core.query(
+            "/mms.v1.CardService/GetCard",
+            &mms_core::auth::Actor::local(MERCHANT),
+            &request.encode_to_vec(),
+        )?;
         Ok(CardResponse::decode(bytes.as_slice()).unwrap().card.unwrap())
     }
 
@@ -288,21 +292,35 @@ impl Harness {
 
     fn member(&self, key: Key) -> GetMemberResponse {
         let request = GetMemberRequest { member: Some(MemberRef { key: Some(key) }) };
-        let bytes = self.core.query("/mms.v1.MemberService/GetMember", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap();
+        let bytes = self
+            .core
+            .query("/mms.v1.MemberService/GetMember", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec())
+            .unwrap();
         GetMemberResponse::decode(bytes.as_slice()).unwrap()
     }
 
     /// A member's history (消费明细), newest first: (kind, card, amount, who made it).
     fn history(&self, key: Key) -> Vec<(String, String, i64, u64)> {
         let request = ListHistoryRequest { member: Some(MemberRef { key: Some(key) }), ..Default::default() };
-        let bytes = self.core.query("/mms.v1.MemberService/ListHistory", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap();
+        let bytes = self
+            .core
+            .query(
+                "/mms.v1.MemberService/ListHistory",
+                &mms_core::auth::Actor::local(MERCHANT),
+                &request.encode_to_vec(),
+            )
+            .unwrap();
         let items = ListHistoryResponse::decode(bytes.as_slice()).unwrap().items;
         items.into_iter().map(|i| (i.kind, i.card_no, i.amount_fen, i.member_id)).collect()
     }
 
     fn events(&self, card_no: &str, page_size: i32, page_token: &str) -> Result<ListCardEventsResponse, CoreError> {
         let request = ListCardEventsRequest { card_no: card_no.into(), page_size, page_token: page_token.into() };
-        let bytes = self.core.query("/mms.v1.CardService/ListCardEvents", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec())?;
+        let bytes = self.core.query(
+            "/mms.v1.CardService/ListCardEvents",
+            &mms_core::auth::Actor::local(MERCHANT),
+            &request.encode_to_vec(),
+        )?;
         Ok(ListCardEventsResponse::decode(bytes.as_slice()).unwrap())
     }
 
@@ -678,7 +696,11 @@ fn a_card_type_that_asks_for_a_pin_is_sold_with_one_and_never_registered() {
     let error = h.call::<RegisterMemberResponse>("/mms.v1.MemberService/RegisterMember", register).unwrap_err();
     assert_eq!(error.kind, Kind::PinRequired);
     let by_phone = GetMemberRequest { member: Some(MemberRef { key: Some(Key::Phone("13800000051".into())) }) };
-    let found = h.core.query("/mms.v1.MemberService/GetMember", &mms_core::auth::Actor::local(MERCHANT), &by_phone.encode_to_vec());
+    let found = h.core.query(
+        "/mms.v1.MemberService/GetMember",
+        &mms_core::auth::Actor::local(MERCHANT),
+        &by_phone.encode_to_vec(),
+    );
     assert_eq!(found.unwrap_err().kind, Kind::MemberNotFound);
     let apply = |h: &mut Harness, config: MerchantConfig| {
         let request = ApplyConfigRequest { request_id: String::new(), config: Some(config) };
@@ -799,7 +821,10 @@ fn replacing_a_card_moves_every_balance_and_retires_the_old_number() {
 
     let request = replace("A0002", PaymentMethod::Cash);
     let first = h.core.submit(REPLACE, &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap();
-    assert_eq!(h.core.submit(REPLACE, &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap(), first);
+    assert_eq!(
+        h.core.submit(REPLACE, &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap(),
+        first
+    );
     let replaced = CardResponse::decode(first.as_slice()).unwrap();
     assert_eq!(replaced.fee_fen, 2_000);
     let new = replaced.card.unwrap();
@@ -1650,7 +1675,10 @@ fn attached_cards_are_managed_after_issue_and_every_change_is_recorded() {
 
     let raise = SetSpendingLimitRequest { request_id: "raise-1".into(), ..limit(Some(5_000), true, "246810") };
     let first = h.core.submit(SET_LIMIT, &mms_core::auth::Actor::local(MERCHANT), &raise.encode_to_vec()).unwrap();
-    assert_eq!(h.core.submit(SET_LIMIT, &mms_core::auth::Actor::local(MERCHANT), &raise.encode_to_vec()).unwrap(), first);
+    assert_eq!(
+        h.core.submit(SET_LIMIT, &mms_core::auth::Actor::local(MERCHANT), &raise.encode_to_vec()).unwrap(),
+        first
+    );
     let raised = CardResponse::decode(first.as_slice()).unwrap();
     let card = raised.card.unwrap();
     assert_eq!((card.spending_limit_fen, card.spent_fen), (5_000, 0));

@@ -197,13 +197,19 @@ impl Harness {
 
     fn card_view(&self, card_no: &str) -> CardView {
         let request = GetCardRequest { card_no: card_no.into() };
-        let bytes = self.core.query("/mms.v1.CardService/GetCard", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap();
+        let bytes = self
+            .core
+            .query("/mms.v1.CardService/GetCard", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec())
+            .unwrap();
         CardResponse::decode(bytes.as_slice()).unwrap().card.unwrap()
     }
 
     fn member(&self, card_no: &str) -> GetMemberResponse {
         let request = GetMemberRequest { member: card(card_no) };
-        let bytes = self.core.query("/mms.v1.MemberService/GetMember", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap();
+        let bytes = self
+            .core
+            .query("/mms.v1.MemberService/GetMember", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec())
+            .unwrap();
         GetMemberResponse::decode(bytes.as_slice()).unwrap()
     }
 

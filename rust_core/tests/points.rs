@@ -95,7 +95,10 @@ impl Harness {
 
     fn points(&self) -> i64 {
         let request = GetMemberRequest { member: Some(MemberRef { key: Some(Key::Phone(PHONE.into())) }) };
-        let bytes = self.core.query("/mms.v1.MemberService/GetMember", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap();
+        let bytes = self
+            .core
+            .query("/mms.v1.MemberService/GetMember", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec())
+            .unwrap();
         GetMemberResponse::decode(bytes.as_slice()).unwrap().balances.unwrap().points
     }
 
@@ -104,8 +107,14 @@ impl Harness {
             member: Some(MemberRef { key: Some(Key::Phone(PHONE.into())) }),
             ..Default::default()
         };
-        let bytes =
-            self.core.query("/mms.v1.PointsService/ListPointsBatches", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap();
+        let bytes = self
+            .core
+            .query(
+                "/mms.v1.PointsService/ListPointsBatches",
+                &mms_core::auth::Actor::local(MERCHANT),
+                &request.encode_to_vec(),
+            )
+            .unwrap();
         ListPointsBatchesResponse::decode(bytes.as_slice()).unwrap().batches.iter().map(|b| b.points_left).collect()
     }
 
@@ -139,8 +148,14 @@ fn an_itemized_bill_earns_per_line_and_keeps_each_lines_points() {
     assert_eq!(h.points(), bill.points_earned);
     let settlement: GetSettlementResponse = {
         let request = GetSettlementRequest { seq: bill.ledger_seq };
-        let bytes =
-            h.core.query("/mms.v1.TransactionService/GetSettlement", &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap();
+        let bytes = h
+            .core
+            .query(
+                "/mms.v1.TransactionService/GetSettlement",
+                &mms_core::auth::Actor::local(MERCHANT),
+                &request.encode_to_vec(),
+            )
+            .unwrap();
         GetSettlementResponse::decode(bytes.as_slice()).unwrap()
     };
     let kept: Vec<i64> = settlement.settlement.unwrap().lines.iter().map(|l| l.points_earned).collect();

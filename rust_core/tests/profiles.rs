@@ -711,7 +711,8 @@ fn a_retried_update_answers_the_same_and_records_once() {
     let first = h.core.submit(REGISTER, &mms_core::auth::Actor::local(MERCHANT), &register.encode_to_vec()).unwrap();
     // The core re-encodes each request to recognise a retry; with several attributes the
     // map's encoding must come out the same every time.
-    let again = h.core.submit(REGISTER, &mms_core::auth::Actor::local(MERCHANT), &register.clone().encode_to_vec()).unwrap();
+    let again =
+        h.core.submit(REGISTER, &mms_core::auth::Actor::local(MERCHANT), &register.clone().encode_to_vec()).unwrap();
     assert_eq!(first, again);
 
     let attributes = pairs(&[("size", "L"), ("height", "175.5"), ("note", "重试"), ("since", "2021-01-01")]);
@@ -720,7 +721,8 @@ fn a_retried_update_answers_the_same_and_records_once() {
     request.request_id = "upd-1".into();
     let first = h.core.submit(UPDATE, &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec()).unwrap();
     h.advance(1_000);
-    let again = h.core.submit(UPDATE, &mms_core::auth::Actor::local(MERCHANT), &request.clone().encode_to_vec()).unwrap();
+    let again =
+        h.core.submit(UPDATE, &mms_core::auth::Actor::local(MERCHANT), &request.clone().encode_to_vec()).unwrap();
     assert_eq!(first, again);
     let response = UpdateMemberResponse::decode(first.as_slice()).unwrap();
     assert_eq!(response.changes.len(), 5, "four attributes and the tags");

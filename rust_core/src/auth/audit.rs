@@ -71,7 +71,15 @@ fn subjects(body: &Body) -> Subjects<'_> {
 
 /// The member a request was about, as far as it can be found (0 = none or not found: the
 /// entry is kept all the same).
-fn member_id(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, body: &Body, subjects: &Subjects<'_>, response: &[u8], now_ms: i64) -> u64 {
+fn member_id(
+    dbs: &Dbs,
+    txn: &RoTxn<'_>,
+    merchant: &str,
+    body: &Body,
+    subjects: &Subjects<'_>,
+    response: &[u8],
+    now_ms: i64,
+) -> u64 {
     if let Body::RegisterMember(_) = body {
         return RegisterMemberResponse::decode(response).ok().and_then(|r| r.member).map_or(0, |m| m.member_id);
     }
@@ -123,7 +131,12 @@ pub fn record(
     Ok(())
 }
 
-fn matches(entry: &AuditEntry, request: &ListAuditRequest, actor: &Actor, config: &crate::proto::MerchantConfig) -> bool {
+fn matches(
+    entry: &AuditEntry,
+    request: &ListAuditRequest,
+    actor: &Actor,
+    config: &crate::proto::MerchantConfig,
+) -> bool {
     let method_ok = request.method.is_empty()
         || entry.method == request.method
         || entry.method.rsplit('/').next() == Some(request.method.as_str());
@@ -158,7 +171,9 @@ pub fn list(
     };
     let below = match request.page_token.as_str() {
         "" => u64::MAX,
-        token => token.parse::<u64>().map_err(|_| crate::error::CoreError::new(Kind::PageTokenInvalid, "bad page_token"))?,
+        token => {
+            token.parse::<u64>().map_err(|_| crate::error::CoreError::new(Kind::PageTokenInvalid, "bad page_token"))?
+        }
     };
     let mut response = ListAuditResponse::default();
     let mut scanned = 0;
@@ -203,8 +218,10 @@ pub fn list(
             if audit_seq >= below {
                 continue;
             }
-            let entry: AuditEntry = store::get_record(&dbs.audit_log, txn, &seq_key(merchant, audit_seq))?
-                .ok_or_else(|| crate::error::CoreError::new(Kind::CorruptRecord, "audit_staff names a missing entry"))?;
+            let entry: AuditEntry =
+                store::get_record(&dbs.audit_log, txn, &seq_key(merchant, audit_seq))?.ok_or_else(|| {
+                    crate::error::CoreError::new(Kind::CorruptRecord, "audit_staff names a missing entry")
+                })?;
             if !consider(entry, &mut response) {
                 break;
             }

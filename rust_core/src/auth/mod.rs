@@ -127,11 +127,16 @@ pub fn authenticate(dbs: &Dbs, txn: &RoTxn<'_>, token: &str, terminal_id: &str, 
         return fail(Kind::TokenMissing, "this call needs a staff token (authorization: Bearer mms_...)");
     }
     if terminal_id.chars().count() > TERMINAL_ID_CHARS_MAX || terminal_id.chars().any(char::is_control) {
-        return fail(Kind::MalformedRequest, format!("a terminal id is at most {TERMINAL_ID_CHARS_MAX} printable characters"));
+        return fail(
+            Kind::MalformedRequest,
+            format!("a terminal id is at most {TERMINAL_ID_CHARS_MAX} printable characters"),
+        );
     }
     let record = match tokens::verify(dbs, txn, token, now_ms)? {
         Ok(record) => record,
-        Err(tokens::Refusal::Malformed) => return Err(refusal(Kind::TokenMalformed, "the token is not of the form mms_ + 64 hex digits")),
+        Err(tokens::Refusal::Malformed) => {
+            return Err(refusal(Kind::TokenMalformed, "the token is not of the form mms_ + 64 hex digits"))
+        }
         Err(tokens::Refusal::Unknown) => return Err(refusal(Kind::TokenUnknown, "the token is not known")),
         Err(tokens::Refusal::Expired) => return Err(refusal(Kind::TokenExpired, "the token has expired")),
         Err(tokens::Refusal::Revoked) => return Err(refusal(Kind::TokenRevoked, "the token was revoked")),
@@ -182,7 +187,9 @@ fn operator(record: TokenRecord, token_hash: Option<[u8; 32]>, terminal_id: &str
 /// The scope a role has, from the staff record's store and region.
 pub fn scope_of(role: StaffRole, store_code: &str, region_code: &str) -> Result<Scope> {
     match role {
-        StaffRole::Cashier | StaffRole::StoreManager if !store_code.is_empty() => Ok(Scope::Store(store_code.to_owned())),
+        StaffRole::Cashier | StaffRole::StoreManager if !store_code.is_empty() => {
+            Ok(Scope::Store(store_code.to_owned()))
+        }
         StaffRole::RegionManager if !region_code.is_empty() => Ok(Scope::Region(region_code.to_owned())),
         StaffRole::HeadOfficeAdmin | StaffRole::Auditor => Ok(Scope::Merchant),
         StaffRole::Cashier | StaffRole::StoreManager | StaffRole::RegionManager => {

@@ -23,7 +23,14 @@ struct Roles {
     operator: bool,
 }
 
-const fn roles(cashier: bool, store_manager: bool, region_manager: bool, head_office: bool, auditor: bool, operator: bool) -> Roles {
+const fn roles(
+    cashier: bool,
+    store_manager: bool,
+    region_manager: bool,
+    head_office: bool,
+    auditor: bool,
+    operator: bool,
+) -> Roles {
     Roles { cashier, store_manager, region_manager, head_office, auditor, operator }
 }
 
@@ -231,8 +238,14 @@ pub fn check_mutation(dbs: &Dbs, txn: &RoTxn<'_>, config: &Loaded, actor: &Actor
         Body::Recharge(request) => recharge_allowed(actor, config, config.store_code(&request.store_code)?)?,
         Body::ApplyCardAction(request) if actor.role == StaffRole::Cashier => {
             let action = CardAction::try_from(request.action).unwrap_or(CardAction::Unspecified);
-            if !matches!(action, CardAction::Activate | CardAction::ReportLoss | CardAction::Freeze | CardAction::SetDefault) {
-                return fail(Kind::RoleNotAllowed, format!("a cashier may not {}: a manager may", action.as_str_name()));
+            if !matches!(
+                action,
+                CardAction::Activate | CardAction::ReportLoss | CardAction::Freeze | CardAction::SetDefault
+            ) {
+                return fail(
+                    Kind::RoleNotAllowed,
+                    format!("a cashier may not {}: a manager may", action.as_str_name()),
+                );
             }
         }
         Body::UpsertStaff(request) => staff_grant(dbs, txn, config, actor, request.staff.as_ref())?,
@@ -246,18 +259,30 @@ fn recharge_allowed(actor: &Actor, config: &Loaded, store_code: &str) -> Result<
         return Ok(());
     };
     if !policy.recharge_store_codes.is_empty() && !policy.recharge_store_codes.iter().any(|s| s == store_code) {
-        return fail(Kind::RechargeNotAllowed, format!("store {store_code} does not take recharges (储值只在指定门店)"));
+        return fail(
+            Kind::RechargeNotAllowed,
+            format!("store {store_code} does not take recharges (储值只在指定门店)"),
+        );
     }
     let exempt = matches!(actor.role, StaffRole::HeadOfficeAdmin) || actor.scope == Scope::Local;
     if policy.recharge_designated_staff_only && !actor.can_recharge && !exempt {
-        return fail(Kind::RechargeNotAllowed, format!("staff {} is not designated to take recharges", actor.staff_code));
+        return fail(
+            Kind::RechargeNotAllowed,
+            format!("staff {} is not designated to take recharges", actor.staff_code),
+        );
     }
     Ok(())
 }
 
 /// Nobody grants a role above their own, nor a scope outside their own, nor changes
 /// someone outside it.
-fn staff_grant(dbs: &Dbs, txn: &RoTxn<'_>, config: &Loaded, actor: &Actor, staff: Option<&crate::proto::Staff>) -> Result<()> {
+fn staff_grant(
+    dbs: &Dbs,
+    txn: &RoTxn<'_>,
+    config: &Loaded,
+    actor: &Actor,
+    staff: Option<&crate::proto::Staff>,
+) -> Result<()> {
     let Some(staff) = staff else {
         return Ok(()); // the handler refuses it
     };
@@ -270,14 +295,25 @@ fn staff_grant(dbs: &Dbs, txn: &RoTxn<'_>, config: &Loaded, actor: &Actor, staff
 }
 
 /// A staff member of this role, store and region is within what the actor may manage.
-pub fn staff_within(actor: &Actor, config: &Loaded, role: StaffRole, store_code: &str, region_code: &str) -> Result<()> {
+pub fn staff_within(
+    actor: &Actor,
+    config: &Loaded,
+    role: StaffRole,
+    store_code: &str,
+    region_code: &str,
+) -> Result<()> {
     if matches!(actor.scope, Scope::Merchant | Scope::Local) && actor.role == StaffRole::HeadOfficeAdmin {
         return Ok(());
     }
     if Actor::rank(role) > Actor::rank(actor.role) || role == StaffRole::Auditor {
         return fail(
             Kind::RoleCeiling,
-            format!("staff {} ({}) may not manage a {}", actor.staff_code, actor.role.as_str_name(), role.as_str_name()),
+            format!(
+                "staff {} ({}) may not manage a {}",
+                actor.staff_code,
+                actor.role.as_str_name(),
+                role.as_str_name()
+            ),
         );
     }
     let within = match &actor.scope {

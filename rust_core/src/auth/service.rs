@@ -67,7 +67,8 @@ pub fn issue(
         days => return fail(Kind::MalformedRequest, format!("lifetime_days must be positive, got {days}")),
     };
     let issued_by = if actor.staff_code.is_empty() { BOOTSTRAP_ISSUER } else { actor.staff_code.as_str() };
-    let grant = Grant { merchant: &actor.merchant, staff_code: &staff.code, issued_by, label: &request.label, lifetime_ms };
+    let grant =
+        Grant { merchant: &actor.merchant, staff_code: &staff.code, issued_by, label: &request.label, lifetime_ms };
     let issued = tokens::issue(dbs, txn, &grant, now_ms)?;
     Ok(IssueTokenResponse { token: issued.token, view: Some(view(&issued.record, role_of(&staff))) })
 }
@@ -189,9 +190,13 @@ pub fn bootstrap(dbs: &Dbs, txn: &mut RwTxn<'_>, request: &Bootstrap<'_>, now_ms
     };
     let label = if request.operator { request.name } else { "bootstrap" };
     if request.operator {
-        let grant = Grant { merchant: "", staff_code: request.staff_code, issued_by: BOOTSTRAP_ISSUER, label, lifetime_ms };
+        let grant =
+            Grant { merchant: "", staff_code: request.staff_code, issued_by: BOOTSTRAP_ISSUER, label, lifetime_ms };
         let issued = tokens::issue(dbs, txn, &grant, now_ms)?;
-        return Ok(IssueTokenResponse { token: issued.token, view: Some(view(&issued.record, StaffRole::SystemOperator)) });
+        return Ok(IssueTokenResponse {
+            token: issued.token,
+            view: Some(view(&issued.record, StaffRole::SystemOperator)),
+        });
     }
     crate::validate::merchant_id(request.merchant)?;
     crate::validate::person_name(request.name)?;

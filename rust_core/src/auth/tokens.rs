@@ -139,7 +139,12 @@ pub fn verify(
 
 /// The key and record of the token of `merchant` whose public id is `token_id`; a token
 /// of another merchant is not found.
-pub fn find_by_id(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, token_id: &str) -> Result<Option<(Vec<u8>, TokenRecord)>> {
+pub fn find_by_id(
+    dbs: &Dbs,
+    txn: &RoTxn<'_>,
+    merchant: &str,
+    token_id: &str,
+) -> Result<Option<(Vec<u8>, TokenRecord)>> {
     let Some(prefix) = hex::decode(token_id).filter(|p| p.len() == TOKEN_ID_BYTES) else {
         return Err(CoreError::new(Kind::MalformedRequest, "a token id is 16 hex digits"));
     };
