@@ -14,6 +14,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from engine.tls import ClientTls, open_channel
+
 REPO = Path(__file__).resolve().parent.parent
 SERVE_TIMEOUT_S = 60
 _GRPC_LINE = re.compile(r"serving gRPC on (\S+)")
@@ -21,11 +23,20 @@ _METRICS_LINE = re.compile(r"metrics on (\S+)")
 
 
 class RunningServer:
-    """`mms serve` in a child process, on a data folder that outlives restarts."""
+    """`mms serve` in a child process, on a data folder that outlives restarts.
 
-    def __init__(self, data_dir: Path, extra_args: list[str] | None = None) -> None:
+    `client_tls`: how `channel()` connects to a server started with --tls-cert/--tls-key
+    in `extra_args`; None is plaintext."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        extra_args: list[str] | None = None,
+        client_tls: ClientTls | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.extra_args = extra_args or []
+        self.client_tls = client_tls
         self.process: subprocess.Popen[str] | None = None
         self.address = ""
         self.metrics_url = ""
@@ -92,7 +103,7 @@ class RunningServer:
         self.start()
 
     def channel(self) -> grpc.Channel:
-        return grpc.insecure_channel(self.address)
+        return open_channel(self.address, self.client_tls)
 
 
 @pytest.fixture
