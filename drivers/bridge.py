@@ -72,6 +72,7 @@ from engine.money import (
     parse_yuan,
 )
 from engine.proto import common_pb2, member_pb2, transaction_pb2
+from engine.tls import ClientTls, TlsError
 
 __all__ = ["Bridge", "Command", "main", "parse_command", "run"]
 
@@ -901,12 +902,11 @@ def run(config_path: str, *, prompt: bool = True) -> int:
     )
     try:
         config = load_terminal_config(config_path)
-        token = _token(config)
-    except ConfigError as error:
+        engine = EngineClient(config.engine, _token(config), _client_tls(config))
+    except (ConfigError, TlsError) as error:
         print(f"mms-bridge: {error}", file=sys.stderr)
         return EXIT_USAGE
     registry = CollectorRegistry()
-    engine = EngineClient(config.engine, token)
     try:
         bridge = Bridge(config, engine, registry)
     except ConfigError as error:
@@ -935,10 +935,29 @@ def run(config_path: str, *, prompt: bool = True) -> int:
 def _token(config: TerminalConfig) -> str:
     if not config.engine.token_file:
         return ""
-    path = config.engine.token_file
+    return read_token(_beside_config(config, config.engine.token_file))
+
+
+def _client_tls(config: TerminalConfig) -> ClientTls | None:
+    """The [engine] tls* keys; None (plaintext) when none is given."""
+    engine = config.engine
+    given = (engine.tls_ca, engine.tls_cert, engine.tls_key, engine.tls_server_name)
+    if not engine.tls and not any(given):
+        return None
+
+    def path(value: str) -> str:
+        return _beside_config(config, value) if value else ""
+
+    return ClientTls(
+        path(engine.tls_ca), path(engine.tls_cert), path(engine.tls_key), engine.tls_server_name
+    )
+
+
+def _beside_config(config: TerminalConfig, path: str) -> str:
+    """A relative path is taken from the config file's folder."""
     if not os.path.isabs(path) and config.path:
-        path = os.path.join(os.path.dirname(os.path.abspath(config.path)), path)
-    return read_token(path)
+        return os.path.join(os.path.dirname(os.path.abspath(config.path)), path)
+    return path
 
 
 def _serve_metrics(config: TerminalConfig, registry: CollectorRegistry) -> Any:

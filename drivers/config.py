@@ -85,10 +85,18 @@ class EngineSettings:
     # A checkout whose answer was lost is sent again, with the same request_id, this
     # many times in all before the cashier is asked to `retry`.
     checkout_attempts: int = 3
+    # TLS (engine/tls.py): any of these connects over TLS. Files are PEM.
+    tls: bool = False  # TLS with the system's CA roots, when tls_ca is not given
+    tls_ca: str = ""  # CA certificates that check the engine's certificate
+    tls_cert: str = ""  # with tls_key: this terminal's client certificate (mutual TLS)
+    tls_key: str = ""
+    tls_server_name: str = ""  # name the engine's certificate carries; "" = the address's host
 
     def check(self) -> None:
         if not _HOST_PORT.fullmatch(self.address):
             raise ValueError(f"address {self.address!r} is not HOST:PORT")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together")
         if not self.merchant:
             raise ValueError("merchant is empty")
         if not 0 < self.timeout_s <= TIMEOUT_S_MAX:

@@ -20,6 +20,7 @@ from engine.proto import (
     transaction_pb2,
     transaction_pb2_grpc,
 )
+from engine.tls import ClientTls, open_channel
 
 __all__ = ["UNCERTAIN_CODES", "EngineClient", "error_reason"]
 
@@ -57,7 +58,10 @@ def error_reason(error: grpc.RpcError) -> str:
 
 
 class EngineClient:
-    def __init__(self, settings: EngineSettings, token: str = "") -> None:
+    def __init__(
+        self, settings: EngineSettings, token: str = "", tls: ClientTls | None = None
+    ) -> None:
+        """`tls`: None for plaintext; reading its files may raise engine.tls.TlsError."""
         self.settings = settings
         options = [
             ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
@@ -68,7 +72,7 @@ class EngineClient:
             ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS_MIN),
             ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS_MAX),
         ]
-        self._channel = grpc.insecure_channel(settings.address, options=options)
+        self._channel = open_channel(settings.address, tls, options)
         self._members = member_pb2_grpc.MemberServiceStub(self._channel)
         self._transactions = transaction_pb2_grpc.TransactionServiceStub(self._channel)
         self._config = config_pb2_grpc.ConfigServiceStub(self._channel)

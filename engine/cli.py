@@ -57,6 +57,7 @@ from engine.proto import (
     transaction_pb2,
     transaction_pb2_grpc,
 )
+from engine.tls import ClientTls, ServerTls, TlsError, open_channel
 
 __all__ = [
     "Session",
@@ -91,6 +92,9 @@ __all__ = [
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 SERVER_ENVIRONMENT_VARIABLE = "MMS_SERVER"
+TLS_CA_ENVIRONMENT_VARIABLE = "MMS_TLS_CA"
+TLS_CERT_ENVIRONMENT_VARIABLE = "MMS_TLS_CERT"
+TLS_KEY_ENVIRONMENT_VARIABLE = "MMS_TLS_KEY"
 DEFAULT_MERCHANT = "default"
 MERCHANT_METADATA_KEY = "mms-merchant"
 # The staff token (docs/AUTH.md section 8): from the environment or a file only nobody
@@ -404,7 +408,38 @@ def _client_options(*, top_level: bool) -> argparse.ArgumentParser:
         default=default(False),
         help="machine-readable output: money as *_fen integers plus yuan text",
     )
+    _add_client_tls_options(parent, default)
     return parent
+
+
+def _add_client_tls_options(
+    parent: argparse.ArgumentParser, default: Callable[[object], object]
+) -> None:
+    """Any of them connects over TLS; without them the connection is plaintext."""
+    group = parent.add_argument_group("TLS (any of these connects over TLS)")
+    group.add_argument(
+        "--tls",
+        action="store_true",
+        default=default(False),
+        help="connect over TLS, the server checked against the system's CA roots",
+    )
+    for flag, variable, text in (
+        ("--tls-ca", TLS_CA_ENVIRONMENT_VARIABLE, "CA certificates that check the server"),
+        ("--tls-cert", TLS_CERT_ENVIRONMENT_VARIABLE, "client certificate (mutual TLS)"),
+        ("--tls-key", TLS_KEY_ENVIRONMENT_VARIABLE, "the client certificate's key"),
+    ):
+        group.add_argument(
+            flag,
+            metavar="FILE",
+            default=default(os.environ.get(variable, "")),
+            help=f"{text} (or ${variable})",
+        )
+    group.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        default=default(""),
+        help="name the server's certificate must carry (default: the --server host)",
+    )
 
 
 def _request_id_option() -> argparse.ArgumentParser:
@@ -607,6 +642,21 @@ def _add_serve(subparsers: Any) -> None:
         metavar="FILE",
         default=None,
         help="FOR TESTS ONLY: read the server's time (integer ms since 1970) from FILE at every request",
+    )
+    tls = parser.add_argument_group("TLS (without it the gRPC port is plaintext)")
+    # dest: apart from the client's --tls-cert and --tls-key (and their $MMS_TLS_*).
+    tls.add_argument(
+        "--tls-cert", dest="serve_tls_cert", metavar="FILE", help="certificate chain (PEM)"
+    )
+    tls.add_argument(
+        "--tls-key", dest="serve_tls_key", metavar="FILE", help="its key (PEM, unencrypted)"
+    )
+    tls.add_argument(
+        "--tls-client-ca",
+        dest="serve_tls_client_ca",
+        metavar="FILE",
+        help="require client certificates issued by this CA (mutual TLS); the terminal id "
+        "is the certificate's subject CN",
     )
 
 
@@ -1625,10 +1675,13 @@ def read_pin_change(args: argparse.Namespace) -> tuple[str, str]:
 class Session:
     """The gRPC channel of one command: opened on first call, closed by `close`."""
 
-    def __init__(self, server: str, merchant: str, timeout_s: float) -> None:
+    def __init__(
+        self, server: str, merchant: str, timeout_s: float, tls: ClientTls | None = None
+    ) -> None:
         self.server = server
         self.merchant = merchant
         self.timeout_s = timeout_s
+        self.tls = tls
         self._channel: grpc.Channel | None = None
         self._metadata: tuple[tuple[str, str], ...] | None = None
 
@@ -1657,7 +1710,7 @@ class Session:
                 ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
                 ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
             ]
-            self._channel = grpc.insecure_channel(self.server, options=options)
+            self._channel = open_channel(self.server, self.tls, options)
         return stub_class(self._channel)
 
     def call(self, stub_class: type, method: str, request: Message) -> Any:
@@ -1703,7 +1756,15 @@ def read_token() -> str:
 
 def _session(args: argparse.Namespace) -> Session:
     timeout_s = args.timeout if args.timeout is not None else args.default_timeout_s
-    return Session(args.server, args.merchant, timeout_s)
+    return Session(args.server, args.merchant, timeout_s, _client_tls(args))
+
+
+def _client_tls(args: argparse.Namespace) -> ClientTls | None:
+    """Any TLS option (or $MMS_TLS_*) means TLS; none means plaintext."""
+    given = (args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
+    if not args.tls and not any(given):
+        return None
+    return ClientTls(*given)
 
 
 def _error_reason(error: grpc.RpcError) -> str:
@@ -1743,8 +1804,23 @@ def _report_rpc_error(error: grpc.RpcError, args: argparse.Namespace) -> int:
                 f"note: is the server running at {args.server}? (--server, ${SERVER_ENVIRONMENT_VARIABLE})",
                 file=sys.stderr,
             )
+            if code == grpc.StatusCode.UNAVAILABLE:  # what a TLS mismatch looks like
+                print(_tls_note(args), file=sys.stderr)
         return EXIT_UNREACHABLE
     return EXIT_DOMAIN_ERROR
+
+
+def _tls_note(args: argparse.Namespace) -> str:
+    """A TLS port refuses a plaintext client, and the reverse, without saying why."""
+    if _client_tls(args) is None:
+        return (
+            "note: this connection is plaintext; a server with TLS needs --tls-ca FILE (or --tls)"
+        )
+    return (
+        "note: this connection is TLS; the server's certificate must be issued by --tls-ca "
+        "(or the system's roots) for its name (--tls-server-name), and a server that asks "
+        "for client certificates needs --tls-cert and --tls-key"
+    )
 
 
 # --- output ---------------------------------------------------------------------------
@@ -2367,6 +2443,19 @@ def _serve(args: argparse.Namespace, _session: Session) -> int:
     except CoreError as error:  # the data folder or an option is unusable: say which
         print(f"mms serve: cannot start: {error.message} ({error.reason})", file=sys.stderr)
         return 1
+    except TlsError as error:
+        print(f"mms serve: cannot start: {error}", file=sys.stderr)
+        return 1
+
+
+def _server_tls(args: argparse.Namespace) -> ServerTls | None:
+    if bool(args.serve_tls_cert) != bool(args.serve_tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    if not args.serve_tls_cert:
+        if args.serve_tls_client_ca:
+            raise UsageError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    return ServerTls(args.serve_tls_cert, args.serve_tls_key, args.serve_tls_client_ca or "")
 
 
 def _bridge(args: argparse.Namespace, _session: Session) -> int:
@@ -2382,6 +2471,7 @@ def _serve_until_stopped(server: Any, args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         durable=not args.no_sync,
         clock_file=args.clock_file,
+        tls=_server_tls(args),
     )
 
 
@@ -2964,7 +3054,7 @@ def _run(argv: Sequence[str] | None) -> int:
         return args.handler(args, session)
     except UsageError as error:
         return _usage_error(args, str(error))
-    except ConfigFileError as error:
+    except (ConfigFileError, TlsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except grpc.RpcError as error:

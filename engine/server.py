@@ -41,6 +41,7 @@ from engine.proto import (
     points_pb2,
     transaction_pb2,
 )
+from engine.tls import ServerTls, is_loopback, peer_terminal
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_METRICS_PORT = 9464
@@ -139,8 +140,10 @@ def create_server(
     *,
     registry: CollectorRegistry,
     workers: int = WORKERS_DEFAULT,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """Builds the server (not started). Returns it, the bound port and its health servicer."""
+    """Builds the server (not started). Returns it, the bound port and its health servicer.
+    With `credentials` the port speaks TLS only (engine/tls.py), else plaintext only."""
     health_servicer = health.HealthServicer()
     names = [service.full_name for service in (*CORE_SERVICES, ADMIN_SERVICE)]
 
@@ -162,7 +165,9 @@ def create_server(
     # Metrics outermost, so calls the auth interceptor refuses are counted too.
     interceptors = [
         MetricsInterceptor(GrpcMetrics(registry)),
-        AuthInterceptor(core, denied, on_core_down),
+        # With mutual TLS the terminal is the client certificate's CN, not what the
+        # client says in mms-terminal.
+        AuthInterceptor(core, denied, on_core_down, terminal_of=peer_terminal),
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mms-grpc"),
@@ -183,7 +188,10 @@ def create_server(
     reflection.enable_server_reflection(
         [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    port = server.add_insecure_port(address)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     return server, port, health_servicer
@@ -207,17 +215,28 @@ def serve(
     durable: bool = True,
     workers: int = WORKERS_DEFAULT,
     clock_file: str | None = None,
+    tls: ServerTls | None = None,
 ) -> int:
     """Runs the server until SIGTERM or SIGINT, then shuts down without losing anything
     acknowledged: health goes NOT_SERVING, in-flight calls finish, the writer drains.
 
     `clock_file` is for tests: the server's time is read from that file (integer
-    milliseconds since 1970) at every request instead of from the system clock."""
+    milliseconds since 1970) at every request instead of from the system clock.
+
+    `tls`: its files are read and checked first, before the data folder is opened; one
+    that cannot be used raises engine.tls.TlsError naming it."""
+    credentials = tls.credentials() if tls is not None else None
     stop = _stop_on_signal()
     core = Core(data_dir, durable=durable, clock_file=clock_file)
     registry = CollectorRegistry()
     registry.register(CoreCollector(core))
-    server, port, health_servicer = create_server(core, listen, registry=registry, workers=workers)
+    server, port, health_servicer = create_server(
+        core,
+        listen,
+        registry=registry,
+        workers=workers,
+        credentials=credentials,
+    )
     host = listen.rpartition(":")[0] or "127.0.0.1"
     metrics_server, _ = start_http_server(metrics_port, addr=host.strip("[]"), registry=registry)
     server.start()
@@ -225,7 +244,15 @@ def serve(
     print(f"mms: data in {os.path.abspath(data_dir)} ({mode})", flush=True)
     if clock_file is not None:
         print(f"mms: TEST CLOCK: the time is read from {os.path.abspath(clock_file)}", flush=True)
-    print(f"mms: serving gRPC on {host}:{port}", flush=True)
+    security = tls.describe() if tls is not None else "plaintext"
+    print(f"mms: serving gRPC on {host}:{port} ({security})", flush=True)
+    if tls is None and not is_loopback(listen):
+        print(
+            f"mms: WARNING: plaintext gRPC on {listen}, not loopback: whoever can reach the "
+            "port can read and send its traffic; give --tls-cert and --tls-key",
+            file=sys.stderr,
+            flush=True,
+        )
     print(f"mms: metrics on http://{host}:{metrics_server.server_port}/metrics", flush=True)
     try:
         while not stop.wait(3600):

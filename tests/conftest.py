@@ -16,6 +16,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from engine.tls import ClientTls, open_channel
+
 REPO = Path(__file__).resolve().parent.parent
 SERVE_TIMEOUT_S = 60
 _GRPC_LINE = re.compile(r"serving gRPC on (\S+)")
@@ -53,7 +55,7 @@ def bootstrap_token(
     return token
 
 
-class _TokenInterceptor(grpc.UnaryUnaryClientInterceptor):
+class TokenInterceptor(grpc.UnaryUnaryClientInterceptor):
     """Sends the head office admin token of the merchant a call names with
     `mms-merchant` (default `default`), so tests written per merchant act as its admin."""
 
@@ -107,11 +109,20 @@ def acting_as(address: str, merchant: str = "default") -> Iterator[None]:
 
 
 class RunningServer:
-    """`mms serve` in a child process, on a data folder that outlives restarts."""
+    """`mms serve` in a child process, on a data folder that outlives restarts.
 
-    def __init__(self, data_dir: Path, extra_args: list[str] | None = None) -> None:
+    `client_tls`: how `channel()` connects to a server started with --tls-cert/--tls-key
+    in `extra_args`; None is plaintext."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        extra_args: list[str] | None = None,
+        client_tls: ClientTls | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.extra_args = extra_args or []
+        self.client_tls = client_tls
         self.process: subprocess.Popen[str] | None = None
         self.address = ""
         self.metrics_url = ""
@@ -205,13 +216,13 @@ class RunningServer:
         self.start()
 
     def raw_channel(self) -> grpc.Channel:
-        """A channel that sends no token of its own."""
-        return grpc.insecure_channel(self.address)
+        """A channel (over TLS when the test gave client_tls) that sends no token."""
+        return open_channel(self.address, self.client_tls)
 
     def channel(self, merchant: str = "default") -> grpc.Channel:
         """A channel whose calls carry the admin token of `merchant` (or of the merchant
         a call names with mms-merchant)."""
-        return grpc.intercept_channel(self.raw_channel(), _TokenInterceptor(self, merchant))
+        return grpc.intercept_channel(self.raw_channel(), TokenInterceptor(self, merchant))
 
 
 @pytest.fixture
@@ -266,11 +277,13 @@ def token_env(address: str, argv: list[str] | tuple[str, ...]) -> dict[str, str]
     return {"MMS_TOKEN": token_for(address, merchant_of(argv))}
 
 
-def token_file_for(folder: Path, merchant: str) -> Path:
-    """A 0600 file holding the admin token of `merchant` on the one server running (for
-    configs that name a token file, as the bridge's terminal.toml does)."""
-    assert len(_RUNNING) == 1, f"which server? {sorted(_RUNNING)}"
-    token = next(iter(_RUNNING.values())).token(merchant)
+def token_file_for(folder: Path, merchant: str, server: RunningServer | None = None) -> Path:
+    """A 0600 file holding the admin token of `merchant` on `server` (default: the one
+    server running), for configs that name a token file, as the bridge's terminal.toml."""
+    if server is None:
+        assert len(_RUNNING) == 1, f"which server? {sorted(_RUNNING)}"
+        server = next(iter(_RUNNING.values()))
+    token = server.token(merchant)
     path = folder / f"token-{merchant}"
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as file:

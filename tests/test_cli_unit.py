@@ -31,6 +31,7 @@ from engine.proto import (
     records_pb2,
     transaction_pb2,
 )
+from engine.tls import ClientTls, ServerTls
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "merchant.toml"
 PHONE = "13800138000"
@@ -524,6 +525,40 @@ def test_serve_options() -> None:
     # The server takes no merchant: every call's comes from its token.
     with pytest.raises(SystemExit):
         cli.parse_args(["serve", "--merchant", "m2"])
+
+
+def test_client_tls_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("MMS_TLS_CA", "MMS_TLS_CERT", "MMS_TLS_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+
+    def tls(*argv: str) -> ClientTls | None:
+        return cli._session(cli.parse_args(list(argv))).tls
+
+    assert tls("member", "show", "--id", "1") is None
+    assert tls("--tls", "member", "show", "--id", "1") == ClientTls()
+    files = ("--tls-ca", "ca.pem", "--tls-cert", "c.pem", "--tls-key", "c.key")
+    expected = ClientTls("ca.pem", "c.pem", "c.key", "localhost")
+    assert tls(*files, "--tls-server-name", "localhost", "member", "show", "--id", "1") == expected
+    assert tls("member", "show", "--id", "1", *files, "--tls-server-name", "localhost") == expected
+    assert tls("member", "show", "--id", "1", "--tls-server-name", "n") == ClientTls(
+        server_name="n"
+    )
+    monkeypatch.setenv("MMS_TLS_CA", "env-ca.pem")
+    monkeypatch.setenv("MMS_TLS_CERT", "env-c.pem")
+    monkeypatch.setenv("MMS_TLS_KEY", "env-c.key")
+    assert tls("member", "show", "--id", "1") == ClientTls("env-ca.pem", "env-c.pem", "env-c.key")
+    assert tls("member", "show", "--id", "1", "--tls-ca", "ca.pem").ca_file == "ca.pem"
+    # The server's own files are apart from the client's (and from its $MMS_TLS_*).
+    serve = cli.parse_args(["serve", "--tls-cert", "s.pem", "--tls-key", "s.key"])
+    assert (serve.serve_tls_cert, serve.serve_tls_key, serve.serve_tls_client_ca) == (
+        "s.pem",
+        "s.key",
+        None,
+    )
+    assert cli._server_tls(serve) == ServerTls("s.pem", "s.key")
+    assert cli._server_tls(cli.parse_args(["serve"])) is None
+    with pytest.raises(cli.UsageError, match="go together"):
+        cli._server_tls(cli.parse_args(["serve", "--tls-cert", "s.pem"]))
 
 
 def test_db_audit_options() -> None:

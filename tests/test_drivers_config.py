@@ -53,6 +53,8 @@ def test_a_minimal_config_has_no_devices(tmp_path: Path) -> None:
         ('[printer]\nport = "p"\ncolumns = 200\n', "columns 200"),
         ('[engine]\naddress = "localhost"\n', "HOST:PORT"),
         ("[engine]\ncheckout_attempts = 0\n", "checkout_attempts"),
+        ('[engine]\ntls_cert = "T01.pem"\n', "tls_cert and tls_key go together"),
+        ('[engine]\ntls = "yes"\n', "expected true or false"),
         ('[metrics]\nlisten = "9464"\n', "HOST:PORT"),
         ('[printers]\nport = "p"\n', "unknown section [printers]"),
     ],
