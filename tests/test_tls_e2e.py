@@ -27,8 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from client import PM, Client, take_rest
 from conftest import REPO, RunningServer, TokenInterceptor, token_env, token_file_for
-from engine.proto import config_pb2
-from engine.proto import auth_pb2, auth_pb2_grpc
+from engine.proto import auth_pb2, auth_pb2_grpc, config_pb2
 from engine.tls import ClientTls, ServerTls, is_loopback, open_channel, peer_terminal
 
 COMMAND_TIMEOUT_S = 60
