@@ -89,6 +89,10 @@ DATABASE_NAMES = (
     "coupons",
     "coupon_codes",
     "member_coupons",
+    "tokens",
+    "staff_tokens",
+    "audit_log",
+    "audit_staff",
 )
 # The core opens up to 64 named databases (rust_core/src/store.rs, DATABASES_MAX).
 DATABASES_MAX = 64
@@ -170,7 +174,12 @@ INVARIANTS = {
     19: "the clearing days of a store pair add up to its clearing accounts",
     20: "coupons: ids, code and member indexes, templates, redemptions match their settlement",
     21: "points batches hold each member's positive points balance",
+    22: "tokens: hashed keys, each staff member's index and token agree",
+    23: "the audit log runs 1..audit_seq, each entry names a change that was made",
 }
+# The one database whose keys do not start with a merchant (the SHA-256 of a token).
+UNPREFIXED_DATABASES = ("tokens",)
+TOKEN_HASH_BYTES = 32
 
 # What the report counts: records of the first databases by kind (ledger entries and
 # their postings apart), those of the databases added since by their database's name.
@@ -412,6 +421,7 @@ class _Auditor:
                 merchant.merchant += f"#{len(totals)}"
             totals[merchant.merchant] = merchant.run(self.counts)
         self.counts["merchants"] = len(prefixes)
+        self.audit_tokens()
         return AuditReport(
             merchants=list(totals),
             problems=self.sink.problems,
@@ -420,10 +430,35 @@ class _Auditor:
             problems_omitted=self.sink.omitted,
         )
 
+    def audit_tokens(self) -> None:
+        """Invariant 22, server-wide: each token is stored under the 32-byte hash of its
+        text, decodes, and a staff member's token is in their merchant's index."""
+        tokens, index = self.databases.get("tokens"), self.databases.get("staff_tokens")
+        if tokens is None:
+            return
+        for key, value in self.transaction.cursor(tokens).iternext():
+            self.counts["tokens"] += 1
+            shown = f"tokens:{key.hex()[:16]}"
+            try:
+                record = records_pb2.TokenRecord.FromString(value)
+            except DecodeError:
+                self.sink.add(0, "", shown, "value does not decode as mms.v1.TokenRecord")
+                continue
+            if len(key) != TOKEN_HASH_BYTES:
+                self.sink.add(22, record.merchant, shown, f"key is {len(key)} bytes, not 32")
+            elif record.merchant:
+                index_key = b"\x00".join(
+                    (record.merchant.encode(), record.staff_code.encode(), key)
+                )
+                if index is None or self.transaction.get(index_key, db=index) is None:
+                    self.sink.add(22, record.merchant, shown, "missing from staff_tokens")
+
     def _merchant_prefixes(self) -> set[bytes]:
         """Every merchant id that starts a key, one cursor jump per merchant."""
         prefixes: set[bytes] = set()
         for name, database in self.databases.items():
+            if name in UNPREFIXED_DATABASES:
+                continue
             cursor = self.transaction.cursor(database)
             positioned = cursor.first()
             while positioned:
@@ -683,6 +718,8 @@ class _MerchantAudit:
         self.audit_card_origins()
         self.audit_clearing_days()
         self.audit_coupons()
+        self.audit_staff_tokens()
+        self.audit_audit_log()
         counts.update(self.counts)
         self.totals.members = self.counts["members"]
         self.totals.cards = self.counts["cards"]
@@ -1271,6 +1308,75 @@ class _MerchantAudit:
             staff = self.decode(key, value, chain_pb2.Staff)
             if staff is not None and staff.code.encode() != rest:
                 self.report(0, key, f"record's code is {_printable(staff.code)}")
+
+    # --- staff tokens and the audit log, invariants 22 and 23 ---
+
+    def audit_staff_tokens(self) -> None:
+        """Invariant 22: each `M + staff + 0x00 + hash` names a stored token of this
+        merchant and that staff member, who is registered."""
+        merchant = self.prefix[:-1].decode("utf-8", "replace")
+        tokens = self.databases.get("tokens")
+        for rest, value in self.segment("staff_tokens"):
+            key = f"staff_tokens:{_printable(rest)}"
+            self.counts["staff_tokens"] += 1
+            staff_code, separator, token_hash = rest.partition(SEPARATOR)
+            if not separator or len(token_hash) != TOKEN_HASH_BYTES or value:
+                self.report(0, key, "not staff code + 0x00 + a 32-byte hash with an empty value")
+                continue
+            raw = None if tokens is None else self.transaction.get(token_hash, db=tokens)
+            if raw is None:
+                self.report(22, key, "names a token that is not stored")
+                continue
+            record = self.decode(key, raw, records_pb2.TokenRecord)
+            if record is not None and (record.merchant, record.staff_code.encode()) != (
+                merchant,
+                staff_code,
+            ):
+                self.report(22, key, f"the token is of {record.merchant}/{record.staff_code}")
+            if self.get("staff", staff_code) is None:
+                self.report(22, key, "the staff member is not registered")
+
+    def audit_audit_log(self) -> None:
+        """Invariant 23: entries 1..audit_seq, each the change of a request that was made
+        (its request record, answered without error, of the same method), and the staff
+        index lists exactly the entries that name a staff member."""
+        last = self.read_counter("audit_seq")
+        expected = 1
+        named: set[tuple[bytes, int]] = set()
+        for rest, value in self.segment("audit_log"):
+            key = f"audit_log:{_printable(rest)}"
+            self.counts["audit_log"] += 1
+            seq = int.from_bytes(rest, "big") if len(rest) == U64_BYTES else -1
+            entry = self.decode(key, value, records_pb2.AuditEntry)
+            if entry is None or seq != entry.audit_seq:
+                self.report(0, key, "key is not the u64be of the entry's audit_seq")
+                continue
+            if seq != expected:
+                self.report(23, key, f"entry {seq} follows {expected - 1}")
+            expected = seq + 1
+            if entry.staff_code:
+                named.add((entry.staff_code.encode(), seq))
+            raw = self.get("requests", entry.request_id.encode())
+            request = None if raw is None else self.decode(key, raw, records_pb2.RequestRecord)
+            if request is None:
+                self.report(23, key, "names a request that has no record")
+            elif request.error_reason or request.method != entry.method:
+                self.report(23, key, f"names a request that failed or was a {request.method}")
+        if last is not None and last != expected - 1:
+            self.report(23, "counters:audit_seq", f"counter is {last}, last entry {expected - 1}")
+        indexed: set[tuple[bytes, int]] = set()
+        for rest, value in self.segment("audit_staff"):
+            self.counts["audit_staff"] += 1
+            # staff code + 0x00 + u64be(seq): the seq's own bytes may hold 0x00
+            if len(rest) < U64_BYTES + 2 or rest[-U64_BYTES - 1 : -U64_BYTES] != SEPARATOR or value:
+                self.report(0, f"audit_staff:{_printable(rest)}", "not staff + 0x00 + u64be")
+                continue
+            indexed.add((rest[: -U64_BYTES - 1], int.from_bytes(rest[-U64_BYTES:], "big")))
+        for staff_code, seq in sorted(named ^ indexed):
+            where = "missing from" if (staff_code, seq) in named else "not in the log but in"
+            self.report(
+                23, f"audit_staff:{_printable(staff_code)}", f"entry {seq} {where} the index"
+            )
 
     def account_balance(self, name: str) -> int:
         raw = self.get("accounts", name.encode())

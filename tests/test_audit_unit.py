@@ -32,6 +32,7 @@ from engine.audit import (
     yuan,
 )
 from engine.proto import (
+    auth_pb2,
     card_pb2,
     chain_pb2,
     common_pb2,
@@ -716,7 +717,7 @@ def assert_only(world: World, tmp_path: Path, invariant: int) -> AuditReport:
 
 def tamper(path: Path, database: str, record_key: bytes, value: bytes | None) -> None:
     """Writes (or with None deletes) one raw record of a written world."""
-    environment = lmdb.open(str(path), max_dbs=32)
+    environment = lmdb.open(str(path), max_dbs=64)
     try:
         with environment.begin(write=True) as transaction:
             handle = environment.open_db(database.encode(), txn=transaction)
@@ -767,6 +768,10 @@ def test_consistent_world_audits_clean(tmp_path: Path) -> None:
         "coupons": 0,
         "coupon_codes": 0,
         "member_coupons": 0,
+        "tokens": 0,
+        "staff_tokens": 0,
+        "audit_log": 0,
+        "audit_staff": 0,
     }
 
 
@@ -2075,3 +2080,65 @@ def test_20_template_state_window_and_ids(tmp_path: Path) -> None:
     world.coupons[(M2, unused)].valid_until = "2026-01-30"
     world.counters[(M2, "coupon_id")] = 3
     assert_only(world, tmp_path / "counter", 20)
+
+
+# --- staff tokens and the audit log (invariants 22 and 23), on what the engine wrote ---
+
+
+def _engine_copy(tmp_path: Path) -> Path:
+    """A backup of a real engine's data: an admin, a cashier with a token, changes made
+    by both (each with its audit entry)."""
+    from engine._core import Core
+    from engine.proto import chain_pb2, config_pb2
+
+    core = Core(str(tmp_path / "live"), durable=False)
+    try:
+        token, _ = core.bootstrap("m1", "admin", "Admin 管理员")
+        core.bootstrap("", "operator", "Operator", operator=True)
+        admin = core.authenticate(token, "/mms.v1.AuthService/WhoAmI")
+        config = config_pb2.MerchantConfig(
+            name="审计", stores=[config_pb2.Store(code="S1", name="一店")],
+            levels=[config_pb2.Level(code="regular", name="普通")],
+        )  # fmt: skip
+        apply = config_pb2.ApplyConfigRequest(request_id="c1", config=config)
+        core.submit("/mms.v1.ConfigService/ApplyConfig", admin, apply.SerializeToString())
+        staff = chain_pb2.Staff(
+            code="C1", name="收银", role=chain_pb2.CASHIER, store_code="S1", active=True
+        )
+        upsert = chain_pb2.UpsertStaffRequest(request_id="s1", staff=staff)
+        core.submit("/mms.v1.ChainService/UpsertStaff", admin, upsert.SerializeToString())
+        issue = auth_pb2.IssueTokenRequest(request_id="t1", staff_code="C1")
+        answer, _ = core.submit("/mms.v1.AuthService/IssueToken", admin, issue.SerializeToString())
+        cashier = core.authenticate(
+            auth_pb2.IssueTokenResponse.FromString(answer).token, "/mms.v1.AuthService/WhoAmI"
+        )
+        register = member_pb2.RegisterMemberRequest(request_id="r1", phone="13800000001", name="甲")
+        core.submit("/mms.v1.MemberService/RegisterMember", cashier, register.SerializeToString())
+        path, _ = core.backup(str(tmp_path / "copy"))
+    finally:
+        core.close()
+    return Path(path).parent
+
+
+def test_tokens_and_the_audit_log_of_the_engine_audit_clean(tmp_path: Path) -> None:
+    report = audit(str(_engine_copy(tmp_path)))
+    assert report.problems == []
+    counts = {name: report.counts[name] for name in ("tokens", "staff_tokens", "audit_log")}
+    # admin's and C1's and the operator's tokens; 4 changes (config, staff, token, member)
+    assert counts == {"tokens": 3, "staff_tokens": 2, "audit_log": 4}
+    assert report.counts["audit_staff"] == 4
+
+
+def test_a_missing_audit_entry_or_token_is_found(tmp_path: Path) -> None:
+    copy = _engine_copy(tmp_path)
+    tamper(copy, "audit_log", b"m1\x00" + (2).to_bytes(8, "big"), None)
+    report = audit(str(copy))
+    assert invariants_of(report) == {23}, report.problems
+    assert any("entry 3 follows 1" in problem.message for problem in report.problems)
+    environment = lmdb.open(str(copy), max_dbs=64, readonly=True, lock=False)
+    with environment.begin() as transaction:
+        index = environment.open_db(b"staff_tokens", txn=transaction)
+        token_hash = next(iter(transaction.cursor(index).iternext(values=False)))[-32:]
+    environment.close()
+    tamper(copy, "tokens", token_hash, None)
+    assert invariants_of(audit(str(copy))) == {22, 23}

@@ -110,7 +110,10 @@ pub fn issue(dbs: &Dbs, txn: &mut RwTxn<'_>, grant: &Grant<'_>, now_ms: i64) -> 
         label: grant.label.to_owned(),
     };
     store::put_record(&dbs.tokens, txn, &token_hash, &record)?;
-    dbs.staff_tokens.put(txn, &staff_token_key(grant.merchant, grant.staff_code, &token_hash), &[])?;
+    // A system operator (no merchant) has no staff record to index it under.
+    if !grant.merchant.is_empty() {
+        dbs.staff_tokens.put(txn, &staff_token_key(grant.merchant, grant.staff_code, &token_hash), &[])?;
+    }
     Ok(Issued { token, record })
 }
 
