@@ -372,3 +372,104 @@ pub fn may_override_price(actor: &Actor, config: &Loaded, body: &Body) -> bool {
     };
     config.store_code(store_code).is_ok_and(|store| actor.manager_for(&config.config, store).is_some())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::METHODS;
+    use crate::proto::{MerchantConfig, Store};
+
+    fn actor(role: StaffRole, scope: Scope) -> Actor {
+        Actor { role, scope, staff_code: "X".into(), ..Actor::local("m") }
+    }
+
+    fn chain() -> Loaded {
+        let store =
+            |code: &str, region: &str| Store { code: code.into(), name: code.into(), region_code: region.into() };
+        Loaded::new(MerchantConfig {
+            stores: vec![store("S1", "EAST"), store("S2", "EAST"), store("S3", "")],
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn every_method_has_a_role_and_the_auditor_only_reads() {
+        for method in METHODS {
+            let allowed: Vec<StaffRole> = [
+                StaffRole::Cashier,
+                StaffRole::StoreManager,
+                StaffRole::RegionManager,
+                StaffRole::HeadOfficeAdmin,
+                StaffRole::Auditor,
+                StaffRole::SystemOperator,
+            ]
+            .into_iter()
+            .filter(|role| role_allows(*role, *method))
+            .collect();
+            assert!(!allowed.is_empty(), "{} is allowed to nobody", method.full_name());
+            let auditor_writes = method.is_mutation() && role_allows(StaffRole::Auditor, *method);
+            assert!(!auditor_writes || *method == Method::RevokeToken, "auditor may {}", method.full_name());
+            for role in [StaffRole::Stylist, StaffRole::Sales, StaffRole::Unspecified] {
+                assert!(!role_allows(role, *method));
+            }
+        }
+        assert!(role_allows(StaffRole::SystemOperator, Method::Backup));
+        assert!(!role_allows(StaffRole::HeadOfficeAdmin, Method::Backup));
+        assert!(!role_allows(StaffRole::SystemOperator, Method::GetMember));
+        assert!(!role_allows(StaffRole::Cashier, Method::ApplyConfig));
+    }
+
+    #[test]
+    fn scopes_cover_their_stores_only() {
+        let config = chain();
+        let cashier = actor(StaffRole::Cashier, Scope::Store("S1".into()));
+        let region = actor(StaffRole::RegionManager, Scope::Region("EAST".into()));
+        let head = actor(StaffRole::HeadOfficeAdmin, Scope::Merchant);
+        assert!(cashier.covers_store(&config.config, "S1") && !cashier.covers_store(&config.config, "S2"));
+        assert!(region.covers_store(&config.config, "S2") && !region.covers_store(&config.config, "S3"));
+        assert!(head.covers_store(&config.config, "S3"));
+        let mut named = String::new();
+        at_store(&cashier, &config, &mut named).unwrap();
+        assert_eq!(named, "S1", "a cashier's own store is filled in");
+        let mut unnamed = String::new();
+        assert_eq!(at_store(&region, &config, &mut unnamed).unwrap_err().kind, Kind::OutOfScope);
+        assert_eq!(at_store(&cashier, &config, &mut "S2".to_owned()).unwrap_err().kind, Kind::OutOfScope);
+    }
+
+    #[test]
+    fn nobody_grants_above_their_role_or_outside_their_scope() {
+        let config = chain();
+        let manager = actor(StaffRole::StoreManager, Scope::Store("S1".into()));
+        let region = actor(StaffRole::RegionManager, Scope::Region("EAST".into()));
+        let kind = |result: Result<()>| result.err().map(|e| e.kind);
+        assert_eq!(kind(staff_within(&manager, &config, StaffRole::Cashier, "S1", "")), None);
+        assert_eq!(kind(staff_within(&manager, &config, StaffRole::StoreManager, "S1", "")), None);
+        assert_eq!(kind(staff_within(&manager, &config, StaffRole::Cashier, "S2", "")), Some(Kind::OutOfScope));
+        assert_eq!(
+            kind(staff_within(&manager, &config, StaffRole::RegionManager, "", "EAST")),
+            Some(Kind::RoleCeiling)
+        );
+        assert_eq!(kind(staff_within(&region, &config, StaffRole::StoreManager, "S2", "")), None);
+        assert_eq!(kind(staff_within(&region, &config, StaffRole::RegionManager, "", "EAST")), None);
+        assert_eq!(kind(staff_within(&region, &config, StaffRole::Cashier, "S3", "")), Some(Kind::OutOfScope));
+        assert_eq!(kind(staff_within(&region, &config, StaffRole::Auditor, "", "")), Some(Kind::RoleCeiling));
+    }
+
+    #[test]
+    fn a_cashiers_refund_over_the_limit_needs_a_manager_covering_the_store() {
+        let mut config = chain();
+        config.config.staff_policy =
+            Some(crate::proto::StaffPolicy { refund_manager_above_fen: 5_000, ..Default::default() });
+        let config = Loaded::new(config.config);
+        let body = Body::Refund(crate::proto::RefundRequest { store_code: "S1".into(), ..Default::default() });
+        let answer = |fen: i64| RefundResponse { refunded_fen: fen, ..Default::default() }.encode_to_vec();
+        let mut cashier = actor(StaffRole::Cashier, Scope::Store("S1".into()));
+        assert!(check_outcome(&config, &cashier, &body, &answer(5_000)).is_ok());
+        let refused = check_outcome(&config, &cashier, &body, &answer(5_001)).unwrap_err();
+        assert_eq!((refused.kind, refused.message.contains("50.01")), (Kind::RefundNeedsManager, true));
+        cashier.approver = Some(Box::new(actor(StaffRole::StoreManager, Scope::Store("S2".into()))));
+        assert_eq!(check_outcome(&config, &cashier, &body, &answer(5_001)).unwrap_err().kind, Kind::RefundNeedsManager);
+        cashier.approver = Some(Box::new(actor(StaffRole::StoreManager, Scope::Store("S1".into()))));
+        assert!(check_outcome(&config, &cashier, &body, &answer(5_001)).is_ok());
+    }
+}
