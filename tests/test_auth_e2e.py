@@ -502,3 +502,23 @@ def test_the_cli_reads_its_token_from_the_environment_or_a_private_file(
     assert "C8" in mms("whoami", env={"MMS_TOKEN_FILE": str(saved)}).stdout
     audit = mms("audit", "--staff", "M8", "--json", env={"MMS_TOKEN": manager})
     assert audit.returncode == 0 and "IssueToken" in audit.stdout
+
+
+def test_recharge_by_designated_staff_only_when_the_merchant_says_so(shop: Shop) -> None:
+    designated = config()
+    designated.staff_policy.recharge_designated_staff_only = True
+    shop.admin.apply(designated)
+    try:
+        shop.admin.register("13800000091")
+        plain = Client(shop.as_token(shop.staff("C9", chain_pb2.CASHIER, store="S001")), MERCHANT)
+        chosen_token = shop.staff("C10", chain_pb2.CASHIER, store="S001", can_recharge=True)
+        chosen = Client(shop.as_token(chosen_token), MERCHANT)
+        assert code_of(lambda: plain.recharge(10_000, phone="13800000091")) == (
+            grpc.StatusCode.PERMISSION_DENIED, "RECHARGE_NOT_ALLOWED",
+        )  # fmt: skip
+        assert balance_fen(shop.admin, "13800000091") == 0
+        chosen.recharge(10_000, phone="13800000091")
+        shop.admin.recharge(10_000, phone="13800000091")  # head office is never held back
+        assert balance_fen(shop.admin, "13800000091") == 2 * (10_000 + 2_000)
+    finally:
+        shop.admin.apply(config())
