@@ -1,5 +1,6 @@
-"""What every part of the suite (`bench/suite.py`) shares: the machine, the merchant, the
-hand-encoded hot requests, percentiles, and the server processes it starts.
+"""What every part of the suite (`bench/suite.py`) shares: the machine, the merchant and
+its admin's token, the hand-encoded hot requests, percentiles, and the server processes it
+starts.
 
 Requests on the timed paths are encoded by hand (`encode_checkout`, `encode_lookup`, ...)
 rather than through Python protobuf, so that the client's cost is small next to what is
@@ -14,6 +15,7 @@ import platform
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -28,10 +30,18 @@ for _path in (REPO, BENCH):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from engine._core import Actor, Core  # noqa: E402
+from engine.cli_auth import save_token  # noqa: E402
 from engine.proto import common_pb2, config_pb2, member_pb2, transaction_pb2  # noqa: E402
 
 MERCHANT = "bench1m"
-MERCHANT_METADATA_KEY = "mms-merchant"
+# Every call acts as the merchant's head office admin (docs/AUTH.md): in-process through
+# the Actor `Core.authenticate` makes, over gRPC with the token in `authorization`.
+ADMIN_STAFF_CODE = "admin"
+ADMIN_NAME = "Bench admin 性能测试"
+# The admin's token, written next to data.mdb when the data set is built (mode 0600).
+TOKEN_FILE_NAME = "bench-token"
+AUTHORIZATION_KEY = "authorization"
 STORE_CODE = "S001"
 PHONE_FIRST = 13_000_000_000
 # Balance given to every member at load (a recharge of this much earns the top bonus).
@@ -50,6 +60,8 @@ IMPORT_METHOD = "/mms.v1.MemberService/ImportMembers"
 GET_MEMBER_METHOD = "/mms.v1.MemberService/GetMember"
 RECHARGE_METHOD = "/mms.v1.TransactionService/Recharge"
 CHECKOUT_METHOD = "/mms.v1.TransactionService/Checkout"
+# Allowed to every role: what an actor is authenticated against before it acts.
+WHOAMI_METHOD = "/mms.v1.AuthService/WhoAmI"
 EMPTY_METHOD = "/mms.bench.v1.Bench/Empty"
 
 SERVER_START_TIMEOUT_S = 120.0
@@ -100,6 +112,57 @@ def merchant_config() -> config_pb2.MerchantConfig:
 
 def phone(index: int) -> str:
     return str(PHONE_FIRST + index)
+
+
+# --- the merchant's admin -----------------------------------------------------------------
+
+# id(core) -> (core, token, actor). The core is kept so that its id is never reused; Core
+# takes no weak references.
+_ADMINS: dict[int, tuple[Core, str, Actor]] = {}
+_ADMINS_LOCK = threading.Lock()
+
+
+def admin_actor(core: Core, token: str | None = None) -> Actor:
+    """MERCHANT's head office admin on this core, made once per Core object: from `token`
+    (e.g. `read_token(token_path(folder))`) or, without one, bootstrapped (`again`, so a
+    folder that has an admin already gets another token). Authenticated for WhoAmI; an
+    actor may act for every method its role allows."""
+    with _ADMINS_LOCK:
+        if id(core) not in _ADMINS:
+            if token is None:
+                token, _ = core.bootstrap(MERCHANT, ADMIN_STAFF_CODE, ADMIN_NAME, again=True)
+            _ADMINS[id(core)] = (core, token, core.authenticate(token, WHOAMI_METHOD))
+        return _ADMINS[id(core)][2]
+
+
+def admin_token(core: Core) -> str:
+    """The token behind `admin_actor(core)` (bootstrapped on first use)."""
+    admin_actor(core)
+    return _ADMINS[id(core)][1]
+
+
+def token_path(data_dir: str | Path) -> Path:
+    return Path(data_dir) / TOKEN_FILE_NAME
+
+
+def write_token(path: str | Path, token: str) -> None:
+    """Saves a token as `mms token issue --save` does: a new file of mode 0600."""
+    save_token(str(path), token)
+
+
+def read_token(path: str | Path) -> str:
+    """A token saved by `write_token`; refused when others may read the file."""
+    with open(path, encoding="ascii") as file:
+        mode = os.fstat(file.fileno()).st_mode
+        assert stat.S_ISREG(mode) and not mode & 0o077, f"{path}: not a 0600 file"
+        token = file.read().strip()
+    assert token, f"{path} is empty"
+    return token
+
+
+def call_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    """The metadata of every gRPC call: the staff token (the merchant comes from it)."""
+    return ((AUTHORIZATION_KEY, f"Bearer {token}"),)
 
 
 # --- hand-encoded requests (protobuf wire format) -----------------------------------------
@@ -302,6 +365,8 @@ class Server:
 
     process: subprocess.Popen[str]
     address: str = ""
+    # The token clients send (call_metadata); the caller sets it.
+    token: str = ""
     metrics_url: str = ""
     started_s: float = 0.0
     output: list[str] = field(default_factory=list)
@@ -365,7 +430,6 @@ def mms_serve_command(data_dir: str | Path, durable: bool = True) -> list[str]:
         "--data", str(data_dir),
         "--listen", "127.0.0.1:0",
         "--metrics-port", "0",
-        "--merchant", MERCHANT,
     ]  # fmt: skip
     if not durable:
         command.append("--no-sync")

@@ -1,8 +1,9 @@
 """Durable means durable: SIGKILL the real server in the middle of checkout load, start it
 again, and check the books.
 
-1. A small data set (`members` members with balances), `mms serve` (durable) on it, and
-   the ledger entry count of the folder before the load (the auditor, server stopped).
+1. A small data set (`members` members with balances, and its admin's token), `mms
+   serve` (durable) on it, and the ledger entry count of the folder before the load (the
+   auditor, server stopped). Every call below carries that token.
 2. Checkouts from `concurrency` clients (mpload, every request and answer kept); half way
    through the load the server gets SIGKILL. Acknowledged: the checkouts answered OK.
    Unacknowledged: those sent that got an error (the connection died under them).
@@ -43,6 +44,7 @@ def _ledger_entries(data_dir: str) -> int:
 def run(scratch: str, members: int, concurrency: int, duration_s: float) -> dict[str, Any]:
     data_dir = os.path.join(scratch, "crash-data")
     dataset.build(__import__("pathlib").Path(data_dir), members)
+    token = common.read_token(common.token_path(data_dir))
     entries_before = _ledger_entries(data_dir)
     server = common.start_server(common.mms_serve_command(data_dir))
     killed_at: list[float] = []
@@ -55,7 +57,7 @@ def run(scratch: str, members: int, concurrency: int, duration_s: float) -> dict
     try:
         summary, results = mpload.run(
             server.address, "checkout", concurrency, duration_s, members,
-            keep_answers=True, during=kill_half_way,
+            token=token, keep_answers=True, during=kill_half_way,
         )  # fmt: skip
     finally:
         code = server.stop(signal.SIGKILL)
@@ -67,7 +69,9 @@ def run(scratch: str, members: int, concurrency: int, duration_s: float) -> dict
     server = common.start_server(common.mms_serve_command(data_dir))
     restart_s = time.perf_counter() - began
     try:
-        replayed_unacknowledged = _check_retries(server.address, acknowledged, unacknowledged)
+        replayed_unacknowledged = _check_retries(
+            server.address, token, acknowledged, unacknowledged
+        )
     finally:
         assert server.stop(signal.SIGTERM) == 0
     entries_after = _ledger_entries(data_dir)
@@ -97,10 +101,11 @@ def run(scratch: str, members: int, concurrency: int, duration_s: float) -> dict
 
 def _check_retries(
     address: str,
+    token: str,
     acknowledged: dict[str, tuple[bytes, bytes]],
     unacknowledged: list[tuple[str, bytes]],
 ) -> int:
-    metadata = ((common.MERCHANT_METADATA_KEY, common.MERCHANT),)
+    metadata = common.call_metadata(token)
     with grpc.insecure_channel(address) as channel:
         checkout = channel.unary_unary(common.CHECKOUT_METHOD)
         for request_id, (request, answer) in acknowledged.items():

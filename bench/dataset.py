@@ -7,7 +7,9 @@ call behind `mms member import`, several chunks in flight), then every member re
 OPENING_RECHARGE_FEN (one Recharge each, from many threads; the recharge earns a bonus, so
 every member has principal and bonus), the HOT_MEMBERS first ones much more. The core is
 then closed, which flushes everything to the file: every later open (in-core runs, the
-server) is durable, on this file.
+server) is durable, on this file. Everything is done as the merchant's head office admin,
+bootstrapped first (`common.admin_actor`); its token is saved next to data.mdb
+(`common.token_path`, mode 0600) for the in-core runs and the clients of the server.
 
 `settlement_write_bytes` measures, on a small side database, how many records and bytes a
 quick checkout writes (every key new or changed, key + value), which the raw LMDB
@@ -39,7 +41,7 @@ def apply_config(core: Core) -> None:
     request = config_pb2.ApplyConfigRequest(
         request_id="bench-config", config=common.merchant_config()
     )
-    core.submit(common.CONFIG_METHOD, common.MERCHANT, request.SerializeToString())
+    core.submit(common.CONFIG_METHOD, common.admin_actor(core), request.SerializeToString())
 
 
 def _import_chunk(core: Core, first: int, rows: int) -> int:
@@ -50,17 +52,18 @@ def _import_chunk(core: Core, first: int, rows: int) -> int:
             for index in range(first, first + rows)
         ],
     )
-    answer, _ = core.submit(common.IMPORT_METHOD, common.MERCHANT, request.SerializeToString())
+    actor = common.admin_actor(core)
+    answer, _ = core.submit(common.IMPORT_METHOD, actor, request.SerializeToString())
     response = member_pb2.ImportMembersResponse.FromString(answer)
     assert (response.imported, response.failed) == (rows, 0), response.results[:3]
     return rows
 
 
 def _recharge_share(core: Core, indexes: Sequence[int], amount_fen: int, tag: str) -> int:
-    submit = core.submit
+    submit, actor = core.submit, common.admin_actor(core)
     for index in indexes:
         request = common.encode_recharge(f"{tag}-{index}", common.phone(index), amount_fen)
-        submit(common.RECHARGE_METHOD, common.MERCHANT, request)
+        submit(common.RECHARGE_METHOD, actor, request)
     return len(indexes)
 
 
@@ -109,6 +112,7 @@ def build(data_dir: Path, members: int) -> dict[str, object]:
     core = Core(str(data_dir), durable=False)
     try:
         timings = load(core, members)
+        common.write_token(common.token_path(data_dir), common.admin_token(core))
         stats = core.stats()
     finally:
         core.close()
@@ -183,7 +187,7 @@ def settlement_write_bytes(settlements: int = 200) -> dict[str, float]:
                 amount = common.CHECKOUT_AMOUNTS_FEN[index % len(common.CHECKOUT_AMOUNTS_FEN)]
                 core.submit(
                     common.CHECKOUT_METHOD,
-                    common.MERCHANT,
+                    common.admin_actor(core),
                     common.encode_checkout(f"bytes-{index}", common.phone(index), amount),
                 )
             after, _ = core.backup(os.path.join(scratch, "after"))

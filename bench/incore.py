@@ -1,6 +1,7 @@
 """In-core settle: Python threads calling `Core.submit` directly (no gRPC), as many as the
 concurrency, each sending quick checkouts (stored value, a random member of the data set by
-phone) one after another for a fixed time.
+phone) one after another for a fixed time, as the data set's admin: one Actor, made once
+from the saved token (`Core.authenticate` is not timed here; the server runs it per call).
 
 Per point: settles/s, latency p50/p99/p999 as each thread saw it, and what the writer
 saw over the same time (`Core.stats`: mean batch size, commit time per batch from the
@@ -19,7 +20,7 @@ from typing import Any
 
 import common
 
-from engine._core import Core, CoreError
+from engine._core import Actor, Core, CoreError
 from engine.proto import transaction_pb2
 
 START_TIMEOUT_S = 60.0
@@ -28,9 +29,12 @@ START_TIMEOUT_S = 60.0
 class _Lane(threading.Thread):
     """One client thread: checkouts until the deadline."""
 
-    def __init__(self, core: Core, tag: str, members: int, start: threading.Barrier) -> None:
+    def __init__(
+        self, core: Core, actor: Actor, tag: str, members: int, start: threading.Barrier
+    ) -> None:
         super().__init__(name=f"incore-{tag}", daemon=True)
-        self.core, self.tag, self.members, self.start_barrier = core, tag, members, start
+        self.core, self.actor, self.tag, self.members = core, actor, tag, members
+        self.start_barrier = start
         self.deadline = 0.0
         self.latencies_s: list[float] = []
         self.errors: dict[str, int] = {}
@@ -38,7 +42,7 @@ class _Lane(threading.Thread):
         self.last_answer = b""
 
     def run(self) -> None:
-        submit, method, merchant = self.core.submit, common.CHECKOUT_METHOD, common.MERCHANT
+        submit, method, actor = self.core.submit, common.CHECKOUT_METHOD, self.actor
         randrange, members = random.Random(self.tag).randrange, self.members
         amounts = common.CHECKOUT_AMOUNTS_FEN
         latencies, clock, tag = self.latencies_s, time.perf_counter, self.tag
@@ -50,7 +54,7 @@ class _Lane(threading.Thread):
             )
             began = clock()
             try:
-                answer, _ = submit(method, merchant, request)
+                answer, _ = submit(method, actor, request)
             except CoreError as error:
                 self.errors[error.reason] = self.errors.get(error.reason, 0) + 1
                 continue
@@ -95,10 +99,12 @@ def writer_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, flo
 
 
 def run_point(
-    core: Core, members: int, concurrency: int, duration_s: float, tag: str
+    core: Core, actor: Actor, members: int, concurrency: int, duration_s: float, tag: str
 ) -> dict[str, Any]:
     start = threading.Barrier(concurrency + 1)
-    lanes = [_Lane(core, f"{tag}-c{concurrency}-{i}", members, start) for i in range(concurrency)]
+    lanes = [
+        _Lane(core, actor, f"{tag}-c{concurrency}-{i}", members, start) for i in range(concurrency)
+    ]
     for lane in lanes:
         lane.start()
     before = core.stats()
@@ -154,9 +160,11 @@ def sweep(
     core = Core(data_dir, durable=durable)
     points = []
     try:
+        # The data set's admin, from the token saved when it was built.
+        actor = common.admin_actor(core, common.read_token(common.token_path(data_dir)))
         for concurrency in concurrencies:
             tag = f"incore-{'d' if durable else 'n'}-{time.monotonic_ns()}"
-            point = run_point(core, members, concurrency, duration_s, tag)
+            point = run_point(core, actor, members, concurrency, duration_s, tag)
             point["durable"] = durable
             points.append(point)
             print(

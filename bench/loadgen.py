@@ -3,12 +3,18 @@
     .venv/bin/python bench/loadgen.py --spawn
     .venv/bin/python bench/loadgen.py --server 127.0.0.1:50051 --metrics-url http://127.0.0.1:9464/metrics
 
-Each run uses its own merchant id (`load-<run id>`), so it can run again and again against
-the same server: it applies a one-store, one-level config, registers `--members` members
-and recharges each of them enough for every checkout of the run (both in parallel, from
-`--concurrency` threads), then runs checkouts (stored value, member named by phone) from
-`--concurrency` threads until `--requests` were sent or `--duration-s` passed. Every
-request id is unique to the run.
+Every call carries a staff token (`authorization: Bearer mms_...`, docs/AUTH.md): the
+merchant is the token's. With --spawn it is a fresh merchant `load-<run id>`, whose head
+office admin is bootstrapped on the temp data folder while the server runs (`mms auth
+bootstrap --quiet`: LMDB allows a second process). With --server it is the token in
+$MMS_TOKEN: a head office admin of a merchant kept for load tests (`mms auth bootstrap
+--merchant load --quiet` on the server machine), since the run applies its own config to
+that merchant. The run applies a one-store, one-level config, registers `--members`
+members (a member a run before registered already is kept) and recharges each of them
+enough for every checkout of the run (both in parallel, from `--concurrency` threads),
+then runs checkouts (stored value, member named by phone) from `--concurrency` threads
+until `--requests` were sent or `--duration-s` passed. Every request id is unique to the
+run, so it can run again and again against the same server.
 
 It prints requests by status, throughput, latency percentiles, and, when /metrics is
 reachable, the server's writer statistics over the checkout phase (mean batch size, mean
@@ -47,9 +53,17 @@ if str(REPO) not in sys.path:
 import grpc  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from engine.proto import common_pb2, config_pb2, member_pb2, transaction_pb2  # noqa: E402
+from engine.proto import (  # noqa: E402
+    auth_pb2,
+    auth_pb2_grpc,
+    common_pb2,
+    config_pb2,
+    member_pb2,
+    transaction_pb2,
+)
 
-MERCHANT_METADATA_KEY = "mms-merchant"
+AUTHORIZATION_KEY = "authorization"
+TOKEN_ENVIRONMENT_VARIABLE = "MMS_TOKEN"
 STORE_CODE = "S001"
 CHECKOUT_AMOUNT_FEN = 100
 CALL_TIMEOUT_S = 30.0
@@ -95,16 +109,18 @@ class Spawned:
     address: str
     metrics_url: str
     process: subprocess.Popen[str]
+    data_dir: str = ""
     output: list[str] = field(default_factory=list)
 
 
 @contextmanager
 def spawn_server(no_sync: bool) -> Iterator[Spawned]:
     """`python -m engine serve` on a temp data dir and free loopback ports."""
-    data_dir = tempfile.mkdtemp(prefix="mms-loadgen-")
+    scratch = tempfile.mkdtemp(prefix="mms-loadgen-")
+    data_dir = os.path.join(scratch, "data")
     command = [
         sys.executable, "-m", "engine", "serve",
-        "--data", os.path.join(data_dir, "data"),
+        "--data", data_dir,
         "--listen", "127.0.0.1:0",
         "--metrics-port", "0",
     ]  # fmt: skip
@@ -119,10 +135,48 @@ def spawn_server(no_sync: bool) -> Iterator[Spawned]:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        yield _wait_until_serving(process)
+        spawned = _wait_until_serving(process)
+        spawned.data_dir = data_dir
+        yield spawned
     finally:
         _stop(process)
-        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def bootstrap_admin(data_dir: str, merchant: str) -> str:
+    """A head office admin token of `merchant`, made as an operator makes the first one:
+    `mms auth bootstrap --quiet` on the data folder of the running server."""
+    command = [
+        sys.executable, "-m", "engine", "auth", "bootstrap",
+        "--data", data_dir, "--merchant", merchant, "--quiet",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=SPAWN_TIMEOUT_S
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"mms auth bootstrap failed: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def token_from_environment() -> str:
+    token = os.environ.get(TOKEN_ENVIRONMENT_VARIABLE, "").strip()
+    if not token:
+        raise SystemExit(
+            f"--server needs a staff token in ${TOKEN_ENVIRONMENT_VARIABLE}: a head office"
+            " admin's, e.g. from `mms auth bootstrap --merchant load --quiet` on the server"
+        )
+    return token
+
+
+def call_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    return ((AUTHORIZATION_KEY, f"Bearer {token}"),)
+
+
+def who_am_i(channel: grpc.Channel, token: str) -> auth_pb2.WhoAmIResponse:
+    """Whom the token stands for (a bad token fails here, before any set-up)."""
+    return auth_pb2_grpc.AuthServiceStub(channel).WhoAmI(
+        auth_pb2.WhoAmIRequest(), timeout=CALL_TIMEOUT_S, metadata=call_metadata(token)
+    )
 
 
 def _wait_until_serving(process: subprocess.Popen[str]) -> Spawned:
@@ -235,10 +289,10 @@ def writer_report(before: dict[str, float] | None, after: dict[str, float] | Non
 
 
 class Caller:
-    """Raw-bytes unary calls with the merchant's metadata; the channels are shared."""
+    """Raw-bytes unary calls with the staff token; the channels are shared."""
 
-    def __init__(self, channels: Sequence[grpc.Channel], merchant: str) -> None:
-        self.metadata = ((MERCHANT_METADATA_KEY, merchant),)
+    def __init__(self, channels: Sequence[grpc.Channel], token: str) -> None:
+        self.metadata = call_metadata(token)
         self.methods: dict[str, list[Callable[..., bytes]]] = {
             name: [channel.unary_unary(name) for channel in channels]
             for name in (CONFIG_METHOD, REGISTER_METHOD, RECHARGE_METHOD, CHECKOUT_METHOD)
@@ -276,11 +330,16 @@ def set_up_members(
         register = caller.stub(REGISTER_METHOD, worker_index)
         recharge = caller.stub(RECHARGE_METHOD, worker_index)
         for index in range(worker_index, members, concurrency):
-            register(
-                member_pb2.RegisterMemberRequest(
-                    request_id=f"{run_id}-register-{index}", phone=phone(index), name="会员"
-                ).SerializeToString()
-            )
+            try:
+                register(
+                    member_pb2.RegisterMemberRequest(
+                        request_id=f"{run_id}-register-{index}", phone=phone(index), name="会员"
+                    ).SerializeToString()
+                )
+            except grpc.RpcError as error:
+                # Registered by an earlier run on the same merchant (--server): keep it.
+                if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+                    raise
             recharge(
                 transaction_pb2.RechargeRequest(
                     request_id=f"{run_id}-recharge-{index}",
@@ -413,10 +472,14 @@ def cpu_now(server_pid: int | None) -> tuple[float | None, float]:
 
 
 def run(
-    address: str, metrics_url: str, args: argparse.Namespace, server_pid: int | None = None
+    address: str,
+    metrics_url: str,
+    args: argparse.Namespace,
+    token: str,
+    server_pid: int | None = None,
+    run_id: str = "",
 ) -> None:
-    run_id = uuid.uuid4().hex[:12]
-    merchant = f"load-{run_id}"
+    run_id = run_id or uuid.uuid4().hex[:12]
     checkouts_per_member = -(-args.requests // args.members)
     recharge_fen = max(checkouts_per_member * CHECKOUT_AMOUNT_FEN * 2, 10_000)
     channel_count = min(args.concurrency, CHANNELS_MAX)
@@ -426,8 +489,12 @@ def run(
     try:
         for channel in channels:
             grpc.channel_ready_future(channel).result(timeout=SPAWN_TIMEOUT_S)
-        caller = Caller(channels, merchant)
-        print(f"server {address}, merchant {merchant}, run {run_id}", flush=True)
+        me = who_am_i(channels[0], token)
+        caller = Caller(channels, token)
+        print(
+            f"server {address}, merchant {me.merchant} (as {me.staff_code}), run {run_id}",
+            flush=True,
+        )
         began = time.perf_counter()
         set_up_members(caller, run_id, args.members, args.concurrency, recharge_fen)
         print(
@@ -461,10 +528,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         with spawn_server(args.no_sync) as spawned:
             mode = "no-sync (benchmarks only)" if args.no_sync else "durable"
             print(f"spawned server pid {spawned.process.pid} ({mode})", flush=True)
-            run(spawned.address, args.metrics_url or spawned.metrics_url, args, spawned.process.pid)
+            run_id = uuid.uuid4().hex[:12]
+            token = bootstrap_admin(spawned.data_dir, f"load-{run_id}")
+            metrics_url = args.metrics_url or spawned.metrics_url
+            run(spawned.address, metrics_url, args, token, spawned.process.pid, run_id)
         return 0
+    token = token_from_environment()
     host = args.server.rpartition(":")[0] or "127.0.0.1"
-    run(args.server, args.metrics_url or f"http://{host}:9464/metrics", args)
+    run(args.server, args.metrics_url or f"http://{host}:9464/metrics", args, token)
     return 0
 
 

@@ -14,7 +14,9 @@ reach together.
 Workloads: `lookup` (GetMember by phone), `checkout` (quick checkout, stored value),
 `recharge`, `mix` (50 % lookup, 40 % checkout, 10 % recharge: a till looks the member up,
 then settles; now and then a top-up), `hot` (checkouts on the HOT_MEMBERS first members
-only), `empty` (the bench server's empty method). Members are drawn at random.
+only), `empty` (the bench server's empty method). Members are drawn at random. Every
+call carries the staff token given to `run` (`common.call_metadata`), passed to the worker
+processes in their Job like every other setting.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class Job:
     tasks: int
     members: int
     tag: str
+    token: str  # the staff token every call carries
     keep_answers: bool = False  # checkout answers by request id (guards, crash case)
 
 
@@ -82,7 +85,7 @@ async def _task(channel: Any, job: Job, index: int, end_at: float, result: Worke
     import grpc
 
     calls = {kind: channel.unary_unary(method) for kind, method in _METHODS.items()}
-    metadata = ((common.MERCHANT_METADATA_KEY, common.MERCHANT),)
+    metadata = common.call_metadata(job.token)
     rng = random.Random(f"{job.tag}-{index}")
     kinds = _kinds(job.workload)
     members = common.HOT_MEMBERS if job.workload == "hot" else job.members
@@ -149,13 +152,15 @@ def run(
     duration_s: float,
     members: int,
     *,
+    token: str,
     processes: int = PROCESSES_DEFAULT,
     keep_answers: bool = False,
     during: Any = None,
 ) -> tuple[dict[str, Any], list[WorkerResult]]:
     """Runs the workload for duration_s at `concurrency` requests in flight; returns the
-    summary and the workers' raw results. `during(elapsed_s)`, if given, is called about
-    every 50 ms while the load runs (the crash case kills the server from it)."""
+    summary and the workers' raw results. Every call carries `token`. `during(elapsed_s)`,
+    if given, is called about every 50 ms while the load runs (the crash case kills the
+    server from it)."""
     assert workload in WORKLOADS, workload
     processes = max(1, min(processes, concurrency))
     shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
@@ -164,7 +169,7 @@ def run(
     workers = []
     for index, tasks in enumerate(shares):
         parent_end, child_end = context.Pipe()
-        job = Job(address, workload, tasks, members, f"{tag}-p{index}", keep_answers)
+        job = Job(address, workload, tasks, members, f"{tag}-p{index}", token, keep_answers)
         process = context.Process(target=_worker, args=(job, child_end), daemon=True)
         process.start()
         workers.append((process, parent_end))

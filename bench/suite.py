@@ -101,7 +101,7 @@ def _e2e_point(
     cpu_before = common.process_cpu_s(server.pid)
     summary, _ = mpload.run(
         server.address, workload, concurrency, args.duration_s, args.members,
-        processes=args.client_processes,
+        token=server.token, processes=args.client_processes,
     )  # fmt: skip
     server_cpu_s = common.process_cpu_s(server.pid) - cpu_before
     assert summary["failed"] == 0, summary["statuses"]
@@ -138,7 +138,7 @@ def _hot_point(server: common.Server, args: argparse.Namespace) -> dict[str, Any
     cpu_before = common.process_cpu_s(server.pid)
     summary, results = mpload.run(
         server.address, "hot", args.hot_concurrency, args.duration_s, args.members,
-        processes=args.client_processes, keep_answers=True,
+        token=server.token, processes=args.client_processes, keep_answers=True,
     )  # fmt: skip
     server_cpu_s = common.process_cpu_s(server.pid) - cpu_before
     assert summary["failed"] == 0, summary["statuses"]
@@ -157,7 +157,7 @@ def _hot_point(server: common.Server, args: argparse.Namespace) -> dict[str, Any
 def _spend_of_hot(server: common.Server) -> list[int]:
     import grpc
 
-    metadata = ((common.MERCHANT_METADATA_KEY, common.MERCHANT),)
+    metadata = common.call_metadata(server.token)
     with grpc.insecure_channel(server.address) as channel:
         lookup = channel.unary_unary(common.GET_MEMBER_METHOD)
         return [
@@ -173,7 +173,7 @@ def _first_lookup_s(server: common.Server) -> float:
     import grpc
 
     began = time.perf_counter()
-    metadata = ((common.MERCHANT_METADATA_KEY, common.MERCHANT),)
+    metadata = common.call_metadata(server.token)
     with grpc.insecure_channel(server.address) as channel:
         lookup = channel.unary_unary(common.GET_MEMBER_METHOD)
         lookup(
@@ -185,6 +185,7 @@ def _first_lookup_s(server: common.Server) -> float:
 
 def run_e2e(data_dir: Path, args: argparse.Namespace, results: dict[str, Any]) -> None:
     server = common.start_server(common.mms_serve_command(data_dir))
+    server.token = common.read_token(common.token_path(data_dir))
     try:
         footprint = results["footprint"]
         footprint["startup_to_listening_s"] = round(server.started_s, 3)
@@ -210,16 +211,25 @@ def run_e2e(data_dir: Path, args: argparse.Namespace, results: dict[str, Any]) -
         assert server.stop() == 0, "".join(server.output[-20:])
 
 
-def run_empty(args: argparse.Namespace, results: dict[str, Any]) -> None:
-    command = [sys.executable, str(common.BENCH / "empty_server.py")]
+def run_empty(args: argparse.Namespace, results: dict[str, Any], scratch: str) -> None:
+    # The empty server bootstraps an admin on its own temp core and saves the token here:
+    # every call is authenticated by the same interceptor as the engine's methods.
+    token_file = Path(scratch) / "empty-token"
+    command = [
+        sys.executable,
+        str(common.BENCH / "empty_server.py"),
+        "--token-file",
+        str(token_file),
+    ]
     server = common.start_server(command, needs_metrics=False)
+    server.token = common.read_token(token_file)
     try:
         points = []
         for concurrency in args.e2e_concurrency:
             cpu_before = common.process_cpu_s(server.pid)
             summary, _ = mpload.run(
                 server.address, "empty", concurrency, args.duration_s, args.members,
-                processes=args.client_processes,
+                token=server.token, processes=args.client_processes,
             )  # fmt: skip
             cpu_s = common.process_cpu_s(server.pid) - cpu_before
             assert summary["failed"] == 0, summary["statuses"]
@@ -231,7 +241,9 @@ def run_empty(args: argparse.Namespace, results: dict[str, Any]) -> None:
         server.stop()
 
 
-def run_postgres(args: argparse.Namespace, results: dict[str, Any]) -> None:
+def run_postgres(args: argparse.Namespace, results: dict[str, Any], token: str) -> None:
+    """`token`: sent with every call to the Python+PostgreSQL server, which ignores it, so
+    that the client does the same work as against the engine."""
     pg = peer_pg.start(args.scratch)
     try:
         load_s = peer_pg.load(pg, args.members)
@@ -252,7 +264,7 @@ def run_postgres(args: argparse.Namespace, results: dict[str, Any]) -> None:
                 cpu_before = common.process_cpu_s(server.pid)
                 summary, _ = mpload.run(
                     server.address, "checkout", concurrency, args.duration_s, args.members,
-                    processes=args.client_processes,
+                    token=token, processes=args.client_processes,
                 )  # fmt: skip
                 cpu_s = common.process_cpu_s(server.pid) - cpu_before
                 assert summary["failed"] == 0, summary["statuses"]
@@ -357,8 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         run_raw_lmdb(args, results)
         run_e2e(data_dir, args, results)
-        run_empty(args, results)
-        run_postgres(args, results)
+        run_empty(args, results, scratch)
+        run_postgres(args, results, common.read_token(common.token_path(data_dir)))
         results["crash"] = crash.run(scratch, args.crash_members, 64, max(2.0, args.duration_s))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -1,5 +1,6 @@
 """Shared set-up of the in-process benchmarks: a core (or the SQLite peer) in a tmp dir,
-with members recharged so that no checkout in the whole run fails.
+with members recharged so that no checkout in the whole run fails. The core is driven by
+the merchant's head office admin, bootstrapped on it (`EngineBench.actor`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from typing import Any
 
 import peer_sqlite
 
-from engine._core import Core
+from engine._core import Actor, Core
 from engine.proto import common_pb2, config_pb2, member_pb2, transaction_pb2
 
 MERCHANT = "bench"
+WHOAMI_METHOD = "/mms.v1.AuthService/WhoAmI"
 STORE_CODE = "S001"
 MEMBERS = 1000
 # Client threads of a burst: a busy shop floor's tills against one node.
@@ -89,11 +91,14 @@ class EngineBench:
 
     def __init__(self, path: Path, pool: ThreadPoolExecutor, **options: Any) -> None:
         self.core = Core(str(path), **options)
+        token, _ = self.core.bootstrap(MERCHANT, "admin", "Bench admin")
+        # Authenticated once: an actor may act for every method its role allows.
+        self.actor: Actor = self.core.authenticate(token, WHOAMI_METHOD)
         self.ids = RequestIds("bench")
         self.checkouts_submitted = 0
         self.core.submit(
             CONFIG_METHOD,
-            MERCHANT,
+            self.actor,
             config_pb2.ApplyConfigRequest(
                 request_id=self.ids.next(), config=BENCH_CONFIG
             ).SerializeToString(),
@@ -108,14 +113,14 @@ class EngineBench:
             register = member_pb2.RegisterMemberRequest(
                 request_id=f"register-{index}", phone=phone(index), name="member"
             )
-            self.core.submit(REGISTER_METHOD, MERCHANT, register.SerializeToString())
+            self.core.submit(REGISTER_METHOD, self.actor, register.SerializeToString())
             recharge = transaction_pb2.RechargeRequest(
                 request_id=f"recharge-{index}",
                 member=common_pb2.MemberRef(phone=phone(index)),
                 amount_fen=RECHARGE_FEN,
                 method=common_pb2.CASH,
             )
-            self.core.submit(RECHARGE_METHOD, MERCHANT, recharge.SerializeToString())
+            self.core.submit(RECHARGE_METHOD, self.actor, recharge.SerializeToString())
         return len(indexes)
 
     def burst_requests(self) -> list[Sequence[bytes]]:
@@ -130,10 +135,10 @@ class EngineBench:
 
     def submit_all(self, requests: Sequence[bytes]) -> int:
         """Submits one thread's share in turn; returns how many were answered."""
-        submit = self.core.submit
+        submit, actor = self.core.submit, self.actor
         answered = 0
         for request in requests:
-            submit(CHECKOUT_METHOD, MERCHANT, request)
+            submit(CHECKOUT_METHOD, actor, request)
             answered += 1
         return answered
 
@@ -141,7 +146,7 @@ class EngineBench:
         total = 0
         for index in range(MEMBERS):
             request = member_pb2.GetMemberRequest(member=common_pb2.MemberRef(phone=phone(index)))
-            answer = self.core.query(GET_MEMBER_METHOD, MERCHANT, request.SerializeToString())
+            answer = self.core.query(GET_MEMBER_METHOD, self.actor, request.SerializeToString())
             total += member_pb2.GetMemberResponse.FromString(answer).balances.principal_fen
         return total
 

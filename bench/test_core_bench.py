@@ -36,7 +36,6 @@ from support import (
     CHECKOUT_AMOUNT_FEN,
     CHECKOUT_METHOD,
     MEMBERS,
-    MERCHANT,
     THREADS,
     EngineBench,
     SqliteBench,
@@ -90,7 +89,7 @@ def test_single_checkout_durable(benchmark: Any, engine: EngineBench) -> None:
         return (checkout_bytes(engine.ids.next(), member_index),), {}
 
     def one_checkout(request: bytes) -> None:
-        answer, replayed = engine.core.submit(CHECKOUT_METHOD, MERCHANT, request)
+        answer, replayed = engine.core.submit(CHECKOUT_METHOD, engine.actor, request)
         assert answer and not replayed
 
     benchmark.group = "single checkout"
