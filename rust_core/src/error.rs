@@ -142,10 +142,13 @@ pub enum Kind {
     CouponsTooMany,
     CouponTemplateInUse,
     CouponTemplateEnded,
+    RegionNotFound,
+    RegionInUse,
+    StaffScopeInvalid,
 }
 
 /// Every kind, for reverse lookup of stored reasons and for exhaustive tests.
-pub const ALL_KINDS: [Kind; 107] = [
+pub const ALL_KINDS: [Kind; 110] = [
     Kind::MalformedRequest,
     Kind::UnknownMethod,
     Kind::RequestIdInvalid,
@@ -253,6 +256,9 @@ pub const ALL_KINDS: [Kind; 107] = [
     Kind::CouponsTooMany,
     Kind::CouponTemplateInUse,
     Kind::CouponTemplateEnded,
+    Kind::RegionNotFound,
+    Kind::RegionInUse,
+    Kind::StaffScopeInvalid,
 ];
 
 impl Kind {
@@ -365,6 +371,9 @@ impl Kind {
             Kind::CouponsTooMany => "COUPONS_TOO_MANY",
             Kind::CouponTemplateInUse => "COUPON_TEMPLATE_IN_USE",
             Kind::CouponTemplateEnded => "COUPON_TEMPLATE_ENDED",
+            Kind::RegionNotFound => "REGION_NOT_FOUND",
+            Kind::RegionInUse => "REGION_IN_USE",
+            Kind::StaffScopeInvalid => "STAFF_SCOPE_INVALID",
         }
     }
 
@@ -477,6 +486,9 @@ impl Kind {
             Kind::CouponsTooMany => Status::InvalidArgument,
             Kind::CouponTemplateInUse => Status::FailedPrecondition,
             Kind::CouponTemplateEnded => Status::FailedPrecondition,
+            Kind::RegionNotFound => Status::NotFound,
+            Kind::RegionInUse => Status::FailedPrecondition,
+            Kind::StaffScopeInvalid => Status::InvalidArgument,
         }
     }
 
