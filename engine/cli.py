@@ -1984,8 +1984,14 @@ def _config_text(config: config_pb2.MerchantConfig) -> str:
 
 
 def _stores_table(config: config_pb2.MerchantConfig) -> str:
-    rows = [(store.code, store.name) for store in config.stores]
-    return _table_text("Stores 门店", ("CODE", "NAME"), rows)
+    if not config.regions:
+        rows = [(store.code, store.name) for store in config.stores]
+        return _table_text("Stores 门店", ("CODE", "NAME"), rows)
+    regions = {region.code: region.name for region in config.regions}
+    rows = [
+        (store.code, store.name, regions.get(store.region_code, "-")) for store in config.stores
+    ]
+    return _table_text("Stores 门店", ("CODE", "NAME", "REGION 大区"), rows)
 
 
 def _threshold_text(fen: int) -> str:
