@@ -1035,15 +1035,39 @@ STAFF_PAGE_SIZE = 1000
 
 
 def _add_staff(commands: _Commands) -> None:
-    staff = commands.group("staff", "staff 员工: who earns commission 提成")
+    staff = commands.group("staff", "staff 员工: roles, scopes and the commission 提成 they earn")
     add = staff.add(
         "add", _staff_add, "add a staff member or change one 添加/修改员工", mutating=True
     )
     add.add_argument("code", metavar="CODE", type=_non_empty, help="staff code 工号")
     add.add_argument("name", metavar="NAME", type=_non_empty, help="name 姓名")
     add.add_argument("--role", choices=list(_STAFF_ROLES), required=True, help="role 角色")
-    add.add_argument("--store", metavar="S", default="", help="their store 所属门店")
+    add.add_argument(
+        "--store",
+        metavar="S",
+        default="",
+        help="their store 所属门店: required for cashier and store_manager, optional for "
+        "stylist and sales, none for the others",
+    )
+    add.add_argument(
+        "--region",
+        metavar="R",
+        default="",
+        help="their region 所属大区 (a region of the config): region_manager only, required",
+    )
+    add.add_argument(
+        "--can-recharge",
+        action="store_true",
+        help="may take recharges 可充值 where the staff policy designates recharging staff",
+    )
     add.add_argument("--inactive", action="store_true", help="stopped 停用: earns nothing, refused")
+    for name, active, help_text in (
+        ("disable", False, "disable a staff member 停用: refused from now, tokens revoked"),
+        ("enable", True, "enable a disabled staff member again 启用 (tokens stay revoked)"),
+    ):
+        toggle = staff.add(name, _staff_set_active, help_text, mutating=True)
+        toggle.add_argument("code", metavar="CODE", type=_non_empty, help="staff code 工号")
+        toggle.set_defaults(active=active)
     listing = staff.add("list", _staff_list, "list staff and the commission owed 员工列表")
     listing.add_argument("--store", metavar="S", default="", help="only this store's staff")
 
@@ -2109,8 +2133,14 @@ def _config_text(config: config_pb2.MerchantConfig) -> str:
 
 
 def _stores_table(config: config_pb2.MerchantConfig) -> str:
-    rows = [(store.code, store.name) for store in config.stores]
-    return _table_text("Stores 门店", ("CODE", "NAME"), rows)
+    if not config.regions:
+        rows = [(store.code, store.name) for store in config.stores]
+        return _table_text("Stores 门店", ("CODE", "NAME"), rows)
+    regions = {region.code: region.name for region in config.regions}
+    rows = [
+        (store.code, store.name, regions.get(store.region_code, "-")) for store in config.stores
+    ]
+    return _table_text("Stores 门店", ("CODE", "NAME", "REGION 大区"), rows)
 
 
 def _threshold_text(fen: int) -> str:
@@ -2903,20 +2933,68 @@ def _staff_add(args: argparse.Namespace, session: Session) -> int:
         name=args.name,
         role=_STAFF_ROLES[args.role],
         store_code=args.store,
+        region_code=args.region,
+        can_recharge=args.can_recharge,
         active=not args.inactive,
     )
+    return _upsert_staff(args, session, staff)
+
+
+def _upsert_staff(
+    args: argparse.Namespace, session: Session, staff: chain_pb2.Staff, title: str = ""
+) -> int:
     request = chain_pb2.UpsertStaffRequest(request_id=args.request_id, staff=staff)
     response = session.call(chain_pb2_grpc.ChainServiceStub, "UpsertStaff", request)
+    stored = response.staff
+    roles = {number: name for name, number in _STAFF_ROLES.items()}
     rows = [
-        ("Code 工号", response.staff.code),
-        ("Name 姓名", response.staff.name),
-        ("Role 角色", args.role),
-        ("Store 门店", response.staff.store_code or "-"),
-        ("Active 在职", "yes" if response.staff.active else "no (停用)"),
+        ("Code 工号", stored.code),
+        ("Name 姓名", stored.name),
+        ("Role 角色", roles.get(stored.role, "?")),
+        ("Store 门店", stored.store_code or "-"),
+        ("Region 大区", stored.region_code or "-"),
+        ("Can recharge 可充值", "yes" if stored.can_recharge else "no"),
+        ("Active 在职", "yes" if stored.active else "no (停用)"),
+        ("Disabled 停用于", _time_text(stored.disabled_at_ms)),
         ("Commission 提成", f"¥{format_fen(response.commission_fen)}"),
     ]
-    title = "Staff added 已添加员工" if response.created else "Staff changed 已修改员工"
+    if not title:
+        title = "Staff added 已添加员工" if response.created else "Staff changed 已修改员工"
     return _output(args, response, lambda: _fields_text(title, rows))
+
+
+def _find_staff(session: Session, code: str) -> chain_pb2.Staff | None:
+    """The staff record with this code, read through ListStaff: its pages run in code
+    order, so the search stops at the first code past it."""
+    page_token = ""
+    while True:
+        request = chain_pb2.ListStaffRequest(page_size=STAFF_PAGE_SIZE, page_token=page_token)
+        response = session.call(chain_pb2_grpc.ChainServiceStub, "ListStaff", request)
+        for view in response.staff:
+            if view.staff.code == code:
+                return view.staff
+            if view.staff.code.encode() > code.encode():
+                return None
+        if not response.next_page_token:
+            return None
+        page_token = response.next_page_token
+
+
+def _staff_set_active(args: argparse.Namespace, session: Session) -> int:
+    """`mms staff disable` / `enable`: the record as stored, with only `active` changed
+    (read first, so the role, scope and can_recharge stay as they are). Not atomic: a
+    change made by someone else between the read and the write is overwritten."""
+    staff = _find_staff(session, args.code)
+    if staff is None:
+        print(f"error: no staff {args.code!r} (mms staff list)", file=sys.stderr)
+        return EXIT_DOMAIN_ERROR
+    staff.active = args.active
+    # The server sets these; sent as read, a retry with the same --request-id would differ
+    # from the first attempt (which changed them) and be refused as REQUEST_ID_REUSED.
+    for server_field in ("created_at_ms", "updated_at_ms", "disabled_at_ms"):
+        staff.ClearField(server_field)
+    title = "Staff enabled 已启用员工" if args.active else "Staff disabled 已停用员工"
+    return _upsert_staff(args, session, staff, title)
 
 
 def _staff_list(args: argparse.Namespace, session: Session) -> int:
@@ -2929,12 +3007,25 @@ def _staff_list(args: argparse.Namespace, session: Session) -> int:
             view.staff.name,
             roles.get(view.staff.role, "?"),
             view.staff.store_code or "-",
+            view.staff.region_code or "-",
+            "yes" if view.staff.can_recharge else "no",
             "yes" if view.staff.active else "no",
+            _time_text(view.staff.disabled_at_ms),
             f"¥{format_fen(view.commission_fen)}",
         ]
         for view in response.staff
     ]
-    headers = ["Code 工号", "Name 姓名", "Role 角色", "Store 门店", "Active", "Commission 提成"]
+    headers = [
+        "Code 工号",
+        "Name 姓名",
+        "Role 角色",
+        "Store 门店",
+        "Region 大区",
+        "Recharge 可充值",
+        "Active",
+        "Disabled 停用于",
+        "Commission 提成",
+    ]
     text = _table_text("Staff 员工", headers, rows)
     if response.next_page_token:
         text += f"\n  (more than {STAFF_PAGE_SIZE}: use --store)"

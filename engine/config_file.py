@@ -366,9 +366,32 @@ def _read_store(table: _Table) -> config_pb2.Store:
     store = config_pb2.Store(
         code=table.text("code", required=True),
         name=table.text("name", required=True),
+        region_code=table.text("region", required=False),
     )
     table.finish()
     return store
+
+
+def _read_region(table: _Table) -> config_pb2.Region:
+    region = config_pb2.Region(
+        code=table.text("code", required=True),
+        name=table.text("name", required=True),
+    )
+    table.finish()
+    return region
+
+
+def _read_staff_policy(table: _Table | None) -> config_pb2.StaffPolicy | None:
+    """What staff may do beyond their role (docs/AUTH.md section 6)."""
+    if table is None:
+        return None
+    policy = config_pb2.StaffPolicy(
+        refund_manager_above_fen=table.yuan_fen("refund_manager_above", required=False),
+        recharge_store_codes=table.texts("recharge_stores"),
+        recharge_designated_staff_only=table.flag("recharge_designated_staff_only"),
+    )
+    table.finish()
+    return policy
 
 
 def _read_level(table: _Table) -> config_pb2.Level:
@@ -749,6 +772,7 @@ def _read_config(
         name=root.text("name", required=True),
         spend_order=_read_spend_order(root),
         points_redemption=_read_points_redemption(root.table("points_redemption")),
+        regions=[_read_region(table) for table in root.tables("regions")],
         stores=[_read_store(table) for table in root.tables("stores")],
         levels=[_read_level(table) for table in root.tables("levels")],
         recharge_bonus_rules=[
@@ -777,6 +801,9 @@ def _read_config(
     clearing = _read_clearing(root.table("clearing"))
     if clearing is not None:
         config.clearing.CopyFrom(clearing)
+    staff_policy = _read_staff_policy(root.table("staff_policy"))
+    if staff_policy is not None:
+        config.staff_policy.CopyFrom(staff_policy)
     _read_utc_offset(root, config)
     config.points_rule_sets.extend(
         _read_points_rule_set(table) for table in root.tables("points_rule_sets")
@@ -968,6 +995,28 @@ def _attribute_lines(attribute: config_pb2.AttributeDefinition) -> list[str]:
         lines.append(f"choices = {_strings(list(attribute.choices))}")
     if attribute.required:
         lines.append("required = true")
+    return lines
+
+
+def _store_lines(store: config_pb2.Store) -> list[str]:
+    lines = [
+        "[[stores]]",
+        f"code = {_toml_string(store.code)}",
+        f"name = {_toml_string(store.name)}",
+    ]
+    if store.region_code:
+        lines.append(f"region = {_toml_string(store.region_code)}")
+    return lines
+
+
+def _staff_policy_lines(policy: config_pb2.StaffPolicy) -> list[str]:
+    lines = ["[staff_policy]"]
+    if policy.refund_manager_above_fen:
+        lines.append(f'refund_manager_above = "{_yuan_text(policy.refund_manager_above_fen)}"')
+    if policy.recharge_store_codes:
+        lines.append(f"recharge_stores = {_strings(list(policy.recharge_store_codes))}")
+    if policy.recharge_designated_staff_only:
+        lines.append("recharge_designated_staff_only = true")
     return lines
 
 
@@ -1182,14 +1231,15 @@ def dumps_config(
             f'max_share = "{_percent_text(redemption.max_share_bp)}"',
         ],
     ]
-    for store in config.stores:
+    for region in config.regions:
         blocks.append(
             [
-                "[[stores]]",
-                f"code = {_toml_string(store.code)}",
-                f"name = {_toml_string(store.name)}",
+                "[[regions]]",
+                f"code = {_toml_string(region.code)}",
+                f"name = {_toml_string(region.name)}",
             ]
         )
+    blocks += [_store_lines(store) for store in config.stores]
     blocks += [_level_lines(level) for level in config.levels]
     for rule in config.recharge_bonus_rules:
         blocks.append(
@@ -1211,6 +1261,8 @@ def dumps_config(
             ]
         )
     blocks += _chain_blocks(config)
+    if config.HasField("staff_policy"):
+        blocks.append(_staff_policy_lines(config.staff_policy))
     blocks += _points_lines(config)
     blocks += [_coupon_template_lines(template) for template in config.coupon_templates]
     blocks += [_coupon_trigger_lines(trigger) for trigger in config.coupon_triggers]

@@ -44,11 +44,11 @@ class Chain:
         self.client = Client(channel, merchant="chain")
         self.stub = chain_pb2_grpc.ChainServiceStub(channel)
 
-    def staff(self, code: str, role: int) -> chain_pb2.UpsertStaffResponse:
-        request = chain_pb2.UpsertStaffRequest(
-            request_id=self.client.request_id(),
-            staff=chain_pb2.Staff(code=code, name=f"员工{code}", role=role, active=True),
+    def staff(self, code: str, role: int, store: str = "") -> chain_pb2.UpsertStaffResponse:
+        staff = chain_pb2.Staff(
+            code=code, name=f"员工{code}", role=role, store_code=store, active=True
         )
+        request = chain_pb2.UpsertStaffRequest(request_id=self.client.request_id(), staff=staff)
         return self.stub.UpsertStaff(request, timeout=TIMEOUT_S, metadata=self.client.metadata)
 
     def commission(self) -> dict[str, int]:
@@ -107,8 +107,8 @@ def test_clearing_matrix_commission_and_referral_after_cross_store_spending(
     with server.channel() as channel:
         chain = Chain(channel)
         chain.client.apply(chain_config())
-        chain.staff("S1", chain_pb2.CASHIER)
-        chain.staff("M1", chain_pb2.STORE_MANAGER)
+        chain.staff("S1", chain_pb2.CASHIER, store="A")
+        chain.staff("M1", chain_pb2.STORE_MANAGER, store="C")
         chain.client.register("13900000001", "推荐人 Referrer")
         chain.client.register(
             "13900000002", "会员 Member", referrer=common_pb2.MemberRef(phone="13900000001")
@@ -177,10 +177,10 @@ def test_staff_are_registered_and_listed(server: RunningServer) -> None:
         chain.client.apply(chain_config())
         created = chain.staff("S9", chain_pb2.STYLIST)
         assert created.created
-        again = chain.staff("S9", chain_pb2.CASHIER)
+        again = chain.staff("S9", chain_pb2.CASHIER, store="B")
         assert not again.created
         assert again.staff.created_at_ms == created.staff.created_at_ms
         with pytest.raises(grpc.RpcError) as refused:
-            chain.staff("bad code", chain_pb2.CASHIER)
+            chain.staff("bad code", chain_pb2.CASHIER, store="B")
         assert error_reason(refused.value) == "TEXT_INVALID"
         assert chain.commission() == {"S9": 0, "admin": 0}

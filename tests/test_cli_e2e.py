@@ -171,6 +171,30 @@ def test_config_apply_refusals(server: Any, tmp_path: Path) -> None:
         status="INVALID_ARGUMENT",
         reason="CONFIG_INVALID",
     )
+    # Regions (大区): a store names a declared one; once applied, a region stays.
+    undeclared = tmp_path / "undeclared.toml"
+    undeclared.write_text(
+        EXAMPLE.read_text(encoding="utf-8").replace('region = "WEST"', 'region = "NORTH"')
+    )
+    result = refused(
+        server.address, "config", "apply", str(undeclared),
+        status="INVALID_ARGUMENT", reason="CONFIG_INVALID",
+    )  # fmt: skip
+    assert 'store "S003" names region "NORTH", which regions do not declare' in result
+    mms(server.address, "config", "apply", str(EXAMPLE))
+    text = EXAMPLE.read_text(encoding="utf-8")
+    dropped = tmp_path / "dropped.toml"
+    dropped.write_text(
+        text.replace('[[regions]]\ncode = "WEST"\nname = "华西大区 West China"\n', "").replace(
+            'region = "WEST"\n', ""
+        )
+    )
+    assert "WEST" not in dropped.read_text(encoding="utf-8")
+    result = refused(
+        server.address, "config", "apply", str(dropped),
+        status="FAILED_PRECONDITION", reason="REGION_IN_USE",
+    )  # fmt: skip
+    assert 'region "WEST" cannot be removed' in result
 
 
 def test_commands_before_any_config(server: Any) -> None:
@@ -818,10 +842,11 @@ def test_config_output(merchant: Merchant) -> None:
     assert rows["Spend order 扣款顺序"] == "principal first 本金优先"
     assert rows["Points 积分抵现"] == "100 points = ¥1, at most 50% of the amount due"
 
-    assert table(stores)[1:] == [
-        ["S001", "总店 Head Store"],
-        ["S002", "东区店 East"],
-        ["S003", "西区店 West"],
+    assert table(stores) == [
+        ["CODE", "NAME", "REGION 大区"],
+        ["S001", "总店 Head Store", "-"],
+        ["S002", "东区店 East", "华东大区 East China"],
+        ["S003", "西区店 West", "华西大区 West China"],
     ]
     assert table(levels)[2] == [
         "silver", "银卡 Silver", "5%", "1.2", "2000.00", "1000.00", "500.00"

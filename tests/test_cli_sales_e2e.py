@@ -293,7 +293,7 @@ def test_two_members_pay_one_bill_and_get_it_back(merchant: Merchant) -> None:
 def test_suspend_list_settle_and_cancel(merchant: Merchant) -> None:
     silver_member(merchant)
     # the example's commission rules name staff: a staff code must be registered
-    merchant.mms("staff", "add", "S01", "小张", "--role", "cashier")
+    merchant.mms("staff", "add", "S01", "小张", "--role", "cashier", "--store", "S001")
     suspend = (
         "bill", "suspend", "--store", "S001", "--terminal", "T1", "--phone", PHONE,
         "--item", "H001", "--item", "D003=2", "--note", "顾客去取钱", "--staff", "S01",

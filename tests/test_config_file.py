@@ -886,3 +886,94 @@ def test_coupon_dates_as_toml_dates_or_strings_and_refusals() -> None:
     assert caught.value.problems == [
         'coupon_triggers[0].event: must be one of "registration", "recharge", got \'birthday\''
     ]
+
+
+# --- regions (大区) and the staff policy (docs/AUTH.md sections 3 and 6) ---------------
+
+
+def test_example_regions_stores_and_staff_policy() -> None:
+    config = load_config(EXAMPLE)
+    assert [(r.code, r.name) for r in config.regions] == [
+        ("EAST", "华东大区 East China"),
+        ("WEST", "华西大区 West China"),
+    ]
+    assert [(s.code, s.region_code) for s in config.stores] == [
+        ("S001", ""),
+        ("S002", "EAST"),
+        ("S003", "WEST"),
+    ]
+    assert config.HasField("staff_policy")
+    policy = config.staff_policy
+    assert policy.refund_manager_above_fen == 50_000
+    assert list(policy.recharge_store_codes) == []
+    assert not policy.recharge_designated_staff_only
+
+
+REGIONS = """
+[[regions]]
+code = "NORTH"
+name = "华北大区 North China"
+
+[[stores]]
+code = "S1"
+name = "一店 First"
+region = "NORTH"
+
+[[stores]]
+code = "S2"
+name = "二店 Second"
+
+[staff_policy]
+refund_manager_above = "1000.50"
+recharge_stores = ["S2", "S1"]
+recharge_designated_staff_only = true
+"""
+
+
+def test_regions_and_staff_policy_round_trip() -> None:
+    config = loads_config(MINIMAL + REGIONS)
+    assert [(r.code, r.name) for r in config.regions] == [("NORTH", "华北大区 North China")]
+    assert [s.region_code for s in config.stores] == ["NORTH", ""]
+    policy = config.staff_policy
+    assert policy.refund_manager_above_fen == 100_050
+    assert list(policy.recharge_store_codes) == ["S2", "S1"]
+    assert policy.recharge_designated_staff_only
+    text = dumps_config(config)
+    assert loads_config(text) == config
+    assert dumps_config(loads_config(text)) == text
+    assert 'region = "NORTH"' in text and text.count("region = ") == 1  # none for S2
+    assert (
+        '[staff_policy]\nrefund_manager_above = "1000.50"\nrecharge_stores = ["S2", "S1"]' in text
+    )
+
+
+def test_an_empty_staff_policy_stays_present_and_no_table_stays_absent() -> None:
+    empty = loads_config(MINIMAL + "[staff_policy]\n")
+    assert empty.HasField("staff_policy")
+    assert "[staff_policy]\n" in dumps_config(empty)
+    assert loads_config(dumps_config(empty)) == empty
+    absent = loads_config(MINIMAL)
+    assert not absent.HasField("staff_policy") and not absent.regions
+    assert "staff_policy" not in dumps_config(absent) and "regions" not in dumps_config(absent)
+
+
+@pytest.mark.parametrize(
+    ("snippet", "problem"),
+    [
+        ("[[regions]]\ncode = 'E'\n", "regions[0].name: is required"),
+        ("[[regions]]\nname = '华东'\n", "regions[0].code: is required"),
+        ("[[regions]]\ncode = 'E'\nname = 'e'\nstores = ['S1']\n", "regions[0].stores: is not"),
+        ("regions = 'E'\n", "regions: must be an array of tables ([[regions]])"),
+        ("[[stores]]\ncode = 'A'\nname = 'a'\nregion = 1\n", "stores[0].region: must be a string"),
+        ("[staff_policy]\nrefund_manager_above = 500.5\n", "is a TOML float (500.5)"),
+        ("[staff_policy]\nrefund_manager_above = '-1'\n", "staff_policy.refund_manager_above: "),
+        ("[staff_policy]\nrecharge_stores = 'S1'\n", "must be an array of strings"),
+        ("[staff_policy]\nrecharge_designated_staff_only = 1\n", "must be true or false"),
+        ("[staff_policy]\nrefund_above = '5'\n", "staff_policy.refund_above: is not a known key"),
+        ("staff_policy = 3\n", "staff_policy: must be a table"),
+    ],
+)
+def test_bad_regions_and_staff_policy_are_named(snippet: str, problem: str) -> None:
+    # A root key goes before MINIMAL's [[levels]]; a table after it.
+    text = MINIMAL + snippet if snippet.startswith("[") else snippet + MINIMAL
+    assert problem in one_problem(text)

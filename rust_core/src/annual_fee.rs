@@ -29,6 +29,7 @@ use crate::config::Loaded;
 use crate::dates::Date;
 use crate::error::{fail, Kind, Result};
 use crate::proto::{Card, CardType};
+use crate::validate;
 
 const MONTHS_PER_YEAR: i32 = 12;
 
@@ -87,7 +88,10 @@ pub fn due_year(card: &Card, card_type: &CardType, config: &Loaded, today: Date)
         return fail(Kind::AnnualFeeNotDue, format!("card type {:?} has no annual fee", card_type.code));
     }
     if card.activated_at_ms == 0 {
-        return fail(Kind::AnnualFeeNotDue, format!("card {} is not activated: no card year has begun", card.card_no));
+        return fail(
+            Kind::AnnualFeeNotDue,
+            format!("card {} is not activated: no card year has begun", validate::masked_card_number(&card.card_no)),
+        );
     }
     let activated = Date::at(card.activated_at_ms, config.utc_offset_minutes());
     let year = card_year(activated, today);
@@ -97,7 +101,7 @@ pub fn due_year(card: &Card, card_type: &CardType, config: &Loaded, today: Date)
             Kind::AnnualFeeNotDue,
             format!(
                 "card {}: the first year comes with the card, through {}; the annual fee is due on {}",
-                card.card_no,
+                validate::masked_card_number(&card.card_no),
                 year.last_day.format(),
                 next.first_day.format()
             ),
@@ -108,7 +112,7 @@ pub fn due_year(card: &Card, card_type: &CardType, config: &Loaded, today: Date)
         Kind::AnnualFeeNotDue,
         format!(
             "card {} is paid through {}; the next annual fee is due on {}",
-            card.card_no,
+            validate::masked_card_number(&card.card_no),
             card.annual_fee_paid_until,
             next.first_day.format()
         ),
@@ -124,7 +128,7 @@ pub fn check_paid(card: &Card, card_type: &CardType, config: &Loaded, today: Dat
         Kind::AnnualFeeDue,
         format!(
             "card {}: the annual fee of {} fen for {} to {} is unpaid (年费未缴); charge it first",
-            card.card_no,
+            validate::masked_card_number(&card.card_no),
             card_type.annual_fee_fen,
             year.first_day.format(),
             year.last_day.format()

@@ -78,7 +78,10 @@ pub fn check_chosen_number(card_no: &str) -> Result<()> {
     if is_ecard_number(card_no) {
         return fail(
             Kind::CardNumberInvalid,
-            format!("{card_no} is in the space reserved for e-card numbers (E + 10 digits)"),
+            format!(
+                "{} is in the space reserved for e-card numbers (E + 10 digits)",
+                validate::masked_card_number(card_no)
+            ),
         );
     }
     Ok(())
@@ -107,7 +110,7 @@ pub fn find_by_number(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, card_no: &str)
     validate::card_number(card_no)?;
     match store::get_u64(&dbs.card_numbers, txn, &store::key(merchant, card_no.as_bytes()))? {
         Some(card_id) => get(dbs, txn, merchant, card_id),
-        None => fail(Kind::CardNotFound, format!("no card {card_no}")),
+        None => fail(Kind::CardNotFound, format!("no card {}", validate::masked_card_number(card_no))),
     }
 }
 
@@ -122,7 +125,10 @@ pub fn create(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, mut card: Card) ->
     assert_eq!(card.card_id, 0);
     let number_key = store::key(merchant, card.card_no.as_bytes());
     if dbs.card_numbers.get(txn, &number_key)?.is_some() {
-        return fail(Kind::CardTaken, format!("card {} is already issued", card.card_no));
+        return fail(
+            Kind::CardTaken,
+            format!("card {} is already issued", validate::masked_card_number(&card.card_no)),
+        );
     }
     card.card_id = store::next_counter(dbs, txn, merchant, store::COUNTER_CARD_ID)?;
     put(dbs, txn, merchant, &card)?;
@@ -217,31 +223,25 @@ pub fn check_refundable(card: &Card, today: Date) -> Result<()> {
 
 /// Refuses a card that cannot pay or be paid into, saying which state it is in.
 pub fn check_usable(card: &Card, today: Date) -> Result<()> {
-    let number = &card.card_no;
-    match CardStatus::try_from(card.status) {
-        Ok(CardStatus::Active) => {}
-        Ok(CardStatus::Inactive) => {
-            return fail(Kind::CardInactive, format!("card {number} is not activated yet (未激活)"))
+    let (kind, state) = match CardStatus::try_from(card.status) {
+        Ok(CardStatus::Active) => {
+            if card.expires_on.is_empty() || today <= Date::parse(&card.expires_on)? {
+                return Ok(());
+            }
+            (Kind::CardExpired, format!("expired after {} (已过期)", card.expires_on))
         }
-        Ok(CardStatus::Lost) => return fail(Kind::CardLost, format!("card {number} is reported lost (已挂失)")),
-        Ok(CardStatus::Frozen) => return fail(Kind::CardFrozen, format!("card {number} is frozen (已冻结)")),
+        Ok(CardStatus::Inactive) => (Kind::CardInactive, "is not activated yet (未激活)".to_owned()),
+        Ok(CardStatus::Lost) => (Kind::CardLost, "is reported lost (已挂失)".to_owned()),
+        Ok(CardStatus::Frozen) => (Kind::CardFrozen, "is frozen (已冻结)".to_owned()),
         Ok(CardStatus::Locked) => {
-            return fail(
-                Kind::CardLocked,
-                format!("card {number} is locked after wrong PINs (已锁定); a manager can unlock it"),
-            )
+            (Kind::CardLocked, "is locked after wrong PINs (已锁定); a manager can unlock it".to_owned())
         }
-        Ok(CardStatus::Expired) => return fail(Kind::CardExpired, format!("card {number} has expired (已过期)")),
-        Ok(CardStatus::Closed) => return fail(Kind::CardClosed, format!("card {number} was returned (已退卡)")),
-        Ok(CardStatus::Replaced) => return fail(Kind::CardReplaced, format!("card {number} was replaced (已换卡)")),
-        Ok(CardStatus::Unspecified) | Err(_) => {
-            return fail(Kind::CorruptRecord, format!("card {number} has no status"))
-        }
-    }
-    if !card.expires_on.is_empty() && today > Date::parse(&card.expires_on)? {
-        return fail(Kind::CardExpired, format!("card {number} expired after {} (已过期)", card.expires_on));
-    }
-    Ok(())
+        Ok(CardStatus::Expired) => (Kind::CardExpired, "has expired (已过期)".to_owned()),
+        Ok(CardStatus::Closed) => (Kind::CardClosed, "was returned (已退卡)".to_owned()),
+        Ok(CardStatus::Replaced) => (Kind::CardReplaced, "was replaced (已换卡)".to_owned()),
+        Ok(CardStatus::Unspecified) | Err(_) => (Kind::CorruptRecord, "has no status".to_owned()),
+    };
+    fail(kind, format!("card {} {state}", validate::masked_card_number(&card.card_no)))
 }
 
 /// The member and card a reference names: a card number or member code (QR) names the

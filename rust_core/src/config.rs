@@ -1,13 +1,13 @@
 //! The merchant's configuration: validation on apply, and the decoded form the writer
 //! keeps in memory so a checkout does not decode 10,000 stores.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use heed::{RoTxn, RwTxn};
 
 use crate::error::{fail, Kind, Result};
 use crate::money::{AMOUNT_FEN_MAX, BASIS_POINTS_FULL};
-use crate::proto::{ApplyConfigRequest, ApplyConfigResponse, Level, MerchantConfig, SpendOrder};
+use crate::proto::{ApplyConfigRequest, ApplyConfigResponse, Level, MerchantConfig, Region, SpendOrder};
 use crate::store::{self, Dbs};
 use crate::validate;
 
@@ -15,6 +15,10 @@ pub const STORES_MAX: usize = 10_000;
 pub const LEVELS_MAX: usize = 16;
 pub const BONUS_RULES_MAX: usize = 32;
 pub const CONFIG_NAME_CHARS_MAX: usize = 64;
+/// Regions (大区) at most: each groups many stores, so a tenth of `STORES_MAX` is ample,
+/// and a config of `STORES_MAX` stores, each naming the longest region code, with this
+/// many regions of the longest names, stays below `CONFIG_BYTES_MAX`.
+pub const REGIONS_MAX: usize = 1_000;
 /// A config's encoded size at most: 10,000 stores with the longest codes and names fit,
 /// and the config record and the request record answering it stay below
 /// `store::RECORD_BYTES_MAX`.
@@ -47,6 +51,13 @@ impl Loaded {
             Some(_) => Ok(requested),
             None => fail(Kind::StoreNotFound, format!("no store {:?}", validate::truncate(requested))),
         }
+    }
+
+    /// The region a store belongs to: None for a store in no region, or no such store.
+    /// Looked up by the store index, for permission checks on every request.
+    pub fn region_of_store(&self, store_code: &str) -> Option<&str> {
+        let store = &self.config.stores[*self.store_index.get(store_code)?];
+        (!store.region_code.is_empty()).then_some(store.region_code.as_str())
     }
 
     pub fn level_position(&self, code: &str) -> Result<usize> {
@@ -92,6 +103,28 @@ pub fn pin_attempts_max(config: &MerchantConfig) -> i32 {
         0 => crate::pin::PIN_ATTEMPTS_MAX_DEFAULT,
         configured => configured,
     }
+}
+
+/// The region of the config with this code, if it declares one.
+pub fn region<'a>(config: &'a MerchantConfig, region_code: &str) -> Option<&'a Region> {
+    config.regions.iter().find(|r| r.code == region_code)
+}
+
+/// The codes of the stores in a region, in the config's order. A region with no stores,
+/// an undeclared one and "" (stores in no region are in no region's scope) have none.
+pub fn stores_of_region<'a>(config: &'a MerchantConfig, region_code: &'a str) -> impl Iterator<Item = &'a str> {
+    config
+        .stores
+        .iter()
+        .filter(move |store| !region_code.is_empty() && store.region_code == region_code)
+        .map(|store| store.code.as_str())
+}
+
+/// The region a store belongs to: None for a store in no region, or no such store. A
+/// scan of the stores; `Loaded::region_of_store` is the indexed lookup.
+pub fn region_of_store<'a>(config: &'a MerchantConfig, store_code: &str) -> Option<&'a str> {
+    let store = config.stores.iter().find(|store| store.code == store_code)?;
+    (!store.region_code.is_empty()).then_some(store.region_code.as_str())
 }
 
 /// Reads a merchant's config, or says it has none yet.
@@ -151,6 +184,7 @@ fn keep_what_is_held(previous: &MerchantConfig, config: &MerchantConfig) -> Resu
         }
     }
     keep_stores(previous, config)?;
+    keep_regions(previous, config)?;
     crate::catalog::keep_categories(previous, config)?;
     crate::coupons::keep_templates(previous, config)?;
     crate::profiles::keep_attributes(&previous.attributes, &config.attributes)
@@ -171,6 +205,18 @@ fn keep_stores(previous: &MerchantConfig, config: &MerchantConfig) -> Result<()>
     Ok(())
 }
 
+/// Region managers' staff records name a region: a region stays. Its stores may move.
+fn keep_regions(previous: &MerchantConfig, config: &MerchantConfig) -> Result<()> {
+    for kept in &previous.regions {
+        if region(config, &kept.code).is_none() {
+            let message =
+                format!("region {:?} cannot be removed: region managers' staff records may name it", kept.code);
+            return fail(Kind::RegionInUse, message);
+        }
+    }
+    Ok(())
+}
+
 pub fn validate_config(config: &MerchantConfig) -> Result<()> {
     let size = prost::Message::encoded_len(config);
     if size > CONFIG_BYTES_MAX {
@@ -179,7 +225,9 @@ pub fn validate_config(config: &MerchantConfig) -> Result<()> {
     if config.name.chars().count() > CONFIG_NAME_CHARS_MAX {
         return fail(Kind::ConfigInvalid, format!("name is longer than {CONFIG_NAME_CHARS_MAX} characters"));
     }
+    validate_regions(config)?;
     validate_stores(config)?;
+    validate_staff_policy(config)?;
     validate_levels(&config.levels)?;
     validate_bonus_rules(config)?;
     let redemption = config.points_redemption.unwrap_or_default();
@@ -219,6 +267,60 @@ fn validate_stores(config: &MerchantConfig) -> Result<()> {
         }
         if seen.insert(store.code.as_str(), ()).is_some() {
             return fail(Kind::ConfigInvalid, format!("store {:?} is listed twice", store.code));
+        }
+        if !store.region_code.is_empty() && region(config, &store.region_code).is_none() {
+            let message = format!(
+                "store {:?} names region {:?}, which regions do not declare",
+                store.code,
+                validate::truncate(&store.region_code)
+            );
+            return fail(Kind::ConfigInvalid, message);
+        }
+    }
+    Ok(())
+}
+
+/// Regions (大区): unique codes as stores have, and a name people can read.
+fn validate_regions(config: &MerchantConfig) -> Result<()> {
+    if config.regions.len() > REGIONS_MAX {
+        return fail(Kind::ConfigInvalid, format!("a merchant has at most {REGIONS_MAX} regions"));
+    }
+    for (position, declared) in config.regions.iter().enumerate() {
+        validate::code(&declared.code, "region")?;
+        let name_chars = declared.name.trim().chars().count();
+        if name_chars == 0 || declared.name.chars().count() > CONFIG_NAME_CHARS_MAX {
+            let message = format!("region {:?} needs a name of 1-{CONFIG_NAME_CHARS_MAX} characters", declared.code);
+            return fail(Kind::ConfigInvalid, message);
+        }
+        if declared.name.chars().any(char::is_control) {
+            return fail(Kind::ConfigInvalid, format!("region {:?} name has control characters", declared.code));
+        }
+        if config.regions[..position].iter().any(|r| r.code == declared.code) {
+            return fail(Kind::ConfigInvalid, format!("region {:?} is listed twice", declared.code));
+        }
+    }
+    Ok(())
+}
+
+/// What staff may do beyond their role (docs/AUTH.md section 6): a refund limit within
+/// what one request may move, and recharge stores that exist, each once.
+fn validate_staff_policy(config: &MerchantConfig) -> Result<()> {
+    let Some(policy) = &config.staff_policy else {
+        return Ok(());
+    };
+    if !(0..=AMOUNT_FEN_MAX).contains(&policy.refund_manager_above_fen) {
+        let message = format!("staff_policy refund_manager_above_fen must be 0-{AMOUNT_FEN_MAX} fen (0 = no limit)");
+        return fail(Kind::ConfigInvalid, message);
+    }
+    let stores: HashSet<&str> = config.stores.iter().map(|store| store.code.as_str()).collect();
+    let mut listed = HashSet::with_capacity(policy.recharge_store_codes.len());
+    for code in &policy.recharge_store_codes {
+        if !stores.contains(code.as_str()) {
+            let message = format!("staff_policy recharge_store_codes names no store {:?}", validate::truncate(code));
+            return fail(Kind::ConfigInvalid, message);
+        }
+        if !listed.insert(code.as_str()) {
+            return fail(Kind::ConfigInvalid, format!("staff_policy recharge_store_codes lists {code:?} twice"));
         }
     }
     Ok(())
@@ -342,5 +444,126 @@ impl Cache {
 
     pub fn abort(&mut self) {
         self.staged.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{StaffPolicy, Store};
+
+    fn store(code: &str, region_code: &str) -> Store {
+        Store { code: code.into(), name: format!("{code} 店"), region_code: region_code.into() }
+    }
+
+    fn region_named(code: &str, name: &str) -> Region {
+        Region { code: code.into(), name: name.into() }
+    }
+
+    /// Two regions, three stores: S1 and S3 in the east, S2 in none; WEST has no store yet.
+    fn chain() -> MerchantConfig {
+        MerchantConfig {
+            name: "chain".into(),
+            regions: vec![region_named("EAST", "华东大区 East"), region_named("WEST", "华西大区 West")],
+            stores: vec![store("S1", "EAST"), store("S2", ""), store("S3", "EAST")],
+            levels: vec![Level { code: "regular".into(), name: "普通".into(), ..Default::default() }],
+            ..Default::default()
+        }
+    }
+
+    fn refused(edit: impl FnOnce(&mut MerchantConfig)) -> crate::error::CoreError {
+        let mut config = chain();
+        edit(&mut config);
+        validate_config(&config).expect_err("refused")
+    }
+
+    #[test]
+    fn regions_group_stores() {
+        let config = chain();
+        validate_config(&config).unwrap();
+        assert_eq!(stores_of_region(&config, "EAST").collect::<Vec<_>>(), ["S1", "S3"]);
+        assert_eq!(stores_of_region(&config, "WEST").count(), 0);
+        assert_eq!(stores_of_region(&config, "NORTH").count(), 0);
+        assert_eq!(stores_of_region(&config, "").count(), 0, "stores in no region are in no region's scope");
+        assert_eq!(region_of_store(&config, "S3"), Some("EAST"));
+        assert_eq!(region_of_store(&config, "S2"), None);
+        assert_eq!(region_of_store(&config, "S9"), None);
+        assert_eq!(region(&config, "WEST").map(|r| r.name.as_str()), Some("华西大区 West"));
+        let loaded = Loaded::new(config);
+        assert_eq!(loaded.region_of_store("S1"), Some("EAST"));
+        assert_eq!(loaded.region_of_store("S2"), None);
+        assert_eq!(loaded.region_of_store("S9"), None);
+        assert_eq!(loaded.region_of_store(""), None);
+    }
+
+    #[test]
+    fn bad_regions_are_refused() {
+        type Edit = fn(&mut MerchantConfig);
+        let cases: [(&str, Edit, &str); 8] = [
+            ("code", |c| c.regions[0].code = "East/1".into(), "region code"),
+            ("empty code", |c| c.regions[0].code = String::new(), "region code"),
+            ("empty name", |c| c.regions[0].name = "  ".into(), "needs a name"),
+            ("long name", |c| c.regions[0].name = "区".repeat(CONFIG_NAME_CHARS_MAX + 1), "needs a name"),
+            ("control", |c| c.regions[0].name = "East\n".into(), "control characters"),
+            ("twice", |c| c.regions[1].code = "EAST".into(), "listed twice"),
+            ("undeclared", |c| c.stores[1].region_code = "NORTH".into(), "regions do not declare"),
+            (
+                "too many",
+                |c| c.regions = (0..=REGIONS_MAX).map(|i| region_named(&format!("R{i}"), "区")).collect(),
+                "at most 1000 regions",
+            ),
+        ];
+        for (what, edit, expected) in cases {
+            let error = refused(edit);
+            assert_eq!(error.kind, Kind::ConfigInvalid, "{what}");
+            assert!(error.message.contains(expected), "{what}: {}", error.message);
+        }
+        let mut longest = chain();
+        longest.regions[0].name = "区".repeat(CONFIG_NAME_CHARS_MAX);
+        longest.regions.extend((2..REGIONS_MAX).map(|i| region_named(&format!("R{i}"), "区")));
+        validate_config(&longest).unwrap();
+    }
+
+    #[test]
+    fn regions_stay_once_applied_and_stores_may_move() {
+        let previous = chain();
+        let mut moved = chain();
+        moved.stores[0].region_code = "WEST".into();
+        moved.stores[1].region_code = "EAST".into();
+        moved.stores[2].region_code = String::new();
+        moved.regions[0].name = "东区 East (renamed)".into();
+        moved.regions.push(region_named("NORTH", "华北大区 North"));
+        keep_what_is_held(&previous, &moved).unwrap();
+        let mut dropped = chain();
+        dropped.regions.remove(1);
+        dropped.stores.iter_mut().for_each(|s| s.region_code = String::new());
+        let error = keep_what_is_held(&previous, &dropped).unwrap_err();
+        assert_eq!(error.kind, Kind::RegionInUse);
+        assert!(error.message.contains("\"WEST\""), "{}", error.message);
+    }
+
+    #[test]
+    fn staff_policy_limits_and_stores() {
+        let policy = |above: i64, stores: &[&str]| StaffPolicy {
+            refund_manager_above_fen: above,
+            recharge_store_codes: stores.iter().map(|s| s.to_string()).collect(),
+            recharge_designated_staff_only: true,
+        };
+        for fine in [policy(0, &[]), policy(50_000, &["S2", "S1"]), policy(AMOUNT_FEN_MAX, &["S3"])] {
+            let mut config = chain();
+            config.staff_policy = Some(fine);
+            validate_config(&config).unwrap();
+        }
+        let cases = [
+            (policy(-1, &[]), "refund_manager_above_fen must be 0-1000000000 fen"),
+            (policy(AMOUNT_FEN_MAX + 1, &[]), "refund_manager_above_fen must be"),
+            (policy(0, &["S1", "S9"]), "names no store \"S9\""),
+            (policy(0, &["S1", "S2", "S1"]), "lists \"S1\" twice"),
+        ];
+        for (bad, expected) in cases {
+            let error = refused(|c| c.staff_policy = Some(bad));
+            assert_eq!(error.kind, Kind::ConfigInvalid);
+            assert!(error.message.contains(expected), "{}", error.message);
+        }
     }
 }

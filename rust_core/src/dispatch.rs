@@ -331,7 +331,7 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
         Body::RefundPackage(r) => encoded(packages::refund(&context, txn, r)?),
         Body::RunCardMaintenance(r) => (maintenance(writer.env, &context, txn, r)?.encode_to_vec(), 0),
         Body::SetSpendingLimit(r) => encoded(lifecycle::set_spending_limit(&context, txn, r)?),
-        Body::UpsertStaff(r) => (upsert_staff(&context, txn, r)?.encode_to_vec(), 0),
+        Body::UpsertStaff(r) => (chain::staff::upsert(&context, txn, r)?.encode_to_vec(), 0),
         Body::AdjustPoints(r) => encoded(points::service::adjust(&context, txn, r)?),
         Body::RunPointsExpiry(r) => (points::service::run_expiry(&context, txn, r)?.encode_to_vec(), 0),
         Body::IssueCoupons(r) => encoded(coupons::issue(&context, txn, r)?),
@@ -349,20 +349,6 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
     policy::check_outcome(&loaded, actor, &decoded.body, &response)?;
     audit::record(dbs, txn, actor, decoded, &response, seq, now_ms)?;
     finish(dbs, txn, merchant, now_ms, decoded, response, seq)
-}
-
-/// A staff change; disabling someone revokes every token they hold, in the same
-/// transaction.
-fn upsert_staff(
-    context: &Context<'_>,
-    txn: &mut RwTxn<'_>,
-    request: &UpsertStaffRequest,
-) -> Result<UpsertStaffResponse> {
-    let response = chain::staff::upsert(context, txn, request)?;
-    if let Some(staff) = response.staff.as_ref().filter(|s| !s.active) {
-        auth::tokens::revoke_all_of(context.dbs, txn, context.merchant, &staff.code, context.now_ms)?;
-    }
-    Ok(response)
 }
 
 /// A registration, with the coupons the merchant gives new members (not on import: an

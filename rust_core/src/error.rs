@@ -162,10 +162,13 @@ pub enum Kind {
     RoleCannotLogIn,
     TokenNotFound,
     AdminExists,
+    RegionNotFound,
+    RegionInUse,
+    StaffScopeInvalid,
 }
 
 /// Every kind, for reverse lookup of stored reasons and for exhaustive tests.
-pub const ALL_KINDS: [Kind; 123] = [
+pub const ALL_KINDS: [Kind; 126] = [
     Kind::MalformedRequest,
     Kind::UnknownMethod,
     Kind::RequestIdInvalid,
@@ -289,6 +292,9 @@ pub const ALL_KINDS: [Kind; 123] = [
     Kind::RoleCannotLogIn,
     Kind::TokenNotFound,
     Kind::AdminExists,
+    Kind::RegionNotFound,
+    Kind::RegionInUse,
+    Kind::StaffScopeInvalid,
 ];
 
 impl Kind {
@@ -417,6 +423,9 @@ impl Kind {
             Kind::RoleCannotLogIn => "ROLE_CANNOT_LOG_IN",
             Kind::TokenNotFound => "TOKEN_NOT_FOUND",
             Kind::AdminExists => "ADMIN_EXISTS",
+            Kind::RegionNotFound => "REGION_NOT_FOUND",
+            Kind::RegionInUse => "REGION_IN_USE",
+            Kind::StaffScopeInvalid => "STAFF_SCOPE_INVALID",
         }
     }
 
@@ -545,6 +554,9 @@ impl Kind {
             Kind::RoleCannotLogIn => Status::PermissionDenied,
             Kind::TokenNotFound => Status::NotFound,
             Kind::AdminExists => Status::AlreadyExists,
+            Kind::RegionNotFound => Status::NotFound,
+            Kind::RegionInUse => Status::FailedPrecondition,
+            Kind::StaffScopeInvalid => Status::InvalidArgument,
         }
     }
 

@@ -173,7 +173,10 @@ fn check_note(note: &str) -> Result<()> {
 
 fn wrong_state(card: &Card, what: &str) -> CoreError {
     let status = cards::status_of(card).as_str_name();
-    CoreError::new(Kind::CardStateInvalid, format!("card {} is {status}: cannot {what}", card.card_no))
+    CoreError::new(
+        Kind::CardStateInvalid,
+        format!("card {} is {status}: cannot {what}", validate::masked_card_number(&card.card_no)),
+    )
 }
 
 /// Lets a card through when its status is one of `allowed`; otherwise refuses with the
@@ -345,14 +348,21 @@ fn attachment(
     if primary.primary_card_id != 0 {
         return fail(
             Kind::CardKindMismatch,
-            format!("card {} is itself attached to another card: attach to its primary", primary.card_no),
+            format!(
+                "card {} is itself attached to another card: attach to its primary",
+                validate::masked_card_number(&primary.card_no)
+            ),
         );
     }
     let primary_type = cards::card_type(context.config, &primary.card_type)?;
     if !cards::holds_stored_value(&primary_type) {
         return fail(
             Kind::CardKindMismatch,
-            format!("card {} ({}) holds no stored value to draw on", primary.card_no, primary_type.name),
+            format!(
+                "card {} ({}) holds no stored value to draw on",
+                validate::masked_card_number(&primary.card_no),
+                primary_type.name
+            ),
         );
     }
     let kind = link_kind_for(requested, &primary, holder)?;
@@ -405,7 +415,7 @@ fn check_attach_room(context: &Context<'_>, txn: &RoTxn<'_>, primary: &Card, kin
             Kind::TooManyAttachedCards,
             format!(
                 "card {} has {} cards attached, the most it may have; return one first",
-                primary.card_no,
+                validate::masked_card_number(&primary.card_no),
                 attached.len()
             ),
         );
@@ -417,7 +427,14 @@ fn check_attach_room(context: &Context<'_>, txn: &RoTxn<'_>, primary: &Card, kin
         } else {
             "it is a group's card (团体卡): only GROUP cards attach to it"
         };
-        return fail(Kind::LinkInvalid, format!("card {} ({} is attached): {what}", primary.card_no, other.card_no));
+        return fail(
+            Kind::LinkInvalid,
+            format!(
+                "card {} ({} is attached): {what}",
+                validate::masked_card_number(&primary.card_no),
+                validate::masked_card_number(&other.card_no)
+            ),
+        );
     }
     Ok(())
 }
@@ -430,12 +447,18 @@ fn check_primary_pin(context: &Context<'_>, primary: &mut Card, primary_pin: &st
         if primary_type.pin_required {
             return fail(
                 Kind::PinRequired,
-                format!("card {} asks for a PIN and has none: set its PIN before you {what}", primary.card_no),
+                format!(
+                    "card {} asks for a PIN and has none: set its PIN before you {what}",
+                    validate::masked_card_number(&primary.card_no)
+                ),
             );
         }
         return Ok(());
     }
-    let missing = format!("card {} has a PIN: its holder gives it to {what} (请输入主卡密码)", primary.card_no);
+    let missing = format!(
+        "card {} has a PIN: its holder gives it to {what} (请输入主卡密码)",
+        validate::masked_card_number(&primary.card_no)
+    );
     transactions::verify_pin(context, primary, !primary_pin.is_empty(), &missing)
 }
 
@@ -453,7 +476,7 @@ fn check_new_card_pin(
     let why = match attachment {
         _ if card_type.pin_required => format!("card type {:?} asks for a PIN at payment", card_type.code),
         Some(Attachment { primary, .. }) if cards::card_type(context.config, &primary.card_type)?.pin_required => {
-            format!("its primary card {} asks for a PIN at payment", primary.card_no)
+            format!("its primary card {} asks for a PIN at payment", validate::masked_card_number(&primary.card_no))
         }
         _ => return Ok(()),
     };
@@ -560,7 +583,10 @@ fn expire(context: &Context<'_>, card: &mut Card) -> Result<()> {
         } else {
             format!("is valid through {}", card.expires_on)
         };
-        return fail(Kind::CardStateInvalid, format!("card {} {until}: it has not expired", card.card_no));
+        return fail(
+            Kind::CardStateInvalid,
+            format!("card {} {until}: it has not expired", validate::masked_card_number(&card.card_no)),
+        );
     }
     card.status_before = card.status;
     card.status = CardStatus::Expired as i32;
@@ -583,7 +609,8 @@ pub fn change_pin(
     if !card.pin_hash.is_empty() {
         // A wrong old PIN is counted by the dispatcher (`record_wrong_pin`) outside this
         // request's transaction.
-        let missing = format!("card {} has a PIN: give the old one to change it", card.card_no);
+        let missing =
+            format!("card {} has a PIN: give the old one to change it", validate::masked_card_number(&card.card_no));
         transactions::verify_pin(context, &mut card, !request.old_pin.is_empty(), &missing)?;
     }
     set_pin(context, &mut card, &request.new_pin)?;
@@ -717,8 +744,10 @@ pub fn return_card(
     let method = return_method(request.refund_method)?;
     check_no_open_lots(context, txn, &card)?;
     if !card.pin_hash.is_empty() {
-        let missing =
-            format!("card {} has a PIN: its holder gives it to return the card (请输入会员密码)", card.card_no);
+        let missing = format!(
+            "card {} has a PIN: its holder gives it to return the card (请输入会员密码)",
+            validate::masked_card_number(&card.card_no)
+        );
         transactions::verify_pin(context, &mut card, !request.pin.is_empty(), &missing)?;
     }
     let card_type = cards::card_type(context.config, &card.card_type)?;
@@ -779,7 +808,11 @@ fn check_no_open_lots(context: &Context<'_>, txn: &RoTxn<'_>, card: &Card) -> Re
     if let Some(open) = lots.iter().find(|lot| !lot.refunded && lot.items.iter().any(|i| i.uses_left > 0)) {
         return fail(
             Kind::CardStateInvalid,
-            format!("card {} holds count package lot {} with uses left: refund it first", card.card_no, open.lot_id),
+            format!(
+                "card {} holds count package lot {} with uses left: refund it first",
+                validate::masked_card_number(&card.card_no),
+                open.lot_id
+            ),
         );
     }
     Ok(())
@@ -850,7 +883,10 @@ pub fn set_spending_limit(
     if card.primary_card_id == 0 {
         return fail(
             Kind::CardKindMismatch,
-            format!("card {} draws on no primary card: only attached cards have a spending limit", card.card_no),
+            format!(
+                "card {} draws on no primary card: only attached cards have a spending limit",
+                validate::masked_card_number(&card.card_no)
+            ),
         );
     }
     let open = [CardStatus::Active, CardStatus::Inactive, CardStatus::Lost, CardStatus::Frozen, CardStatus::Locked];
@@ -893,7 +929,10 @@ pub fn renew(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &RenewCardRequ
     let mut card = cards::find_by_number(dbs, txn, merchant, &request.card_no)?;
     let card_type = cards::card_type(context.config, &card.card_type)?;
     if cards::kind_of(&card_type) != CardKind::TimedCard {
-        return fail(Kind::CardKindMismatch, format!("card {} ({}) is not a timed card", card.card_no, card_type.name));
+        return fail(
+            Kind::CardKindMismatch,
+            format!("card {} ({}) is not a timed card", validate::masked_card_number(&card.card_no), card_type.name),
+        );
     }
     check_sold_here(&card_type, &store_code)?;
     let today = context.today();
@@ -933,7 +972,8 @@ fn renewed_period(card: &Card, valid_months: i32, today: Date) -> Result<(Date, 
             Kind::CardStateInvalid,
             format!(
                 "card {} is paid through {}: renew it within {VALID_MONTHS_MAX} months of that",
-                card.card_no, card.expires_on
+                validate::masked_card_number(&card.card_no),
+                card.expires_on
             ),
         );
     }
@@ -1008,7 +1048,7 @@ fn annual_fee_payments(
     if card.primary_card_id != 0 || !cards::holds_stored_value(&card_type) {
         let message = format!(
             "card {} holds no stored value of its own to pay the annual fee: pay it in cash, by bank card or scan pay",
-            card.card_no
+            validate::masked_card_number(&card.card_no)
         );
         return fail(Kind::CardKindMismatch, message);
     }
@@ -1020,7 +1060,7 @@ fn annual_fee_payments(
         }
         let message = format!(
             "annual fee is {fee_fen} fen; card {} holds {principal_fen} fen of principal (bonus does not pay fees)",
-            card.card_no
+            validate::masked_card_number(&card.card_no)
         );
         CoreError::new(Kind::InsufficientBalance, message)
     })?;
@@ -1081,7 +1121,10 @@ pub fn record_wrong_pin(
         let left = attempts_max - card.pin_failures;
         return Ok(CoreError::new(
             Kind::WrongPin,
-            format!("wrong PIN for card {} (密码错误); {left} tries left before it locks", card.card_no),
+            format!(
+                "wrong PIN for card {} (密码错误); {left} tries left before it locks",
+                validate::masked_card_number(&card.card_no)
+            ),
         ));
     }
     let before = cards::status_of(&card);
@@ -1103,7 +1146,10 @@ pub fn record_wrong_pin(
     cards::record_event(dbs, txn, merchant, &card, facts)?;
     let locked =
         if locks_card { "the card is now locked (已锁定)" } else { "its PIN is now locked (密码已锁定)" };
-    Ok(CoreError::new(Kind::WrongPin, format!("wrong PIN for card {} (密码错误); {locked}", card.card_no)))
+    Ok(CoreError::new(
+        Kind::WrongPin,
+        format!("wrong PIN for card {} (密码错误); {locked}", validate::masked_card_number(&card.card_no)),
+    ))
 }
 
 // ---- config ----

@@ -107,7 +107,11 @@ pub fn buy(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &BuyPackageReque
     if pays_with_stored_value && !cards::holds_stored_value(&card_type) {
         return fail(
             Kind::CardKindMismatch,
-            format!("card {} ({}) holds no stored value to pay with", card.card_no, card_type.name),
+            format!(
+                "card {} ({}) holds no stored value to pay with",
+                validate::masked_card_number(&card.card_no),
+                card_type.name
+            ),
         );
     }
     let stored_value = cards::stored_value(dbs, txn, merchant, card.card_id)?;
@@ -181,13 +185,20 @@ fn check_holds_packages(card: &Card, card_type: &CardType) -> Result<()> {
     if !holds {
         return fail(
             Kind::CardKindMismatch,
-            format!("card {} ({}) cannot hold count packages", card.card_no, card_type.name),
+            format!(
+                "card {} ({}) cannot hold count packages",
+                validate::masked_card_number(&card.card_no),
+                card_type.name
+            ),
         );
     }
     if card.primary_card_id != 0 {
         return fail(
             Kind::CardKindMismatch,
-            format!("card {} is attached to another card: packages are bought on a card of its own", card.card_no),
+            format!(
+                "card {} is attached to another card: packages are bought on a card of its own",
+                validate::masked_card_number(&card.card_no)
+            ),
         );
     }
     Ok(())
@@ -209,7 +220,7 @@ fn check_open_lots(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, card: &Card) -> R
             Kind::BalanceLimit,
             format!(
                 "card {} holds {open} packages with uses left, the most a card may hold; use or refund some first",
-                card.card_no
+                validate::masked_card_number(&card.card_no)
             ),
         );
     }
@@ -459,7 +470,9 @@ fn draw(card: &Card, lots: &mut [CountLot], order: &[usize], wanted: &CountUse, 
             Kind::InsufficientUses,
             format!(
                 "card {} has {available} uses of {:?} left{expired_note}, {} asked (次数不足)",
-                card.card_no, wanted.item_code, wanted.uses
+                validate::masked_card_number(&card.card_no),
+                wanted.item_code,
+                wanted.uses
             ),
         );
     }
@@ -516,8 +529,10 @@ pub fn refund(
     }
     assert_lot_accounts(dbs, txn, merchant, &lot)?;
     if method != PaymentMethod::StoredValue && !card.pin_hash.is_empty() {
-        let missing =
-            format!("card {} has a PIN: its holder gives it for a refund paid out (请输入会员密码)", card.card_no);
+        let missing = format!(
+            "card {} has a PIN: its holder gives it for a refund paid out (请输入会员密码)",
+            validate::masked_card_number(&card.card_no)
+        );
         transactions::verify_pin(context, &mut card, !request.pin.is_empty(), &missing)?;
         cards::put(dbs, txn, merchant, &card)?;
     }
@@ -610,7 +625,10 @@ fn refund_account(
     if !cards::holds_stored_value(&card_type) || card.primary_card_id != 0 {
         return fail(
             Kind::CardKindMismatch,
-            format!("card {} holds no stored value of its own: refund to another method", card.card_no),
+            format!(
+                "card {} holds no stored value of its own: refund to another method",
+                validate::masked_card_number(&card.card_no)
+            ),
         );
     }
     let (principal_fen, _) = cards::stored_value(context.dbs, txn, context.merchant, card.card_id)?;
@@ -628,7 +646,10 @@ fn find_lot(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, card: &Card, lot_id: u64
             }
             Ok(lot)
         }
-        _ => fail(Kind::LotNotFound, format!("card {} has no package lot {lot_id}", card.card_no)),
+        _ => fail(
+            Kind::LotNotFound,
+            format!("card {} has no package lot {lot_id}", validate::masked_card_number(&card.card_no)),
+        ),
     }
 }
 

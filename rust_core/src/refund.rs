@@ -368,7 +368,10 @@ fn stored_value_back(context: &Context<'_>, txn: &mut RwTxn<'_>, payment: &Payme
     if payer.status == crate::proto::CardStatus::Closed as i32 {
         return fail(
             Kind::CardClosed,
-            format!("card {} was returned (退卡): its stored value cannot come back to it", payer.card_no),
+            format!(
+                "card {} was returned (退卡): its stored value cannot come back to it",
+                validate::masked_card_number(&payer.card_no)
+            ),
         );
     }
     Ok(payer.card_id)

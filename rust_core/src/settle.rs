@@ -18,7 +18,7 @@ use crate::proto::{
 use crate::rules::{self, Progress};
 use crate::store::{self, Dbs};
 use crate::transactions::{self, Context, Source, Spendable};
-use crate::{annual_fee, cards, chain, coupons, members, suspended};
+use crate::{annual_fee, cards, chain, coupons, members, suspended, validate};
 
 /// Lines on one bill at most: a full supermarket trolley.
 pub const LINES_MAX: usize = 200;
@@ -316,7 +316,10 @@ fn wallets(
         }
         let other = wallet(context, txn, card)?;
         if !cards::holds_stored_value(&other.card_type) {
-            return fail(Kind::CardKindMismatch, format!("card {} holds no stored value", other.card.card_no));
+            return fail(
+                Kind::CardKindMismatch,
+                format!("card {} holds no stored value", validate::masked_card_number(&other.card.card_no)),
+            );
         }
         all.push(other);
         of_tender.push(Some(all.len() - 1));
@@ -548,7 +551,10 @@ fn use_trial(card: &mut Card, card_type: &CardType) -> Result<()> {
         return Ok(());
     }
     if card.trial_uses_left <= 0 {
-        return fail(Kind::TrialUsedUp, format!("trial card {} has no uses left (体验次数已用完)", card.card_no));
+        return fail(
+            Kind::TrialUsedUp,
+            format!("trial card {} has no uses left (体验次数已用完)", validate::masked_card_number(&card.card_no)),
+        );
     }
     card.trial_uses_left -= 1;
     Ok(())
@@ -582,7 +588,7 @@ fn post_payment(
                 Kind::SpendingLimit,
                 format!(
                     "attached card {} may spend {} fen more, {} fen asked",
-                    wallet.card.card_no,
+                    validate::masked_card_number(&wallet.card.card_no),
                     wallet.card.spending_limit_fen - wallet.card.spent_fen,
                     payment.amount_fen
                 ),

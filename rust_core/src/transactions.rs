@@ -84,13 +84,16 @@ pub fn recharge(
     if !cards::holds_stored_value(&card_type) {
         return fail(
             Kind::CardKindMismatch,
-            format!("card {} ({}) holds no stored value", card.card_no, card_type.name),
+            format!("card {} ({}) holds no stored value", validate::masked_card_number(&card.card_no), card_type.name),
         );
     }
     if card.primary_card_id != 0 {
         return fail(
             Kind::CardKindMismatch,
-            format!("card {} is attached to another card: recharge its primary card", card.card_no),
+            format!(
+                "card {} is attached to another card: recharge its primary card",
+                validate::masked_card_number(&card.card_no)
+            ),
         );
     }
     let (principal_before, bonus_before) = cards::stored_value(dbs, txn, merchant, card.card_id)?;
@@ -174,10 +177,18 @@ pub fn check_pin(context: &Context<'_>, card: &mut Card, pin_required: bool) -> 
         return Ok(());
     }
     if card.pin_hash.is_empty() {
-        return fail(Kind::PinRequired, format!("card {} needs a PIN for stored value: set one first", card.card_no));
+        return fail(
+            Kind::PinRequired,
+            format!("card {} needs a PIN for stored value: set one first", validate::masked_card_number(&card.card_no)),
+        );
     }
     let given = context.pin_check(card.card_id).is_some();
-    verify_pin(context, card, given, &format!("card {} asks for its PIN (请输入会员密码)", card.card_no))
+    verify_pin(
+        context,
+        card,
+        given,
+        &format!("card {} asks for its PIN (请输入会员密码)", validate::masked_card_number(&card.card_no)),
+    )
 }
 
 /// Applies the PIN check made before the writer (`Core::check_pin`) to a card that has a
@@ -190,7 +201,10 @@ pub fn verify_pin(context: &Context<'_>, card: &mut Card, given: bool, missing: 
     if cards::pin_locked(card, context.config.pin_attempts_max()) {
         return fail(
             Kind::CardLocked,
-            format!("the PIN of card {} is locked after wrong PINs (已锁定); a manager can unlock it", card.card_no),
+            format!(
+                "the PIN of card {} is locked after wrong PINs (已锁定); a manager can unlock it",
+                validate::masked_card_number(&card.card_no)
+            ),
         );
     }
     if !given {
@@ -200,7 +214,10 @@ pub fn verify_pin(context: &Context<'_>, card: &mut Card, given: bool, missing: 
         return fail(Kind::PinChanged, "the PIN changed while this request was checked; send it again");
     };
     if !check.correct {
-        return fail(Kind::WrongPin, format!("wrong PIN for card {} (密码错误)", card.card_no));
+        return fail(
+            Kind::WrongPin,
+            format!("wrong PIN for card {} (密码错误)", validate::masked_card_number(&card.card_no)),
+        );
     }
     card.pin_failures = 0;
     Ok(())

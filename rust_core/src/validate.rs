@@ -8,6 +8,9 @@ pub const NAME_CHARS_MAX: usize = 64;
 pub const CODE_BYTES_MAX: usize = 16;
 pub const CARD_NUMBER_BYTES_MIN: usize = 4;
 pub const CARD_NUMBER_BYTES_MAX: usize = 32;
+/// What messages show of a card number: its last characters, after a fixed mask.
+pub const CARD_NUMBER_SHOWN_CHARS: usize = 4;
+pub const CARD_NUMBER_MASK: &str = "****";
 pub const EXTERNAL_REF_BYTES_MAX: usize = 64;
 pub const PHONE_DIGITS: usize = 11;
 /// A phone number as people type it, at most: room for spaces, dashes and +86.
@@ -102,15 +105,29 @@ pub fn card_number(card: &str) -> Result<&str> {
     let valid = (CARD_NUMBER_BYTES_MIN..=CARD_NUMBER_BYTES_MAX).contains(&card.len())
         && card.bytes().all(|b| b.is_ascii_alphanumeric());
     if !valid {
+        // Masked even when it is no card number of ours: it may be a bank card's.
         return fail(
             Kind::CardNumberInvalid,
             format!(
-                "card number {:?} must be {CARD_NUMBER_BYTES_MIN}-{CARD_NUMBER_BYTES_MAX} letters or digits",
-                truncate(card)
+                "card number {:?} ({} characters) must be {CARD_NUMBER_BYTES_MIN}-{CARD_NUMBER_BYTES_MAX} letters or \
+                 digits",
+                masked_card_number(card),
+                card.chars().count()
             ),
         );
     }
     Ok(card)
+}
+
+/// A card number as error messages and logs may show it (issue 6: never a whole card
+/// number): a fixed mask, then its last `CARD_NUMBER_SHOWN_CHARS` characters when it has
+/// more than that, else nothing of it. The mask's length never says the number's.
+pub fn masked_card_number(card_no: &str) -> String {
+    let count = card_no.chars().count();
+    let shown = if count > CARD_NUMBER_SHOWN_CHARS { CARD_NUMBER_SHOWN_CHARS } else { 0 };
+    let mut masked = String::from(CARD_NUMBER_MASK);
+    masked.extend(card_no.chars().skip(count - shown));
+    masked
 }
 
 /// Store and level codes: short, stable, safe inside account names.
@@ -238,6 +255,20 @@ mod tests {
         assert!(required_staff_code("S01").is_ok());
         assert_eq!(required_staff_code("").unwrap_err().kind, Kind::StaffCodeRequired);
         assert_eq!(required_staff_code("张店长").unwrap_err().kind, Kind::TextInvalid);
+    }
+
+    #[test]
+    fn card_numbers_are_masked_to_their_last_four() {
+        assert_eq!(masked_card_number("6222021234567890123"), "****0123");
+        assert_eq!(masked_card_number("VIP0001"), "****0001");
+        assert_eq!(masked_card_number("V0001"), "****0001");
+        assert_eq!(masked_card_number("A001"), "****", "a number of 4 shows nothing");
+        assert_eq!(masked_card_number(""), "****");
+        assert_eq!(masked_card_number("卡号一二三四五"), "****二三四五", "characters, not bytes");
+        let message = card_number("6222-0212-3456-7890").unwrap_err().message;
+        assert_eq!(message, "card number \"****7890\" (19 characters) must be 4-32 letters or digits");
+        let message = card_number(&format!("{}\n\r", "1".repeat(100))).unwrap_err().message;
+        assert!(message.starts_with("card number \"****11\\n\\r\" (102 characters)"), "{message}");
     }
 
     #[test]

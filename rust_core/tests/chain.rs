@@ -124,8 +124,15 @@ impl Harness {
         self.call(CHECKOUT, request)
     }
 
-    fn staff(&mut self, code: &str, role: StaffRole, active: bool) {
-        let staff = Staff { code: code.into(), name: "员工".into(), role: role as i32, active, ..Default::default() };
+    fn staff(&mut self, code: &str, role: StaffRole, store: &str, active: bool) {
+        let staff = Staff {
+            code: code.into(),
+            name: "员工".into(),
+            role: role as i32,
+            store_code: store.into(),
+            active,
+            ..Default::default()
+        };
         let request = UpsertStaffRequest { request_id: String::new(), staff: Some(staff) };
         let _: UpsertStaffResponse = self.call(UPSERT_STAFF, request).unwrap();
     }
@@ -253,9 +260,9 @@ fn commission_per_staff_role_and_what_is_sold() {
         rule(StaffRole::Unspecified, CommissionTarget::CardSale, "gold", 0, 10_000), // the whole fee
     ];
     let mut h = Harness::new("commission", config);
-    h.staff("S1", StaffRole::Cashier, true);
-    h.staff("M1", StaffRole::StoreManager, true);
-    h.staff("OLD", StaffRole::Cashier, false);
+    h.staff("S1", StaffRole::Cashier, "A", true);
+    h.staff("M1", StaffRole::StoreManager, "B", true);
+    h.staff("OLD", StaffRole::Cashier, "A", false);
     h.register("13800000003", "C004", None);
     let recharged = h.recharge("C004", 20_000, "A", "S1").unwrap();
     assert_eq!(recharged.chain_effects.len(), 1);
@@ -395,8 +402,8 @@ fn an_itemized_settlement_keeps_each_lines_commission_rebates_and_origins() {
         items: vec![item("cut", "hair", 8_000, ItemKind::Service), item("gel", "goods", 2_999, ItemKind::Goods)],
     };
     let _: UpsertItemsResponse = h.call("/mms.v1.CatalogService/UpsertItems", items).unwrap();
-    h.staff("T1", StaffRole::Stylist, true);
-    h.staff("C1", StaffRole::Cashier, true);
+    h.staff("T1", StaffRole::Stylist, "", true);
+    h.staff("C1", StaffRole::Cashier, "A", true);
     h.register("13800000030", "P001", None);
     let referred = h.register("13800000031", "P002", Some("P001"));
     h.recharge("P002", 5_000, "A", "").unwrap();

@@ -376,13 +376,17 @@ fn request_records_keep_a_digest_so_a_10000_store_config_fits() {
     // The longest codes and names the rules allow (16 and 64 characters, 3 bytes each):
     // the config and the record answering it must both be stored.
     // The stores already applied stay (a store is never removed); the others are the
-    // longest there can be.
+    // longest there can be, each in one of the most regions there can be, named at length.
     let mut config = demo_config();
+    let regions_max = mms_core::config::REGIONS_MAX;
+    config.regions = (0..regions_max)
+        .map(|index| Region { code: format!("R{index:015}"), name: format!("{index:05}{}", "区".repeat(59)) })
+        .collect();
     let kept = config.stores.len();
     config.stores.extend((kept..10_000).map(|index| Store {
         code: format!("S{index:015}"),
         name: format!("{index:05}{}", "店".repeat(59)),
-        ..Default::default()
+        region_code: format!("R{:015}", index % regions_max),
     }));
     let mut h = Harness::new("big-config");
     let applied: ApplyConfigResponse = h
