@@ -94,7 +94,9 @@ fn table(method: Method) -> Roles {
         Method::GetCoupon => READERS,
         Method::VoidCoupon => MANAGERS,
         Method::IssueToken => MANAGERS,
-        Method::RevokeToken => EVERYONE,
+        // Anyone with a merchant revokes their own token (a manager: those in scope too);
+        // a system operator has no merchant to look a token up in.
+        Method::RevokeToken => READERS,
         Method::ListTokens => MANAGER_READERS,
         Method::WhoAmI => EVERYONE,
         Method::ListAudit => MANAGER_READERS,
@@ -201,6 +203,7 @@ fn staff_field(body: &mut Body) -> Option<&mut String> {
         Body::AddFollowUp(r) => Some(&mut r.staff_code),
         Body::ApplyCardAction(r) => Some(&mut r.staff_code),
         Body::AdjustPoints(r) => Some(&mut r.staff_code),
+        Body::VoidCoupon(r) => Some(&mut r.staff_code),
         _ => None,
     }
 }
@@ -377,6 +380,7 @@ pub fn may_override_price(actor: &Actor, config: &Loaded, body: &Body) -> bool {
 mod tests {
     use super::*;
     use crate::dispatch::METHODS;
+    use crate::proto::{AdjustPointsRequest, VoidCouponRequest};
     use crate::proto::{MerchantConfig, Store};
 
     fn actor(role: StaffRole, scope: Scope) -> Actor {
@@ -471,5 +475,39 @@ mod tests {
         assert_eq!(check_outcome(&config, &cashier, &body, &answer(5_001)).unwrap_err().kind, Kind::RefundNeedsManager);
         cashier.approver = Some(Box::new(actor(StaffRole::StoreManager, Scope::Store("S1".into()))));
         assert!(check_outcome(&config, &cashier, &body, &answer(5_001)).is_ok());
+    }
+
+    #[test]
+    fn the_operator_calls_only_server_wide_methods() {
+        let server_wide = [Method::Backup, Method::RunCardMaintenance, Method::RunPointsExpiry, Method::WhoAmI];
+        for &method in METHODS {
+            let allowed = role_allows(StaffRole::SystemOperator, method);
+            assert_eq!(allowed, server_wide.contains(&method), "{}", method.full_name());
+            if operator_names_merchant(method) {
+                assert!(allowed, "{}", method.full_name());
+            }
+        }
+    }
+
+    #[test]
+    fn the_auditor_changes_nothing_but_their_own_token() {
+        for &method in METHODS.iter().filter(|m| m.is_mutation()) {
+            let allowed = role_allows(StaffRole::Auditor, method);
+            assert_eq!(allowed, method == Method::RevokeToken, "{}", method.full_name());
+        }
+    }
+
+    #[test]
+    fn a_required_staff_code_left_empty_is_the_actors() {
+        let mut actor = Actor::local("m1");
+        actor.staff_code = "M1".to_owned();
+        actor.role = StaffRole::StoreManager;
+        actor.scope = Scope::Store("S001".to_owned());
+        let mut void = Body::VoidCoupon(VoidCouponRequest::default());
+        fill_in(&actor, &mut void);
+        assert!(matches!(&void, Body::VoidCoupon(r) if r.staff_code == "M1"));
+        let mut named = Body::AdjustPoints(AdjustPointsRequest { staff_code: "C7".to_owned(), ..Default::default() });
+        fill_in(&actor, &mut named);
+        assert!(matches!(&named, Body::AdjustPoints(r) if r.staff_code == "C7" && r.store_code == "S001"));
     }
 }
