@@ -1253,7 +1253,7 @@ mod tests {
 
     fn config_with(card_type: CardType) -> MerchantConfig {
         MerchantConfig {
-            stores: vec![Store { code: "S001".into(), name: "总店".into() }],
+            stores: vec![Store { code: "S001".into(), name: "总店".into(), ..Default::default() }],
             card_types: vec![card_type],
             ..Default::default()
         }

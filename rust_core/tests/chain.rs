@@ -27,7 +27,7 @@ impl WithRequestId for UpsertStaffRequest {
 }
 
 fn config() -> MerchantConfig {
-    let store = |code: &str| Store { code: code.into(), name: format!("{code} 店") };
+    let store = |code: &str| Store { code: code.into(), name: format!("{code} 店"), ..Default::default() };
     MerchantConfig {
         name: "chain".into(),
         stores: vec![store("A"), store("B"), store("C")],

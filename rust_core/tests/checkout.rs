@@ -28,8 +28,8 @@ fn config(rounding: Rounding) -> MerchantConfig {
     MerchantConfig {
         name: "超市 Market".into(),
         stores: vec![
-            Store { code: "S1".into(), name: "一店".into() },
-            Store { code: "S2".into(), name: "二店".into() },
+            Store { code: "S1".into(), name: "一店".into(), ..Default::default() },
+            Store { code: "S2".into(), name: "二店".into(), ..Default::default() },
         ],
         levels: vec![level("regular", 0, 1000, 0), level("gold", 1000, 2000, 100_000)],
         points_redemption: Some(PointsRedemption { points_per_yuan: 100, max_share_bp: 5000 }),

@@ -38,7 +38,7 @@ fn template(code: &str, amount_off_fen: i64) -> CouponTemplate {
 fn config() -> MerchantConfig {
     MerchantConfig {
         name: "券测试 Coupons".into(),
-        stores: vec![Store { code: "S001".into(), name: "总店".into() }],
+        stores: vec![Store { code: "S001".into(), name: "总店".into(), ..Default::default() }],
         levels: vec![Level { code: "regular".into(), name: "普通".into(), ..Default::default() }],
         coupon_templates: vec![
             template("DAYS3", 500),

@@ -29,8 +29,8 @@ fn demo_config() -> MerchantConfig {
     MerchantConfig {
         name: "示例 Demo".into(),
         stores: vec![
-            Store { code: "S001".into(), name: "总店".into() },
-            Store { code: "S002".into(), name: "东区店".into() },
+            Store { code: "S001".into(), name: "总店".into(), ..Default::default() },
+            Store { code: "S002".into(), name: "东区店".into(), ..Default::default() },
         ],
         levels: vec![
             level("regular", 0, 1000, 0, 0),
@@ -363,10 +363,11 @@ fn request_records_keep_a_digest_so_a_10000_store_config_fits() {
     // longest there can be.
     let mut config = demo_config();
     let kept = config.stores.len();
-    config.stores.extend(
-        (kept..10_000)
-            .map(|index| Store { code: format!("S{index:015}"), name: format!("{index:05}{}", "店".repeat(59)) }),
-    );
+    config.stores.extend((kept..10_000).map(|index| Store {
+        code: format!("S{index:015}"),
+        name: format!("{index:05}{}", "店".repeat(59)),
+        ..Default::default()
+    }));
     let mut h = Harness::new("big-config");
     let applied: ApplyConfigResponse = h
         .call(

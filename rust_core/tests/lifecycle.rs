@@ -45,8 +45,8 @@ fn lifecycle_config() -> MerchantConfig {
     MerchantConfig {
         name: "卡测试 Cards".into(),
         stores: vec![
-            Store { code: "S001".into(), name: "总店".into() },
-            Store { code: "S002".into(), name: "东区店".into() },
+            Store { code: "S001".into(), name: "总店".into(), ..Default::default() },
+            Store { code: "S002".into(), name: "东区店".into(), ..Default::default() },
         ],
         levels: vec![Level {
             code: "regular".into(),

@@ -46,8 +46,8 @@ fn config() -> MerchantConfig {
     MerchantConfig {
         name: "剪发连锁 Haircuts".into(),
         stores: vec![
-            Store { code: "S001".into(), name: "总店".into() },
-            Store { code: "S002".into(), name: "东区店".into() },
+            Store { code: "S001".into(), name: "总店".into(), ..Default::default() },
+            Store { code: "S002".into(), name: "东区店".into(), ..Default::default() },
         ],
         levels: vec![Level {
             code: "regular".into(),

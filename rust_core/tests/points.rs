@@ -30,7 +30,7 @@ fn config() -> MerchantConfig {
     let everything = PointsRuleSet { code: "all".into(), multiplier_bp: 10_000, ..Default::default() };
     MerchantConfig {
         name: "积分 Points".into(),
-        stores: vec![Store { code: "S1".into(), name: "一店".into() }],
+        stores: vec![Store { code: "S1".into(), name: "一店".into(), ..Default::default() }],
         levels: vec![level],
         categories: vec![category("drink"), category("food")],
         points_redemption: Some(PointsRedemption { points_per_yuan: 100, max_share_bp: 5000 }),

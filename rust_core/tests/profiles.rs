@@ -45,8 +45,8 @@ fn profile_config() -> MerchantConfig {
     MerchantConfig {
         name: "示例 Demo".into(),
         stores: vec![
-            Store { code: "S001".into(), name: "总店".into() },
-            Store { code: "S002".into(), name: "东区店".into() },
+            Store { code: "S001".into(), name: "总店".into(), ..Default::default() },
+            Store { code: "S002".into(), name: "东区店".into(), ..Default::default() },
         ],
         levels: vec![Level {
             code: "regular".into(),
@@ -731,7 +731,7 @@ fn a_retried_update_answers_the_same_and_records_once() {
 fn a_config_cannot_make_stored_members_invalid() {
     let mut h = Harness::new("keep");
     let mut config = profile_config();
-    config.stores.push(Store { code: "S003".into(), name: "西区店".into() });
+    config.stores.push(Store { code: "S003".into(), name: "西区店".into(), ..Default::default() });
     h.apply_config(config.clone()).unwrap();
     let profile = Profile { attributes: pairs(&[("size", "M"), ("height", "170")]), ..Default::default() };
     let request =

@@ -58,7 +58,7 @@ fn kind_of_error<T: std::fmt::Debug>(result: Result<T>) -> Kind {
 
 fn config_with(templates: Vec<CouponTemplate>) -> MerchantConfig {
     MerchantConfig {
-        stores: vec![Store { code: "S001".into(), name: "总店".into() }],
+        stores: vec![Store { code: "S001".into(), name: "总店".into(), ..Default::default() }],
         categories: vec![Category { code: "drinks".into(), name: "饮品".into() }],
         coupon_templates: templates,
         ..Default::default()

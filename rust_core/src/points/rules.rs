@@ -521,7 +521,7 @@ mod tests {
     }
 
     fn config_with(rule_set: PointsRuleSet) -> MerchantConfig {
-        let stores = vec![crate::proto::Store { code: "S1".into(), name: "一店".into() }];
+        let stores = vec![crate::proto::Store { code: "S1".into(), name: "一店".into(), ..Default::default() }];
         MerchantConfig { stores, points_rule_sets: vec![rule_set], ..Default::default() }
     }
 
