@@ -86,6 +86,10 @@ class AuthInterceptor(grpc.ServerInterceptor):
         self.denied = denied
         self.on_core_down = on_core_down
         self.terminal_of = terminal_of
+        # Known methods only (grpc gives no handler for others): their wrapped handlers,
+        # kept while grpc hands over the same handler, so a call builds no closure and the
+        # metrics interceptor outside sees the same handler too.
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     def intercept_service(
         self, continuation: Callable[[Any], Any], handler_call_details: grpc.HandlerCallDetails
@@ -97,10 +101,16 @@ class AuthInterceptor(grpc.ServerInterceptor):
         service, _, method = full_name.lstrip("/").rpartition("/")
         if service in OPEN_SERVICES:
             return handler
+        cached = self._wrapped.get(full_name)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         # Every engine method is unary; a streaming one would need its own wrapping.
         assert handler.unary_unary is not None, f"{full_name} is not unary"
-        wrapped = self._wrap(handler.unary_unary, full_name, service, method)
-        return handler._replace(unary_unary=wrapped)
+        wrapped = handler._replace(
+            unary_unary=self._wrap(handler.unary_unary, full_name, service, method)
+        )
+        self._wrapped[full_name] = (handler, wrapped)
+        return wrapped
 
     def _wrap(
         self, behavior: Callable[..., Any], full_name: str, service: str, method: str

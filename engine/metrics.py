@@ -81,12 +81,39 @@ def _code_name(context: grpc.ServicerContext, failed: bool) -> str:
     return code_label(code) if isinstance(code, grpc.StatusCode) else str(code)
 
 
+class _MethodMetrics:
+    """The grpc_server_* children of one method, looked up once: `labels()` takes a lock and
+    builds a key on every call, which a hot method would pay three times per RPC."""
+
+    __slots__ = ("_handled", "_handled_by_code", "_labels", "handling_seconds", "started")
+
+    def __init__(self, metrics: GrpcMetrics, labels: tuple[str, str, str]) -> None:
+        self._labels = labels
+        self._handled = metrics.handled
+        # One child per grpc_code seen, at most one per status code.
+        self._handled_by_code: dict[str, Any] = {}
+        self.started = metrics.started.labels(*labels)
+        self.handling_seconds = metrics.handling_seconds.labels(*labels)
+
+    def finish(self, started: float, code: str) -> None:
+        self.handling_seconds.observe(time.perf_counter() - started)
+        handled = self._handled_by_code.get(code)
+        if handled is None:
+            handled = self._handled.labels(*self._labels, code)
+            self._handled_by_code[code] = handled
+        handled.inc()
+
+
 class MetricsInterceptor(grpc.ServerInterceptor):
     """Counts and times every RPC of a known method. Install it first (outermost), so
     calls refused by later interceptors are counted too."""
 
     def __init__(self, metrics: GrpcMetrics) -> None:
         self.metrics = metrics
+        # Per method: the handler the continuation gave and its wrapped form, reused while
+        # the continuation gives the same handler (grpc asks the interceptor on every
+        # call). Only known methods get here, so the dict is bounded by the services.
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     def intercept_service(
         self, continuation: Callable[[Any], Any], handler_call_details: grpc.HandlerCallDetails
@@ -96,7 +123,16 @@ class MetricsInterceptor(grpc.ServerInterceptor):
             # Unknown methods are answered UNIMPLEMENTED by grpc; their names come from
             # clients, so they never become label values.
             return None
-        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        full_name = handler_call_details.method
+        cached = self._wrapped.get(full_name)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, full_name)
+        self._wrapped[full_name] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: Any, full_name: str) -> Any:
+        service, _, method = full_name.lstrip("/").rpartition("/")
         if handler.unary_unary is not None:
             labels = ("unary", service, method)
             return handler._replace(unary_unary=self._wrap_unary(handler.unary_unary, labels))
@@ -109,20 +145,18 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         labels = ("bidi_stream", service, method)
         return handler._replace(stream_stream=self._wrap_stream(handler.stream_stream, labels))
 
-    def _finish(self, labels: tuple[str, str, str], started: float, code: str) -> None:
-        self.metrics.handling_seconds.labels(*labels).observe(time.perf_counter() - started)
-        self.metrics.handled.labels(*labels, code).inc()
-
     def _wrap_unary(self, behavior: Callable[..., Any], labels: tuple[str, str, str]):
+        children = _MethodMetrics(self.metrics, labels)
+
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-            self.metrics.started.labels(*labels).inc()
+            children.started.inc()
             started = time.perf_counter()
             try:
                 response = behavior(request, context)
             except BaseException:
-                self._finish(labels, started, _code_name(context, failed=True))
+                children.finish(started, _code_name(context, failed=True))
                 raise
-            self._finish(labels, started, _code_name(context, failed=False))
+            children.finish(started, _code_name(context, failed=False))
             return response
 
         return wrapped
@@ -131,20 +165,22 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         if getattr(behavior, "experimental_non_blocking", False):
             return self._wrap_non_blocking_stream(behavior, labels)
 
+        children = _MethodMetrics(self.metrics, labels)
+
         # The call that creates the iterator is not the RPC: the RPC ends when the
         # iterator does, so the iterator itself is wrapped.
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            self.metrics.started.labels(*labels).inc()
+            children.started.inc()
             started = time.perf_counter()
             try:
                 yield from behavior(request, context)
             except GeneratorExit:  # the client went away
-                self._finish(labels, started, code_label(grpc.StatusCode.CANCELLED))
+                children.finish(started, code_label(grpc.StatusCode.CANCELLED))
                 raise
             except BaseException:
-                self._finish(labels, started, _code_name(context, failed=True))
+                children.finish(started, _code_name(context, failed=True))
                 raise
-            self._finish(labels, started, _code_name(context, failed=False))
+            children.finish(started, _code_name(context, failed=False))
 
         return wrapped
 
@@ -156,14 +192,16 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         thread, and must not be made to. It ends when the servicer sends None, or when
         the RPC terminates first (the client cancelled)."""
 
+        children = _MethodMetrics(self.metrics, labels)
+
         def wrapped(request: Any, context: grpc.ServicerContext, send_response: Any) -> Any:
-            self.metrics.started.labels(*labels).inc()
+            children.started.inc()
             started = time.perf_counter()
             ended = threading.Lock()
 
             def finish(code: str) -> None:
                 if ended.acquire(blocking=False):
-                    self._finish(labels, started, code)
+                    children.finish(started, code)
 
             def send(response: Any) -> None:
                 if response is None:

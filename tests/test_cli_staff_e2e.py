@@ -78,7 +78,8 @@ def test_each_role_gets_its_scope(merchant: Merchant) -> None:
         "Active", "Disabled 停用于",
     ]  # fmt: skip
     rows = {row[0]: row[1:] for row in listed[1:]}
-    assert list(rows) == ["C01", "H01", "R01", "T01"]  # nothing of the refusals stored
+    # nothing of the refusals stored (admin: the head office admin the test acts as)
+    assert list(rows) == ["C01", "H01", "R01", "T01", "admin"]
     assert rows["C01"] == ["收银员 Cashier", "cashier", "S002", "-", "yes", "yes", "-", "¥0.00"]
     assert rows["R01"][1:7] == ["region_manager", "-", "EAST", "no", "yes", "-"]
     assert rows["H01"][1:4] == ["head_office_admin", "-", "-"]

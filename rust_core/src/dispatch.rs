@@ -601,13 +601,34 @@ pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, actor: &Actor, method: Method, bytes: &
         }
         Method::ListStaff => {
             let mut request: ListStaffRequest = decode_as(bytes)?;
-            scoped_filter(dbs, txn, actor, &mut request.store_code)?;
-            chain::staff::list(dbs, txn, merchant, request)?.encode_to_vec()
+            let Some(config) = region_wide(dbs, txn, actor, &request.store_code)? else {
+                scoped_filter(dbs, txn, actor, &mut request.store_code)?;
+                return Ok(chain::staff::list(dbs, txn, merchant, request)?.encode_to_vec());
+            };
+            // A region manager naming no store: the region's staff, page by page (a page
+            // may come out shorter; its token still goes on from where it stopped).
+            let mut response = chain::staff::list(dbs, txn, merchant, request)?;
+            response.staff.retain(|view| {
+                view.staff.as_ref().is_some_and(|staff| {
+                    actor.covers_store(&config, &staff.store_code)
+                        || (!staff.region_code.is_empty()
+                            && actor.scope == auth::Scope::Region(staff.region_code.clone()))
+                })
+            });
+            response.encode_to_vec()
         }
         Method::GetClearingMatrix => {
             let mut request: GetClearingMatrixRequest = decode_as(bytes)?;
-            scoped_filter(dbs, txn, actor, &mut request.store_code)?;
-            chain::clearing::matrix(dbs, txn, merchant, request)?.encode_to_vec()
+            let Some(config) = region_wide(dbs, txn, actor, &request.store_code)? else {
+                scoped_filter(dbs, txn, actor, &mut request.store_code)?;
+                return Ok(chain::clearing::matrix(dbs, txn, merchant, request)?.encode_to_vec());
+            };
+            // A region manager naming no store: the cells with a store of the region.
+            let mut response = chain::clearing::matrix(dbs, txn, merchant, request)?;
+            response.cells.retain(|cell| {
+                actor.covers_store(&config, &cell.from_store) || actor.covers_store(&config, &cell.to_store)
+            });
+            response.encode_to_vec()
         }
         Method::ListPointsBatches => {
             points::service::list(dbs, txn, merchant, decode_as(bytes)?, now_ms)?.encode_to_vec()
@@ -638,6 +659,15 @@ fn scoped_filter(dbs: &Dbs, txn: &RoTxn<'_>, actor: &Actor, store_code: &mut Str
     }
     let loaded = config::Loaded::new(config::read(dbs, txn, &actor.merchant)?);
     policy::at_store(actor, &loaded, store_code)
+}
+
+/// For a region manager whose read names no store: the config, to filter the answer to
+/// the region's stores (docs/AUTH.md section 4, "filtered to scope"). None otherwise.
+fn region_wide(dbs: &Dbs, txn: &RoTxn<'_>, actor: &Actor, store_code: &str) -> Result<Option<MerchantConfig>> {
+    if !store_code.is_empty() || !matches!(actor.scope, auth::Scope::Region(_)) {
+        return Ok(None);
+    }
+    Ok(Some(config::read(dbs, txn, &actor.merchant)?))
 }
 
 /// A store's stock is shown to staff of that store (or its region) only.

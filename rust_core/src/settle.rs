@@ -36,6 +36,10 @@ pub struct Wallet {
     pub payer_refusal: Option<CoreError>,
     pub principal_fen: i64,
     pub bonus_fen: i64,
+    /// The card as it was read: written back only if the checkout changed it (a PIN count
+    /// reset, an attached card's spending, a trial use). Rewriting an unchanged record
+    /// still dirties its B-tree page, one more page for the commit to write and sync.
+    card_as_read: Card,
 }
 
 /// The member side of a checkout, absent for a walk-in customer (散客). The card the
@@ -62,7 +66,8 @@ fn wallet(context: &Context<'_>, txn: &RwTxn<'_>, card: Card) -> Result<Wallet> 
             .err()
     };
     let (principal_fen, bonus_fen) = cards::stored_value(dbs, txn, merchant, payer.card_id)?;
-    Ok(Wallet { card, card_type, payer, payer_refusal, principal_fen, bonus_fen })
+    let card_as_read = card.clone();
+    Ok(Wallet { card, card_type, payer, payer_refusal, principal_fen, bonus_fen, card_as_read })
 }
 
 /// The buyer, and the wallet of the card they presented.
@@ -83,6 +88,14 @@ impl Wallet {
             limit_left_fen: cards::limit_left_fen(self.card.spending_limit_fen, self.card.spent_fen)
                 .filter(|_| attached),
         }
+    }
+
+    /// Writes the card back if this checkout changed it.
+    fn put_card(&self, dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str) -> Result<()> {
+        if self.card == self.card_as_read {
+            return Ok(());
+        }
+        cards::put(dbs, txn, merchant, &self.card)
     }
 }
 
@@ -435,7 +448,7 @@ pub fn checkout(
     };
     // Other payers' cards: a right PIN resets their count, an attached card counts its spending.
     for wallet in wallets.iter().skip(usize::from(buyer.is_some())) {
-        cards::put(dbs, txn, merchant, &wallet.card)?;
+        wallet.put_card(dbs, txn, merchant)?;
     }
     if let Some(mut buyer) = buyer {
         let wallet = &mut wallets[0];
@@ -520,7 +533,7 @@ fn settle_buyer(
     };
     let (before, after) = transactions::upgrade(context.config, &mut buyer.member, progress)?;
     store::put_record(&dbs.members, txn, &store::key_u64(merchant, id), &buyer.member)?;
-    cards::put(dbs, txn, merchant, &wallet.card)?;
+    wallet.put_card(dbs, txn, merchant)?;
     entry.member_id = id;
     entry.card_id = wallet.payer.card_id;
     // A linked or group card spent another member's stored value: it is in their
