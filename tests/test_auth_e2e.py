@@ -343,6 +343,11 @@ def test_region_managers_and_the_role_ceiling(shop: Shop) -> None:
     )  # fmt: skip
     as_region.transactions.Checkout(at_s002)
     assert balance_fen(shop.admin, "13800000041") == 5_000 + 0 - 100
+    # Naming no store, a region manager's staff list is the region's (S001, S002, EAST).
+    listed = chain.ListStaff(chain_pb2.ListStaffRequest(page_size=1000)).staff
+    stores = {(view.staff.store_code, view.staff.region_code) for view in listed}
+    assert {"R1", "M5"} <= {view.staff.code for view in listed}
+    assert stores <= {("S001", ""), ("S002", ""), ("", "EAST")}, stores
 
 
 def test_a_cashiers_price_override_needs_a_manager(shop: Shop) -> None:
