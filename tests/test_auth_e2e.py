@@ -215,6 +215,10 @@ def test_a_cashier_acts_at_their_store_only_and_refusals_change_nothing(shop: Sh
     cashier = Client(shop.as_token(shop.staff("C1", chain_pb2.CASHIER, store="S001")), MERCHANT)
     shop.admin.register("13800000011")
     shop.admin.recharge(20_000, phone="13800000011")
+    # The admin named no store: the audit says where it was made, the merchant's first.
+    audit = auth_pb2_grpc.AuditServiceStub(shop.admin_channel)
+    newest = audit.ListAudit(auth_pb2.ListAuditRequest(method="Recharge", page_size=1)).entries[0]
+    assert (newest.staff_code, newest.store_code, newest.amount_fen) == ("admin", "S001", 20_000)
     before, entries = balance_fen(shop.admin, "13800000011"), shop.audit_count()
     # Their own store: filled in when the request names none.
     paid = cashier.checkout(1_000, phone="13800000011")

@@ -292,7 +292,7 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
         let response = config::apply(dbs, txn, merchant, request.clone(), now_ms)?;
         writer.cache.stage(merchant, response.config.clone().expect("apply returns the config"));
         let response = response.encode_to_vec();
-        audit::record(dbs, txn, actor, decoded, &response, 0, now_ms)?;
+        audit::record(dbs, txn, actor, decoded, String::new(), &response, 0, now_ms)?;
         return finish(dbs, txn, merchant, now_ms, decoded, response, 0);
     }
     let loaded = writer.cache.get(dbs, txn, merchant)?;
@@ -340,14 +340,15 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
             let response = auth::service::issue(dbs, txn, &loaded, actor, r, now_ms)?;
             // The token is in this answer only: the answer kept for retries has it blanked.
             let kept = IssueTokenResponse { token: String::new(), ..response.clone() };
-            audit::record(dbs, txn, actor, decoded, &[], 0, now_ms)?;
+            audit::record(dbs, txn, actor, decoded, String::new(), &[], 0, now_ms)?;
             finish(dbs, txn, merchant, now_ms, decoded, kept.encode_to_vec(), 0)?;
             return Ok(response.encode_to_vec());
         }
         Body::RevokeToken(r) => (auth::service::revoke(dbs, txn, &loaded, actor, r, now_ms)?.encode_to_vec(), 0),
     };
     policy::check_outcome(&loaded, actor, &decoded.body, &response)?;
-    audit::record(dbs, txn, actor, decoded, &response, seq, now_ms)?;
+    let store_code = policy::effective_store(dbs, txn, &loaded, merchant, &decoded.body);
+    audit::record(dbs, txn, actor, decoded, store_code, &response, seq, now_ms)?;
     finish(dbs, txn, merchant, now_ms, decoded, response, seq)
 }
 

@@ -93,11 +93,13 @@ fn member_id(
 }
 
 /// Appends the entry of a change that just ran (inside its transaction).
+#[allow(clippy::too_many_arguments)]
 pub fn record(
     dbs: &Dbs,
     txn: &mut RwTxn<'_>,
     actor: &Actor,
     decoded: &Decoded,
+    store_code: String,
     response: &[u8],
     ledger_seq_first: u64,
     now_ms: i64,
@@ -112,7 +114,7 @@ pub fn record(
         staff_code: actor.staff_code.clone(),
         role: actor.role as i32,
         token_id: actor.token_id.clone(),
-        store_code: super::policy::request_store(&decoded.body),
+        store_code,
         terminal_id: actor.terminal_id.clone(),
         method: decoded.method.full_name().to_owned(),
         request_id: decoded.request_id.clone(),

@@ -191,9 +191,22 @@ macro_rules! store_field {
     };
 }
 
-/// The store a mutating request acts at, as named (empty = the core's default).
-pub fn request_store(body: &Body) -> String {
-    store_field!(body, &).cloned().unwrap_or_default()
+/// The store a mutating request acted at: the one it names, else the core's default for
+/// it (a refund's checkout store, the selling store for an annual fee, the first store);
+/// empty for requests that are not at a store. For the audit log.
+pub fn effective_store(dbs: &Dbs, txn: &RoTxn<'_>, config: &Loaded, merchant: &str, body: &Body) -> String {
+    match store_field!(body, &) {
+        None => String::new(),
+        Some(named) if !named.is_empty() => named.clone(),
+        Some(_) => match body {
+            Body::Refund(r) => crate::settle::settlement(dbs, txn, merchant, r.settlement_seq).map(|s| s.store_code),
+            Body::ChargeAnnualFee(r) => {
+                crate::cards::find_by_number(dbs, txn, merchant, &r.card_no).map(|c| c.store_code)
+            }
+            _ => config.store_code("").map(str::to_owned),
+        }
+        .unwrap_or_default(),
+    }
 }
 
 /// The staff field that says who made a change, filled with the actor when empty.
