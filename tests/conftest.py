@@ -225,10 +225,11 @@ class RunningServer:
         return grpc.intercept_channel(self.raw_channel(), TokenInterceptor(self, merchant))
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RunningServer]:
-    """A fresh server on an empty data folder, stopped after the test."""
-    running = RunningServer(tmp_path / "data")
+def running_server(
+    data_dir: Path, extra_args: list[str] | None = None, client_tls: ClientTls | None = None
+) -> Iterator[RunningServer]:
+    """Starts `mms serve` on data_dir, yields it, and checks that it stops cleanly."""
+    running = RunningServer(data_dir, extra_args, client_tls)
     running.start()
     try:
         yield running
@@ -236,19 +237,18 @@ def server(tmp_path: Path) -> Iterator[RunningServer]:
         if running.process is not None:
             code = running.stop()
             assert code == 0, "server did not shut down cleanly:\n" + "".join(running.output)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RunningServer]:
+    """A fresh server on an empty data folder, stopped after the test."""
+    yield from running_server(tmp_path / "data")
 
 
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One server for a whole test module; its tests keep apart by merchant."""
-    running = RunningServer(tmp_path_factory.mktemp("shared") / "data")
-    running.start()
-    try:
-        yield running
-    finally:
-        if running.process is not None:
-            code = running.stop()
-            assert code == 0, "server did not shut down cleanly:\n" + "".join(running.output)
+    yield from running_server(tmp_path_factory.mktemp("shared") / "data")
 
 
 @pytest.fixture

@@ -26,7 +26,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from client import PM, Client, take_rest
-from conftest import REPO, RunningServer, TokenInterceptor, token_env, token_file_for
+from conftest import (
+    REPO,
+    RunningServer,
+    TokenInterceptor,
+    running_server,
+    token_env,
+    token_file_for,
+)
 from engine.proto import auth_pb2, auth_pb2_grpc, config_pb2
 from engine.tls import ClientTls, ServerTls, is_loopback, open_channel, peer_terminal
 
@@ -122,21 +129,10 @@ def _with_certificate(pki: Pki, stem: str = "client") -> ClientTls:
     return _trusting(pki, cert_file=pki.path(f"{stem}.pem"), key_file=pki.path(f"{stem}.key"))
 
 
-def _running(folder: Path, extra_args: list[str], client_tls: ClientTls) -> Iterator[RunningServer]:
-    running = RunningServer(folder / "data", extra_args, client_tls)
-    running.start()
-    try:
-        yield running
-    finally:
-        if running.process is not None:
-            code = running.stop()
-            assert code == 0, "server did not shut down cleanly:\n" + "".join(running.output)
-
-
 @pytest.fixture(scope="module")
 def tls_server(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     arguments = ["--tls-cert", pki.path("server.pem"), "--tls-key", pki.path("server.key")]
-    yield from _running(tmp_path_factory.mktemp("tls"), arguments, _trusting(pki))
+    yield from running_server(tmp_path_factory.mktemp("tls") / "data", arguments, _trusting(pki))
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +141,8 @@ def mtls_server(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         *("--tls-cert", pki.path("server.pem"), "--tls-key", pki.path("server.key")),
         *("--tls-client-ca", pki.path("ca.pem")),
     ]
-    yield from _running(tmp_path_factory.mktemp("mtls"), arguments, _with_certificate(pki))
+    folder = tmp_path_factory.mktemp("mtls") / "data"
+    yield from running_server(folder, arguments, _with_certificate(pki))
 
 
 def _merchant() -> str:
