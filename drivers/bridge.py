@@ -902,7 +902,9 @@ def run(config_path: str, *, prompt: bool = True) -> int:
     )
     try:
         config = load_terminal_config(config_path)
-        engine = EngineClient(config.engine, _token(config), _client_tls(config))
+        engine = EngineClient(
+            config.engine, _token(config), _client_tls(config), terminal_id=config.terminal.id
+        )
     except (ConfigError, TlsError) as error:
         print(f"mms-bridge: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -59,9 +59,15 @@ def error_reason(error: grpc.RpcError) -> str:
 
 class EngineClient:
     def __init__(
-        self, settings: EngineSettings, token: str = "", tls: ClientTls | None = None
+        self,
+        settings: EngineSettings,
+        token: str = "",
+        tls: ClientTls | None = None,
+        terminal_id: str = "",
     ) -> None:
-        """`tls`: None for plaintext; reading its files may raise engine.tls.TlsError."""
+        """`tls`: None for plaintext; reading its files may raise engine.tls.TlsError.
+        `terminal_id` goes with every call (`mms-terminal`), so the engine's audit log says
+        which counter made each change (with mutual TLS the certificate's CN wins)."""
         self.settings = settings
         options = [
             ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
@@ -80,6 +86,8 @@ class EngineClient:
         metadata: list[tuple[str, str]] = [(MERCHANT_METADATA_KEY, settings.merchant)]
         if token:
             metadata.append(("authorization", f"Bearer {token}"))
+        if terminal_id:
+            metadata.append(("mms-terminal", terminal_id))
         self._metadata = tuple(metadata)
 
     def get_member(self, ref: common_pb2.MemberRef) -> member_pb2.GetMemberResponse:

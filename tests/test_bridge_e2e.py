@@ -27,6 +27,8 @@ import pytest
 from client import DEMO_CONFIG, Client
 from conftest import REPO, RunningServer, token_file_for
 from engine.proto import (
+    auth_pb2,
+    auth_pb2_grpc,
     catalog_pb2,
     catalog_pb2_grpc,
     common_pb2,
@@ -335,9 +337,18 @@ def test_swipe_settle_print_and_open_the_drawer(
         counter.wait_screen(shown("应付 Due", "52.65"))
         assert counter.screen().lower == shown("找零 Change", "47.35")
 
-        # The engine's record: one checkout, under the bridge's request_id and number.
+        # The engine's record: one checkout, under the bridge's request_id and number,
+        # audited as made at terminal T01 of store S001.
         (item,) = checkouts(shop)
         assert (item.request_id, str(item.ledger_seq)) == (settled[2], settled[1])
+        audit = auth_pb2_grpc.AuditServiceStub(shop.channel)
+        request = auth_pb2.ListAuditRequest(method="Checkout", page_size=1)
+        (entry,) = audit.ListAudit(request, metadata=shop.metadata).entries
+        assert (entry.request_id, entry.terminal_id, entry.store_code) == (
+            settled[2],
+            "T01",
+            "S001",
+        )
         after = shop.get(card_no=CARD)
         (receipt,) = counter.receipts(mark)
         assert DRAWER_PULSE in counter.printer.snapshot()[mark:]  # sent before the receipt
