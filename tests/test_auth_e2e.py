@@ -345,8 +345,12 @@ def test_region_managers_and_the_role_ceiling(shop: Shop) -> None:
         request_id="r1-sale", member=common_pb2.MemberRef(phone="13800000041"), list_amount_fen=100,
         store_code="S002", tenders=[common_pb2.Tender(method=PM.STORED_VALUE, amount_fen=100)],
     )  # fmt: skip
-    as_region.transactions.Checkout(at_s002)
+    sale = as_region.transactions.Checkout(at_s002)
     assert balance_fen(shop.admin, "13800000041") == 5_000 + 0 - 100
+    # A refund naming no store is at the checkout's store, which is in the region.
+    back = transaction_pb2.RefundRequest(request_id="r1-back", settlement_seq=sale.ledger_seq)
+    assert as_region.transactions.Refund(back).refunded_fen == 100
+    assert balance_fen(shop.admin, "13800000041") == 5_000
     # Naming no store, a region manager's staff list is the region's (S001, S002, EAST).
     listed = chain.ListStaff(chain_pb2.ListStaffRequest(page_size=1000)).staff
     stores = {(view.staff.store_code, view.staff.region_code) for view in listed}

@@ -239,10 +239,12 @@ pub fn fill_in(actor: &Actor, body: &mut Body) {
 /// Inside the write transaction, before the request runs: scope and the limits that can
 /// be known from the request. Merchant-wide actors pass the scope checks.
 pub fn check_mutation(dbs: &Dbs, txn: &RoTxn<'_>, config: &Loaded, actor: &Actor, body: &Body) -> Result<()> {
-    if let Some(store_code) = store_field!(body, &) {
+    match (body, store_field!(body, &)) {
+        // A refund naming no store is made at the checkout's store (whoever makes it).
+        (Body::Refund(request), _) if request.store_code.is_empty() => {}
         // Filled in before the writer for a store's staff; empty here = the default.
-        let mut store_code = store_code.clone();
-        at_store(actor, config, &mut store_code)?;
+        (_, Some(store_code)) => at_store(actor, config, &mut store_code.clone())?,
+        (_, None) => {}
     }
     match body {
         Body::Refund(request) => {
