@@ -535,3 +535,34 @@ def test_recharge_by_designated_staff_only_when_the_merchant_says_so(shop: Shop)
         assert balance_fen(shop.admin, "13800000091") == 2 * (10_000 + 2_000)
     finally:
         shop.admin.apply(config())
+
+
+def test_the_cli_sends_a_managers_approval_from_the_environment(shop: Shop) -> None:
+    """`mms refund` by a cashier above the limit: refused, then approved with
+    $MMS_APPROVER_TOKEN (never a flag), the same request id going through once."""
+    cashier = shop.staff("C11", chain_pb2.CASHIER, store="S001")
+    manager = shop.staff("M11", chain_pb2.STORE_MANAGER, store="S001")
+    shop.admin.register("13800000111")
+    shop.admin.recharge(20_000, phone="13800000111")
+    paid = Client(shop.as_token(cashier), MERCHANT).checkout(12_000, phone="13800000111")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MMS_")}
+    argv = [sys.executable, "-m", "engine", "refund", str(paid.ledger_seq), "--amount", "60",
+            "--request-id", "cli-refund-1", "--server", shop.server.address]  # fmt: skip
+
+    def refund(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            argv, capture_output=True, text=True, cwd=REPO, timeout=60, env={**clean, **env}
+        )
+
+    refused = refund({"MMS_TOKEN": cashier})
+    assert refused.returncode == 1 and "REFUND_NEEDS_MANAGER" in refused.stderr
+    assert balance_fen(shop.admin, "13800000111") == 20_000 + 2_000 - 12_000
+    approved = refund({"MMS_TOKEN": cashier, "MMS_APPROVER_TOKEN": manager})
+    assert approved.returncode == 0, approved.stderr
+    assert manager not in approved.stdout + approved.stderr
+    assert balance_fen(shop.admin, "13800000111") == 20_000 + 2_000 - 12_000 + 6_000
+    audit = auth_pb2_grpc.AuditServiceStub(shop.admin_channel)
+    entry = audit.ListAudit(auth_pb2.ListAuditRequest(method="Refund", page_size=1)).entries[0]
+    assert (entry.request_id, entry.staff_code, entry.approver_staff_code) == (
+        "cli-refund-1", "C11", "M11",
+    )  # fmt: skip
