@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from engine._core import Actor, Core, CoreError
 from engine.errors import abort_with_core_error
+from engine.metrics import WrappedHandlers
 
 AUTHORIZATION_KEY = "authorization"
 BEARER_PREFIX = "Bearer "
@@ -86,10 +87,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         self.denied = denied
         self.on_core_down = on_core_down
         self.terminal_of = terminal_of
-        # Known methods only (grpc gives no handler for others): their wrapped handlers,
-        # kept while grpc hands over the same handler, so a call builds no closure and the
-        # metrics interceptor outside sees the same handler too.
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
+        self._handlers = WrappedHandlers(self._wrap_handler)
 
     def intercept_service(
         self, continuation: Callable[[Any], Any], handler_call_details: grpc.HandlerCallDetails
@@ -98,19 +96,17 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         full_name = handler_call_details.method
-        service, _, method = full_name.lstrip("/").rpartition("/")
-        if service in OPEN_SERVICES:
+        if full_name.lstrip("/").rpartition("/")[0] in OPEN_SERVICES:
             return handler
-        cached = self._wrapped.get(full_name)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
+        return self._handlers.get(handler, full_name)
+
+    def _wrap_handler(self, handler: Any, full_name: str) -> Any:
         # Every engine method is unary; a streaming one would need its own wrapping.
         assert handler.unary_unary is not None, f"{full_name} is not unary"
-        wrapped = handler._replace(
+        service, _, method = full_name.lstrip("/").rpartition("/")
+        return handler._replace(
             unary_unary=self._wrap(handler.unary_unary, full_name, service, method)
         )
-        self._wrapped[full_name] = (handler, wrapped)
-        return wrapped
 
     def _wrap(
         self, behavior: Callable[..., Any], full_name: str, service: str, method: str

@@ -104,16 +104,33 @@ class _MethodMetrics:
         handled.inc()
 
 
+class WrappedHandlers:
+    """Per method, the handler grpc's continuation gave and its wrapped form, reused while
+    the continuation gives the same handler: grpc asks interceptors on every call, and a
+    new wrapper per call costs closures (and the next interceptor out its own cache).
+    Only known methods get here (grpc has no handler for others), so the dict is bounded
+    by the services."""
+
+    def __init__(self, wrap: Callable[[Any, str], Any]) -> None:
+        self._wrap = wrap
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
+
+    def get(self, handler: Any, full_name: str) -> Any:
+        cached = self._wrapped.get(full_name)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, full_name)
+        self._wrapped[full_name] = (handler, wrapped)
+        return wrapped
+
+
 class MetricsInterceptor(grpc.ServerInterceptor):
     """Counts and times every RPC of a known method. Install it first (outermost), so
     calls refused by later interceptors are counted too."""
 
     def __init__(self, metrics: GrpcMetrics) -> None:
         self.metrics = metrics
-        # Per method: the handler the continuation gave and its wrapped form, reused while
-        # the continuation gives the same handler (grpc asks the interceptor on every
-        # call). Only known methods get here, so the dict is bounded by the services.
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
+        self._handlers = WrappedHandlers(self._wrap)
 
     def intercept_service(
         self, continuation: Callable[[Any], Any], handler_call_details: grpc.HandlerCallDetails
@@ -123,13 +140,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
             # Unknown methods are answered UNIMPLEMENTED by grpc; their names come from
             # clients, so they never become label values.
             return None
-        full_name = handler_call_details.method
-        cached = self._wrapped.get(full_name)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, full_name)
-        self._wrapped[full_name] = (handler, wrapped)
-        return wrapped
+        return self._handlers.get(handler, handler_call_details.method)
 
     def _wrap(self, handler: Any, full_name: str) -> Any:
         service, _, method = full_name.lstrip("/").rpartition("/")
