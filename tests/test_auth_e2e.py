@@ -294,6 +294,12 @@ def test_a_cashiers_refund_above_the_limit_needs_a_manager(shop: Shop) -> None:
         "T-02",
     )
     assert (newest.store_code, newest.request_id) == ("S002", "c2-refund-big")
+    member_id = shop.admin.get(phone="13800000021").member.member_id
+    assert (newest.member_id, newest.amount_fen) == (member_id, REFUND_LIMIT_FEN + 1)
+    sale = audit.ListAudit(auth_pb2.ListAuditRequest(method="Checkout", staff_code="C2")).entries
+    assert [(e.member_id, e.amount_fen, e.ledger_seq_first) for e in sale] == [
+        (member_id, 15_000, paid.ledger_seq)
+    ]
     # A refund of another store's checkout is out of the cashier's scope.
     c1 = Client(shop.as_token(shop.staff("C3", chain_pb2.CASHIER, store="S001")), MERCHANT)
     other = transaction_pb2.RefundRequest(

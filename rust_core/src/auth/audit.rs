@@ -12,7 +12,10 @@ use prost::Message;
 use super::{Actor, Scope};
 use crate::dispatch::{Body, Decoded};
 use crate::error::{fail, Kind, Result};
-use crate::proto::{AuditEntry, ListAuditRequest, ListAuditResponse, MemberRef, RegisterMemberResponse};
+use crate::proto::{
+    AuditEntry, CheckoutResponse, ListAuditRequest, ListAuditResponse, MemberRef, RefundResponse,
+    RegisterMemberResponse,
+};
 use crate::store::{self, Dbs};
 
 pub const AUDIT_PAGE_SIZE_MAX: usize = 1000;
@@ -50,7 +53,7 @@ fn subjects(body: &Body) -> Subjects<'_> {
     match body {
         Body::Recharge(r) => Subjects { member: r.member.as_ref(), card_no: "", amount_fen: r.amount_fen },
         Body::Checkout(r) => Subjects { member: r.member.as_ref(), ..none },
-        Body::Refund(r) => Subjects { amount_fen: r.amount_fen, ..none },
+        Body::Refund(_) => none,
         Body::UpdateMember(r) => Subjects { member: r.member.as_ref(), ..none },
         Body::AddFollowUp(r) => Subjects { member: r.member.as_ref(), ..none },
         Body::AdjustPoints(r) => Subjects { member: r.member.as_ref(), ..none },
@@ -83,6 +86,9 @@ fn member_id(
     if let Body::RegisterMember(_) = body {
         return RegisterMemberResponse::decode(response).ok().and_then(|r| r.member).map_or(0, |m| m.member_id);
     }
+    if let Body::Refund(request) = body {
+        return crate::settle::settlement(dbs, txn, merchant, request.settlement_seq).map_or(0, |s| s.member_id);
+    }
     if let Some(reference) = subjects.member {
         return crate::members::find(dbs, txn, merchant, Some(reference), now_ms).map_or(0, |m| m.member_id);
     }
@@ -107,6 +113,12 @@ pub fn record(
     let merchant = actor.merchant.as_str();
     let subjects = subjects(&decoded.body);
     let member_id = member_id(dbs, txn, merchant, &decoded.body, &subjects, response, now_ms);
+    // What moved, as the answer says, where the request does not name it.
+    let amount_fen = match &decoded.body {
+        Body::Checkout(_) => CheckoutResponse::decode(response).map_or(0, |r| r.amount_due_fen),
+        Body::Refund(_) => RefundResponse::decode(response).map_or(0, |r| r.refunded_fen),
+        _ => subjects.amount_fen,
+    };
     let audit_seq = store::next_counter(dbs, txn, merchant, COUNTER)?;
     let entry = AuditEntry {
         audit_seq,
@@ -122,7 +134,7 @@ pub fn record(
         ledger_seq_first,
         member_id,
         card_no_last4: last_digits(subjects.card_no),
-        amount_fen: subjects.amount_fen,
+        amount_fen,
     };
     store::put_record(&dbs.audit_log, txn, &seq_key(merchant, audit_seq), &entry)?;
     if !entry.staff_code.is_empty() {
