@@ -292,7 +292,7 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
         let response = config::apply(dbs, txn, merchant, request.clone(), now_ms)?;
         writer.cache.stage(merchant, response.config.clone().expect("apply returns the config"));
         let response = response.encode_to_vec();
-        audit::record(dbs, txn, actor, decoded, String::new(), &response, 0, now_ms)?;
+        audit::record(dbs, txn, actor, decoded, String::new(), audit::Facts::default(), 0, now_ms)?;
         return finish(dbs, txn, merchant, now_ms, decoded, response, 0);
     }
     let loaded = writer.cache.get(dbs, txn, merchant)?;
@@ -307,28 +307,55 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
         payer_pins: &decoded.payer_pins,
         price_override: policy::may_override_price(actor, &loaded, &decoded.body),
     };
+    // What the typed answers say that the audit and the refund limit need, taken before
+    // encoding rather than decoded again (a checkout's answer lists every line).
+    let mut facts = audit::Facts::default();
     let (response, seq) = match &decoded.body {
         Body::ApplyConfig(_) => unreachable!("handled above"),
-        Body::RegisterMember(r) => (register(&context, txn, r)?.encode_to_vec(), 0),
+        Body::RegisterMember(r) => {
+            let response = register(&context, txn, r)?;
+            facts.member_id = response.member.as_ref().map(|m| m.member_id);
+            (response.encode_to_vec(), 0)
+        }
         Body::ImportMembers(r) => (import(writer.env, &context, txn, r)?.encode_to_vec(), 0),
         Body::UpdateMember(r) => encoded(profiles::update(&context, txn, r)?),
         Body::AddFollowUp(r) => encoded(profiles::add_follow_up(&context, txn, r)?),
-        Body::Recharge(r) => encoded(transactions::recharge(&context, txn, r)?),
-        Body::Checkout(r) => encoded(settle::checkout(&context, txn, r)?),
+        Body::Recharge(r) => {
+            let (response, seq) = transactions::recharge(&context, txn, r)?;
+            facts.member_id = Some(response.member_id);
+            (response.encode_to_vec(), seq)
+        }
+        Body::Checkout(r) => {
+            let (response, seq) = settle::checkout(&context, txn, r)?;
+            (facts.member_id, facts.amount_fen) = (Some(response.member_id), Some(response.amount_due_fen));
+            (response.encode_to_vec(), seq)
+        }
         Body::UpsertItems(r) => (catalog::upsert(&context, txn, r)?.encode_to_vec(), 0),
         Body::AdjustStock(r) => (catalog::adjust_stock(&context, txn, r)?.encode_to_vec(), 0),
         Body::SuspendBill(r) => (suspended::suspend(&context, txn, r)?.encode_to_vec(), 0),
         Body::CancelSuspendedBill(r) => (suspended::cancel(&context, txn, r)?.encode_to_vec(), 0),
-        Body::Refund(r) => encoded(refund::refund(&context, txn, r)?),
+        Body::Refund(r) => {
+            let (response, seq) = refund::refund(&context, txn, r)?;
+            facts.amount_fen = Some(response.refunded_fen);
+            (response.encode_to_vec(), seq)
+        }
         Body::IssueCard(r) => encoded(lifecycle::issue(&context, txn, r)?),
         Body::ApplyCardAction(r) => encoded(lifecycle::apply_action(&context, txn, r)?),
         Body::ChangePin(r) => encoded(lifecycle::change_pin(&context, txn, r)?),
         Body::ReplaceCard(r) => encoded(lifecycle::replace(&context, txn, r)?),
-        Body::ReturnCard(r) => encoded(lifecycle::return_card(&context, txn, r)?),
+        Body::ReturnCard(r) => {
+            let (response, seq) = lifecycle::return_card(&context, txn, r)?;
+            facts.amount_fen = Some(response.refund_fen);
+            (response.encode_to_vec(), seq)
+        }
         Body::RenewCard(r) => encoded(lifecycle::renew(&context, txn, r)?),
         Body::ChargeAnnualFee(r) => encoded(lifecycle::charge_annual_fee(&context, txn, r)?),
         Body::BuyPackage(r) => encoded(packages::buy(&context, txn, r)?),
-        Body::RefundPackage(r) => encoded(packages::refund(&context, txn, r)?),
+        Body::RefundPackage(r) => {
+            let (response, seq) = packages::refund(&context, txn, r)?;
+            facts.amount_fen = Some(response.refund_fen);
+            (response.encode_to_vec(), seq)
+        }
         Body::RunCardMaintenance(r) => (maintenance(writer.env, &context, txn, r)?.encode_to_vec(), 0),
         Body::SetSpendingLimit(r) => encoded(lifecycle::set_spending_limit(&context, txn, r)?),
         Body::UpsertStaff(r) => (chain::staff::upsert(&context, txn, r)?.encode_to_vec(), 0),
@@ -340,15 +367,15 @@ pub fn execute(writer: &mut Writer<'_>, txn: &mut RwTxn<'_>, decoded: &Decoded) 
             let response = auth::service::issue(dbs, txn, &loaded, actor, r, now_ms)?;
             // The token is in this answer only: the answer kept for retries has it blanked.
             let kept = IssueTokenResponse { token: String::new(), ..response.clone() };
-            audit::record(dbs, txn, actor, decoded, String::new(), &[], 0, now_ms)?;
+            audit::record(dbs, txn, actor, decoded, String::new(), facts, 0, now_ms)?;
             finish(dbs, txn, merchant, now_ms, decoded, kept.encode_to_vec(), 0)?;
             return Ok(response.encode_to_vec());
         }
         Body::RevokeToken(r) => (auth::service::revoke(dbs, txn, &loaded, actor, r, now_ms)?.encode_to_vec(), 0),
     };
-    policy::check_outcome(&loaded, actor, &decoded.body, &response)?;
+    policy::check_outcome(&loaded, actor, &decoded.body, facts.amount_fen.unwrap_or(0))?;
     let store_code = policy::effective_store(dbs, txn, &loaded, merchant, &decoded.body);
-    audit::record(dbs, txn, actor, decoded, store_code, &response, seq, now_ms)?;
+    audit::record(dbs, txn, actor, decoded, store_code, facts, seq, now_ms)?;
     finish(dbs, txn, merchant, now_ms, decoded, response, seq)
 }
 
@@ -589,14 +616,11 @@ pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, actor: &Actor, method: Method, bytes: &
         Method::GetSettlement => {
             let request: GetSettlementRequest = decode_as(bytes)?;
             let settlement = settle::settlement(dbs, txn, merchant, request.seq)?;
-            if !matches!(actor.scope, auth::Scope::Merchant | auth::Scope::Local) {
-                let config = config::read(dbs, txn, merchant)?;
-                if !actor.covers_store(&config, &settlement.store_code) {
-                    return fail(
-                        Kind::OutOfScope,
-                        format!("settlement {} is of store {}", request.seq, settlement.store_code),
-                    );
-                }
+            if !actor.covers_store(&scope_config(dbs, txn, actor)?, &settlement.store_code) {
+                return fail(
+                    Kind::OutOfScope,
+                    format!("settlement {} is of store {}", request.seq, settlement.store_code),
+                );
             }
             GetSettlementResponse { settlement: Some(settlement) }.encode_to_vec()
         }
@@ -655,11 +679,18 @@ pub fn query(dbs: &Dbs, txn: &RoTxn<'_>, actor: &Actor, method: Method, bytes: &
 /// A read's store filter, for staff of a store or region: filled with their store when
 /// empty, and refused outside their scope.
 fn scoped_filter(dbs: &Dbs, txn: &RoTxn<'_>, actor: &Actor, store_code: &mut String) -> Result<()> {
-    if matches!(actor.scope, auth::Scope::Merchant | auth::Scope::Local) {
-        return Ok(());
+    policy::at_store(actor, &scope_config(dbs, txn, actor)?, store_code)
+}
+
+/// What `Actor::covers_store` needs of the config: the stores' regions, for a region
+/// manager only; a store's staff and the merchant's are decided without reading it.
+fn scope_config(dbs: &Dbs, txn: &RoTxn<'_>, actor: &Actor) -> Result<MerchantConfig> {
+    match actor.scope {
+        auth::Scope::Region(_) => config::read(dbs, txn, &actor.merchant),
+        auth::Scope::Store(_) | auth::Scope::Merchant | auth::Scope::Server | auth::Scope::Local => {
+            Ok(MerchantConfig::default())
+        }
     }
-    let loaded = config::Loaded::new(config::read(dbs, txn, &actor.merchant)?);
-    policy::at_store(actor, &loaded, store_code)
 }
 
 /// For a region manager whose read names no store: the config, to filter the answer to
@@ -673,11 +704,7 @@ fn region_wide(dbs: &Dbs, txn: &RoTxn<'_>, actor: &Actor, store_code: &str) -> R
 
 /// A store's stock is shown to staff of that store (or its region) only.
 fn stock_in_scope(dbs: &Dbs, txn: &RoTxn<'_>, actor: &Actor, store_code: &str) -> Result<()> {
-    if store_code.is_empty() || matches!(actor.scope, auth::Scope::Merchant | auth::Scope::Local) {
-        return Ok(());
-    }
-    let config = config::read(dbs, txn, &actor.merchant)?;
-    if actor.covers_store(&config, store_code) {
+    if store_code.is_empty() || actor.covers_store(&scope_config(dbs, txn, actor)?, store_code) {
         Ok(())
     } else {
         fail(Kind::OutOfScope, format!("staff {} may not see store {store_code}'s stock", actor.staff_code))

@@ -12,10 +12,7 @@ use prost::Message;
 use super::{Actor, Scope};
 use crate::dispatch::{Body, Decoded};
 use crate::error::{fail, Kind, Result};
-use crate::proto::{
-    AuditEntry, CheckoutResponse, ListAuditRequest, ListAuditResponse, MemberRef, RefundResponse,
-    RegisterMemberResponse,
-};
+use crate::proto::{AuditEntry, ListAuditRequest, ListAuditResponse, MemberRef};
 use crate::store::{self, Dbs};
 
 pub const AUDIT_PAGE_SIZE_MAX: usize = 1000;
@@ -39,6 +36,15 @@ fn staff_prefix(merchant: &str, staff_code: &str) -> Vec<u8> {
 pub fn last_digits(card_no: &str) -> String {
     let chars: Vec<char> = card_no.chars().collect();
     chars[chars.len().saturating_sub(CARD_DIGITS_SHOWN)..].iter().collect()
+}
+
+/// What the typed answer of a change said, for its entry (the dispatcher fills in what
+/// it has; None = take it from the request).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Facts {
+    pub member_id: Option<u64>,
+    /// The money that moved: a checkout's amount due, a refund's amount returned.
+    pub amount_fen: Option<i64>,
 }
 
 /// What an entry is about: the member, the card, the amount, as the request names them.
@@ -74,18 +80,7 @@ fn subjects(body: &Body) -> Subjects<'_> {
 
 /// The member a request was about, as far as it can be found (0 = none or not found: the
 /// entry is kept all the same).
-fn member_id(
-    dbs: &Dbs,
-    txn: &RoTxn<'_>,
-    merchant: &str,
-    body: &Body,
-    subjects: &Subjects<'_>,
-    response: &[u8],
-    now_ms: i64,
-) -> u64 {
-    if let Body::RegisterMember(_) = body {
-        return RegisterMemberResponse::decode(response).ok().and_then(|r| r.member).map_or(0, |m| m.member_id);
-    }
+fn member_id(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, body: &Body, subjects: &Subjects<'_>, now_ms: i64) -> u64 {
     if let Body::Refund(request) = body {
         return crate::settle::settlement(dbs, txn, merchant, request.settlement_seq).map_or(0, |s| s.member_id);
     }
@@ -106,19 +101,17 @@ pub fn record(
     actor: &Actor,
     decoded: &Decoded,
     store_code: String,
-    response: &[u8],
+    facts: Facts,
     ledger_seq_first: u64,
     now_ms: i64,
 ) -> Result<()> {
     let merchant = actor.merchant.as_str();
     let subjects = subjects(&decoded.body);
-    let member_id = member_id(dbs, txn, merchant, &decoded.body, &subjects, response, now_ms);
-    // What moved, as the answer says, where the request does not name it.
-    let amount_fen = match &decoded.body {
-        Body::Checkout(_) => CheckoutResponse::decode(response).map_or(0, |r| r.amount_due_fen),
-        Body::Refund(_) => RefundResponse::decode(response).map_or(0, |r| r.refunded_fen),
-        _ => subjects.amount_fen,
+    let member_id = match facts.member_id {
+        Some(member_id) => member_id,
+        None => member_id(dbs, txn, merchant, &decoded.body, &subjects, now_ms),
     };
+    let amount_fen = facts.amount_fen.unwrap_or(subjects.amount_fen);
     let audit_seq = store::next_counter(dbs, txn, merchant, COUNTER)?;
     let entry = AuditEntry {
         audit_seq,

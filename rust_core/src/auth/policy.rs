@@ -4,13 +4,12 @@
 //! limits), made inside the write transaction.
 
 use heed::RoTxn;
-use prost::Message;
 
 use super::{Actor, Scope};
 use crate::config::Loaded;
 use crate::dispatch::{Body, Method};
 use crate::error::{fail, Kind, Result};
-use crate::proto::{CardAction, CardResponse, RefundResponse, StaffRole};
+use crate::proto::{CardAction, MerchantConfig, StaffRole};
 use crate::store::Dbs;
 
 #[derive(Clone, Copy)]
@@ -135,7 +134,7 @@ fn out_of_scope(actor: &Actor, store_code: &str) -> Result<()> {
 
 /// Checks that the actor may act at the store, filling in its own store when none is
 /// named (a cashier's requests are at their store). A region manager names the store.
-pub fn at_store(actor: &Actor, config: &Loaded, store_code: &mut String) -> Result<()> {
+pub fn at_store(actor: &Actor, config: &MerchantConfig, store_code: &mut String) -> Result<()> {
     if store_code.is_empty() {
         match &actor.scope {
             Scope::Store(own) => *store_code = own.clone(),
@@ -145,7 +144,7 @@ pub fn at_store(actor: &Actor, config: &Loaded, store_code: &mut String) -> Resu
             Scope::Merchant | Scope::Local | Scope::Server => return Ok(()),
         }
     }
-    if actor.covers_store(&config.config, store_code) {
+    if actor.covers_store(config, store_code) {
         Ok(())
     } else {
         out_of_scope(actor, store_code)
@@ -243,7 +242,7 @@ pub fn check_mutation(dbs: &Dbs, txn: &RoTxn<'_>, config: &Loaded, actor: &Actor
         // A refund naming no store is made at the checkout's store (whoever makes it).
         (Body::Refund(request), _) if request.store_code.is_empty() => {}
         // Filled in before the writer for a store's staff; empty here = the default.
-        (_, Some(store_code)) => at_store(actor, config, &mut store_code.clone())?,
+        (_, Some(store_code)) => at_store(actor, &config.config, &mut store_code.clone())?,
         (_, None) => {}
     }
     match body {
@@ -350,17 +349,18 @@ pub fn staff_within(
     }
 }
 
-/// After the request ran, in its nested transaction: a cashier's refund above the
-/// merchant's limit needs a manager's approval; refusing here undoes all of it.
-pub fn check_outcome(config: &Loaded, actor: &Actor, body: &Body, response: &[u8]) -> Result<()> {
+/// After the request ran, in its nested transaction: a cashier's refund (`refund_fen`, as
+/// its answer says) above the merchant's limit needs a manager's approval; refusing here
+/// undoes all of it.
+pub fn check_outcome(config: &Loaded, actor: &Actor, body: &Body, refund_fen: i64) -> Result<()> {
     let limit_fen = config.config.staff_policy.as_ref().map_or(0, |p| p.refund_manager_above_fen);
     if limit_fen <= 0 || actor.is_manager() {
         return Ok(());
     }
-    let (refund_fen, store_code) = match body {
-        Body::Refund(r) => (RefundResponse::decode(response)?.refunded_fen, r.store_code.as_str()),
-        Body::ReturnCard(r) => (CardResponse::decode(response)?.refund_fen, r.store_code.as_str()),
-        Body::RefundPackage(r) => (CardResponse::decode(response)?.refund_fen, r.store_code.as_str()),
+    let store_code = match body {
+        Body::Refund(r) => r.store_code.as_str(),
+        Body::ReturnCard(r) => r.store_code.as_str(),
+        Body::RefundPackage(r) => r.store_code.as_str(),
         _ => return Ok(()),
     };
     if refund_fen <= limit_fen {
@@ -448,11 +448,11 @@ mod tests {
         assert!(region.covers_store(&config.config, "S2") && !region.covers_store(&config.config, "S3"));
         assert!(head.covers_store(&config.config, "S3"));
         let mut named = String::new();
-        at_store(&cashier, &config, &mut named).unwrap();
+        at_store(&cashier, &config.config, &mut named).unwrap();
         assert_eq!(named, "S1", "a cashier's own store is filled in");
         let mut unnamed = String::new();
-        assert_eq!(at_store(&region, &config, &mut unnamed).unwrap_err().kind, Kind::OutOfScope);
-        assert_eq!(at_store(&cashier, &config, &mut "S2".to_owned()).unwrap_err().kind, Kind::OutOfScope);
+        assert_eq!(at_store(&region, &config.config, &mut unnamed).unwrap_err().kind, Kind::OutOfScope);
+        assert_eq!(at_store(&cashier, &config.config, &mut "S2".to_owned()).unwrap_err().kind, Kind::OutOfScope);
     }
 
     #[test]
@@ -481,15 +481,14 @@ mod tests {
             Some(crate::proto::StaffPolicy { refund_manager_above_fen: 5_000, ..Default::default() });
         let config = Loaded::new(config.config);
         let body = Body::Refund(crate::proto::RefundRequest { store_code: "S1".into(), ..Default::default() });
-        let answer = |fen: i64| RefundResponse { refunded_fen: fen, ..Default::default() }.encode_to_vec();
         let mut cashier = actor(StaffRole::Cashier, Scope::Store("S1".into()));
-        assert!(check_outcome(&config, &cashier, &body, &answer(5_000)).is_ok());
-        let refused = check_outcome(&config, &cashier, &body, &answer(5_001)).unwrap_err();
+        assert!(check_outcome(&config, &cashier, &body, 5_000).is_ok());
+        let refused = check_outcome(&config, &cashier, &body, 5_001).unwrap_err();
         assert_eq!((refused.kind, refused.message.contains("50.01")), (Kind::RefundNeedsManager, true));
         cashier.approver = Some(Box::new(actor(StaffRole::StoreManager, Scope::Store("S2".into()))));
-        assert_eq!(check_outcome(&config, &cashier, &body, &answer(5_001)).unwrap_err().kind, Kind::RefundNeedsManager);
+        assert_eq!(check_outcome(&config, &cashier, &body, 5_001).unwrap_err().kind, Kind::RefundNeedsManager);
         cashier.approver = Some(Box::new(actor(StaffRole::StoreManager, Scope::Store("S1".into()))));
-        assert!(check_outcome(&config, &cashier, &body, &answer(5_001)).is_ok());
+        assert!(check_outcome(&config, &cashier, &body, 5_001).is_ok());
     }
 
     #[test]
