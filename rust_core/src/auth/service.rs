@@ -115,23 +115,20 @@ pub fn list(
         n => return fail(Kind::PageSizeInvalid, format!("page_size must be 1-{TOKENS_PAGE_SIZE_MAX}, got {n}")),
     };
     let mut response = ListTokensResponse::default();
-    let staff_codes: Vec<String> = if request.staff_code.is_empty() {
-        crate::chain::staff::all_codes(dbs, txn, &actor.merchant)?
+    let members: Vec<Staff> = if request.staff_code.is_empty() {
+        crate::chain::staff::all(dbs, txn, &actor.merchant)?
     } else {
-        vec![request.staff_code.clone()]
+        crate::chain::staff::get(dbs, txn, &actor.merchant, &request.staff_code)?.into_iter().collect()
     };
     let after = request.page_token.as_str();
-    for code in staff_codes {
-        let Some(staff) = crate::chain::staff::get(dbs, txn, &actor.merchant, &code)? else {
-            continue;
-        };
+    for staff in members {
         let visible = staff.code == actor.staff_code
             || actor.role == StaffRole::Auditor
             || policy::staff_within(actor, config, role_of(&staff), &staff.store_code, &staff.region_code).is_ok();
         if !visible {
             continue;
         }
-        for record in tokens::of_staff(dbs, txn, &actor.merchant, &code)? {
+        for record in tokens::of_staff(dbs, txn, &actor.merchant, &staff.code)? {
             let live = record.revoked_at_ms == 0 && now_ms < record.expires_at_ms;
             let position = format!("{}/{}", record.staff_code, record.token_id);
             if (!live && !request.include_inactive) || (!after.is_empty() && position.as_str() <= after) {

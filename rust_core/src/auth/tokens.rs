@@ -175,14 +175,6 @@ pub fn revoke_key(dbs: &Dbs, txn: &mut RwTxn<'_>, key: &[u8], now_ms: i64) -> Re
     Ok(true)
 }
 
-/// Revokes the token of `merchant` whose public id is `token_id`; true when one was live.
-pub fn revoke(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, token_id: &str, now_ms: i64) -> Result<bool> {
-    match find_by_id(dbs, txn, merchant, token_id)? {
-        Some((key, _)) => revoke_key(dbs, txn, &key, now_ms),
-        None => Ok(false),
-    }
-}
-
 /// A staff member's tokens, in hash order.
 pub fn of_staff(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, staff_code: &str) -> Result<Vec<TokenRecord>> {
     let prefix = staff_token_key(merchant, staff_code, &[]);
@@ -221,6 +213,14 @@ pub fn revoke_all_of(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, staff_code:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Revokes the token of `merchant` whose public id is `token_id`; true when one was live.
+    fn revoke(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, token_id: &str, now_ms: i64) -> Result<bool> {
+        match find_by_id(dbs, txn, merchant, token_id)? {
+            Some((key, _)) => revoke_key(dbs, txn, &key, now_ms),
+            None => Ok(false),
+        }
+    }
 
     const NOW_MS: i64 = 1_700_000_000_000;
 

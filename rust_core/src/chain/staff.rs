@@ -176,10 +176,6 @@ pub fn all(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str) -> Result<Vec<Staff>> {
     Ok(staff)
 }
 
-pub fn all_codes(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str) -> Result<Vec<String>> {
-    Ok(all(dbs, txn, merchant)?.into_iter().map(|s| s.code).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
