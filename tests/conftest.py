@@ -55,6 +55,17 @@ def bootstrap_token(
     return token
 
 
+class WithMetadata(grpc.UnaryUnaryClientInterceptor):
+    """Adds fixed metadata (a token, an approver, a terminal) to every call of a channel."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.metadata = metadata
+
+    def intercept_unary_unary(self, continuation, details, request):
+        metadata = (*(details.metadata or ()), *self.metadata)
+        return continuation(details._replace(metadata=metadata), request)
+
+
 class TokenInterceptor(grpc.UnaryUnaryClientInterceptor):
     """Sends the head office admin token of the merchant a call names with
     `mms-merchant` (default `default`), so tests written per merchant act as its admin."""

@@ -21,7 +21,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client import DEMO_CONFIG, PM, Client, error_reason
-from conftest import REPO, RunningServer
+from conftest import REPO, RunningServer, WithMetadata
 from engine.proto import (
     admin_pb2,
     admin_pb2_grpc,
@@ -75,15 +75,6 @@ class Clock:
         self.path.write_text(str(self.now_ms))
 
 
-class _Bearer(grpc.UnaryUnaryClientInterceptor):
-    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
-        self.metadata = metadata
-
-    def intercept_unary_unary(self, continuation, details, request):
-        metadata = (*(details.metadata or ()), *self.metadata)
-        return continuation(details._replace(metadata=metadata), request)
-
-
 class Shop:
     """The server, its clock, and channels as given staff."""
 
@@ -97,7 +88,7 @@ class Shop:
     def as_token(self, token: str, **extra: str) -> grpc.Channel:
         metadata = [("authorization", f"Bearer {token}")] if token else []
         metadata += [(key.replace("_", "-"), value) for key, value in extra.items()]
-        channel = grpc.intercept_channel(self.server.raw_channel(), _Bearer(tuple(metadata)))
+        channel = grpc.intercept_channel(self.server.raw_channel(), WithMetadata(tuple(metadata)))
         self.channels.append(channel)
         return channel
 
@@ -162,7 +153,7 @@ def test_calls_without_a_valid_token_are_refused_and_health_is_open(shop: Shop) 
     )  # fmt: skip
     malformed = shop.as_token("")
     bad_header = grpc.intercept_channel(
-        shop.server.raw_channel(), _Bearer((("authorization", "Basic YWRtaW46YWRtaW4="),))
+        shop.server.raw_channel(), WithMetadata((("authorization", "Basic YWRtaW46YWRtaW4="),))
     )
     for channel, reason in (
         (bad_header, "TOKEN_MALFORMED"),

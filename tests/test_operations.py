@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from client import Client, error_reason
-from conftest import RunningServer
+from conftest import RunningServer, WithMetadata
 from engine.proto import admin_pb2, admin_pb2_grpc, common_pb2, transaction_pb2
 
 REPLAYED = ("mms-replayed", "1")
@@ -257,15 +257,6 @@ def test_the_extension_matches_its_stub() -> None:
     assert issubclass(_core.CoreError, Exception)
 
 
-class _WithMetadata(grpc.UnaryUnaryClientInterceptor):
-    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
-        self.metadata = metadata
-
-    def intercept_unary_unary(self, continuation, details, request):
-        metadata = (*(details.metadata or ()), *self.metadata)
-        return continuation(details._replace(metadata=metadata), request)
-
-
 def test_health_turns_not_serving_when_the_core_stops_answering(tmp_path) -> None:
     """A core that can no longer take requests (its writer gone) takes the server out of
     rotation: the first refused call flips health to NOT_SERVING."""
@@ -282,7 +273,7 @@ def test_health_turns_not_serving_when_the_core_stops_answering(tmp_path) -> Non
     try:
         authorization = (("authorization", f"Bearer {token}"),)
         with grpc.intercept_channel(
-            grpc.insecure_channel(f"127.0.0.1:{port}"), _WithMetadata(authorization)
+            grpc.insecure_channel(f"127.0.0.1:{port}"), WithMetadata(authorization)
         ) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             serving = health_pb2.HealthCheckResponse.SERVING
