@@ -567,15 +567,13 @@ fn members_after(
     after_member_id: u64,
     count: usize,
 ) -> Result<Vec<Member>> {
-    let start = store::key_u64(merchant, after_member_id.saturating_add(1));
-    let end = store::key(merchant, &[0xFF; 9]);
-    let range = (std::ops::Bound::Included(start.as_slice()), std::ops::Bound::Excluded(end.as_slice()));
-    let mut found = Vec::with_capacity(count.min(1024));
-    for item in dbs.members.range(txn, &range)?.take(count) {
-        let (_, bytes) = item?;
-        found.push(<Member as prost::Message>::decode(bytes)?);
+    let Some(first) = after_member_id.checked_add(1) else { return Ok(Vec::new()) };
+    let found = store::member_records_from(dbs, txn, merchant, store::MemberRecord::Member, (first, &[]), count)?;
+    let mut members = Vec::with_capacity(found.len());
+    for (_, _, bytes) in found {
+        members.push(<Member as prost::Message>::decode(bytes.as_slice())?);
     }
-    Ok(found)
+    Ok(members)
 }
 
 // ---------------------------------------------------------------------------------------

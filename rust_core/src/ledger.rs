@@ -4,9 +4,9 @@
 
 use heed::{RoTxn, RwTxn};
 
-use crate::error::Result;
+use crate::error::{CoreError, Kind, Result};
 use crate::proto::{AccountRecord, LedgerEntry, Posting, Unit};
-use crate::store::{self, Dbs};
+use crate::store::{self, Db, Dbs, MemberRecord};
 
 /// One entry touches few accounts; more is a programming error. A checkout's own postings
 /// take about 20; clearing adds two per store its stored value came from (at most
@@ -132,11 +132,13 @@ impl Journal {
             apply_posting(dbs, txn, merchant, posting, seq, may_owe)?;
         }
         if entry.member_id != 0 {
-            dbs.member_ledger.put(txn, &store::key_u64_pair(merchant, entry.member_id, seq), &[])?;
+            let history = store::member_key_u64(merchant, entry.member_id, MemberRecord::History, seq);
+            dbs.member_state.put(txn, &history, &[])?;
         }
         if entry.payer_member_id != 0 {
             assert!(entry.member_id != 0 && entry.payer_member_id != entry.member_id, "payer is another member");
-            dbs.member_ledger.put(txn, &store::key_u64_pair(merchant, entry.payer_member_id, seq), &[])?;
+            let history = store::member_key_u64(merchant, entry.payer_member_id, MemberRecord::History, seq);
+            dbs.member_state.put(txn, &history, &[])?;
         }
         entry.seq = seq;
         entry.postings = self.postings;
@@ -153,8 +155,8 @@ fn apply_posting(
     seq: u64,
     may_owe: bool,
 ) -> Result<()> {
-    let key = store::key(merchant, posting.account.as_bytes());
-    let mut account = store::get_record::<AccountRecord>(&dbs.accounts, txn, &key)?.unwrap_or_else(|| AccountRecord {
+    let (db, key) = account_location(dbs, txn, merchant, &posting.account)?;
+    let mut account = store::get_record::<AccountRecord>(&db, txn, &key)?.unwrap_or_else(|| AccountRecord {
         account: posting.account.clone(),
         unit: posting.unit,
         ..Default::default()
@@ -167,12 +169,41 @@ fn apply_posting(
     assert!(account.balance >= 0 || may_go_negative, "account {} would go negative", posting.account);
     account.posting_count += 1;
     account.last_seq = seq;
-    store::put_record(&dbs.accounts, txn, &key, &account)
+    store::put_record(&db, txn, &key, &account)
 }
 
 pub fn balance(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, account: &str) -> Result<i64> {
-    let key = store::key(merchant, account.as_bytes());
-    Ok(store::get_record::<AccountRecord>(&dbs.accounts, txn, &key)?.map_or(0, |a| a.balance))
+    let (db, key) = account_location(dbs, txn, merchant, account)?;
+    Ok(store::get_record::<AccountRecord>(&db, txn, &key)?.map_or(0, |a| a.balance))
+}
+
+/// The member whose records hold an account: `member/{id}/…` is the member's own,
+/// `card/{card_id}/…` is the card's member's. None for every other account (stores,
+/// the merchant, lots, staff), which stay in `accounts`.
+pub fn account_owner(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, account: &str) -> Result<Option<u64>> {
+    let id_after = |prefix: &str| {
+        let rest = account.strip_prefix(prefix)?;
+        rest.split('/').next()?.parse::<u64>().ok()
+    };
+    if let Some(member_id) = id_after("member/") {
+        return Ok(Some(member_id));
+    }
+    let Some(card_id) = id_after("card/") else { return Ok(None) };
+    match store::get_record::<crate::proto::Card>(&dbs.cards, txn, &store::key_u64(merchant, card_id))? {
+        Some(card) => Ok(Some(card.member_id)),
+        None => Err(CoreError::new(Kind::CorruptRecord, format!("account {account} names no card"))),
+    }
+}
+
+/// Where an account's record is kept: with its owner member in `member_state`, or in
+/// `accounts` under `M + name`.
+fn account_location(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, account: &str) -> Result<(Db, Vec<u8>)> {
+    Ok(match account_owner(dbs, txn, merchant, account)? {
+        Some(member_id) => {
+            (dbs.member_state, store::member_key(merchant, member_id, MemberRecord::Account, account.as_bytes()))
+        }
+        None => (dbs.accounts, store::key(merchant, account.as_bytes())),
+    })
 }
 
 /// What `verify` found: totals, and every disagreement between the ledger and the
@@ -221,11 +252,14 @@ pub fn verify(dbs: &Dbs, txn: &RoTxn<'_>) -> crate::error::Result<Verification> 
         result.entries += 1;
         previous = Some((merchant, entry.seq));
     }
-    for item in dbs.accounts.iter(txn)? {
-        let (key, bytes) = item?;
-        let account = <AccountRecord as prost::Message>::decode(bytes)?;
+    for (merchant, stored_key, bytes) in all_accounts(dbs, txn)? {
+        let account = <AccountRecord as prost::Message>::decode(bytes.as_slice())?;
         result.accounts += 1;
-        let (sum, count) = sums.remove(key).unwrap_or((0, 0));
+        let (_, expected_key) = account_location(dbs, txn, &merchant, &account.account)?;
+        if stored_key != expected_key {
+            result.problems.push(format!("account {} is kept under another key", account.account));
+        }
+        let (sum, count) = sums.remove(&store::key(&merchant, account.account.as_bytes())).unwrap_or((0, 0));
         if sum != account.balance || count != account.posting_count {
             result.problems.push(format!(
                 "account {} holds {} in {} postings; the ledger says {sum} in {count}",
@@ -237,4 +271,40 @@ pub fn verify(dbs: &Dbs, txn: &RoTxn<'_>) -> crate::error::Result<Verification> 
         result.problems.push(format!("postings to a missing account {}", String::from_utf8_lossy(key)));
     }
     Ok(result)
+}
+
+/// Every account of a merchant, wherever kept (`accounts`, then those kept with members).
+pub fn accounts_of(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str) -> Result<Vec<AccountRecord>> {
+    let mut found = Vec::new();
+    for item in dbs.accounts.prefix_iter(txn, &store::key(merchant, b""))? {
+        found.push(<AccountRecord as prost::Message>::decode(item?.1)?);
+    }
+    for (_, _, bytes) in store::member_records_from(dbs, txn, merchant, MemberRecord::Account, (0, &[]), usize::MAX)? {
+        found.push(<AccountRecord as prost::Message>::decode(bytes.as_slice())?);
+    }
+    Ok(found)
+}
+
+/// (merchant, key, value) of an account record.
+type StoredAccount = (String, Vec<u8>, Vec<u8>);
+
+/// Every account record of every merchant, wherever kept: (merchant, key, value).
+fn all_accounts(dbs: &Dbs, txn: &RoTxn<'_>) -> Result<Vec<StoredAccount>> {
+    let merchant_of = |key: &[u8]| {
+        let split = key.iter().position(|b| *b == 0).expect("keys carry the merchant");
+        String::from_utf8_lossy(&key[..split]).into_owned()
+    };
+    let mut found = Vec::new();
+    for item in dbs.accounts.iter(txn)? {
+        let (key, bytes) = item?;
+        found.push((merchant_of(key), key.to_vec(), bytes.to_vec()));
+    }
+    for item in dbs.member_state.iter(txn)? {
+        let (key, bytes) = item?;
+        let merchant = merchant_of(key);
+        if key.get(merchant.len() + 9) == Some(&(MemberRecord::Account as u8)) {
+            found.push((merchant, key.to_vec(), bytes.to_vec()));
+        }
+    }
+    Ok(found)
 }

@@ -250,7 +250,7 @@ fn make_default(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, card: &Card) -> 
     let mut member = members::by_id(dbs, txn, merchant, card.member_id)?;
     member.default_card_id = card.card_id;
     member.card_no = card.card_no.clone();
-    store::put_record(&dbs.members, txn, &store::key_u64(merchant, member.member_id), &member)
+    store::put_record(&dbs.member_state, txn, &store::member_record_key(merchant, member.member_id), &member)
 }
 
 // ---- 售卡 ----
@@ -1088,7 +1088,7 @@ pub fn card_events(
     let below = paging::seq_token(&request.page_token)?;
     let card = cards::find_by_number(dbs, txn, merchant, &request.card_no)?;
     let Page { records, next_page_token } =
-        paging::newest_first(&dbs.card_events, txn, merchant, card.card_id, below, limit)?;
+        paging::newest_first(&dbs.card_events, txn, &store::key_u64(merchant, card.card_id), below, limit)?;
     let mut events = Vec::with_capacity(records.len());
     for (seq, bytes) in records {
         let event = <CardEvent as prost::Message>::decode(bytes.as_slice())?;

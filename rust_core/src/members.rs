@@ -85,14 +85,14 @@ pub fn register(
     };
     cards::record_event(dbs, txn, merchant, &card, facts)?;
     member.default_card_id = card.card_id;
-    store::put_record(&dbs.members, txn, &store::key_u64(merchant, member_id), &member)?;
+    store::put_record(&dbs.member_state, txn, &store::member_record_key(merchant, member_id), &member)?;
     store::put_u64(&dbs.phones, txn, &phone_key, member_id)?;
     let view = cards::view(dbs, txn, merchant, &card)?;
     Ok(RegisterMemberResponse { member: Some(member), balances: Some(Balances::default()), card: Some(view) })
 }
 
 pub fn by_id(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, member_id: u64) -> Result<Member> {
-    match store::get_record::<Member>(&dbs.members, txn, &store::key_u64(merchant, member_id))? {
+    match store::get_record::<Member>(&dbs.member_state, txn, &store::member_record_key(merchant, member_id))? {
         Some(member) => {
             assert_eq!(member.member_id, member_id, "member record under the wrong key");
             Ok(member)

@@ -6,7 +6,7 @@ use std::ops::Bound;
 use heed::RoTxn;
 
 use crate::error::{fail, Kind, Result};
-use crate::store::{self, Db};
+use crate::store::Db;
 use crate::validate;
 
 pub const PAGE_SIZE_DEFAULT: usize = 20;
@@ -43,20 +43,14 @@ pub struct Page {
     pub next_page_token: String,
 }
 
-/// One page of the records `M + u64be(parent) + u64be(seq)` with seq below `below` (all
-/// when None), highest seq first.
-pub fn newest_first(
-    db: &Db,
-    txn: &RoTxn<'_>,
-    merchant: &str,
-    parent_id: u64,
-    below: Option<u64>,
-    limit: usize,
-) -> Result<Page> {
-    let lowest = store::key_u64_pair(merchant, parent_id, 0);
+/// One page of the records `parent + u64be(seq)` (`parent`: a key prefix such as
+/// `M + u64be(parent id)`) with seq below `below` (all when None), highest seq first.
+pub fn newest_first(db: &Db, txn: &RoTxn<'_>, parent: &[u8], below: Option<u64>, limit: usize) -> Result<Page> {
+    let child_key = |seq: u64| [parent, &seq.to_be_bytes()].concat();
+    let lowest = child_key(0);
     let end = match below {
-        Some(seq) => Bound::Excluded(store::key_u64_pair(merchant, parent_id, seq)),
-        None => Bound::Included(store::key_u64_pair(merchant, parent_id, u64::MAX)),
+        Some(seq) => Bound::Excluded(child_key(seq)),
+        None => Bound::Included(child_key(u64::MAX)),
     };
     let end = end.as_ref().map(Vec::as_slice);
     let mut page: Vec<(u64, Vec<u8>)> = Vec::with_capacity(limit);

@@ -185,7 +185,7 @@ pub fn update(
         changes.push(change);
     }
     after.updated_at_ms = context.now_ms;
-    store::put_record(&dbs.members, txn, &store::key_u64(merchant, member_id), &after)?;
+    store::put_record(&dbs.member_state, txn, &store::member_record_key(merchant, member_id), &after)?;
     Ok((UpdateMemberResponse { member: Some(after), changes }, 0))
 }
 
@@ -447,18 +447,23 @@ pub fn history(
     let limit = page_size(request.page_size)?;
     let below = seq_token(&request.page_token)?;
     let member = members::find(dbs, txn, merchant, request.member.as_ref(), now_ms)?;
-    let Page { records, next_page_token } =
-        newest_first(&dbs.member_ledger, txn, merchant, member.member_id, below, limit)?;
+    let Page { records, next_page_token } = newest_first(
+        &dbs.member_state,
+        txn,
+        &store::member_key(merchant, member.member_id, store::MemberRecord::History, &[]),
+        below,
+        limit,
+    )?;
     let mut card_numbers: HashMap<u64, String> = HashMap::new();
     let mut items = Vec::with_capacity(records.len());
     for (seq, _) in records {
         let Some(entry) = store::get_record::<LedgerEntry>(&dbs.ledger, txn, &store::key_u64(merchant, seq))? else {
             return fail(Kind::CorruptRecord, format!("member {} lists missing ledger entry {seq}", member.member_id));
         };
-        assert_eq!(entry.seq, seq, "member_ledger points at another entry");
+        assert_eq!(entry.seq, seq, "a member's history points at another entry");
         assert!(
             member.member_id == entry.member_id || member.member_id == entry.payer_member_id,
-            "member_ledger lists an entry of another member"
+            "a member's history lists an entry of another member"
         );
         let card_no = match (entry.card_id, card_numbers.get(&entry.card_id)) {
             (0, _) => String::new(),
@@ -505,7 +510,7 @@ pub fn follow_ups(
     let below = seq_token(&request.page_token)?;
     let member = members::find(dbs, txn, merchant, request.member.as_ref(), now_ms)?;
     let Page { records, next_page_token } =
-        newest_first(&dbs.follow_ups, txn, merchant, member.member_id, below, limit)?;
+        newest_first(&dbs.follow_ups, txn, &store::key_u64(merchant, member.member_id), below, limit)?;
     let mut follow_ups = Vec::with_capacity(records.len());
     for (seq, bytes) in records {
         let follow_up = FollowUp::decode(bytes.as_slice())?;
@@ -527,7 +532,7 @@ pub fn changes(
     let below = seq_token(&request.page_token)?;
     let member = members::find(dbs, txn, merchant, request.member.as_ref(), now_ms)?;
     let Page { records, next_page_token } =
-        newest_first(&dbs.member_changes, txn, merchant, member.member_id, below, limit)?;
+        newest_first(&dbs.member_changes, txn, &store::key_u64(merchant, member.member_id), below, limit)?;
     let mut changes = Vec::with_capacity(records.len());
     for (seq, bytes) in records {
         let change = MemberChange::decode(bytes.as_slice())?;

@@ -417,7 +417,7 @@ fn member_side(
         let after = crate::rules::level_after(context.config.levels(), floor, progress);
         member.level_code = context.config.levels()[after].code.clone();
     }
-    store::put_record(&dbs.members, txn, &store::key_u64(merchant, id), &member)?;
+    store::put_record(&dbs.member_state, txn, &store::member_record_key(merchant, id), &member)?;
     response.level_before = before;
     response.level_after = member.level_code;
     Ok(())

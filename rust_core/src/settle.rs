@@ -532,7 +532,7 @@ fn settle_buyer(
         single_recharge_fen: 0,
     };
     let (before, after) = transactions::upgrade(context.config, &mut buyer.member, progress)?;
-    store::put_record(&dbs.members, txn, &store::key_u64(merchant, id), &buyer.member)?;
+    store::put_record(&dbs.member_state, txn, &store::member_record_key(merchant, id), &buyer.member)?;
     wallet.put_card(dbs, txn, merchant)?;
     entry.member_id = id;
     entry.card_id = wallet.payer.card_id;

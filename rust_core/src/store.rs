@@ -12,7 +12,7 @@ use crate::error::{CoreError, Kind, Result};
 pub type Db = Database<'static, Bytes, Bytes>;
 
 /// Named databases; keep in step with docs/STORAGE.md.
-pub const DATABASE_NAMES: [&str; 34] = [
+pub const DATABASE_NAMES: [&str; 35] = [
     "config",
     "members",
     "phones",
@@ -47,6 +47,7 @@ pub const DATABASE_NAMES: [&str; 34] = [
     "staff_tokens",
     "audit_log",
     "audit_staff",
+    "member_state",
 ];
 /// Room for the databases above plus those later versions add.
 pub const DATABASES_MAX: u32 = 64;
@@ -73,8 +74,9 @@ pub const COUNTER_FORMAT: &str = "format";
 pub struct Dbs {
     /// `M` → MerchantConfig
     pub config: Db,
-    /// `M + u64be(member_id)` → Member
-    pub members: Db,
+    /// Before format 3: `M + u64be(member_id)` → Member; now in `member_state`, read only
+    /// by the upgrade that moves them there
+    pub old_members: Db,
     /// `M + phone` → u64be(member_id)
     pub phones: Db,
     /// `M + card_no` → u64be(card_id); a replaced card's number keeps pointing at it
@@ -95,8 +97,9 @@ pub struct Dbs {
     pub card_events: Db,
     /// `M + u64be(card_id) + u64be(lot_id)` → CountLot
     pub lots: Db,
-    /// `M + u64be(member_id) + u64be(ledger seq)` → empty: a member's history
-    pub member_ledger: Db,
+    /// Before format 3: `M + u64be(member_id) + u64be(ledger seq)` → empty; now in
+    /// `member_state` (`MemberRecord::History`)
+    pub old_member_ledger: Db,
     /// `M + name + 0x00 + u64be(member_id)` → empty: search by name
     pub names: Db,
     /// `M + u64be(member_id) + u64be(change seq)` → MemberChange
@@ -119,13 +122,14 @@ pub struct Dbs {
     pub suspended_bills: Db,
     /// `M + staff code` → Staff
     pub staff: Db,
-    /// `M + u64be(card_id)` → CardOrigins: the stores a card's stored value came from
-    pub card_origins: Db,
+    /// Before format 3: `M + u64be(card_id)` → CardOrigins; now in `member_state`
+    pub old_card_origins: Db,
     /// `M + u32be(day) + from store + 0x00 + to store` → ClearingCell: one day's clearing
     /// between two stores (day = local days since 1970-01-01 + `clearing::DAY_KEY_BIAS`)
     pub clearing_days: Db,
-    /// `M + u64be(member_id) + u64be(batch_id)` → PointsBatch: points left, first-earned first
-    pub points_batches: Db,
+    /// Before format 3: `M + u64be(member_id) + u64be(batch_id)` → PointsBatch; now in
+    /// `member_state`
+    pub old_points_batches: Db,
     /// `M + u64be(coupon_id)` → Coupon
     pub coupons: Db,
     /// `M + coupon code` → u64be(coupon_id)
@@ -141,6 +145,9 @@ pub struct Dbs {
     pub audit_log: Db,
     /// `M + staff code + 0x00 + u64be(audit_seq)` → empty: a staff member's entries
     pub audit_staff: Db,
+    /// `M + u64be(member_id) + kind + rest`: what a member's transactions change, kept
+    /// together so one settle dirties one leaf of one tree (`MemberRecord`)
+    pub member_state: Db,
 }
 
 /// Opens (creating if needed) the environment in `path` and its databases.
@@ -182,11 +189,11 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         })?
         .commit()
         .expect("never aborted");
-    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys, catalog, barcodes, stock, settlements, suspended_bills, staff, card_origins, clearing_days, points_batches, coupons, coupon_codes, member_coupons, tokens, staff_tokens, audit_log, audit_staff] =
+    let [config, members, phones, card_numbers, accounts, ledger, requests, counters, cards, member_cards, card_events, lots, member_ledger, names, member_changes, follow_ups, subsidiaries, merchant_keys, catalog, barcodes, stock, settlements, suspended_bills, staff, card_origins, clearing_days, points_batches, coupons, coupon_codes, member_coupons, tokens, staff_tokens, audit_log, audit_staff, member_state] =
         dbs;
     let dbs = Dbs {
         config,
-        members,
+        old_members: members,
         phones,
         card_numbers,
         accounts,
@@ -197,7 +204,7 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         member_cards,
         card_events,
         lots,
-        member_ledger,
+        old_member_ledger: member_ledger,
         names,
         member_changes,
         follow_ups,
@@ -209,9 +216,9 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         settlements,
         suspended_bills,
         staff,
-        card_origins,
+        old_card_origins: card_origins,
         clearing_days,
-        points_batches,
+        old_points_batches: points_batches,
         coupons,
         coupon_codes,
         member_coupons,
@@ -219,6 +226,7 @@ pub fn open(path: &Path, map_size_bytes: usize, durable: bool) -> Result<(Env<Wi
         staff_tokens,
         audit_log,
         audit_staff,
+        member_state,
     };
     Ok((env, dbs))
 }
@@ -243,6 +251,96 @@ pub fn key_u64_pair(merchant: &str, first: u64, second: u64) -> Vec<u8> {
     rest[..8].copy_from_slice(&first.to_be_bytes());
     rest[8..].copy_from_slice(&second.to_be_bytes());
     key(merchant, &rest)
+}
+
+/// The kinds of record in `member_state`: the byte after the member id. A member's
+/// records sort together, their own record first, so a checkout that changes the member,
+/// their points and their card's balance and buckets, and adds a points batch and a
+/// history key, dirties one leaf (two once a long history has pushed the newest keys
+/// onto a page of their own) instead of one leaf in each of six trees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MemberRecord {
+    /// rest empty → Member
+    Member = 1,
+    /// rest = account name → AccountRecord: `member/{id}/…` of this member and
+    /// `card/{card_id}/…` of their cards (`ledger::account_owner`)
+    Account = 2,
+    /// rest = u64be(card_id) → CardOrigins of one of their cards
+    CardOrigins = 3,
+    /// rest = u64be(batch_id) → PointsBatch
+    PointsBatch = 4,
+    /// rest = u64be(ledger seq) → empty: an entry naming the member or paid by their card
+    History = 5,
+}
+
+/// `M 0x00 u64be(member_id) kind rest`: a key of `member_state`.
+pub fn member_key(merchant: &str, member_id: u64, kind: MemberRecord, rest: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(merchant.len() + 10 + rest.len());
+    key.extend_from_slice(merchant.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&member_id.to_be_bytes());
+    key.push(kind as u8);
+    key.extend_from_slice(rest);
+    key
+}
+
+/// The key of a member's own record.
+pub fn member_record_key(merchant: &str, member_id: u64) -> Vec<u8> {
+    member_key(merchant, member_id, MemberRecord::Member, &[])
+}
+
+/// `M 0x00 u64be(member_id) kind u64be(number)`.
+pub fn member_key_u64(merchant: &str, member_id: u64, kind: MemberRecord, number: u64) -> Vec<u8> {
+    member_key(merchant, member_id, kind, &number.to_be_bytes())
+}
+
+/// A `member_state` record as a walk finds it: (member id, key after the kind, value).
+pub type KeptWithMember = (u64, Vec<u8>, Vec<u8>);
+
+/// Up to `limit` records of one kind across the merchant's members, in key order, from
+/// the first key at or after `(member_id, kind, rest)`: (member id, rest, value). Keys of
+/// other kinds are jumped over (one seek per member passed), not read one by one.
+pub fn member_records_from(
+    dbs: &Dbs,
+    txn: &RoTxn<'_>,
+    merchant: &str,
+    kind: MemberRecord,
+    from: (u64, &[u8]),
+    limit: usize,
+) -> Result<Vec<KeptWithMember>> {
+    let prefix_bytes = merchant.len() + 1;
+    let end = key(merchant, &[0xFF; 10]);
+    let mut start = member_key(merchant, from.0, kind, from.1);
+    let mut found = Vec::new();
+    'seek: while found.len() < limit {
+        let range = (std::ops::Bound::Included(start.as_slice()), std::ops::Bound::Excluded(end.as_slice()));
+        for item in dbs.member_state.range(txn, &range)? {
+            let (found_key, value) = item?;
+            let Some((member_id, found_kind, rest)) = split_member_key(&found_key[prefix_bytes..]) else {
+                return Err(CoreError::new(Kind::CorruptRecord, "a member_state key is not M + u64be + kind"));
+            };
+            if found_kind != kind as u8 {
+                // Before this kind: seek to it; past it: seek to the next member's.
+                let next = if found_kind < kind as u8 { Some(member_id) } else { member_id.checked_add(1) };
+                let Some(next) = next else { break 'seek };
+                start = member_key(merchant, next, kind, &[]);
+                continue 'seek;
+            }
+            found.push((member_id, rest.to_vec(), value.to_vec()));
+            if found.len() == limit {
+                break 'seek;
+            }
+        }
+        break;
+    }
+    Ok(found)
+}
+
+/// `u64be(member_id) kind rest` (a key without its merchant) → its parts.
+fn split_member_key(key: &[u8]) -> Option<(u64, u8, &[u8])> {
+    let member_id = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
+    Some((member_id, *key.get(8)?, &key[9..]))
 }
 
 pub fn get_record<M: Message + Default>(db: &Db, txn: &RoTxn<'_>, key: &[u8]) -> Result<Option<M>> {

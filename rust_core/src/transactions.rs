@@ -128,7 +128,7 @@ pub fn recharge(
         single_recharge_fen: amount_fen,
     };
     let (level_before, level_after) = upgrade(context.config, &mut member, progress)?;
-    store::put_record(&dbs.members, txn, &store::key_u64(merchant, id), &member)?;
+    store::put_record(&dbs.member_state, txn, &store::member_record_key(merchant, id), &member)?;
     let entry = LedgerEntry {
         at_ms: context.now_ms,
         kind: EntryKind::Recharge as i32,

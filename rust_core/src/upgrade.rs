@@ -12,8 +12,10 @@ use crate::store::{self, Dbs, COUNTER_FORMAT};
 /// The layout this version writes: 1 = the name index keyed by search keys, and a
 /// member-code key for every configured merchant; 2 = every card holding stored value has
 /// its per-store buckets (`chain::clearing`), and every member's points are held in
-/// batches (`points_batches`).
-pub const FORMAT: u64 = 2;
+/// batches (`points_batches`); 3 = what a member's transactions change (their record,
+/// their points and cards' accounts, card buckets, points batches, history keys) is kept
+/// together in `member_state`.
+pub const FORMAT: u64 = 3;
 
 /// Brings every merchant behind `FORMAT` up to it, in one write transaction; returns how
 /// many records each step changed.
@@ -21,6 +23,8 @@ pub fn run(env: &Env<WithoutTls>, dbs: &Dbs) -> Result<Upgraded> {
     let mut txn = env.write_txn()?;
     let mut upgraded = Upgraded::default();
     for merchant in merchants_behind(dbs, &txn)? {
+        // First, so the steps below read and write where this version keeps records.
+        upgraded.moved_to_member_state += move_to_member_state(dbs, &mut txn, &merchant)?;
         upgraded.names_folded += crate::profiles::fold_names_index(dbs, &mut txn, &merchant)?;
         upgraded.member_code_keys_made += usize::from(crate::member_code::ensure_key(dbs, &mut txn, &merchant)?);
         let first_store = crate::config::read(dbs, &txn, &merchant)?.stores.first().map(|s| s.code.clone());
@@ -51,6 +55,76 @@ pub struct Upgraded {
     pub card_origins_seeded: usize,
     /// Batches made of the points members held before batches were kept.
     pub points_batches_made: usize,
+    /// Records moved into `member_state` from the trees that held them before format 3.
+    pub moved_to_member_state: usize,
+}
+
+/// Records moved per step: each step reads a page from the start of what is left.
+const MOVE_PAGE_RECORDS: usize = 4096;
+
+/// Format 3: moves a merchant's members, member-owned accounts, points batches, history
+/// keys and card buckets from their trees of before into `member_state`.
+fn move_to_member_state(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str) -> Result<usize> {
+    use store::MemberRecord;
+    let u64_at = |rest: &[u8], at: usize| -> Result<u64> {
+        let bytes = rest.get(at..at + 8).and_then(|b| <[u8; 8]>::try_from(b).ok());
+        bytes.map(u64::from_be_bytes).ok_or_else(|| CoreError::new(Kind::CorruptRecord, "a key is not M + u64be ..."))
+    };
+    let mut moved = move_records(dbs, txn, &dbs.old_members, merchant, b"", |_, _, rest| {
+        Ok(store::member_key(merchant, u64_at(rest, 0)?, MemberRecord::Member, &[]))
+    })?;
+    moved += move_records(dbs, txn, &dbs.old_points_batches, merchant, b"", |_, _, rest| {
+        Ok(store::member_key(merchant, u64_at(rest, 0)?, MemberRecord::PointsBatch, &rest[8..]))
+    })?;
+    moved += move_records(dbs, txn, &dbs.old_member_ledger, merchant, b"", |_, _, rest| {
+        Ok(store::member_key(merchant, u64_at(rest, 0)?, MemberRecord::History, &rest[8..]))
+    })?;
+    moved += move_records(dbs, txn, &dbs.old_card_origins, merchant, b"", |dbs, txn, rest| {
+        let member_id = crate::cards::get(dbs, txn, merchant, u64_at(rest, 0)?)?.member_id;
+        Ok(store::member_key(merchant, member_id, MemberRecord::CardOrigins, rest))
+    })?;
+    for owned in [&b"member/"[..], b"card/"] {
+        moved += move_records(dbs, txn, &dbs.accounts, merchant, owned, |dbs, txn, rest| {
+            let name = std::str::from_utf8(rest).map_err(|_| CoreError::new(Kind::CorruptRecord, "account name"))?;
+            let owner = crate::ledger::account_owner(dbs, txn, merchant, name)?;
+            let owner =
+                owner.ok_or_else(|| CoreError::new(Kind::CorruptRecord, format!("account {name} has no owner")))?;
+            Ok(store::member_key(merchant, owner, MemberRecord::Account, rest))
+        })?;
+    }
+    Ok(moved)
+}
+
+/// Moves every record of `from` under `M + prefix` into `member_state`, under the key
+/// `new_key` makes of the old key's rest (after `M 0x00`). Returns how many moved.
+fn move_records(
+    dbs: &Dbs,
+    txn: &mut RwTxn<'_>,
+    from: &store::Db,
+    merchant: &str,
+    prefix: &[u8],
+    new_key: impl Fn(&Dbs, &RoTxn<'_>, &[u8]) -> Result<Vec<u8>>,
+) -> Result<usize> {
+    let start = store::key(merchant, prefix);
+    let rest_at = merchant.len() + 1;
+    let mut moved = 0;
+    loop {
+        let mut page = Vec::with_capacity(MOVE_PAGE_RECORDS);
+        for item in from.prefix_iter(txn, &start)?.take(MOVE_PAGE_RECORDS) {
+            let (key, value) = item?;
+            page.push((key.to_vec(), value.to_vec()));
+        }
+        if page.is_empty() {
+            return Ok(moved);
+        }
+        for (key, value) in page {
+            let moved_key = new_key(dbs, txn, &key[rest_at..])?;
+            assert!(dbs.member_state.get(txn, &moved_key)?.is_none(), "a record moved twice");
+            dbs.member_state.put(txn, &moved_key, &value)?;
+            from.delete(txn, &key)?;
+            moved += 1;
+        }
+    }
 }
 
 /// The configured merchants whose records are in an earlier layout.
@@ -93,7 +167,13 @@ mod tests {
         txn.commit().unwrap();
         assert_eq!(
             run(&env, &dbs).unwrap(),
-            Upgraded { names_folded: 2, member_code_keys_made: 1, card_origins_seeded: 0, points_batches_made: 0 }
+            Upgraded {
+                names_folded: 2,
+                member_code_keys_made: 1,
+                card_origins_seeded: 0,
+                points_batches_made: 0,
+                moved_to_member_state: 0
+            }
         );
         let txn = env.read_txn().unwrap();
         let keys: Vec<Vec<u8>> = dbs.names.iter(&txn).unwrap().map(|item| item.unwrap().0.to_vec()).collect();
@@ -130,7 +210,13 @@ mod tests {
         txn.commit().unwrap();
         assert_eq!(
             run(&env, &dbs).unwrap(),
-            Upgraded { names_folded: 0, member_code_keys_made: 1, card_origins_seeded: 0, points_batches_made: 0 }
+            Upgraded {
+                names_folded: 0,
+                member_code_keys_made: 1,
+                card_origins_seeded: 0,
+                points_batches_made: 0,
+                moved_to_member_state: 0
+            }
         );
         let txn = env.read_txn().unwrap();
         let key = |merchant: &str| -> crate::proto::MerchantKeys {

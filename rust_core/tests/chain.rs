@@ -154,17 +154,15 @@ impl Harness {
         self.core.backup(&dir).unwrap();
         let (env, dbs) = store::open(&dir, 64 << 20, false).unwrap();
         let txn = env.read_txn().unwrap();
-        let prefix = store::key(MERCHANT, b"");
         let mut accounts = BTreeMap::new();
-        for item in dbs.accounts.prefix_iter(&txn, &prefix).unwrap() {
-            let account = AccountRecord::decode(item.unwrap().1).unwrap();
+        for account in mms_core::ledger::accounts_of(&dbs, &txn, MERCHANT).unwrap() {
             accounts.insert(account.account, account.balance);
         }
         let mut origins = BTreeMap::new();
-        for item in dbs.card_origins.prefix_iter(&txn, &prefix).unwrap() {
-            let (key, bytes) = item.unwrap();
-            let card_id = u64::from_be_bytes(key[prefix.len()..].try_into().unwrap());
-            origins.insert(card_id, CardOrigins::decode(bytes).unwrap());
+        let kind = store::MemberRecord::CardOrigins;
+        for (_, rest, bytes) in store::member_records_from(&dbs, &txn, MERCHANT, kind, (0, &[]), usize::MAX).unwrap() {
+            let card_id = u64::from_be_bytes(rest.try_into().unwrap());
+            origins.insert(card_id, CardOrigins::decode(bytes.as_slice()).unwrap());
         }
         (accounts, origins)
     }

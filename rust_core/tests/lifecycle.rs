@@ -336,8 +336,7 @@ impl Harness {
         let txn = env.read_txn().unwrap();
         let prefix = mms_core::store::key(MERCHANT, b"");
         let mut accounts = BTreeMap::new();
-        for item in dbs.accounts.prefix_iter(&txn, &prefix).unwrap() {
-            let record = AccountRecord::decode(item.unwrap().1).unwrap();
+        for record in mms_core::ledger::accounts_of(&dbs, &txn, MERCHANT).unwrap() {
             accounts.insert(record.account, record.balance);
         }
         let mut entries = Vec::new();

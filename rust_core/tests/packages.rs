@@ -226,9 +226,7 @@ impl Harness {
         let txn = env.read_txn().unwrap();
         let prefix = store::key(MERCHANT, b"");
         let mut accounts = BTreeMap::new();
-        for item in dbs.accounts.prefix_iter(&txn, &prefix).unwrap() {
-            let (_, bytes) = item.unwrap();
-            let account = AccountRecord::decode(bytes).unwrap();
+        for account in mms_core::ledger::accounts_of(&dbs, &txn, MERCHANT).unwrap() {
             accounts.insert(account.account, account.balance);
         }
         let mut lots = Vec::new();

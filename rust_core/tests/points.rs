@@ -195,12 +195,11 @@ fn points_held_before_batches_are_batched_when_the_core_opens() {
     assert_eq!(h.points(), 99);
     h.core.close();
     {
-        // Data as an earlier version left it: no batches, and the merchant at format 1.
+        // Data as an earlier version left it: format 1's layout, with no batches.
         let (env, dbs) = mms_core::store::open(&h.path, 1 << 26, true).unwrap();
+        common::back_to_format_2(&env, &dbs, 1);
         let mut txn = env.write_txn().unwrap();
-        dbs.points_batches.clear(&mut txn).unwrap();
-        let format = mms_core::store::key(MERCHANT, mms_core::store::COUNTER_FORMAT.as_bytes());
-        mms_core::store::put_u64(&dbs.counters, &mut txn, &format, 1).unwrap();
+        dbs.old_points_batches.clear(&mut txn).unwrap();
         txn.commit().unwrap();
         env.prepare_for_closing().wait();
     }
@@ -260,4 +259,60 @@ fn a_line_refunded_returns_its_redeemed_points_as_a_batch_and_claws_back_its_ear
     // The claw-back took from the oldest batch; the returned points are the newest batch.
     assert_eq!(h.batches(), vec![200 - tea.points_earned, bill.points_earned, tea.points_redeemed]);
     h.assert_ledger_consistent();
+}
+
+#[test]
+fn format_2_records_move_into_member_state_when_the_core_opens() {
+    let mut h = Harness::new("member-state-upgrade");
+    let phone = || Some(MemberRef { key: Some(Key::Phone(PHONE.into())) });
+    let recharge = RechargeRequest { member: phone(), amount_fen: 50_000, ..Default::default() };
+    h.call::<RechargeResponse>("/mms.v1.TransactionService/Recharge", recharge).unwrap();
+    adjust(&mut h, 500);
+    let bill = h.checkout(&[("TEA", 2000), ("CAKE", 1000)], 300, vec![tender(PaymentMethod::StoredValue, 0)]);
+    refund(&mut h, bill.ledger_seq, vec![RefundLine { line_no: 2, quantity_milli: 1000 }]);
+    let read = |h: &Harness| -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let actor = mms_core::auth::Actor::local(MERCHANT);
+        let member = GetMemberRequest { member: phone() }.encode_to_vec();
+        let history = ListHistoryRequest { member: phone(), page_size: 100, ..Default::default() }.encode_to_vec();
+        let batches = ListPointsBatchesRequest { member: phone(), ..Default::default() }.encode_to_vec();
+        (
+            h.core.query("/mms.v1.MemberService/GetMember", &actor, &member).unwrap(),
+            h.core.query("/mms.v1.MemberService/ListHistory", &actor, &history).unwrap(),
+            h.core.query("/mms.v1.PointsService/ListPointsBatches", &actor, &batches).unwrap(),
+        )
+    };
+    let before = read(&h);
+    let history = ListHistoryResponse::decode(before.1.as_slice()).unwrap();
+    assert_eq!(history.items.len(), 4, "recharge, adjustment, checkout, refund");
+    assert!(!h.batches().is_empty());
+    h.core.close();
+    let count = |db: &mms_core::store::Db, txn: &heed::RoTxn<'_>| {
+        db.prefix_iter(txn, &mms_core::store::key(MERCHANT, b"")).unwrap().count()
+    };
+    {
+        let (env, dbs) = mms_core::store::open(&h.path, 1 << 26, true).unwrap();
+        common::back_to_format_2(&env, &dbs, 2);
+        let txn = env.read_txn().unwrap();
+        assert_eq!(count(&dbs.member_state, &txn), 0);
+        assert_eq!(count(&dbs.old_members, &txn), 1);
+        drop(txn);
+        env.prepare_for_closing().wait();
+    }
+    let core = Core::open(Options::new(&h.path)).unwrap();
+    let h = Harness { core, path: h.path.clone(), next_request: 1000 };
+    assert_eq!(read(&h), before, "the member, their history and batches read the same");
+    h.assert_ledger_consistent();
+    h.core.close();
+    let (env, dbs) = mms_core::store::open(&h.path, 1 << 26, true).unwrap();
+    let txn = env.read_txn().unwrap();
+    for old in [&dbs.old_members, &dbs.old_member_ledger, &dbs.old_points_batches, &dbs.old_card_origins] {
+        assert_eq!(count(old, &txn), 0);
+    }
+    let owned =
+        |prefix: &[u8]| dbs.accounts.prefix_iter(&txn, &mms_core::store::key(MERCHANT, prefix)).unwrap().count();
+    assert_eq!((owned(b"member/"), owned(b"card/")), (0, 0), "members' accounts moved too");
+    // The member, their points and principal, the card's buckets, a batch or more, 4 history keys.
+    assert!(count(&dbs.member_state, &txn) >= 1 + 2 + 1 + 1 + 4, "{}", count(&dbs.member_state, &txn));
+    let format = mms_core::store::counter(&dbs, &txn, MERCHANT, mms_core::store::COUNTER_FORMAT).unwrap();
+    assert_eq!(format, mms_core::upgrade::FORMAT);
 }

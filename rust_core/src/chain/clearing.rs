@@ -67,16 +67,22 @@ pub fn owed_by_account(to_store: &str, from_store: &str) -> String {
 }
 
 pub fn read(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, card_id: u64) -> Result<CardOrigins> {
-    Ok(store::get_record(&dbs.card_origins, txn, &store::key_u64(merchant, card_id))?.unwrap_or_default())
+    Ok(store::get_record(&dbs.member_state, txn, &origins_key(dbs, txn, merchant, card_id)?)?.unwrap_or_default())
+}
+
+/// Where a card's buckets are kept: with the card's member (`member_state`).
+fn origins_key(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, card_id: u64) -> Result<Vec<u8>> {
+    let member_id = crate::cards::get(dbs, txn, merchant, card_id)?.member_id;
+    Ok(store::member_key_u64(merchant, member_id, store::MemberRecord::CardOrigins, card_id))
 }
 
 fn write(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, card_id: u64, origins: &CardOrigins) -> Result<()> {
-    let key = store::key_u64(merchant, card_id);
+    let key = origins_key(dbs, txn, merchant, card_id)?;
     if origins.principal.is_empty() && origins.bonus.is_empty() {
-        dbs.card_origins.delete(txn, &key)?;
+        dbs.member_state.delete(txn, &key)?;
         return Ok(());
     }
-    store::put_record(&dbs.card_origins, txn, &key, origins)
+    store::put_record(&dbs.member_state, txn, &key, origins)
 }
 
 fn buckets(origins: &mut CardOrigins, balance: Balance) -> &mut Vec<StoreAmount> {
@@ -356,8 +362,8 @@ pub fn seed_origins(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, first_store:
         found
     };
     for card in cards {
-        if store::get_record::<CardOrigins>(&dbs.card_origins, txn, &store::key_u64(merchant, card.card_id))?.is_some()
-        {
+        let key = store::member_key_u64(merchant, card.member_id, store::MemberRecord::CardOrigins, card.card_id);
+        if store::get_record::<CardOrigins>(&dbs.member_state, txn, &key)?.is_some() {
             continue;
         }
         let (principal_fen, bonus_fen) = crate::cards::stored_value(dbs, txn, merchant, card.card_id)?;

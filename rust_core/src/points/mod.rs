@@ -18,7 +18,7 @@ use crate::error::{fail, CoreError, Kind, Result};
 use crate::ledger::{self, Journal};
 use crate::money::POINTS_MAX;
 use crate::proto::{PointsBatch, PointsSource};
-use crate::store::{self, Dbs};
+use crate::store::{self, Dbs, MemberRecord};
 
 /// Why points move; names the counterpart account of the member's points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +166,7 @@ fn put_new_batch(
         points_left: points,
         source: batch.source as i32,
     };
-    store::put_record(&dbs.points_batches, txn, &store::key_u64_pair(merchant, member_id, batch_id), &record)?;
+    store::put_record(&dbs.member_state, txn, &batch_key(merchant, member_id, batch_id), &record)?;
     Ok(batch_id)
 }
 
@@ -200,12 +200,17 @@ const BATCHES_READ_AT_ONCE: usize = 64;
 /// Writes a batch back, or removes it when nothing is left of it.
 pub(crate) fn put_or_remove(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, batch: &PointsBatch) -> Result<()> {
     assert!(batch.points_left >= 0);
-    let key = store::key_u64_pair(merchant, batch.member_id, batch.batch_id);
+    let key = batch_key(merchant, batch.member_id, batch.batch_id);
     if batch.points_left == 0 {
-        dbs.points_batches.delete(txn, &key)?;
+        dbs.member_state.delete(txn, &key)?;
         return Ok(());
     }
-    store::put_record(&dbs.points_batches, txn, &key, batch)
+    store::put_record(&dbs.member_state, txn, &key, batch)
+}
+
+/// Where a batch is kept: with its member (`member_state`).
+fn batch_key(merchant: &str, member_id: u64, batch_id: u64) -> Vec<u8> {
+    store::member_key_u64(merchant, member_id, MemberRecord::PointsBatch, batch_id)
 }
 
 /// Up to `limit` of a member's batches with an id above `after_batch_id`, oldest first.
@@ -221,10 +226,10 @@ pub fn batches_after(
     if after_batch_id == u64::MAX {
         return Ok(found);
     }
-    let start = store::key_u64_pair(merchant, member_id, after_batch_id + 1);
-    let end = store::key_u64_pair(merchant, member_id, u64::MAX);
+    let start = batch_key(merchant, member_id, after_batch_id + 1);
+    let end = batch_key(merchant, member_id, u64::MAX);
     let range = (std::ops::Bound::Included(start.as_slice()), std::ops::Bound::Included(end.as_slice()));
-    for item in dbs.points_batches.range(txn, &range)?.take(limit) {
+    for item in dbs.member_state.range(txn, &range)?.take(limit) {
         let (_, bytes) = item?;
         let batch = <PointsBatch as prost::Message>::decode(bytes)?;
         check_batch(&batch, member_id)?;
@@ -320,14 +325,21 @@ pub fn earn_on_settlement(
 /// (`POINTS_SOURCE_BEFORE_BATCHES`, no earning day). Returns the batches made; finds
 /// nothing to do when run again.
 pub fn batch_unbatched_points(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str) -> Result<usize> {
-    let prefix = store::key(merchant, b"member/");
+    const PAGE: usize = 1024;
     let mut owed: Vec<(u64, i64)> = Vec::new();
-    for item in dbs.accounts.prefix_iter(txn, &prefix)? {
-        let (_, bytes) = item?;
-        let account = <crate::proto::AccountRecord as prost::Message>::decode(bytes)?;
-        let member_id = account.account.strip_prefix("member/").and_then(|rest| rest.strip_suffix("/points"));
-        if let Some(member_id) = member_id.and_then(|id| id.parse::<u64>().ok()) {
-            owed.push((member_id, account.balance));
+    let mut from: (u64, Vec<u8>) = (0, Vec::new());
+    loop {
+        let page = store::member_records_from(dbs, txn, merchant, MemberRecord::Account, (from.0, &from.1), PAGE)?;
+        for (member_id, name, bytes) in &page {
+            if *name == ledger::member_points(*member_id).as_bytes() {
+                let account = <crate::proto::AccountRecord as prost::Message>::decode(bytes.as_slice())?;
+                owed.push((*member_id, account.balance));
+            }
+        }
+        match page.last() {
+            // The key right after the last one read: its name followed by 0x00.
+            Some((member_id, name, _)) if page.len() == PAGE => from = (*member_id, [name.as_slice(), &[0]].concat()),
+            _ => break,
         }
     }
     let mut made = 0;
@@ -346,7 +358,7 @@ pub fn batch_unbatched_points(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str) ->
             source: PointsSource::BeforeBatches as i32,
             ..Default::default()
         };
-        store::put_record(&dbs.points_batches, txn, &store::key_u64_pair(merchant, member_id, batch_id), &record)?;
+        store::put_record(&dbs.member_state, txn, &batch_key(merchant, member_id, batch_id), &record)?;
         made += 1;
     }
     Ok(made)

@@ -166,13 +166,17 @@ fn batches_from(
     after_batch_id: u64,
     count: usize,
 ) -> Result<Vec<PointsBatch>> {
-    let start = store::key_u64_pair(merchant, after_member_id, after_batch_id);
-    let end = store::key(merchant, &[0xFF; 17]);
-    let range = (std::ops::Bound::Excluded(start.as_slice()), std::ops::Bound::Excluded(end.as_slice()));
+    let from = match after_batch_id.checked_add(1) {
+        Some(next_batch_id) => (after_member_id, next_batch_id.to_be_bytes().to_vec()),
+        None => match after_member_id.checked_add(1) {
+            Some(next_member_id) => (next_member_id, Vec::new()),
+            None => return Ok(Vec::new()),
+        },
+    };
+    let kind = store::MemberRecord::PointsBatch;
     let mut found = Vec::with_capacity(count.min(1024));
-    for item in dbs.points_batches.range(txn, &range)?.take(count) {
-        let (_, bytes) = item?;
-        found.push(<PointsBatch as prost::Message>::decode(bytes)?);
+    for (_, _, bytes) in store::member_records_from(dbs, txn, merchant, kind, (from.0, &from.1), count)? {
+        found.push(<PointsBatch as prost::Message>::decode(bytes.as_slice())?);
     }
     Ok(found)
 }

@@ -81,3 +81,34 @@ pub fn submit<R: Message + Default>(
     let bytes = core.submit(method, &mms_core::auth::Actor::local(MERCHANT), &request.encode_to_vec())?;
     Ok(R::decode(bytes.as_slice()).expect("response decodes"))
 }
+
+/// Puts `MERCHANT`'s records back where format 2 kept them (members, member-owned
+/// accounts, points batches, history keys and card buckets out of `member_state`) and
+/// sets its format to `format`: data as an earlier version left it, for upgrade tests.
+/// Written apart from the core's upgrade, so a mistake in one shows against the other.
+pub fn back_to_format_2(env: &heed::Env<heed::WithoutTls>, dbs: &mms_core::store::Dbs, format: u64) {
+    let mut txn = env.write_txn().unwrap();
+    let prefix = mms_core::store::key(MERCHANT, b"");
+    let mut records = Vec::new();
+    for item in dbs.member_state.prefix_iter(&txn, &prefix).unwrap() {
+        let (key, value) = item.unwrap();
+        records.push((key.to_vec(), value.to_vec()));
+    }
+    for (key, value) in records {
+        let rest = &key[prefix.len()..];
+        let (member_id, kind, tail) = (&rest[..8], rest[8], &rest[9..]);
+        let (db, old_rest) = match kind {
+            1 => (&dbs.old_members, member_id.to_vec()),
+            2 => (&dbs.accounts, tail.to_vec()),
+            3 => (&dbs.old_card_origins, tail.to_vec()),
+            4 => (&dbs.old_points_batches, [member_id, tail].concat()),
+            5 => (&dbs.old_member_ledger, [member_id, tail].concat()),
+            other => panic!("member_state kind {other}"),
+        };
+        db.put(&mut txn, &mms_core::store::key(MERCHANT, &old_rest), &value).unwrap();
+        dbs.member_state.delete(&mut txn, &key).unwrap();
+    }
+    let format_key = mms_core::store::key(MERCHANT, mms_core::store::COUNTER_FORMAT.as_bytes());
+    mms_core::store::put_u64(&dbs.counters, &mut txn, &format_key, format).unwrap();
+    txn.commit().unwrap();
+}
