@@ -1037,7 +1037,7 @@ class _MerchantAudit:
         record (invariant 24), or None. A batch's and a history entry's member are their
         record's and their entry's: invariants 21 and 9 check them."""
         if kind == KIND_MEMBER:
-            return f"a member's key goes on for {len(tail)} bytes after its kind" if tail else None
+            return "a member record's key has bytes after its kind" if tail else None
         if kind == KIND_ACCOUNT:
             return self.account_problem(member_id, tail)
         if kind not in KIND_NAMES:

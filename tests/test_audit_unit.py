@@ -739,16 +739,20 @@ def build_world() -> World:
     return world
 
 
-def write_world(world: World, path: Path) -> Path:
+def write_world(world: World, path: Path, without: tuple[str, ...] = ()) -> Path:
+    """Writes the world; the databases `without` are not made (a copy from before them)."""
     path.mkdir(parents=True, exist_ok=True)
     environment = lmdb.open(str(path), map_size=MAP_SIZE_BYTES, max_dbs=64, subdir=True)
     try:
         with environment.begin(write=True) as transaction:
             databases = {
-                name: environment.open_db(name.encode(), txn=transaction) for name in DATABASE_NAMES
+                name: environment.open_db(name.encode(), txn=transaction)
+                for name in DATABASE_NAMES
+                if name not in without
             }
             for database, record_key, value in world.rows():
-                transaction.put(record_key, value, db=databases[database])
+                if database not in without:
+                    transaction.put(record_key, value, db=databases[database])
     finally:
         environment.close()
     return path
@@ -766,6 +770,29 @@ def assert_only(world: World, tmp_path: Path, invariant: int) -> AuditReport:
     report = audit_world(world, tmp_path)
     assert invariants_of(report) == {invariant}, report.problems
     return report
+
+
+def problems_of(report: AuditReport) -> list[tuple[int, str, str]]:
+    return [(problem.invariant, problem.key, problem.message) for problem in report.problems]
+
+
+def read_raw(path: Path, database: str, record_key: bytes) -> bytes:
+    environment = lmdb.open(str(path), max_dbs=64, readonly=True, lock=False)
+    try:
+        with environment.begin() as transaction:
+            handle = environment.open_db(database.encode(), txn=transaction, create=False)
+            value = transaction.get(record_key, db=handle)
+    finally:
+        environment.close()
+    assert value is not None, record_key
+    return value
+
+
+def move_state(path: Path, from_key: bytes, to_key: bytes) -> None:
+    """Moves one member_state record of a written world to another key."""
+    value = read_raw(path, "member_state", from_key)
+    tamper(path, "member_state", from_key, None)
+    tamper(path, "member_state", to_key, value)
 
 
 def tamper(path: Path, database: str, record_key: bytes, value: bytes | None) -> None:
@@ -2218,3 +2245,210 @@ def test_a_missing_audit_entry_or_token_is_found(tmp_path: Path) -> None:
     environment.close()
     tamper(copy, "tokens", token_hash, None)
     assert invariants_of(audit(str(copy))) == {22, 23}
+
+
+# --- 24: member_state (format 3) and the older layout -----------------------------------
+
+
+def older_layout(world: World, *merchants: str) -> World:
+    """The world as a copy from before format 3: its records in the older databases."""
+    for merchant in merchants:
+        world.counters[(merchant, "format")] = 2
+    return world
+
+
+def test_24_a_copy_in_the_older_layout_audits_clean(tmp_path: Path) -> None:
+    world = older_layout(build_world(), M1, M2)
+    report = audit_world(world, tmp_path)
+    assert report.problems == []
+    clean = audit_world(build_world(), tmp_path / "format-3")
+    assert report.counts == clean.counts | {"member_state": 0}
+    # a copy made before member_state existed
+    path = write_world(world, tmp_path / "no-member-state", without=("member_state",))
+    assert audit(str(path)).problems == []
+
+
+def test_24_merchants_in_either_layout_audit_clean_side_by_side(tmp_path: Path) -> None:
+    world = older_layout(build_world(), M2)
+    report = audit_world(world, tmp_path)
+    assert report.problems == []
+    assert report.counts["member_state"] == 38 - 8  # M2's 8 records are in the older databases
+
+
+def test_24_the_older_layout_is_still_checked(tmp_path: Path) -> None:
+    world = older_layout(build_world(), M1, M2)
+    world.member_ledger.discard((M1, 1, 2))
+    report = audit_world(world, tmp_path)
+    assert problems_of(report) == [
+        (9, "ledger:2", "entry of member 1 is missing from member_ledger")
+    ]
+
+
+def test_24_keys_that_do_not_parse(tmp_path: Path) -> None:
+    path = write_world(build_world(), tmp_path / "data")
+    for record_key in (
+        key(M1, u64(1)),  # no kind
+        state_key(M1, 1, STATE_MEMBER, b"x"),
+        state_key(M1, 1, STATE_ACCOUNT, b""),
+        state_key(M1, 1, STATE_ACCOUNT, b"card/1/\xff"),
+        state_key(M1, 1, STATE_CARD_ORIGINS, u64(1)[4:]),
+        state_key(M1, 1, 7, u64(1)),
+    ):
+        tamper(path, "member_state", record_key, b"")
+    assert problems_of(audit(str(path))) == [
+        (24, "member_state:\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x01",
+         "key is not M + u64be(member id) + kind + its own part"),
+        (24, "member_state:1/member/x", "a member record's key has bytes after its kind"),
+        (24, "member_state:1/account", "an account key without a name"),
+        (24, "member_state:1/account/card/1/\\xff", "the account name is not UTF-8"),
+        (24, "member_state:1/card_origins/\\x00\\x00\\x00\\x01",
+         "the key ends in 4 bytes after its kind, not a u64be"),
+        (24, "member_state:1/kind 7/1", "kind 7 is none of 1-5"),
+    ]  # fmt: skip
+
+
+def test_24_a_members_account_under_another_member(tmp_path: Path) -> None:
+    path = write_world(build_world(), tmp_path / "data")
+    name = "member/2/points"
+    move_state(path, state_key(M1, 2, STATE_ACCOUNT, name), state_key(M1, 1, STATE_ACCOUNT, name))
+    assert problems_of(audit(str(path))) == [
+        (24, "member_state:1/account/member/2/points", "an account of member 2"),
+        (3, "accounts:member/2/points", "posted to by the ledger but missing from accounts"),
+    ]
+
+
+def test_24_a_cards_account_is_under_the_cards_member(tmp_path: Path) -> None:
+    path = write_world(build_world(), tmp_path / "data")
+    name = "card/2/principal"  # member 2's card
+    move_state(path, state_key(M1, 2, STATE_ACCOUNT, name), state_key(M1, 1, STATE_ACCOUNT, name))
+    assert problems_of(audit(str(path))) == [
+        (24, "member_state:1/account/card/2/principal", "an account of member 2"),
+        (3, "accounts:card/2/principal", "posted to by the ledger but missing from accounts"),
+        # the buckets look for the account under the card's member
+        (18, "card_origins:\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x02",
+         "principal buckets hold 18500 fen, the card's balance is 0"),
+    ]  # fmt: skip
+
+
+def test_24_an_account_no_member_owns_in_member_state(tmp_path: Path) -> None:
+    path = write_world(build_world(), tmp_path / "data")
+    value = read_raw(path, "accounts", key(M1, "store/S1/cash"))
+    tamper(path, "member_state", state_key(M1, 1, STATE_ACCOUNT, "store/S1/cash"), value)
+    assert problems_of(audit(str(path))) == [
+        (24, "member_state:1/account/store/S1/cash",
+         "no member owns this account: it belongs in accounts"),
+    ]  # fmt: skip
+
+
+def test_24_buckets_under_another_member_than_the_cards(tmp_path: Path) -> None:
+    path = write_world(build_world(), tmp_path / "data")
+    move_state(
+        path,
+        state_key(M1, 1, STATE_CARD_ORIGINS, u64(1)),
+        state_key(M1, 2, STATE_CARD_ORIGINS, u64(1)),
+    )
+    assert problems_of(audit(str(path))) == [
+        (24, "member_state:2/card_origins/1", "buckets of a card of member 1"),
+        (18, "accounts:card/1/bonus", "holds 345 fen but the card has no buckets"),
+        (18, "accounts:card/1/principal", "holds 3500 fen but the card has no buckets"),
+    ]
+
+
+def test_24_batches_and_history_under_another_member_break_21_and_9(tmp_path: Path) -> None:
+    """Their records name their member: the checks of the older layout see them where
+    they are."""
+    path = write_world(build_world(), tmp_path / "data")
+    move_state(
+        path, state_key(M1, 1, STATE_HISTORY, u64(2)), state_key(M1, 2, STATE_HISTORY, u64(2))
+    )
+    assert problems_of(audit(str(path))) == [
+        (9, "member_ledger:2/2", "ledger entry 2 names member 1"),
+        (9, "ledger:2", "entry of member 1 is missing from member_ledger"),
+    ]
+    path = write_world(build_world(), tmp_path / "batch")
+    move_state(
+        path,
+        state_key(M1, 2, STATE_POINTS_BATCH, u64(2)),
+        state_key(M1, 1, STATE_POINTS_BATCH, u64(2)),
+    )
+    assert problems_of(audit(str(path)))[0] == (
+        21, "points_batches:1/2", "record says member 2, batch 2"
+    )  # fmt: skip
+
+
+def test_24_records_of_a_member_without_a_member_record(tmp_path: Path) -> None:
+    path = write_world(build_world(), tmp_path / "data")
+    tamper(path, "member_state", state_key(M1, 9, STATE_HISTORY, u64(5)), b"")
+    assert problems_of(audit(str(path))) == [
+        (24, "member_state:9", "records of member 9, who has no member record"),
+        (9, "member_ledger:9/5", "ledger entry 5 names no member"),
+    ]
+
+
+def test_24_records_left_in_the_older_databases(tmp_path: Path) -> None:
+    world = build_world()
+    path = write_world(world, tmp_path / "data")
+    left = (
+        ("members", key(M1, u64(1)), world.members[(M1, 1)].SerializeToString()),
+        ("member_ledger", key(M1, u64(1) + u64(2)), b""),
+        ("points_batches", key(M1, u64(1) + u64(1)), b""),
+        ("card_origins", key(M1, u64(1)), b""),
+        ("accounts", key(M1, "member/1/points"), b""),
+        ("accounts", key(M1, "card/1/principal"), b""),
+    )
+    for database, record_key, value in left:
+        tamper(path, database, record_key, value)
+    moved = "left in the old layout: at format 3 they are in member_state"
+    assert problems_of(audit(str(path))) == [
+        (24, "members:1", f"1 record {moved}"),
+        (24, "member_ledger:1/2", f"1 record {moved}"),
+        (24, "points_batches:1/1", f"1 record {moved}"),
+        (24, "card_origins:1", f"1 record {moved}"),
+        (24, "accounts:member/1/points", f"2 records {moved}"),
+    ]
+
+
+def test_24_an_account_only_in_the_older_layout_is_missing(tmp_path: Path) -> None:
+    path = write_world(build_world(), tmp_path / "data")
+    state = state_key(M1, 1, STATE_ACCOUNT, "member/1/points")
+    tamper(path, "accounts", key(M1, "member/1/points"), read_raw(path, "member_state", state))
+    tamper(path, "member_state", state, None)
+    moved = "left in the old layout: at format 3 they are in member_state"
+    assert problems_of(audit(str(path))) == [
+        (24, "accounts:member/1/points", f"1 record {moved}"),
+        (3, "accounts:member/1/points", "posted to by the ledger but missing from accounts"),
+    ]
+
+
+def test_24_member_state_of_a_merchant_below_format_3(tmp_path: Path) -> None:
+    path = write_world(older_layout(build_world(), M2), tmp_path / "data")
+    tamper(path, "member_state", state_key(M2, 1, STATE_MEMBER), b"")
+    report = audit(str(path))
+    assert [(p.merchant, p.invariant, p.key, p.message) for p in report.problems] == [
+        (
+            M2,
+            24,
+            "member_state:1/member",
+            "1 record in member_state, yet the merchant is at format 2",
+        )
+    ]
+
+
+def test_24_member_state_missing_at_format_3(tmp_path: Path) -> None:
+    path = write_world(build_world(), tmp_path / "data", without=("member_state",))
+    report = audit(str(path))
+    missing = "named database member_state is missing, the merchant is at format 3"
+    assert [(p.merchant, p.key, p.message) for p in report.problems if p.invariant == 0] == [
+        (M1, "member_state", missing),
+        (M2, "member_state", missing),
+    ]
+
+
+def test_24_a_format_counter_that_is_no_u64_reads_the_layout_its_records_are_in(
+    tmp_path: Path,
+) -> None:
+    path = write_world(build_world(), tmp_path / "data")
+    tamper(path, "counters", key(M1, "format"), b"\x03")
+    assert problems_of(audit(str(path))) == [
+        (0, "counters:format", "value is 1 bytes, not a u64be")
+    ]
