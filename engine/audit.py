@@ -213,6 +213,7 @@ KIND_NAMES = {
 }
 # What precedes the kind's own part of a member_state key: u64be(member_id) + kind.
 MEMBER_STATE_HEAD_BYTES = U64_BYTES + 1
+HISTORY_KEY_BYTES = MEMBER_STATE_HEAD_BYTES + U64_BYTES
 # The databases format 3 empties for a merchant (its accounts keep what no member owns).
 OLD_LAYOUT_DATABASES = ("members", "member_ledger", "points_batches", "card_origins")
 # A copy made before a database existed lacks it: reported missing only for a merchant at
@@ -738,6 +739,9 @@ class _MerchantAudit:
         # Format 3: card id -> the member whose records hold its accounts or buckets, for
         # the cards that do not exist or do not decode (no Card.member_id to look them up by).
         self.stray_card_members: dict[int, int] = {}
+        # Format 3: the member_state keys (after `M 0x00`) that do not parse or are not
+        # under their owner, found by audit_member_state_keys: the views leave them out.
+        self.member_state_rejected: set[bytes] = set()
 
     def run(self, counts: Counter[str]) -> MerchantTotals:
         if not MERCHANT_ID.fullmatch(self.prefix[:-1]):
@@ -937,43 +941,21 @@ class _MerchantAudit:
                 return
             yield key[len(self.prefix) :]
 
-    def member_state_records(self, kind: int) -> Iterator[tuple[int, bytes, bytes]]:
-        """(member id, the key's part after the kind, value) of each member_state record of
-        `kind`, in key order. Past a member's records of that kind it jumps to the next
-        member, so that reading one kind does not read every member's history."""
-        database = self.databases.get("member_state")
-        if database is None:
-            return
-        cursor = self.transaction.cursor(database)
-        prefix, start = self.prefix, len(self.prefix)
-        target: bytes | None = prefix
-        while target is not None and cursor.set_range(target):
-            target = None
-            for key, value in cursor.iternext():
-                if not key.startswith(prefix):
-                    return
-                if len(key) - start < MEMBER_STATE_HEAD_BYTES:
-                    continue  # reported by audit_member_state_keys
-                member = key[start : start + U64_BYTES]
-                found = key[start + U64_BYTES]
-                if found == kind:
-                    tail = key[start + MEMBER_STATE_HEAD_BYTES :]
-                    yield int.from_bytes(member, "big"), tail, value
-                    continue
-                target = self.next_of_kind(member, found, kind)
-                break
-
-    def next_of_kind(self, member: bytes, found: int, kind: int) -> bytes | None:
-        """Where the next record of `kind` may be, from a record of `member` of kind `found`."""
-        if found < kind:
+    def next_of_kind(self, rest: bytes, kind: int) -> bytes | None:
+        """Where the next record of `kind` may be, from a member_state record of another
+        kind: further on under the same member, else under the next one."""
+        member = rest[:U64_BYTES]
+        if rest[U64_BYTES] < kind:
             return self.prefix + member + bytes([kind])
         member_id = int.from_bytes(member, "big")
-        return None if member_id == UNKNOWN else self.prefix + _u64(member_id + 1)
+        if member_id == UNKNOWN:
+            return None
+        return self.prefix + _u64(member_id + 1) + bytes([kind])
 
     def member_state_view(self, database: str, under: bytes) -> Iterator[tuple[bytes, bytes]]:
         """`database` as the older formats kept it, read from member_state: each record that
-        sits where the core looks for it (the rest is reported under invariant 24), keyed
-        as it was; the accounts no member owns still come from `accounts`."""
+        sits where the core looks for it, keyed as it was; the accounts no member owns
+        still come from `accounts`."""
         kind = MEMBER_STATE_KINDS[database]
         if kind == KIND_ACCOUNT:
             for rest, value in self.records("accounts", under):
@@ -981,15 +963,38 @@ class _MerchantAudit:
                     yield rest, value
             if not any(p.startswith(under) or under.startswith(p) for p in OWNED_PREFIXES):
                 return
-        for member_id, tail, value in self.member_state_records(kind):
-            if self.member_state_problem(member_id, kind, tail) is not None:
-                continue
-            if kind in (KIND_ACCOUNT, KIND_CARD_ORIGINS):
-                rest = tail  # keyed by their own name or card, not by the member
-            else:
-                rest = _u64(member_id) + tail
-            if rest.startswith(under):
-                yield rest, value
+        yield from self.member_state_kind(kind, under)
+
+    def member_state_kind(self, kind: int, under: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """(key of the older layout, value) of the member_state records of `kind`, less
+        those audit_member_state_keys (which runs first) rejected. One pass in key order
+        that jumps from a member's records of `kind` to the next member's, so that reading
+        one kind does not read every member's history."""
+        database = self.databases.get("member_state")
+        if database is None:
+            return
+        cursor = self.transaction.cursor(database)
+        prefix, start = self.prefix, len(self.prefix)
+        kind_at, tail_at = start + U64_BYTES, start + MEMBER_STATE_HEAD_BYTES
+        # Accounts and buckets are keyed by their own name or card, the rest by member.
+        by_member = kind not in (KIND_ACCOUNT, KIND_CARD_ORIGINS)
+        rejected = self.member_state_rejected
+        target: bytes | None = prefix
+        while target is not None and cursor.set_range(target):
+            target = None
+            for key, value in cursor.iternext():
+                if not key.startswith(prefix):
+                    return
+                if len(key) < tail_at:
+                    continue  # reported by audit_member_state_keys
+                if key[kind_at] != kind:
+                    target = self.next_of_kind(key[start:], kind)
+                    break
+                if rejected and key[start:] in rejected:
+                    continue
+                rest = key[start:kind_at] + key[tail_at:] if by_member else key[tail_at:]
+                if rest.startswith(under):
+                    yield rest, value
 
     def member_state_place(self, database: str, rest: bytes) -> tuple[str, bytes] | None:
         """Where format 3 keeps what the older formats kept under `database` and `rest`:
@@ -1104,27 +1109,34 @@ class _MerchantAudit:
     def audit_member_state_keys(self) -> None:
         """One pass over the merchant's member_state keys (values unread): each parses and
         sits under its owner, and a member with records has its member record, which sorts
-        first among them (kind 1)."""
-        current, member_known = -1, False
+        first among them (kind 1). Rejected keys are kept for the views to leave out."""
+        count, current, member_known = 0, b"", False
         for rest in self.keys("member_state"):
-            self.counts["member_state"] += 1
+            count += 1
             if len(rest) < MEMBER_STATE_HEAD_BYTES:
                 message = "key is not M + u64be(member id) + kind + its own part"
                 self.report(24, f"member_state:{_printable(rest)}", message)
+                self.member_state_rejected.add(rest)
                 continue
-            member_id = int.from_bytes(rest[:U64_BYTES], "big")
-            kind, tail = rest[U64_BYTES], rest[MEMBER_STATE_HEAD_BYTES:]
-            if member_id != current:
-                current, member_known = member_id, False
-            problem = self.member_state_problem(member_id, kind, tail)
+            member, kind = rest[:U64_BYTES], rest[U64_BYTES]
+            if member != current:
+                current, member_known = member, False
+            if kind == KIND_HISTORY and len(rest) == HISTORY_KEY_BYTES:
+                problem = None  # most records: spared the call
+            else:
+                tail = rest[MEMBER_STATE_HEAD_BYTES:]
+                problem = self.member_state_problem(int.from_bytes(member, "big"), kind, tail)
             if problem is not None:
                 self.report(24, _member_state_text(rest), problem)
+                self.member_state_rejected.add(rest)
             elif kind == KIND_MEMBER:
                 member_known = True
             elif not member_known:
+                member_id = int.from_bytes(member, "big")
                 message = f"records of member {member_id}, who has no member record"
                 self.report(24, f"member_state:{member_id}", message)
                 member_known = True  # reported once per member
+        self.counts["member_state"] += count
 
     # --- config ---
 
