@@ -22,6 +22,14 @@ Checks from the side of a record (a member's phone) are point lookups; checks fr
 side of an index (a phone's member) compare hashes and read the record only when they
 differ, so only a real mismatch is reported.
 
+From format 3 on (the merchant's `format` counter), a member's record, the accounts of
+the member and of its cards, its cards' buckets, its points batches and its history sit
+together in `member_state`. The checks still read `members`, `accounts`, `card_origins`,
+`points_batches` and `member_ledger` by those names and keys: for such a merchant they are
+views of member_state (one pass per kind, jumping from member to member), so a check
+written once serves both layouts. A merchant below format 3 (a copy of older data) is
+read in the older layout.
+
 Problem numbers are the invariants of docs/STORAGE.md; 0 is for anything else the
 layout says that is not so (a key or value that does not decode, a missing named
 database, an account name or unit the account table does not know, an account of a
@@ -93,6 +101,7 @@ DATABASE_NAMES = (
     "staff_tokens",
     "audit_log",
     "audit_staff",
+    "member_state",
 )
 # The core opens up to 64 named databases (rust_core/src/store.rs, DATABASES_MAX).
 DATABASES_MAX = 64
@@ -112,6 +121,7 @@ COUNTER_MEMBER_CHANGE_SEQ = "member_change_seq"
 COUNTER_FOLLOW_UP_SEQ = "follow_up_seq"
 COUNTER_POINTS_BATCH_ID = "points_batch_id"
 COUNTER_COUPON_ID = "coupon_id"
+COUNTER_FORMAT = "format"
 # rust_core/src/coupons.rs: CODE_CHARS characters of CODE_ALPHABET.
 COUPON_CODE = re.compile(r"[23456789ABCDEFGHJKLMNPQRSTUVWXYZ]{12}")
 COUPON_STATES_KEPT = frozenset(
@@ -176,7 +186,43 @@ INVARIANTS = {
     21: "points batches hold each member's positive points balance",
     22: "tokens: hashed keys, each staff member's index and token agree",
     23: "the audit log runs 1..audit_seq, each entry names a change that was made",
+    24: "member_state keys parse, each record under its member, none left in the old layout",
 }
+# Format 3 (docs/STORAGE.md): what a member's checkout touches is kept together in
+# `member_state`, keyed M + u64be(member_id) + kind + rest, so one settle dirties one
+# B-tree leaf. Each kind stands for the database the older formats kept it in.
+FORMAT_MEMBER_STATE = 3
+KIND_MEMBER = 1
+KIND_ACCOUNT = 2
+KIND_CARD_ORIGINS = 3
+KIND_POINTS_BATCH = 4
+KIND_HISTORY = 5
+MEMBER_STATE_KINDS = {
+    "members": KIND_MEMBER,
+    "accounts": KIND_ACCOUNT,
+    "card_origins": KIND_CARD_ORIGINS,
+    "points_batches": KIND_POINTS_BATCH,
+    "member_ledger": KIND_HISTORY,
+}
+KIND_NAMES = {
+    KIND_MEMBER: "member",
+    KIND_ACCOUNT: "account",
+    KIND_CARD_ORIGINS: "card_origins",
+    KIND_POINTS_BATCH: "points_batch",
+    KIND_HISTORY: "history",
+}
+# What precedes the kind's own part of a member_state key: u64be(member_id) + kind.
+MEMBER_STATE_HEAD_BYTES = U64_BYTES + 1
+HISTORY_KEY_BYTES = MEMBER_STATE_HEAD_BYTES + U64_BYTES
+# The databases format 3 empties for a merchant (its accounts keep what no member owns).
+OLD_LAYOUT_DATABASES = ("members", "member_ledger", "points_batches", "card_origins")
+# A copy made before a database existed lacks it: reported missing only for a merchant at
+# the format that uses it.
+DATABASES_SINCE_FORMAT = {"member_state": FORMAT_MEMBER_STATE}
+# The accounts a member owns, kept with the member at format 3: member/{id}/... and
+# card/{card_id}/... (under the card's member).
+OWNED_ACCOUNT = re.compile(rb"(member|card)/([1-9][0-9]{0,19})/")
+OWNED_PREFIXES = (b"member/", b"card/")
 # The one database whose keys do not start with a merchant (the SHA-256 of a token).
 UNPREFIXED_DATABASES = ("tokens",)
 TOKEN_HASH_BYTES = 32
@@ -371,13 +417,15 @@ def _open_environment(path: str) -> lmdb.Environment:
 def _open_databases(
     environment: lmdb.Environment, transaction: lmdb.Transaction, sink: _ProblemSink
 ) -> dict[str, Any]:
-    """The named databases that exist; a missing one is reported and read as empty."""
+    """The named databases that exist; a missing one is reported and read as empty (one
+    added by a later format only for a merchant at that format: an older copy lacks it)."""
     databases = {}
     for name in DATABASE_NAMES:
         try:
             databases[name] = environment.open_db(name.encode(), txn=transaction, create=False)
         except lmdb.NotFoundError:
-            sink.add(0, "", name, f"named database {name} is missing")
+            if name not in DATABASES_SINCE_FORMAT:
+                sink.add(0, "", name, f"named database {name} is missing")
     return databases
 
 
@@ -686,14 +734,25 @@ class _MerchantAudit:
         # Ledger seq -> coupon discount it posts (store/S/coupon_discount, as a positive
         # amount), for the entries that post one.
         self.coupon_discounts: dict[int, int] = {}
+        # The layout the merchant's records are in (counter `format`), read after the config.
+        self.format = 0
+        # Format 3: card id -> the member whose records hold its accounts or buckets, for
+        # the cards that do not exist or do not decode (no Card.member_id to look them up by).
+        self.stray_card_members: dict[int, int] = {}
+        # Format 3: the member_state keys (after `M 0x00`) that do not parse or are not
+        # under their owner, found by audit_member_state_keys: the views leave them out.
+        self.member_state_rejected: set[bytes] = set()
 
     def run(self, counts: Counter[str]) -> MerchantTotals:
         if not MERCHANT_ID.fullmatch(self.prefix[:-1]):
             self.report(0, "", "merchant id is not 1-32 of [a-z0-9_-]")
         self.audit_config()
+        self.format = self.read_format()
         self.audit_ledger()
         self.add_totals()
         self.audit_cards()
+        # After the cards: a card's accounts and buckets belong under the card's member.
+        self.audit_member_state()
         self.audit_members()
         self.audit_card_owners()
         self.audit_member_cards()
@@ -733,7 +792,14 @@ class _MerchantAudit:
 
     def segment(self, database: str, under: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """(key after `M 0x00`, value) of each record of this merchant whose key goes on
-        with `under`, in key order."""
+        with `under`. At format 3 the databases member_state replaced are read from it,
+        keyed as they were (so every check stays as it was written), in member order."""
+        if self.member_state_layout and database in MEMBER_STATE_KINDS:
+            return self.member_state_view(database, under)
+        return self.records(database, under)
+
+    def records(self, database: str, under: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """The records of the database itself, whatever the format, in key order."""
         if database not in self.databases:
             return
         prefix = self.prefix + under
@@ -746,6 +812,13 @@ class _MerchantAudit:
             yield key[len(self.prefix) :], value
 
     def get(self, database: str, rest: bytes) -> bytes | None:
+        """The record under `M 0x00 rest` as the old layout keyed it, wherever the
+        merchant's format keeps it."""
+        if self.member_state_layout and database in MEMBER_STATE_KINDS:
+            place = self.member_state_place(database, rest)
+            if place is None:
+                return None
+            database, rest = place
         if database not in self.databases:
             return None
         return self.transaction.get(self.prefix + rest, db=self.databases[database])
@@ -840,6 +913,230 @@ class _MerchantAudit:
             self.report(5, key, f"{shown} is missing from {database}")
         elif found != _u64(id_):
             self.report(5, key, f"{database} maps {shown} to {_u64_text(found, what)}")
+
+    # --- format 3: the member_state views ---
+
+    @property
+    def member_state_layout(self) -> bool:
+        return self.format >= FORMAT_MEMBER_STATE
+
+    def read_format(self) -> int:
+        """The merchant's `format` counter; when it is no u64be (reported), the layout its
+        records are in says."""
+        value = self.read_counter(COUNTER_FORMAT)
+        if value is not None:
+            return value
+        found = next(self.keys("member_state"), None) is not None
+        return FORMAT_MEMBER_STATE if found else 0
+
+    def keys(self, database: str) -> Iterator[bytes]:
+        """The keys (after `M 0x00`) of the merchant's records, in order, values unread."""
+        if database not in self.databases:
+            return
+        cursor = self.transaction.cursor(self.databases[database])
+        if not cursor.set_range(self.prefix):
+            return
+        for key in cursor.iternext(values=False):
+            if not key.startswith(self.prefix):
+                return
+            yield key[len(self.prefix) :]
+
+    def next_of_kind(self, rest: bytes, kind: int) -> bytes | None:
+        """Where the next record of `kind` may be, from a member_state record of another
+        kind: further on under the same member, else under the next one."""
+        member = rest[:U64_BYTES]
+        if rest[U64_BYTES] < kind:
+            return self.prefix + member + bytes([kind])
+        member_id = int.from_bytes(member, "big")
+        if member_id == UNKNOWN:
+            return None
+        return self.prefix + _u64(member_id + 1) + bytes([kind])
+
+    def member_state_view(self, database: str, under: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """`database` as the older formats kept it, read from member_state: each record that
+        sits where the core looks for it, keyed as it was; the accounts no member owns
+        still come from `accounts`."""
+        kind = MEMBER_STATE_KINDS[database]
+        if kind == KIND_ACCOUNT:
+            for rest, value in self.records("accounts", under):
+                if not OWNED_ACCOUNT.match(rest):  # an owned one there is left behind
+                    yield rest, value
+            if not any(p.startswith(under) or under.startswith(p) for p in OWNED_PREFIXES):
+                return
+        yield from self.member_state_kind(kind, under)
+
+    def member_state_kind(self, kind: int, under: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """(key of the older layout, value) of the member_state records of `kind`, less
+        those audit_member_state_keys (which runs first) rejected. One pass in key order
+        that jumps from a member's records of `kind` to the next member's, so that reading
+        one kind does not read every member's history."""
+        database = self.databases.get("member_state")
+        if database is None:
+            return
+        cursor = self.transaction.cursor(database)
+        prefix, start = self.prefix, len(self.prefix)
+        kind_at, tail_at = start + U64_BYTES, start + MEMBER_STATE_HEAD_BYTES
+        # Accounts and buckets are keyed by their own name or card, the rest by member.
+        by_member = kind not in (KIND_ACCOUNT, KIND_CARD_ORIGINS)
+        rejected = self.member_state_rejected
+        target: bytes | None = prefix
+        while target is not None and cursor.set_range(target):
+            target = None
+            for key, value in cursor.iternext():
+                if not key.startswith(prefix):
+                    return
+                if len(key) < tail_at:
+                    continue  # reported by audit_member_state_keys
+                if key[kind_at] != kind:
+                    target = self.next_of_kind(key[start:], kind)
+                    break
+                if rejected and key[start:] in rejected:
+                    continue
+                rest = key[start:kind_at] + key[tail_at:] if by_member else key[tail_at:]
+                if rest.startswith(under):
+                    yield rest, value
+
+    def member_state_place(self, database: str, rest: bytes) -> tuple[str, bytes] | None:
+        """Where format 3 keeps what the older formats kept under `database` and `rest`:
+        None when no member owns it (an account or buckets of a card that does not exist)."""
+        kind = MEMBER_STATE_KINDS[database]
+        if kind == KIND_ACCOUNT:
+            match = OWNED_ACCOUNT.match(rest)
+            if match is None:
+                return "accounts", rest
+            owner = self.account_owner(match)
+        elif kind == KIND_CARD_ORIGINS:
+            owner = self.card_owner(int.from_bytes(rest, "big"))
+        else:
+            return "member_state", rest[:U64_BYTES] + bytes([kind]) + rest[U64_BYTES:]
+        if owner == UNKNOWN:
+            return None
+        return "member_state", _u64(owner) + bytes([kind]) + rest
+
+    def card_owner(self, card_id: int) -> int:
+        """The member whose records hold a card's accounts and buckets: its Card.member_id,
+        known once audit_cards has run (before anything reads a card's accounts); for a
+        card that does not exist or decode, where audit_member_state found them; else
+        UNKNOWN."""
+        owner = self.card_members.get(card_id)
+        if owner is None or owner == UNKNOWN:
+            return self.stray_card_members.get(card_id, UNKNOWN)
+        return owner
+
+    def card_member_at(self, card_id: int, member_id: int) -> int:
+        """The card's member, to check a record of the card under `member_id`: UNKNOWN when
+        the card does not exist or decode (then its records are taken where they are)."""
+        owner = self.card_members.get(card_id)
+        if owner is None or owner == UNKNOWN:
+            self.stray_card_members.setdefault(card_id, member_id)
+            return UNKNOWN
+        return owner
+
+    def account_owner(self, match: re.Match[bytes]) -> int:
+        """The member whose records hold a member/{id}/... or card/{id}/... account."""
+        number = int(match.group(2))
+        return number if match.group(1) == b"member" else self.card_owner(number)
+
+    def member_state_problem(self, member_id: int, kind: int, tail: bytes) -> str | None:
+        """Why a member_state key does not parse or is not under the member who owns its
+        record (invariant 24), or None. A batch's and a history entry's member are their
+        record's and their entry's: invariants 21 and 9 check them."""
+        if kind == KIND_MEMBER:
+            return "a member record's key has bytes after its kind" if tail else None
+        if kind == KIND_ACCOUNT:
+            return self.account_problem(member_id, tail)
+        if kind not in KIND_NAMES:
+            return f"kind {kind} is none of 1-5"
+        if len(tail) != U64_BYTES:
+            return f"the key ends in {len(tail)} bytes after its kind, not a u64be"
+        if kind == KIND_CARD_ORIGINS:
+            owner = self.card_member_at(int.from_bytes(tail, "big"), member_id)
+            if owner not in (member_id, UNKNOWN):
+                return f"buckets of a card of member {owner}"
+        return None
+
+    def account_problem(self, member_id: int, name: bytes) -> str | None:
+        if not name:
+            return "an account key without a name"
+        try:
+            name.decode("utf-8")
+        except UnicodeDecodeError:
+            return "the account name is not UTF-8"
+        match = OWNED_ACCOUNT.match(name)
+        if match is None:
+            return "no member owns this account: it belongs in accounts"
+        number = int(match.group(2))
+        if match.group(1) == b"card":
+            number = self.card_member_at(number, member_id)
+        if number not in (member_id, UNKNOWN):
+            return f"an account of member {number}"
+        return None
+
+    # --- invariant 24 ---
+
+    def audit_member_state(self) -> None:
+        """At format 3: member_state is there, its keys parse and sit under their owner,
+        nothing is left in the older databases. Below it: member_state holds nothing of the
+        merchant (the core brings the merchant up when it opens the environment)."""
+        if not self.member_state_layout:
+            first, count = _first_and_count(self.keys("member_state"))
+            if count:
+                message = f"{_records(count)} in member_state, yet the merchant is at format "
+                self.report(24, _member_state_text(first), f"{message}{self.format}")
+            self.counts["member_state"] += count
+            return
+        if "member_state" not in self.databases:
+            message = "named database member_state is missing, the merchant is at format "
+            self.report(0, "member_state", f"{message}{self.format}")
+        for database in OLD_LAYOUT_DATABASES:
+            self.report_left_behind(database, self.keys(database))
+        owned = (
+            rest
+            for under in OWNED_PREFIXES
+            for rest, _ in self.records("accounts", under)
+            if OWNED_ACCOUNT.match(rest)
+        )
+        self.report_left_behind("accounts", owned)
+        self.audit_member_state_keys()
+
+    def report_left_behind(self, database: str, keys: Iterator[bytes]) -> None:
+        """One problem per database for what the upgrade to format 3 did not move."""
+        first, count = _first_and_count(keys)
+        if count:
+            message = f"{_records(count)} left in the old layout: at format {self.format}"
+            self.report(24, _old_key_text(database, first), f"{message} they are in member_state")
+
+    def audit_member_state_keys(self) -> None:
+        """One pass over the merchant's member_state keys (values unread): each parses and
+        sits under its owner, and a member with records has its member record, which sorts
+        first among them (kind 1). Rejected keys are kept for the views to leave out."""
+        count, current, member_known = 0, b"", False
+        for rest in self.keys("member_state"):
+            count += 1
+            if len(rest) < MEMBER_STATE_HEAD_BYTES:
+                message = "key is not M + u64be(member id) + kind + its own part"
+                self.report(24, f"member_state:{_printable(rest)}", message)
+                self.member_state_rejected.add(rest)
+                continue
+            member, kind = rest[:U64_BYTES], rest[U64_BYTES]
+            if member != current:
+                current, member_known = member, False
+            if kind == KIND_HISTORY and len(rest) == HISTORY_KEY_BYTES:
+                problem = None  # most records: spared the call
+            else:
+                tail = rest[MEMBER_STATE_HEAD_BYTES:]
+                problem = self.member_state_problem(int.from_bytes(member, "big"), kind, tail)
+            if problem is not None:
+                self.report(24, _member_state_text(rest), problem)
+                self.member_state_rejected.add(rest)
+            elif kind == KIND_MEMBER:
+                member_known = True
+            elif not member_known:
+                member_id = int.from_bytes(member, "big")
+                message = f"records of member {member_id}, who has no member record"
+                self.report(24, f"member_state:{member_id}", message)
+                member_known = True  # reported once per member
+        self.counts["member_state"] += count
 
     # --- config ---
 
@@ -2085,6 +2382,39 @@ def _lot_value_left_fen(lot: card_pb2.CountLot) -> int:
     if lot.uses_total <= 0:
         return lot.price_fen
     return lot.price_fen - lot.price_fen * used // lot.uses_total
+
+
+def _first_and_count(keys: Iterator[bytes]) -> tuple[bytes, int]:
+    first, count = b"", 0
+    for key in keys:
+        if not count:
+            first = key
+        count += 1
+    return first, count
+
+
+def _records(count: int) -> str:
+    return f"{count} record{'' if count == 1 else 's'}"
+
+
+def _member_state_text(rest: bytes) -> str:
+    """A member_state key as problems show it: member id/kind/its own part."""
+    if len(rest) < MEMBER_STATE_HEAD_BYTES:
+        return f"member_state:{_printable(rest)}"
+    member_id, kind = int.from_bytes(rest[:U64_BYTES], "big"), rest[U64_BYTES]
+    tail = rest[MEMBER_STATE_HEAD_BYTES:]
+    shown = f"member_state:{member_id}/{KIND_NAMES.get(kind, f'kind {kind}')}"
+    if len(tail) == U64_BYTES and kind != KIND_ACCOUNT:
+        return f"{shown}/{int.from_bytes(tail, 'big')}"
+    return f"{shown}/{_printable(tail)}" if tail else shown
+
+
+def _old_key_text(database: str, rest: bytes) -> str:
+    """A key of the older layout as problems show it: an account's name, or its u64s."""
+    if database == "accounts" or not rest or len(rest) % U64_BYTES:
+        return f"{database}:{_printable(rest)}"
+    numbers = (int.from_bytes(rest[i : i + U64_BYTES], "big") for i in range(0, len(rest), 8))
+    return f"{database}:" + "/".join(str(number) for number in numbers)
 
 
 def _gap_message(what: str, previous: int, current: int) -> str:
