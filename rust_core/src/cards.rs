@@ -283,12 +283,11 @@ pub fn payer(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, card: &Card) -> Result<
     get(dbs, txn, merchant, card.primary_card_id)
 }
 
-/// Principal and bonus on a card.
-pub fn stored_value(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, card_id: u64) -> Result<(i64, i64)> {
-    Ok((
-        ledger::balance(dbs, txn, merchant, &ledger::card_principal(card_id))?,
-        ledger::balance(dbs, txn, merchant, &ledger::card_bonus(card_id))?,
-    ))
+/// Principal and bonus on a card. The card names the member whose records hold its
+/// accounts, so they are read without looking the card up again.
+pub fn stored_value(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, card: &Card) -> Result<(i64, i64)> {
+    let balance = |account: String| ledger::owned_balance(dbs, txn, merchant, card.member_id, &account);
+    Ok((balance(ledger::card_principal(card.card_id))?, balance(ledger::card_bonus(card.card_id))?))
 }
 
 /// The count-package lots of a card, oldest first.
@@ -303,7 +302,7 @@ pub fn lots(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, card_id: u64) -> Result<
 }
 
 pub fn view(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, card: &Card) -> Result<CardView> {
-    let (principal_fen, bonus_fen) = stored_value(dbs, txn, merchant, card.card_id)?;
+    let (principal_fen, bonus_fen) = stored_value(dbs, txn, merchant, card)?;
     let mut lots = lots(dbs, txn, merchant, card.card_id)?;
     lots.retain(|lot| !lot.refunded && lot.items.iter().any(|i| i.uses_left > 0));
     lots.truncate(CARD_VIEW_LOTS_MAX);

@@ -177,6 +177,13 @@ pub fn balance(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, account: &str) -> Res
     Ok(store::get_record::<AccountRecord>(&db, txn, &key)?.map_or(0, |a| a.balance))
 }
 
+/// The balance of an account kept with `owner` (`account_owner` of it), read without
+/// looking up whose it is.
+pub fn owned_balance(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, owner: u64, account: &str) -> Result<i64> {
+    let key = store::member_key(merchant, owner, MemberRecord::Account, account.as_bytes());
+    Ok(store::get_record::<AccountRecord>(&dbs.member_state, txn, &key)?.map_or(0, |a| a.balance))
+}
+
 /// The member whose records hold an account: `member/{id}/…` is the member's own,
 /// `card/{card_id}/…` is the card's member's. None for every other account (stores,
 /// the merchant, lots, staff), which stay in `accounts`.

@@ -642,7 +642,7 @@ pub fn replace(
 
     let mut journal = Journal::default();
     post_fee(&mut journal, &store_code, fee_fen, &payments);
-    let (principal_fen, bonus_fen) = cards::stored_value(dbs, txn, merchant, old.card_id)?;
+    let (principal_fen, bonus_fen) = cards::stored_value(dbs, txn, merchant, &old)?;
     journal.fen(ledger::card_principal(old.card_id), -principal_fen);
     journal.fen(ledger::card_principal(new.card_id), principal_fen);
     journal.fen(ledger::card_bonus(old.card_id), -bonus_fen);
@@ -751,7 +751,7 @@ pub fn return_card(
         transactions::verify_pin(context, &mut card, !request.pin.is_empty(), &missing)?;
     }
     let card_type = cards::card_type(context.config, &card.card_type)?;
-    let (principal_fen, bonus_fen) = cards::stored_value(dbs, txn, merchant, card.card_id)?;
+    let (principal_fen, bonus_fen) = cards::stored_value(dbs, txn, merchant, &card)?;
     let fee_fen = card_type.return_fee_fen.min(principal_fen);
     let refund_fen = principal_fen - fee_fen;
 
@@ -825,7 +825,7 @@ fn detach(op: &Op<'_>, txn: &mut RwTxn<'_>, card: Card, refund_method: i32) -> R
         return_method(refund_method)?;
     }
     let (dbs, merchant) = (op.context.dbs, op.context.merchant);
-    let (principal_fen, bonus_fen) = cards::stored_value(dbs, txn, merchant, card.card_id)?;
+    let (principal_fen, bonus_fen) = cards::stored_value(dbs, txn, merchant, &card)?;
     assert_eq!((principal_fen, bonus_fen), (0, 0), "an attached card holds no value of its own");
     let primary = cards::get(dbs, txn, merchant, card.primary_card_id)?;
     let (card, event) = close_attached(op, txn, card, &primary, "returned, nothing to refund")?;
@@ -1052,7 +1052,7 @@ fn annual_fee_payments(
         );
         return fail(Kind::CardKindMismatch, message);
     }
-    let (principal_fen, _) = cards::stored_value(context.dbs, txn, context.merchant, card.card_id)?;
+    let (principal_fen, _) = cards::stored_value(context.dbs, txn, context.merchant, card)?;
     let spendable = Some(transactions::Spendable::balance(principal_fen));
     let mut payments = transactions::resolve_tenders(tenders, fee_fen, spendable).map_err(|error| {
         if error.kind != Kind::InsufficientBalance {

@@ -126,7 +126,7 @@ pub fn balances(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, member_id: u64, toda
         ..Default::default()
     };
     for card in cards::of_member(dbs, txn, merchant, member_id)? {
-        let (principal, bonus) = cards::stored_value(dbs, txn, merchant, card.card_id)?;
+        let (principal, bonus) = cards::stored_value(dbs, txn, merchant, &card)?;
         balances.principal_fen += principal;
         balances.bonus_fen += bonus;
         packages::add_uses_left(&mut balances.uses, &cards::lots(dbs, txn, merchant, card.card_id)?, today)?;

@@ -114,7 +114,7 @@ pub fn buy(context: &Context<'_>, txn: &mut RwTxn<'_>, request: &BuyPackageReque
             ),
         );
     }
-    let stored_value = cards::stored_value(dbs, txn, merchant, card.card_id)?;
+    let stored_value = cards::stored_value(dbs, txn, merchant, &card)?;
     let mut payments = transactions::resolve_tenders(
         &request.tenders,
         package.price_fen,
@@ -631,7 +631,7 @@ fn refund_account(
             ),
         );
     }
-    let (principal_fen, _) = cards::stored_value(context.dbs, txn, context.merchant, card.card_id)?;
+    let (principal_fen, _) = cards::stored_value(context.dbs, txn, context.merchant, card)?;
     money::add_within(principal_fen, value_fen, BALANCE_FEN_MAX, "principal balance")?;
     Ok(ledger::card_principal(card.card_id))
 }

@@ -65,7 +65,7 @@ fn wallet(context: &Context<'_>, txn: &RwTxn<'_>, card: Card) -> Result<Wallet> 
             .and_then(|()| annual_fee::check_paid(&payer, &payer_type, context.config, today))
             .err()
     };
-    let (principal_fen, bonus_fen) = cards::stored_value(dbs, txn, merchant, payer.card_id)?;
+    let (principal_fen, bonus_fen) = cards::stored_value(dbs, txn, merchant, &payer)?;
     let card_as_read = card.clone();
     Ok(Wallet { card, card_type, payer, payer_refusal, principal_fen, bonus_fen, card_as_read })
 }

@@ -96,7 +96,7 @@ pub fn recharge(
             ),
         );
     }
-    let (principal_before, bonus_before) = cards::stored_value(dbs, txn, merchant, card.card_id)?;
+    let (principal_before, bonus_before) = cards::stored_value(dbs, txn, merchant, &card)?;
     let bonus_fen = rules::recharge_bonus(&context.config.config.recharge_bonus_rules, amount_fen);
     money::add_within(principal_before, amount_fen, BALANCE_FEN_MAX, "principal balance")?;
     money::add_within(bonus_before, bonus_fen, BALANCE_FEN_MAX, "bonus balance")?;
@@ -140,7 +140,7 @@ pub fn recharge(
         ..Default::default()
     };
     let seq = journal.write(dbs, txn, merchant, entry)?;
-    assert_eq!(cards::stored_value(dbs, txn, merchant, card.card_id)?.0, principal_before + amount_fen);
+    assert_eq!(cards::stored_value(dbs, txn, merchant, &card)?.0, principal_before + amount_fen);
     coupons::on_event(context, txn, id, CouponTriggerEvent::Recharge, amount_fen, &request.request_id)?;
     let balances = members::balances(dbs, txn, merchant, member.member_id, context.today())?;
     let response = RechargeResponse {

@@ -366,7 +366,7 @@ pub fn seed_origins(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, first_store:
         if store::get_record::<CardOrigins>(&dbs.member_state, txn, &key)?.is_some() {
             continue;
         }
-        let (principal_fen, bonus_fen) = crate::cards::stored_value(dbs, txn, merchant, card.card_id)?;
+        let (principal_fen, bonus_fen) = crate::cards::stored_value(dbs, txn, merchant, &card)?;
         if principal_fen == 0 && bonus_fen == 0 {
             continue;
         }

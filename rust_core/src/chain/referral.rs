@@ -187,7 +187,7 @@ pub fn post(
         award_points(context, txn, journal, rebate.member_id, sign * rebate.points)?;
     }
     if rebate.bonus_fen != 0 && sign > 0 {
-        let (_, bonus_before) = cards::stored_value(dbs, txn, merchant, rebate.card_id)?;
+        let bonus_before = ledger::balance(dbs, txn, merchant, &ledger::card_bonus(rebate.card_id))?;
         money::add_within(bonus_before, rebate.bonus_fen, BALANCE_FEN_MAX, "bonus balance")?;
         journal.fen(ledger::card_bonus(rebate.card_id), rebate.bonus_fen);
         journal.fen(REFERRAL_REBATE.to_owned(), -rebate.bonus_fen);
