@@ -220,7 +220,17 @@ impl Core {
     pub fn open(options: Options) -> Result<Core> {
         assert!(options.batch_requests_max > 0 && options.queue_capacity > 0);
         let (env, dbs) = store::open(&options.path, options.map_size_bytes, options.durable)?;
-        crate::upgrade::run(&env, &dbs)?;
+        let upgraded = crate::upgrade::run(&env, &dbs)?;
+        let (env, dbs) = if upgraded.moved_to_member_state > 0 {
+            // LMDB keeps every page buffer a write transaction allocated (and those it
+            // spilled) until the environment closes: moving a large folder's records
+            // leaves hundreds of MB of them. Reopened, the server starts without them.
+            env.prepare_for_closing().wait();
+            release_freed_heap();
+            store::open(&options.path, options.map_size_bytes, options.durable)?
+        } else {
+            (env, dbs)
+        };
         let map_size = env.info().map_size as u64;
         let page_size_bytes = u64::from(env.unnamed_database_stat().page_size);
         let shared = Arc::new(Shared {
@@ -734,3 +744,20 @@ fn resize(shared: &Shared, current: usize) -> Result<()> {
     shared.stats.map_growths.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
+
+/// Gives the heap memory freed so far back to the system (glibc keeps freed memory below
+/// the top of the heap otherwise).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_freed_heap() {
+    extern "C" {
+        fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+    }
+    // SAFETY: glibc's malloc_trim only returns free memory of the heap to the system; it
+    // touches no memory in use.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_freed_heap() {}
