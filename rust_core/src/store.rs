@@ -389,3 +389,52 @@ pub fn next_counter(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, name: &str) 
 pub fn counter(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, name: &str) -> Result<u64> {
     Ok(get_u64(&dbs.counters, txn, &key(merchant, name.as_bytes()))?.unwrap_or(0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_walk_over_one_kind_jumps_the_others_and_stops_at_the_merchant() {
+        let path = std::env::temp_dir().join(format!("mms-store-walk-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        let (env, dbs) = open(&path, 1 << 24, false).unwrap();
+        let mut txn = env.write_txn().unwrap();
+        let put = |txn: &mut RwTxn<'_>, merchant: &str, member_id: u64, kind: MemberRecord, number: u64| {
+            let key = member_key_u64(merchant, member_id, kind, number);
+            dbs.member_state.put(txn, &key, &number.to_be_bytes()).unwrap();
+        };
+        // Members 1, 2 and u64::MAX of m1, each with a record of every kind; batches
+        // (kind 4) 10 and 11 for member 1, 20 for member 2, none for u64::MAX; and a
+        // batch of another merchant whose id sorts right after m1.
+        for member_id in [1, 2, u64::MAX] {
+            for kind in [MemberRecord::Member, MemberRecord::Account, MemberRecord::History] {
+                put(&mut txn, "m1", member_id, kind, 7);
+            }
+        }
+        put(&mut txn, "m1", 1, MemberRecord::PointsBatch, 10);
+        put(&mut txn, "m1", 1, MemberRecord::PointsBatch, 11);
+        put(&mut txn, "m1", 2, MemberRecord::PointsBatch, 20);
+        put(&mut txn, "m10", 1, MemberRecord::PointsBatch, 99);
+        txn.commit().unwrap();
+        let txn = env.read_txn().unwrap();
+        let walk = |from: (u64, &[u8]), limit: usize| -> Vec<(u64, u64)> {
+            let found = member_records_from(&dbs, &txn, "m1", MemberRecord::PointsBatch, from, limit).unwrap();
+            found
+                .into_iter()
+                .map(|(member_id, rest, _)| (member_id, u64::from_be_bytes(rest.try_into().unwrap())))
+                .collect()
+        };
+        assert_eq!(walk((0, &[]), 100), vec![(1, 10), (1, 11), (2, 20)]);
+        assert_eq!(walk((0, &[]), 2), vec![(1, 10), (1, 11)]);
+        assert_eq!(walk((1, &11u64.to_be_bytes()), 100), vec![(1, 11), (2, 20)]);
+        assert_eq!(walk((1, &12u64.to_be_bytes()), 100), vec![(2, 20)]);
+        assert_eq!(walk((3, &[]), 100), vec![], "nothing after member 2; m10's batch is not m1's");
+        assert_eq!(walk((0, &[]), 0), vec![]);
+        let members = member_records_from(&dbs, &txn, "m1", MemberRecord::Member, (0, &[]), 100).unwrap();
+        assert_eq!(members.iter().map(|(id, ..)| *id).collect::<Vec<_>>(), vec![1, 2, u64::MAX]);
+        drop(txn);
+        drop(env);
+        let _ = std::fs::remove_dir_all(&path);
+    }
+}
