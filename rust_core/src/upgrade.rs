@@ -119,7 +119,10 @@ fn move_records(
         }
         for (key, value) in page {
             let moved_key = new_key(dbs, txn, &key[rest_at..])?;
-            assert!(dbs.member_state.get(txn, &moved_key)?.is_none(), "a record moved twice");
+            if dbs.member_state.get(txn, &moved_key)?.is_some() {
+                // Damaged data, not a programming error: refuse to open rather than overwrite.
+                return Err(CoreError::new(Kind::CorruptRecord, "a record is in both layouts: member_state has it"));
+            }
             dbs.member_state.put(txn, &moved_key, &value)?;
             from.delete(txn, &key)?;
             moved += 1;

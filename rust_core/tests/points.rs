@@ -316,3 +316,28 @@ fn format_2_records_move_into_member_state_when_the_core_opens() {
     let format = mms_core::store::counter(&dbs, &txn, MERCHANT, mms_core::store::COUNTER_FORMAT).unwrap();
     assert_eq!(format, mms_core::upgrade::FORMAT);
 }
+
+#[test]
+fn a_record_in_both_layouts_refuses_the_open_and_changes_nothing() {
+    let mut h = Harness::new("member-state-both");
+    adjust(&mut h, 100);
+    h.core.close();
+    let member_key = mms_core::store::member_record_key(MERCHANT, 1);
+    {
+        let (env, dbs) = mms_core::store::open(&h.path, 1 << 26, true).unwrap();
+        common::back_to_format_2(&env, &dbs, 2);
+        // Damage: the member's record also where format 3 keeps it.
+        let mut txn = env.write_txn().unwrap();
+        let old = dbs.old_members.get(&txn, &mms_core::store::key_u64(MERCHANT, 1)).unwrap().unwrap().to_vec();
+        dbs.member_state.put(&mut txn, &member_key, &old).unwrap();
+        txn.commit().unwrap();
+        env.prepare_for_closing().wait();
+    }
+    let error = Core::open(Options::new(&h.path)).err().expect("the open is refused");
+    assert_eq!(error.kind, Kind::CorruptRecord, "{}", error.message);
+    let (env, dbs) = mms_core::store::open(&h.path, 1 << 26, true).unwrap();
+    let txn = env.read_txn().unwrap();
+    let format = mms_core::store::counter(&dbs, &txn, MERCHANT, mms_core::store::COUNTER_FORMAT).unwrap();
+    assert_eq!(format, 2, "nothing was moved: the upgrade's transaction was not committed");
+    assert!(dbs.old_members.get(&txn, &mms_core::store::key_u64(MERCHANT, 1)).unwrap().is_some());
+}
