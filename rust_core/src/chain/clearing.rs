@@ -66,23 +66,21 @@ pub fn owed_by_account(to_store: &str, from_store: &str) -> String {
     ledger::store_account(to_store, &format!("owed_by/{from_store}"))
 }
 
-pub fn read(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, card_id: u64) -> Result<CardOrigins> {
-    Ok(store::get_record(&dbs.member_state, txn, &origins_key(dbs, txn, merchant, card_id)?)?.unwrap_or_default())
-}
-
-/// Where a card's buckets are kept: with the card's member (`member_state`).
-fn origins_key(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, card_id: u64) -> Result<Vec<u8>> {
+/// A card's buckets and the key they are kept under: with the card's member
+/// (`member_state`), found once here and handed to `write`.
+fn read(dbs: &Dbs, txn: &RoTxn<'_>, merchant: &str, card_id: u64) -> Result<(Vec<u8>, CardOrigins)> {
     let member_id = crate::cards::get(dbs, txn, merchant, card_id)?.member_id;
-    Ok(store::member_key_u64(merchant, member_id, store::MemberRecord::CardOrigins, card_id))
+    let key = store::member_key_u64(merchant, member_id, store::MemberRecord::CardOrigins, card_id);
+    let origins = store::get_record(&dbs.member_state, txn, &key)?.unwrap_or_default();
+    Ok((key, origins))
 }
 
-fn write(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, card_id: u64, origins: &CardOrigins) -> Result<()> {
-    let key = origins_key(dbs, txn, merchant, card_id)?;
+fn write(dbs: &Dbs, txn: &mut RwTxn<'_>, key: &[u8], origins: &CardOrigins) -> Result<()> {
     if origins.principal.is_empty() && origins.bonus.is_empty() {
-        dbs.member_state.delete(txn, &key)?;
+        dbs.member_state.delete(txn, key)?;
         return Ok(());
     }
-    store::put_record(&dbs.member_state, txn, &key, origins)
+    store::put_record(&dbs.member_state, txn, key, origins)
 }
 
 fn buckets(origins: &mut CardOrigins, balance: Balance) -> &mut Vec<StoreAmount> {
@@ -160,9 +158,9 @@ pub fn deposit(
         return Ok(());
     }
     let (dbs, merchant) = (context.dbs, context.merchant);
-    let mut origins = read(dbs, txn, merchant, card_id)?;
+    let (key, mut origins) = read(dbs, txn, merchant, card_id)?;
     add_to(buckets(&mut origins, balance), store_code, amount_fen)?;
-    write(dbs, txn, merchant, card_id, &origins)
+    write(dbs, txn, &key, &origins)
 }
 
 /// Value leaving a card at `at_store` (spent, paid out, or paying a fee): taken from the
@@ -181,12 +179,12 @@ pub fn spend(
     if principal_fen == 0 && bonus_fen == 0 {
         return Ok(Taken::default());
     }
-    let mut origins = read(dbs, txn, merchant, card_id)?;
+    let (key, mut origins) = read(dbs, txn, merchant, card_id)?;
     let taken = Taken {
         principal: take_from(&mut origins.principal, principal_fen),
         bonus: take_from(&mut origins.bonus, bonus_fen),
     };
-    write(dbs, txn, merchant, card_id, &origins)?;
+    write(dbs, txn, &key, &origins)?;
     let day = context.today();
     post_pairs(context, txn, journal, effects, day, &taken.principal, at_store, 1)?;
     if context.config.config.clearing.unwrap_or_default().include_bonus {
@@ -207,10 +205,10 @@ pub fn give_back(
     at_store: &str,
 ) -> Result<()> {
     let (dbs, merchant) = (context.dbs, context.merchant);
-    let mut origins = read(dbs, txn, merchant, card_id)?;
+    let (key, mut origins) = read(dbs, txn, merchant, card_id)?;
     give_back_to(&mut origins.principal, &returned.principal);
     give_back_to(&mut origins.bonus, &returned.bonus);
-    write(dbs, txn, merchant, card_id, &origins)?;
+    write(dbs, txn, &key, &origins)?;
     let day = context.today();
     post_pairs(context, txn, journal, effects, day, &returned.principal, at_store, -1)?;
     if context.config.config.clearing.unwrap_or_default().include_bonus {
@@ -221,17 +219,18 @@ pub fn give_back(
 
 /// A replacement card (换卡/补卡) takes over the old card's buckets with its balances.
 pub fn move_all(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, from_card_id: u64, to_card_id: u64) -> Result<()> {
-    let origins = read(dbs, txn, merchant, from_card_id)?;
-    assert!(read(dbs, txn, merchant, to_card_id)?.principal.is_empty(), "a new card holds nothing yet");
-    write(dbs, txn, merchant, to_card_id, &origins)?;
-    write(dbs, txn, merchant, from_card_id, &CardOrigins::default())
+    let (from_key, origins) = read(dbs, txn, merchant, from_card_id)?;
+    let (to_key, held) = read(dbs, txn, merchant, to_card_id)?;
+    assert!(held.principal.is_empty(), "a new card holds nothing yet");
+    write(dbs, txn, &to_key, &origins)?;
+    write(dbs, txn, &from_key, &CardOrigins::default())
 }
 
 /// Forfeited bonus (a returned card's) leaves its buckets without clearing: nobody spent it.
 pub fn forfeit(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, card_id: u64, bonus_fen: i64) -> Result<()> {
-    let mut origins = read(dbs, txn, merchant, card_id)?;
+    let (key, mut origins) = read(dbs, txn, merchant, card_id)?;
     take_from(&mut origins.bonus, bonus_fen);
-    write(dbs, txn, merchant, card_id, &origins)
+    write(dbs, txn, &key, &origins)
 }
 
 /// Posts one clearing pair per part from another store than `at_store` (`sign` −1
@@ -376,7 +375,7 @@ pub fn seed_origins(dbs: &Dbs, txn: &mut RwTxn<'_>, merchant: &str, first_store:
             _ => vec![StoreAmount { store_code: store_code.to_owned(), amount_fen }],
         };
         let origins = CardOrigins { principal: bucket(principal_fen), bonus: bucket(bonus_fen) };
-        write(dbs, txn, merchant, card.card_id, &origins)?;
+        write(dbs, txn, &key, &origins)?;
         seeded += 1;
     }
     Ok(seeded)
